@@ -1,0 +1,1 @@
+"""The RocksDB index: repos, branches, commits, trees and chunk locations (synchronous)."""

@@ -1,0 +1,197 @@
+"""RocksDB through rocksdict: one column family per record kind, one write batch per operation.
+
+Keys are bytes chosen so that listings are prefix scans in the order users expect. Pages and blobs
+are content addressed with the store's keyed hash and never change, so their decoded form is
+cached without bound checks beyond an LRU size.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from collections.abc import Iterator
+
+import xxhash
+from rocksdict import (
+    AccessType,
+    DBCompressionType,
+    Options,
+    Rdict,
+    ReadOptions,
+    WriteBatch,
+    WriteOptions,
+)
+
+from pfsfuse.metadata import records
+from pfsfuse.metadata.records import Page
+
+# Column families. New kinds may be added freely: missing ones are created on open.
+COLUMN_FAMILIES = (
+    "meta",  # store-wide settings
+    "repos",  # name -> Repo
+    "branches",  # repo \0 branch -> Branch
+    "commits",  # repo \0 id(16 bytes, time ordered) -> Commit
+    "pages",  # hash -> encoded Page, or a blob (an out-of-line chunk list)
+    "chunks",  # chunk hash -> chunk location (opaque to this layer)
+)
+
+
+def _options(raw: bool = True) -> Options:
+    opt = Options(raw_mode=raw)
+    opt.create_if_missing(True)
+    opt.create_missing_column_families(True)
+    opt.set_compression_type(DBCompressionType.lz4())
+    opt.set_bottommost_compression_type(DBCompressionType.zstd())
+    opt.increase_parallelism(2)
+    opt.set_keep_log_file_num(3)
+    return opt
+
+
+class DB:
+    """The open index. Thread-safe for reads; writes go through `Txn`, serialised by `lock`."""
+
+    def __init__(self, path: str, seed: int, *, read_only: bool = False):
+        self.path = path
+        self.seed = seed
+        os.makedirs(path, exist_ok=True)
+        names = set(COLUMN_FAMILIES)
+        if os.path.exists(os.path.join(path, "CURRENT")):
+            names.update(Rdict.list_cf(path, _options()))
+        names.discard("default")
+        access = AccessType.read_only() if read_only else AccessType.read_write()
+        self._db = Rdict(
+            path,
+            _options(),
+            column_families={n: _options() for n in names},
+            access_type=access,
+        )
+        self._cfs = {n: self._db.get_column_family(n) for n in names}
+        self._handles = {n: self._db.get_column_family_handle(n) for n in names}
+        self._sync = WriteOptions()
+        self._sync.sync = True
+        # Every mutation is read-modify-write of a few records; one writer at a time keeps that
+        # simple and RocksDB serialises writes anyway.
+        self.lock = threading.RLock()
+        self.page = functools.lru_cache(maxsize=1 << 16)(self._load_page)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def hash(self, data) -> bytes:
+        """The store's keyed 128-bit content hash (the seed keeps addresses unsteerable)."""
+        return xxhash.xxh3_128_digest(data, seed=self.seed)
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def get(self, cf: str, key: bytes) -> bytes | None:
+        return self._cfs[cf].get(key)
+
+    def exists(self, cf: str, key: bytes) -> bool:
+        return self._cfs[cf].get(key) is not None
+
+    def scan(
+        self, cf: str, prefix: bytes = b"", *, start: bytes | None = None, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """Items whose key starts with `prefix`, in key order (or reversed), from `start`."""
+        ro = ReadOptions()
+        if prefix:
+            ro.set_iterate_lower_bound(prefix)
+            upper = _prefix_end(prefix)
+            if upper is not None:
+                ro.set_iterate_upper_bound(upper)
+        it = self._cfs[cf].iter(ro)
+        if reverse:
+            if start is not None:
+                it.seek_for_prev(start)
+            else:
+                it.seek_to_last()
+        else:
+            it.seek(start if start is not None else prefix)
+        while it.valid():
+            yield it.key(), it.value()
+            if reverse:
+                it.prev()
+            else:
+                it.next()
+
+    def _load_page(self, h: bytes) -> Page:
+        data = self._cfs["pages"].get(h)
+        if data is None:
+            raise KeyError(f"missing tree page {h.hex()}")
+        return records.decode(Page, data)
+
+    def blob(self, h: bytes) -> bytes:
+        data = self._cfs["pages"].get(h)
+        if data is None:
+            raise KeyError(f"missing blob {h.hex()}")
+        return data
+
+    def txn(self) -> Txn:
+        return Txn(self)
+
+    def write(self, batch: WriteBatch) -> None:
+        self._db.write(batch, self._sync)
+
+    def handle(self, cf: str):
+        return self._handles[cf]
+
+
+class Txn:
+    """One atomic write batch, with read-your-writes for the pages and blobs it creates."""
+
+    def __init__(self, db: DB):
+        self.db = db
+        self.hash = db.hash
+        self._batch = WriteBatch(raw_mode=True)
+        self._pages: dict[bytes, Page] = {}
+        self._blobs: dict[bytes, bytes] = {}
+
+    def put(self, cf: str, key: bytes, value: bytes) -> None:
+        self._batch.put(key, value, self.db.handle(cf))
+
+    def delete(self, cf: str, key: bytes) -> None:
+        self._batch.delete(key, self.db.handle(cf))
+
+    def page(self, h: bytes) -> Page:
+        p = self._pages.get(h)
+        return p if p is not None else self.db.page(h)
+
+    def blob(self, h: bytes) -> bytes:
+        b = self._blobs.get(h)
+        return b if b is not None else self.db.blob(h)
+
+    def put_page(self, page: Page) -> bytes:
+        data = records.encode(page)
+        h = self.db.hash(data)
+        if h not in self._pages:
+            self._pages[h] = page
+            self.put("pages", h, data)
+        return h
+
+    def put_blob(self, data: bytes) -> bytes:
+        h = self.db.hash(data)
+        if h not in self._blobs:
+            self._blobs[h] = data
+            self.put("pages", h, data)
+        return h
+
+    @property
+    def new_bytes(self) -> int:
+        return self._batch.size_in_bytes()
+
+    def commit(self) -> None:
+        if not self._batch.is_empty():
+            self.db.write(self._batch)
+        self._batch = WriteBatch(raw_mode=True)
+
+
+def _prefix_end(prefix: bytes) -> bytes | None:
+    """The smallest key greater than every key starting with `prefix`."""
+    p = bytearray(prefix)
+    while p and p[-1] == 0xFF:
+        p.pop()
+    if not p:
+        return None
+    p[-1] += 1
+    return bytes(p)

@@ -1,0 +1,75 @@
+"""The errors every layer raises and the API carries to clients.
+
+Each class has a stable `kind` that travels over the wire, so a remote client raises the same class
+the store raised. Messages are one line meant for people: they name what was wrong.
+"""
+
+from __future__ import annotations
+
+
+class PfsError(Exception):
+    kind = "internal"
+    status = 500
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class NotFound(PfsError):
+    kind = "not_found"
+    status = 404
+
+
+class AlreadyExists(PfsError):
+    kind = "already_exists"
+    status = 409
+
+
+class InvalidArgument(PfsError):
+    kind = "invalid_argument"
+    status = 400
+
+
+class FailedPrecondition(PfsError):
+    """The request is well formed but the store's state forbids it (e.g. a finished commit)."""
+
+    kind = "failed_precondition"
+    status = 412
+
+
+class Unavailable(PfsError):
+    """A dependency (URL, object store, daemon) cannot be reached; retrying may help."""
+
+    kind = "unavailable"
+    status = 503
+
+
+class DataLoss(PfsError):
+    """Stored data is missing or does not hash to its address."""
+
+    kind = "data_loss"
+    status = 500
+
+
+class NoSpace(PfsError):
+    kind = "no_space"
+    status = 507
+
+
+KINDS: dict[str, type[PfsError]] = {
+    cls.kind: cls
+    for cls in (
+        PfsError,
+        NotFound,
+        AlreadyExists,
+        InvalidArgument,
+        FailedPrecondition,
+        Unavailable,
+        DataLoss,
+        NoSpace,
+    )
+}

@@ -1,0 +1,121 @@
+"""The records the index stores and the API hands out.
+
+Tree nodes and pages are array-like (they are the bulk of the index); repos, branches and commits
+are maps with defaults omitted so that `--json` output stays readable. Every stored value starts
+with a format byte so that a later release can migrate old records.
+"""
+
+from __future__ import annotations
+
+import msgspec
+from msgspec import Struct
+
+FORMAT = 1
+
+
+class ChunkRef(Struct, array_like=True, frozen=True):
+    hash: bytes  # 16-byte keyed xxh3-128 of the raw chunk bytes
+    size: int  # raw (uncompressed) length
+
+
+class FileNode(Struct, tag="f", array_like=True, frozen=True):
+    size: int
+    # Keyed hash of the encoded chunk list: the file's content identity. When `chunks` is None the
+    # list is too long to inline and is stored as a blob under this hash.
+    hash: bytes
+    chunks: tuple[ChunkRef, ...] | None = ()
+    executable: bool = False
+
+
+class SymlinkNode(Struct, tag="l", array_like=True, frozen=True):
+    target: str
+
+    @property
+    def size(self) -> int:
+        return len(self.target.encode())
+
+
+class DirNode(Struct, tag="d", array_like=True, frozen=True):
+    size: int = 0  # bytes in the whole subtree
+    count: int = 0  # direct children
+    root: bytes | None = None  # hash of the top page; None when the directory is empty
+
+
+Node = FileNode | DirNode | SymlinkNode
+
+EMPTY_DIR = DirNode()
+
+
+class Leaf(Struct, tag="L", array_like=True, frozen=True):
+    entries: list[tuple[str, Node]]  # sorted by name
+
+
+class Inner(Struct, tag="I", array_like=True, frozen=True):
+    level: int  # 1 above the leaves
+    # (first name in the child, child page hash, bytes under the child, entries under the child)
+    children: list[tuple[str, bytes, int, int]]
+
+
+Page = Leaf | Inner
+
+
+class CommitRef(Struct, frozen=True):
+    repo: str
+    id: str
+
+
+class BranchRef(Struct, frozen=True):
+    repo: str
+    name: str
+
+
+class Repo(Struct, omit_defaults=True):
+    name: str
+    created: float
+    description: str = ""
+
+
+class Branch(Struct, omit_defaults=True):
+    repo: str
+    name: str
+    head: str | None = None
+    provenance: list[BranchRef] = []
+
+
+class Commit(Struct, omit_defaults=True):
+    repo: str
+    id: str
+    started: float
+    parent: str | None = None
+    children: list[str] = []
+    branch: str | None = None  # the branch the commit was started on
+    finished: float | None = None
+    description: str = ""
+    tree: DirNode = EMPTY_DIR  # for an open commit, its working tree
+    provenance: list[CommitRef] = []
+
+    @property
+    def size(self) -> int:
+        return self.tree.size
+
+    @property
+    def ref(self) -> CommitRef:
+        return CommitRef(self.repo, self.id)
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoders: dict[type, msgspec.msgpack.Decoder] = {}
+_PREFIX = bytes([FORMAT])
+
+
+def encode(obj) -> bytes:
+    return _PREFIX + _encoder.encode(obj)
+
+
+def decode(kind, data: bytes):
+    if data[:1] != _PREFIX:
+        raise ValueError(f"unknown record format {data[:1]!r}")
+    dec = _decoders.get(kind)
+    if dec is None:
+        dec = _decoders[kind] = msgspec.msgpack.Decoder(kind)
+    return dec.decode(memoryview(data)[1:])

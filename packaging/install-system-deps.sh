@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs the system packages pfsfuse needs on Debian/Ubuntu (run as root).
+# FUSE 3 for the mount; pkg-config and the headers so pip can build pyfuse3.
+set -euo pipefail
+pkgs=(fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv rsync sqlite3 attr)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

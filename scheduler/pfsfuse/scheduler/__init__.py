@@ -1,0 +1,1 @@
+"""Pipelines: specs, jobs, datums, executors and the worker."""

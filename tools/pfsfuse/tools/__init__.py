@@ -1,0 +1,1 @@
+"""The `pfs` command line and the admin tools (fsck, bench)."""
