@@ -24,6 +24,7 @@ from rocksdict import (
 )
 
 from pfsfuse.metadata import records
+from pfsfuse.metadata.errors import DataLoss
 from pfsfuse.metadata.records import Page
 
 # Column families. New kinds may be added freely: missing ones are created on open.
@@ -34,6 +35,7 @@ COLUMN_FAMILIES = (
     "commits",  # repo \0 id(16 bytes, time ordered) -> Commit
     "pages",  # hash -> encoded Page, or a blob (an out-of-line chunk list)
     "chunks",  # chunk hash -> chunk location (opaque to this layer)
+    "subvenance",  # upstream commit key + downstream commit key -> b""
 )
 
 
@@ -53,7 +55,9 @@ class DB:
 
     def __init__(self, path: str, seed: int, *, read_only: bool = False):
         self.path = path
-        self.seed = seed
+        # Tree pages get their own hash domain, apart from chunk ids, so that no file's bytes can
+        # ever share an address with a page.
+        self._seed = xxhash.xxh3_64_intdigest(b"pfsfuse tree pages", seed=seed)
         os.makedirs(path, exist_ok=True)
         names = set(COLUMN_FAMILIES)
         if os.path.exists(os.path.join(path, "CURRENT")):
@@ -80,7 +84,7 @@ class DB:
 
     def hash(self, data) -> bytes:
         """The store's keyed 128-bit content hash (the seed keeps addresses unsteerable)."""
-        return xxhash.xxh3_128_digest(data, seed=self.seed)
+        return xxhash.xxh3_128_digest(data, seed=self._seed)
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -118,13 +122,13 @@ class DB:
     def _load_page(self, h: bytes) -> Page:
         data = self._cfs["pages"].get(h)
         if data is None:
-            raise KeyError(f"missing tree page {h.hex()}")
+            raise DataLoss(f"tree page {h.hex()} is missing from the index")
         return records.decode(Page, data)
 
     def blob(self, h: bytes) -> bytes:
         data = self._cfs["pages"].get(h)
         if data is None:
-            raise KeyError(f"missing blob {h.hex()}")
+            raise DataLoss(f"chunk list {h.hex()} is missing from the index")
         return data
 
     def txn(self) -> Txn:

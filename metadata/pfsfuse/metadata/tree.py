@@ -1,26 +1,51 @@
 """Merkle trees of directories, stored as content-addressed sorted pages (a prolly tree).
 
-SPEC (to be implemented; this docstring becomes the module's real docstring once done):
+A directory is a sequence of (name, Node) entries sorted by name (Python str order). The sequence
+is cut into Leaf pages: an entry ends a page when the keyed hash of its name, with the level mixed
+in, is 0 modulo FANOUT (`_ends_page`); the last page ends wherever the sequence ends. The pages
+form the level-1 sequence of (first name, page hash, bytes, entry count) items, cut into Inner pages
+by the same rule, and so on until a level fits one page: that page is the root (`DirNode.root`).
+Every level below the root has at least two pages; an empty directory has no root.
 
-A directory is a sequence of (name, Node) entries sorted by name (Python str order). It is cut into
-Leaf pages; boundaries are content defined: an entry ends a page when the keyed hash of its name
-(with the level mixed in) is 0 modulo FANOUT. Levels above hold Inner pages whose entries are
-(first name of child, child hash, child bytes, child entry count), cut by the same rule applied to
-the child's first name at that level. The top page's hash is `DirNode.root`. Because boundaries
-depend only on names, the pages (and so every hash) depend only on the directory's contents, not on
-the history of edits: two equal directories have equal `DirNode`s. Unchanged pages are shared
-between commits, and a change rewrites only the pages on the paths to the changed entries.
+Because boundaries depend only on names, the pages (and so every hash) depend only on the
+directory's contents, not on the history of edits: two equal directories have equal `DirNode`s,
+unchanged pages are shared between commits, and `diff` skips equal subtrees and equal pages.
+
+A change rewrites only the pages it falls into (`_apply_level`): re-cutting an affected page with
+the change merged in goes on into the following old pages only until a new cut falls on an old
+page boundary, after which the old pages are valid as they are. The pages replaced at one level are
+changes to the level above, keyed by first name; the top level is re-cut whole, which adds or
+removes levels as needed.
+
+"Path order" throughout is pre-order with names sorted at each level: a directory comes before its
+contents, and 'a/z' before 'a-b' (the order of `walk`).
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterator, Mapping, Sequence
+from operator import itemgetter
 from typing import Protocol
 
-from pfsfuse.metadata.records import ChunkRef, DirNode, FileNode, Node, Page
+from pfsfuse.metadata import records
+from pfsfuse.metadata.errors import FailedPrecondition
+from pfsfuse.metadata.names import join, split
+from pfsfuse.metadata.records import (
+    EMPTY_DIR,
+    ChunkRef,
+    DirNode,
+    FileNode,
+    Inner,
+    Leaf,
+    Node,
+    Page,
+)
 
 FANOUT = 32  # expected entries per page
 INLINE_CHUNKS = 4  # longer chunk lists are stored as a blob under the file's hash
+
+_key = itemgetter(0)  # the name of an entry, the first name of an Inner child
 
 
 class PageReader(Protocol):
@@ -34,41 +59,470 @@ class PageWriter(PageReader, Protocol):
     def put_blob(self, data: bytes) -> bytes: ...
 
 
+# -- files -------------------------------------------------------------------------------------
+
+
 def make_file(dst: PageWriter, chunks: Sequence[ChunkRef], executable: bool = False) -> FileNode:
-    raise NotImplementedError
+    """The node of a file made of `chunks`; a long chunk list is stored as a blob in `dst`."""
+    chunks = tuple(chunks)
+    data = records.encode(chunks)
+    h = dst.hash(data)
+    size = sum(c.size for c in chunks)
+    if len(chunks) > INLINE_CHUNKS:
+        dst.put_blob(data)  # stored under its hash, which is the file's hash
+        return FileNode(size, h, None, executable)
+    return FileNode(size, h, chunks, executable)
 
 
 def file_chunks(src: PageReader, node: FileNode) -> tuple[ChunkRef, ...]:
-    raise NotImplementedError
+    if node.chunks is not None:
+        return node.chunks
+    return records.decode(tuple[ChunkRef, ...], src.blob(node.hash))
 
 
-def lookup(src: PageReader, root: DirNode, path: str) -> Node | None:
-    raise NotImplementedError
+# -- reading -----------------------------------------------------------------------------------
 
 
 def child(src: PageReader, d: DirNode, name: str) -> Node | None:
-    raise NotImplementedError
+    """The entry `name` of directory `d`, or None; reads one page per level."""
+    if d.root is None:
+        return None
+    page = src.page(d.root)
+    while isinstance(page, Inner):
+        i = bisect_right(page.children, name, key=_key) - 1
+        if i < 0:
+            return None
+        page = src.page(page.children[i][1])
+    i = bisect_right(page.entries, name, key=_key) - 1
+    if i >= 0 and page.entries[i][0] == name:
+        return page.entries[i][1]
+    return None
+
+
+def lookup(src: PageReader, root: DirNode, path: str) -> Node | None:
+    """The node at canonical `path` ('' is `root` itself), or None when there is none."""
+    node: Node | None = root
+    for name in path.split("/") if path else ():
+        if not isinstance(node, DirNode):
+            return None
+        node = child(src, node, name)
+    return node
 
 
 def list_dir(
     src: PageReader, d: DirNode, start_after: str | None = None
 ) -> Iterator[tuple[str, Node]]:
-    raise NotImplementedError
+    """The entries of `d` in name order, after `start_after` if given, reading pages as it goes."""
+    if d.root is None:
+        return
+    start = start_after or ""  # names are never empty
+    cur = _Cursor(src, d.root, 0)
+    cur.seek(start)
+    entries = cur.page.entries
+    yield from entries[bisect_right(entries, start, key=_key) :]
+    while cur.end() is not None:
+        cur.next()
+        yield from cur.page.entries
 
 
 def walk(src: PageReader, d: DirNode, prefix: str = "") -> Iterator[tuple[str, Node]]:
-    raise NotImplementedError
-
-
-def apply(dst: PageWriter, root: DirNode, changes: Mapping[str, Node | None]) -> DirNode:
-    raise NotImplementedError
+    """(path, node) for every entry below `d`, in path order (directories before their contents)."""
+    # An explicit stack rather than recursion: paths may be deeper than Python's recursion limit.
+    stack = [(prefix, list_dir(src, d))]
+    while stack:
+        base, entries = stack[-1]
+        for name, node in entries:
+            path = join(base, name)
+            yield path, node
+            if isinstance(node, DirNode):
+                stack.append((path, list_dir(src, node)))
+                break
+        else:
+            stack.pop()
 
 
 def diff(
     src: PageReader, new: DirNode, old: DirNode, prefix: str = ""
 ) -> Iterator[tuple[str, Node | None, Node | None]]:
-    raise NotImplementedError
+    """(path, new node, old node) for every non-directory path that differs, in path order.
+
+    A side is None where the path is absent (or is a directory on that side). Directories on both
+    sides are descended, not reported; empty directories are not reported. Equal subtrees and,
+    inside large directories, equal pages are skipped unread.
+    """
+    stack = [(prefix, _diff_entries(src, new, old))]
+    while stack:
+        base, entries = stack[-1]
+        for name, n, o in entries:
+            path = join(base, name)
+            if isinstance(n, DirNode) and isinstance(o, DirNode):
+                stack.append((path, _diff_entries(src, n, o)))
+                break
+            # A directory on one side only: its files are against nothing, after its own path.
+            if isinstance(n, DirNode):
+                if o is not None:
+                    yield path, None, o
+                yield from _files(src, n, path, new_side=True)
+            elif isinstance(o, DirNode):
+                if n is not None:
+                    yield path, n, None
+                yield from _files(src, o, path, new_side=False)
+            else:
+                yield path, n, o
+        else:
+            stack.pop()
 
 
 def refs(src: PageReader, d: DirNode, seen: set[bytes]) -> Iterator[tuple[str, bytes]]:
-    raise NotImplementedError
+    """("page" | "blob" | "chunk", hash) for everything `d` refers to and `seen` does not hold.
+
+    What is visited is added to `seen`, and a page already in `seen` is not descended into, so
+    walking many commits with one `seen` costs only their unique pages. Chunks are recorded as
+    b"c" + hash: chunk ids live in another namespace, and a file whose bytes equal a page's
+    encoding has the page's hash, which must not hide the page.
+    """
+    stack = [d.root] if d.root is not None else []
+    while stack:
+        h = stack.pop()
+        if h in seen:
+            continue
+        seen.add(h)
+        yield "page", h
+        page = src.page(h)
+        if isinstance(page, Inner):
+            stack.extend(c[1] for c in reversed(page.children))
+            continue
+        for _, node in page.entries:
+            if isinstance(node, DirNode):
+                if node.root is not None:
+                    stack.append(node.root)
+            elif isinstance(node, FileNode):
+                if node.chunks is None:
+                    if node.hash in seen:
+                        continue
+                    seen.add(node.hash)
+                    yield "blob", node.hash
+                for c in file_chunks(src, node):
+                    key = b"c" + c.hash
+                    if key not in seen:
+                        seen.add(key)
+                        yield "chunk", c.hash
+
+
+# -- writing -----------------------------------------------------------------------------------
+
+
+def apply(dst: PageWriter, root: DirNode, changes: Mapping[str, Node | None]) -> DirNode:
+    """`root` with `changes` applied one after the other, in the mapping's order.
+
+    A change maps a canonical non-empty path to a node, which replaces whatever is at the path
+    (a whole directory included), or to None, which deletes the path and its subtree (a no-op when
+    the path is missing, also when a parent is not a directory). Missing parent directories are
+    created; a parent that is a file or symlink raises FailedPrecondition. Directories are never
+    removed implicitly: an emptied one stays, empty.
+
+    Changes are grouped per directory and applied bottom-up in batches; a new batch starts only
+    where a change touches an ancestor or descendant of a pending path, where order matters.
+    """
+    batch = _Batch()
+    for path, node in changes.items():
+        if batch.conflicts(path):
+            root = batch.apply(dst, root)
+            batch = _Batch()
+        batch.add(path, node)
+    return batch.apply(dst, root)
+
+
+class _Batch:
+    """Changes none of which is at an ancestor of another, so they commute."""
+
+    def __init__(self) -> None:
+        # directory -> changes to its entries; every ancestor of a changed path has a (maybe empty)
+        # group, so that the new sub-directory nodes can be carried up.
+        self.groups: dict[str, dict[str, Node | None]] = {"": {}}
+        self.puts: set[str] = set()  # directories with a put below them: created when missing
+        self.paths: set[str] = set()
+
+    def conflicts(self, path: str) -> bool:
+        return path in self.groups or any(a in self.paths for a in _ancestors(path))
+
+    def add(self, path: str, node: Node | None) -> None:
+        self.paths.add(path)
+        parent, name = split(path)
+        self.groups.setdefault(parent, {})[name] = node
+        for a in _ancestors(parent):
+            self.groups.setdefault(a, {})
+        if node is not None:
+            self.puts.add(parent)
+            self.puts.update(_ancestors(parent))
+
+    def apply(self, dst: PageWriter, root: DirNode) -> DirNode:
+        order = sorted(self.groups, key=_depth)
+        # Top-down: the current node of each directory with changes below it. Directories under a
+        # missing path or a non-directory are left out when only deletes fall in them.
+        dirs = {"": root}
+        for path in order[1:]:
+            parent, name = split(path)
+            if parent not in dirs:
+                continue
+            node = child(dst, dirs[parent], name)
+            if isinstance(node, DirNode):
+                dirs[path] = node
+            elif path in self.puts:
+                if node is not None:
+                    kind = "file" if isinstance(node, FileNode) else "symlink"
+                    raise FailedPrecondition(f"{path} is a {kind}, not a directory")
+                dirs[path] = EMPTY_DIR
+        # Bottom-up: each directory's new node is a change to its parent.
+        for path in reversed(order):
+            if path not in dirs:
+                continue
+            new = _update(dst, dirs[path], sorted(self.groups[path].items(), key=_key))
+            if path and new != dirs[path]:
+                parent, name = split(path)
+                self.groups[parent][name] = new
+        return new  # the root's, which comes last
+
+
+def _ancestors(path: str) -> Iterator[str]:
+    """'', 'a', 'a/b' for 'a/b/c'."""
+    if path:
+        yield ""
+    i = path.find("/")
+    while i >= 0:
+        yield path[:i]
+        i = path.find("/", i + 1)
+
+
+def _depth(path: str) -> int:
+    return path.count("/") + 1 if path else 0
+
+
+def _update(dst: PageWriter, d: DirNode, changes: list[tuple[str, Node | None]]) -> DirNode:
+    """`d` with its entries changed: `changes` are sorted (name, node or None to delete)."""
+    items = [(name, None if node is None else (name, node)) for name, node in changes]
+    if d.root is None:
+        return _build(dst, [item for _, item in items if item is not None], 0)
+    top = _level(dst.page(d.root))
+    level = 0
+    while level < top and items:
+        items = _apply_level(dst, d.root, level, items)
+        level += 1
+    if not items:
+        return d
+    return _build(dst, _merge(_items(dst.page(d.root)), items), top)
+
+
+def _apply_level(dst: PageWriter, root: bytes, level: int, changes: list) -> list:
+    """Apply sorted (key, item or None) `changes` to the pages of `level` under `root`.
+
+    Returns the resulting changes to the level above: (first name, child item or None), sorted.
+    """
+    up: dict[str, tuple | None] = {}
+    cur = _Cursor(dst, root, level)
+    i = 0
+    while i < len(changes):
+        # A run: re-cut from the page the next change falls into until a cut meets an old boundary.
+        cur.seek(changes[i][0])
+        old: dict[str, list] = {}
+        new: list[list] = []
+        pending: list = []
+        while True:
+            items = _items(cur.page)
+            old[items[0][0]] = items
+            end = cur.end()
+            j = i
+            while j < len(changes) and (end is None or changes[j][0] < end):
+                j += 1
+            for item in _merge(items, changes[i:j]):
+                pending.append(item)
+                if _ends_page(dst, item[0], level):
+                    new.append(pending)
+                    pending = []
+            i = j
+            if not pending or end is None:
+                break
+            cur.next()
+        if pending:
+            new.append(pending)
+        for first in old:
+            up[first] = None
+        for page in new:
+            first = page[0][0]
+            if old.get(first) == page:
+                del up[first]  # re-cut into the very same page
+            else:
+                up[first] = _put(dst, level, page)
+    return sorted(up.items(), key=_key)
+
+
+def _build(dst: PageWriter, items: list, level: int) -> DirNode:
+    """The directory whose whole level-`level` sequence is `items`: cut it and the levels above."""
+    # A level-0 sequence always needs its pages; above, cutting stops once one child is left.
+    while len(items) > 1 or (level == 0 and items):
+        items = [_put(dst, level, page) for page in _cut(dst, items, level)]
+        level += 1
+    if not items:
+        return EMPTY_DIR
+    _, h, size, count = items[0]
+    # After deletions the single child may itself be an Inner page with one child: collapse.
+    page = dst.page(h)
+    while isinstance(page, Inner) and len(page.children) == 1:
+        _, h, size, count = page.children[0]
+        page = dst.page(h)
+    return DirNode(size, count, h)
+
+
+def _cut(src: PageReader, items: list, level: int) -> list[list]:
+    pages: list[list] = []
+    page: list = []
+    for item in items:
+        page.append(item)
+        if _ends_page(src, item[0], level):
+            pages.append(page)
+            page = []
+    if page:
+        pages.append(page)
+    return pages
+
+
+def _ends_page(src: PageReader, key: str, level: int) -> bool:
+    # Keyed, so that nobody can choose names that make pages huge or tiny.
+    h = src.hash(key.encode() + bytes([level]))
+    return int.from_bytes(h[:8], "big") % FANOUT == 0
+
+
+def _put(dst: PageWriter, level: int, items: list) -> tuple[str, bytes, int, int]:
+    """Write one page; return its item for the level above."""
+    if level == 0:
+        page: Page = Leaf(items)
+        size, count = sum(node.size for _, node in items), len(items)
+    else:
+        page = Inner(level, items)
+        size, count = sum(c[2] for c in items), sum(c[3] for c in items)
+    return items[0][0], dst.put_page(page), size, count
+
+
+def _merge(items: list, changes: list) -> list:
+    """Sorted `items` with sorted (key, item or None) `changes` applied."""
+    out = []
+    i = 0
+    for key, new in changes:
+        while i < len(items) and items[i][0] < key:
+            out.append(items[i])
+            i += 1
+        if i < len(items) and items[i][0] == key:
+            i += 1
+        if new is not None:
+            out.append(new)
+    out.extend(items[i:])
+    return out
+
+
+def _items(page: Page) -> list:
+    return page.entries if isinstance(page, Leaf) else page.children
+
+
+def _level(page: Page) -> int:
+    return page.level if isinstance(page, Inner) else 0
+
+
+class _Cursor:
+    """One page of one level of a tree, able to step to the next page through the levels above."""
+
+    page: Page  # the current page, once `seek` has been called
+
+    def __init__(self, src: PageReader, root: bytes, level: int):
+        self.src = src
+        self.root = root
+        self.level = level
+        self.path: list[tuple[Inner, int]] = []  # (page, child index) from the root down
+
+    def seek(self, key: str) -> None:
+        """Move to the page `key` belongs in: the last whose first name is <= key, or the first."""
+        self.path = []
+        page = self.src.page(self.root)
+        while _level(page) > self.level:
+            i = max(bisect_right(page.children, key, key=_key) - 1, 0)
+            self.path.append((page, i))
+            page = self.src.page(page.children[i][1])
+        self.page = page
+
+    def end(self) -> str | None:
+        """The first name of the next page, or None on the last page."""
+        for page, i in reversed(self.path):
+            if i + 1 < len(page.children):
+                return page.children[i + 1][0]
+        return None
+
+    def next(self) -> None:
+        """Move to the next page (there must be one)."""
+        depth = len(self.path)
+        while self.path[-1][1] + 1 == len(self.path[-1][0].children):
+            self.path.pop()
+        page, i = self.path.pop()
+        self.path.append((page, i + 1))
+        page = self.src.page(page.children[i + 1][1])
+        while len(self.path) < depth:
+            self.path.append((page, 0))
+            page = self.src.page(page.children[0][1])
+        self.page = page
+
+
+def _diff_entries(
+    src: PageReader, new: DirNode, old: DirNode
+) -> Iterator[tuple[str, Node | None, Node | None]]:
+    """(name, new node, old node) for the entries of two directories that differ, in name order.
+
+    Each side is a stack of pending (key, level, value), the front last: an entry (level -1, the
+    node) or a page not yet read (its level, its hash; key a lower bound of its names). Equal pages
+    at both fronts are skipped; otherwise the front with the smaller key (the higher level on a
+    tie) is expanded or, being an entry, reported.
+    """
+    if new == old:
+        return
+    # Different directories have different roots: start from their contents.
+    a: list = []
+    b: list = []
+    for stack, d in ((a, new), (b, old)):
+        if d.root is not None:
+            _expand(src, stack, d.root)
+    while a or b:
+        if a and b:
+            ka, la, va = a[-1]
+            kb, lb, vb = b[-1]
+            if la >= 0 and lb >= 0 and va == vb:
+                a.pop()
+                b.pop()
+                continue
+            if la < 0 and lb < 0 and ka == kb:
+                a.pop()
+                b.pop()
+                if va != vb:
+                    yield ka, va, vb
+                continue
+            side = a if (ka, -la) < (kb, -lb) else b
+        else:
+            side = a or b
+        key, level, value = side.pop()
+        if level >= 0:
+            _expand(src, side, value)
+        elif side is a:
+            yield key, value, None
+        else:
+            yield key, None, value
+
+
+def _expand(src: PageReader, stack: list, h: bytes) -> None:
+    page = src.page(h)
+    if isinstance(page, Leaf):
+        stack.extend((name, -1, node) for name, node in reversed(page.entries))
+    else:
+        stack.extend((c[0], page.level - 1, c[1]) for c in reversed(page.children))
+
+
+def _files(src: PageReader, d: DirNode, prefix: str, new_side: bool):
+    """The non-directories below `d`, as diff results against nothing on the other side."""
+    for path, node in walk(src, d, prefix):
+        if not isinstance(node, DirNode):
+            yield (path, node, None) if new_side else (path, None, node)

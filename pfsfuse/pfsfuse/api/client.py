@@ -1,0 +1,152 @@
+"""The client interface. `Store` implements it in-process; `RemoteClient` over the daemon's socket.
+
+The remote side derives argument and result types from the annotations here, so this file is the
+single description of the API.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+
+from pfsfuse.api.types import DiffResult, FileInfo, PutResult, PutSource, ReadPlan, RepoInfo
+from pfsfuse.metadata.records import Branch, BranchRef, Commit, CommitRef
+
+
+class Client(ABC):
+    # -- repos
+    @abstractmethod
+    def create_repo(self, name: str, description: str = "", update: bool = False) -> RepoInfo: ...
+
+    @abstractmethod
+    def inspect_repo(self, name: str) -> RepoInfo: ...
+
+    @abstractmethod
+    def list_repo(self) -> list[RepoInfo]: ...
+
+    @abstractmethod
+    def delete_repo(self, name: str, force: bool = False) -> None: ...
+
+    # -- commits
+    @abstractmethod
+    def start_commit(
+        self,
+        repo: str,
+        branch: str | None = None,
+        parent: str | None = None,
+        description: str = "",
+        provenance: list[CommitRef] | None = None,
+    ) -> Commit: ...
+
+    @abstractmethod
+    def finish_commit(self, repo: str, ref: str, description: str | None = None) -> Commit: ...
+
+    @abstractmethod
+    def inspect_commit(self, repo: str, ref: str) -> Commit: ...
+
+    @abstractmethod
+    def list_commit(
+        self, repo: str, ref: str | None = None, number: int | None = None, since: str | None = None
+    ) -> list[Commit]: ...
+
+    @abstractmethod
+    def delete_commit(self, repo: str, ref: str) -> list[CommitRef]: ...
+
+    @abstractmethod
+    def subscribe_commit(
+        self, repo: str, branch: str, since: str | None = None, new_only: bool = False
+    ) -> Iterator[Commit]:
+        """Finished commits on `branch`, oldest first, then each new one as it is finished."""
+
+    # -- branches
+    @abstractmethod
+    def create_branch(
+        self,
+        repo: str,
+        name: str,
+        head: str | None = None,
+        provenance: list[BranchRef] | None = None,
+    ) -> Branch: ...
+
+    @abstractmethod
+    def inspect_branch(self, repo: str, name: str) -> Branch: ...
+
+    @abstractmethod
+    def list_branch(self, repo: str) -> list[Branch]: ...
+
+    @abstractmethod
+    def delete_branch(self, repo: str, name: str, force: bool = False) -> None: ...
+
+    # -- files
+    @abstractmethod
+    def put_files(
+        self, repo: str, ref: str, sources: Iterable[PutSource], append: bool = False
+    ) -> PutResult:
+        """Write files into `ref`: an open commit, or a branch (its open head, else a new commit
+        that is finished when the write completes). All sources land together or not at all."""
+
+    @abstractmethod
+    def get_file(
+        self, repo: str, ref: str, path: str, offset: int = 0, length: int | None = None
+    ) -> Iterator[bytes]: ...
+
+    @abstractmethod
+    def read_plan(self, repo: str, ref: str, path: str) -> ReadPlan: ...
+
+    @abstractmethod
+    def inspect_file(self, repo: str, ref: str, path: str) -> FileInfo: ...
+
+    @abstractmethod
+    def list_file(
+        self,
+        repo: str,
+        ref: str,
+        path: str = "",
+        start_after: str | None = None,
+        limit: int | None = None,
+    ) -> list[FileInfo]: ...
+
+    @abstractmethod
+    def walk_file(self, repo: str, ref: str, path: str = "") -> list[FileInfo]:
+        """`path` and everything under it, in pre-order."""
+
+    @abstractmethod
+    def glob_file(self, repo: str, ref: str, pattern: str) -> list[FileInfo]: ...
+
+    @abstractmethod
+    def diff_file(
+        self,
+        new_repo: str,
+        new_ref: str,
+        new_path: str = "",
+        old_repo: str | None = None,
+        old_ref: str | None = None,
+        old_path: str | None = None,
+        shallow: bool = False,
+    ) -> DiffResult: ...
+
+    @abstractmethod
+    def delete_file(self, repo: str, ref: str, path: str) -> PutResult: ...
+
+    @abstractmethod
+    def copy_file(
+        self,
+        src_repo: str,
+        src_ref: str,
+        src_path: str,
+        dst_repo: str,
+        dst_ref: str,
+        dst_path: str,
+        overwrite: bool = False,
+    ) -> PutResult: ...
+
+    # -- admin
+    @abstractmethod
+    def fsck(self) -> list[str]:
+        """Every broken invariant, one line each; empty when the store is sound."""
+
+    @abstractmethod
+    def version(self) -> str: ...
+
+    def close(self) -> None:
+        """Release connections or the store."""

@@ -1,0 +1,73 @@
+"""Finding the daemon: PFS_ADDRESS if set, else the local daemon of PFS_HOME, started on demand.
+
+Kept apart from the daemon itself so that a client does not import the server's stack.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from pfsfuse.api.remote import RemoteClient
+from pfsfuse.home import Home
+from pfsfuse.metadata.errors import InvalidArgument, Unavailable
+
+
+def connect(home: Home | None = None, start: bool = True) -> RemoteClient:
+    """A client for PFS_ADDRESS if set, else for the local daemon (started if not running)."""
+    address = os.environ.get("PFS_ADDRESS")
+    if address:
+        if address.startswith("unix:"):
+            return RemoteClient(address)
+        if ":" not in address:
+            raise InvalidArgument(f"PFS_ADDRESS={address!r}: expected host:port or unix:/path")
+        return RemoteClient(address)
+    home = home or Home()
+    client = RemoteClient(f"unix:{home.socket}", home)
+    if _answers(client):
+        return client
+    if not start:
+        raise Unavailable(f"no pfs daemon is running for {home.path}")
+    proc = _start(home)
+    deadline = time.monotonic() + 30
+    while not _answers(client):
+        # Exit status 0 means another client's daemon won the race to start: wait for it.
+        if proc.poll():
+            raise Unavailable(
+                f"the pfs daemon exited with status {proc.returncode}: {_last_line(home.log)}"
+            )
+        if time.monotonic() > deadline:
+            raise Unavailable(f"the pfs daemon did not start within 30 s; see {home.log}")
+        time.sleep(0.02)
+    return client
+
+
+def _answers(client: RemoteClient) -> bool:
+    try:
+        client.version()
+        return True
+    except Unavailable:
+        return False
+
+
+def _start(home: Home) -> subprocess.Popen:
+    home.ensure()
+    with open(home.log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "pfsfuse.daemon"],
+            env={**os.environ, "PFS_HOME": str(home.path)},
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+        )
+
+
+def _last_line(path) -> str:
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return f"see {path}"
+    return lines[-1] if lines else f"see {path}"

@@ -1,0 +1,296 @@
+"""The API over the daemon's HTTP socket (unix or TCP).
+
+A client that can read the store's config (the owner of PFS_HOME on the daemon's host) reads file
+data straight from the object store and verifies each chunk itself; any other client streams the
+bytes through the daemon.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+
+import httpx
+import msgspec
+
+from pfsfuse.api import wire
+from pfsfuse.api.client import Client
+from pfsfuse.api.types import DiffResult, FileInfo, PutResult, PutSource, ReadPlan, RepoInfo
+from pfsfuse.chunks import ChunkStore, CorruptChunk, ObjectNotFound, open_store
+from pfsfuse.home import Home
+from pfsfuse.metadata.errors import DataLoss, Unavailable
+from pfsfuse.metadata.records import Branch, BranchRef, Commit, CommitRef
+
+_PIECE = 1 << 20
+_HEADER = msgspec.msgpack.Encoder()
+
+
+class RemoteClient(Client):
+    def __init__(self, address: str, home: Home | None = None):
+        """`address` is `unix:/path/to/pfs.sock` or `host:port`. `home` is the daemon's PFS_HOME
+        when it is on this host, which allows reading chunks directly."""
+        self.address = address
+        self.unix = address.startswith("unix:")
+        if self.unix:
+            transport = httpx.HTTPTransport(uds=address[5:])
+            base = "http://pfs"
+        else:
+            transport = httpx.HTTPTransport()
+            base = f"http://{address}"
+        self._http = httpx.Client(
+            transport=transport, base_url=base, timeout=httpx.Timeout(None, connect=10.0)
+        )
+        self._chunks: ChunkStore | None = None
+        if home is not None:
+            try:
+                cfg = home.config()
+            except (OSError, msgspec.DecodeError):
+                cfg = None
+            if cfg is not None:
+                self._chunks = ChunkStore(open_store(cfg.storage), cfg.seed)
+
+    def close(self) -> None:
+        self._http.close()
+        if self._chunks is not None:
+            self._chunks.objects.close()
+
+    # -- transport ----------------------------------------------------------------------------
+
+    def _send(self, method: str, url: str, **kwargs) -> httpx.Response:
+        try:
+            r = self._http.request(method, url, **kwargs)
+        except httpx.TransportError as e:
+            raise Unavailable(f"cannot reach the pfs daemon at {self.address}: {e}") from None
+        if r.status_code != 200:
+            wire.raise_error(r.status_code, r.content)
+        return r
+
+    def _rpc(self, method: str, **args):
+        body = msgspec.json.encode({k: v for k, v in args.items() if v is not None})
+        r = self._send("POST", f"/rpc/{method}", content=body)
+        return msgspec.json.decode(r.content, type=wire.hints(method)["return"])
+
+    def _stream(self, url: str, params: dict) -> Iterator[bytes]:
+        try:
+            with self._http.stream("GET", url, params=params) as r:
+                if r.status_code != 200:
+                    wire.raise_error(r.status_code, r.read())
+                yield from r.iter_bytes(_PIECE)
+        except httpx.TransportError as e:
+            raise Unavailable(f"the pfs daemon at {self.address} stopped answering: {e}") from None
+
+    # -- repos --------------------------------------------------------------------------------
+
+    def create_repo(self, name: str, description: str = "", update: bool = False) -> RepoInfo:
+        return self._rpc("create_repo", name=name, description=description, update=update)
+
+    def inspect_repo(self, name: str) -> RepoInfo:
+        return self._rpc("inspect_repo", name=name)
+
+    def list_repo(self) -> list[RepoInfo]:
+        return self._rpc("list_repo")
+
+    def delete_repo(self, name: str, force: bool = False) -> None:
+        return self._rpc("delete_repo", name=name, force=force)
+
+    # -- commits ------------------------------------------------------------------------------
+
+    def start_commit(
+        self,
+        repo: str,
+        branch: str | None = None,
+        parent: str | None = None,
+        description: str = "",
+        provenance: list[CommitRef] | None = None,
+    ) -> Commit:
+        return self._rpc(
+            "start_commit",
+            repo=repo,
+            branch=branch,
+            parent=parent,
+            description=description,
+            provenance=provenance,
+        )
+
+    def finish_commit(self, repo: str, ref: str, description: str | None = None) -> Commit:
+        return self._rpc("finish_commit", repo=repo, ref=ref, description=description)
+
+    def inspect_commit(self, repo: str, ref: str) -> Commit:
+        return self._rpc("inspect_commit", repo=repo, ref=ref)
+
+    def list_commit(
+        self, repo: str, ref: str | None = None, number: int | None = None, since: str | None = None
+    ) -> list[Commit]:
+        return self._rpc("list_commit", repo=repo, ref=ref, number=number, since=since)
+
+    def delete_commit(self, repo: str, ref: str) -> list[CommitRef]:
+        return self._rpc("delete_commit", repo=repo, ref=ref)
+
+    def subscribe_commit(
+        self, repo: str, branch: str, since: str | None = None, new_only: bool = False
+    ) -> Iterator[Commit]:
+        params = {"repo": repo, "branch": branch, "new_only": "1" if new_only else "0"}
+        if since:
+            params["since"] = since
+        dec = msgspec.json.Decoder(Commit)
+        pending = b""
+        for piece in self._stream("/subscribe", params):
+            pending += piece
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                yield dec.decode(line)
+
+    # -- branches -----------------------------------------------------------------------------
+
+    def create_branch(
+        self,
+        repo: str,
+        name: str,
+        head: str | None = None,
+        provenance: list[BranchRef] | None = None,
+    ) -> Branch:
+        return self._rpc("create_branch", repo=repo, name=name, head=head, provenance=provenance)
+
+    def inspect_branch(self, repo: str, name: str) -> Branch:
+        return self._rpc("inspect_branch", repo=repo, name=name)
+
+    def list_branch(self, repo: str) -> list[Branch]:
+        return self._rpc("list_branch", repo=repo)
+
+    def delete_branch(self, repo: str, name: str, force: bool = False) -> None:
+        return self._rpc("delete_branch", repo=repo, name=name, force=force)
+
+    # -- files --------------------------------------------------------------------------------
+
+    def put_files(
+        self, repo: str, ref: str, sources: Iterable[PutSource], append: bool = False
+    ) -> PutResult:
+        params = {"repo": repo, "ref": ref, "append": "1" if append else "0"}
+        r = self._send("POST", "/put", params=params, content=self._frames(sources))
+        return msgspec.json.decode(r.content, type=PutResult)
+
+    def _frames(self, sources: Iterable[PutSource]) -> Iterator[bytes]:
+        for src in sources:
+            if src.local is not None and self.unix:
+                # The daemon shares this host and reads the file itself: no bytes on the socket.
+                yield wire.frame(
+                    _HEADER.encode(wire.PutHeader(src.path, local=os.path.abspath(src.local)))
+                )
+                continue
+            if src.url is not None:
+                yield wire.frame(_HEADER.encode(wire.PutHeader(src.path, url=src.url)))
+                continue
+            yield wire.frame(_HEADER.encode(wire.PutHeader(src.path, data=True)))
+            stream = src.stream if src.local is None else open(src.local, "rb")
+            try:
+                while piece := stream.read(_PIECE):
+                    yield wire.frame(piece)
+            finally:
+                if src.local is not None:
+                    stream.close()
+            yield wire.END
+
+    def get_file(
+        self, repo: str, ref: str, path: str, offset: int = 0, length: int | None = None
+    ) -> Iterator[bytes]:
+        if self._chunks is not None:
+            return self._read_direct(self.read_plan(repo, ref, path), offset, length)
+        params = {"repo": repo, "ref": ref, "path": path, "offset": str(offset)}
+        if length is not None:
+            params["length"] = str(length)
+        return self._stream("/get", params)
+
+    def _read_direct(self, plan: ReadPlan, offset: int, length: int | None) -> Iterator[bytes]:
+        end = plan.info.size if length is None else min(plan.info.size, offset + length)
+        pos = 0
+        for ref, loc in plan.chunks:
+            if pos >= end:
+                break
+            if pos + ref.size > offset:
+                try:
+                    data = self._chunks.reader.read(ref.hash, ref.size, loc)
+                except (CorruptChunk, ObjectNotFound) as e:
+                    raise DataLoss(f"{plan.info.path}: {e}") from None
+                lo, hi = max(0, offset - pos), min(ref.size, end - pos)
+                yield data if (lo, hi) == (0, ref.size) else data[lo:hi]
+            pos += ref.size
+
+    def read_plan(self, repo: str, ref: str, path: str) -> ReadPlan:
+        return self._rpc("read_plan", repo=repo, ref=ref, path=path)
+
+    def inspect_file(self, repo: str, ref: str, path: str) -> FileInfo:
+        return self._rpc("inspect_file", repo=repo, ref=ref, path=path)
+
+    def list_file(
+        self,
+        repo: str,
+        ref: str,
+        path: str = "",
+        start_after: str | None = None,
+        limit: int | None = None,
+    ) -> list[FileInfo]:
+        return self._rpc(
+            "list_file", repo=repo, ref=ref, path=path, start_after=start_after, limit=limit
+        )
+
+    def walk_file(self, repo: str, ref: str, path: str = "") -> list[FileInfo]:
+        return self._rpc("walk_file", repo=repo, ref=ref, path=path)
+
+    def glob_file(self, repo: str, ref: str, pattern: str) -> list[FileInfo]:
+        return self._rpc("glob_file", repo=repo, ref=ref, pattern=pattern)
+
+    def diff_file(
+        self,
+        new_repo: str,
+        new_ref: str,
+        new_path: str = "",
+        old_repo: str | None = None,
+        old_ref: str | None = None,
+        old_path: str | None = None,
+        shallow: bool = False,
+    ) -> DiffResult:
+        return self._rpc(
+            "diff_file",
+            new_repo=new_repo,
+            new_ref=new_ref,
+            new_path=new_path,
+            old_repo=old_repo,
+            old_ref=old_ref,
+            old_path=old_path,
+            shallow=shallow,
+        )
+
+    def delete_file(self, repo: str, ref: str, path: str) -> PutResult:
+        return self._rpc("delete_file", repo=repo, ref=ref, path=path)
+
+    def copy_file(
+        self,
+        src_repo: str,
+        src_ref: str,
+        src_path: str,
+        dst_repo: str,
+        dst_ref: str,
+        dst_path: str,
+        overwrite: bool = False,
+    ) -> PutResult:
+        return self._rpc(
+            "copy_file",
+            src_repo=src_repo,
+            src_ref=src_ref,
+            src_path=src_path,
+            dst_repo=dst_repo,
+            dst_ref=dst_ref,
+            dst_path=dst_path,
+            overwrite=overwrite,
+        )
+
+    # -- admin --------------------------------------------------------------------------------
+
+    def fsck(self) -> list[str]:
+        return self._rpc("fsck")
+
+    def version(self) -> str:
+        return self._rpc("version")
+
+    def shutdown(self) -> None:
+        self._send("POST", "/shutdown")

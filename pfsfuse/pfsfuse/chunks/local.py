@@ -1,0 +1,144 @@
+"""LocalStore: objects as files under a directory (the default store)."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+from collections.abc import Iterator
+from urllib.parse import quote
+
+from .objects import ObjectNotFound, ObjectStore, retrying
+
+_TEMP_ERRNOS = frozenset({errno.EINTR, errno.EAGAIN})
+_NOT_THERE = (FileNotFoundError, NotADirectoryError)
+
+
+class LocalStore(ObjectStore):
+    """Objects as files under `root`, key 'a/b' at root/a/b.
+
+    put writes a temporary file next to the target, fsyncs it and renames it over the target, so
+    readers and crashes never see part of an object. Temporary names start with '.', which keys
+    cannot, so they are never listed or mistaken for objects.
+    """
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = os.path.abspath(root)
+        os.makedirs(self.root, exist_ok=True)
+        self.url = "file://" + quote(self.root)
+
+    def __repr__(self) -> str:
+        return f"LocalStore({self.root!r})"
+
+    def is_temp_failure(self, exc: BaseException) -> bool:
+        return isinstance(exc, OSError) and exc.errno in _TEMP_ERRNOS
+
+    def _path(self, key: str) -> str:
+        return os.path.join(self.root, *key.split("/"))
+
+    @retrying
+    def _get(self, key: str, offset: int, length: int | None) -> bytes:
+        try:
+            fd = os.open(self._path(key), os.O_RDONLY | os.O_CLOEXEC)
+        except _NOT_THERE:
+            raise ObjectNotFound(f"{self.url}: no object {key!r}") from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise ObjectNotFound(f"{self.url}: no object {key!r}")
+            start = max(st.st_size + offset, 0) if offset < 0 else offset
+            end = st.st_size if length is None else min(start + length, st.st_size)
+            return _pread_all(fd, start, end - start)
+        finally:
+            os.close(fd)
+
+    @retrying
+    def _put(self, key: str, data: bytes | memoryview) -> None:
+        path = self._path(key)
+        directory, name = os.path.split(path)
+        self._make_dirs(directory)
+        tmp = os.path.join(directory, f".{name}.{os.urandom(8).hex()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            try:
+                _write_all(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        _fsync_dir(directory)
+
+    @retrying
+    def _exists(self, key: str) -> bool:
+        try:
+            return stat.S_ISREG(os.stat(self._path(key)).st_mode)
+        except _NOT_THERE:
+            return False
+
+    @retrying
+    def _delete(self, key: str) -> None:
+        with contextlib.suppress(*_NOT_THERE, IsADirectoryError):
+            os.unlink(self._path(key))
+
+    def _list(self, prefix: str) -> Iterator[str]:
+        directory, _, _ = prefix.rpartition("/")
+        if directory:
+            return self._walk(self._path(directory), directory + "/", prefix)
+        return self._walk(self.root, "", prefix)
+
+    def _walk(self, path: str, key_prefix: str, prefix: str) -> Iterator[str]:
+        try:
+            with os.scandir(path) as it:
+                entries = list(it)
+        except _NOT_THERE:
+            return
+        for entry in entries:
+            key = key_prefix + entry.name
+            if entry.name.startswith(".") or not key.startswith(prefix):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                yield from self._walk(entry.path, key + "/", prefix)
+            elif entry.is_file(follow_symlinks=False):
+                yield key
+
+    def _make_dirs(self, directory: str) -> None:
+        # A new directory is durable only once its parent is fsynced; without that a crash could
+        # lose it together with objects already reported as stored in it.
+        if os.path.isdir(directory):
+            return
+        parent = os.path.dirname(directory)
+        self._make_dirs(parent)
+        with contextlib.suppress(FileExistsError):  # a concurrent put made it
+            os.mkdir(directory)
+        _fsync_dir(parent)
+
+
+def _pread_all(fd: int, offset: int, n: int) -> bytes:
+    parts = []
+    while n > 0:
+        part = os.pread(fd, n, offset)
+        if not part:  # the file shrank while we read
+            break
+        parts.append(part)
+        offset += len(part)
+        n -= len(part)
+    return b"".join(parts)
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data).cast("B")
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,153 @@
+"""The small object-store interface under the chunk store, and the retry policy of its backends."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from time import monotonic, sleep
+from urllib.parse import unquote, urlsplit
+
+log = logging.getLogger(__name__)
+
+
+class ObjectNotFound(Exception):
+    """The object store holds no object under the key."""
+
+
+def check_key(key: str) -> str:
+    """Returns `key` if it is a valid object key, else raises ValueError.
+
+    A key is '/'-separated names, none of them empty or starting with '.' (which also rules out '.',
+    '..' and the temporary names backends may use), without NUL.
+    """
+    if not isinstance(key, str):
+        raise TypeError(f"object key must be str, not {type(key).__name__}")
+    if "\0" in key or any(not name or name.startswith(".") for name in key.split("/")):
+        raise ValueError(
+            f"invalid object key {key!r}: expected '/'-separated names, none empty or starting "
+            "with '.', without NUL"
+        )
+    return key
+
+
+def _check_prefix(prefix: str) -> str:
+    # Every name but the last must be a valid key name; the last may be partial or empty.
+    *names, _ = prefix.split("/")
+    if "\0" in prefix or any(not name or name.startswith(".") for name in names):
+        raise ValueError(
+            f"invalid object key prefix {prefix!r}: expected '/'-separated names, none empty or "
+            "starting with '.', without NUL"
+        )
+    return prefix
+
+
+class ObjectStore(ABC):
+    """A flat store of immutable-by-convention objects named by '/'-separated keys.
+
+    Backends implement the underscore methods, which receive validated keys, decorate the ones that
+    talk to the storage with @retrying, and classify their errors in is_temp_failure.
+    """
+
+    url: str
+    retry_attempts = 8  # calls in all, including the first
+    retry_delay = 0.05  # seconds; backoff ceiling of the first retry, doubled for each next one
+    retry_timeout = 60.0  # seconds; no retry is started that would end after this
+
+    def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
+        """Bytes [offset, offset + length) of the object (to its end if length is None), fewer if
+        the object ends first. A negative offset counts from the end: get(key, -n) is the last n
+        bytes (the whole object if it is shorter). Raises ObjectNotFound."""
+        if length is not None and length < 0:
+            raise ValueError(f"negative length {length}")
+        return self._get(check_key(key), offset, length)
+
+    def put(self, key: str, data: bytes | memoryview) -> None:
+        """Stores `data` under `key`, replacing any object there. Atomic (readers see the old or the
+        new object, never a part) and durable when it returns."""
+        self._put(check_key(key), data)
+
+    def exists(self, key: str) -> bool:
+        return self._exists(check_key(key))
+
+    def delete(self, key: str) -> None:
+        """Deletes the object; a missing one is fine."""
+        self._delete(check_key(key))
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        """Keys starting with `prefix` (a plain string prefix, as in S3), in no particular order."""
+        return self._list(_check_prefix(prefix))
+
+    def is_temp_failure(self, exc: BaseException) -> bool:
+        """Whether `exc` is a temporary failure worth retrying (throttling, timeouts, ...)."""
+        return False
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> ObjectStore:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    @abstractmethod
+    def _get(self, key: str, offset: int, length: int | None) -> bytes: ...
+
+    @abstractmethod
+    def _put(self, key: str, data: bytes | memoryview) -> None: ...
+
+    @abstractmethod
+    def _exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def _delete(self, key: str) -> None: ...
+
+    @abstractmethod
+    def _list(self, prefix: str) -> Iterator[str]: ...
+
+
+def retrying(method):
+    """Decorates an ObjectStore backend method to retry it on temporary failures.
+
+    Backoff is exponential with full jitter (a uniform random delay under a doubling ceiling),
+    bounded by the store's retry_attempts and retry_timeout. Permanent failures propagate at once.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self: ObjectStore, *args, **kwargs):
+        deadline = monotonic() + self.retry_timeout
+        attempt = 0
+        while True:
+            try:
+                return method(self, *args, **kwargs)
+            except Exception as exc:
+                attempt += 1
+                delay = random.uniform(0, self.retry_delay * 2 ** (attempt - 1))
+                if (
+                    not self.is_temp_failure(exc)
+                    or attempt >= self.retry_attempts
+                    or monotonic() + delay > deadline
+                ):
+                    raise
+                log.warning(
+                    "%s: %s failed (%s), retry %d in %.2fs",
+                    self.url, method.__name__.lstrip("_"), exc, attempt, delay,
+                )
+                sleep(delay)
+
+    return wrapper
+
+
+def open_store(url: str) -> ObjectStore:
+    """The object store at `url`; "file:///abs/dir" is a local directory."""
+    parts = urlsplit(url)
+    if parts.scheme == "file":
+        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+            raise ValueError(f"unsupported storage URL {url!r}: expected file:///absolute/path")
+        from .local import LocalStore  # here, as local imports this module
+
+        return LocalStore(unquote(parts.path))
+    raise ValueError(f"unsupported storage URL {url!r}: supported schemes are file://")

@@ -1,0 +1,170 @@
+"""Checks every invariant of a store and names each problem it finds.
+
+Branch heads, parents, children and provenance point at commits that exist; every tree page and
+chunk list is present and hashes to its address; directory sizes and counts add up; every chunk a
+file references is indexed, readable and hashes right. Shared subtrees and chunks are checked once.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pfsfuse.metadata import records, tree
+from pfsfuse.metadata.errors import PfsError
+from pfsfuse.metadata.index import SUBVENANCE, commit_key, split_commit_key
+from pfsfuse.metadata.records import ChunkRef, Commit, CommitRef, DirNode, FileNode, Inner, Leaf, Page
+
+if TYPE_CHECKING:
+    from pfsfuse.store import Store
+
+
+class _Checker:
+    def __init__(self, store: Store):
+        self.store = store
+        self.db = store.db
+        self.problems: list[str] = []
+        self.pages: dict[bytes, tuple[int, int] | None] = {}  # page -> (bytes, entries) or None if bad
+        self.files: set[bytes] = set()
+        self.chunks: dict[bytes, tuple[ChunkRef, str]] = {}  # chunk -> (ref, first user)
+
+    def problem(self, msg: str) -> None:
+        self.problems.append(msg)
+
+    def run(self) -> list[str]:
+        idx = self.store.index
+        for repo in idx.repos():
+            commits = {c.id: c for c in idx.commits(repo.name)}
+            for b in idx.branches(repo.name):
+                where = f"branch {repo.name}@{b.name}"
+                if b.head is not None and b.head not in commits:
+                    self.problem(f"{where}: head {b.head} does not exist")
+                for p in b.provenance:
+                    if idx.branch(p.repo, p.name) is None:
+                        self.problem(f"{where}: provenance {p.repo}@{p.name} does not exist")
+            for c in commits.values():
+                self.commit(c, commits)
+        self.subvenance()
+        self.verify_chunks()
+        return self.problems
+
+    def commit(self, c: Commit, commits: dict[str, Commit]) -> None:
+        where = f"commit {c.repo}@{c.id}"
+        if c.parent is not None:
+            parent = commits.get(c.parent)
+            if parent is None:
+                self.problem(f"{where}: parent {c.parent} does not exist")
+            elif c.id not in parent.children:
+                self.problem(f"{where}: parent {c.parent} does not list it as a child")
+        for kid in c.children:
+            child = commits.get(kid)
+            if child is None:
+                self.problem(f"{where}: child {kid} does not exist")
+            elif child.parent != c.id:
+                self.problem(f"{where}: child {kid} has parent {child.parent}")
+        for p in c.provenance:
+            try:
+                self.store.index.commit(p.repo, p.id)
+            except PfsError:
+                self.problem(f"{where}: provenance {p.repo}@{p.id} does not exist")
+            if not self.db.exists(SUBVENANCE, commit_key(p.repo, p.id) + commit_key(c.repo, c.id)):
+                self.problem(f"{where}: provenance {p.repo}@{p.id} is missing from the index")
+        self.dir(c.tree, f"{c.repo}@{c.id}:/")
+
+    def subvenance(self) -> None:
+        for key, _ in self.db.scan(SUBVENANCE):
+            up_repo, _, rest = key.partition(b"\0")
+            up = CommitRef(up_repo.decode(), rest[:16].hex())
+            down = split_commit_key(rest[16:])
+            try:
+                c = self.store.index.commit(down.repo, down.id)
+            except PfsError:
+                self.problem(f"provenance index names missing commit {down.repo}@{down.id}")
+                continue
+            if up not in c.provenance:
+                self.problem(f"provenance index entry {up.repo}@{up.id} -> {down.repo}@{down.id} is stale")
+
+    def dir(self, d: DirNode, where: str) -> None:
+        if d.root is None:
+            if d.size or d.count:
+                self.problem(f"{where}: empty directory claims {d.size} bytes, {d.count} entries")
+            return
+        got = self.page(d.root, where)
+        if got is not None and got != (d.size, d.count):
+            self.problem(
+                f"{where}: directory claims {d.size} bytes in {d.count} entries, "
+                f"its pages hold {got[0]} bytes in {got[1]}"
+            )
+
+    def page(self, h: bytes, where: str) -> tuple[int, int] | None:
+        if h in self.pages:
+            return self.pages[h]
+        self.pages[h] = None
+        data = self.db.get("pages", h)
+        if data is None:
+            self.problem(f"{where}: tree page {h.hex()} is missing")
+            return None
+        if self.db.hash(data) != h:
+            self.problem(f"{where}: tree page {h.hex()} does not hash to its address")
+            return None
+        try:
+            page = records.decode(Page, data)
+        except Exception:
+            self.problem(f"{where}: tree page {h.hex()} cannot be decoded")
+            return None
+        if isinstance(page, Leaf):
+            result = self.leaf(page, where)
+        else:
+            result = self.inner(page, where)
+        self.pages[h] = result
+        return result
+
+    def leaf(self, page: Leaf, where: str) -> tuple[int, int]:
+        names = [n for n, _ in page.entries]
+        if names != sorted(set(names)):
+            self.problem(f"{where}: a tree page's entries are not sorted and unique")
+        size = 0
+        for name, node in page.entries:
+            path = f"{where.rstrip('/')}/{name}"
+            if isinstance(node, DirNode):
+                self.dir(node, path)
+            elif isinstance(node, FileNode):
+                self.file(node, path)
+            size += node.size
+        return size, len(page.entries)
+
+    def inner(self, page: Inner, where: str) -> tuple[int, int] | None:
+        size = count = 0
+        for first, h, csize, ccount in page.children:
+            got = self.page(h, where)
+            if got is not None and got != (csize, ccount):
+                self.problem(f"{where}: tree page {h.hex()} sizes do not add up")
+            size += csize
+            count += ccount
+        return size, count
+
+    def file(self, node: FileNode, where: str) -> None:
+        if node.hash in self.files:
+            return
+        self.files.add(node.hash)
+        try:
+            chunks = tree.file_chunks(self.db, node)
+        except Exception:
+            self.problem(f"{where}: chunk list {node.hash.hex()} is missing or unreadable")
+            return
+        if self.db.hash(records.encode(tuple(chunks))) != node.hash:
+            self.problem(f"{where}: chunk list does not hash to the file's hash")
+        if sum(c.size for c in chunks) != node.size:
+            self.problem(f"{where}: chunks hold {sum(c.size for c in chunks)} bytes, not {node.size}")
+        for c in chunks:
+            self.chunks.setdefault(c.hash, (c, where))
+
+    def verify_chunks(self) -> None:
+        for h, (ref, where) in self.chunks.items():
+            try:
+                self.store.read_chunk(ref)
+            except PfsError as e:
+                self.problem(f"{where}: {e}")
+
+
+def check(store: Store) -> list[str]:
+    return _Checker(store).run()

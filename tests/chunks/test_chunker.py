@@ -1,0 +1,78 @@
+"""Content-defined chunking."""
+
+import io
+import random
+
+import pytest
+
+from pfsfuse.chunks import MAX_SIZE, MIN_SIZE, Chunker
+
+SEED = 0x0123456789ABCDEF
+
+
+@pytest.fixture(scope="module")
+def data():
+    return random.Random(1).randbytes(32 << 20)
+
+
+def cut(chunker, buf):
+    return [bytes(c) for c in chunker.cut_buf(buf)]
+
+
+def test_deterministic(data):
+    chunks = cut(Chunker(SEED), data)
+    assert b"".join(chunks) == data
+    assert cut(Chunker(SEED), data) == chunks
+
+
+def test_seed_keys_the_boundaries(data):
+    assert cut(Chunker(SEED), data) != cut(Chunker(SEED + 1), data)
+    assert cut(Chunker(0), data) != cut(Chunker(2**64 - 1), data)
+
+
+def test_sizes_within_bounds(data):
+    sizes = [len(c) for c in Chunker(SEED).cut_buf(data)]
+    assert all(MIN_SIZE <= size <= MAX_SIZE for size in sizes[:-1])
+    assert 0 < sizes[-1] <= MAX_SIZE
+    assert 1 << 20 <= len(data) / len(sizes) <= 2 << 20
+
+
+def test_edit_changes_only_nearby_chunks(data):
+    chunker = Chunker(SEED)
+    before = cut(chunker, data)
+    for at in (len(data) // 3, len(data) // 2, len(data) - (5 << 20)):
+        edited = bytearray(data)
+        edited[at : at + 1024] = random.Random(at).randbytes(1024)
+        after = cut(chunker, edited)
+        assert b"".join(after) == edited
+        assert len(set(after) - set(before)) <= 2
+
+
+def test_stream_matches_buffer(data):
+    chunker = Chunker(SEED)
+    expected = cut(chunker, data)
+    assert [bytes(c) for c in chunker.cut(io.BytesIO(data))] == expected
+
+    class ReadOnly:
+        """A stream with only read(), returning short reads like a pipe."""
+
+        def __init__(self):
+            self.pos = 0
+            self.rng = random.Random(2)
+
+        def read(self, n):
+            n = min(n, self.rng.randint(1, 300_000))
+            out = data[self.pos : self.pos + n]
+            self.pos += len(out)
+            return out
+
+    assert [bytes(c) for c in chunker.cut(ReadOnly())] == expected
+
+
+def test_empty_and_small_inputs():
+    chunker = Chunker(SEED)
+    assert list(chunker.cut_buf(b"")) == []
+    assert list(chunker.cut(io.BytesIO())) == []
+    assert cut(chunker, b"tiny") == [b"tiny"]
+    assert [bytes(c) for c in chunker.cut(io.BytesIO(b"tiny"))] == [b"tiny"]
+    assert cut(chunker, bytearray(b"x" * 100)) == [b"x" * 100]

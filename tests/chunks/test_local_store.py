@@ -1,0 +1,95 @@
+"""LocalStore specifics: atomic puts, temporary files, error classification, URLs."""
+
+import errno
+import os
+
+import pytest
+
+from pfsfuse.chunks import LocalStore, local, open_store
+
+
+def files_under(root):
+    return sorted(
+        os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs
+    )
+
+
+def test_layout(tmp_path):
+    store = LocalStore(tmp_path)
+    store.put("packs/ab/cd", b"x")
+    assert (tmp_path / "packs" / "ab" / "cd").read_bytes() == b"x"
+    assert files_under(tmp_path) == ["packs/ab/cd"]
+
+
+def test_failed_put_leaves_nothing(tmp_path, monkeypatch):
+    store = LocalStore(tmp_path)
+    store.put("keep", b"old")
+
+    def write_half_then_fail(fd, data):
+        os.write(fd, bytes(data[: len(data) // 2]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(local, "_write_all", write_half_then_fail)
+    with pytest.raises(OSError) as excinfo:
+        store.put("new/obj", b"x" * 1000)
+    assert excinfo.value.errno == errno.ENOSPC
+    with pytest.raises(OSError):
+        store.put("keep", b"new value")
+    assert files_under(tmp_path) == ["keep"]
+    assert sorted(store.list()) == ["keep"]
+    assert store.get("keep") == b"old"
+
+
+def test_crashed_put_is_invisible(tmp_path):
+    # A crash between creating the temporary file and the rename leaves it behind.
+    store = LocalStore(tmp_path)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / ".b.0123456789abcdef.tmp").write_bytes(b"partial")
+    assert list(store.list()) == []
+    assert not store.exists("a/b")
+
+
+def test_temp_failures(tmp_path):
+    store = LocalStore(tmp_path)
+    assert store.is_temp_failure(OSError(errno.EINTR, "interrupted"))
+    assert store.is_temp_failure(BlockingIOError(errno.EAGAIN, "try again"))
+    assert not store.is_temp_failure(OSError(errno.ENOSPC, "full"))
+    assert not store.is_temp_failure(OSError(errno.EIO, "I/O error"))
+    assert not store.is_temp_failure(ValueError("x"))
+
+
+def test_temp_failure_retried(tmp_path, monkeypatch):
+    store = LocalStore(tmp_path)
+    store.retry_delay = 0.001
+    real_write_all = local._write_all
+    calls = []
+
+    def flaky(fd, data):
+        calls.append(1)
+        if len(calls) == 1:
+            raise InterruptedError(errno.EINTR, "interrupted")
+        real_write_all(fd, data)
+
+    monkeypatch.setattr(local, "_write_all", flaky)
+    store.put("k", b"data")
+    assert len(calls) == 2
+    assert store.get("k") == b"data"
+    assert files_under(tmp_path) == ["k"]
+
+
+def test_open_store(tmp_path):
+    store = open_store(f"file://{tmp_path}/sub%20dir")
+    assert isinstance(store, LocalStore)
+    assert store.root == str(tmp_path / "sub dir")
+    assert store.url == f"file://{tmp_path}/sub%20dir"
+    store.put("k", b"v")
+    assert open_store(store.url).get("k") == b"v"
+    assert isinstance(open_store(f"file://localhost{tmp_path}"), LocalStore)
+
+
+@pytest.mark.parametrize(
+    "url", ["s3://b/x", "gs://b", "az://c", "file:relative/dir", "file://host/dir", "/plain/path"]
+)
+def test_open_store_rejects(url):
+    with pytest.raises(ValueError, match="unsupported storage URL"):
+        open_store(url)

@@ -1,0 +1,256 @@
+"""The file engine in-process: repo, branch, commit and file semantics of Pachyderm 1.7."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import pytest
+
+from pfsfuse.api.types import PutSource
+from pfsfuse.home import Home
+from pfsfuse.metadata.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
+from pfsfuse.metadata.records import BranchRef
+from pfsfuse.store import Store
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(Home(tmp_path / "home"))
+    try:
+        yield s
+    finally:
+        assert s.fsck() == []
+        s.close()
+
+
+def put(store, repo, ref, files: dict[str, bytes], append=False):
+    return store.put_files(
+        repo, ref, [PutSource(p, stream=io.BytesIO(d)) for p, d in files.items()], append
+    )
+
+
+def read(store, repo, ref, path) -> bytes:
+    return b"".join(store.get_file(repo, ref, path))
+
+
+def test_put_file_on_a_branch_makes_one_finished_commit_per_call(store):
+    store.create_repo("images")
+    r1 = put(store, "images", "master", {"a.txt": b"one"})
+    r2 = put(store, "images", "master", {"b.txt": b"two", "c/d.txt": b"three"})
+    commits = store.list_commit("images")
+    assert [c.id for c in commits] == [r2.commit, r1.commit]
+    assert all(c.finished is not None for c in commits)
+    assert commits[0].parent == r1.commit and commits[1].parent is None
+    assert store.inspect_commit("images", r1.commit).children == [r2.commit]
+    assert read(store, "images", "master", "c/d.txt") == b"three"
+    assert read(store, "images", "master^", "a.txt") == b"one"
+    with pytest.raises(NotFound):
+        read(store, "images", "master^", "b.txt")
+    assert store.inspect_repo("images").size == 11
+    assert [f.path for f in store.list_file("images", "master")] == ["a.txt", "b.txt", "c"]
+
+
+def test_open_commit_takes_several_writes_then_finishes(store):
+    store.create_repo("data")
+    c = store.start_commit("data", "master", description="batch")
+    put(store, "data", "master", {"x": b"1"})
+    put(store, "data", c.id, {"y": b"2"})
+    assert store.inspect_commit("data", "master").finished is None
+    assert read(store, "data", c.id, "x") == b"1"
+    done = store.finish_commit("data", "master")
+    assert done.id == c.id and done.finished is not None and done.description == "batch"
+    assert len(store.list_commit("data")) == 1
+    with pytest.raises(FailedPrecondition, match="already finished"):
+        store.finish_commit("data", c.id)
+    with pytest.raises(FailedPrecondition, match="finished"):
+        put(store, "data", c.id, {"z": b"3"})
+    with pytest.raises(FailedPrecondition, match="open commit"):
+        store.start_commit("data", "master")
+        store.start_commit("data", "master")
+
+
+def test_overwrite_is_the_default_and_append_appends(store):
+    store.create_repo("r")
+    put(store, "r", "master", {"f": b"hello "})
+    put(store, "r", "master", {"f": b"world"})
+    assert read(store, "r", "master", "f") == b"world"
+    put(store, "r", "master", {"f": b"!"}, append=True)
+    assert read(store, "r", "master", "f") == b"world!"
+
+
+def test_refs_walk_the_history(store):
+    store.create_repo("r")
+    ids = [put(store, "r", "master", {"v": str(i).encode()}).commit for i in range(5)]
+    assert store.inspect_commit("r", "master").id == ids[4]
+    assert store.inspect_commit("r", "master^").id == ids[3]
+    assert store.inspect_commit("r", "master^3").id == ids[1]
+    assert store.inspect_commit("r", "master~2").id == ids[2]
+    assert store.inspect_commit("r", "master^^").id == ids[2]
+    assert store.inspect_commit("r", "master~2^").id == ids[1]
+    assert store.inspect_commit("r", f"{ids[2]}^").id == ids[1]
+    with pytest.raises(NotFound, match="history"):
+        store.inspect_commit("r", "master~5")
+    with pytest.raises(InvalidArgument):
+        store.inspect_commit("r", "master^x")
+    assert [c.id for c in store.list_commit("r", "master~1", number=2)] == [ids[3], ids[2]]
+    assert [c.id for c in store.list_commit("r", "master", since=ids[2])] == [ids[4], ids[3]]
+
+
+def test_delete_commit_reparents_children_and_moves_heads(store):
+    store.create_repo("r")
+    a, b, c = (put(store, "r", "master", {f"f{i}": b"x"}).commit for i in range(3))
+    store.delete_commit("r", b)
+    assert store.inspect_commit("r", c).parent == a
+    assert store.inspect_commit("r", a).children == [c]
+    store.delete_commit("r", "master")
+    assert store.inspect_branch("r", "master").head == a
+    store.delete_commit("r", a)
+    assert store.inspect_branch("r", "master").head is None
+    assert store.list_commit("r") == []
+
+
+def test_delete_commit_deletes_downstream_commits(store):
+    store.create_repo("in")
+    store.create_repo("out")
+    src = put(store, "in", "master", {"x": b"1"}).commit
+    from pfsfuse.metadata.records import CommitRef
+
+    derived = store.start_commit("out", "master", provenance=[CommitRef("in", src)])
+    store.finish_commit("out", derived.id)
+    store.delete_commit("in", src)
+    with pytest.raises(NotFound):
+        store.inspect_commit("out", derived.id)
+
+
+def test_branches_and_deferred_processing(store):
+    store.create_repo("data")
+    ids = [put(store, "data", "staging", {f"f{i}": b"x"}).commit for i in range(3)]
+    store.create_branch("data", "master")
+    assert store.inspect_branch("data", "master").head is None
+    store.create_branch("data", "master", head="staging^1")
+    assert store.inspect_branch("data", "master").head == ids[1]
+    store.create_branch("data", "master", head="staging")
+    assert store.inspect_branch("data", "master").head == ids[2]
+    assert [b.name for b in store.list_branch("data")] == ["master", "staging"]
+    # copy-file moves references from staging into a new commit on master
+    store.start_commit("data", "master")
+    store.copy_file("data", "staging", "f0", "data", "master", "g0")
+    store.finish_commit("data", "master")
+    assert read(store, "data", "master", "g0") == b"x"
+    store.delete_branch("data", "staging")
+    assert [b.name for b in store.list_branch("data")] == ["master"]
+    with pytest.raises(NotFound):
+        store.create_branch("data", "x", head="staging")
+
+
+def test_branch_provenance_blocks_deletes_without_force(store):
+    store.create_repo("in")
+    store.create_repo("out")
+    store.create_branch("out", "master", provenance=[BranchRef("in", "master")])
+    with pytest.raises(FailedPrecondition, match="provenance"):
+        store.delete_repo("in")
+    with pytest.raises(FailedPrecondition, match="provenance"):
+        store.delete_branch("in", "master")
+    with pytest.raises(InvalidArgument, match="itself"):
+        store.create_branch("in", "master", provenance=[BranchRef("out", "master")])
+    store.delete_repo("in", force=True)
+    assert store.inspect_branch("out", "master").provenance == []
+
+
+def test_repos(store):
+    store.create_repo("a", "first")
+    with pytest.raises(AlreadyExists):
+        store.create_repo("a")
+    store.create_repo("a", "changed", update=True)
+    assert store.inspect_repo("a").description == "changed"
+    for bad in ["", "a/b", "..", "x" * 64, "sp ace"]:
+        with pytest.raises(InvalidArgument):
+            store.create_repo(bad)
+    store.delete_repo("a")
+    with pytest.raises(NotFound):
+        store.inspect_repo("a")
+    with pytest.raises(NotFound):
+        put(store, "a", "master", {"x": b""})
+
+
+@pytest.mark.parametrize("bad", ["../x", "a/../b", "a//b", "./a", "a\0b", "x/" + "y" * 300])
+def test_bad_paths_are_rejected_and_change_nothing(store, bad):
+    store.create_repo("r")
+    put(store, "r", "master", {"ok": b"1"})
+    with pytest.raises(InvalidArgument):
+        put(store, "r", "master", {"fine": b"2", bad: b"3"})
+    assert len(store.list_commit("r")) == 1
+    assert [f.path for f in store.list_file("r", "master")] == ["ok"]
+
+
+def test_file_and_directory_conflicts(store):
+    store.create_repo("r")
+    put(store, "r", "master", {"d/f": b"1"})
+    with pytest.raises(FailedPrecondition, match="directory"):
+        put(store, "r", "master", {"d": b"2"})
+    with pytest.raises(FailedPrecondition, match="not a directory|is a file"):
+        put(store, "r", "master", {"d/f/g": b"2"})
+    assert len(store.list_commit("r")) == 1
+
+
+def test_delete_file_and_glob_and_diff(store):
+    store.create_repo("r")
+    put(store, "r", "master", {"a/1.csv": b"1", "a/2.csv": b"22", "b/3.txt": b"333", "top": b"t"})
+    put(store, "r", "master", {"a/2.csv": b"changed", "a/4.csv": b"4"})
+    assert [f.path for f in store.glob_file("r", "master", "/a/*.csv")] == [
+        "a/1.csv", "a/2.csv", "a/4.csv"
+    ]
+    assert [f.path for f in store.glob_file("r", "master", "/*")] == ["a", "b", "top"]
+    d = store.diff_file("r", "master")
+    assert [f.path for f in d.new] == ["a/2.csv", "a/4.csv"]
+    assert [f.path for f in d.old] == ["a/2.csv"]
+    store.delete_file("r", "master", "a")
+    assert [f.path for f in store.list_file("r", "master")] == ["b", "top"]
+    with pytest.raises(NotFound):
+        store.delete_file("r", "master", "nope")
+    assert [f.path for f in store.walk_file("r", "master")] == ["", "b", "b/3.txt", "top"]
+
+
+def test_large_file_ranges_and_dedup(store, tmp_path):
+    store.create_repo("big")
+    data = os.urandom(9 << 20)
+    src = tmp_path / "big.bin"
+    src.write_bytes(data)
+    first = store.put_files("big", "master", [PutSource("big.bin", local=str(src))])
+    assert first.stored > 0
+    again = store.put_files("big", "master", [PutSource("copy.bin", local=str(src))])
+    assert again.stored == 0  # every chunk was already stored
+    assert read(store, "big", "master", "copy.bin") == data
+    assert b"".join(store.get_file("big", "master", "big.bin", 5 << 20, 1000)) == data[
+        5 << 20 : (5 << 20) + 1000
+    ]
+    plan = store.read_plan("big", "master", "big.bin")
+    assert sum(r.size for r, _ in plan.chunks) == len(data) and len(plan.chunks) > 2
+    # A 1 KiB edit in the middle stores at most two new chunks.
+    edited = bytearray(data)
+    edited[4 << 20 : (4 << 20) + 1024] = os.urandom(1024)
+    r = store.put_files("big", "master", [PutSource("big.bin", stream=io.BytesIO(edited))])
+    assert 0 < r.stored <= 2 * (4 << 20)
+    new_refs = {c.hash for c, _ in store.read_plan("big", "master", "big.bin").chunks}
+    old_refs = {c.hash for c, _ in plan.chunks}
+    assert len(new_refs - old_refs) <= 2
+
+
+def test_subscribe_commit_yields_finished_commits_in_order(store):
+    import threading
+
+    store.create_repo("r")
+    first = put(store, "r", "master", {"a": b"1"}).commit
+    cancel = threading.Event()
+    it = store.subscribe("r", "master", None, False, cancel)
+    assert next(it).id == first
+    second = put(store, "r", "master", {"b": b"2"}).commit
+    assert next(it).id == second
+    cancel.set()
+    assert next(it, None) is None

@@ -1,0 +1,55 @@
+"""Branch verbs: create-branch, list-branch, delete-branch."""
+
+from __future__ import annotations
+
+import click
+
+from pfsfuse.metadata.errors import InvalidArgument
+from pfsfuse.metadata.records import BranchRef
+from pfsfuse.tools.cli.app import App, json_option, pass_app
+
+
+def _branch_ref(text: str) -> BranchRef:
+    repo, sep, name = text.partition("@")
+    if not sep or not repo or not name:
+        raise InvalidArgument(f"invalid provenance {text!r}: expected REPO@BRANCH")
+    return BranchRef(repo, name)
+
+
+@click.command("create-branch")
+@click.argument("repo")
+@click.argument("branch")
+@click.option("--head", help="The commit the branch points at (an id or ref, e.g. staging^1).")
+@click.option(
+    "-p", "--provenance", multiple=True, help="REPO@BRANCH this branch derives from (repeatable)."
+)
+@pass_app
+def create_branch(app: App, repo: str, branch: str, head: str | None, provenance: tuple[str, ...]) -> None:
+    """Create a branch, or move an existing one to --head."""
+    prov = [_branch_ref(p) for p in provenance] if provenance else None
+    app.client.create_branch(repo, branch, head, prov)
+
+
+@click.command("list-branch")
+@click.argument("repo")
+@json_option
+@pass_app
+def list_branch(app: App, repo: str, as_json: bool) -> None:
+    """List a repo's branches: BRANCH HEAD."""
+    branches = app.client.list_branch(repo)
+    if as_json:
+        return app.out.json(branches)
+    app.out.table(["BRANCH", "HEAD"], ([b.name, b.head or "-"] for b in branches))
+
+
+@click.command("delete-branch")
+@click.argument("repo")
+@click.argument("branch")
+@click.option("-f", "--force", is_flag=True, help="Delete even if other branches derive from it.")
+@pass_app
+def delete_branch(app: App, repo: str, branch: str, force: bool) -> None:
+    """Delete a branch (its commits stay)."""
+    app.client.delete_branch(repo, branch, force)
+
+
+COMMANDS = [create_branch, list_branch, delete_branch]
