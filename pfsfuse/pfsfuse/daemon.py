@@ -70,20 +70,20 @@ async def _serve(store: Store, home: Home, listen: str | None) -> None:
     stop = trio.Event()
     if home.socket.exists():
         home.socket.unlink()  # left by a daemon that died; we hold the lock, so it is stale
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(_signals, stop)
-        unix = make_app(store, stop.set, trusted=True)
-        await nursery.start(
-            _serve_one, unix, _hypercorn_config(f"unix:{home.socket}"), stop
-        )
-        if listen:
-            tcp = make_app(store, stop.set, trusted=False)
-            await nursery.start(_serve_one, tcp, _hypercorn_config(listen), stop)
-        log.info("serving %s on %s%s", home.path, home.socket, f" and {listen}" if listen else "")
-        await stop.wait()
-        nursery.cancel_scope.deadline = trio.current_time() + 5
-    if home.socket.exists():
-        home.socket.unlink()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_signals, stop)
+            # The servers return once `stop` is set and their connections have closed.
+            async with trio.open_nursery() as servers:
+                unix = make_app(store, stop.set, trusted=True)
+                await servers.start(_serve_one, unix, _hypercorn_config(f"unix:{home.socket}"), stop)
+                if listen:
+                    tcp = make_app(store, stop.set, trusted=False)
+                    await servers.start(_serve_one, tcp, _hypercorn_config(listen), stop)
+                log.info("serving %s on %s%s", home.path, home.socket, f" and {listen}" if listen else "")
+            nursery.cancel_scope.cancel()
+    finally:
+        home.socket.unlink(missing_ok=True)
 
 
 async def _serve_one(app, cfg, stop: trio.Event, task_status=trio.TASK_STATUS_IGNORED):

@@ -75,7 +75,7 @@ class RemoteClient(Client):
             with self._http.stream("GET", url, params=params) as r:
                 if r.status_code != 200:
                     wire.raise_error(r.status_code, r.read())
-                yield from r.iter_bytes(_PIECE)
+                yield from r.iter_bytes()
         except httpx.TransportError as e:
             raise Unavailable(f"the pfs daemon at {self.address} stopped answering: {e}") from None
 

@@ -103,12 +103,12 @@ def subscribe_commit(
 ) -> None:
     """Print each commit finished on BRANCH, oldest first, and keep waiting for new ones."""
     if not as_json:
-        app.out.line("\t".join(HEADERS))
+        app.out.line("\t".join(HEADERS), flush=True)
     for c in app.client.subscribe_commit(repo, branch, since, new_only):
         if as_json:
-            app.out.json(c)
+            app.out.json(c, flush=True)
         else:
-            app.out.line("\t".join(commit_row(c)))
+            app.out.line("\t".join(commit_row(c)), flush=True)
 
 
 COMMANDS = [start_commit, finish_commit, list_commit, inspect_commit, delete_commit, subscribe_commit]

@@ -72,17 +72,24 @@ class Output:
             t.add_column(h, no_wrap=True, overflow="ignore")
         for row in rows:
             t.add_row(*row)
-        self.console.print(t)
+        with self.console.capture() as captured:
+            self.console.print(t)
+        # rich pads the last column; tabwriter-style output ends lines at the text
+        sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
 
     def fields(self, pairs: Iterable[tuple[str, str]]) -> None:
         for k, v in pairs:
-            self.console.print(f"{k}: {v}", markup=False)
+            self.line(f"{k}: {v}")
 
-    def line(self, text: str) -> None:
-        self.console.print(text, markup=False)
+    def line(self, text: str, flush: bool = False) -> None:
+        sys.stdout.write(text + "\n")
+        if flush:
+            sys.stdout.flush()
 
-    def json(self, obj) -> None:
+    def json(self, obj, flush: bool = False) -> None:
         sys.stdout.write(msgspec.json.format(msgspec.json.encode(jsonable(obj))).decode() + "\n")
+        if flush:
+            sys.stdout.flush()
 
 
 def jsonable(obj):
