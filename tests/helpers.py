@@ -56,8 +56,8 @@ def rows(output: str) -> list[list[str]]:
 class Daemon:
     def __init__(self, home: Path, extra_args=()):
         self.home = home
-        self.env = {**os.environ, "PFS_HOME": str(home)}
-        self.env.pop("PFS_ADDRESS", None)
+        # An explicit address: a client must never start a daemon of its own behind a test's back.
+        self.env = {**os.environ, "PFS_HOME": str(home), "PFS_ADDRESS": f"unix:{home}/pfs.sock"}
         self.log = home.parent / (home.name + ".log")
         self.args = extra_args
         self.proc: subprocess.Popen | None = None

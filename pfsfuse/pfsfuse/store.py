@@ -333,10 +333,7 @@ class Store(Client):
     def _record(self, locations: list[tuple[bytes, ChunkLoc]]) -> None:
         """Index chunks that are now durable in the object store."""
         if locations:
-            with self.index.mutation() as v:
-                self.index.put_chunk_locations(
-                    v.txn, ((h, _LOC_ENC.encode(loc)) for h, loc in locations)
-                )
+            self.index.put_chunk_locations((h, _LOC_ENC.encode(loc)) for h, loc in locations)
 
     @contextlib.contextmanager
     def _open_source(self, src: PutSource):

@@ -1,11 +1,12 @@
 """Content-defined chunking."""
 
 import io
+import os
 import random
 
 import pytest
 
-from pfsfuse.chunks import MAX_SIZE, MIN_SIZE, Chunker
+from pfsfuse.chunks import MAX_SIZE, MIN_SIZE, Chunker, chunker
 
 SEED = 0x0123456789ABCDEF
 
@@ -76,3 +77,11 @@ def test_empty_and_small_inputs():
     assert cut(chunker, b"tiny") == [b"tiny"]
     assert [bytes(c) for c in chunker.cut(io.BytesIO(b"tiny"))] == [b"tiny"]
     assert cut(chunker, bytearray(b"x" * 100)) == [b"x" * 100]
+
+
+@pytest.mark.parametrize("size", [0, 1, chunker.BLOCK - 1, chunker.BLOCK, chunker.BLOCK + 1, 3 * chunker.BLOCK + 12345])
+def test_streams_cut_like_buffers_across_blocks(size):
+    """cut() works a block at a time; its cuts must be those of the whole buffer."""
+    c = Chunker(SEED)
+    data = os.urandom(size)
+    assert [bytes(x) for x in c.cut(io.BytesIO(data))] == [bytes(x) for x in c.cut_buf(data)]

@@ -8,6 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from pfsfuse.chunks import packs
+
 from pfsfuse.chunks import (
     RAW,
     ZSTD,
@@ -211,7 +213,7 @@ class SlowStore(LocalStore):
         self.in_flight = self.max_in_flight = 0
         self.fail = False
 
-    def _put(self, key, data):
+    def _put(self, key, data, durable):
         with self.lock:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -219,7 +221,7 @@ class SlowStore(LocalStore):
             time.sleep(0.02)
             if self.fail:
                 raise OSError("injected upload failure")
-            super()._put(key, data)
+            super()._put(key, data, durable)
         finally:
             with self.lock:
                 self.in_flight -= 1
@@ -230,7 +232,7 @@ def test_uploads_overlap_but_stay_bounded(tmp_path):
     chunks = ChunkStore(store, SEED)
     datas = [os.urandom(100_000) for _ in range(40)]
     written = write_all(chunks, datas, target=150_000)
-    assert store.max_in_flight == 2
+    assert store.max_in_flight == packs._MAX_UPLOADS
     assert len(written) == 40
 
 

@@ -18,6 +18,7 @@ def _free_port() -> int:
 
 def test_first_command_starts_the_daemon_and_shutdown_stops_it(tmp_home):
     d = Daemon(tmp_home / "home")  # not started: the CLI must start it
+    del d.env["PFS_ADDRESS"]
     try:
         r = d.pfs("create-repo", "r")
         assert r.returncode == 0 and d.answers()

@@ -74,6 +74,7 @@ class DB:
         self._handles = {n: self._db.get_column_family_handle(n) for n in names}
         self._sync = WriteOptions()
         self._sync.sync = True
+        self._nosync = WriteOptions()
         # Every mutation is read-modify-write of a few records; one writer at a time keeps that
         # simple and RocksDB serialises writes anyway.
         self.lock = threading.RLock()
@@ -134,8 +135,11 @@ class DB:
     def txn(self) -> Txn:
         return Txn(self)
 
-    def write(self, batch: WriteBatch) -> None:
-        self._db.write(batch, self._sync)
+    def write(self, batch: WriteBatch, sync: bool = True) -> None:
+        """Applies a batch atomically. sync=False skips flushing the WAL: the batch survives a
+        crash of this process but not of the machine, until any later synced write (the WAL is
+        sequential, so that flush covers it too)."""
+        self._db.write(batch, self._sync if sync else self._nosync)
 
     def handle(self, cf: str):
         return self._handles[cf]
@@ -184,9 +188,9 @@ class Txn:
     def new_bytes(self) -> int:
         return self._batch.size_in_bytes()
 
-    def commit(self) -> None:
+    def commit(self, sync: bool = True) -> None:
         if not self._batch.is_empty():
-            self.db.write(self._batch)
+            self.db.write(self._batch, sync)
         self._batch = WriteBatch(raw_mode=True)
 
 

@@ -111,12 +111,13 @@ class Index:
         self.db = db
 
     @contextlib.contextmanager
-    def mutation(self) -> Iterator[View]:
-        """One atomic change: everything written through the view lands together or not at all."""
+    def mutation(self, sync: bool = True) -> Iterator[View]:
+        """One atomic change: everything written through the view lands together or not at all.
+        sync=False is for records nothing depends on until a later synced mutation."""
         with self.db.lock:
             txn = self.db.txn()
             yield View(self, txn)
-            txn.commit()
+            txn.commit(sync)
 
     # -- repos --------------------------------------------------------------------------------
 
@@ -408,9 +409,12 @@ class Index:
     def chunk_location(self, h: bytes) -> bytes | None:
         return self.db.get("chunks", h)
 
-    def put_chunk_locations(self, txn: Txn, locations: Iterable[tuple[bytes, bytes]]) -> None:
-        for h, loc in locations:
-            txn.put("chunks", h, loc)
+    def put_chunk_locations(self, locations: Iterable[tuple[bytes, bytes]]) -> None:
+        """Index chunks. Unsynced: a lost location only loses dedup of a chunk nothing refers to
+        yet, since the tree that will refer to it is written with a synced batch after this."""
+        with self.mutation(sync=False) as v:
+            for h, loc in locations:
+                v.txn.put("chunks", h, loc)
 
 
 def _replace(obj, **changes):

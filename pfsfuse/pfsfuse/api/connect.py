@@ -20,7 +20,8 @@ def connect(home: Home | None = None, start: bool = True) -> RemoteClient:
     address = os.environ.get("PFS_ADDRESS")
     if address:
         if address.startswith("unix:"):
-            return RemoteClient(address)
+            # A socket inside a PFS_HOME we can read: read chunks directly, as for our own home.
+            return RemoteClient(address, Home(os.path.dirname(address[5:])))
         if ":" not in address:
             raise InvalidArgument(f"PFS_ADDRESS={address!r}: expected host:port or unix:/path")
         return RemoteClient(address)

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
+from urllib.parse import urlencode
 
-import httpx
 import msgspec
 
+from pfsfuse import chunks
 from pfsfuse.api import wire
+from pfsfuse.api.transport import Transport
 from pfsfuse.api.client import Client
 from pfsfuse.api.types import DiffResult, FileInfo, PutResult, PutSource, ReadPlan, RepoInfo
-from pfsfuse.chunks import ChunkStore, CorruptChunk, ObjectNotFound, open_store
 from pfsfuse.home import Home
 from pfsfuse.metadata.errors import DataLoss, Unavailable
 from pfsfuse.metadata.records import Branch, BranchRef, Commit, CommitRef
@@ -31,22 +32,16 @@ class RemoteClient(Client):
         when it is on this host, which allows reading chunks directly."""
         self.address = address
         self.unix = address.startswith("unix:")
-        if self.unix:
-            transport = httpx.HTTPTransport(uds=address[5:])
-            base = "http://pfs"
-        else:
-            transport = httpx.HTTPTransport()
-            base = f"http://{address}"
-        self._http = httpx.Client(
-            transport=transport, base_url=base, timeout=httpx.Timeout(None, connect=10.0)
-        )
-        self._chunks: ChunkStore | None = None
+        self._http = Transport(address)
+        self._chunks = None
         if home is not None:
             try:
                 cfg = home.config()
             except (OSError, msgspec.DecodeError):
                 cfg = None
             if cfg is not None:
+                from pfsfuse.chunks import ChunkStore, open_store  # only direct readers need it
+
                 self._chunks = ChunkStore(open_store(cfg.storage), cfg.seed)
 
     def close(self) -> None:
@@ -56,28 +51,14 @@ class RemoteClient(Client):
 
     # -- transport ----------------------------------------------------------------------------
 
-    def _send(self, method: str, url: str, **kwargs) -> httpx.Response:
-        try:
-            r = self._http.request(method, url, **kwargs)
-        except httpx.TransportError as e:
-            raise Unavailable(f"cannot reach the pfs daemon at {self.address}: {e}") from None
-        if r.status_code != 200:
-            wire.raise_error(r.status_code, r.content)
-        return r
-
     def _rpc(self, method: str, **args):
         body = msgspec.json.encode({k: v for k, v in args.items() if v is not None})
-        r = self._send("POST", f"/rpc/{method}", content=body)
-        return msgspec.json.decode(r.content, type=wire.hints(method)["return"])
+        data = self._http.call("POST", f"/rpc/{method}", body)
+        return msgspec.json.decode(data, type=wire.hints(method)["return"])
 
     def _stream(self, url: str, params: dict) -> Iterator[bytes]:
-        try:
-            with self._http.stream("GET", url, params=params) as r:
-                if r.status_code != 200:
-                    wire.raise_error(r.status_code, r.read())
-                yield from r.iter_bytes()
-        except httpx.TransportError as e:
-            raise Unavailable(f"the pfs daemon at {self.address} stopped answering: {e}") from None
+        with self._http.stream(url, params) as pieces:
+            yield from pieces
 
     # -- repos --------------------------------------------------------------------------------
 
@@ -165,9 +146,9 @@ class RemoteClient(Client):
     def put_files(
         self, repo: str, ref: str, sources: Iterable[PutSource], append: bool = False
     ) -> PutResult:
-        params = {"repo": repo, "ref": ref, "append": "1" if append else "0"}
-        r = self._send("POST", "/put", params=params, content=self._frames(sources))
-        return msgspec.json.decode(r.content, type=PutResult)
+        params = urlencode({"repo": repo, "ref": ref, "append": "1" if append else "0"})
+        data = self._http.call("POST", f"/put?{params}", self._frames(sources))
+        return msgspec.json.decode(data, type=PutResult)
 
     def _frames(self, sources: Iterable[PutSource]) -> Iterator[bytes]:
         for src in sources:
@@ -209,7 +190,7 @@ class RemoteClient(Client):
             if pos + ref.size > offset:
                 try:
                     data = self._chunks.reader.read(ref.hash, ref.size, loc)
-                except (CorruptChunk, ObjectNotFound) as e:
+                except (chunks.CorruptChunk, chunks.ObjectNotFound) as e:
                     raise DataLoss(f"{plan.info.path}: {e}") from None
                 lo, hi = max(0, offset - pos), min(ref.size, end - pos)
                 yield data if (lo, hi) == (0, ref.size) else data[lo:hi]
@@ -293,4 +274,4 @@ class RemoteClient(Client):
         return self._rpc("version")
 
     def shutdown(self) -> None:
-        self._send("POST", "/shutdown")
+        self._http.call("POST", "/shutdown", b"")

@@ -1,40 +1,39 @@
 """The chunk store: content-defined chunks, packed into objects of an object store, read back
-verified. It knows nothing of commits or trees; callers keep the chunk hash -> location index."""
+verified. It knows nothing of commits or trees; callers keep the chunk hash -> location index.
 
-from .chunker import AVG_SIZE, MAX_SIZE, MIN_SIZE, Chunker
-from .local import LocalStore
-from .objects import ObjectNotFound, ObjectStore, check_key, open_store, retrying
-from .packs import (
-    RAW,
-    ZSTD,
-    ChunkLoc,
-    ChunkReader,
-    ChunkStore,
-    CorruptChunk,
-    CorruptPack,
-    PackWriter,
-    pack_key,
-    read_pack_index,
-)
+Names are loaded on first use (PEP 562), so that a client needing only `ChunkLoc` does not pay
+for zstd and the chunker at start-up.
+"""
 
-__all__ = [
-    "AVG_SIZE",
-    "MAX_SIZE",
-    "MIN_SIZE",
-    "RAW",
-    "ZSTD",
-    "ChunkLoc",
-    "ChunkReader",
-    "ChunkStore",
-    "Chunker",
-    "CorruptChunk",
-    "CorruptPack",
-    "LocalStore",
-    "ObjectNotFound",
-    "ObjectStore",
-    "PackWriter",
-    "check_key",
-    "open_store",
-    "pack_key",
-    "read_pack_index",
-]
+import importlib
+
+_EXPORTS = {
+    "AVG_SIZE": "chunker",
+    "MAX_SIZE": "chunker",
+    "MIN_SIZE": "chunker",
+    "Chunker": "chunker",
+    "LocalStore": "local",
+    "ObjectNotFound": "objects",
+    "ObjectStore": "objects",
+    "check_key": "objects",
+    "open_store": "objects",
+    "retrying": "objects",
+    "RAW": "packs",
+    "ZSTD": "packs",
+    "ChunkLoc": "location",
+    "ChunkReader": "packs",
+    "ChunkStore": "packs",
+    "CorruptChunk": "packs",
+    "CorruptPack": "packs",
+    "PackWriter": "packs",
+    "pack_key": "location",
+    "read_pack_index": "packs",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)

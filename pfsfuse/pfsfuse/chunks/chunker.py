@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Iterator
 
 from pyfastcdc import BinaryStreamReader, FastCDC
@@ -10,6 +11,7 @@ from pyfastcdc import BinaryStreamReader, FastCDC
 MIN_SIZE = 256 << 10
 AVG_SIZE = 1 << 20  # pyfastcdc's avg_size; cuts are sought after MIN_SIZE, so the mean is ~1.25 MiB
 MAX_SIZE = 4 << 20
+BLOCK = 32 << 20  # streams are cut a block at a time, in place
 
 
 class Chunker:
@@ -24,20 +26,79 @@ class Chunker:
             normalized_chunking=1,
             seed=_gear_seed(seed),
         )
+        self._buffers = threading.local()
 
     def cut(self, stream: BinaryStreamReader) -> Iterator[memoryview]:
         """The chunks of a binary stream (anything with readinto or read); nothing if it is empty.
 
-        Each chunk is a view of an internal buffer that the next chunk overwrites: use or copy it
-        before asking for the next one.
+        Each chunk is a view of a buffer that later chunks overwrite: use or copy it before asking
+        for the next one.
         """
-        for chunk in self._cdc.cut_stream(stream):
-            yield chunk.data
+        # A cut depends only on the bytes from its chunk's start, so cutting a block in place
+        # gives the stream's cuts, except that the block's last chunk may end only because the
+        # block does: carry it into the next block. Small streams fit one read.
+        first = _read_up_to(stream, BLOCK)
+        if len(first) < BLOCK:
+            yield from self.cut_buf(first)
+            return
+        buf = getattr(self._buffers, "free", None) or bytearray(BLOCK + MAX_SIZE)
+        self._buffers.free = None  # in use: a nested cut in this thread gets its own
+        try:
+            view = memoryview(buf)
+            view[:BLOCK] = first
+            filled, eof = BLOCK, False
+            while True:
+                if not eof:
+                    filled += _fill(stream, view[filled:])
+                    eof = filled < len(buf)
+                last = None
+                for chunk in self.cut_buf(view[:filled]):
+                    if last is not None:
+                        yield last
+                    last = chunk
+                if eof:
+                    if last is not None:
+                        yield last
+                    return
+                # Move the unfinished last chunk to the front and read on behind it.
+                tail = len(last)
+                view[:tail] = view[filled - tail : filled]
+                filled = tail
+        finally:
+            self._buffers.free = buf
 
     def cut_buf(self, buf: bytes | bytearray | memoryview) -> Iterator[memoryview]:
         """The chunks of a buffer, as views into it (no copies); nothing if it is empty."""
         for chunk in self._cdc.cut_buf(memoryview(buf).cast("B")):
             yield chunk.data
+
+
+def _fill(stream, view: memoryview) -> int:
+    """Reads into `view` until it is full or the stream ends; returns the bytes read."""
+    total = 0
+    readinto = getattr(stream, "readinto", None)
+    while total < len(view):
+        if readinto is not None:
+            n = readinto(view[total:])
+        else:
+            piece = stream.read(len(view) - total)
+            n = len(piece)
+            view[total : total + n] = piece
+        if not n:
+            break
+        total += n
+    return total
+
+
+def _read_up_to(stream, n: int) -> bytes:
+    parts, total = [], 0
+    while total < n:
+        piece = stream.read(n - total)
+        if not piece:
+            break
+        parts.append(piece)
+        total += len(piece)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def _gear_seed(seed: int) -> int:

@@ -64,10 +64,18 @@ class ObjectStore(ABC):
             raise ValueError(f"negative length {length}")
         return self._get(check_key(key), offset, length)
 
-    def put(self, key: str, data: bytes | memoryview) -> None:
+    def put(self, key: str, data: bytes | memoryview, *, durable: bool = True) -> None:
         """Stores `data` under `key`, replacing any object there. Atomic (readers see the old or the
-        new object, never a part) and durable when it returns."""
-        self._put(check_key(key), data)
+        new object, never a part) and, unless durable=False, durable when it returns.
+
+        durable=False lets a backend that writes through a cache (a local disk) defer the flush to
+        a later `sync` of many keys at once; a crash may then lose or truncate the object, so
+        nothing may refer to it before that sync."""
+        self._put(check_key(key), data, durable)
+
+    def sync(self, keys: list[str]) -> None:
+        """Makes objects put with durable=False durable. Object stores whose puts are always
+        durable need not override this."""
 
     def exists(self, key: str) -> bool:
         return self._exists(check_key(key))
@@ -97,7 +105,7 @@ class ObjectStore(ABC):
     def _get(self, key: str, offset: int, length: int | None) -> bytes: ...
 
     @abstractmethod
-    def _put(self, key: str, data: bytes | memoryview) -> None: ...
+    def _put(self, key: str, data: bytes | memoryview, durable: bool) -> None: ...
 
     @abstractmethod
     def _exists(self, key: str) -> bool: ...

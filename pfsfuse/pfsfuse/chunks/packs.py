@@ -17,7 +17,9 @@ import msgspec
 import xxhash
 import zstandard
 
+from .chunker import MAX_SIZE as MAX_CHUNK
 from .chunker import Chunker
+from .location import ChunkLoc, pack_key
 from .objects import ObjectStore
 
 RAW = 0
@@ -26,18 +28,11 @@ MAGIC = b"PFSPACK1"
 TARGET_PACK_SIZE = 16 << 20
 _FOOTER = 4 + len(MAGIC)
 _TAIL_READ = 64 << 10  # the first ranged get of read_pack_index; holds most trailers whole
-_MAX_UPLOADS = 2  # packs uploading at once per writer: bounds its memory to about three packs
+_MAX_UPLOADS = 3  # packs uploading at once per writer: bounds its memory to about four packs
+_SAMPLE = 64 << 10  # compress this much of a chunk first; skip the rest if it does not shrink
+_SYNC_PACKS = 16  # packs made durable together: fewer flushes, and locations still flow
 
 _Entry = tuple[bytes, int, int, int, int]  # trailer entry: (hash, offset, length, codec, raw_size)
-
-
-class ChunkLoc(msgspec.Struct, array_like=True, frozen=True):
-    """Where a chunk is stored: a byte range of a pack object, and its encoding."""
-
-    pack: bytes  # 16-byte pack id
-    offset: int
-    length: int  # stored length
-    codec: int  # RAW or ZSTD
 
 
 class CorruptPack(Exception):
@@ -48,27 +43,34 @@ class CorruptChunk(CorruptPack):
     """The bytes read for a chunk do not hash to its address."""
 
 
-def pack_key(pack: bytes) -> str:
-    name = pack.hex()
-    return f"packs/{name[:2]}/{name}"
-
-
 class _Pack:
-    """A pack being filled."""
+    """A pack being filled, in a reused buffer (allocating and growing buffers costs copies)."""
 
-    def __init__(self) -> None:
+    def __init__(self, buffer: bytearray) -> None:
         self.id = os.urandom(16)
-        self.data = bytearray()
+        self.data = buffer
+        self.size = 0
+        self.end = 0  # after sealing: the end of the trailer
         self.entries: list[_Entry] = []
 
-    def append(self, h: bytes, stored, codec: int, raw_size: int) -> None:
-        self.entries.append((h, len(self.data), len(stored), codec, raw_size))
-        self.data += stored
+    def _write(self, at: int, piece) -> int:
+        end = at + len(piece)
+        if end > len(self.data):
+            self.data.extend(bytes(end - len(self.data)))
+        self.data[at:end] = piece
+        return end
 
-    def seal(self) -> bytearray:
+    def append(self, h: bytes, stored, codec: int, raw_size: int) -> None:
+        self.entries.append((h, self.size, len(stored), codec, raw_size))
+        self.size = self._write(self.size, stored)
+
+    def seal(self) -> None:
         trailer = msgspec.msgpack.encode(self.entries)
-        self.data += trailer + len(trailer).to_bytes(4, "big") + MAGIC
-        return self.data
+        self.end = self._write(self.size, trailer + len(trailer).to_bytes(4, "big") + MAGIC)
+
+    def upload(self, objects: ObjectStore) -> None:
+        with memoryview(self.data) as view:
+            objects.put(pack_key(self.id), view[: self.end], durable=False)
 
     def locations(self) -> list[tuple[bytes, ChunkLoc]]:
         return [(h, ChunkLoc(self.id, off, n, codec)) for h, off, n, codec, _ in self.entries]
@@ -94,10 +96,14 @@ class PackWriter:
         self._cctx = zstandard.ZstdCompressor(level=1)
         self._pack: _Pack | None = None
         self._uploads: deque[tuple[_Pack, int, Future]] = deque()  # oldest first
+        self._syncs: deque[tuple[list[_Pack], int, Future]] = deque()  # oldest first
         self._pool: ThreadPoolExecutor | None = None
         self._seen: set[bytes] = set()  # every hash added since the last abort
         self._pending: set[bytes] = set()  # those whose location is not returned yet
-        self.bytes_stored = 0  # chunk bytes (after compression) in packs uploaded so far
+        self._free: list[bytearray] = []  # buffers of uploaded packs, for the next packs
+        self._unsynced: list[_Pack] = []  # uploaded, not yet being made durable
+        self._unsynced_bytes = 0
+        self.bytes_stored = 0  # chunk bytes (after compression) in packs made durable so far
 
     def __enter__(self) -> PackWriter:
         return self
@@ -113,24 +119,41 @@ class PackWriter:
         # Storing data under a wrong address would corrupt every later reader, and xxh3 is cheap.
         if self._hash(data) != h:
             raise ValueError(f"chunk hash {h.hex()} does not match the chunk's data")
-        stored, codec = self._cctx.compress(data), ZSTD
-        if 10 * len(stored) > 9 * len(data):  # keep compression only if it saves 10%
-            stored, codec = data, RAW
+        stored, codec = self._compress(data)
         if self._pack is None:
-            self._pack = _Pack()
+            self._pack = _Pack(self._free.pop() if self._free else bytearray(self._target + MAX_CHUNK))
         self._pack.append(h, stored, codec, len(data))
         self._seen.add(h)
         self._pending.add(h)
-        done = self._submit() if len(self._pack.data) >= self._target else []
+        if self._pack.size >= self._target:
+            self._submit()
         while self._uploads and self._uploads[0][2].done():
-            done += self._finish_oldest()
+            self._finish_oldest()
+        done = []
+        while self._syncs and self._syncs[0][2].done():
+            done += self._finish_sync()
         return done
+
+    def _compress(self, data) -> tuple[object, int]:
+        """zstd when it saves 10%; a sample decides first, so incompressible data costs little."""
+        view = memoryview(data)
+        if len(view) > 2 * _SAMPLE and 10 * len(self._cctx.compress(view[:_SAMPLE])) > 9 * _SAMPLE:
+            return view, RAW
+        stored = self._cctx.compress(view)
+        if 10 * len(stored) > 9 * len(view):
+            return view, RAW
+        return stored, ZSTD
 
     def flush(self) -> list[tuple[bytes, ChunkLoc]]:
         """Uploads the partial pack, if any, and returns every location not returned yet."""
-        done = self._submit() if self._pack is not None else []
+        if self._pack is not None:
+            self._submit()
         while self._uploads:
-            done += self._finish_oldest()
+            self._finish_oldest()
+        self._start_sync()
+        done = []
+        while self._syncs:
+            done += self._finish_sync()
         self._stop_pool()
         return done
 
@@ -144,32 +167,63 @@ class PackWriter:
         those packs."""
         self._stop_pool()
         self._uploads.clear()
+        self._syncs.clear()
+        self._unsynced.clear()
+        self._unsynced_bytes = 0
         self._pack = None
         # Not just the pending hashes: a failing add may have dropped locations it was returning.
         self._seen.clear()
         self._pending.clear()
 
-    def _submit(self) -> list[tuple[bytes, ChunkLoc]]:
-        # Waits for the oldest upload first when too many are in flight, returning its locations.
-        done = self._finish_oldest() if len(self._uploads) >= _MAX_UPLOADS else []
+    def _submit(self) -> None:
+        # Waits for the oldest upload first when too many are in flight.
+        if len(self._uploads) >= _MAX_UPLOADS:
+            self._finish_oldest()
         pack, self._pack = self._pack, None
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(_MAX_UPLOADS, thread_name_prefix="pfs-pack-upload")
-        stored = len(pack.data)  # before the upload appends the trailer
-        upload = self._pool.submit(lambda: self.objects.put(pack_key(pack.id), pack.seal()))
+            # one more thread than uploads, for the flushes that make packs durable
+            self._pool = ThreadPoolExecutor(_MAX_UPLOADS + 1, thread_name_prefix="pfs-pack-upload")
+        stored = pack.size  # before the upload appends the trailer
+        pack.seal()
+        upload = self._pool.submit(pack.upload, self.objects)
         self._uploads.append((pack, stored, upload))
-        return done
 
-    def _finish_oldest(self) -> list[tuple[bytes, ChunkLoc]]:
+    def _finish_oldest(self) -> None:
         pack, stored, upload = self._uploads.popleft()
         try:
             upload.result()
         except BaseException:
             self.abort()
             raise
-        self._pending.difference_update(entry[0] for entry in pack.entries)
+        self._free.append(pack.data)  # written out: the buffer can take the next pack
+        pack.data = None
+        self._unsynced.append(pack)
+        self._unsynced_bytes += stored
+        if len(self._unsynced) >= _SYNC_PACKS:
+            self._start_sync()
+
+    def _start_sync(self) -> None:
+        """Makes the uploaded packs durable in the background; only then may anything refer to
+        their chunks, so their locations are returned when it completes."""
+        if self._unsynced:
+            keys = [pack_key(p.id) for p in self._unsynced]
+            job = self._pool.submit(self.objects.sync, keys)
+            self._syncs.append((self._unsynced, self._unsynced_bytes, job))
+            self._unsynced, self._unsynced_bytes = [], 0
+
+    def _finish_sync(self) -> list[tuple[bytes, ChunkLoc]]:
+        packs, stored, job = self._syncs.popleft()
+        try:
+            job.result()
+        except BaseException:
+            self.abort()
+            raise
+        done = []
+        for pack in packs:
+            self._pending.difference_update(entry[0] for entry in pack.entries)
+            done += pack.locations()
         self.bytes_stored += stored
-        return pack.locations()
+        return done
 
     def _stop_pool(self) -> None:
         if self._pool is not None:

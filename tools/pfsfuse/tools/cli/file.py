@@ -10,7 +10,6 @@ from collections.abc import Iterable, Iterator
 from urllib.parse import urlparse
 
 import click
-from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
 from pfsfuse.api.types import FileInfo, PutSource
 from pfsfuse.metadata.errors import InvalidArgument, NotFound
@@ -79,7 +78,7 @@ def _walk(directory: str, dest: str) -> Iterator[PutSource]:
 class _Counting:
     """A readable file that advances a progress bar."""
 
-    def __init__(self, f, progress: Progress, task):
+    def __init__(self, f, progress, task):
         self._f, self._progress, self._task = f, progress, task
 
     def read(self, n: int = -1) -> bytes:
@@ -93,7 +92,9 @@ class _Counting:
         return n
 
 
-def _progress() -> Progress:
+def _progress():
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
     return Progress(
         "[progress.description]{task.description}",
         BarColumn(),
@@ -103,7 +104,7 @@ def _progress() -> Progress:
     )
 
 
-def _with_progress(sources: list[PutSource], progress: Progress) -> Iterator[PutSource]:
+def _with_progress(sources: list[PutSource], progress) -> Iterator[PutSource]:
     """Stream local files through the client so their progress can be shown."""
     task = progress.add_task("put-file", total=sum(os.path.getsize(s.local) for s in sources if s.local))
     for s in sources:

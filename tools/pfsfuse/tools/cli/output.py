@@ -7,8 +7,6 @@ import time
 from collections.abc import Iterable, Sequence
 
 import msgspec
-from rich.console import Console
-from rich.table import Table
 
 from pfsfuse.metadata.records import Commit
 
@@ -61,19 +59,20 @@ def commit_duration(c: Commit) -> str:
 
 
 class Output:
-    def __init__(self):
+    def table(self, headers: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+        from rich.console import Console  # loaded on first use: most commands print no table
+        from rich.table import Table
+
         # Never wrap or truncate when piped: scripts parse these tables.
         tty = sys.stdout.isatty()
-        self.console = Console(width=None if tty else 100_000, highlight=False, soft_wrap=not tty)
-
-    def table(self, headers: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+        console = Console(width=None if tty else 100_000, highlight=False, soft_wrap=not tty)
         t = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
         for h in headers:
             t.add_column(h, no_wrap=True, overflow="ignore")
         for row in rows:
             t.add_row(*row)
-        with self.console.capture() as captured:
-            self.console.print(t)
+        with console.capture() as captured:
+            console.print(t)
         # rich pads the last column; tabwriter-style output ends lines at the text
         sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
 

@@ -1,0 +1,249 @@
+"""`pfs bench`: our code and a reference run side by side on this machine, medians and ratios.
+
+Each figure is the median of several runs; the ratio is ours over the reference, oriented so that
+higher is better (throughput over throughput, or reference time over our time).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pfsfuse.api.types import PutSource
+from pfsfuse.home import Home
+
+PFS = str(Path(sys.executable).parent / "pfs")
+MiB = 1 << 20
+
+
+@dataclass
+class Figure:
+    name: str
+    ours: float
+    reference: float | None
+    unit: str
+    goal: str
+    ok: bool
+
+    @property
+    def ratio(self) -> str:
+        return "" if self.reference is None else f"{self.ours / self.reference:.2f}"
+
+
+def median(fn: Callable[[], float], runs: int) -> float:
+    return statistics.median(fn() for _ in range(runs))
+
+
+def timed(fn: Callable[[], object]) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def drop_caches() -> None:
+    """Empty the page cache (root only) so that reads come from the disk."""
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError:
+        pass
+
+
+class Bench:
+    def __init__(self, workdir: Path, runs: int):
+        self.work = workdir
+        self.runs = runs
+        self.home = workdir / "home"
+        self.env = {**os.environ, "PFS_HOME": str(self.home), "PFS_ADDRESS": f"unix:{self.home}/pfs.sock"}
+        self.daemon: subprocess.Popen | None = None
+
+    def pfs(self, *args: str, stdout=subprocess.DEVNULL) -> None:
+        subprocess.run([PFS, *args], env=self.env, check=True, stdout=stdout)
+
+    def start(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        log = open(self.work / "daemon.log", "ab")
+        self.daemon = subprocess.Popen([PFS, "serve"], env=self.env, stdout=log, stderr=log)
+        deadline = time.monotonic() + 30
+        while subprocess.run([PFS, "version"], env=self.env, capture_output=True).returncode:
+            if self.daemon.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the daemon did not start; see {self.work / 'daemon.log'}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.daemon is not None:
+            self.daemon.terminate()
+            self.daemon.wait(timeout=30)
+            self.daemon = None
+
+    # -- the store benchmarks of the foundation issue -------------------------------------------
+
+    def big_file(self) -> list[Figure]:
+        src = self.work / "random-1g.bin"
+
+        def fill() -> None:  # fresh random content, so that nothing dedups against a previous run
+            with open(src, "wb") as f:
+                for _ in range(1024):
+                    f.write(os.urandom(MiB))
+            os.sync()
+
+        fill()
+        size_mb = 1024
+        n = 0
+
+        def cp_sync() -> float:
+            dst = self.work / "copy.bin"
+            t = timed(lambda: (shutil.copyfile(src, dst), os.sync()))
+            dst.unlink()
+            return t
+
+        def put() -> float:
+            nonlocal n
+            n += 1
+            return timed(lambda: (self.pfs("put-file", "big", "master", f"f{n}.bin", "-f", str(src)), os.sync()))
+
+        self.pfs("create-repo", "big")
+        t_cp = median(cp_sync, self.runs)
+        fresh = []
+        for _ in range(self.runs):
+            fill()
+            fresh.append(put())
+        t_put = statistics.median(fresh)
+        figures = [
+            Figure("put-file 1 GiB random (MiB/s) vs cp+sync", size_mb / t_put, size_mb / t_cp, "MiB/s", ">= 0.5", t_cp / t_put >= 0.5)
+        ]
+
+        def cat(cold: bool) -> float:
+            if cold:
+                drop_caches()
+            return timed(lambda: subprocess.run(["cat", str(src)], stdout=subprocess.DEVNULL, check=True))
+
+        def get(cold: bool) -> float:
+            if cold:
+                drop_caches()
+            return timed(lambda: self.pfs("get-file", "big", "master", f"f{n}.bin"))
+
+        for cold in (False, True):
+            cat(cold), get(cold)  # warm-up (and fill the cache for the warm case)
+            t_cat = median(lambda: cat(cold), self.runs)
+            t_get = median(lambda: get(cold), self.runs)
+            label = "cold" if cold else "warm"
+            figures.append(
+                Figure(f"get-file 1 GiB {label} (MiB/s) vs cat", size_mb / t_get, size_mb / t_cat, "MiB/s", ">= 0.7", t_cat / t_get >= 0.7)
+            )
+        return figures
+
+    def dedup(self) -> list[Figure]:
+        from pfsfuse.store import Store  # in-process: we read the store's own accounting
+
+        self.stop()
+        store = Store(Home(self.home))
+        try:
+            src = self.work / "random-1g.bin"
+            data = bytearray(src.read_bytes())
+            store.create_repo("dedup")
+            store.put_files("dedup", "master", [PutSource("a.bin", stream=io.BytesIO(data))])
+            again = store.put_files("dedup", "master", [PutSource("b.bin", stream=io.BytesIO(data))])
+            before = {c.hash for c, _ in store.read_plan("dedup", "master", "a.bin").chunks}
+            data[512 * MiB : 512 * MiB + 1024] = os.urandom(1024)
+            store.put_files("dedup", "master", [PutSource("a.bin", stream=io.BytesIO(data))])
+            after = {c.hash for c, _ in store.read_plan("dedup", "master", "a.bin").chunks}
+        finally:
+            store.close()
+            self.start()
+        new = len(after - before)
+        return [
+            Figure("re-put the same 1 GiB: new chunk bytes", again.stored, None, "B", "== 0", again.stored == 0),
+            Figure("change 1 KiB in its middle: new chunks", new, None, "chunks", "<= 2", new <= 2),
+        ]
+
+    def many_small_files(self) -> list[Figure]:
+        src = self.work / "small"
+        src.mkdir()
+        for i in range(10_000):
+            (src / f"{i // 1000:02d}").mkdir(exist_ok=True)
+            (src / f"{i // 1000:02d}" / f"f{i:05d}").write_bytes(os.urandom(4096))
+        self.pfs("create-repo", "small")
+        n = 0
+
+        def put() -> float:
+            nonlocal n
+            n += 1
+            return timed(lambda: self.pfs("put-file", "small", "master", f"run{n}", "-r", "-f", str(src)))
+
+        def cp() -> float:
+            dst = self.work / "small-copy"
+            t = timed(lambda: (shutil.copytree(src, dst), os.sync()))
+            shutil.rmtree(dst)
+            return t
+
+        t_put = median(put, self.runs)
+        t_cp = median(cp, self.runs)
+        rate = 10_000 / t_put
+        return [Figure("put-file -r 10,000 x 4 KiB (files/s) vs cp -r+sync", rate, 10_000 / t_cp, "files/s", ">= 3000 files/s", rate >= 3000)]
+
+    def huge_directory(self) -> list[Figure]:
+        from pfsfuse.store import Store
+
+        self.stop()
+        store = Store(Home(self.home))
+        try:
+            store.create_repo("huge")
+            store.start_commit("huge", "master")
+            batch = 100_000
+            for start in range(0, 1_000_000, batch):
+                store.put_files(
+                    "huge", "master",
+                    (PutSource(f"d/f{i:07d}", stream=io.BytesIO(b"%d" % i)) for i in range(start, start + batch)),
+                )
+            store.finish_commit("huge", "master")
+            written = []
+            original = store.db.write
+
+            def counting(batch_):
+                written.append(batch_.size_in_bytes())
+                original(batch_)
+
+            store.db.write = counting
+            times, sizes = [], []
+            for i in range(max(self.runs, 5)):
+                written.clear()
+                times.append(timed(lambda: store.put_files("huge", "master", [PutSource(f"d/new{i}", stream=io.BytesIO(b"x"))])))
+                sizes.append(sum(written))
+            store.db.write = original
+        finally:
+            store.close()
+            self.start()
+        t, size = statistics.median(times), statistics.median(sizes)
+        return [
+            Figure("add 1 file to a 1,000,000-file dir + finish (ms)", t * 1000, None, "ms", "<= 50 ms", t <= 0.05),
+            Figure("  index data written for it (KiB)", size / 1024, None, "KiB", "<= 64 KiB", size <= 64 * 1024),
+        ]
+
+
+SUITES = {"store": ["big_file", "dedup", "many_small_files", "huge_directory"]}
+
+
+def run(suite: str, runs: int, workdir: str | None, report: Callable[[Figure], None]) -> list[Figure]:
+    base = Path(tempfile.mkdtemp(prefix="pfs-bench-", dir=workdir or "/tmp"))
+    bench = Bench(base, runs)
+    figures = []
+    try:
+        bench.start()
+        for name in SUITES[suite]:
+            for fig in getattr(bench, name)():
+                report(fig)
+                figures.append(fig)
+    finally:
+        bench.stop()
+        shutil.rmtree(base, ignore_errors=True)
+    return figures
