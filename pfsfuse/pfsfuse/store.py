@@ -80,6 +80,7 @@ class Store(Client):
         self.generation = 0
 
     def close(self) -> None:
+        self.chunks.reader.close()
         self.db.close()
         self.objects.close()
 
@@ -417,8 +418,12 @@ class Store(Client):
         return _LOC.decode(data)
 
     def read_chunk(self, ref: ChunkRef) -> bytes:
+        return b"".join(self._read([ref]))
+
+    def _read(self, refs, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+        located = [(r.hash, r.size, self.location(r.hash)) for r in refs]
         try:
-            return self.chunks.reader.read(ref.hash, ref.size, self.location(ref.hash))
+            yield from self.chunks.reader.read_range(located, offset, length)
         except (CorruptChunk, ObjectNotFound) as e:
             raise DataLoss(str(e)) from None
 
@@ -426,21 +431,7 @@ class Store(Client):
         self, repo: str, ref: str, path: str, offset: int = 0, length: int | None = None
     ) -> Iterator[bytes]:
         node = self._file(repo, ref, path)
-        refs = tree.file_chunks(self.db, node)
-        return self._read_range(refs, offset, length)
-
-    def _read_range(self, refs, offset: int, length: int | None) -> Iterator[bytes]:
-        end = None if length is None else offset + length
-        pos = 0
-        for r in refs:
-            if end is not None and pos >= end:
-                break
-            if pos + r.size > offset:
-                data = self.read_chunk(r)
-                lo = max(0, offset - pos)
-                hi = r.size if end is None else min(r.size, end - pos)
-                yield data if (lo, hi) == (0, r.size) else data[lo:hi]
-            pos += r.size
+        return self._read(tree.file_chunks(self.db, node), offset, length)
 
     def read_plan(self, repo: str, ref: str, path: str) -> ReadPlan:
         node = self._file(repo, ref, path)

@@ -254,3 +254,16 @@ def test_subscribe_commit_yields_finished_commits_in_order(store):
     assert next(it).id == second
     cancel.set()
     assert next(it, None) is None
+
+
+def test_close_releases_the_store_for_the_next_owner(tmp_path):
+    home = Home(tmp_path / "home")
+    first = Store(home)
+    first.create_repo("r")
+    put(first, "r", "master", {"f": b"kept"})
+    first.close()
+    second = Store(home)
+    try:
+        assert read(second, "r", "master", "f") == b"kept"
+    finally:
+        second.close()

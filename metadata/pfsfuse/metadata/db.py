@@ -81,7 +81,12 @@ class DB:
         self.page = functools.lru_cache(maxsize=1 << 16)(self._load_page)
 
     def close(self) -> None:
+        # RocksDB keeps its lock while any column family handle is alive.
+        self._cfs.clear()
+        self._handles.clear()
+        self.page.cache_clear()
         self._db.close()
+        del self._db
 
     def hash(self, data) -> bytes:
         """The store's keyed 128-bit content hash (the seed keeps addresses unsteerable)."""

@@ -47,6 +47,7 @@ class RemoteClient(Client):
     def close(self) -> None:
         self._http.close()
         if self._chunks is not None:
+            self._chunks.reader.close()
             self._chunks.objects.close()
 
     # -- transport ----------------------------------------------------------------------------
@@ -182,19 +183,11 @@ class RemoteClient(Client):
         return self._stream("/get", params)
 
     def _read_direct(self, plan: ReadPlan, offset: int, length: int | None) -> Iterator[bytes]:
-        end = plan.info.size if length is None else min(plan.info.size, offset + length)
-        pos = 0
-        for ref, loc in plan.chunks:
-            if pos >= end:
-                break
-            if pos + ref.size > offset:
-                try:
-                    data = self._chunks.reader.read(ref.hash, ref.size, loc)
-                except (chunks.CorruptChunk, chunks.ObjectNotFound) as e:
-                    raise DataLoss(f"{plan.info.path}: {e}") from None
-                lo, hi = max(0, offset - pos), min(ref.size, end - pos)
-                yield data if (lo, hi) == (0, ref.size) else data[lo:hi]
-            pos += ref.size
+        located = [(ref.hash, ref.size, loc) for ref, loc in plan.chunks]
+        try:
+            yield from self._chunks.reader.read_range(located, offset, length)
+        except (chunks.CorruptChunk, chunks.ObjectNotFound) as e:
+            raise DataLoss(f"{plan.info.path}: {e}") from None
 
     def read_plan(self, repo: str, ref: str, path: str) -> ReadPlan:
         return self._rpc("read_plan", repo=repo, ref=ref, path=path)

@@ -209,9 +209,9 @@ class Bench:
             written = []
             original = store.db.write
 
-            def counting(batch_):
+            def counting(batch_, sync=True):
                 written.append(batch_.size_in_bytes())
-                original(batch_)
+                original(batch_, sync)
 
             store.db.write = counting
             times, sizes = [], []
