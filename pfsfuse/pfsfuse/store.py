@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
-import os
+import itertools
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -21,7 +21,20 @@ import msgspec
 
 from pfsfuse import fsck
 from pfsfuse.api.client import Client
-from pfsfuse.api.types import DiffResult, FileInfo, PutResult, PutSource, ReadPlan, RepoInfo
+from pfsfuse.api.types import (
+    Chmod,
+    Copy,
+    Delete,
+    DiffResult,
+    FileInfo,
+    Mkdir,
+    Put,
+    ReadPlan,
+    RepoInfo,
+    Symlink,
+    WriteOp,
+    WriteResult,
+)
 from pfsfuse.chunks import ChunkLoc, ChunkStore, CorruptChunk, ObjectNotFound, open_store
 from pfsfuse.home import Home
 from pfsfuse.version import VERSION
@@ -288,27 +301,21 @@ class Store(Client):
                 v.put_commit(w.commit)
         self._notify()
 
-    def put_files(
-        self, repo: str, ref: str, sources: Iterable[PutSource], append: bool = False
-    ) -> PutResult:
+    def write_files(self, repo: str, ref: str, ops: Iterable[WriteOp]) -> WriteResult:
         self._check_writable(repo, ref)
         writer = self.chunks.writer()
-        files: list[tuple[str, list[ChunkRef]]] = []
-        total = 0
+        staged: list[tuple[WriteOp, list[ChunkRef] | None]] = []
+        files = total = 0
         try:
-            for src in sources:
-                path = names.path(src.path)
-                if not path:
-                    raise InvalidArgument("a file needs a path: the root is a directory")
-                with self._open_source(src) as stream:
-                    refs: list[ChunkRef] = []
-                    for piece in self.chunks.chunker.cut(stream):
-                        h = self.chunks.hash(piece)
-                        refs.append(ChunkRef(h, len(piece)))
-                        total += len(piece)
-                        if not writer.pending(h) and self.index.chunk_location(h) is None:
-                            self._record(writer.add(h, piece))
-                files.append((path, refs))
+            for op in ops:
+                op = _checked(op)
+                refs = None
+                if isinstance(op, Put):
+                    with self._open_source(op) as stream:
+                        refs = self._store(stream, writer)
+                    files += 1
+                    total += sum(r.size for r in refs)
+                staged.append((op, refs))
             self._record(writer.flush())
         except OSError as e:
             writer.abort()
@@ -319,17 +326,21 @@ class Store(Client):
             writer.abort()
             raise
         with self._writing(repo, ref) as w:
-            changes: dict[str, Node] = {}
-            for path, refs in files:
-                old = changes.get(path) or tree.lookup(w.txn, w.commit.tree, path)
-                if isinstance(old, DirNode):
-                    raise FailedPrecondition(f"cannot write file {path}: it is a directory")
-                if append and isinstance(old, FileNode):
-                    refs = [*tree.file_chunks(w.txn, old), *refs]
-                executable = isinstance(old, FileNode) and old.executable
-                changes[path] = tree.make_file(w.txn, refs, executable)
-            w.set_tree(tree.apply(w.txn, w.commit.tree, changes))
-        return PutResult(w.commit.id, len(files), total, writer.bytes_stored)
+            batch = _Batch(self, w)
+            for op, refs in staged:
+                batch.apply(op, refs)
+            w.set_tree(batch.finish())
+        return WriteResult(w.commit.id, files, total, writer.bytes_stored)
+
+    def _store(self, stream, writer) -> list[ChunkRef]:
+        """Chunk a stream into the pack writer; chunks the store already has are not written."""
+        refs = []
+        for piece in self.chunks.chunker.cut(stream):
+            h = self.chunks.hash(piece)
+            refs.append(ChunkRef(h, len(piece)))
+            if not writer.pending(h) and self.index.chunk_location(h) is None:
+                self._record(writer.add(h, piece))
+        return refs
 
     def _record(self, locations: list[tuple[bytes, ChunkLoc]]) -> None:
         """Index chunks that are now durable in the object store."""
@@ -337,61 +348,25 @@ class Store(Client):
             self.index.put_chunk_locations((h, _LOC_ENC.encode(loc)) for h, loc in locations)
 
     @contextlib.contextmanager
-    def _open_source(self, src: PutSource):
-        if src.stream is not None:
-            yield src.stream
-        elif src.local is not None:
+    def _open_source(self, op: Put):
+        if op.stream is not None:
+            yield op.stream
+        elif op.local is not None:
             try:
-                f = open(src.local, "rb")
+                f = open(op.local, "rb")
             except FileNotFoundError:
-                raise NotFound(f"{src.local}: no such file") from None
+                raise NotFound(f"{op.local}: no such file") from None
             except IsADirectoryError:
-                raise InvalidArgument(f"{src.local} is a directory; use -r") from None
+                raise InvalidArgument(f"{op.local} is a directory; use -r") from None
             except PermissionError:
-                raise InvalidArgument(f"{src.local}: permission denied") from None
+                raise InvalidArgument(f"{op.local}: permission denied") from None
             with f:
                 yield f
-        elif src.url is not None:
-            with _fetch(src.url) as stream:
+        elif op.url is not None:
+            with _fetch(op.url) as stream:
                 yield stream
         else:
-            raise InvalidArgument(f"no data given for {src.path}")
-
-    def delete_file(self, repo: str, ref: str, path: str) -> PutResult:
-        path = names.path(path)
-        self._check_writable(repo, ref)
-        with self._writing(repo, ref) as w:
-            if path and tree.lookup(w.txn, w.commit.tree, path) is None:
-                raise NotFound(f"path {path} not found in {repo}@{ref}")
-            w.set_tree(tree.apply(w.txn, w.commit.tree, {path: None}) if path else EMPTY_DIR)
-        return PutResult(w.commit.id)
-
-    def copy_file(
-        self,
-        src_repo: str,
-        src_ref: str,
-        src_path: str,
-        dst_repo: str,
-        dst_ref: str,
-        dst_path: str,
-        overwrite: bool = False,
-    ) -> PutResult:
-        src_path, dst_path = names.path(src_path), names.path(dst_path)
-        node = self._node(src_repo, src_ref, src_path)
-        self._check_writable(dst_repo, dst_ref)
-        with self._writing(dst_repo, dst_ref) as w:
-            if dst_path:
-                existing = tree.lookup(w.txn, w.commit.tree, dst_path)
-                if existing is not None and not overwrite:
-                    raise AlreadyExists(
-                        f"{dst_repo}@{dst_ref}:{dst_path} already exists; use -o to overwrite"
-                    )
-                w.set_tree(tree.apply(w.txn, w.commit.tree, {dst_path: node}))
-            elif isinstance(node, DirNode):
-                w.set_tree(node)
-            else:
-                raise InvalidArgument("cannot copy a file onto the root directory")
-        return PutResult(w.commit.id, 1, node.size, 0)
+            raise InvalidArgument(f"no data given for {op.path}")
 
     # -- reading files ------------------------------------------------------------------------
 
@@ -527,10 +502,130 @@ class Store(Client):
             return [file_info(path, node)]
         return [file_info(p, n) for p, n in tree.walk(self.db, node, path) if not isinstance(n, DirNode)]
 
+    # -- immutable objects by hash ---------------------------------------------------------------
+
+    def dir_entries(
+        self, root: bytes, start_after: str | None = None, limit: int | None = None
+    ) -> list[tuple[str, Node]]:
+        d = DirNode(root=root)
+        return list(itertools.islice(tree.list_dir(self.db, d, start_after), limit))
+
+    def dir_child(self, root: bytes, name: str) -> Node | None:
+        return tree.child(self.db, DirNode(root=root), name)
+
+    def chunk_list(self, file_hash: bytes) -> list[ChunkRef]:
+        return list(tree.file_chunks(self.db, FileNode(0, file_hash, None)))
+
+    def chunk_locations(self, hashes: list[bytes]) -> list[ChunkLoc]:
+        return [self.location(h) for h in hashes]
+
     # -- admin ----------------------------------------------------------------------------------
 
     def fsck(self) -> list[str]:
         return fsck.check(self)
+
+
+def _checked(op: WriteOp) -> WriteOp:
+    """The op with canonical paths; only Delete may name the root."""
+    path = names.path(op.path)
+    if not path and not isinstance(op, Delete):
+        raise InvalidArgument(f"{type(op).__name__.lower()} needs a path: '/' is the root directory")
+    changes = {"path": path}
+    if isinstance(op, Copy):
+        changes["src_path"] = names.path(op.src_path)
+    return msgspec.structs.replace(op, **changes)
+
+
+class _Batch:
+    """Applies write ops in order to a commit's tree, gathering consecutive changes into one
+    `tree.apply` and applying them early only when an op must read a path they touch."""
+
+    def __init__(self, store: Store, w: _Write):
+        self.store = store
+        self.w = w
+        self.root = w.commit.tree
+        self.pending: dict[str, Node | None] = {}
+        self.dirty: set[str] = set()  # ancestors of pending paths
+
+    def flush(self) -> None:
+        if self.pending:
+            self.root = tree.apply(self.w.txn, self.root, self.pending)
+            self.pending, self.dirty = {}, set()
+
+    def node(self, path: str) -> Node | None:
+        """The node at `path` after the ops applied so far."""
+        if path in self.pending:
+            return self.pending[path]
+        if path in self.dirty or any(p in self.pending for p in _ancestors(path)):
+            self.flush()
+        return tree.lookup(self.w.txn, self.root, path) if path else self.root
+
+    def set(self, path: str, node: Node | None) -> None:
+        self.pending.pop(path, None)  # re-insert: changes apply in the order they were made
+        self.pending[path] = node
+        self.dirty.update(_ancestors(path))
+
+    def apply(self, op: WriteOp, refs: list[ChunkRef] | None) -> None:
+        path, txn = op.path, self.w.txn
+        if isinstance(op, Put):
+            old = self.node(path)
+            if isinstance(old, DirNode):
+                raise FailedPrecondition(f"cannot write file {path}: it is a directory")
+            if op.append and isinstance(old, FileNode):
+                refs = [*tree.file_chunks(txn, old), *refs]
+            executable = op.executable
+            if executable is None:
+                executable = isinstance(old, FileNode) and old.executable
+            self.set(path, tree.make_file(txn, refs, executable))
+        elif isinstance(op, Copy):
+            node = self.source(op)
+            if not op.overwrite and self.node(path) is not None:
+                raise AlreadyExists(f"{path} already exists; use -o to overwrite")
+            self.set(path, node)
+        elif isinstance(op, Delete):
+            if not path:
+                self.pending, self.dirty, self.root = {}, set(), EMPTY_DIR
+            elif self.node(path) is None:
+                raise NotFound(f"path {path} not found in {self.w.commit.repo}@{self.w.commit.id}")
+            else:
+                self.set(path, None)
+        elif isinstance(op, Mkdir):
+            old = self.node(path)
+            if old is None:
+                self.set(path, EMPTY_DIR)
+            elif not isinstance(old, DirNode):
+                raise AlreadyExists(f"{path} exists and is not a directory")
+        elif isinstance(op, Symlink):
+            self.set(path, SymlinkNode(op.target))
+        elif isinstance(op, Chmod):
+            old = self.node(path)
+            if not isinstance(old, FileNode):
+                raise InvalidArgument(f"{path} is not a file: only a file's executable bit is kept")
+            self.set(path, msgspec.structs.replace(old, executable=op.executable))
+
+    def source(self, op: Copy) -> Node:
+        """What a Copy refers to; a copy within the commit being written sees the earlier ops."""
+        commit = self.store.index.resolve(op.src_repo, op.src_ref, self.w.view)
+        if (commit.repo, commit.id) == (self.w.commit.repo, self.w.commit.id):
+            node = self.node(op.src_path)
+        else:
+            node = tree.lookup(self.store.db, commit.tree, op.src_path) if op.src_path else commit.tree
+        if node is None:
+            raise NotFound(f"path {op.src_path} not found in {op.src_repo}@{op.src_ref}")
+        return node
+
+    def finish(self) -> DirNode:
+        self.flush()
+        return self.root
+
+
+def _ancestors(path: str) -> Iterator[str]:
+    """'a', 'a/b' for 'a/b/c' (and the root, '')."""
+    yield ""
+    i = path.find("/")
+    while i >= 0:
+        yield path[:i]
+        i = path.find("/", i + 1)
 
 
 class _Write:

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from pfsfuse.api.types import PutSource
+from pfsfuse.api.types import Copy, Delete, Put
 from pfsfuse.home import Home
 from pfsfuse.metadata.errors import (
     AlreadyExists,
@@ -30,8 +30,8 @@ def store(tmp_path):
 
 
 def put(store, repo, ref, files: dict[str, bytes], append=False):
-    return store.put_files(
-        repo, ref, [PutSource(p, stream=io.BytesIO(d)) for p, d in files.items()], append
+    return store.write_files(
+        repo, ref, [Put(p, stream=io.BytesIO(d), append=append) for p, d in files.items()]
     )
 
 
@@ -140,7 +140,7 @@ def test_branches_and_deferred_processing(store):
     assert [b.name for b in store.list_branch("data")] == ["master", "staging"]
     # copy-file moves references from staging into a new commit on master
     store.start_commit("data", "master")
-    store.copy_file("data", "staging", "f0", "data", "master", "g0")
+    store.write_files("data", "master", [Copy("g0", "data", "staging", "f0")])
     store.finish_commit("data", "master")
     assert read(store, "data", "master", "g0") == b"x"
     store.delete_branch("data", "staging")
@@ -210,10 +210,10 @@ def test_delete_file_and_glob_and_diff(store):
     d = store.diff_file("r", "master")
     assert [f.path for f in d.new] == ["a/2.csv", "a/4.csv"]
     assert [f.path for f in d.old] == ["a/2.csv"]
-    store.delete_file("r", "master", "a")
+    store.write_files("r", "master", [Delete("a")])
     assert [f.path for f in store.list_file("r", "master")] == ["b", "top"]
     with pytest.raises(NotFound):
-        store.delete_file("r", "master", "nope")
+        store.write_files("r", "master", [Delete("nope")])
     assert [f.path for f in store.walk_file("r", "master")] == ["", "b", "b/3.txt", "top"]
 
 
@@ -222,9 +222,9 @@ def test_large_file_ranges_and_dedup(store, tmp_path):
     data = os.urandom(9 << 20)
     src = tmp_path / "big.bin"
     src.write_bytes(data)
-    first = store.put_files("big", "master", [PutSource("big.bin", local=str(src))])
+    first = store.write_files("big", "master", [Put("big.bin", local=str(src))])
     assert first.stored > 0
-    again = store.put_files("big", "master", [PutSource("copy.bin", local=str(src))])
+    again = store.write_files("big", "master", [Put("copy.bin", local=str(src))])
     assert again.stored == 0  # every chunk was already stored
     assert read(store, "big", "master", "copy.bin") == data
     assert b"".join(store.get_file("big", "master", "big.bin", 5 << 20, 1000)) == data[
@@ -235,7 +235,7 @@ def test_large_file_ranges_and_dedup(store, tmp_path):
     # A 1 KiB edit in the middle stores at most two new chunks.
     edited = bytearray(data)
     edited[4 << 20 : (4 << 20) + 1024] = os.urandom(1024)
-    r = store.put_files("big", "master", [PutSource("big.bin", stream=io.BytesIO(edited))])
+    r = store.write_files("big", "master", [Put("big.bin", stream=io.BytesIO(edited))])
     assert 0 < r.stored <= 2 * (4 << 20)
     new_refs = {c.hash for c, _ in store.read_plan("big", "master", "big.bin").chunks}
     old_refs = {c.hash for c, _ in plan.chunks}
@@ -267,3 +267,57 @@ def test_close_releases_the_store_for_the_next_owner(tmp_path):
         assert read(second, "r", "master", "f") == b"kept"
     finally:
         second.close()
+
+
+def test_write_ops_apply_in_order_as_one_commit(store):
+    from pfsfuse.api.types import Chmod, Mkdir, Symlink
+
+    store.create_repo("r")
+    put(store, "r", "master", {"a/x": b"1", "a/y": b"2"})
+    r = store.write_files(
+        "r",
+        "master",
+        [
+            Put("b/new", stream=io.BytesIO(b"3"), executable=True),
+            Copy("c", "r", "master", "a"),  # sees the branch as it was before this write
+            Copy("d", "r", "master", "b/new"),  # ...plus the ops before it in this batch
+            Delete("a/x"),
+            Mkdir("empty"),
+            Mkdir("a"),  # already a directory: nothing to do
+            Symlink("link", "../elsewhere"),
+            Chmod("a/y", True),
+            Delete("b"),
+        ],
+    )
+    assert r.files == 1 and len(store.list_commit("r")) == 2
+    listing = {f.path: f for f in store.walk_file("r", "master")}
+    assert set(listing) == {"", "a", "a/y", "c", "c/x", "c/y", "d", "empty", "link"}
+    assert listing["a/y"].executable and listing["d"].executable
+    assert listing["link"].type == "symlink" and listing["link"].target == "../elsewhere"
+    assert listing["empty"].type == "dir" and listing["empty"].children == 0
+    assert read(store, "r", "master", "c/x") == b"1"
+    # nothing of a failed batch lands
+    with pytest.raises(NotFound):
+        store.write_files("r", "master", [Delete("c"), Delete("nope")])
+    assert store.inspect_file("r", "master", "c").type == "dir"
+    with pytest.raises(AlreadyExists):
+        store.write_files("r", "master", [Mkdir("d")])
+    with pytest.raises(AlreadyExists):
+        store.write_files("r", "master", [Copy("d", "r", "master", "a/y", overwrite=False)])
+
+
+def test_objects_by_hash(store):
+    store.create_repo("r")
+    put(store, "r", "master", {f"d/f{i:03d}": b"%d" % i for i in range(300)})
+    d = store.inspect_commit("r", "master").tree
+    top = store.dir_entries(d.root)
+    assert [n for n, _ in top] == ["d"]
+    root = top[0][1].root
+    names = [n for n, _ in store.dir_entries(root)]
+    assert names == [f"f{i:03d}" for i in range(300)]
+    assert [n for n, _ in store.dir_entries(root, "f100", 2)] == ["f101", "f102"]
+    node = store.dir_child(root, "f007")
+    assert store.dir_child(root, "nope") is None
+    assert store.read_chunk(node.chunks[0]) == b"7"
+    [loc] = store.chunk_locations([node.chunks[0].hash])
+    assert loc.length == 1

@@ -9,8 +9,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 
-from pfsfuse.api.types import DiffResult, FileInfo, PutResult, PutSource, ReadPlan, RepoInfo
-from pfsfuse.metadata.records import Branch, BranchRef, Commit, CommitRef
+from pfsfuse.api.types import DiffResult, FileInfo, ReadPlan, RepoInfo, WriteOp, WriteResult
+from pfsfuse.chunks.location import ChunkLoc
+from pfsfuse.metadata.records import Branch, BranchRef, ChunkRef, Commit, CommitRef, Node
 
 
 class Client(ABC):
@@ -79,11 +80,9 @@ class Client(ABC):
 
     # -- files
     @abstractmethod
-    def put_files(
-        self, repo: str, ref: str, sources: Iterable[PutSource], append: bool = False
-    ) -> PutResult:
-        """Write files into `ref`: an open commit, or a branch (its open head, else a new commit
-        that is finished when the write completes). All sources land together or not at all."""
+    def write_files(self, repo: str, ref: str, ops: Iterable[WriteOp]) -> WriteResult:
+        """Apply `ops` in order to `ref`: an open commit, or a branch (its open head, else a new
+        commit that is finished when the write completes). They land together or not at all."""
 
     @abstractmethod
     def get_file(
@@ -125,20 +124,26 @@ class Client(ABC):
         shallow: bool = False,
     ) -> DiffResult: ...
 
+    # -- immutable objects by hash, for clients that walk trees themselves (the mount)
     @abstractmethod
-    def delete_file(self, repo: str, ref: str, path: str) -> PutResult: ...
+    def dir_entries(
+        self, root: bytes, start_after: str | None = None, limit: int | None = None
+    ) -> list[tuple[str, Node]]:
+        """Entries of the directory whose top page is `root`, in name order."""
 
     @abstractmethod
-    def copy_file(
-        self,
-        src_repo: str,
-        src_ref: str,
-        src_path: str,
-        dst_repo: str,
-        dst_ref: str,
-        dst_path: str,
-        overwrite: bool = False,
-    ) -> PutResult: ...
+    def dir_child(self, root: bytes, name: str) -> Node | None: ...
+
+    @abstractmethod
+    def chunk_list(self, file_hash: bytes) -> list[ChunkRef]:
+        """The chunks of a file whose list is not inline (FileNode.chunks is None)."""
+
+    @abstractmethod
+    def chunk_locations(self, hashes: list[bytes]) -> list[ChunkLoc]: ...
+
+    @abstractmethod
+    def read_chunk(self, chunk: ChunkRef) -> bytes:
+        """A chunk's bytes, verified by the daemon (for clients without access to the store)."""
 
     # -- admin
     @abstractmethod

@@ -17,10 +17,19 @@ from pfsfuse import chunks
 from pfsfuse.api import wire
 from pfsfuse.api.transport import Transport
 from pfsfuse.api.client import Client
-from pfsfuse.api.types import DiffResult, FileInfo, PutResult, PutSource, ReadPlan, RepoInfo
+from pfsfuse.api.types import (
+    DiffResult,
+    FileInfo,
+    Put,
+    ReadPlan,
+    RepoInfo,
+    WriteOp,
+    WriteResult,
+)
+from pfsfuse.chunks.location import ChunkLoc
 from pfsfuse.home import Home
 from pfsfuse.metadata.errors import DataLoss, Unavailable
-from pfsfuse.metadata.records import Branch, BranchRef, Commit, CommitRef
+from pfsfuse.metadata.records import Branch, BranchRef, ChunkRef, Commit, CommitRef, Node
 
 _PIECE = 1 << 20
 _HEADER = msgspec.msgpack.Encoder()
@@ -144,33 +153,30 @@ class RemoteClient(Client):
 
     # -- files --------------------------------------------------------------------------------
 
-    def put_files(
-        self, repo: str, ref: str, sources: Iterable[PutSource], append: bool = False
-    ) -> PutResult:
-        params = urlencode({"repo": repo, "ref": ref, "append": "1" if append else "0"})
-        data = self._http.call("POST", f"/put?{params}", self._frames(sources))
-        return msgspec.json.decode(data, type=PutResult)
+    def write_files(self, repo: str, ref: str, ops: Iterable[WriteOp]) -> WriteResult:
+        params = urlencode({"repo": repo, "ref": ref})
+        data = self._http.call("POST", f"/write?{params}", self._frames(ops))
+        return msgspec.json.decode(data, type=WriteResult)
 
-    def _frames(self, sources: Iterable[PutSource]) -> Iterator[bytes]:
-        for src in sources:
-            if src.local is not None and self.unix:
+    def _frames(self, ops: Iterable[WriteOp]) -> Iterator[bytes]:
+        for op in ops:
+            if not isinstance(op, Put) or op.url is not None:
+                yield wire.frame(_HEADER.encode(wire.OpHeader(op)))
+            elif op.local is not None and self.unix:
                 # The daemon shares this host and reads the file itself: no bytes on the socket.
-                yield wire.frame(
-                    _HEADER.encode(wire.PutHeader(src.path, local=os.path.abspath(src.local)))
-                )
-                continue
-            if src.url is not None:
-                yield wire.frame(_HEADER.encode(wire.PutHeader(src.path, url=src.url)))
-                continue
-            yield wire.frame(_HEADER.encode(wire.PutHeader(src.path, data=True)))
-            stream = src.stream if src.local is None else open(src.local, "rb")
-            try:
-                while piece := stream.read(_PIECE):
-                    yield wire.frame(piece)
-            finally:
-                if src.local is not None:
-                    stream.close()
-            yield wire.END
+                local = msgspec.structs.replace(op, local=os.path.abspath(op.local))
+                yield wire.frame(_HEADER.encode(wire.OpHeader(local)))
+            else:
+                bare = msgspec.structs.replace(op, local=None, stream=None)
+                yield wire.frame(_HEADER.encode(wire.OpHeader(bare, data=True)))
+                stream = op.stream if op.local is None else open(op.local, "rb")
+                try:
+                    while piece := stream.read(_PIECE):
+                        yield wire.frame(piece)
+                finally:
+                    if op.local is not None:
+                        stream.close()
+                yield wire.END
 
     def get_file(
         self, repo: str, ref: str, path: str, offset: int = 0, length: int | None = None
@@ -234,29 +240,25 @@ class RemoteClient(Client):
             shallow=shallow,
         )
 
-    def delete_file(self, repo: str, ref: str, path: str) -> PutResult:
-        return self._rpc("delete_file", repo=repo, ref=ref, path=path)
+    # -- immutable objects by hash -------------------------------------------------------------
 
-    def copy_file(
-        self,
-        src_repo: str,
-        src_ref: str,
-        src_path: str,
-        dst_repo: str,
-        dst_ref: str,
-        dst_path: str,
-        overwrite: bool = False,
-    ) -> PutResult:
-        return self._rpc(
-            "copy_file",
-            src_repo=src_repo,
-            src_ref=src_ref,
-            src_path=src_path,
-            dst_repo=dst_repo,
-            dst_ref=dst_ref,
-            dst_path=dst_path,
-            overwrite=overwrite,
-        )
+    def dir_entries(
+        self, root: bytes, start_after: str | None = None, limit: int | None = None
+    ) -> list[tuple[str, Node]]:
+        return self._rpc("dir_entries", root=root, start_after=start_after, limit=limit)
+
+    def dir_child(self, root: bytes, name: str) -> Node | None:
+        return self._rpc("dir_child", root=root, name=name)
+
+    def chunk_list(self, file_hash: bytes) -> list[ChunkRef]:
+        return self._rpc("chunk_list", file_hash=file_hash)
+
+    def chunk_locations(self, hashes: list[bytes]) -> list[ChunkLoc]:
+        return self._rpc("chunk_locations", hashes=hashes)
+
+    def read_chunk(self, chunk: ChunkRef) -> bytes:
+        params = {"hash": chunk.hash.hex(), "size": str(chunk.size)}
+        return b"".join(self._stream("/chunk", params))
 
     # -- admin --------------------------------------------------------------------------------
 

@@ -21,7 +21,8 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from pfsfuse.api import wire
-from pfsfuse.api.types import PutSource
+from pfsfuse.api.types import Put
+from pfsfuse.metadata.records import ChunkRef
 from pfsfuse.metadata.errors import InvalidArgument, PfsError
 from pfsfuse.store import Store
 
@@ -102,18 +103,21 @@ class _FramedFile(io.RawIOBase):
         return len(piece)
 
 
-_HEADER = msgspec.msgpack.Decoder(wire.PutHeader)
+_HEADER = msgspec.msgpack.Decoder(wire.OpHeader)
 
 
-def _sources(body: _BlockingBody, trusted: bool):
+def _ops(body: _BlockingBody, trusted: bool):
     while not body.at_end():
         header = _HEADER.decode(body.read_exactly(wire.read_u32(body.read_exactly)))
-        if header.local is not None and not trusted:
-            raise InvalidArgument(
-                f"{header.local}: local paths are only accepted over the daemon's unix socket"
-            )
-        stream = io.BufferedReader(_FramedFile(body), _PIECE) if header.data else None
-        yield PutSource(header.path, header.local, header.url, stream)
+        op = header.op
+        if isinstance(op, Put):
+            if op.local is not None and not trusted:
+                raise InvalidArgument(
+                    f"{op.local}: local paths are only accepted over the daemon's unix socket"
+                )
+            if header.data:
+                op = msgspec.structs.replace(op, stream=io.BufferedReader(_FramedFile(body), _PIECE))
+        yield op
 
 
 def make_app(store: Store, shutdown: Callable[[], None], *, trusted: bool) -> Starlette:
@@ -131,7 +135,7 @@ def make_app(store: Store, shutdown: Callable[[], None], *, trusted: bool) -> St
             return _error(e)
         return Response(msgspec.json.encode(result), media_type="application/json")
 
-    async def put(request: Request) -> Response:
+    async def write(request: Request) -> Response:
         q = request.query_params
         send, receive = trio.open_memory_channel(4)
 
@@ -150,14 +154,13 @@ def make_app(store: Store, shutdown: Callable[[], None], *, trusted: bool) -> St
         async with trio.open_nursery() as nursery:
             nursery.start_soon(pump)
             try:
-                put_result = await _in_thread(
-                    store.put_files,
+                written = await _in_thread(
+                    store.write_files,
                     q.get("repo", ""),
                     q.get("ref", ""),
-                    _sources(_BlockingBody(receive), trusted),
-                    append=q.get("append") == "1",
+                    _ops(_BlockingBody(receive), trusted),
                 )
-                result = Response(msgspec.json.encode(put_result), media_type="application/json")
+                result = Response(msgspec.json.encode(written), media_type="application/json")
             except Exception as e:  # noqa: BLE001
                 result = _error(e)
             # Drain what the client still sends so that it gets to read our answer.
@@ -194,6 +197,20 @@ def make_app(store: Store, shutdown: Callable[[], None], *, trusted: bool) -> St
             headers={"content-length": str(size)},
         )
 
+    async def chunk(request: Request) -> Response:
+        q = request.query_params
+        try:
+            ref = ChunkRef(bytes.fromhex(q["hash"]), int(q["size"]))
+        except (KeyError, ValueError):
+            return _error(InvalidArgument("chunk needs a hex hash and an integer size"))
+        try:
+            data = await _in_thread(store.read_chunk, ref)
+        except Exception as e:  # noqa: BLE001
+            return _error(e)
+        # Chunks never change: let any HTTP cache keep them.
+        headers = {"cache-control": "public, max-age=31536000, immutable"}
+        return Response(data, media_type="application/octet-stream", headers=headers)
+
     async def subscribe(request: Request) -> Response:
         q = request.query_params
         cancel = threading.Event()
@@ -229,7 +246,8 @@ def make_app(store: Store, shutdown: Callable[[], None], *, trusted: bool) -> St
     return Starlette(
         routes=[
             Route("/rpc/{method}", rpc, methods=["POST"]),
-            Route("/put", put, methods=["POST"]),
+            Route("/write", write, methods=["POST"]),
+            Route("/chunk", chunk, methods=["GET"]),
             Route("/get", get, methods=["GET"]),
             Route("/subscribe", subscribe, methods=["GET"]),
             Route("/shutdown", stop, methods=["POST"]),

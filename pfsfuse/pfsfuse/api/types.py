@@ -28,19 +28,58 @@ class FileInfo(Struct, omit_defaults=True):
     executable: bool = False
 
 
-class PutSource(Struct, omit_defaults=True):
-    """One file to write: from a stream (in-process only), a path on the daemon's host, or a URL."""
+# The operations of `write_files`, applied in order as one atomic change of a commit.
+
+
+class Put(Struct, tag="put", omit_defaults=True):
+    """Write a file from a stream (in-process only; remote clients send the bytes along), a path
+    on the daemon's host (unix socket only), or a URL."""
 
     path: str
     local: str | None = None
     url: str | None = None
     stream: Any = None
+    append: bool = False
+    executable: bool | None = None  # None keeps the bit of the file it replaces
 
 
-class PutResult(Struct):
+class Copy(Struct, tag="copy", omit_defaults=True):
+    """Put a reference to an existing file or directory at `path`: no data is copied."""
+
+    path: str
+    src_repo: str
+    src_ref: str
+    src_path: str
+    overwrite: bool = True
+
+
+class Delete(Struct, tag="delete"):
+    path: str
+
+
+class Mkdir(Struct, tag="mkdir"):
+    """Make an empty directory unless one is there."""
+
+    path: str
+
+
+class Symlink(Struct, tag="symlink"):
+    path: str
+    target: str
+
+
+class Chmod(Struct, tag="chmod"):
+    path: str
+    executable: bool
+
+
+WriteOp = Put | Copy | Delete | Mkdir | Symlink | Chmod
+
+
+class WriteResult(Struct):
     commit: str  # the commit written to
-    files: int = 0
-    bytes: int = 0  # logical bytes written
+    files: int = 0  # files put
+    bytes: int = 0  # bytes put
     stored: int = 0  # bytes of new chunks stored (after dedup and compression)
 
 

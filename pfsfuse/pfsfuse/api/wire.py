@@ -1,7 +1,7 @@
-"""What both ends of the HTTP API agree on: argument typing, error bodies and the put-file framing.
+"""What both ends of the HTTP API agree on: argument typing, error bodies and write framing.
 
-put-file bodies are a sequence of frames, so one request carries any number of files of any size:
-    u32 header length | msgpack PutHeader | if header.data: (u32 piece length | piece)* u32 0
+write_files bodies are a sequence of frames, so one request carries any number of files of any
+size: u32 header length | msgpack OpHeader | if header.data: (u32 piece length | piece)* u32 0
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ import typing
 import msgspec
 
 from pfsfuse.api.client import Client
+from pfsfuse.api.types import WriteOp
 from pfsfuse.metadata.errors import KINDS, InvalidArgument, PfsError
 
-STREAMING = {"put_files", "get_file", "subscribe_commit"}
+STREAMING = {"write_files", "get_file", "subscribe_commit", "read_chunk"}
 RPC = frozenset(Client.__abstractmethods__) - STREAMING
 _U32 = struct.Struct(">I")
 
@@ -25,10 +26,8 @@ class ErrorBody(msgspec.Struct):
     message: str
 
 
-class PutHeader(msgspec.Struct, omit_defaults=True):
-    path: str
-    local: str | None = None
-    url: str | None = None
+class OpHeader(msgspec.Struct, omit_defaults=True):
+    op: WriteOp  # a Put's stream travels in the data frames that follow when `data` is set
     data: bool = False
 
 

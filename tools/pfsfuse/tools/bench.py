@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pfsfuse.api.types import PutSource
+from pfsfuse.api.types import Put
 from pfsfuse.home import Home
 
 PFS = str(Path(sys.executable).parent / "pfs")
@@ -151,11 +151,11 @@ class Bench:
             src = self.work / "random-1g.bin"
             data = bytearray(src.read_bytes())
             store.create_repo("dedup")
-            store.put_files("dedup", "master", [PutSource("a.bin", stream=io.BytesIO(data))])
-            again = store.put_files("dedup", "master", [PutSource("b.bin", stream=io.BytesIO(data))])
+            store.write_files("dedup", "master", [Put("a.bin", stream=io.BytesIO(data))])
+            again = store.write_files("dedup", "master", [Put("b.bin", stream=io.BytesIO(data))])
             before = {c.hash for c, _ in store.read_plan("dedup", "master", "a.bin").chunks}
             data[512 * MiB : 512 * MiB + 1024] = os.urandom(1024)
-            store.put_files("dedup", "master", [PutSource("a.bin", stream=io.BytesIO(data))])
+            store.write_files("dedup", "master", [Put("a.bin", stream=io.BytesIO(data))])
             after = {c.hash for c, _ in store.read_plan("dedup", "master", "a.bin").chunks}
         finally:
             store.close()
@@ -201,9 +201,9 @@ class Bench:
             store.start_commit("huge", "master")
             batch = 100_000
             for start in range(0, 1_000_000, batch):
-                store.put_files(
+                store.write_files(
                     "huge", "master",
-                    (PutSource(f"d/f{i:07d}", stream=io.BytesIO(b"%d" % i)) for i in range(start, start + batch)),
+                    (Put(f"d/f{i:07d}", stream=io.BytesIO(b"%d" % i)) for i in range(start, start + batch)),
                 )
             store.finish_commit("huge", "master")
             written = []
@@ -217,7 +217,7 @@ class Bench:
             times, sizes = [], []
             for i in range(max(self.runs, 5)):
                 written.clear()
-                times.append(timed(lambda: store.put_files("huge", "master", [PutSource(f"d/new{i}", stream=io.BytesIO(b"x"))])))
+                times.append(timed(lambda: store.write_files("huge", "master", [Put(f"d/new{i}", stream=io.BytesIO(b"x"))])))
                 sizes.append(sum(written))
             store.db.write = original
         finally:

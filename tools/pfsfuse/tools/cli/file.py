@@ -10,8 +10,9 @@ from collections.abc import Iterable, Iterator
 from urllib.parse import urlparse
 
 import click
+import msgspec
 
-from pfsfuse.api.types import FileInfo, PutSource
+from pfsfuse.api.types import Copy, Delete, FileInfo, Put
 from pfsfuse.metadata.errors import InvalidArgument, NotFound
 from pfsfuse.tools.cli.app import App, json_option, pass_app
 from pfsfuse.tools.cli.output import Output, size
@@ -33,19 +34,19 @@ def _dest(source: str) -> str:
     return "/".join(parts)
 
 
-def expand_sources(path: str | None, sources: list[str], recursive: bool) -> list[PutSource]:
+def expand_sources(path: str | None, sources: list[str], recursive: bool) -> list[Put]:
     """pachctl's rules: one source and a PATH writes PATH; no PATH writes each source at its own
     name; several sources and a PATH write under PATH. Directories need -r."""
     if not sources:
         if not path:
             raise click.UsageError("put-file from stdin needs a PATH")
-        return [PutSource(path, stream=sys.stdin.buffer)]
+        return [Put(path, stream=sys.stdin.buffer)]
     out = []
     for source in sources:
         if source == "-":
             if not path:
                 raise click.UsageError("put-file from stdin needs a PATH")
-            out.append(PutSource(path, stream=sys.stdin.buffer))
+            out.append(Put(path, stream=sys.stdin.buffer))
             continue
         if path and len(sources) == 1:
             dest = path
@@ -54,25 +55,25 @@ def expand_sources(path: str | None, sources: list[str], recursive: bool) -> lis
         else:
             dest = _dest(source)
         if _is_url(source):
-            out.append(PutSource(dest, url=source))
+            out.append(Put(dest, url=source))
         elif os.path.isdir(source):
             if not recursive:
                 raise InvalidArgument(f"{source} is a directory; use -r")
             out.extend(_walk(source, dest))
         elif os.path.exists(source):
-            out.append(PutSource(dest, local=source))
+            out.append(Put(dest, local=source))
         else:
             raise NotFound(f"{source}: no such file or directory")
     return out
 
 
-def _walk(directory: str, dest: str) -> Iterator[PutSource]:
+def _walk(directory: str, dest: str) -> Iterator[Put]:
     for root, dirs, files in os.walk(directory):
         dirs.sort()
         rel = os.path.relpath(root, directory)
         for name in sorted(files):
             target = posixpath.join(dest, name) if rel == "." else posixpath.join(dest, rel, name)
-            yield PutSource(target, local=os.path.join(root, name))
+            yield Put(target, local=os.path.join(root, name))
 
 
 class _Counting:
@@ -104,7 +105,7 @@ def _progress():
     )
 
 
-def _with_progress(sources: list[PutSource], progress) -> Iterator[PutSource]:
+def _with_progress(sources: list[Put], progress) -> Iterator[Put]:
     """Stream local files through the client so their progress can be shown."""
     task = progress.add_task("put-file", total=sum(os.path.getsize(s.local) for s in sources if s.local))
     for s in sources:
@@ -112,7 +113,7 @@ def _with_progress(sources: list[PutSource], progress) -> Iterator[PutSource]:
             yield s
             continue
         with open(s.local, "rb") as f:
-            yield PutSource(s.path, stream=_Counting(f, progress, task))
+            yield msgspec.structs.replace(s, local=None, stream=_Counting(f, progress, task))
 
 
 @click.command("put-file")
@@ -141,13 +142,13 @@ def put_file(app: App, repo, ref, path, files, input_file, recursive, append, ov
     sources = list(files)
     if input_file is not None:
         sources.extend(line.strip() for line in input_file if line.strip())
-    expanded = expand_sources(path, sources, recursive)
+    expanded = [msgspec.structs.replace(p, append=append) for p in expand_sources(path, sources, recursive)]
     total = sum(os.path.getsize(s.local) for s in expanded if s.local)
     if sys.stderr.isatty() and total >= PROGRESS_MIN:
         with _progress() as progress:
-            app.client.put_files(repo, ref, _with_progress(expanded, progress), append)
+            app.client.write_files(repo, ref, _with_progress(expanded, progress))
     else:
-        app.client.put_files(repo, ref, expanded, append)
+        app.client.write_files(repo, ref, expanded)
 
 
 def _write(pieces: Iterable[bytes], out, total: int) -> None:
@@ -300,7 +301,7 @@ def diff_file(app: App, new_repo, new_ref, new_path, old_repo, old_ref, old_path
 @pass_app
 def delete_file(app: App, repo: str, ref: str, path: str) -> None:
     """Delete a file or directory from REF (a branch or an open commit)."""
-    app.client.delete_file(repo, ref, path)
+    app.client.write_files(repo, ref, [Delete(path)])
 
 
 @click.command("copy-file")
@@ -314,9 +315,8 @@ def delete_file(app: App, repo: str, ref: str, path: str) -> None:
 @pass_app
 def copy_file(app: App, src_repo, src_ref, src_path, dst_repo, dst_ref, dst_path, overwrite):
     """Copy a file or directory by reference: no data is copied."""
-    app.client.copy_file(
-        src_repo, src_ref, src_path, dst_repo, dst_ref, src_path if dst_path is None else dst_path, overwrite
-    )
+    dst = src_path if dst_path is None else dst_path
+    app.client.write_files(dst_repo, dst_ref, [Copy(dst, src_repo, src_ref, src_path, overwrite)])
 
 
 COMMANDS = [put_file, get_file, list_file, inspect_file, glob_file, diff_file, delete_file, copy_file]
