@@ -585,10 +585,10 @@ class _Batch:
         elif isinstance(op, Delete):
             if not path:
                 self.pending, self.dirty, self.root = {}, set(), EMPTY_DIR
-            elif self.node(path) is None:
-                raise NotFound(f"path {path} not found in {self.w.commit.repo}@{self.w.commit.id}")
-            else:
+            elif self.node(path) is not None:
                 self.set(path, None)
+            elif not op.missing_ok:
+                raise NotFound(f"path {path} not found in {self.w.commit.repo}@{self.w.commit.id}")
         elif isinstance(op, Mkdir):
             old = self.node(path)
             if old is None:

@@ -42,7 +42,7 @@ class RemoteClient(Client):
         self.address = address
         self.unix = address.startswith("unix:")
         self._http = Transport(address)
-        self._chunks = None
+        self.chunk_store = None  # set when this client may read the object store directly
         if home is not None:
             try:
                 cfg = home.config()
@@ -51,13 +51,13 @@ class RemoteClient(Client):
             if cfg is not None:
                 from pfsfuse.chunks import ChunkStore, open_store  # only direct readers need it
 
-                self._chunks = ChunkStore(open_store(cfg.storage), cfg.seed)
+                self.chunk_store = ChunkStore(open_store(cfg.storage), cfg.seed)
 
     def close(self) -> None:
         self._http.close()
-        if self._chunks is not None:
-            self._chunks.reader.close()
-            self._chunks.objects.close()
+        if self.chunk_store is not None:
+            self.chunk_store.reader.close()
+            self.chunk_store.objects.close()
 
     # -- transport ----------------------------------------------------------------------------
 
@@ -181,7 +181,7 @@ class RemoteClient(Client):
     def get_file(
         self, repo: str, ref: str, path: str, offset: int = 0, length: int | None = None
     ) -> Iterator[bytes]:
-        if self._chunks is not None:
+        if self.chunk_store is not None:
             return self._read_direct(self.read_plan(repo, ref, path), offset, length)
         params = {"repo": repo, "ref": ref, "path": path, "offset": str(offset)}
         if length is not None:
@@ -191,7 +191,7 @@ class RemoteClient(Client):
     def _read_direct(self, plan: ReadPlan, offset: int, length: int | None) -> Iterator[bytes]:
         located = [(ref.hash, ref.size, loc) for ref, loc in plan.chunks]
         try:
-            yield from self._chunks.reader.read_range(located, offset, length)
+            yield from self.chunk_store.reader.read_range(located, offset, length)
         except (chunks.CorruptChunk, chunks.ObjectNotFound) as e:
             raise DataLoss(f"{plan.info.path}: {e}") from None
 

@@ -53,8 +53,9 @@ class Copy(Struct, tag="copy", omit_defaults=True):
     overwrite: bool = True
 
 
-class Delete(Struct, tag="delete"):
+class Delete(Struct, tag="delete", omit_defaults=True):
     path: str
+    missing_ok: bool = False
 
 
 class Mkdir(Struct, tag="mkdir"):

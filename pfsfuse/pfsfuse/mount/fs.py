@@ -1,0 +1,877 @@
+"""The FUSE file system: repos, refs and files of the store as a directory tree.
+
+    MNT/<repo>/<branch>/<path>   the branch head, following new commits; writable
+    MNT/<repo>/<commit>/<path>   a commit, immutable (also any ref: master^2, master~1)
+
+Handlers are thin: they find the inode's entry (through the branch's pending writes, then the
+commit's tree), act, and translate errors to errnos at the boundary. Blocking calls (the daemon,
+the object store) run in worker threads. Whatever is immutable (finished commits, tree pages,
+chunks) is cached for good, by us and by the kernel.
+"""
+
+from __future__ import annotations
+
+import bisect
+import errno
+import functools
+import itertools
+import logging
+import os
+import posixpath
+import stat
+import time
+from dataclasses import dataclass, field
+
+import msgspec
+import pyfuse3
+import trio
+import xxhash
+
+from pfsfuse.api.client import Client
+from pfsfuse.api.types import Chmod, Copy, Delete, Mkdir, Symlink
+from pfsfuse.metadata import names, refs
+from pfsfuse.metadata.errors import (
+    AlreadyExists,
+    DataLoss,
+    FailedPrecondition,
+    InvalidArgument,
+    NoSpace,
+    NotFound,
+    PfsError,
+)
+from pfsfuse.metadata.records import EMPTY_DIR, ChunkRef, Commit, DirNode, FileNode, SymlinkNode
+from pfsfuse.mount.trees import Trees
+from pfsfuse.mount.workspace import GONE, LocalFile, Workspace
+
+log = logging.getLogger("pfsfuse.mount")
+
+IMMUTABLE_TTL = 24 * 3600.0  # finished commits never change: let the kernel cache them
+MOVING_TTL = 0.5  # branch heads: a new commit shows within a second
+LISTING_TTL = 1.0  # repos and branches
+AHEAD = 8  # chunks read ahead of a sequential reader
+BLOCK = 1 << 20  # what we tell readers to read at a time
+
+_ERRNO = {
+    NotFound: errno.ENOENT,
+    AlreadyExists: errno.EEXIST,
+    InvalidArgument: errno.EINVAL,
+    FailedPrecondition: errno.EROFS,
+    NoSpace: errno.ENOSPC,
+    DataLoss: errno.EIO,
+}
+
+
+def _translate(handler):
+    """Errors become errnos here, at the boundary; anything unexpected is logged as EIO."""
+
+    @functools.wraps(handler)
+    async def wrapper(*args, **kwargs):
+        try:
+            return await handler(*args, **kwargs)
+        except pyfuse3.FUSEError:
+            raise
+        except PfsError as e:
+            code = next((c for cls, c in _ERRNO.items() if isinstance(e, cls)), errno.EIO)
+            if code == errno.EIO:
+                log.error("%s: %s", handler.__name__, e)
+            raise pyfuse3.FUSEError(code) from None
+        except OSError as e:
+            raise pyfuse3.FUSEError(e.errno or errno.EIO) from None
+        except Exception:
+            log.exception("%s failed", handler.__name__)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return wrapper
+
+
+def _fail(code: int):
+    return pyfuse3.FUSEError(code)
+
+
+@dataclass
+class Inode:
+    ino: int
+    kind: str  # "root", "repo", or "entry" (a path under a ref; "" is the ref's directory)
+    repo: str = ""
+    ref: str = ""
+    path: str = ""
+    lookups: int = 0
+
+
+@dataclass
+class Ref:
+    """A ref directory: the commit it shows now and, for a writable branch, its workspace."""
+
+    repo: str
+    ref: str
+    moving: bool  # a branch or an ancestry ref: re-resolved, never cached for good
+    branch: bool
+    commit: Commit | None = None
+    resolved: float = 0.0
+    flushed: int = -1  # the workspace flush count the commit reflects
+    workspace: Workspace | None = None
+
+    @property
+    def root(self) -> DirNode:
+        return self.commit.tree if self.commit is not None else EMPTY_DIR
+
+    @property
+    def mtime(self) -> float:
+        c = self.commit
+        return (c.finished or c.started) if c is not None else time.time()
+
+    @property
+    def ttl(self) -> float:
+        return MOVING_TTL if self.moving else IMMUTABLE_TTL
+
+
+@dataclass
+class Handle:
+    inode: Inode
+    ref: Ref
+    file: LocalFile | None = None  # a file the mount is writing
+    wrote: bool = False
+    node: FileNode | None = None  # a committed file
+    chunks: tuple[ChunkRef, ...] = ()
+    starts: list[int] = field(default_factory=list)  # offset of each chunk
+    next_read: int = 0  # where a sequential reader would read next
+
+
+@dataclass
+class DirHandle:
+    inode: Inode
+    listing: list  # [(name, entry)] when merged with pending writes, else fetched by the page
+    node: DirNode | None = None
+    page: tuple = (0, None)  # (index of its first entry, entries): the page being read
+
+
+class Filesystem(pyfuse3.Operations):
+    enable_writeback_cache = False
+
+    def __init__(
+        self,
+        client: Client,
+        mountpoint: str,
+        tmpdir: str,
+        repos: list[str] | None = None,
+        pinned: dict[str, str] | None = None,
+        read_only: bool = False,
+        idle: float = 2.0,
+    ):
+        super().__init__()
+        self.client = client
+        self.mountpoint = os.path.abspath(mountpoint)
+        self.tmpdir = tmpdir
+        self.trees = Trees(client)
+        self.only = set(repos) if repos else None
+        self.pinned = pinned or {}  # repo -> ref shown directly at MNT/<repo>
+        self.read_only = read_only
+        self.idle = idle
+        self.uid, self.gid = os.getuid(), os.getgid()
+        self.started = time.time()
+        self._inodes: dict[int, Inode] = {}
+        self._by_key: dict[tuple, int] = {}
+        self._refs: dict[tuple[str, str], Ref] = {}
+        self._listings: dict[tuple, tuple[float, list[str]]] = {}
+        self._handles: dict[int, Handle | DirHandle] = {}
+        self._fh = itertools.count(1)
+        self._inflight: dict[bytes, trio.Event] = {}
+        self._limiter = trio.CapacityLimiter(16)
+        self.nursery: trio.Nursery | None = None  # for read-ahead; set by the runner
+        root = Inode(pyfuse3.ROOT_INODE, "root", lookups=1)
+        self._inodes[root.ino] = root
+        self._by_key[("root",)] = root.ino
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    async def _io(self, fn, *args):
+        return await trio.to_thread.run_sync(functools.partial(fn, *args), limiter=self._limiter)
+
+    def _inode(self, kind: str, repo: str = "", ref: str = "", path: str = "") -> Inode:
+        """The inode of a path: its number is a hash of the path, so it is the same in every
+        mount of the same store (unless two paths collide, which shifts one of them)."""
+        key = (kind, repo, ref, path)
+        ino = self._by_key.get(key)
+        if ino is not None:
+            return self._inodes[ino]
+        ino = xxhash.xxh3_64_intdigest("\0".join(key).encode()) >> 1
+        while ino <= pyfuse3.ROOT_INODE or ino in self._inodes:
+            ino = (ino + 1) & ((1 << 63) - 1)
+        inode = Inode(ino, kind, repo, ref, path)
+        self._inodes[ino] = inode
+        self._by_key[key] = ino
+        return inode
+
+    def _get(self, ino: int) -> Inode:
+        inode = self._inodes.get(ino)
+        if inode is None:
+            raise _fail(errno.ESTALE)
+        return inode
+
+    async def _listing(self, key: tuple, fetch) -> list[str]:
+        hit = self._listings.get(key)
+        if hit is None or time.monotonic() - hit[0] > LISTING_TTL:
+            hit = (time.monotonic(), await self._io(fetch))
+            self._listings[key] = hit
+        return hit[1]
+
+    async def _repos(self) -> list[str]:
+        if self.pinned:
+            return sorted(self.pinned)
+        found = await self._listing(("repos",), lambda: [r.name for r in self.client.list_repo()])
+        return [r for r in found if self.only is None or r in self.only]
+
+    async def _branches(self, repo: str) -> list[str]:
+        return await self._listing(
+            ("branches", repo), lambda: [b.name for b in self.client.list_branch(repo)]
+        )
+
+    async def _ref(self, repo: str, ref: str) -> Ref:
+        """The state of a ref directory, re-resolved when it may have moved."""
+        key = (repo, ref)
+        r = self._refs.get(key)
+        if r is None:
+            base, steps = refs.parse(ref)
+            branch = not refs.is_commit_id(base) and steps == 0
+            r = Ref(repo, ref, moving=not refs.is_commit_id(base), branch=branch)
+            if branch and not self.read_only:
+                r.workspace = Workspace(self.client, repo, ref, self.tmpdir, self._io)
+            self._refs[key] = r
+        stale = r.workspace is not None and r.flushed != r.workspace.flushed
+        if r.resolved == 0.0 or stale or (r.moving and time.monotonic() - r.resolved > MOVING_TTL):
+            if r.workspace is not None:
+                r.flushed = r.workspace.flushed
+            try:
+                r.commit = await self._io(self.client.inspect_commit, repo, ref)
+            except NotFound:
+                if not r.branch:
+                    raise
+                r.commit = None  # a branch without commits: an empty directory
+            r.resolved = time.monotonic()
+        return r
+
+    async def _entry(self, r: Ref, path: str):
+        """What is at `path` under a ref: a node, a LocalFile being written, or None."""
+        if not path:
+            return r.root
+        ws = r.workspace
+        if ws is not None:
+            found = ws.resolve(path)
+            if found[0] == "entry":
+                return None if found[1] is GONE else found[1]
+            if found[0] == "under":
+                return await self._walk(found[1], found[2])
+        return await self._walk(r.root, path)
+
+    async def _walk(self, d: DirNode, path: str):
+        node = d
+        for part in path.split("/"):
+            if not isinstance(node, DirNode):
+                return None
+            node = await self._io(self.trees.child, node, part)
+        return node
+
+    def _attr(self, inode: Inode, entry, r: Ref | None) -> pyfuse3.EntryAttributes:
+        a = pyfuse3.EntryAttributes()
+        a.st_ino = inode.ino
+        a.generation = 0
+        writable = r is not None and r.workspace is not None
+        if r is None:  # the root and repo directories
+            ttl, mtime = LISTING_TTL, self.started
+        else:
+            ttl, mtime = r.ttl, r.mtime
+        if isinstance(entry, LocalFile):
+            mtime = entry.mtime
+        if entry is None or isinstance(entry, DirNode):
+            a.st_mode = stat.S_IFDIR | (0o755 if writable else 0o555)
+            a.st_size = 4096
+        elif isinstance(entry, SymlinkNode):
+            a.st_mode = stat.S_IFLNK | 0o777
+            a.st_size = entry.size
+        else:
+            x = 0o111 if entry.executable else 0
+            a.st_mode = stat.S_IFREG | (0o644 if writable else 0o444) | x
+            a.st_size = entry.size
+        a.st_nlink = 1  # "unknown" for directories: find must not assume leaf directories
+        a.st_uid, a.st_gid = self.uid, self.gid
+        a.st_blksize = BLOCK
+        a.st_blocks = (a.st_size + 511) // 512
+        ns = int(mtime * 1e9)
+        a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = ns
+        a.entry_timeout = a.attr_timeout = ttl
+        return a
+
+    async def _describe(self, inode: Inode):
+        """(entry, ref) of an inode; entry None for the root and repo directories."""
+        if inode.kind != "entry":
+            return None, None
+        r = await self._ref(inode.repo, inode.ref)
+        entry = await self._entry(r, inode.path)
+        if entry is None:
+            raise _fail(errno.ENOENT)
+        return entry, r
+
+    @staticmethod
+    def _name(name: bytes) -> str:
+        try:
+            text = name.decode()
+            names.path(text)
+        except (UnicodeDecodeError, PfsError):
+            raise _fail(errno.EINVAL) from None
+        if "/" in text:
+            raise _fail(errno.EINVAL)
+        return text
+
+    # -- lookups and attributes -----------------------------------------------------------------
+
+    @_translate
+    async def lookup(self, parent_ino, name, ctx=None):
+        parent = self._get(parent_ino)
+        text = self._name(name) if name not in (b".", b"..") else name.decode()
+        inode, entry, r = await self._lookup(parent, text)
+        inode.lookups += 1
+        return self._attr(inode, entry, r)
+
+    async def _lookup(self, parent: Inode, name: str):
+        if name == ".":
+            entry, r = await self._describe(parent)
+            return parent, entry, r
+        if parent.kind == "root":
+            if name not in await self._repos():
+                raise _fail(errno.ENOENT)
+            if name in self.pinned:
+                r = await self._ref(name, self.pinned[name])
+                return self._inode("entry", name, self.pinned[name], ""), r.root, r
+            return self._inode("repo", name), None, None
+        if parent.kind == "repo":
+            try:
+                refs.parse(name)
+            except PfsError:
+                raise _fail(errno.ENOENT) from None
+            if name not in await self._branches(parent.repo):
+                base, steps = refs.parse(name)
+                if not refs.is_commit_id(base) and steps == 0:
+                    raise _fail(errno.ENOENT)  # not a branch, a commit or an ancestry ref
+            r = await self._ref(parent.repo, name)
+            return self._inode("entry", parent.repo, name, ""), r.root, r
+        r = await self._ref(parent.repo, parent.ref)
+        path = names.join(parent.path, name)
+        entry = await self._entry(r, path)
+        if entry is None:
+            raise _fail(errno.ENOENT)
+        return self._inode("entry", parent.repo, parent.ref, path), entry, r
+
+    async def forget(self, inode_list):
+        for ino, n in inode_list:
+            inode = self._inodes.get(ino)
+            if inode is None or inode.kind == "root":
+                continue
+            inode.lookups -= n
+            if inode.lookups <= 0:
+                del self._inodes[ino]
+                self._by_key.pop((inode.kind, inode.repo, inode.ref, inode.path), None)
+
+    @_translate
+    async def getattr(self, ino, ctx=None):
+        inode = self._get(ino)
+        entry, r = await self._describe(inode)
+        return self._attr(inode, entry, r)
+
+    @_translate
+    async def readlink(self, ino, ctx=None):
+        entry, _ = await self._describe(self._get(ino))
+        if not isinstance(entry, SymlinkNode):
+            raise _fail(errno.EINVAL)
+        return entry.target.encode()
+
+    # -- directories ------------------------------------------------------------------------------
+
+    @_translate
+    async def opendir(self, ino, ctx=None):
+        inode = self._get(ino)
+        if inode.kind == "root":
+            listing = [(n, None) for n in await self._repos()]
+            h = DirHandle(inode, listing)
+        elif inode.kind == "repo":
+            h = DirHandle(inode, [(n, None) for n in await self._branches(inode.repo)])
+        else:
+            entry, r = await self._describe(inode)
+            if not isinstance(entry, DirNode):
+                raise _fail(errno.ENOTDIR)
+            ws = r.workspace
+            if ws is not None and ws.children.get(inode.path):
+                # Pending writes in this directory: list it whole, merged.
+                base = await self._io(self._all_entries, entry)
+                h = DirHandle(inode, ws.merge(inode.path, base))
+            else:
+                h = DirHandle(inode, None, node=entry)
+        fh = next(self._fh)
+        self._handles[fh] = h
+        return fh
+
+    def _all_entries(self, d: DirNode) -> list:
+        out, after = [], None
+        while page := self.trees.page(d, after):
+            out.extend(page)
+            after = page[-1][0]
+        return out
+
+    @_translate
+    async def readdir(self, fh, start_id, token):
+        h = self._handles[fh]
+        inode = h.inode
+        index = start_id
+        while True:
+            if h.listing is not None:
+                batch = h.listing[index:]
+            else:
+                batch = await self._dir_page(h, index)
+            if not batch:
+                return
+            for name, entry in batch:
+                child, entry, r = await self._child(inode, name, entry)
+                if not pyfuse3.readdir_reply(token, name.encode(), self._attr(child, entry, r), index + 1):
+                    return
+                child.lookups += 1
+                index += 1
+            if h.listing is not None:
+                return
+
+    async def _dir_page(self, h: DirHandle, index: int) -> list:
+        """Entries of a big directory from `index` on: readers go forward a page at a time, so
+        one page is kept; a seek backwards starts over."""
+        start, page = h.page
+        if page is None or index < start:
+            start, page = 0, await self._io(self.trees.page, h.node, None)
+        while page and index >= start + len(page):
+            start, page = start + len(page), await self._io(self.trees.page, h.node, page[-1][0])
+        h.page = (start, page)
+        return page[index - start :] if page else []
+
+    async def _child(self, parent: Inode, name: str, entry):
+        """The inode, entry and ref of a directory entry listed by readdir."""
+        if parent.kind == "entry":
+            r = await self._ref(parent.repo, parent.ref)
+            return self._inode("entry", parent.repo, parent.ref, names.join(parent.path, name)), entry, r
+        return await self._lookup(parent, name)
+
+    @_translate
+    async def releasedir(self, fh):
+        del self._handles[fh]
+
+    # -- reading ------------------------------------------------------------------------------------
+
+    @_translate
+    async def open(self, ino, flags, ctx=None):
+        inode = self._get(ino)
+        entry, r = await self._describe(inode)
+        writing = flags & (os.O_WRONLY | os.O_RDWR)
+        fh = next(self._fh)
+        if isinstance(entry, DirNode):
+            raise _fail(errno.EISDIR)
+        if writing:
+            ws = self._workspace(r)
+            f = await self._writable(ws, inode.path, entry, truncate=bool(flags & os.O_TRUNC))
+            self._handles[fh] = Handle(inode, r, file=f, wrote=True)
+            return pyfuse3.FileInfo(fh=fh)
+        if isinstance(entry, LocalFile):
+            entry.handles += 1
+            self._handles[fh] = Handle(inode, r, file=entry)
+            return pyfuse3.FileInfo(fh=fh)
+        chunks = await self._io(self.trees.chunks, entry)
+        starts = list(itertools.accumulate((c.size for c in chunks), initial=0))[:-1]
+        self._handles[fh] = Handle(inode, r, node=entry, chunks=chunks, starts=starts)
+        # Pages of a finished commit stay valid forever; a branch's file may change.
+        return pyfuse3.FileInfo(fh=fh, keep_cache=not r.moving)
+
+    async def _writable(self, ws: Workspace, path: str, entry, truncate: bool) -> LocalFile:
+        """A local file to write `path` through: the one being written, or a copy on write."""
+        if isinstance(entry, LocalFile):
+            async with ws.lock:  # not while a flush is sending its content
+                ws.reopened(entry)
+            if truncate:
+                entry.truncate(0)
+            return entry
+        data = b"" if truncate else await self._read_all(entry)
+        f = LocalFile(self.tmpdir, data, executable=entry.executable)
+        ws.created(path, f)
+        return f
+
+    async def _read_all(self, node: FileNode) -> bytes:
+        chunks = await self._io(self.trees.chunks, node)
+        parts = []
+        for c in chunks:
+            parts.append(await self._chunk(c))
+        return b"".join(parts)
+
+    @_translate
+    async def read(self, fh, off, size):
+        h = self._handles[fh]
+        if h.file is not None:
+            return h.file.pread(off, size)
+        end = min(off + size, h.node.size)
+        if off >= end:
+            return b""
+        first = bisect.bisect_right(h.starts, off) - 1
+        last = bisect.bisect_right(h.starts, end - 1) - 1
+        if off == h.next_read or first == 0:
+            self._read_ahead(h, last + 1)
+        h.next_read = end
+        parts = []
+        for i in range(first, last + 1):
+            data = await self._chunk(h.chunks[i])
+            lo = max(0, off - h.starts[i])
+            hi = min(len(data), end - h.starts[i])
+            parts.append(data[lo:hi] if (lo, hi) != (0, len(data)) else data)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _read_ahead(self, h: Handle, start: int) -> None:
+        """Fetch the chunks a sequential reader will want next, in the background."""
+        for c in h.chunks[start : start + AHEAD]:
+            if c.hash not in self._inflight and self.trees.cached_chunk(c.hash) is None:
+                self._inflight[c.hash] = trio.Event()
+                self.nursery.start_soon(self._fetch, c)
+
+    async def _fetch(self, c: ChunkRef) -> None:
+        try:
+            await self._io(self.trees.fetch, [c])
+        except Exception as e:  # noqa: BLE001 - a read-ahead failure is retried by the read
+            log.warning("read-ahead of chunk %s failed: %s", c.hash.hex(), e)
+        finally:
+            self._inflight.pop(c.hash).set()
+
+    async def _chunk(self, c: ChunkRef) -> bytes:
+        while True:
+            data = self.trees.cached_chunk(c.hash)
+            if data is not None:
+                return data
+            pending = self._inflight.get(c.hash)
+            if pending is None:
+                self._inflight[c.hash] = trio.Event()
+                await self._fetch(c)
+                data = self.trees.cached_chunk(c.hash)
+                if data is None:  # fetched but already evicted, or the fetch failed: fail loudly
+                    await self._io(self.trees.fetch, [c])
+                    data = self.trees.cached_chunk(c.hash)
+                if data is None:
+                    raise DataLoss(f"chunk {c.hash.hex()} could not be read")
+                return data
+            await pending.wait()
+
+    @_translate
+    async def release(self, fh):
+        h = self._handles.pop(fh)
+        if h.file is not None:
+            ws = h.ref.workspace
+            if ws is not None:
+                ws.closed(h.file, h.wrote)
+            else:
+                h.file.handles -= 1
+                h.file.release()
+
+    @_translate
+    async def flush(self, fh):
+        pass
+
+    @_translate
+    async def fsync(self, fh, datasync):
+        h = self._handles[fh]
+        ws = h.ref.workspace
+        if ws is not None:
+            await ws.flush()
+
+    # -- writing ------------------------------------------------------------------------------------
+
+    def _workspace(self, r: Ref | None) -> Workspace:
+        if r is None or r.workspace is None:
+            raise _fail(errno.EROFS)
+        return r.workspace
+
+    async def _parent(self, parent_ino: int, name: bytes) -> tuple[Inode, Ref, Workspace, str]:
+        parent = self._get(parent_ino)
+        if parent.kind != "entry":
+            raise _fail(errno.EROFS if parent.kind == "repo" or self.read_only else errno.EPERM)
+        entry, r = await self._describe(parent)
+        ws = self._workspace(r)
+        if not isinstance(entry, DirNode):
+            raise _fail(errno.ENOTDIR)
+        return parent, r, ws, names.join(parent.path, self._name(name))
+
+    @_translate
+    async def create(self, parent_ino, name, mode, flags, ctx=None):
+        parent, r, ws, path = await self._parent(parent_ino, name)
+        existing = await self._entry(r, path)
+        if isinstance(existing, DirNode):
+            raise _fail(errno.EISDIR)
+        f = LocalFile(self.tmpdir, executable=bool(mode & 0o111))
+        ws.created(path, f)
+        inode = self._inode("entry", parent.repo, parent.ref, path)
+        inode.lookups += 1
+        fh = next(self._fh)
+        self._handles[fh] = Handle(inode, r, file=f, wrote=True)
+        return pyfuse3.FileInfo(fh=fh), self._attr(inode, f, r)
+
+    @_translate
+    async def write(self, fh, off, buf):
+        h = self._handles[fh]
+        if h.file is None or not h.wrote:
+            raise _fail(errno.EBADF)
+        n = h.file.pwrite(off, buf)
+        h.ref.workspace.changed = time.monotonic()
+        return n
+
+    @_translate
+    async def setattr(self, ino, attr, fields, fh, ctx):
+        inode = self._get(ino)
+        entry, r = await self._describe(inode)
+        if r is None:
+            raise _fail(errno.EPERM)
+        ws = self._workspace(r)
+        if fields.update_size:
+            if isinstance(entry, DirNode):
+                raise _fail(errno.EISDIR)
+            open_file = isinstance(entry, LocalFile) and entry.writers
+            f = entry if isinstance(entry, LocalFile) else await self._writable(ws, inode.path, entry, False)
+            f.truncate(attr.st_size)
+            if not isinstance(entry, LocalFile):
+                ws.closed(f, wrote=True)  # the copy on write is not open: log it now
+            elif not open_file:
+                ws.changed_file(f)
+            entry = f
+        if fields.update_mode and not isinstance(entry, (DirNode, SymlinkNode)):
+            executable = bool(attr.st_mode & 0o111)
+            if isinstance(entry, LocalFile):
+                entry.executable = executable
+                if not entry.writers:
+                    ws.changed_file(entry)
+            elif entry.executable != executable:
+                entry = msgspec.structs.replace(entry, executable=executable)
+                ws.put_node(inode.path, entry, Chmod(inode.path, executable))
+        # Times, owners and the other mode bits are not versioned: accepted and not kept.
+        return self._attr(inode, entry, r)
+
+    @_translate
+    async def mkdir(self, parent_ino, name, mode, ctx):
+        parent, r, ws, path = await self._parent(parent_ino, name)
+        if await self._entry(r, path) is not None:
+            raise _fail(errno.EEXIST)
+        ws.put_node(path, EMPTY_DIR, Mkdir(path))
+        inode = self._inode("entry", parent.repo, parent.ref, path)
+        inode.lookups += 1
+        return self._attr(inode, EMPTY_DIR, r)
+
+    @_translate
+    async def unlink(self, parent_ino, name, ctx):
+        _, r, ws, path = await self._parent(parent_ino, name)
+        entry = await self._entry(r, path)
+        if entry is None:
+            raise _fail(errno.ENOENT)
+        if isinstance(entry, DirNode):
+            raise _fail(errno.EISDIR)
+        ws.delete(path, Delete(path, missing_ok=True))
+
+    @_translate
+    async def rmdir(self, parent_ino, name, ctx):
+        _, r, ws, path = await self._parent(parent_ino, name)
+        entry = await self._entry(r, path)
+        if entry is None:
+            raise _fail(errno.ENOENT)
+        if not isinstance(entry, DirNode):
+            raise _fail(errno.ENOTDIR)
+        if ws.merge(path, await self._io(self._all_entries, entry)):
+            raise _fail(errno.ENOTEMPTY)
+        ws.delete(path, Delete(path, missing_ok=True))
+
+    @_translate
+    async def symlink(self, parent_ino, name, target, ctx):
+        parent, r, ws, path = await self._parent(parent_ino, name)
+        if await self._entry(r, path) is not None:
+            raise _fail(errno.EEXIST)
+        text = os.fsdecode(target)
+        source = await self._source_of(text, parent)
+        if source is not None:  # a link to data in the store: keep a reference, copy nothing
+            node, op = source
+            ws.put_node(path, node, msgspec.structs.replace(op, path=path))
+        else:
+            node = SymlinkNode(text)
+            ws.put_node(path, node, Symlink(path, text))
+        inode = self._inode("entry", parent.repo, parent.ref, path)
+        inode.lookups += 1
+        return self._attr(inode, node, r)
+
+    async def _source_of(self, target: str, parent: Inode):
+        """(node, Copy op) when a link target names a file or directory in the mount."""
+        if not target.startswith("/"):
+            here = [parent.repo] if parent.repo in self.pinned else [parent.repo, parent.ref]
+            target = posixpath.join(self.mountpoint, *here, parent.path, target)
+        rel = posixpath.relpath(posixpath.normpath(target), self.mountpoint)
+        parts = rel.split("/")
+        if rel.startswith("..") or not parts or parts[0] in ("", "."):
+            return None
+        repo = parts[0]
+        if repo in self.pinned:
+            ref, path = self.pinned[repo], "/".join(parts[1:])
+        elif len(parts) >= 3:
+            ref, path = parts[1], "/".join(parts[2:])
+        else:
+            return None  # a repo or ref directory itself is not data
+        try:
+            return await self._reference(repo, ref, names.path(path))
+        except (PfsError, pyfuse3.FUSEError):
+            return None
+
+    async def _reference(self, repo: str, ref: str, path: str):
+        """A Copy op naming what `path` under `ref` holds now, by an immutable commit where the
+        daemon has it; pending writes there are sent first."""
+        r = await self._ref(repo, ref)
+        if r.workspace is not None and r.workspace.ops:
+            await r.workspace.flush()
+            r = await self._ref(repo, ref)
+        entry = await self._entry(r, path)
+        if entry is None or isinstance(entry, LocalFile) or r.commit is None:
+            return None  # not there, or still being written: nothing the daemon can refer to
+        return entry, Copy(path, repo, r.commit.id, path)
+
+    @_translate
+    async def link(self, ino, new_parent_ino, new_name, ctx):
+        inode = self._get(ino)
+        parent, r, ws, path = await self._parent(new_parent_ino, new_name)
+        if await self._entry(r, path) is not None:
+            raise _fail(errno.EEXIST)
+        source = await self._reference(inode.repo, inode.ref, inode.path) if inode.kind == "entry" else None
+        if source is None:
+            raise _fail(errno.EPERM)
+        node, op = source
+        ws.put_node(path, node, msgspec.structs.replace(op, path=path))
+        new = self._inode("entry", parent.repo, parent.ref, path)
+        new.lookups += 1
+        return self._attr(new, node, r)
+
+    @_translate
+    async def rename(self, old_parent_ino, old_name, new_parent_ino, new_name, flags, ctx):
+        if flags & pyfuse3.RENAME_EXCHANGE:
+            raise _fail(errno.EINVAL)
+        old_parent, old_ref, old_ws, old = await self._parent(old_parent_ino, old_name)
+        new_parent, new_ref, new_ws, new = await self._parent(new_parent_ino, new_name)
+        entry = await self._entry(old_ref, old)
+        if entry is None:
+            raise _fail(errno.ENOENT)
+        target = await self._entry(new_ref, new)
+        if target is not None:
+            if flags & pyfuse3.RENAME_NOREPLACE:
+                raise _fail(errno.EEXIST)
+            if isinstance(target, DirNode):
+                if not isinstance(entry, DirNode):
+                    raise _fail(errno.EISDIR)
+                if new_ws.merge(new, await self._io(self._all_entries, target)):
+                    raise _fail(errno.ENOTEMPTY)
+            elif isinstance(entry, DirNode):
+                raise _fail(errno.ENOTDIR)
+        if isinstance(entry, LocalFile) and entry.writers and old_ws is new_ws:
+            old_ws.moved(old, new, entry, Delete(old, missing_ok=True))
+        else:
+            source = await self._reference(old_parent.repo, old_parent.ref, old)
+            if source is None:  # still being written in another branch: no reference yet
+                raise _fail(errno.EXDEV)
+            node, op = source
+            new_ws.put_node(new, node, msgspec.structs.replace(op, path=new))
+            old_ws.delete(old, Delete(old, missing_ok=True))
+        self._renamed((old_parent.repo, old_parent.ref, old), (new_parent.repo, new_parent.ref, new))
+
+    def _renamed(self, old: tuple[str, str, str], new: tuple[str, str, str]) -> None:
+        """Inodes keep their numbers across a rename: move them (and what is under them) to the
+        new paths, as the kernel did with its dentries."""
+        repo, ref, path = old
+        moved = [
+            i for i in self._inodes.values()
+            if i.kind == "entry" and (i.repo, i.ref) == (repo, ref)
+            and (i.path == path or i.path.startswith(path + "/"))
+        ]
+        for i in moved:
+            del self._by_key[("entry", i.repo, i.ref, i.path)]
+        for i in moved:
+            i.repo, i.ref = new[0], new[1]
+            i.path = new[2] + i.path[len(path) :]
+            stale = self._by_key.pop(("entry", i.repo, i.ref, i.path), None)
+            if stale is not None and stale != i.ino:
+                self._inodes.pop(stale, None)  # the replaced target's inode is gone
+            self._by_key[("entry", i.repo, i.ref, i.path)] = i.ino
+
+    # -- the rest -------------------------------------------------------------------------------------
+
+    @_translate
+    async def statfs(self, ctx):
+        s = pyfuse3.StatvfsData()
+        s.f_bsize = BLOCK
+        s.f_frsize = 4096
+        s.f_blocks = s.f_bfree = s.f_bavail = 1 << 40  # the object store is the limit, not us
+        s.f_files = s.f_ffree = s.f_favail = 1 << 40
+        s.f_namemax = names.MAX_COMPONENT
+        return s
+
+    async def _xattrs(self, inode: Inode) -> dict[str, bytes]:
+        if inode.kind != "entry":
+            return {"user.pfs.repo": inode.repo.encode()} if inode.repo else {}
+        entry, r = await self._describe(inode)
+        out = {
+            "user.pfs.repo": inode.repo.encode(),
+            "user.pfs.ref": inode.ref.encode(),
+            "user.pfs.path": ("/" + inode.path).encode(),
+        }
+        if r.commit is not None:
+            out["user.pfs.commit"] = r.commit.id.encode()
+            out["user.pfs.finished"] = b"yes" if r.commit.finished else b"no"
+        if isinstance(entry, FileNode):
+            out["user.pfs.hash"] = entry.hash.hex().encode()
+            out["user.pfs.chunks"] = str(len(await self._io(self.trees.chunks, entry))).encode()
+        elif isinstance(entry, DirNode) and entry.root is not None:
+            out["user.pfs.hash"] = entry.root.hex().encode()
+        elif isinstance(entry, LocalFile):
+            out["user.pfs.pending"] = b"yes"  # written here, not yet in a commit
+        return out
+
+    @_translate
+    async def getxattr(self, ino, name, ctx):
+        value = (await self._xattrs(self._get(ino))).get(name.decode(errors="replace"))
+        if value is None:
+            raise _fail(pyfuse3.ENOATTR)
+        return value
+
+    @_translate
+    async def listxattr(self, ino, ctx):
+        return [n.encode() for n in await self._xattrs(self._get(ino))]
+
+    @_translate
+    async def setxattr(self, ino, name, value, ctx):
+        raise _fail(errno.ENOTSUP)
+
+    @_translate
+    async def removexattr(self, ino, name, ctx):
+        raise _fail(errno.ENOTSUP)
+
+    # -- background: flushing and finishing commits -------------------------------------------------
+
+    async def keep_committing(self, flush_after: float = 0.25, max_pending: int = 128 << 20) -> None:
+        """Send pending writes when a branch is quiet or much is pending; finish the commits we
+        started once a branch has been quiet for `idle` seconds with no file open for writing."""
+        while True:
+            await trio.sleep(0.1)
+            for r in list(self._refs.values()):
+                ws = r.workspace
+                if ws is None or not ws.busy:
+                    continue
+                quiet = time.monotonic() - ws.changed
+                try:
+                    if not ws.writing and quiet >= self.idle:
+                        await ws.finish()
+                    elif ws.ops and (quiet >= flush_after or len(ws.ops) >= 1000 or ws.pending_bytes >= max_pending):
+                        await ws.flush()
+                except PfsError as e:
+                    log.error("cannot write to %s@%s: %s (will retry)", ws.repo, ws.branch, e)
+
+    async def finish_all(self) -> None:
+        """At unmount: everything pending reaches the daemon and our commits are finished."""
+        for r in list(self._refs.values()):
+            if r.workspace is not None and r.workspace.busy:
+                r.workspace.abandon_writers()  # the kernel is gone: no handle will be closed
+                await r.workspace.finish()

@@ -1,0 +1,263 @@
+"""`pfs mount` and `pfs unmount`: the life of a mount process.
+
+A mount runs in its own process (in the background unless --foreground), a client of the daemon.
+It reports readiness only once the kernel's requests are being answered, finishes the commits it
+started when it is unmounted or gets SIGTERM/SIGINT, and leaves a pid file so that `pfs unmount`
+can wait for that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import hashlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyfuse3
+import trio
+
+from pfsfuse.api.connect import connect
+from pfsfuse.home import Home
+from pfsfuse.metadata.errors import FailedPrecondition, InvalidArgument, PfsError, Unavailable
+from pfsfuse.mount.fs import Filesystem
+
+log = logging.getLogger("pfsfuse.mount")
+
+
+def _state_dir() -> Path:
+    d = Home().path / "mounts"
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return d
+
+
+def _state(mountpoint: str) -> Path:
+    """Where a mount keeps its pid, log and temporary files: named after its mountpoint."""
+    tag = hashlib.sha256(os.path.realpath(mountpoint).encode()).hexdigest()[:16]
+    return _state_dir() / tag
+
+
+def check_mountpoint(mountpoint: str) -> str:
+    path = os.path.abspath(mountpoint)
+    if not os.path.isdir(path):
+        raise InvalidArgument(f"{mountpoint}: no such directory")
+    if os.path.ismount(path):
+        raise FailedPrecondition(f"{mountpoint} is already a mount point")
+    if os.listdir(path):
+        raise InvalidArgument(f"{mountpoint} is not empty")
+    return path
+
+
+def parse_pinned(specs: list[str]) -> dict[str, str]:
+    pinned = {}
+    for spec in specs:
+        repo, sep, ref = spec.partition(":")
+        if not sep or not repo or not ref:
+            raise InvalidArgument(f"invalid -c {spec!r}: expected REPO:REF")
+        pinned[repo] = ref
+    return pinned
+
+
+def run(
+    mountpoint: str,
+    repos: list[str],
+    pinned: dict[str, str],
+    read_only: bool,
+    idle: float,
+    ready=lambda: None,
+) -> None:
+    """Mount and serve until unmounted or signalled; `ready` is called once requests are served."""
+    path = check_mountpoint(mountpoint)
+    client = connect()
+    for repo in [*repos, *pinned]:
+        client.inspect_repo(repo)
+    for repo, ref in pinned.items():
+        if ref not in {b.name for b in client.list_branch(repo)}:
+            client.inspect_commit(repo, ref)  # a commit or ancestry ref must resolve
+    state = _state(path)
+    tmpdir = tempfile.mkdtemp(prefix=state.name + ".", dir=state.parent)
+    fs = Filesystem(client, path, tmpdir, repos, pinned, read_only, idle)
+    options = set(pyfuse3.default_options) | {"fsname=pfsfuse", "subtype=pfs"}
+    if read_only:
+        options.add("ro")
+    pyfuse3.init(fs, path, options)
+    state.with_suffix(".pid").write_text(f"{os.getpid()}\n{path}\n")
+    try:
+        trio.run(_serve, fs, path, ready)
+    finally:
+        pyfuse3.close(unmount=True)
+        client.close()
+        shutil.rmtree(tmpdir, ignore_errors=True)
+        state.with_suffix(".pid").unlink(missing_ok=True)
+
+
+async def _serve(fs: Filesystem, path: str, ready) -> None:
+    async with trio.open_nursery() as nursery:
+        fs.nursery = nursery
+        nursery.start_soon(_signals)
+        nursery.start_soon(fs.keep_committing)
+        async with trio.open_nursery() as fuse:
+            fuse.start_soon(pyfuse3.main)
+            # Usable once a request through the kernel is answered.
+            await trio.to_thread.run_sync(os.stat, path)
+            _raise_read_ahead(path)
+            ready()
+        await fs.finish_all()
+        nursery.cancel_scope.cancel()
+
+
+async def _signals() -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async for _ in signals:
+            pyfuse3.terminate()
+
+
+def _raise_read_ahead(path: str, kib: int = 4096) -> None:
+    """Let the kernel read ahead in big requests (1 MiB each); needs root, else nothing."""
+    dev = os.stat(path).st_dev
+    knob = Path(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb")
+    try:
+        knob.write_text(f"{kib}\n")
+    except OSError:
+        pass
+
+
+def mount_background(mountpoint: str, args: list[str], timeout: float = 60.0) -> None:
+    """Start a mount process and return once it serves, or raise with its error."""
+    check_mountpoint(mountpoint)
+    read, write = os.pipe()
+    log_path = _state(os.path.abspath(mountpoint)).with_suffix(".log")
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pfsfuse.mount.main", "--ready-fd", str(write), *args],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            pass_fds=[write],
+            start_new_session=True,
+        )
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        message = _read_with_deadline(pipe, proc, timeout)
+    if message != "ok":
+        if proc.poll() is None:
+            proc.kill()
+        raise Unavailable(message or f"the mount process exited with status {proc.wait()}; see {log_path}")
+
+
+def _read_with_deadline(pipe, proc: subprocess.Popen, timeout: float) -> str:
+    import select
+
+    deadline = time.monotonic() + timeout
+    buf = b""
+    while not buf.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return f"the mount did not become ready within {timeout:.0f} s"
+        if select.select([pipe], [], [], min(left, 0.5))[0]:
+            piece = os.read(pipe.fileno(), 4096)
+            if not piece:
+                break
+            buf += piece
+        elif proc.poll() is not None:
+            break
+    return buf.decode(errors="replace").strip()
+
+
+def _mounts() -> list[str]:
+    """Mount points of pfsfuse file systems, from /proc/self/mounts."""
+    out = []
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            source, target, fstype, *_ = line.split()
+            if fstype == "fuse.pfs" or source == "pfsfuse":
+                out.append(target.replace("\\040", " "))
+    return out
+
+
+def unmount(mountpoint: str, timeout: float = 120.0) -> None:
+    """Unmount, then wait for the mount process to finish its commits."""
+    path = os.path.abspath(mountpoint)
+    if path not in _mounts():
+        raise InvalidArgument(f"{mountpoint} is not a pfs mount")
+    pidfile = _state(path).with_suffix(".pid")
+    r = subprocess.run(["fusermount3", "-u", path], capture_output=True, text=True)
+    if r.returncode != 0:
+        # A busy mount or a dead process: detach it lazily (root only).
+        lazy = subprocess.run(["umount", "-l", path], capture_output=True, text=True)
+        if lazy.returncode != 0:
+            raise FailedPrecondition(f"cannot unmount {mountpoint}: {r.stderr.strip() or lazy.stderr.strip()}")
+    try:
+        pid = int(pidfile.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return
+    deadline = time.monotonic() + timeout
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            raise Unavailable(f"the mount process {pid} did not exit within {timeout:.0f} s")
+        time.sleep(0.05)
+    pidfile.unlink(missing_ok=True)
+
+
+def unmount_all() -> list[str]:
+    done = []
+    for path in _mounts():
+        unmount(path)
+        done.append(path)
+    return done
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def main() -> None:
+    """The mount process (`python -m pfsfuse.mount.main`), started by `pfs mount`."""
+    p = argparse.ArgumentParser(prog="pfs mount")
+    p.add_argument("mountpoint")
+    p.add_argument("--repos", default="")
+    p.add_argument("-c", "--commit", action="append", default=[])
+    p.add_argument("--read-only", action="store_true")
+    p.add_argument("--idle", type=float, default=2.0)
+    p.add_argument("--ready-fd", type=int)
+    a = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    pipe = os.fdopen(a.ready_fd, "w") if a.ready_fd is not None else None
+
+    def ready() -> None:
+        if pipe is not None:
+            pipe.write("ok\n")
+            pipe.close()
+
+    try:
+        repos = [r for r in a.repos.split(",") if r]
+        run(a.mountpoint, repos, parse_pinned(a.commit), a.read_only, a.idle, ready)
+    except (PfsError, RuntimeError, OSError) as e:
+        if isinstance(e, OSError) and e.errno == errno.EPERM:
+            e = FailedPrecondition(f"cannot mount {a.mountpoint}: permission denied (is /dev/fuse usable?)")
+        if pipe is not None and not pipe.closed:
+            pipe.write(f"{e}\n")
+            pipe.close()
+        log.error("%s", e)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

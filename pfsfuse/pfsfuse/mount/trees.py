@@ -1,0 +1,143 @@
+"""Directory listings, chunk lists and chunks, fetched by hash from the daemon and cached.
+
+Everything here is content addressed and immutable, so the caches never need invalidating: a
+branch that moves simply leads to other hashes. All methods block (they talk to the daemon or the
+object store) and are called from worker threads.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+from pfsfuse.api.client import Client
+from pfsfuse.metadata.records import ChunkRef, DirNode, FileNode, Node
+
+PAGE = 10_000  # entries per listing request
+FULL_LISTING = 50_000  # directories up to this size are cached whole; bigger ones by the page
+
+
+class _LRU:
+    """A thread-safe LRU map bounded by the total weight of its values."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._items: OrderedDict = OrderedDict()
+        self._weight = 0
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            item = self._items.get(key)
+            if item is None:
+                return None
+            self._items.move_to_end(key)
+            return item[0]
+
+    def put(self, key, value, weight: int = 1) -> None:
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._weight -= old[1]
+            self._items[key] = (value, weight)
+            self._weight += weight
+            while self._weight > self.capacity and len(self._items) > 1:
+                _, (_, w) = self._items.popitem(last=False)
+                self._weight -= w
+
+
+class Trees:
+    """Reads of immutable tree objects through a client, with caches keyed by hash."""
+
+    def __init__(self, client: Client, cache_entries: int = 2_000_000, cache_bytes: int = 256 << 20):
+        self.client = client
+        self._dirs = _LRU(cache_entries)  # dir root -> ({name: node}, [(name, node)] sorted)
+        self._pages = _LRU(cache_entries)  # (dir root, start_after) -> [(name, node)]
+        self._children = _LRU(100_000)  # (dir root, name) -> node | None, for big directories
+        self._chunk_lists = _LRU(1_000_000)  # file hash -> chunk refs
+        self._locations = _LRU(4_000_000)  # chunk hash -> ChunkLoc
+        self._chunks = _LRU(cache_bytes)  # chunk hash -> bytes
+        self.store = getattr(client, "chunk_store", None)  # direct object-store reads, if trusted
+
+    # -- directories
+
+    def _whole(self, d: DirNode) -> tuple[dict[str, Node], list[tuple[str, Node]]]:
+        listing = self._dirs.get(d.root)
+        if listing is None:
+            items, after = [], None
+            while True:
+                page = self.client.dir_entries(d.root, after, PAGE)
+                items.extend(page)
+                if len(page) < PAGE:
+                    break
+                after = page[-1][0]
+            listing = (dict(items), items)
+            self._dirs.put(d.root, listing, max(1, len(items)))
+        return listing
+
+    def child(self, d: DirNode, name: str) -> Node | None:
+        if d.root is None:
+            return None
+        if d.count <= FULL_LISTING:
+            return self._whole(d)[0].get(name)
+        key = (d.root, name)
+        hit = self._children.get(key)
+        if hit is None:
+            hit = (self.client.dir_child(d.root, name),)
+            self._children.put(key, hit)
+        return hit[0]
+
+    def page(self, d: DirNode, start_after: str | None) -> list[tuple[str, Node]]:
+        """Up to PAGE entries after `start_after`, in name order."""
+        if d.root is None:
+            return []
+        if d.count <= FULL_LISTING:
+            items = self._whole(d)[1]
+            lo = 0 if start_after is None else _bisect_after(items, start_after)
+            return items[lo : lo + PAGE]
+        key = (d.root, start_after)
+        page = self._pages.get(key)
+        if page is None:
+            page = self.client.dir_entries(d.root, start_after, PAGE)
+            self._pages.put(key, page, max(1, len(page)))
+        return page
+
+    # -- files
+
+    def chunks(self, f: FileNode) -> tuple[ChunkRef, ...]:
+        if f.chunks is not None:
+            return f.chunks
+        refs = self._chunk_lists.get(f.hash)
+        if refs is None:
+            refs = tuple(self.client.chunk_list(f.hash))
+            self._chunk_lists.put(f.hash, refs, len(refs))
+        return refs
+
+    def cached_chunk(self, h: bytes) -> bytes | None:
+        return self._chunks.get(h)
+
+    def fetch(self, refs: list[ChunkRef]) -> None:
+        """Fetch chunks into the cache: from the object store when this process may read it
+        (each chunk verified against its hash), else through the daemon."""
+        if self.store is None:
+            for r in refs:
+                self._chunks.put(r.hash, self.client.read_chunk(r), r.size)
+            return
+        missing = [r.hash for r in refs if self._locations.get(r.hash) is None]
+        if missing:
+            for h, loc in zip(missing, self.client.chunk_locations(missing)):
+                self._locations.put(h, loc)
+        located = [(r.hash, r.size, self._locations.get(r.hash)) for r in refs]
+        for r, data in zip(refs, self.store.reader.read_range(located)):
+            self._chunks.put(r.hash, data, r.size)
+
+
+def _bisect_after(items: list[tuple[str, Node]], name: str) -> int:
+    lo, hi = 0, len(items)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if items[mid][0] <= name:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo

@@ -1,0 +1,325 @@
+"""The writes a mount makes to one branch, before and while they reach the daemon.
+
+Each change is logged as a write op (sent in batches with `write_files`, applied by the daemon in
+order as one atomic change of the branch's open commit) and recorded in an overlay that reads
+consult first, so that the mount reads its own writes before the daemon has them. A file being
+written lives in a `LocalFile` (memory, spilled to a temporary file when large) and becomes a Put
+op when its last writer closes it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import trio
+
+from pfsfuse.api.client import Client
+from pfsfuse.api.types import Put, WriteOp
+from pfsfuse.metadata import names
+from pfsfuse.metadata.errors import FailedPrecondition, NotFound
+from pfsfuse.metadata.records import DirNode, Node
+
+SPILL = 8 << 20  # files larger than this are written to a temporary file, not kept in memory
+
+
+class _Gone:
+    def __repr__(self) -> str:
+        return "GONE"
+
+
+GONE = _Gone()  # the overlay's mark of a deleted path (and everything under it)
+
+
+class LocalFile:
+    """The content of a file the mount is writing."""
+
+    def __init__(self, tmpdir: str, data: bytes = b"", executable: bool = False):
+        self._tmpdir = tmpdir
+        self._buf: bytearray | None = bytearray(data)
+        self._fd: int | None = None
+        self.tmp_path: str | None = None
+        self.size = len(data)
+        self.executable = executable
+        self.writers = 0  # open handles that may write
+        self.handles = 0  # open handles of any kind
+        self.dropped = False  # no longer in the overlay: close once no handle is left
+        self.path = ""  # where it is in the branch
+        self.mtime = time.time()
+
+    def pread(self, off: int, n: int) -> bytes:
+        if self._fd is not None:
+            return os.pread(self._fd, n, off)
+        return bytes(self._buf[off : off + n])
+
+    def pwrite(self, off: int, data: bytes) -> int:
+        end = off + len(data)
+        if self._fd is None and end > SPILL:
+            self._spill()
+        if self._fd is not None:
+            n = os.pwrite(self._fd, data, off)
+        else:
+            if off > len(self._buf):
+                self._buf.extend(bytes(off - len(self._buf)))
+            self._buf[off:end] = data
+            n = len(data)
+        self.size = max(self.size, off + n)
+        self.mtime = time.time()
+        return n
+
+    def truncate(self, size: int) -> None:
+        if self._fd is None and size > SPILL:
+            self._spill()
+        if self._fd is not None:
+            os.ftruncate(self._fd, size)
+        elif size < len(self._buf):
+            del self._buf[size:]
+        else:
+            self._buf.extend(bytes(size - len(self._buf)))
+        self.size = size
+        self.mtime = time.time()
+
+    def _spill(self) -> None:
+        fd, self.tmp_path = tempfile.mkstemp(prefix=".pfs-write-", dir=self._tmpdir)
+        os.write(fd, self._buf)
+        self._fd, self._buf = fd, None
+
+    def put(self, path: str) -> Put:
+        """The op that stores the current content at `path`."""
+        if self._fd is not None:
+            return Put(path, local=self.tmp_path, executable=self.executable)
+        return Put(path, stream=io.BytesIO(bytes(self._buf)), executable=self.executable)
+
+    def release(self) -> None:
+        """Free the content once the file is neither in the overlay nor open."""
+        if self.dropped and self.handles == 0 and self._fd is not None:
+            os.close(self._fd)
+            os.unlink(self.tmp_path)
+            self._fd = None
+
+
+Entry = Node | LocalFile | _Gone
+
+
+@dataclass
+class _LocalPut:
+    path: str
+    file: LocalFile
+
+
+class Workspace:
+    """Pending writes to one branch of one repo."""
+
+    def __init__(self, client: Client, repo: str, branch: str, tmpdir: str, call: Callable[..., Awaitable]):
+        self.client = client
+        self.repo = repo
+        self.branch = branch
+        self.tmpdir = tmpdir
+        self._call = call  # runs a blocking client call in a worker thread
+        self.overlay: dict[str, Entry] = {}
+        self._seq: dict[str, int] = {}  # path -> the last logged op that changed it
+        self.children: dict[str, set[str]] = {}  # dir -> names with overlay entries
+        self.ops: list[tuple[int, WriteOp | _LocalPut]] = []
+        self._next = 0
+        self.commit_id: str | None = None
+        self.owned = False  # the open commit was started by this mount, which must finish it
+        self.writing: set[LocalFile] = set()
+        self.changed = time.monotonic()
+        self.lock = trio.Lock()  # one flush at a time
+        self.flushed = 0  # bumped by every flush: the branch's tree changed
+        self.pending_bytes = 0  # content logged since the last flush
+
+    # -- reading through the overlay
+
+    def resolve(self, path: str):
+        """("entry", e) when the overlay decides `path`, ("under", dir, rest) when `path` lies in a
+        directory the overlay put there, ("base",) when the branch's tree decides."""
+        e = self.overlay.get(path)
+        if e is not None:
+            return ("entry", e)
+        p = path
+        while "/" in p:
+            p = p.rpartition("/")[0]
+            e = self.overlay.get(p)
+            if e is None:
+                continue
+            if isinstance(e, DirNode):
+                return ("under", e, path[len(p) + 1 :])
+            return ("entry", GONE)  # deleted, or replaced by something that is not a directory
+        return ("base",)
+
+    def merge(self, dirpath: str, listing: list[tuple[str, Entry]]) -> list[tuple[str, Entry]]:
+        """A directory's listing with the overlay's entries in it applied."""
+        names_here = self.children.get(dirpath)
+        if not names_here:
+            return listing
+        merged = dict(listing)
+        for name in names_here:
+            e = self.overlay[names.join(dirpath, name)]
+            if e is GONE:
+                merged.pop(name, None)
+            else:
+                merged[name] = e
+        return sorted(merged.items())
+
+    # -- recording changes
+
+    def _set(self, path: str, entry: Entry, logged: bool = True) -> None:
+        old = self.overlay.get(path)
+        if isinstance(old, LocalFile) and old is not entry:
+            self._drop(old)
+        self.overlay[path] = entry
+        parent, name = names.split(path)
+        self.children.setdefault(parent, set()).add(name)
+        if logged:
+            self._seq[path] = self._next - 1
+        else:
+            self._seq.pop(path, None)  # an open file: not droppable until logged
+        self.changed = time.monotonic()
+
+    def _log(self, op: WriteOp | _LocalPut) -> None:
+        self.ops.append((self._next, op))
+        self._next += 1
+
+    def _drop(self, f: LocalFile) -> None:
+        f.dropped = True
+        self.writing.discard(f)
+        f.release()
+
+    def created(self, path: str, f: LocalFile) -> None:
+        """A file opened for writing (new, truncated or copied on write)."""
+        f.writers += 1
+        f.handles += 1
+        f.path = path
+        self.writing.add(f)
+        self._set(path, f, logged=False)
+
+    def reopened(self, f: LocalFile) -> None:
+        f.writers += 1
+        f.handles += 1
+        self.writing.add(f)
+        self.changed = time.monotonic()
+
+    def closed(self, f: LocalFile, wrote: bool) -> None:
+        """A handle of a local file was released; the last writer logs its content."""
+        f.handles -= 1
+        if wrote:
+            f.writers -= 1
+            if f.writers == 0:
+                self.writing.discard(f)
+                if self.overlay.get(f.path) is f:
+                    self.changed_file(f)
+        f.release()
+
+    def changed_file(self, f: LocalFile) -> None:
+        """A local file not open for writing was changed (closed, truncated, chmod): log it."""
+        self._log(_LocalPut(f.path, f))
+        self.pending_bytes += f.size
+        self._set(f.path, f)
+
+    def put_node(self, path: str, node: Node, op: WriteOp) -> None:
+        """A change the daemon applies by reference (copy, mkdir, symlink, chmod)."""
+        self._log(op)
+        self._set(path, node)
+
+    def delete(self, path: str, op: WriteOp) -> None:
+        self._log(op)
+        self._set(path, GONE)
+
+    def moved(self, old: str, new: str, f: LocalFile, op: WriteOp) -> None:
+        """A local file open for writing renamed: it will be put at its new name when closed;
+        `op` deletes whatever the daemon has at the old name."""
+        del self.overlay[old]  # detached first, so that marking the old name gone keeps the file
+        self._seq.pop(old, None)
+        self.delete(old, op)
+        f.path = new
+        self._set(new, f, logged=False)
+
+    def abandon_writers(self) -> None:
+        """Log the files still open for writing as they are (the mount is going away)."""
+        for f in list(self.writing):
+            f.writers = 0
+            if self.overlay.get(f.path) is f:
+                self.changed_file(f)
+        self.writing.clear()
+
+    # -- reaching the daemon
+
+    async def ensure_commit(self) -> str:
+        if self.commit_id is None:
+            try:
+                head = await self._call(self.client.inspect_commit, self.repo, self.branch)
+            except NotFound:
+                head = None
+            if head is not None and head.finished is None:
+                self.commit_id, self.owned = head.id, False
+            else:
+                c = await self._call(self.client.start_commit, self.repo, self.branch)
+                self.commit_id, self.owned = c.id, True
+        return self.commit_id
+
+    async def flush(self) -> None:
+        """Send the logged ops up to the first file still open for writing."""
+        async with self.lock:
+            n = 0
+            for _, op in self.ops:
+                if isinstance(op, _LocalPut) and op.file.writers:
+                    break
+                n += 1
+            if n == 0:
+                return
+            batch = self.ops[:n]
+            ops = [op.file.put(op.path) if isinstance(op, _LocalPut) else op for _, op in batch]
+            for attempt in (0, 1):
+                commit = await self.ensure_commit()
+                try:
+                    await self._call(self.client.write_files, self.repo, commit, ops)
+                    break
+                except FailedPrecondition:
+                    # Someone finished our commit (pfs finish-commit): write into a new one.
+                    self.commit_id, self.owned = None, False
+                    if attempt:
+                        raise
+                    ops = [op.file.put(op.path) if isinstance(op, _LocalPut) else op for _, op in batch]
+            del self.ops[:n]
+            self._forget(batch[-1][0])
+            self.flushed += 1
+            self.pending_bytes = sum(op.file.size for _, op in self.ops if isinstance(op, _LocalPut))
+
+    def _forget(self, upto: int) -> None:
+        """Drop overlay entries the daemon now has, unless changed again since."""
+        for path in [p for p, s in self._seq.items() if s <= upto]:
+            e = self.overlay.pop(path)
+            del self._seq[path]
+            if isinstance(e, LocalFile):
+                self._drop(e)
+            parent, name = names.split(path)
+            kids = self.children.get(parent)
+            if kids is not None:
+                kids.discard(name)
+                if not kids:
+                    del self.children[parent]
+
+    async def finish(self) -> bool:
+        """Flush, and finish the commit this mount started, unless a file is open for writing.
+        Returns whether everything was finished."""
+        await self.flush()
+        if self.writing or self.ops:
+            return False
+        if self.owned and self.commit_id is not None:
+            try:
+                await self._call(self.client.finish_commit, self.repo, self.commit_id)
+            except FailedPrecondition:
+                pass  # already finished with pfs finish-commit
+            self.flushed += 1
+        self.commit_id, self.owned = None, False
+        return True
+
+    @property
+    def busy(self) -> bool:
+        """Whether anything is pending or open."""
+        return bool(self.ops or self.writing or self.owned)

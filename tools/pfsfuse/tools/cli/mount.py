@@ -1,0 +1,54 @@
+"""Mount verbs: mount, unmount."""
+
+from __future__ import annotations
+
+import click
+
+from pfsfuse.tools.cli.app import App, pass_app
+
+
+@click.command("mount")
+@click.argument("mountpoint", type=click.Path())
+@click.option("--repos", default="", help="Only these repos (comma-separated).")
+@click.option("-c", "--commit", "pinned", multiple=True, metavar="REPO:REF", help="Show REF's files directly at MOUNTPOINT/REPO (repeatable).")
+@click.option("--read-only", is_flag=True, help="Refuse every write.")
+@click.option("--foreground", is_flag=True, help="Stay attached until unmounted.")
+@click.option("--idle", type=float, default=2.0, show_default=True, help="Seconds a branch stays quiet before the mount finishes its commit.")
+@pass_app
+def mount(app: App, mountpoint: str, repos: str, pinned: tuple[str, ...], read_only: bool, foreground: bool, idle: float) -> None:
+    """Mount the store at MOUNTPOINT: MOUNTPOINT/<repo>/<branch or commit>/<path>.
+
+    Writes under a branch go into its open commit, started on the first write and finished when
+    the branch has been quiet for --idle seconds with no file open for writing, and at unmount.
+    """
+    from pfsfuse.mount import main as mounting  # FUSE and trio: only these verbs need them
+
+    pins = mounting.parse_pinned(list(pinned))
+    if foreground:
+        mounting.run(mountpoint, [r for r in repos.split(",") if r], pins, read_only, idle)
+        return
+    args = [mountpoint, "--repos", repos, "--idle", str(idle)]
+    for spec in pinned:
+        args += ["-c", spec]
+    if read_only:
+        args.append("--read-only")
+    mounting.mount_background(mountpoint, args)
+
+
+@click.command("unmount")
+@click.argument("mountpoint", type=click.Path(), required=False)
+@click.option("--all", "all_", is_flag=True, help="Unmount every pfs mount.")
+@pass_app
+def unmount(app: App, mountpoint: str | None, all_: bool) -> None:
+    """Unmount, after the mount has finished the commits it started."""
+    from pfsfuse.mount import main as mounting
+
+    if all_ == (mountpoint is not None):
+        raise click.UsageError("give either a mount point or --all")
+    if all_:
+        mounting.unmount_all()
+    else:
+        mounting.unmount(mountpoint)
+
+
+COMMANDS = [mount, unmount]
