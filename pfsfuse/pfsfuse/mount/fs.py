@@ -688,12 +688,13 @@ class Filesystem(pyfuse3.Operations):
         if await self._entry(r, path) is not None:
             raise _fail(errno.EEXIST)
         text = os.fsdecode(target)
+        node = SymlinkNode(text)  # what the kernel must see now: it asked for a symlink
         source = await self._source_of(text, parent)
-        if source is not None:  # a link to data in the store: keep a reference, copy nothing
-            node, op = source
-            ws.put_node(path, node, msgspec.structs.replace(op, path=path))
+        if source is not None:
+            # A link to data in the store is stored as a reference to that data, copying nothing:
+            # a regular file once the daemon has it.
+            ws.put_node(path, node, msgspec.structs.replace(source[1], path=path))
         else:
-            node = SymlinkNode(text)
             ws.put_node(path, node, Symlink(path, text))
         inode = self._inode("entry", parent.repo, parent.ref, path)
         inode.lookups += 1
