@@ -1,7 +1,8 @@
-"""`pfs serve`: the process that owns a PFS_HOME, and `connect()`, which finds or starts it.
+"""`pfs serve`: the process that owns a PFS_HOME, the composition of store, API and scheduler.
 
-One daemon per PFS_HOME, enforced with a lock on its pid file. It serves the API on the unix socket
-in PFS_HOME (and on TCP when asked) and stops cleanly on SIGTERM, SIGINT or `pfs shutdown`.
+One daemon per PFS_HOME, enforced with a lock on its pid file. It serves the storage and pipeline
+APIs on the unix socket in PFS_HOME (and on TCP when asked), runs the scheduler and its workers,
+and stops cleanly on SIGTERM, SIGINT or `pfs shutdown`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ import trio
 from pfsfuse.api.server import make_app
 from pfsfuse.home import Home
 from pfsfuse.metadata.errors import FailedPrecondition, PfsError
+from pfsfuse.scheduler.api import routes as pipeline_routes
+from pfsfuse.scheduler.executor import LocalExecutor
+from pfsfuse.scheduler.jobs import JobStore
+from pfsfuse.scheduler.scheduler import Scheduler
 from pfsfuse.store import Store
 
 log = logging.getLogger("pfsfuse.daemon")
@@ -73,17 +78,31 @@ async def _serve(store: Store, home: Home, listen: str | None) -> None:
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_signals, stop)
+            executor = LocalExecutor(home.path, f"unix:{home.socket}", nursery)
+            scheduler = Scheduler(store, JobStore(store.db), executor, store.wait_changed)
+            executor.lost = scheduler.worker_lost
+            routes = pipeline_routes(scheduler)
             # The servers return once `stop` is set and their connections have closed.
             async with trio.open_nursery() as servers:
-                unix = make_app(store, stop.set, trusted=True)
+                unix = make_app(store, stop.set, trusted=True, routes=routes)
                 await servers.start(_serve_one, unix, _hypercorn_config(f"unix:{home.socket}"), stop)
                 if listen:
-                    tcp = make_app(store, stop.set, trusted=False)
+                    tcp = make_app(store, stop.set, trusted=False, routes=routes)
                     await servers.start(_serve_one, tcp, _hypercorn_config(listen), stop)
+                await servers.start(_until, scheduler.run, stop)
                 log.info("serving %s on %s%s", home.path, home.socket, f" and {listen}" if listen else "")
             nursery.cancel_scope.cancel()
     finally:
         home.socket.unlink(missing_ok=True)
+
+
+async def _until(service, stop: trio.Event, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Run a service until the daemon stops."""
+    async with trio.open_nursery() as nursery:
+        await nursery.start(service)
+        task_status.started()
+        await stop.wait()
+        nursery.cancel_scope.cancel()
 
 
 async def _serve_one(app, cfg, stop: trio.Event, task_status=trio.TASK_STATUS_IGNORED):

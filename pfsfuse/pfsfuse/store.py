@@ -97,6 +97,13 @@ class Store(Client):
         self.db.close()
         self.objects.close()
 
+    def wait_changed(self, generation: int, timeout: float) -> int:
+        """Block until the store changed after `generation` (or `timeout` passed); the current
+        generation."""
+        with self.changed:
+            self.changed.wait_for(lambda: self.generation != generation, timeout=timeout)
+            return self.generation
+
     def _notify(self) -> None:
         with self.changed:
             self.generation += 1
@@ -444,8 +451,11 @@ class Store(Client):
         return out
 
     def glob_file(self, repo: str, ref: str, pattern: str) -> list[FileInfo]:
+        return [file_info(p, n) for p, n in self.glob_nodes(repo, ref, pattern)]
+
+    def glob_nodes(self, repo: str, ref: str, pattern: str) -> list[tuple[str, Node]]:
         c = self.index.resolve(repo, ref)
-        return [file_info(p, n) for p, n in glob.glob(self.db, c.tree, pattern)]
+        return list(glob.glob(self.db, c.tree, pattern))
 
     def diff_file(
         self,
@@ -579,8 +589,14 @@ class _Batch:
             self.set(path, tree.make_file(txn, refs, executable))
         elif isinstance(op, Copy):
             node = self.source(op)
-            if not op.overwrite and self.node(path) is not None:
+            old = self.node(path) if op.append or not op.overwrite else None
+            if not op.overwrite and old is not None:
                 raise AlreadyExists(f"{path} already exists; use -o to overwrite")
+            if op.append and old is not None:
+                if not (isinstance(old, FileNode) and isinstance(node, FileNode)):
+                    raise FailedPrecondition(f"cannot append {op.src_path} to {path}: both must be files")
+                chunks = [*tree.file_chunks(txn, old), *tree.file_chunks(txn, node)]
+                node = tree.make_file(txn, chunks, old.executable)
             self.set(path, node)
         elif isinstance(op, Delete):
             if not path:

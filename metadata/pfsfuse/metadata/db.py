@@ -79,6 +79,17 @@ class DB:
         # simple and RocksDB serialises writes anyway.
         self.lock = threading.RLock()
         self.page = functools.lru_cache(maxsize=1 << 16)(self._load_page)
+        # While a garbage collection runs: every page and blob written (under `lock`), which it
+        # must keep even if no commit it saw refers to them.
+        self.written: set[bytes] | None = None
+
+    def ensure_column_families(self, *names: str) -> None:
+        """Open (creating if needed) column families a layer above keeps its own records in."""
+        with self.lock:
+            for n in names:
+                if n not in self._cfs:
+                    self._cfs[n] = self._db.create_column_family(n, _options())
+                    self._handles[n] = self._db.get_column_family_handle(n)
 
     def close(self) -> None:
         # RocksDB keeps its lock while any column family handle is alive.
@@ -179,15 +190,21 @@ class Txn:
         h = self.db.hash(data)
         if h not in self._pages:
             self._pages[h] = page
-            self.put("pages", h, data)
+            self._put_page(h, data)
         return h
 
     def put_blob(self, data: bytes) -> bytes:
         h = self.db.hash(data)
         if h not in self._blobs:
             self._blobs[h] = data
-            self.put("pages", h, data)
+            self._put_page(h, data)
         return h
+
+    def _put_page(self, h: bytes, data: bytes) -> None:
+        written = self.db.written
+        if written is not None:
+            written.add(h)
+        self.put("pages", h, data)
 
     @property
     def new_bytes(self) -> int:

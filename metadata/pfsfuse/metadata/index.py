@@ -54,6 +54,7 @@ class _Ids:
 
 
 _ids = _Ids()
+new_id = _ids.new  # time-ordered 32-hex-digit ids, also for jobs
 
 
 class View:
@@ -335,16 +336,16 @@ class Index:
         provenance: Iterable[CommitRef] = (),
     ) -> Commit:
         self.repo(repo)
-        if branch is None and parent is None:
-            raise InvalidArgument("start-commit needs a branch or a parent commit")
         if branch is not None:
             names.branch_name(branch)
         with self.mutation() as v:
             if parent is not None:
                 base = self.resolve(repo, parent, v)
-            else:
+            elif branch is not None:
                 b = v.branch(repo, branch)
                 base = v.commit(repo, b.head) if b and b.head else None
+            else:
+                base = None  # a commit on no branch, without parent (pipelines build outputs so)
             if branch is not None:
                 b = v.branch(repo, branch)
                 if b and b.head and v.commit(repo, b.head).finished is None:

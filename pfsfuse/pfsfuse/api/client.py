@@ -113,6 +113,10 @@ class Client(ABC):
     def glob_file(self, repo: str, ref: str, pattern: str) -> list[FileInfo]: ...
 
     @abstractmethod
+    def glob_nodes(self, repo: str, ref: str, pattern: str) -> list[tuple[str, Node]]:
+        """What glob_file matches, as tree nodes (for walking, hashing, copying by reference)."""
+
+    @abstractmethod
     def diff_file(
         self,
         new_repo: str,

@@ -34,14 +34,17 @@ def connect(home: Home | None = None, start: bool = True) -> RemoteClient:
     proc = _start(home)
     deadline = time.monotonic() + 30
     while not _answers(client):
-        # Exit status 0 means another client's daemon won the race to start: wait for it.
-        if proc.poll():
+        code = proc.poll()
+        if code:
             raise Unavailable(
-                f"the pfs daemon exited with status {proc.returncode}: {_last_line(home.log)}"
+                f"the pfs daemon exited with status {code}: {_last_line(home.log)}"
             )
+        if code == 0:
+            # Another daemon held PFS_HOME (starting, or shutting down): try again.
+            proc = _start(home)
         if time.monotonic() > deadline:
             raise Unavailable(f"the pfs daemon did not start within 30 s; see {home.log}")
-        time.sleep(0.02)
+        time.sleep(0.05)
     return client
 
 

@@ -219,6 +219,9 @@ class RemoteClient(Client):
     def glob_file(self, repo: str, ref: str, pattern: str) -> list[FileInfo]:
         return self._rpc("glob_file", repo=repo, ref=ref, pattern=pattern)
 
+    def glob_nodes(self, repo: str, ref: str, pattern: str) -> list[tuple[str, Node]]:
+        return self._rpc("glob_nodes", repo=repo, ref=ref, pattern=pattern)
+
     def diff_file(
         self,
         new_repo: str,

@@ -120,7 +120,9 @@ def _ops(body: _BlockingBody, trusted: bool):
         yield op
 
 
-def make_app(store: Store, shutdown: Callable[[], None], *, trusted: bool) -> Starlette:
+def make_app(
+    store: Store, shutdown: Callable[[], None], *, trusted: bool, routes: list[Route] = ()
+) -> Starlette:
     """`trusted` is true for the unix socket: only PFS_HOME's owner can reach it, so its clients
     may name files on this host for the daemon to read."""
 
@@ -251,5 +253,6 @@ def make_app(store: Store, shutdown: Callable[[], None], *, trusted: bool) -> St
             Route("/get", get, methods=["GET"]),
             Route("/subscribe", subscribe, methods=["GET"]),
             Route("/shutdown", stop, methods=["POST"]),
+            *routes,
         ]
     )

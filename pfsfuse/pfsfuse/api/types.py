@@ -51,6 +51,7 @@ class Copy(Struct, tag="copy", omit_defaults=True):
     src_ref: str
     src_path: str
     overwrite: bool = True
+    append: bool = False  # a file: append the source's content to the file at `path`
 
 
 class Delete(Struct, tag="delete", omit_defaults=True):

@@ -32,15 +32,16 @@ class OpHeader(msgspec.Struct, omit_defaults=True):
 
 
 @functools.cache
-def hints(method: str) -> dict[str, typing.Any]:
-    return typing.get_type_hints(getattr(Client, method))
+def hints(method: str, api: type = Client) -> dict[str, typing.Any]:
+    """Argument and result types of an API method, from the interface's annotations."""
+    return typing.get_type_hints(getattr(api, method))
 
 
-def decode_args(method: str, body: bytes) -> dict[str, typing.Any]:
+def decode_args(method: str, body: bytes, api: type = Client) -> dict[str, typing.Any]:
     raw = msgspec.json.decode(body) if body else {}
     if not isinstance(raw, dict):
         raise InvalidArgument(f"{method}: arguments must be an object")
-    types = hints(method)
+    types = hints(method, api)
     out = {}
     for name, value in raw.items():
         if name not in types or name == "return":

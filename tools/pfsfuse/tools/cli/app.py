@@ -12,6 +12,7 @@ from pfsfuse.tools.cli.output import Output
 class App:
     def __init__(self):
         self._client: Client | None = None
+        self._pipelines = None
         self.out = Output()
 
     @property
@@ -20,9 +21,20 @@ class App:
             self._client = connect()
         return self._client
 
+    @property
+    def pipelines(self):
+        """The pipeline API of the daemon `client` talks to."""
+        if self._pipelines is None:
+            from pfsfuse.scheduler.api import RemotePipelines  # only pipeline verbs need it
+
+            self._pipelines = RemotePipelines(self.client.address)
+        return self._pipelines
+
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
+        if self._pipelines is not None:
+            self._pipelines.close()
 
 
 pass_app = click.make_pass_decorator(App)

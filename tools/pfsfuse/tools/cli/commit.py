@@ -24,6 +24,8 @@ def commit_row(c: Commit) -> list[str]:
 @pass_app
 def start_commit(app: App, repo: str, branch: str | None, parent: str | None, message: str) -> None:
     """Start a new commit on BRANCH (the branch head moves to it) and print its id."""
+    if branch is None and parent is None:
+        raise click.UsageError("start-commit needs a BRANCH or a parent (-p)")
     c = app.client.start_commit(repo, branch, parent, message)
     app.out.line(c.id)
 

@@ -1,0 +1,71 @@
+"""Cutting a job's input commits into datums: glob per atom input, then cross and union products.
+
+A datum's key is a hash of the pipeline's salt and of each input's name, matched path and content
+hash, so a datum whose inputs did not change keeps its key and its earlier output is reused. An
+incremental pipeline keys datums by name and path only (the content hash then decides whether the
+datum changed), so that a changed datum finds its previous output.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import xxhash
+
+from pfsfuse.api.client import Client
+from pfsfuse.metadata.records import Commit, DirNode, FileNode, Node, SymlinkNode
+from pfsfuse.scheduler.records import DatumInput
+from pfsfuse.scheduler.spec import Input, PipelineSpec, atom, cron_repo, input_name
+
+
+def content(node: Node) -> bytes:
+    if isinstance(node, FileNode):
+        return node.hash
+    if isinstance(node, DirNode):
+        return node.root or b""
+    if isinstance(node, SymlinkNode):
+        return node.target.encode()
+    return b""
+
+
+def key(salt: str, inputs: list[DatumInput], with_content: bool = True) -> str:
+    h = xxhash.xxh3_128(salt.encode())
+    for i in sorted(inputs, key=lambda i: (i.name, i.path)):
+        h.update(b"\0" + i.name.encode() + b"\0" + i.path.encode() + b"\0")
+        if with_content:
+            h.update(content(i.node))
+    return h.hexdigest()
+
+
+def fingerprint(inputs: list[DatumInput]) -> str:
+    """The content of a datum's inputs, for incremental pipelines."""
+    h = xxhash.xxh3_128()
+    for i in sorted(inputs, key=lambda i: (i.name, i.path)):
+        h.update(i.name.encode() + b"\0" + i.path.encode() + b"\0" + content(i.node))
+    return h.hexdigest()
+
+
+def datums(client: Client, spec: PipelineSpec, heads: dict[tuple[str, str], Commit | None]) -> list[list[DatumInput]]:
+    """The datums of `spec.input` over the input commits `heads` ((repo, branch) -> commit)."""
+    return _datums(client, spec.input, spec.name, heads)
+
+
+def _datums(client: Client, i: Input, pipeline: str, heads) -> list[list[DatumInput]]:
+    a = atom(i)
+    if a is not None:
+        return _glob(client, a.repo, heads.get((a.repo, a.branch)), a.glob, input_name(a), a.lazy, a.empty_files)
+    if i.cron is not None:
+        return _glob(client, cron_repo(i.cron, pipeline), heads.get((cron_repo(i.cron, pipeline), "master")), "/", i.cron.name, False, False)
+    if i.union is not None:
+        return [d for sub in i.union for d in _datums(client, sub, pipeline, heads)]
+    parts = [_datums(client, sub, pipeline, heads) for sub in i.cross]
+    return [[x for d in combo for x in d] for combo in itertools.product(*parts)]
+
+
+def _glob(client: Client, repo: str, commit: Commit | None, pattern: str, name: str, lazy: bool, empty: bool):
+    if commit is None:
+        return []
+    return [
+        [DatumInput(name, repo, commit.id, path, node, lazy, empty)]
+        for path, node in client.glob_nodes(repo, commit.id, pattern)
+    ]

@@ -1,0 +1,193 @@
+"""Named pipes (`lazy: true` inputs) whose data is fetched only when a reader opens them.
+
+A reader's open of a FIFO blocks until a writer opens it, and no notification exists before it
+completes. So each pipe is held open read-write by us: a reader's open then completes at once,
+inotify reports it (IN_OPEN), and only then is the file fetched and streamed into the pipe. When
+all is written we close our end (the reader sees the end of the file), wait for the reader to
+close (IN_CLOSE_NOWRITE), and open the pipe again for the next reader. One thread serves every
+pipe with poll(). Open files are limited per process, so pipes beyond a shard's worth are served
+by forked processes, a shard each: their number is not limited.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import resource
+import select
+import signal
+import threading
+from collections.abc import Callable, Iterator
+
+from inotify_simple import INotify, flags
+
+log = logging.getLogger("pfsfuse.worker")
+
+_IDLE, _FEEDING, _DRAINED = "idle", "feeding", "drained"
+SHARD = 8000  # pipes one process holds open (the open-files limit may be as low as 20,000)
+
+Fetch = Callable[[object], Iterator[bytes]]  # what a pipe streams, from its source
+
+
+class _Pipe:
+    def __init__(self, path: str, source: object):
+        self.path = path
+        self.source = source
+        self.fd = -1
+        self.state = _IDLE
+        self.ours = 0  # IN_OPEN events still to come from our own opens
+        self.data: Iterator[bytes] | None = None
+        self.buf = memoryview(b"")
+
+    def open(self) -> None:
+        self.fd = os.open(self.path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        self.ours += 1
+        self.state = _IDLE
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class PipeFeeder:
+    def __init__(self, fetch_factory: Callable[[], Fetch]):
+        """`fetch_factory()` makes, in each process serving pipes, the function that streams a
+        pipe's source."""
+        self._factory = fetch_factory
+        self._pipes: dict[str, _Pipe] = {}
+        self._thread: threading.Thread | None = None
+        self._children: list[int] = []
+        self._stop_r = self._stop_w = -1
+
+    def add(self, path: str, source: object) -> None:
+        """A named pipe at `path` streaming `fetch(source)` to each reader that opens it."""
+        os.mkfifo(path, 0o444)
+        self._pipes[path] = _Pipe(path, source)
+
+    def start(self) -> None:
+        if not self._pipes:
+            return
+        self._stop_r, self._stop_w = os.pipe()
+        pipes = list(self._pipes.values())
+        shards = [pipes[i : i + SHARD] for i in range(0, len(pipes), SHARD)]
+        if len(shards) == 1:
+            server = _Server(shards[0], self._factory(), self._stop_r)
+            self._thread = threading.Thread(target=server.serve, name="pfs-pipes", daemon=True)
+            self._thread.start()
+            return
+        for shard in shards:
+            pid = os.fork()
+            if pid == 0:  # a process holding this shard's pipes
+                code = 1
+                try:
+                    _die_with_parent()
+                    _Server(shard, self._factory(), self._stop_r).serve()
+                    code = 0
+                finally:
+                    os._exit(code)
+            self._children.append(pid)
+
+    def stop(self) -> None:
+        if self._stop_w < 0:
+            return
+        os.write(self._stop_w, b"x")  # never read: every server sees it and returns
+        if self._thread is not None:
+            self._thread.join()
+        for pid in self._children:
+            os.waitpid(pid, 0)
+        os.close(self._stop_r)
+        os.close(self._stop_w)
+        self._stop_r = self._stop_w = -1
+
+
+class _Server:
+    """Serves a shard of pipes in one thread."""
+
+    def __init__(self, pipes: list[_Pipe], fetch: Fetch, stop_fd: int):
+        self.pipes = {p.path: p for p in pipes}
+        self.fetch = fetch
+        self.stop_fd = stop_fd
+
+    def serve(self) -> None:
+        _raise_open_files(len(self.pipes) + 256)
+        inotify = INotify()
+        dirs = {}
+        for d in {os.path.dirname(p) for p in self.pipes}:
+            dirs[inotify.add_watch(d, flags.OPEN | flags.CLOSE_NOWRITE)] = d
+        for p in self.pipes.values():
+            p.open()
+        poller = select.poll()
+        poller.register(inotify.fileno(), select.POLLIN)
+        poller.register(self.stop_fd, select.POLLIN)
+        writing: dict[int, _Pipe] = {}
+        try:
+            while True:
+                for fd, _ in poller.poll():
+                    if fd == self.stop_fd:
+                        return
+                    if fd == inotify.fileno():
+                        for event in inotify.read(timeout=0):
+                            p = self.pipes.get(os.path.join(dirs.get(event.wd, ""), event.name))
+                            if p is not None:
+                                self._event(p, event.mask, poller, writing)
+                    elif fd in writing:
+                        self._write(writing[fd], poller, writing)
+        finally:
+            for p in self.pipes.values():
+                p.close()
+            inotify.close()
+
+    def _event(self, p: _Pipe, mask: int, poller, writing) -> None:
+        if mask & flags.OPEN:
+            if p.ours:
+                p.ours -= 1  # our own (re)open
+            elif p.state == _IDLE:
+                p.state, p.data = _FEEDING, self.fetch(p.source)
+                writing[p.fd] = p
+                poller.register(p.fd, select.POLLOUT)
+        elif mask & flags.CLOSE_NOWRITE and p.state != _IDLE:
+            # The reader is gone (done, or early): be ready for the next one.
+            if p.state == _FEEDING:
+                self._unwatch(p, poller, writing)
+                p.close()
+            p.data, p.buf = None, memoryview(b"")
+            p.open()
+
+    def _write(self, p: _Pipe, poller, writing) -> None:
+        try:
+            while True:
+                if not p.buf:
+                    piece = next(p.data, None)
+                    if piece is None:  # all written: closing our end gives the reader its EOF
+                        self._unwatch(p, poller, writing)
+                        p.close()
+                        p.state = _DRAINED
+                        return
+                    p.buf = memoryview(piece)
+                p.buf = p.buf[os.write(p.fd, p.buf) :]
+        except BlockingIOError:
+            return  # the pipe is full: poll says when the reader made room
+        except Exception as e:  # noqa: BLE001 - a failed fetch ends that pipe, not the others
+            log.error("cannot stream %s: %s", p.path, e)
+            self._unwatch(p, poller, writing)
+            p.close()
+            p.state = _DRAINED
+
+    @staticmethod
+    def _unwatch(p: _Pipe, poller, writing) -> None:
+        if writing.pop(p.fd, None) is not None:
+            poller.unregister(p.fd)
+
+
+def _raise_open_files(needed: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))
+
+
+def _die_with_parent() -> None:
+    """A pipe server forked by a worker ends with it (prctl PR_SET_PDEATHSIG)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL)

@@ -1,0 +1,347 @@
+"""Pipeline verbs: pipelines, jobs, datums and logs, as pachctl 1.7 names them."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+
+import click
+
+from pfsfuse.metadata.errors import InvalidArgument, Unavailable
+from pfsfuse.metadata.records import CommitRef
+from pfsfuse.tools.cli.app import App, json_option, pass_app
+from pfsfuse.tools.cli.commit import HEADERS as COMMIT_HEADERS
+from pfsfuse.tools.cli.commit import commit_row
+from pfsfuse.tools.cli.output import ago, duration, size
+
+LOCAL_IMAGE_NOTE = "runs on this host: transform.image is recorded, not pulled"
+
+
+def _read_spec(source: str) -> tuple[bytes, str]:
+    if source.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(source, timeout=30) as r:
+                return r.read(), source
+        except OSError as e:
+            raise Unavailable(f"cannot fetch {source}: {e}") from None
+    try:
+        with open(source, "rb") as f:
+            return f.read(), source
+    except FileNotFoundError:
+        raise InvalidArgument(f"{source}: no such file") from None
+
+
+def _commit_ref(text: str) -> CommitRef:
+    repo, sep, commit = text.partition("@")
+    if not sep or not repo or not commit:
+        raise InvalidArgument(f"invalid commit {text!r}: expected REPO@COMMIT")
+    return CommitRef(repo, commit)
+
+
+def _resolve(app: App, refs: tuple[str, ...]) -> list[CommitRef]:
+    """REPO@REF arguments as commit ids (a branch means its head)."""
+    out = []
+    for text in refs:
+        r = _commit_ref(text)
+        out.append(CommitRef(r.repo, app.client.inspect_commit(r.repo, r.id).id))
+    return out
+
+
+def _input_text(i) -> str:
+    from pfsfuse.scheduler import spec as specs
+
+    a = specs.atom(i)
+    if a is not None:
+        return f"{a.repo}:{a.glob}"
+    if i.cron is not None:
+        return f"cron {i.cron.spec}"
+    kind = "cross" if i.cross is not None else "union"
+    return f"{kind}(" + ", ".join(_input_text(s) for s in getattr(i, kind)) + ")"
+
+
+def _create(app: App, file: str, update: bool, reprocess: bool) -> None:
+    from pfsfuse.scheduler import spec as specs  # only these verbs parse specs
+
+    text, source = _read_spec(file)
+    app.pipelines.create_pipeline(specs.parse(text, source), update, reprocess)
+
+
+@click.command("create-pipeline")
+@click.option("-f", "--file", required=True, help="The pipeline spec: a JSON or YAML file, or a URL.")
+@pass_app
+def create_pipeline(app: App, file: str) -> None:
+    """Create a pipeline: it processes its inputs' heads now and every new commit after."""
+    _create(app, file, update=False, reprocess=False)
+
+
+@click.command("update-pipeline")
+@click.option("-f", "--file", required=True, help="The new pipeline spec: a JSON or YAML file, or a URL.")
+@click.option("--reprocess", is_flag=True, help="Process every datum again with the new code.")
+@pass_app
+def update_pipeline(app: App, file: str, reprocess: bool) -> None:
+    """Update a pipeline. Datums already processed are reused unless --reprocess."""
+    _create(app, file, update=True, reprocess=reprocess)
+
+
+@click.command("inspect-pipeline")
+@click.argument("name")
+@json_option
+@pass_app
+def inspect_pipeline(app: App, name: str, as_json: bool) -> None:
+    """Show a pipeline's details."""
+    p = app.pipelines.inspect_pipeline(name)
+    if as_json:
+        return app.out.json(p)
+    t = p.spec.transform
+    app.out.fields(
+        [
+            ("Name", p.name),
+            ("Description", p.spec.description),
+            ("Created", ago(p.created)),
+            ("State", p.state + (f" ({p.reason})" if p.reason else "")),
+            ("Version", str(p.version)),
+            ("Input", _input_text(p.spec.input)),
+            ("Output Branch", p.spec.output_branch),
+            ("Image", f"{t.image or '-'} ({LOCAL_IMAGE_NOTE})"),
+            ("Command", " ".join(t.cmd)),
+            ("Stdin", " | ".join(t.stdin) or "-"),
+            ("Datum Tries", str(p.spec.datum_tries)),
+        ]
+    )
+
+
+@click.command("list-pipeline")
+@click.option("--spec", "show_spec", is_flag=True, help="Print each pipeline's spec (JSON).")
+@json_option
+@pass_app
+def list_pipeline(app: App, show_spec: bool, as_json: bool) -> None:
+    """List pipelines: NAME INPUT OUTPUT CREATED STATE."""
+    pipelines = app.pipelines.list_pipeline()
+    if show_spec:
+        return app.out.json([p.spec for p in pipelines])
+    if as_json:
+        return app.out.json(pipelines)
+    app.out.table(
+        ["NAME", "INPUT", "OUTPUT", "CREATED", "STATE"],
+        ([p.name, _input_text(p.spec.input), f"{p.name}/{p.spec.output_branch}", ago(p.created), p.state] for p in pipelines),
+    )
+
+
+@click.command("delete-pipeline")
+@click.argument("name", required=False)
+@click.option("--all", "all_", is_flag=True, help="Delete every pipeline.")
+@click.option("-f", "--force", is_flag=True, help="Delete its output repo even if others depend on it.")
+@pass_app
+def delete_pipeline(app: App, name: str | None, all_: bool, force: bool) -> None:
+    """Delete a pipeline, its jobs and its output repo."""
+    if all_ == (name is not None):
+        raise click.UsageError("give either a pipeline name or --all")
+    names = [p.name for p in app.pipelines.list_pipeline()] if all_ else [name]
+    for n in names:
+        app.pipelines.delete_pipeline(n, force or all_)
+
+
+@click.command("stop-pipeline")
+@click.argument("name")
+@pass_app
+def stop_pipeline(app: App, name: str) -> None:
+    """Stop a pipeline: its running job is killed and no new job starts."""
+    app.pipelines.stop_pipeline(name)
+
+
+@click.command("start-pipeline")
+@click.argument("name")
+@pass_app
+def start_pipeline(app: App, name: str) -> None:
+    """Start a stopped pipeline."""
+    app.pipelines.start_pipeline(name)
+
+
+JOB_HEADERS = ["ID", "OUTPUT COMMIT", "STARTED", "DURATION", "RESTART", "PROGRESS", "DL", "UL", "STATE"]
+
+
+def _job_row(j) -> list[str]:
+    end = j.finished or time.time()
+    return [
+        j.id,
+        f"{j.pipeline}/{j.output_commit or '-'}",
+        ago(j.started),
+        duration(end - j.started) if j.finished else "-",
+        str(j.restarts),
+        f"{j.processed} + {j.skipped} / {j.total}",
+        size(j.downloaded),
+        size(j.uploaded),
+        j.state,
+    ]
+
+
+@click.command("list-job")
+@click.option("-p", "--pipeline", help="Only this pipeline's jobs.")
+@click.option("-i", "--input", "input_commit", help="Only jobs with this input commit (REPO@COMMIT).")
+@json_option
+@pass_app
+def list_job(app: App, pipeline: str | None, input_commit: str | None, as_json: bool) -> None:
+    """List jobs, newest first: PROGRESS is processed + skipped / total datums."""
+    ref = _resolve(app, (input_commit,))[0] if input_commit else None
+    jobs = app.pipelines.list_job(pipeline, ref)
+    if as_json:
+        return app.out.json(jobs)
+    app.out.table(JOB_HEADERS, (_job_row(j) for j in jobs))
+
+
+@click.command("inspect-job")
+@click.argument("job_id")
+@click.option("-b", "--block", is_flag=True, help="Wait for the job to finish.")
+@json_option
+@pass_app
+def inspect_job(app: App, job_id: str, block: bool, as_json: bool) -> None:
+    """Show a job's details."""
+    j = app.pipelines.inspect_job(job_id, block)
+    if as_json:
+        return app.out.json(j)
+    app.out.fields(
+        [
+            ("ID", j.id),
+            ("Pipeline", j.pipeline),
+            ("Started", ago(j.started)),
+            ("Duration", duration((j.finished or time.time()) - j.started)),
+            ("State", j.state),
+            ("Reason", j.reason or "-"),
+            ("Processed", str(j.processed)),
+            ("Skipped", str(j.skipped)),
+            ("Failed", str(j.failed)),
+            ("Total", str(j.total)),
+            ("Restarts", str(j.restarts)),
+            ("Data Downloaded", size(j.downloaded)),
+            ("Data Uploaded", size(j.uploaded)),
+            ("Input", ", ".join(f"{c.repo}@{c.id}" for c in j.inputs)),
+            ("Output Commit", f"{j.pipeline}@{j.output_commit}" if j.output_commit else "-"),
+        ]
+    )
+
+
+@click.command("stop-job")
+@click.argument("job_id")
+@pass_app
+def stop_job(app: App, job_id: str) -> None:
+    """Kill a running job."""
+    app.pipelines.stop_job(job_id)
+
+
+@click.command("delete-job")
+@click.argument("job_id")
+@pass_app
+def delete_job(app: App, job_id: str) -> None:
+    """Delete a job (killing it if it runs)."""
+    app.pipelines.delete_job(job_id)
+
+
+@click.command("flush-job")
+@click.argument("commits", nargs=-1, required=True)
+@click.option("-p", "--pipeline", "pipelines", multiple=True, help="Only these pipelines' jobs.")
+@json_option
+@pass_app
+def flush_job(app: App, commits: tuple[str, ...], pipelines: tuple[str, ...], as_json: bool) -> None:
+    """Wait for the jobs that process REPO@COMMIT... (and their downstream jobs) to finish."""
+    jobs = app.pipelines.flush_job(_resolve(app, commits), list(pipelines) or None)
+    if as_json:
+        return app.out.json(jobs)
+    app.out.table(JOB_HEADERS, (_job_row(j) for j in jobs))
+
+
+@click.command("flush-commit")
+@click.argument("commits", nargs=-1, required=True)
+@click.option("-r", "--repos", multiple=True, help="Only output commits of these repos.")
+@json_option
+@pass_app
+def flush_commit(app: App, commits: tuple[str, ...], repos: tuple[str, ...], as_json: bool) -> None:
+    """Wait for every commit derived from REPO@COMMIT... and print them."""
+    out = app.pipelines.flush_commit(_resolve(app, commits), list(repos) or None)
+    if as_json:
+        return app.out.json(out)
+    app.out.table(COMMIT_HEADERS, (commit_row(c) for c in out))
+
+
+@click.command("list-datum")
+@click.argument("job_id")
+@json_option
+@pass_app
+def list_datum(app: App, job_id: str, as_json: bool) -> None:
+    """List a job's datums: ID FILES STATUS TIME."""
+    datums = app.pipelines.list_datum(job_id)
+    if as_json:
+        return app.out.json(datums)
+    app.out.table(
+        ["ID", "FILES", "STATUS", "TIME"],
+        (
+            [d.key, ", ".join(f"{i.repo}@{i.commit[:8]}:/{i.path}" for i in d.inputs), d.state,
+             duration(d.finished - d.started) if d.finished else "-"]
+            for d in datums
+        ),
+    )
+
+
+@click.command("inspect-datum")
+@click.argument("job_id")
+@click.argument("datum")
+@json_option
+@pass_app
+def inspect_datum(app: App, job_id: str, datum: str, as_json: bool) -> None:
+    """Show a datum's details and its log."""
+    d = app.pipelines.inspect_datum(job_id, datum)
+    if as_json:
+        return app.out.json(d)
+    app.out.fields(
+        [
+            ("ID", d.key),
+            ("Job", d.job),
+            ("State", d.state),
+            ("Reason", d.reason or "-"),
+            ("Tries", str(d.tries)),
+            ("Time", duration(d.finished - d.started) if d.finished else "-"),
+            ("Downloaded", size(d.downloaded)),
+            ("Uploaded", size(d.uploaded)),
+            ("Inputs", ", ".join(f"{i.name}={i.repo}@{i.commit}:/{i.path}" for i in d.inputs)),
+        ]
+    )
+    if d.log:
+        app.out.line("Log:")
+        app.out.line(d.log.rstrip("\n"))
+
+
+@click.command("restart-datum")
+@click.argument("job_id")
+@click.argument("datum")
+@pass_app
+def restart_datum(app: App, job_id: str, datum: str) -> None:
+    """Give a running job's datum another try."""
+    app.pipelines.restart_datum(job_id, datum)
+
+
+@click.command("get-logs")
+@click.option("-p", "--pipeline", help="Only this pipeline's logs.")
+@click.option("--job", help="Only this job's logs.")
+@click.option("--datum", help="Only this datum's logs.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new logs.")
+@click.option("--raw", is_flag=True, help="Print the log lines only.")
+@pass_app
+def get_logs(app: App, pipeline: str | None, job: str | None, datum: str | None, follow: bool, raw: bool) -> None:
+    """Print the logs of the commands pipelines ran."""
+    seen = set()
+    while True:
+        for line in app.pipelines.get_logs(pipeline, job, datum):
+            key = (line.job, line.datum, line.ts, line.message)
+            if key in seen:
+                continue
+            seen.add(key)
+            app.out.line(line.message if raw else f"{line.pipeline} {line.job[:8]} {line.datum[:8]} {line.message}", flush=follow)
+        if not follow:
+            return
+        time.sleep(0.5)  # a poll interval for a person watching logs
+
+
+COMMANDS = [
+    create_pipeline, update_pipeline, inspect_pipeline, list_pipeline, delete_pipeline, stop_pipeline,
+    start_pipeline, list_job, inspect_job, stop_job, delete_job, flush_job, flush_commit, list_datum,
+    inspect_datum, restart_datum, get_logs,
+]
