@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent setup on a fresh Debian machine (as root): system packages, the venv in .venv,
-# and pfsfuse installed editable with its test dependencies. Prints the venv's bin directory.
+# pfsfuse installed editable with its test dependencies, and the Azurite emulator in .emulators.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/packaging/install-system-deps.sh"
@@ -13,4 +13,8 @@ if [ ! -f "$stamp" ]; then
   "$venv/bin/pip" install -q --upgrade pip >/dev/null
   "$venv/bin/pip" install -q -e "$root[test]"
   touch "$stamp"
+fi
+azurite=3.35.0
+if ! grep -qs "\"version\": \"$azurite\"" "$root/.emulators/node_modules/azurite/package.json"; then
+  npm install --prefix "$root/.emulators" --no-audit --no-fund --silent "azurite@$azurite" >/dev/null
 fi

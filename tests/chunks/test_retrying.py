@@ -1,8 +1,12 @@
-"""The retry decorator, on a fake backend."""
+"""The retry decorator, on a fake backend: retries, errors, calls in flight."""
 
 import pytest
 
-from pfsfuse.chunks import ObjectStore, objects, retrying
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from pfsfuse.chunks import ObjectStore, StorageError, objects, retrying
 
 
 class TempError(Exception):
@@ -16,6 +20,7 @@ class FlakyStore(ObjectStore):
     retry_attempts = 4
 
     def __init__(self, errors):
+        super().__init__()
         self.errors = list(errors)
         self.calls = 0
 
@@ -64,8 +69,9 @@ def test_permanent_failure_raises_at_once(sleeps):
 
 def test_attempts_bounded(sleeps):
     store = FlakyStore([TempError()] * 10)
-    with pytest.raises(TempError):
+    with pytest.raises(StorageError, match="fake://: get failed") as excinfo:
         store.get("k")
+    assert isinstance(excinfo.value.__cause__, TempError)
     assert store.calls == store.retry_attempts
     assert len(sleeps) == store.retry_attempts - 1
 
@@ -75,7 +81,44 @@ def test_total_time_bounded(sleeps, monkeypatch):
     store = FlakyStore([TempError()] * 10)
     store.retry_delay = 1.0
     store.retry_timeout = 3.5  # room for backoffs of 1 s and 2 s, not for the next of 4 s
-    with pytest.raises(TempError):
+    with pytest.raises(StorageError):
         store.get("k")
     assert sleeps == [1.0, 2.0]
     assert store.calls == 3
+
+
+class SdkError(Exception):
+    pass
+
+
+def test_sdk_errors_become_storage_errors(sleeps):
+    store = FlakyStore([SdkError("AccessDenied: no\nRequestId: 1234")])
+    store.sdk_errors = (SdkError,)
+    with pytest.raises(StorageError, match="^fake://: get failed: AccessDenied: no$"):
+        store.get("k")
+    assert sleeps == []
+
+
+def test_calls_in_flight_bounded():
+    class SlowStore(FlakyStore):
+        max_in_flight = 3
+
+        def __init__(self):
+            super().__init__([])
+            self.lock = threading.Lock()
+            self.now = self.most = 0
+
+        @retrying
+        def _get(self, key, offset, length):
+            with self.lock:
+                self.now += 1
+                self.most = max(self.most, self.now)
+            time.sleep(0.01)
+            with self.lock:
+                self.now -= 1
+            return b"ok"
+
+    store = SlowStore()
+    with ThreadPoolExecutor(10) as pool:
+        assert set(pool.map(lambda i: store.get("k"), range(40))) == {b"ok"}
+    assert store.most == 3

@@ -24,6 +24,7 @@ class LocalStore(ObjectStore):
     """
 
     def __init__(self, root: str | os.PathLike):
+        super().__init__()
         self.root = os.path.abspath(root)
         os.makedirs(self.root, exist_ok=True)
         self.url = "file://" + quote(self.root)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import random
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from time import monotonic, sleep
@@ -15,6 +17,12 @@ log = logging.getLogger(__name__)
 
 class ObjectNotFound(Exception):
     """The object store holds no object under the key."""
+
+
+class StorageError(Exception):
+    """The object store failed for a reason that retrying did not cure (wrong bucket, missing
+    credentials, access denied, or temporary failures beyond the retry budget). Its message is one
+    line naming the store and the cause."""
 
 
 def check_key(key: str) -> str:
@@ -48,13 +56,21 @@ class ObjectStore(ABC):
     """A flat store of immutable-by-convention objects named by '/'-separated keys.
 
     Backends implement the underscore methods, which receive validated keys, decorate the ones that
-    talk to the storage with @retrying, and classify their errors in is_temp_failure.
+    talk to the storage with @retrying, and classify their errors in is_temp_failure. Their methods
+    block: callers run them in worker threads, at most max_in_flight at once per store.
     """
 
     url: str
     retry_attempts = 8  # calls in all, including the first
     retry_delay = 0.05  # seconds; backoff ceiling of the first retry, doubled for each next one
     retry_timeout = 60.0  # seconds; no retry is started that would end after this
+    max_in_flight = 32  # calls running at once; remote backends size their connection pools to it
+    # The SDK's exceptions: raised as StorageError with a one-line message, as temporary failures
+    # are once retries run out.
+    sdk_errors: tuple[type[BaseException], ...] = ()
+
+    def __init__(self) -> None:
+        self._slots = threading.BoundedSemaphore(self.max_in_flight)
 
     def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
         """Bytes [offset, offset + length) of the object (to its end if length is None), fewer if
@@ -62,6 +78,10 @@ class ObjectStore(ABC):
         bytes (the whole object if it is shorter). Raises ObjectNotFound."""
         if length is not None and length < 0:
             raise ValueError(f"negative length {length}")
+        if length == 0:  # no byte range is empty in HTTP: ask whether the object is there
+            if not self.exists(key):
+                raise ObjectNotFound(f"{self.url}: no object {key!r}")
+            return b""
         return self._get(check_key(key), offset, length)
 
     def put(self, key: str, data: bytes | memoryview, *, durable: bool = True) -> None:
@@ -88,9 +108,30 @@ class ObjectStore(ABC):
         """Keys starting with `prefix` (a plain string prefix, as in S3), in no particular order."""
         return self._list(_check_prefix(prefix))
 
+    def check(self) -> None:
+        """Verifies, once at start-up, that objects can be written, read, listed and deleted.
+        Raises StorageError naming the cause (no such bucket, no credentials, access denied...);
+        permanent failures are not retried."""
+        key = f"check/{os.urandom(8).hex()}"
+        try:
+            self.put(key, b"pfs")
+            if self.get(key) != b"pfs":
+                raise StorageError(f"{self.url}: an object read back differs from what was written")
+            if key not in self.list("check/"):
+                raise StorageError(f"{self.url}: an object written is not listed")
+            self.delete(key)
+        except StorageError as exc:
+            raise StorageError(f"cannot use the object store: {exc}") from exc.__cause__
+        except Exception as exc:
+            raise StorageError(f"cannot use the object store {self.url}: {one_line(exc)}") from exc
+
     def is_temp_failure(self, exc: BaseException) -> bool:
         """Whether `exc` is a temporary failure worth retrying (throttling, timeouts, ...)."""
         return False
+
+    def describe(self, exc: BaseException) -> str:
+        """`exc` (one of sdk_errors) in one line for people."""
+        return one_line(exc)
 
     def close(self) -> None:
         pass
@@ -124,33 +165,44 @@ def retrying(method):
     bounded by the store's retry_attempts and retry_timeout. Permanent failures propagate at once.
     """
 
+    name = method.__name__.lstrip("_")
+
     @functools.wraps(method)
     def wrapper(self: ObjectStore, *args, **kwargs):
         deadline = monotonic() + self.retry_timeout
         attempt = 0
         while True:
             try:
-                return method(self, *args, **kwargs)
+                with self._slots:
+                    return method(self, *args, **kwargs)
             except Exception as exc:
                 attempt += 1
                 delay = random.uniform(0, self.retry_delay * 2 ** (attempt - 1))
-                if (
-                    not self.is_temp_failure(exc)
-                    or attempt >= self.retry_attempts
-                    or monotonic() + delay > deadline
-                ):
+                temporary = self.is_temp_failure(exc)
+                out_of_time = monotonic() + delay > deadline
+                if not temporary or attempt >= self.retry_attempts or out_of_time:
+                    if temporary or isinstance(exc, self.sdk_errors):
+                        why = self.describe(exc)
+                        raise StorageError(f"{self.url}: {name} failed: {why}") from exc
                     raise
                 log.warning(
                     "%s: %s failed (%s), retry %d in %.2fs",
-                    self.url, method.__name__.lstrip("_"), exc, attempt, delay,
+                    self.url, name, one_line(exc), attempt, delay,
                 )
                 sleep(delay)
 
     return wrapper
 
 
+def one_line(exc: BaseException) -> str:
+    """The first line of an exception's message (SDK messages go on with request ids and XML)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 def open_store(url: str) -> ObjectStore:
-    """The object store at `url`; "file:///abs/dir" is a local directory."""
+    """The object store at `url`: "file:///abs/dir" (a local directory), "s3://bucket/prefix",
+    "gs://bucket/prefix" or "az://container/prefix"."""
     parts = urlsplit(url)
     if parts.scheme == "file":
         if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
@@ -158,4 +210,19 @@ def open_store(url: str) -> ObjectStore:
         from .local import LocalStore  # here, as local imports this module
 
         return LocalStore(unquote(parts.path))
-    raise ValueError(f"unsupported storage URL {url!r}: supported schemes are file://")
+    # the SDKs are imported only by the stores that use them
+    if parts.scheme == "s3":
+        from .s3 import S3Store
+
+        return S3Store(url)
+    if parts.scheme == "gs":
+        from .gcs import GCSStore
+
+        return GCSStore(url)
+    if parts.scheme == "az":
+        from .azure import AzureStore
+
+        return AzureStore(url)
+    raise ValueError(
+        f"unsupported storage URL {url!r}: supported schemes are file://, s3://, gs://, az://"
+    )

@@ -17,6 +17,7 @@ import msgspec
 import xxhash
 import zstandard
 
+from .cache import ChunkCache
 from .chunker import MAX_SIZE as MAX_CHUNK
 from .chunker import Chunker
 from .location import ChunkLoc, pack_key
@@ -31,6 +32,7 @@ _TAIL_READ = 64 << 10  # the first ranged get of read_pack_index; holds most tra
 _MAX_UPLOADS = 3  # packs uploading at once per writer: bounds its memory to about four packs
 _SAMPLE = 64 << 10  # compress this much of a chunk first; skip the rest if it does not shrink
 _SYNC_PACKS = 16  # packs made durable together: fewer flushes, and locations still flow
+_RUN_BYTES = 32 << 20  # adjacent chunks read with one request, up to this much: a whole pack
 
 _Entry = tuple[bytes, int, int, int, int]  # trailer entry: (hash, offset, length, codec, raw_size)
 
@@ -229,58 +231,125 @@ class PackWriter:
 
 
 class ChunkReader:
-    """Reads chunks from packs and verifies them against their address. Thread-safe."""
+    """Reads chunks from packs and verifies them against their address. Thread-safe.
 
-    def __init__(self, objects: ObjectStore, hash: Callable[[bytes], bytes], ahead: int = 8):
+    With a `cache`, chunks are looked up there first and stored there once read and verified."""
+
+    def __init__(
+        self,
+        objects: ObjectStore,
+        hash: Callable[[bytes], bytes],
+        ahead: int = 8,
+        cache: ChunkCache | None = None,
+        ahead_bytes: int = 128 << 20,
+    ):
         self.objects = objects
+        self.cache = cache
         self._hash = hash
         self._local = threading.local()  # a zstd context per thread: they are not thread-safe
         self._ahead = ahead
+        self._ahead_bytes = ahead_bytes
         self._pool = ThreadPoolExecutor(ahead, thread_name_prefix="pfs-read-ahead")
 
     def close(self) -> None:
         self._pool.shutdown(cancel_futures=True)
+        if self.cache is not None:
+            self.cache.flush()  # a client about to exit keeps what it read
 
     def read_range(
         self, chunks: Sequence[tuple[bytes, int, ChunkLoc]], offset: int = 0, length: int | None = None
     ) -> Iterator[bytes]:
         """Bytes [offset, offset + length) of the data made of `chunks` (hash, size, location), in
-        pieces. The following chunks are fetched in parallel while one is consumed: that gives a
-        disk its queue depth and an object store its concurrency."""
-        wanted = []
+        pieces.
+
+        Chunks stored back to back in a pack (as those of a file written at once are) are fetched
+        together, up to _RUN_BYTES a request: an object store pays per request. The following runs
+        are fetched in parallel while one is consumed, at most `ahead` runs and, beyond the first,
+        `ahead_bytes` at once: that gives a disk its queue depth and an object store its
+        concurrency."""
+        runs: list[list[tuple[bytes, int, ChunkLoc]]] = []
+        stored: list[int] = []  # the bytes each run fetches
+        cuts = []  # (lo, hi) of each wanted chunk, in order
         pos, end = 0, None if length is None else offset + length
         for h, size, loc in chunks:
             if end is not None and pos >= end:
                 break
             if pos + size > offset:
-                lo, hi = max(0, offset - pos), size if end is None else min(size, end - pos)
-                wanted.append((h, size, loc, lo, hi))
+                cuts.append((max(0, offset - pos), size if end is None else min(size, end - pos)))
+                prev = runs[-1][-1][2] if runs else None
+                if (
+                    prev is not None
+                    and prev.pack == loc.pack
+                    and prev.offset + prev.length == loc.offset
+                    and stored[-1] + loc.length <= _RUN_BYTES
+                ):
+                    runs[-1].append((h, size, loc))
+                    stored[-1] += loc.length
+                else:
+                    runs.append([(h, size, loc)])
+                    stored.append(loc.length)
             pos += size
-        if len(wanted) == 1:
-            h, size, loc, lo, hi = wanted[0]
-            data = self.read(h, size, loc)
-            yield data if (lo, hi) == (0, size) else data[lo:hi]
+        pieces = self._read_runs(runs, stored)
+        for (lo, hi), data in zip(cuts, pieces):
+            yield data if (lo, hi) == (0, len(data)) else data[lo:hi]
+
+    def _read_runs(self, runs, stored) -> Iterator[bytes]:
+        if len(runs) == 1:
+            yield from self._read_run(runs[0])
             return
-        pending: deque[tuple[Future, int, int, int]] = deque()
-        todo = iter(wanted)
+        pending: deque[tuple[Future, int]] = deque()
+        todo = deque(zip(runs, stored))
+        in_flight = 0
         try:
-            while True:
-                while len(pending) < self._ahead and (item := next(todo, None)) is not None:
-                    h, size, loc, lo, hi = item
-                    pending.append((self._pool.submit(self.read, h, size, loc), size, lo, hi))
-                if not pending:
-                    return
-                future, size, lo, hi = pending.popleft()
-                data = future.result()
-                yield data if (lo, hi) == (0, size) else data[lo:hi]
+            while todo or pending:
+                while (
+                    todo
+                    and len(pending) < self._ahead
+                    and (not pending or in_flight + todo[0][1] <= self._ahead_bytes)
+                ):
+                    run, size = todo.popleft()
+                    pending.append((self._pool.submit(self._read_run, run), size))
+                    in_flight += size
+                future, size = pending.popleft()
+                in_flight -= size
+                yield from future.result()
         finally:
-            for future, *_ in pending:
+            for future, _ in pending:
                 future.cancel()
 
     def read(self, h: bytes, size: int, loc: ChunkLoc) -> bytes:
         """The `size` bytes of chunk `h` stored at `loc`. Raises CorruptChunk if they do not hash
         to `h`, ObjectNotFound if the pack is missing."""
-        stored = self.objects.get(pack_key(loc.pack), loc.offset, loc.length)
+        return self._read_run([(h, size, loc)])[0]
+
+    def _read_run(self, run: list[tuple[bytes, int, ChunkLoc]]) -> list[bytes]:
+        """The chunks of `run`, which lie back to back in one pack: those not in the cache with
+        one ranged get."""
+        datas = [self._cached(h, size) for h, size, _ in run]
+        missing = [i for i, data in enumerate(datas) if data is None]
+        if missing:
+            first, last = run[missing[0]][2], run[missing[-1]][2]
+            stored = self.objects.get(
+                pack_key(first.pack), first.offset, last.offset + last.length - first.offset
+            )
+            for i in missing:
+                h, size, loc = run[i]
+                start = loc.offset - first.offset
+                datas[i] = self._decode(h, size, loc, stored[start : start + loc.length])
+                if self.cache is not None:
+                    self.cache.put(h, datas[i])
+        return datas
+
+    def _cached(self, h: bytes, size: int) -> bytes | None:
+        if self.cache is None:
+            return None
+        data = self.cache.get(h)
+        if data is not None and (len(data) != size or self._hash(data) != h):
+            self.cache.drop(h)  # damaged on disk: fetch it again
+            return None
+        return data
+
+    def _decode(self, h: bytes, size: int, loc: ChunkLoc, stored: bytes) -> bytes:
         where = f"chunk {h.hex()} at {loc.offset} in pack {loc.pack.hex()}"
         if len(stored) != loc.length:
             raise CorruptChunk(f"{where}: the pack ends {loc.length - len(stored)} bytes short")
@@ -336,10 +405,11 @@ class ChunkStore:
     """Chunking, chunk ids and packs over one object store.
 
     `seed` is the store's secret 64-bit seed, made once when the store is created: it keys the chunk
-    ids (xxh3-128) and the chunk boundaries, so that writers cannot steer either.
+    ids (xxh3-128) and the chunk boundaries, so that writers cannot steer either. `cache`, if
+    given, keeps chunks read (a client's local copy of a far store).
     """
 
-    def __init__(self, objects: ObjectStore, seed: int):
+    def __init__(self, objects: ObjectStore, seed: int, cache: ChunkCache | None = None):
         if not 0 <= seed < 1 << 64:
             raise ValueError("the store seed must be an unsigned 64-bit integer")
 
@@ -349,7 +419,7 @@ class ChunkStore:
         self.objects = objects
         self.hash: Callable[[bytes], bytes] = chunk_hash
         self.chunker = Chunker(seed)
-        self.reader = ChunkReader(objects, chunk_hash)
+        self.reader = ChunkReader(objects, chunk_hash, cache=cache)
 
     def writer(self, target: int = TARGET_PACK_SIZE) -> PackWriter:
         return PackWriter(self.objects, self.hash, target)
