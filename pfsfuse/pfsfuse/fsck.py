@@ -2,7 +2,8 @@
 
 Branch heads, parents, children and provenance point at commits that exist; every tree page and
 chunk list is present and hashes to its address; directory sizes and counts add up; every chunk a
-file references is indexed, readable and hashes right. Shared subtrees and chunks are checked once.
+file (or a directory's header or footer) references is indexed, readable and hashes right.
+Shared subtrees and chunks are checked once.
 """
 
 from __future__ import annotations
@@ -84,6 +85,9 @@ class _Checker:
                 self.problem(f"provenance index entry {up.repo}@{up.id} -> {down.repo}@{down.id} is stale")
 
     def dir(self, d: DirNode, where: str) -> None:
+        for which, f in (("header", d.header), ("footer", d.footer)):
+            if f is not None:
+                self.file(f, f"{where} ({which})")
         if d.root is None:
             if d.size or d.count:
                 self.problem(f"{where}: empty directory claims {d.size} bytes, {d.count} entries")

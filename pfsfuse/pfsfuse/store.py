@@ -12,14 +12,17 @@ import contextlib
 import errno
 import io
 import itertools
+import re
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
 
 import httpx
 import msgspec
 
-from pfsfuse import fsck
+from pfsfuse import dump, fsck, gc, split
 from pfsfuse.api.client import Client
 from pfsfuse.api.types import (
     Chmod,
@@ -27,15 +30,17 @@ from pfsfuse.api.types import (
     Delete,
     DiffResult,
     FileInfo,
+    GcResult,
     Mkdir,
     Put,
     ReadPlan,
     RepoInfo,
+    RestoreResult,
     Symlink,
     WriteOp,
     WriteResult,
 )
-from pfsfuse.chunks import ChunkLoc, ChunkStore, CorruptChunk, ObjectNotFound, open_store
+from pfsfuse.chunks import ChunkLoc, ChunkStore, CorruptChunk, ObjectNotFound, StorageError, open_store
 from pfsfuse.home import Home
 from pfsfuse.version import VERSION
 from pfsfuse.metadata import glob, names, tree
@@ -65,6 +70,11 @@ from pfsfuse.metadata.records import (
 
 _LOC = msgspec.msgpack.Decoder(ChunkLoc)
 _LOC_ENC = msgspec.msgpack.Encoder()
+_RECORD = re.compile(r"[0-9a-f]{16}")  # the name of a split file's record
+_LAST_RECORD = "f" * 16
+_MAX_FRAME = 64 << 20  # headers and footers are read whole
+_READ_BATCH = 1024  # chunks located at a time when reading many files
+_READ_ATTEMPTS = 3  # a garbage collection may move chunks while they are read: look up again
 
 
 def file_info(path: str, node: Node) -> FileInfo:
@@ -91,6 +101,8 @@ class Store(Client):
         # Bumped and notified whenever a commit finishes or a branch moves (subscribe-commit).
         self.changed = threading.Condition()
         self.generation = 0
+        self.guard = gc.Guard()  # the chunks writes refer to, for garbage collection
+        self.exclusive = threading.Lock()  # held by a garbage collection, extract or restore
 
     def close(self) -> None:
         self.chunks.reader.close()
@@ -311,47 +323,80 @@ class Store(Client):
     def write_files(self, repo: str, ref: str, ops: Iterable[WriteOp]) -> WriteResult:
         self._check_writable(repo, ref)
         writer = self.chunks.writer()
-        staged: list[tuple[WriteOp, list[ChunkRef] | None]] = []
+        staged: list[tuple[WriteOp, _Staged | None]] = []
         files = total = 0
-        try:
-            for op in ops:
-                op = _checked(op)
-                refs = None
-                if isinstance(op, Put):
-                    with self._open_source(op) as stream:
-                        refs = self._store(stream, writer)
-                    files += 1
-                    total += sum(r.size for r in refs)
-                staged.append((op, refs))
-            self._record(writer.flush())
-        except OSError as e:
-            writer.abort()
-            if e.errno == errno.ENOSPC:
-                raise NoSpace(f"no space left on device while storing chunks: {e}") from None
-            raise
-        except BaseException:
-            writer.abort()
-            raise
-        with self._writing(repo, ref) as w:
-            batch = _Batch(self, w)
-            for op, refs in staged:
-                batch.apply(op, refs)
-            w.set_tree(batch.finish())
+        # Claims keep the chunks the write refers to alive until its commit change is durable.
+        with self.guard.write() as claims:
+            try:
+                for op in ops:
+                    op = _checked(op)
+                    data = None
+                    if isinstance(op, Put):
+                        with self._open_source(op) as stream:
+                            data = self._stage(op, stream, writer, claims)
+                        files += 1
+                        total += data.size
+                    staged.append((op, data))
+                self._record(writer.flush())
+            except OSError as e:
+                writer.abort()
+                if e.errno == errno.ENOSPC:
+                    raise NoSpace(f"no space left on device while storing chunks: {e}") from None
+                raise
+            except StorageError as e:
+                writer.abort()
+                raise Unavailable(f"cannot store chunks: {e}") from None
+            except BaseException:
+                writer.abort()
+                raise
+            with self._writing(repo, ref) as w:
+                batch = _Batch(self, w)
+                for op, data in staged:
+                    batch.apply(op, data)
+                w.set_tree(batch.finish())
         return WriteResult(w.commit.id, files, total, writer.bytes_stored)
 
-    def _store(self, stream, writer) -> list[ChunkRef]:
+    def _stage(self, op: Put, stream, writer, claims: set[bytes]) -> _Staged:
+        """Store a Put's data as chunks, before the commit changes."""
+        if op.split is not None:
+            splitter = split.Splitter(stream, op.split, op.target_datums, op.target_bytes)
+            records = [self._store_buf(r, writer, claims) for r in splitter]
+            frame = [
+                None if part is None else self._store_buf(part, writer, claims)
+                for part in (splitter.header, splitter.footer)
+            ]
+            return _Staged(records=records, header=frame[0], footer=frame[1])
+        if op.frame is not None:
+            if op.frame not in ("header", "footer"):
+                raise InvalidArgument(f"unknown frame {op.frame!r}: use header or footer")
+            data = _read_up_to(stream, _MAX_FRAME + 1)
+            if len(data) > _MAX_FRAME:
+                raise InvalidArgument(f"a {op.frame} is limited to {_MAX_FRAME >> 20} MiB")
+            # `echo "" | pfs put-header ...` removes it, as in the Pachyderm docs.
+            empty = data in (b"", b"\n", b"\r\n")
+            return _Staged(chunks=[] if empty else self._store_buf(data, writer, claims))
+        return _Staged(chunks=self._store(stream, writer, claims))
+
+    def _store(self, stream, writer, claims: set[bytes]) -> list[ChunkRef]:
         """Chunk a stream into the pack writer; chunks the store already has are not written."""
-        refs = []
-        for piece in self.chunks.chunker.cut(stream):
-            h = self.chunks.hash(piece)
-            refs.append(ChunkRef(h, len(piece)))
-            if not writer.pending(h) and self.index.chunk_location(h) is None:
-                self._record(writer.add(h, piece))
-        return refs
+        return [self._put_chunk(p, writer, claims) for p in self.chunks.chunker.cut(stream)]
+
+    def _store_buf(self, buf, writer, claims: set[bytes]) -> list[ChunkRef]:
+        return [self._put_chunk(p, writer, claims) for p in self.chunks.chunker.cut_buf(buf)]
+
+    def _put_chunk(self, piece, writer, claims: set[bytes]) -> ChunkRef:
+        h = self.chunks.hash(piece)
+        if not self.guard.claim(claims, h, self._indexed):
+            self._record(writer.add(h, piece))
+        return ChunkRef(h, len(piece))
+
+    def _indexed(self, h: bytes) -> bool:
+        return self.index.chunk_location(h) is not None
 
     def _record(self, locations: list[tuple[bytes, ChunkLoc]]) -> None:
         """Index chunks that are now durable in the object store."""
         if locations:
+            self.guard.indexing({loc.pack for _, loc in locations})
             self.index.put_chunk_locations((h, _LOC_ENC.encode(loc)) for h, loc in locations)
 
     @contextlib.contextmanager
@@ -385,13 +430,51 @@ class Store(Client):
             raise NotFound(f"path {path} not found in {repo}@{ref}")
         return node
 
-    def _file(self, repo: str, ref: str, path: str) -> FileNode:
-        node = self._node(repo, ref, path)
-        if isinstance(node, DirNode):
-            raise InvalidArgument(f"{repo}@{ref}:{names.path(path) or '/'} is a directory; use -r")
+    def _content(
+        self, repo: str, ref: str, path: str
+    ) -> tuple[FileInfo | None, Iterable[ChunkRef], int | None]:
+        """What get-file of `path` reads: (the file or directory, its chunks, their size), or
+        for a glob pattern (None, the chunks as they are found, None)."""
+        c = self.index.resolve(repo, ref)
+        path = names.path(path)
+        where = f"{repo}@{ref}:{path or '/'}"
+        parent, node = None, c.tree
+        if path:
+            parent_path, name = names.split(path)
+            parent = tree.lookup(self.db, c.tree, parent_path) if parent_path else c.tree
+            node = tree.child(self.db, parent, name) if isinstance(parent, DirNode) else None
+        if node is None and glob.is_pattern(path):
+            return None, self._glob_chunks(c.tree, path), None
+        if node is None:
+            raise NotFound(f"path {path} not found in {repo}@{ref}")
         if isinstance(node, SymlinkNode):
-            raise InvalidArgument(f"{repo}@{ref}:{path} is a symlink to {node.target}")
-        return node
+            raise InvalidArgument(f"{where} is a symlink to {node.target}")
+        if isinstance(node, DirNode):
+            if not node.framed:
+                raise InvalidArgument(f"{where} is a directory; use -r")
+            chunks = tree.framed_chunks(self.db, node)
+        else:
+            chunks = tree.framed_chunks(self.db, parent, tree.file_chunks(self.db, node))
+        return file_info(path, node), chunks, sum(r.size for r in chunks)
+
+    def _glob_chunks(self, root: DirNode, pattern: str) -> Iterator[ChunkRef]:
+        """The chunks of the files matching `pattern`, in path order, with each directory's
+        header before and footer after each run of its files."""
+        group, parent = None, None
+        for path, node in glob.glob(self.db, root, pattern):
+            if not isinstance(node, FileNode):
+                continue
+            parent_path = names.split(path)[0]
+            if parent_path != group:
+                if parent is not None and parent.footer is not None:
+                    yield from tree.file_chunks(self.db, parent.footer)
+                group = parent_path
+                parent = tree.lookup(self.db, root, parent_path) if parent_path else root
+                if parent.header is not None:
+                    yield from tree.file_chunks(self.db, parent.header)
+            yield from tree.file_chunks(self.db, node)
+        if parent is not None and parent.footer is not None:
+            yield from tree.file_chunks(self.db, parent.footer)
 
     def location(self, h: bytes) -> ChunkLoc:
         data = self.index.chunk_location(h)
@@ -403,22 +486,64 @@ class Store(Client):
         return b"".join(self._read([ref]))
 
     def _read(self, refs, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
-        located = [(r.hash, r.size, self.location(r.hash)) for r in refs]
-        try:
-            yield from self.chunks.reader.read_range(located, offset, length)
-        except (CorruptChunk, ObjectNotFound) as e:
-            raise DataLoss(str(e)) from None
+        """Bytes [offset, offset + length) of the chunks `refs`."""
+        done, attempt = 0, 1
+        while True:
+            located = [(r.hash, r.size, self.location(r.hash)) for r in refs]
+            left = None if length is None else length - done
+            try:
+                for piece in self.chunks.reader.read_range(located, offset + done, left):
+                    done += len(piece)
+                    yield piece
+                return
+            except ObjectNotFound as e:
+                # A garbage collection moved the chunks since they were located: look again.
+                if attempt == _READ_ATTEMPTS:
+                    raise DataLoss(str(e)) from None
+                attempt += 1
+            except CorruptChunk as e:
+                raise DataLoss(str(e)) from None
+            except StorageError as e:  # the object store failed past its retries
+                raise Unavailable(str(e)) from None
+
+    def _read_many(self, refs: Iterable[ChunkRef], offset: int, length: int | None) -> Iterator[bytes]:
+        """`_read` over a stream of chunks, located a batch at a time."""
+        end = None if length is None else offset + length
+        pos = 0
+        it = iter(refs)
+        while batch := list(itertools.islice(it, _READ_BATCH)):
+            size = sum(r.size for r in batch)
+            lo, hi = max(offset - pos, 0), size if end is None else min(end - pos, size)
+            if hi > lo:
+                yield from self._read(batch, lo, hi - lo)
+            pos += size
+            if end is not None and pos >= end:
+                return
+
+    def read(
+        self, repo: str, ref: str, path: str, offset: int = 0, length: int | None = None
+    ) -> tuple[int | None, Iterator[bytes]]:
+        """get_file, with the number of bytes it yields when known before reading (the server
+        sends it as the content length)."""
+        if offset < 0 or (length is not None and length < 0):
+            raise InvalidArgument("offset and length must not be negative")
+        _, chunks, size = self._content(repo, ref, path)
+        if size is not None:
+            size = max(0, size - offset)
+            if length is not None:
+                size = min(size, length)
+        return size, self._read_many(chunks, offset, length)
 
     def get_file(
         self, repo: str, ref: str, path: str, offset: int = 0, length: int | None = None
     ) -> Iterator[bytes]:
-        node = self._file(repo, ref, path)
-        return self._read(tree.file_chunks(self.db, node), offset, length)
+        return self.read(repo, ref, path, offset, length)[1]
 
     def read_plan(self, repo: str, ref: str, path: str) -> ReadPlan:
-        node = self._file(repo, ref, path)
-        refs = tree.file_chunks(self.db, node)
-        return ReadPlan(file_info(names.path(path), node), [(r, self.location(r.hash)) for r in refs])
+        info, chunks, _ = self._content(repo, ref, path)
+        if info is None:
+            raise InvalidArgument(f"{path}: read plans are for files, not glob patterns")
+        return ReadPlan(info, [(r, self.location(r.hash)) for r in chunks])
 
     def inspect_file(self, repo: str, ref: str, path: str) -> FileInfo:
         return file_info(names.path(path), self._node(repo, ref, path))
@@ -430,17 +555,50 @@ class Store(Client):
         path: str = "",
         start_after: str | None = None,
         limit: int | None = None,
+        history: int = 0,
     ) -> list[FileInfo]:
+        if history < -1:
+            raise InvalidArgument(f"history {history}: give a number of versions, or -1 for all")
         path = names.path(path)
-        node = self._node(repo, ref, path)
+        c = self.index.resolve(repo, ref)
+        node = tree.lookup(self.db, c.tree, path) if path else c.tree
+        if node is None:
+            raise NotFound(f"path {path} not found in {repo}@{ref}")
         if not isinstance(node, DirNode):
-            return [file_info(path, node)]
-        out = []
-        for name, child in tree.list_dir(self.db, node, start_after):
-            if limit is not None and len(out) >= limit:
+            found = [(path, node)]
+        else:
+            entries = tree.list_dir(self.db, node, start_after)
+            found = [(names.join(path, n), child) for n, child in itertools.islice(entries, limit)]
+        if not history:
+            return [file_info(p, n) for p, n in found]
+        return self._history(repo, c, found, history)
+
+    def _history(self, repo: str, c: Commit, found: list[tuple[str, Node]], limit: int) -> list[FileInfo]:
+        """Each path's versions, newest first, back through the ancestors of `c` until the path
+        is missing or `limit` versions are found (-1: no limit). A version is reported with the
+        oldest commit in the run of commits that hold it, the one that wrote it."""
+        versions = {p: [[n, c.id]] for p, n in found}
+        active = set(versions)
+        newer = c
+        for older in self._ancestry(repo, self.index.commit(repo, c.parent) if c.parent else None):
+            if not active:
                 break
-            out.append(file_info(names.join(path, name), child))
-        return out
+            same_tree = older.tree == newer.tree
+            for p in list(active):
+                run = versions[p]
+                node = run[-1][0] if same_tree else tree.lookup(self.db, older.tree, p)
+                if node == run[-1][0]:
+                    run[-1][1] = older.id
+                elif node is None or len(run) == limit:
+                    active.discard(p)
+                else:
+                    run.append([node, older.id])
+            newer = older
+        return [
+            msgspec.structs.replace(file_info(p, n), commit=cid)
+            for p, _ in found
+            for n, cid in versions[p]
+        ]
 
     def walk_file(self, repo: str, ref: str, path: str = "") -> list[FileInfo]:
         path = names.path(path)
@@ -534,16 +692,54 @@ class Store(Client):
     def fsck(self) -> list[str]:
         return fsck.check(self)
 
+    def garbage_collect(self, dry_run: bool = False, orphan_age: float = 3600.0) -> GcResult:
+        if orphan_age < 0:
+            raise InvalidArgument("the orphan age must not be negative")
+        return gc.collect(self, dry_run, orphan_age)
+
+    def extract(self, objects: bool = True) -> Iterator[bytes]:
+        return dump.extract(self, objects)
+
+    def restore(self, dump_file: BinaryIO) -> RestoreResult:
+        result = dump.restore(self, dump_file)
+        self._notify()
+        return result
+
 
 def _checked(op: WriteOp) -> WriteOp:
     """The op with canonical paths; only Delete may name the root."""
     path = names.path(op.path)
     if not path and not isinstance(op, Delete):
         raise InvalidArgument(f"{type(op).__name__.lower()} needs a path: '/' is the root directory")
+    if isinstance(op, Put) and op.split is not None and op.frame is not None:
+        raise InvalidArgument(f"{path}: a put splits a file or sets a header or footer, not both")
     changes = {"path": path}
     if isinstance(op, Copy):
         changes["src_path"] = names.path(op.src_path)
     return msgspec.structs.replace(op, **changes)
+
+
+@dataclass
+class _Staged:
+    """A Put's data once stored: a file's chunks, or a split file's records and frame."""
+
+    chunks: list[ChunkRef] | None = None
+    records: list[list[ChunkRef]] | None = None
+    header: list[ChunkRef] | None = None
+    footer: list[ChunkRef] | None = None
+
+    @property
+    def size(self) -> int:
+        parts = [self.chunks or (), self.header or (), self.footer or (), *(self.records or ())]
+        return sum(c.size for part in parts for c in part)
+
+
+def _read_up_to(stream, n: int) -> bytes:
+    parts, total = [], 0
+    while total < n and (piece := stream.read(n - total)):
+        parts.append(piece)
+        total += len(piece)
+    return b"".join(parts)
 
 
 class _Batch:
@@ -575,9 +771,14 @@ class _Batch:
         self.pending[path] = node
         self.dirty.update(_ancestors(path))
 
-    def apply(self, op: WriteOp, refs: list[ChunkRef] | None) -> None:
+    def apply(self, op: WriteOp, data: _Staged | None) -> None:
         path, txn = op.path, self.w.txn
-        if isinstance(op, Put):
+        if isinstance(op, Put) and op.split is not None:
+            self.split(path, data)
+        elif isinstance(op, Put) and op.frame is not None:
+            self.frame(path, op.frame, data.chunks)
+        elif isinstance(op, Put):
+            refs = data.chunks
             old = self.node(path)
             if isinstance(old, DirNode):
                 raise FailedPrecondition(f"cannot write file {path}: it is a directory")
@@ -619,6 +820,36 @@ class _Batch:
                 raise InvalidArgument(f"{path} is not a file: only a file's executable bit is kept")
             self.set(path, msgspec.structs.replace(old, executable=op.executable))
 
+    def split(self, path: str, data: _Staged) -> None:
+        """Add records to the directory at `path` (made if missing), numbered on from its last."""
+        txn = self.w.txn
+        old = self.node(path)
+        if old is not None and not isinstance(old, DirNode):
+            raise FailedPrecondition(f"cannot split into {path}: it is a file")
+        d = old or EMPTY_DIR
+        if data.header is not None:  # a pg_dump's statements around its rows
+            d = msgspec.structs.replace(
+                d, header=tree.make_file(txn, data.header), footer=tree.make_file(txn, data.footer)
+            )
+        # Record names are fixed-width and numbered on, so they come sorted.
+        first = _next_record(txn, d)
+        records = [(f"{i:016x}", tree.make_file(txn, refs)) for i, refs in enumerate(data.records, first)]
+        self.set(path, tree.update(txn, d, records))
+
+    def frame(self, path: str, which: str, refs: list[ChunkRef]) -> None:
+        """Set (or, with no data, remove) the header or footer of the directory at `path`."""
+        old = self.node(path)
+        if old is not None and not isinstance(old, DirNode):
+            raise FailedPrecondition(
+                f"{path} is a file: a {which} belongs on a directory, such as a split file's"
+            )
+        if old is None:
+            if not refs:
+                raise NotFound(f"no directory {path} in {self.w.commit.repo}@{self.w.commit.id}")
+            old = EMPTY_DIR
+        node = tree.make_file(self.w.txn, refs) if refs else None
+        self.set(path, msgspec.structs.replace(old, **{which: node}))
+
     def source(self, op: Copy) -> Node:
         """What a Copy refers to; a copy within the commit being written sees the earlier ops."""
         commit = self.store.index.resolve(op.src_repo, op.src_ref, self.w.view)
@@ -633,6 +864,18 @@ class _Batch:
     def finish(self) -> DirNode:
         self.flush()
         return self.root
+
+
+def _next_record(src, d: DirNode) -> int:
+    """The index after the last record of split directory `d` (0 when it has none)."""
+    last = tree.floor(src, d, _LAST_RECORD)
+    if last is None:
+        return 0
+    if _RECORD.fullmatch(last[0]):
+        return int(last[0], 16) + 1
+    # Other names sort among the records: look at them all.
+    found = [int(name, 16) for name, _ in tree.list_dir(src, d) if _RECORD.fullmatch(name)]
+    return max(found, default=-1) + 1
 
 
 def _ancestors(path: str) -> Iterator[str]:

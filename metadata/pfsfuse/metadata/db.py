@@ -36,6 +36,7 @@ COLUMN_FAMILIES = (
     "pages",  # hash -> encoded Page, or a blob (an out-of-line chunk list)
     "chunks",  # chunk hash -> chunk location (opaque to this layer)
     "subvenance",  # upstream commit key + downstream commit key -> b""
+    "gc",  # garbage collection: unindexed pack id -> when first seen (opaque to this layer)
 )
 
 
@@ -130,7 +131,10 @@ class DB:
         else:
             it.seek(start if start is not None else prefix)
         while it.valid():
-            yield it.key(), it.value()
+            key = it.key()
+            if not key.startswith(prefix):  # rocksdict does not keep to the bounds in reverse
+                return
+            yield key, it.value()
             if reverse:
                 it.prev()
             else:

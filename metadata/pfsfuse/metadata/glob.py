@@ -48,6 +48,11 @@ def _glob(src: tree.PageReader, root: DirNode, pat: _Pattern) -> Iterator[tuple[
             stack.pop()
 
 
+def is_pattern(s: str) -> bool:
+    """Whether `s` has wildcards ('*', '?', '[')."""
+    return _WILDCARD.search(s) is not None
+
+
 def match(pattern: str, path: str) -> bool:
     """Whether `pattern` matches canonical `path` ('' is the root), as `glob` would report it."""
     pat = _Pattern(pattern)

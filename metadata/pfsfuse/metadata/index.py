@@ -405,6 +405,20 @@ class Index:
         v.put_commit(updated)
         return updated
 
+    def restore(self, repos: list[Repo], commits: list[Commit], branches: list[Branch]) -> None:
+        """Write restored repos, commits and branches into this empty index, in one batch."""
+        with self.mutation() as v:
+            if self.repos():
+                raise FailedPrecondition("the store is no longer empty: a repo was made meanwhile")
+            for r in repos:
+                v.txn.put("repos", r.name.encode(), records.encode(r))
+            for c in commits:
+                v.put_commit(c)
+                for up in c.provenance:
+                    v.txn.put(SUBVENANCE, commit_key(up.repo, up.id) + commit_key(c.repo, c.id), b"")
+            for b in branches:
+                v.put_branch(b)
+
     # -- chunk locations (opaque to this layer) -----------------------------------------------
 
     def chunk_location(self, h: bytes) -> bytes | None:

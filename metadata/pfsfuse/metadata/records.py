@@ -36,9 +36,16 @@ class SymlinkNode(Struct, tag="l", array_like=True, frozen=True):
 
 
 class DirNode(Struct, tag="d", array_like=True, frozen=True):
-    size: int = 0  # bytes in the whole subtree
+    size: int = 0  # bytes in the whole subtree (headers and footers not included)
     count: int = 0  # direct children
     root: bytes | None = None  # hash of the top page; None when the directory is empty
+    # Read before and after each file of the directory (a split file's header and footer).
+    header: FileNode | None = None
+    footer: FileNode | None = None
+
+    @property
+    def framed(self) -> bool:
+        return self.header is not None or self.footer is not None
 
 
 Node = FileNode | DirNode | SymlinkNode

@@ -28,6 +28,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from operator import itemgetter
 from typing import Protocol
 
+import msgspec
+
 from pfsfuse.metadata import records
 from pfsfuse.metadata.errors import FailedPrecondition
 from pfsfuse.metadata.names import join, split
@@ -125,6 +127,32 @@ def list_dir(
         yield from cur.page.entries
 
 
+def floor(src: PageReader, d: DirNode, name: str) -> tuple[str, Node] | None:
+    """The entry of `d` with the greatest name <= `name`, or None; reads one page per level."""
+    if d.root is None:
+        return None
+    page = src.page(d.root)
+    while isinstance(page, Inner):
+        # The chosen child's first name is <= name, so its leaf holds an answer.
+        i = bisect_right(page.children, name, key=_key) - 1
+        if i < 0:
+            return None
+        page = src.page(page.children[i][1])
+    i = bisect_right(page.entries, name, key=_key) - 1
+    return page.entries[i] if i >= 0 else None
+
+
+def framed_chunks(
+    src: PageReader, parent: DirNode, chunks: Sequence[ChunkRef] = ()
+) -> list[ChunkRef]:
+    """`chunks` between the header and the footer of `parent`: how a file of `parent` reads."""
+    out = list(file_chunks(src, parent.header)) if parent.header is not None else []
+    out.extend(chunks)
+    if parent.footer is not None:
+        out.extend(file_chunks(src, parent.footer))
+    return out
+
+
 def walk(src: PageReader, d: DirNode, prefix: str = "") -> Iterator[tuple[str, Node]]:
     """(path, node) for every entry below `d`, in path order (directories before their contents)."""
     # An explicit stack rather than recursion: paths may be deeper than Python's recursion limit.
@@ -150,13 +178,13 @@ def diff(
     sides are descended, not reported; empty directories are not reported. Equal subtrees and,
     inside large directories, equal pages are skipped unread.
     """
-    stack = [(prefix, _diff_entries(src, new, old))]
+    stack = [(prefix, diff_entries(src, new, old))]
     while stack:
         base, entries = stack[-1]
         for name, n, o in entries:
             path = join(base, name)
             if isinstance(n, DirNode) and isinstance(o, DirNode):
-                stack.append((path, _diff_entries(src, n, o)))
+                stack.append((path, diff_entries(src, n, o)))
                 break
             # A directory on one side only: its files are against nothing, after its own path.
             if isinstance(n, DirNode):
@@ -181,7 +209,8 @@ def refs(src: PageReader, d: DirNode, seen: set[bytes]) -> Iterator[tuple[str, b
     b"c" + hash: chunk ids live in another namespace, and a file whose bytes equal a page's
     encoding has the page's hash, which must not hide the page.
     """
-    stack = [d.root] if d.root is not None else []
+    stack: list[bytes] = []
+    yield from _dir_refs(src, d, seen, stack)
     while stack:
         h = stack.pop()
         if h in seen:
@@ -194,19 +223,31 @@ def refs(src: PageReader, d: DirNode, seen: set[bytes]) -> Iterator[tuple[str, b
             continue
         for _, node in page.entries:
             if isinstance(node, DirNode):
-                if node.root is not None:
-                    stack.append(node.root)
+                yield from _dir_refs(src, node, seen, stack)
             elif isinstance(node, FileNode):
-                if node.chunks is None:
-                    if node.hash in seen:
-                        continue
-                    seen.add(node.hash)
-                    yield "blob", node.hash
-                for c in file_chunks(src, node):
-                    key = b"c" + c.hash
-                    if key not in seen:
-                        seen.add(key)
-                        yield "chunk", c.hash
+                yield from _file_refs(src, node, seen)
+
+
+def _dir_refs(src: PageReader, d: DirNode, seen: set[bytes], stack: list[bytes]):
+    """The header's and footer's refs; the root page goes on `stack`."""
+    for f in (d.header, d.footer):
+        if f is not None:
+            yield from _file_refs(src, f, seen)
+    if d.root is not None:
+        stack.append(d.root)
+
+
+def _file_refs(src: PageReader, node: FileNode, seen: set[bytes]):
+    if node.chunks is None:
+        if node.hash in seen:
+            return
+        seen.add(node.hash)
+        yield "blob", node.hash
+    for c in file_chunks(src, node):
+        key = b"c" + c.hash
+        if key not in seen:
+            seen.add(key)
+            yield "chunk", c.hash
 
 
 # -- writing -----------------------------------------------------------------------------------
@@ -231,6 +272,12 @@ def apply(dst: PageWriter, root: DirNode, changes: Mapping[str, Node | None]) ->
             batch = _Batch()
         batch.add(path, node)
     return batch.apply(dst, root)
+
+
+def update(dst: PageWriter, d: DirNode, changes: Sequence[tuple[str, Node | None]]) -> DirNode:
+    """Directory `d` with its entries changed: `changes` are (name, node, or None to delete),
+    sorted by name. Cheaper than `apply` for many entries of one directory."""
+    return _update(dst, d, list(changes))
 
 
 class _Batch:
@@ -299,18 +346,23 @@ def _depth(path: str) -> int:
 
 
 def _update(dst: PageWriter, d: DirNode, changes: list[tuple[str, Node | None]]) -> DirNode:
-    """`d` with its entries changed: `changes` are sorted (name, node or None to delete)."""
+    """`d` with its entries changed: `changes` are sorted (name, node or None to delete). The
+    directory keeps its header and footer."""
     items = [(name, None if node is None else (name, node)) for name, node in changes]
     if d.root is None:
-        return _build(dst, [item for _, item in items if item is not None], 0)
-    top = _level(dst.page(d.root))
-    level = 0
-    while level < top and items:
-        items = _apply_level(dst, d.root, level, items)
-        level += 1
-    if not items:
-        return d
-    return _build(dst, _merge(_items(dst.page(d.root)), items), top)
+        new = _build(dst, [item for _, item in items if item is not None], 0)
+    else:
+        top = _level(dst.page(d.root))
+        level = 0
+        while level < top and items:
+            items = _apply_level(dst, d.root, level, items)
+            level += 1
+        if not items:
+            return d
+        new = _build(dst, _merge(_items(dst.page(d.root)), items), top)
+    if d.framed:
+        new = msgspec.structs.replace(new, header=d.header, footer=d.footer)
+    return new
 
 
 def _apply_level(dst: PageWriter, root: bytes, level: int, changes: list) -> list:
@@ -469,7 +521,7 @@ class _Cursor:
         self.page = page
 
 
-def _diff_entries(
+def diff_entries(
     src: PageReader, new: DirNode, old: DirNode
 ) -> Iterator[tuple[str, Node | None, Node | None]]:
     """(name, new node, old node) for the entries of two directories that differ, in name order.

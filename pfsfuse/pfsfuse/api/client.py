@@ -8,8 +8,18 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
+from typing import BinaryIO
 
-from pfsfuse.api.types import DiffResult, FileInfo, ReadPlan, RepoInfo, WriteOp, WriteResult
+from pfsfuse.api.types import (
+    DiffResult,
+    FileInfo,
+    GcResult,
+    ReadPlan,
+    RepoInfo,
+    RestoreResult,
+    WriteOp,
+    WriteResult,
+)
 from pfsfuse.chunks.location import ChunkLoc
 from pfsfuse.metadata.records import Branch, BranchRef, ChunkRef, Commit, CommitRef, Node
 
@@ -87,7 +97,10 @@ class Client(ABC):
     @abstractmethod
     def get_file(
         self, repo: str, ref: str, path: str, offset: int = 0, length: int | None = None
-    ) -> Iterator[bytes]: ...
+    ) -> Iterator[bytes]:
+        """A file between its directory's header and footer; a directory's header and footer;
+        or, for a glob pattern, the matching files in path order, each directory's header and
+        footer once around its files."""
 
     @abstractmethod
     def read_plan(self, repo: str, ref: str, path: str) -> ReadPlan: ...
@@ -103,7 +116,10 @@ class Client(ABC):
         path: str = "",
         start_after: str | None = None,
         limit: int | None = None,
-    ) -> list[FileInfo]: ...
+        history: int = 0,
+    ) -> list[FileInfo]:
+        """With `history` N (-1: all), each entry is followed by its earlier versions in the
+        ancestry of `ref`, up to N versions in all, each with the commit that wrote it."""
 
     @abstractmethod
     def walk_file(self, repo: str, ref: str, path: str = "") -> list[FileInfo]:
@@ -153,6 +169,19 @@ class Client(ABC):
     @abstractmethod
     def fsck(self) -> list[str]:
         """Every broken invariant, one line each; empty when the store is sound."""
+
+    @abstractmethod
+    def garbage_collect(self, dry_run: bool = False, orphan_age: float = 3600.0) -> GcResult:
+        """Delete the chunks and tree pages no commit refers to, while serving on. Unindexed
+        packs (left by a crashed write) go once first seen at least `orphan_age` seconds ago."""
+
+    @abstractmethod
+    def extract(self, objects: bool = True) -> Iterator[bytes]:
+        """A dump of every repo, commit and branch and, with `objects`, of their data."""
+
+    @abstractmethod
+    def restore(self, dump_file: BinaryIO) -> RestoreResult:
+        """Rebuild an extracted dump, read from a binary file, into this empty store."""
 
     @abstractmethod
     def version(self) -> str: ...

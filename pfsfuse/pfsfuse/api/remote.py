@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
+from typing import BinaryIO
 from urllib.parse import urlencode
 
 import msgspec
@@ -20,19 +21,23 @@ from pfsfuse.api.client import Client
 from pfsfuse.api.types import (
     DiffResult,
     FileInfo,
+    GcResult,
     Put,
     ReadPlan,
     RepoInfo,
+    RestoreResult,
     WriteOp,
     WriteResult,
 )
 from pfsfuse.chunks.location import ChunkLoc
 from pfsfuse.home import Home
+from pfsfuse.metadata import glob
 from pfsfuse.metadata.errors import DataLoss, Unavailable
 from pfsfuse.metadata.records import Branch, BranchRef, ChunkRef, Commit, CommitRef, Node
 
 _PIECE = 1 << 20
 _HEADER = msgspec.msgpack.Encoder()
+_READ_ATTEMPTS = 3
 
 
 class RemoteClient(Client):
@@ -49,9 +54,13 @@ class RemoteClient(Client):
             except (OSError, msgspec.DecodeError):
                 cfg = None
             if cfg is not None:
-                from pfsfuse.chunks import ChunkStore, open_store  # only direct readers need it
+                from pfsfuse.chunks import ChunkStore, StorageError, cache_for, open_store
 
-                self.chunk_store = ChunkStore(open_store(cfg.storage), cfg.seed)
+                try:
+                    objects = open_store(cfg.storage)
+                    self.chunk_store = ChunkStore(objects, cfg.seed, cache=cache_for(cfg.storage))
+                except (StorageError, ValueError):
+                    pass  # no credentials for the store here: data comes through the daemon
 
     def close(self) -> None:
         self._http.close()
@@ -181,7 +190,8 @@ class RemoteClient(Client):
     def get_file(
         self, repo: str, ref: str, path: str, offset: int = 0, length: int | None = None
     ) -> Iterator[bytes]:
-        if self.chunk_store is not None:
+        # A glob's files are concatenated by the daemon, which walks the tree as it sends them.
+        if self.chunk_store is not None and not glob.is_pattern(path):
             return self._read_direct(self.read_plan(repo, ref, path), offset, length)
         params = {"repo": repo, "ref": ref, "path": path, "offset": str(offset)}
         if length is not None:
@@ -190,10 +200,23 @@ class RemoteClient(Client):
 
     def _read_direct(self, plan: ReadPlan, offset: int, length: int | None) -> Iterator[bytes]:
         located = [(ref.hash, ref.size, loc) for ref, loc in plan.chunks]
-        try:
-            yield from self.chunk_store.reader.read_range(located, offset, length)
-        except (chunks.CorruptChunk, chunks.ObjectNotFound) as e:
-            raise DataLoss(f"{plan.info.path}: {e}") from None
+        done, attempt = 0, 1
+        while True:
+            left = None if length is None else length - done
+            try:
+                for piece in self.chunk_store.reader.read_range(located, offset + done, left):
+                    done += len(piece)
+                    yield piece
+                return
+            except chunks.ObjectNotFound as e:
+                # A garbage collection moved the chunks to new packs: ask where they are now.
+                if attempt == _READ_ATTEMPTS:
+                    raise DataLoss(f"{plan.info.path}: {e}") from None
+                attempt += 1
+                locs = self.chunk_locations([h for h, _, _ in located])
+                located = [(h, size, loc) for (h, size, _), loc in zip(located, locs)]
+            except chunks.CorruptChunk as e:
+                raise DataLoss(f"{plan.info.path}: {e}") from None
 
     def read_plan(self, repo: str, ref: str, path: str) -> ReadPlan:
         return self._rpc("read_plan", repo=repo, ref=ref, path=path)
@@ -208,9 +231,16 @@ class RemoteClient(Client):
         path: str = "",
         start_after: str | None = None,
         limit: int | None = None,
+        history: int = 0,
     ) -> list[FileInfo]:
         return self._rpc(
-            "list_file", repo=repo, ref=ref, path=path, start_after=start_after, limit=limit
+            "list_file",
+            repo=repo,
+            ref=ref,
+            path=path,
+            start_after=start_after,
+            limit=limit,
+            history=history,
         )
 
     def walk_file(self, repo: str, ref: str, path: str = "") -> list[FileInfo]:
@@ -270,6 +300,16 @@ class RemoteClient(Client):
 
     def version(self) -> str:
         return self._rpc("version")
+
+    def garbage_collect(self, dry_run: bool = False, orphan_age: float = 3600.0) -> GcResult:
+        return self._rpc("garbage_collect", dry_run=dry_run, orphan_age=orphan_age)
+
+    def extract(self, objects: bool = True) -> Iterator[bytes]:
+        return self._stream("/extract", {"objects": "1" if objects else "0"})
+
+    def restore(self, dump_file: BinaryIO) -> RestoreResult:
+        pieces = iter(lambda: dump_file.read(_PIECE), b"")
+        return msgspec.json.decode(self._http.call("POST", "/restore", pieces), type=RestoreResult)
 
     def shutdown(self) -> None:
         self._http.call("POST", "/shutdown", b"")

@@ -103,6 +103,40 @@ class _FramedFile(io.RawIOBase):
         return len(piece)
 
 
+class _RawBody(io.RawIOBase):
+    """A request body as a file, for a worker thread."""
+
+    def __init__(self, body: _BlockingBody):
+        self._body = body
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        piece = self._body.read(len(b))
+        b[: len(piece)] = piece
+        return len(piece)
+
+
+async def _pump(request: Request, send: trio.MemorySendChannel) -> None:
+    """Feed a request body to a worker thread in pieces of about _PIECE bytes."""
+    async with send:
+        buf = bytearray()
+        async for piece in request.stream():
+            buf += piece
+            if len(buf) >= _PIECE:
+                await send.send(bytes(buf))
+                buf.clear()
+        if buf:
+            await send.send(bytes(buf))
+
+
+async def _pieces(pieces):
+    """A blocking iterator of bytes as an async one, each step in a worker thread."""
+    while (piece := await _in_thread(next, pieces, None)) is not None:
+        yield piece
+
+
 _HEADER = msgspec.msgpack.Decoder(wire.OpHeader)
 
 
@@ -140,21 +174,9 @@ def make_app(
     async def write(request: Request) -> Response:
         q = request.query_params
         send, receive = trio.open_memory_channel(4)
-
-        async def pump():
-            async with send:
-                buf = bytearray()
-                async for piece in request.stream():
-                    buf += piece
-                    if len(buf) >= _PIECE:
-                        await send.send(bytes(buf))
-                        buf.clear()
-                if buf:
-                    await send.send(bytes(buf))
-
         result: Response
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(pump)
+            nursery.start_soon(_pump, request, send)
             try:
                 written = await _in_thread(
                     store.write_files,
@@ -177,27 +199,36 @@ def make_app(
             repo, ref, path = q["repo"], q["ref"], q.get("path", "")
             offset = int(q.get("offset", 0))
             length = int(q["length"]) if "length" in q else None
-            if offset < 0 or (length is not None and length < 0):
-                raise InvalidArgument("offset and length must not be negative")
-            info = await _in_thread(store.inspect_file, repo, ref, path)
-            pieces = await _in_thread(store.get_file, repo, ref, path, offset, length)
+            size, pieces = await _in_thread(store.read, repo, ref, path, offset, length)
         except (KeyError, ValueError):
             return _error(InvalidArgument("get needs repo, ref and path; offset/length integers"))
         except Exception as e:  # noqa: BLE001
             return _error(e)
-        size = max(0, info.size - offset)
-        if length is not None:
-            size = min(size, length)
+        # The size of a glob's output is not known up front: then the body is chunked.
+        headers = {} if size is None else {"content-length": str(size)}
+        return StreamingResponse(_pieces(pieces), media_type="application/octet-stream", headers=headers)
 
-        async def body():
-            while (piece := await _in_thread(next, pieces, None)) is not None:
-                yield piece
+    async def extract(request: Request) -> Response:
+        try:
+            pieces = await _in_thread(store.extract, request.query_params.get("objects") != "0")
+        except Exception as e:  # noqa: BLE001
+            return _error(e)
+        return StreamingResponse(_pieces(pieces), media_type="application/octet-stream")
 
-        return StreamingResponse(
-            body(),
-            media_type="application/octet-stream",
-            headers={"content-length": str(size)},
-        )
+    async def restore(request: Request) -> Response:
+        send, receive = trio.open_memory_channel(4)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_pump, request, send)
+            try:
+                body = io.BufferedReader(_RawBody(_BlockingBody(receive)), _PIECE)
+                done = await _in_thread(store.restore, body)
+                result = Response(msgspec.json.encode(done), media_type="application/json")
+            except Exception as e:  # noqa: BLE001
+                result = _error(e)
+            async with receive:  # drain what the client still sends
+                async for _ in receive:
+                    pass
+        return result
 
     async def chunk(request: Request) -> Response:
         q = request.query_params
@@ -252,6 +283,8 @@ def make_app(
             Route("/chunk", chunk, methods=["GET"]),
             Route("/get", get, methods=["GET"]),
             Route("/subscribe", subscribe, methods=["GET"]),
+            Route("/extract", extract, methods=["GET"]),
+            Route("/restore", restore, methods=["POST"]),
             Route("/shutdown", stop, methods=["POST"]),
             *routes,
         ]

@@ -26,6 +26,7 @@ class FileInfo(Struct, omit_defaults=True):
     children: int = 0  # directories: direct entries
     target: str = ""  # symlinks
     executable: bool = False
+    commit: str = ""  # list-file --history: the commit that wrote this version
 
 
 # The operations of `write_files`, applied in order as one atomic change of a commit.
@@ -41,6 +42,15 @@ class Put(Struct, tag="put", omit_defaults=True):
     stream: Any = None
     append: bool = False
     executable: bool | None = None  # None keeps the bit of the file it replaces
+    # "line", "json" or "sql": `path` becomes a directory of records named by 16-digit hex
+    # index, each holding at most `target_datums` datums and `target_bytes` bytes (one datum
+    # when both are 0); a later split to the same path continues the numbering.
+    split: str | None = None
+    target_datums: int = 0
+    target_bytes: int = 0
+    # "header" or "footer": the data becomes that of directory `path` (empty, or a lone
+    # newline, removes it).
+    frame: str | None = None
 
 
 class Copy(Struct, tag="copy", omit_defaults=True):
@@ -95,3 +105,26 @@ class ReadPlan(Struct):
 class DiffResult(Struct):
     new: list[FileInfo]
     old: list[FileInfo]
+
+
+class GcResult(Struct):
+    """What a garbage collection freed (or, in a dry run, would free)."""
+
+    dry_run: bool = False
+    chunks: int = 0  # chunk copies deleted from packs
+    chunk_bytes: int = 0  # their stored bytes
+    packs_deleted: int = 0
+    packs_rewritten: int = 0  # packs copied without their dead chunks
+    orphan_packs: int = 0  # packs no index entry ever referred to (a crashed or failed write)
+    orphans_waiting: int = 0  # such packs kept until they are older than the orphan age
+    pages: int = 0  # tree pages and chunk lists deleted
+    page_bytes: int = 0
+    seconds: float = 0.0
+
+
+class RestoreResult(Struct):
+    repos: int = 0
+    commits: int = 0
+    branches: int = 0
+    chunks: int = 0  # chunks restored
+    bytes: int = 0  # their raw bytes

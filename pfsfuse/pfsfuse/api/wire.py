@@ -16,7 +16,7 @@ from pfsfuse.api.client import Client
 from pfsfuse.api.types import WriteOp
 from pfsfuse.metadata.errors import KINDS, InvalidArgument, PfsError
 
-STREAMING = {"write_files", "get_file", "subscribe_commit", "read_chunk"}
+STREAMING = {"write_files", "get_file", "subscribe_commit", "read_chunk", "extract", "restore"}
 RPC = frozenset(Client.__abstractmethods__) - STREAMING
 _U32 = struct.Struct(">I")
 

@@ -1,4 +1,4 @@
-"""Admin verbs: serve, shutdown, fsck, version."""
+"""Admin verbs: serve, shutdown, fsck, garbage-collect, version, bench."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pfsfuse.api.connect import connect
 from pfsfuse.home import Home
 from pfsfuse.version import VERSION
 from pfsfuse.tools.cli.app import App, json_option, pass_app
+from pfsfuse.tools.cli.output import size
 
 
 @click.command("serve")
@@ -51,6 +52,35 @@ def fsck(app: App, as_json: bool) -> None:
         app.out.line("ok: no problems found")
 
 
+@click.command("garbage-collect")
+@click.option("--dry-run", is_flag=True, help="Report what would be freed; delete nothing.")
+@click.option(
+    "--orphan-age", type=click.FloatRange(min=0), default=3600.0, show_default=True, metavar="SECONDS",
+    help="Delete packs no index entry refers to (left by a crashed write) once first seen this long ago.",
+)
+@json_option
+@pass_app
+def garbage_collect(app: App, dry_run: bool, orphan_age: float, as_json: bool) -> None:
+    """Delete the chunks and tree pages that no commit refers to.
+
+    Deleted commits and files keep their data until a collection: run it after deleting
+    sensitive data to purge it from the chunk store. Reads and writes go on meanwhile.
+    """
+    r = app.client.garbage_collect(dry_run, orphan_age)
+    if as_json:
+        return app.out.json(r)
+    verb = "Would free" if dry_run else "Freed"
+    app.out.line(
+        f"{verb} {size(r.chunk_bytes + r.page_bytes)}: {r.chunks} chunks ({r.packs_deleted} packs "
+        f"deleted, {r.packs_rewritten} rewritten, {r.orphan_packs} orphan packs deleted) and "
+        f"{r.pages} tree pages, in {r.seconds:.1f} s"
+    )
+    if r.orphans_waiting:
+        app.out.line(
+            f"{r.orphans_waiting} unindexed packs kept until they are {orphan_age:g} s old (--orphan-age)"
+        )
+
+
 @click.command("version")
 @pass_app
 def version(app: App) -> None:
@@ -59,7 +89,7 @@ def version(app: App) -> None:
 
 
 @click.command("bench")
-@click.argument("suite", type=click.Choice(["store"]), default="store")
+@click.argument("suite", type=click.Choice(["store", "split", "gc", "mount", "objstore", "pipelines"]), default="store")
 @click.option("--runs", default=3, show_default=True, help="Runs per figure (the median is shown).")
 @click.option("--dir", "workdir", type=click.Path(file_okay=False), help="Where to put scratch data (default /tmp).")
 @pass_app
@@ -80,4 +110,4 @@ def bench(app: App, suite: str, runs: int, workdir: str | None) -> None:
     benchmarks.run(suite, runs, workdir, report)
 
 
-COMMANDS = [serve, shutdown, fsck, version, bench]
+COMMANDS = [serve, shutdown, fsck, garbage_collect, version, bench]

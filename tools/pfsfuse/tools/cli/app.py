@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import click
 
 from pfsfuse.api.client import Client
@@ -40,3 +42,48 @@ class App:
 pass_app = click.make_pass_decorator(App)
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+# repo@ref or repo@ref:path, where the ref may carry ancestry (master^2, master~1)
+_REF_PATH = re.compile(r"(?P<repo>[A-Za-z0-9_-]{1,63})@(?P<ref>[A-Za-z0-9_^~-]+)(?::(?P<path>.*))?", re.S)
+
+
+class RefPathCommand(click.Command):
+    """A command whose REPO REF [PATH] arguments may also be given as one `repo@ref:path`.
+
+    Before click parses them, such a word where a repo argument is due (a parameter named `repo`
+    or `*_repo`) is spread over that argument and the ones after it; option values and other
+    arguments are left alone."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("epilog", "REPO REF [PATH] may also be written REPO@REF[:PATH].")
+        super().__init__(*args, **kwargs)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, self._spread(args))
+
+    def _spread(self, args: list[str]) -> list[str]:
+        valued = {
+            opt
+            for p in self.params
+            if isinstance(p, click.Option) and not p.is_flag and not p.count
+            for opt in p.opts + p.secondary_opts
+        }
+        positional = [p.name for p in self.params if isinstance(p, click.Argument)]
+        out, k, only_args, skip = [], 0, False, False
+        for word in args:
+            if skip:
+                out.append(word)
+                skip = False
+                continue
+            if not only_args and word.startswith("-") and word != "-":
+                only_args = word == "--"
+                skip = word in valued
+                out.append(word)
+                continue
+            name = positional[k] if k < len(positional) else ""
+            m = _REF_PATH.fullmatch(word) if name == "repo" or name.endswith("_repo") else None
+            parts = [word] if m is None else [m["repo"], m["ref"]] + ([m["path"]] if m["path"] is not None else [])
+            out += parts
+            k += len(parts)
+        return out

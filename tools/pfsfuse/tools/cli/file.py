@@ -1,8 +1,9 @@
-"""File verbs: put-file, get-file, list-file, inspect-file, glob-file, diff-file, delete-file,
-copy-file."""
+"""File verbs: put-file, put-header, put-footer, get-file, list-file, inspect-file, glob-file,
+diff-file, delete-file, copy-file. Each takes REPO REF PATH also as one word, REPO@REF:PATH."""
 
 from __future__ import annotations
 
+import inspect
 import os
 import posixpath
 import sys
@@ -13,8 +14,9 @@ import click
 import msgspec
 
 from pfsfuse.api.types import Copy, Delete, FileInfo, Put
+from pfsfuse.metadata import glob
 from pfsfuse.metadata.errors import InvalidArgument, NotFound
-from pfsfuse.tools.cli.app import App, json_option, pass_app
+from pfsfuse.tools.cli.app import App, RefPathCommand, json_option, pass_app
 from pfsfuse.tools.cli.output import Output, size
 
 PROGRESS_MIN = 64 << 20  # show a progress bar for transfers at least this large
@@ -116,7 +118,7 @@ def _with_progress(sources: list[Put], progress) -> Iterator[Put]:
             yield msgspec.structs.replace(s, local=None, stream=_Counting(f, progress, task))
 
 
-@click.command("put-file")
+@click.command("put-file", cls=RefPathCommand)
 @click.argument("repo")
 @click.argument("ref")
 @click.argument("path", required=False)
@@ -130,25 +132,71 @@ def _with_progress(sources: list[Put], progress) -> Iterator[Put]:
 @click.option("-o", "--overwrite", is_flag=True, help="Overwrite existing files (the default).")
 @click.option("-c", "--commit", is_flag=True, help="Accepted for pachctl; a branch without an open commit always gets one.")
 @click.option("-p", "--parallelism", type=int, default=None, hidden=True)
+@click.option(
+    "--split", type=click.Choice(["line", "json", "sql"]),
+    help="Make PATH a directory of records: lines, JSON values, or a pg_dump's rows.",
+)
+@click.option("--target-file-datums", type=click.IntRange(min=0), default=0, help="With --split: at most this many datums a record (default 1).")
+@click.option("--target-file-bytes", type=click.IntRange(min=0), default=0, help="With --split: at most this many bytes a record, unless one datum is bigger.")
 @pass_app
-def put_file(app: App, repo, ref, path, files, input_file, recursive, append, overwrite, commit, parallelism):
+def put_file(
+    app: App, repo, ref, path, files, input_file, recursive, append, overwrite, commit, parallelism,
+    split, target_file_datums, target_file_bytes,
+):
     """Put files into REF (a branch or an open commit).
 
     With no open commit on the branch, one is started and finished around the write. Existing
     files are overwritten unless -a is given (pachctl 1.7 appended by default).
+
+    With --split, PATH becomes a directory of records named 0000000000000000, 0000000000000001,
+    ...; a later split put to PATH numbers on. A pg_dump's statements before its rows become the
+    directory's header, those after them its footer (see put-header).
     """
     if append and overwrite:
         raise click.UsageError("-a and -o contradict each other")
+    if (target_file_datums or target_file_bytes) and not split:
+        raise click.UsageError("--target-file-datums and --target-file-bytes need --split")
     sources = list(files)
     if input_file is not None:
         sources.extend(line.strip() for line in input_file if line.strip())
-    expanded = [msgspec.structs.replace(p, append=append) for p in expand_sources(path, sources, recursive)]
+    expanded = expand_sources(path, sources, recursive)
+    if split and len(expanded) != 1:
+        raise click.UsageError("--split takes one source: a file, a URL or stdin")
+    options = {"append": append}
+    if split:
+        options = {"split": split, "target_datums": target_file_datums, "target_bytes": target_file_bytes}
+    expanded = [msgspec.structs.replace(p, **options) for p in expanded]
     total = sum(os.path.getsize(s.local) for s in expanded if s.local)
     if sys.stderr.isatty() and total >= PROGRESS_MIN:
         with _progress() as progress:
             app.client.write_files(repo, ref, _with_progress(expanded, progress))
     else:
         app.client.write_files(repo, ref, expanded)
+
+
+def _put_frame(which: str):
+    doc = f"""Set the {which} of directory PATH (a split file), read from -f or stdin.
+
+    Every file of the directory then reads with it: get-file of a file prints header + file +
+    footer, of the directory header + footer, of 'PATH/*' the header, all the files and the
+    footer. An empty {which} (or a lone newline: echo "" | pfs put-{which} ...) removes it.
+    """
+
+    @click.command(f"put-{which}", cls=RefPathCommand, help=inspect.cleandoc(doc))
+    @click.argument("repo")
+    @click.argument("ref")
+    @click.argument("path")
+    @click.option("-f", "--file", "source", default="-", help="A local file, an http(s) URL, or - for stdin (the default).")
+    @pass_app
+    def put(app: App, repo: str, ref: str, path: str, source: str) -> None:
+        [op] = expand_sources(path, [source], False)
+        app.client.write_files(repo, ref, [msgspec.structs.replace(op, frame=which)])
+
+    return put
+
+
+put_header = _put_frame("header")
+put_footer = _put_frame("footer")
 
 
 def _write(pieces: Iterable[bytes], out, total: int) -> None:
@@ -163,7 +211,7 @@ def _write(pieces: Iterable[bytes], out, total: int) -> None:
             out.write(piece)
 
 
-@click.command("get-file")
+@click.command("get-file", cls=RefPathCommand)
 @click.argument("repo")
 @click.argument("ref")
 @click.argument("path")
@@ -171,19 +219,26 @@ def _write(pieces: Iterable[bytes], out, total: int) -> None:
 @click.option("-r", "--recursive", is_flag=True, help="Get a directory into --output.")
 @pass_app
 def get_file(app: App, repo: str, ref: str, path: str, output: str | None, recursive: bool) -> None:
-    """Print a file, or write it (or with -r a directory) to --output."""
-    info = app.client.inspect_file(repo, ref, path)
-    if info.type == "dir":
-        if not recursive:
-            raise InvalidArgument(f"{repo}@{ref}:{info.path or '/'} is a directory; use -r")
-        if not output:
-            raise click.UsageError("get-file -r needs -o DIRECTORY")
-        return _get_tree(app, repo, ref, info.path, output)
+    """Print a file, or write it (or with -r a directory) to --output.
+
+    A file of a directory with a header or footer (a split file's record) prints between them,
+    the directory itself prints just them, and a glob pattern ('users/*') prints the files it
+    matches in order, with each directory's header and footer once around its files.
+    """
+    total = 0
+    if not glob.is_pattern(path):
+        info = app.client.inspect_file(repo, ref, path)
+        if info.type == "dir" and recursive:
+            if not output:
+                raise click.UsageError("get-file -r needs -o DIRECTORY")
+            return _get_tree(app, repo, ref, info.path, output)
+        total = info.size
+    pieces = app.client.get_file(repo, ref, path)
     if output:
         with open(output, "wb") as out:
-            _write(app.client.get_file(repo, ref, path), out, info.size)
+            _write(pieces, out, total)
     else:
-        _write(app.client.get_file(repo, ref, path), sys.stdout.buffer, info.size)
+        _write(pieces, sys.stdout.buffer, total)
         sys.stdout.buffer.flush()
 
 
@@ -213,28 +268,52 @@ def _files_out(out: Output, files: Iterable[FileInfo], as_json: bool) -> None:
     out.table(["NAME", "TYPE", "SIZE"], _file_rows(files))
 
 
-@click.command("list-file")
+def _history(value: str | None) -> int:
+    if value is None:
+        return 0
+    if value == "all":
+        return -1
+    try:
+        n = int(value)
+    except ValueError:
+        n = -2
+    if n < -1 or n == 0:
+        raise click.BadParameter(f"{value!r}: give a number of versions, or all (-1)")
+    return n
+
+
+@click.command("list-file", cls=RefPathCommand)
 @click.argument("repo")
 @click.argument("ref")
 @click.argument("path", default="")
+@click.option("--history", metavar="N|all", help="Also list earlier versions: up to N in all per file.")
 @json_option
 @pass_app
-def list_file(app: App, repo: str, ref: str, path: str, as_json: bool) -> None:
-    """List the files in a directory of REF: NAME TYPE SIZE."""
+def list_file(app: App, repo: str, ref: str, path: str, history: str | None, as_json: bool) -> None:
+    """List the files in a directory of REF: NAME TYPE SIZE.
+
+    With --history, each entry is followed by its versions in earlier commits, newest first, with
+    the commit that wrote each: COMMIT NAME TYPE SIZE.
+    """
+    versions = _history(history)
 
     def pages() -> Iterator[FileInfo]:
         after = None
         while True:
-            page = app.client.list_file(repo, ref, path, after, LIST_PAGE)
+            page = app.client.list_file(repo, ref, path, after, LIST_PAGE, versions)
             yield from page
-            if len(page) < LIST_PAGE:
+            paths = {f.path for f in page}
+            if len(paths) < LIST_PAGE:
                 return
             after = posixpath.basename(page[-1].path)
 
+    if versions and not as_json:
+        rows = ([f.commit, f.path or "/", f.type, size(f.size)] for f in pages())
+        return app.out.table(["COMMIT", "NAME", "TYPE", "SIZE"], rows)
     _files_out(app.out, pages(), as_json)
 
 
-@click.command("inspect-file")
+@click.command("inspect-file", cls=RefPathCommand)
 @click.argument("repo")
 @click.argument("ref")
 @click.argument("path")
@@ -256,7 +335,7 @@ def inspect_file(app: App, repo: str, ref: str, path: str, as_json: bool) -> Non
     app.out.fields(fields)
 
 
-@click.command("glob-file")
+@click.command("glob-file", cls=RefPathCommand)
 @click.argument("repo")
 @click.argument("ref")
 @click.argument("pattern")
@@ -267,7 +346,7 @@ def glob_file(app: App, repo: str, ref: str, pattern: str, as_json: bool) -> Non
     _files_out(app.out, app.client.glob_file(repo, ref, pattern), as_json)
 
 
-@click.command("diff-file")
+@click.command("diff-file", cls=RefPathCommand)
 @click.argument("new_repo")
 @click.argument("new_ref")
 @click.argument("new_path", default="")
@@ -294,7 +373,7 @@ def diff_file(app: App, new_repo, new_ref, new_path, old_repo, old_ref, old_path
         app.out.table(["NAME", "TYPE", "SIZE"], _file_rows(d.old))
 
 
-@click.command("delete-file")
+@click.command("delete-file", cls=RefPathCommand)
 @click.argument("repo")
 @click.argument("ref")
 @click.argument("path")
@@ -304,7 +383,7 @@ def delete_file(app: App, repo: str, ref: str, path: str) -> None:
     app.client.write_files(repo, ref, [Delete(path)])
 
 
-@click.command("copy-file")
+@click.command("copy-file", cls=RefPathCommand)
 @click.argument("src_repo")
 @click.argument("src_ref")
 @click.argument("src_path")
@@ -319,4 +398,7 @@ def copy_file(app: App, src_repo, src_ref, src_path, dst_repo, dst_ref, dst_path
     app.client.write_files(dst_repo, dst_ref, [Copy(dst, src_repo, src_ref, src_path, overwrite)])
 
 
-COMMANDS = [put_file, get_file, list_file, inspect_file, glob_file, diff_file, delete_file, copy_file]
+COMMANDS = [
+    put_file, put_header, put_footer, get_file, list_file, inspect_file, glob_file, diff_file,
+    delete_file, copy_file,
+]

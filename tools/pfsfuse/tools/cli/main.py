@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from pfsfuse.metadata.errors import PfsError
-from pfsfuse.tools.cli import admin, branch, commit, file, mount, pipeline, repo
+from pfsfuse.tools.cli import admin, branch, commit, data, file, mount, pipeline, repo
 from pfsfuse.tools.cli.app import App
 
 
@@ -37,7 +37,7 @@ def cli(ctx: click.Context) -> None:
     ctx.call_on_close(app.close)
 
 
-for module in (repo, commit, branch, file, mount, pipeline, admin):
+for module in (repo, commit, branch, file, mount, pipeline, data, admin):
     for command in module.COMMANDS:
         cli.add_command(command)
 

@@ -1,0 +1,330 @@
+"""Garbage collection: deletes the chunks, packs and tree pages that no commit refers to, while the
+daemon goes on serving reads and writes.
+
+Three rules keep live data safe, each enforced under a lock that writers share:
+
+1. Marks from a snapshot. Under the index lock, `collect` reads every commit (open ones included)
+   and, at that same instant, starts recording every tree page written (`DB.written`) and every
+   chunk a write claims (`Guard`). Whatever a commit refers to later was either reachable then or
+   written or claimed since, and is kept.
+2. A chunk is claimed before it is trusted. A write claims each chunk it refers to, new or
+   deduplicated, and looks it up in the index in the same critical section in which the collector
+   removes dead index entries: a write that found a chunk indexed has claimed it, so it is kept;
+   a write after the removal finds it missing and stores it again. The claims of writes already
+   in flight when collection starts are kept as well.
+3. Unindexed packs (a write in flight uploads its packs before indexing them; a crash leaves them
+   behind) are deleted only once every write that was running when they were listed has ended,
+   none of their chunks was indexed meanwhile, and they were first seen unindexed at least
+   `orphan_age` seconds ago (that sighting is kept in the index, in "gc").
+
+Packs that hold no live chunk are deleted; packs that hold some are rewritten with only those, the
+index is switched to the copies (only where it still points at the old pack) and the old pack is
+deleted. Readers holding an old location look the chunk up again (`Store._read`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import struct
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from pfsfuse.api.types import GcResult
+from pfsfuse.chunks import ChunkLoc, CorruptPack, ObjectNotFound, pack_key, read_pack_index
+from pfsfuse.metadata import tree
+from pfsfuse.metadata.errors import DataLoss, FailedPrecondition
+
+if TYPE_CHECKING:
+    from pfsfuse.store import Store
+
+SIGHTINGS = "gc"  # unindexed pack id -> when a collection first saw it (big-endian double)
+_PACK_KEY = re.compile(r"packs/[0-9a-f]{2}/([0-9a-f]{32})")
+_LOC = msgspec.msgpack.Decoder(ChunkLoc)
+_LOC_ENC = msgspec.msgpack.Encoder()
+_BATCH = 50_000  # index entries deleted per critical section, so writers are not held up long
+_TIME = struct.Struct(">d")
+
+
+class Guard:
+    """The chunks that writes in flight refer to, and, while a collection runs, every chunk
+    claimed and every pack indexed since it started."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self._writes: dict[int, set[bytes]] = {}  # write number -> chunks it claimed
+        self._next = 0
+        self.claimed: set[bytes] | None = None
+        self.indexed_packs: set[bytes] | None = None
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[set[bytes]]:
+        """A write in flight, until its commit change is durable: yields its claims."""
+        with self.lock:
+            number = self._next
+            self._next += 1
+            claims = self._writes[number] = set()
+        try:
+            yield claims
+        finally:
+            with self.lock:
+                del self._writes[number]
+
+    def claim(self, claims: set[bytes], h: bytes, indexed: Callable[[bytes], bool]) -> bool:
+        """Claims chunk `h` for a write; whether the write need not store it: it is indexed, or
+        the write already has it."""
+        if h in claims:
+            return True
+        with self.lock:
+            claims.add(h)
+            if self.claimed is not None:
+                self.claimed.add(h)
+            return indexed(h)
+
+    def indexing(self, packs) -> None:
+        """Called before chunks of `packs` are indexed."""
+        with self.lock:
+            if self.indexed_packs is not None:
+                self.indexed_packs.update(packs)
+
+    def start(self) -> None:
+        with self.lock:
+            self.claimed = set().union(*self._writes.values())
+            self.indexed_packs = set()
+
+    def next_write(self) -> int:
+        """The number the next write to start will get."""
+        with self.lock:
+            return self._next
+
+    def stop(self) -> None:
+        with self.lock:
+            self.claimed = self.indexed_packs = None
+
+    def running_since(self, number: int) -> bool:
+        """Whether a write numbered below `number` is still running."""
+        with self.lock:
+            return any(n < number for n in self._writes)
+
+
+class _Pack:
+    """A listed pack that the index refers to, and what collection does with it."""
+
+    def __init__(self, pack: bytes, entries: list[tuple[bytes, ChunkLoc, int]]):
+        self.pack = pack
+        self.entries = entries  # from its trailer: (hash, location, raw size)
+        self.keep: list[tuple[bytes, ChunkLoc, int]] = []
+
+    def plan(self, kept: Callable[[bytes, ChunkLoc], bool]) -> tuple[int, int]:
+        """Decide which chunks stay; returns (chunks dropped, stored bytes dropped)."""
+        self.keep = [e for e in self.entries if kept(e[0], e[1])]
+        return len(self.entries) - len(self.keep), sum(e[1].length for e in self.entries) - sum(
+            e[1].length for e in self.keep
+        )
+
+
+def collect(store: Store, dry_run: bool = False, orphan_age: float = 3600.0) -> GcResult:
+    if not store.exclusive.acquire(blocking=False):
+        raise FailedPrecondition("a garbage collection, extract or restore is already running")
+    try:
+        return _Collection(store, dry_run, orphan_age).run()
+    finally:
+        store.exclusive.release()
+
+
+class _Collection:
+    def __init__(self, store: Store, dry_run: bool, orphan_age: float):
+        self.store = store
+        self.db = store.db
+        self.guard = store.guard
+        self.dry_run = dry_run
+        self.orphan_age = orphan_age
+        self.result = GcResult(dry_run=dry_run)
+
+    def run(self) -> GcResult:
+        started = time.monotonic()
+        with self.db.lock:  # the snapshot, and recording from that instant on
+            commits = [c for r in self.store.index.repos() for c in self.store.index.commits(r.name)]
+            if not self.dry_run:
+                self.db.written = set()
+                self.guard.start()
+        try:
+            listed = self._list_packs()
+            listed_after = self.guard.next_write()  # only writes numbered below may own them
+            live_pages, live_chunks = self._mark(commits)
+            indexed = self._scan_chunks()  # read after the snapshot
+            gone = set(self._unindex([h for h in indexed if h not in live_chunks]))
+            by_pack: dict[bytes, dict[bytes, ChunkLoc]] = defaultdict(dict)
+            for h, loc in indexed.items():
+                by_pack[loc.pack][h] = loc
+            packs = self._read_trailers([p for p in listed if p in by_pack])
+            for p in packs:
+                refs = by_pack[p.pack]
+                n, size = p.plan(lambda h, loc, refs=refs: h not in gone and refs.get(h) == loc)
+                self.result.chunks += n
+                self.result.chunk_bytes += size
+            self._rewrite([p for p in packs if p.keep and len(p.keep) < len(p.entries)])
+            self._delete([p.pack for p in packs if not p.keep], "packs_deleted")
+            self._orphans([p for p in listed if p not in by_pack], listed_after)
+            self._sweep_pages(live_pages)
+        finally:
+            if not self.dry_run:
+                with self.db.lock:
+                    self.db.written = None
+                    self.guard.stop()
+        self.result.seconds = time.monotonic() - started
+        return self.result
+
+    # -- what is live -------------------------------------------------------------------------
+
+    def _mark(self, commits) -> tuple[set[bytes], set[bytes]]:
+        pages: set[bytes] = set()
+        chunks: set[bytes] = set()
+        seen: set[bytes] = set()
+        for c in commits:
+            for kind, h in tree.refs(self.db, c.tree, seen):
+                (chunks if kind == "chunk" else pages).add(h)
+        return pages, chunks
+
+    def _scan_chunks(self) -> dict[bytes, ChunkLoc]:
+        return {h: _LOC.decode(v) for h, v in self.db.scan("chunks")}
+
+    def _list_packs(self) -> list[bytes]:
+        found = []
+        for key in self.store.objects.list("packs/"):
+            m = _PACK_KEY.fullmatch(key)
+            if m:
+                found.append(bytes.fromhex(m.group(1)))
+        return found
+
+    def _read_trailers(self, packs: list[bytes], strict: bool = True) -> list[_Pack]:
+        """The packs with their trailers; a pack deleted since it was listed is left out, and so
+        is, unless `strict`, one without a readable trailer."""
+
+        def read(p: bytes) -> _Pack | None:
+            try:
+                return _Pack(p, read_pack_index(self.store.objects, p))
+            except ObjectNotFound:
+                return None
+            except CorruptPack as e:
+                if strict:
+                    raise DataLoss(f"garbage collection stopped: {e}") from None
+                return None
+
+        with ThreadPoolExecutor(16) as pool:
+            return [p for p in pool.map(read, packs) if p is not None]
+
+    # -- sweeping -----------------------------------------------------------------------------
+
+    def _unindex(self, dead: list[bytes]) -> list[bytes]:
+        """Removes dead chunks from the index unless a write claimed them; returns those removed."""
+        if self.dry_run:
+            return dead
+        removed = []
+        for i in range(0, len(dead), _BATCH):
+            with self.db.lock, self.guard.lock:
+                batch = [h for h in dead[i : i + _BATCH] if h not in self.guard.claimed]
+                with self.store.index.mutation() as v:
+                    for h in batch:
+                        v.txn.delete("chunks", h)
+            removed += batch
+        cache = self.store.chunks.reader.cache
+        if cache is not None:
+            for h in removed:
+                cache.drop(h)
+        return removed
+
+    def _rewrite(self, packs: list[_Pack]) -> None:
+        """Copies the live chunks of `packs` into new packs, points the index at the copies and
+        deletes the old packs."""
+        if not packs:
+            return
+        self.result.packs_rewritten = len(packs)
+        if self.dry_run:
+            return
+        old: dict[bytes, bytes] = {}  # chunk -> its encoded location in the old pack
+        with self.store.chunks.writer() as writer:
+            for p in packs:
+                keep = {h for h, _, _ in p.keep}
+                for h, loc, _ in p.keep:
+                    old[h] = _LOC_ENC.encode(loc)
+                # The whole pack, dead chunks too: back to back, it is read in a few requests.
+                located = [(h, raw, loc) for h, loc, raw in p.entries]
+                for (h, _, _), data in zip(located, self._read(located)):
+                    if h in keep:
+                        self._repoint(writer.add(h, data), old)
+            self._repoint(writer.flush(), old)
+        self._delete([p.pack for p in packs], None)
+
+    def _repoint(self, moved: list[tuple[bytes, ChunkLoc]], old: dict[bytes, bytes]) -> None:
+        """Index the copies of chunks that are durable now, where the index still points at the
+        old copy (a chunk written again meanwhile may point elsewhere)."""
+        if not moved:
+            return
+        with self.store.index.mutation() as v:
+            for h, loc in moved:
+                if self.db.get("chunks", h) == old[h]:
+                    v.txn.put("chunks", h, _LOC_ENC.encode(loc))
+
+    def _read(self, located) -> Iterator[bytes]:
+        try:
+            yield from self.store.chunks.reader.read_range(located)
+        except (CorruptPack, ObjectNotFound) as e:
+            raise DataLoss(f"garbage collection stopped: {e}") from None
+
+    def _delete(self, packs: list[bytes], counter: str | None) -> None:
+        if counter is not None:
+            setattr(self.result, counter, getattr(self.result, counter) + len(packs))
+        if self.dry_run:
+            return
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(lambda p: self.store.objects.delete(pack_key(p)), packs))
+
+    def _orphans(self, unindexed: list[bytes], listed_after: int) -> None:
+        """Deletes unindexed packs once rule 3 allows; records when the others were first seen."""
+        now = time.time()
+        seen = {k: _TIME.unpack(v)[0] for k, v in self.db.scan(SIGHTINGS)}
+        if self.dry_run:
+            writes_done, indexed = True, set()
+        else:
+            writes_done = not self.guard.running_since(listed_after)
+            with self.guard.lock:
+                indexed = set(self.guard.indexed_packs)
+        doomed, waiting = [], {}
+        for p in unindexed:
+            if p in indexed:
+                continue
+            first = seen.get(p, now)
+            if writes_done and now - first >= self.orphan_age:
+                doomed.append(p)
+            else:
+                waiting[p] = first
+        # Sizes are for the report only: an orphan may be a torn upload without a trailer.
+        for p in self._read_trailers(doomed, strict=False):
+            self.result.chunks += len(p.entries)
+            self.result.chunk_bytes += sum(loc.length for _, loc, _ in p.entries)
+        self._delete(doomed, "orphan_packs")
+        self.result.orphans_waiting = len(waiting)
+        if not self.dry_run:
+            with self.store.index.mutation() as v:
+                for p in seen.keys() - waiting.keys():
+                    v.txn.delete(SIGHTINGS, p)
+                for p, first in waiting.items():
+                    v.txn.put(SIGHTINGS, p, _TIME.pack(first))
+
+    def _sweep_pages(self, live: set[bytes]) -> None:
+        dead = [(h, len(v)) for h, v in self.db.scan("pages") if h not in live]
+        with self.db.lock:
+            if not self.dry_run:
+                dead = [(h, n) for h, n in dead if h not in self.db.written]
+                with self.store.index.mutation() as v:
+                    for h, _ in dead:
+                        v.txn.delete("pages", h)
+        self.result.pages = len(dead)
+        self.result.page_bytes = sum(n for _, n in dead)
