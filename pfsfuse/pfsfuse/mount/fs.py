@@ -47,6 +47,7 @@ log = logging.getLogger("pfsfuse.mount")
 
 IMMUTABLE_TTL = 24 * 3600.0  # finished commits never change: let the kernel cache them
 MOVING_TTL = 0.5  # branch heads: a new commit shows within a second
+RESOLVE_TTL = 0.25  # how long we trust a branch head before asking the daemon again
 LISTING_TTL = 1.0  # repos and branches
 AHEAD = 8  # chunks read ahead of a sequential reader
 BLOCK = 1 << 20  # what we tell readers to read at a time
@@ -110,6 +111,7 @@ class Ref:
     resolved: float = 0.0
     flushed: int = -1  # the workspace flush count the commit reflects
     workspace: Workspace | None = None
+    resolving: trio.Event | None = None  # set when the resolution in flight is done
 
     @property
     def root(self) -> DirNode:
@@ -123,6 +125,24 @@ class Ref:
     @property
     def ttl(self) -> float:
         return MOVING_TTL if self.moving else IMMUTABLE_TTL
+
+
+class Framed(FileNode, tag="F", frozen=True, array_like=True):
+    """A file of a directory with a header or footer, which reads as header + file + footer (as
+    get-file does): `size` counts all three; `hash` and `chunks` are the file's own."""
+
+    header: FileNode | None = None
+    footer: FileNode | None = None
+
+
+def _framed(parent: DirNode, node):
+    """`node` as read in `parent`: framed by the directory's header and footer, if it has them."""
+    if not parent.framed or not isinstance(node, FileNode) or isinstance(node, Framed):
+        return node
+    extra = sum(p.size for p in (parent.header, parent.footer) if p is not None)
+    return Framed(
+        node.size + extra, node.hash, node.chunks, node.executable, parent.header, parent.footer
+    )
 
 
 @dataclass
@@ -141,7 +161,7 @@ class Handle:
 class DirHandle:
     inode: Inode
     listing: list  # [(name, entry)] when merged with pending writes, else fetched by the page
-    node: DirNode | None = None
+    node: DirNode  # the directory itself (its header and footer frame its files)
     page: tuple = (0, None)  # (index of its first entry, entries): the page being read
 
 
@@ -236,19 +256,31 @@ class Filesystem(pyfuse3.Operations):
             r = Ref(repo, ref, moving=not refs.is_commit_id(base), branch=branch)
             if branch and not self.read_only:
                 r.workspace = Workspace(self.client, repo, ref, self.tmpdir, self._io)
+                r.workspace.on_reshaped = functools.partial(self._forget_dentries, repo, ref)
             self._refs[key] = r
-        stale = r.workspace is not None and r.flushed != r.workspace.flushed
-        if r.resolved == 0.0 or stale or (r.moving and time.monotonic() - r.resolved > MOVING_TTL):
-            if r.workspace is not None:
-                r.flushed = r.workspace.flushed
+        while True:
+            stale = r.workspace is not None and r.flushed != r.workspace.flushed
+            expired = r.moving and time.monotonic() - r.resolved > RESOLVE_TTL
+            if not (r.resolved == 0.0 or stale or expired):
+                return r
+            if r.resolving is not None:
+                # The overlay may already have dropped what a flush sent: nobody may read the
+                # commit from before it, so wait for the resolution in flight, then check again.
+                await r.resolving.wait()
+                continue
+            r.resolving = trio.Event()
             try:
-                r.commit = await self._io(self.client.inspect_commit, repo, ref)
-            except NotFound:
-                if not r.branch:
-                    raise
-                r.commit = None  # a branch without commits: an empty directory
-            r.resolved = time.monotonic()
-        return r
+                flushed = r.workspace.flushed if r.workspace is not None else -1
+                try:
+                    r.commit = await self._io(self.client.inspect_commit, repo, ref)
+                except NotFound:
+                    if not r.branch:
+                        raise
+                    r.commit = None  # a branch without commits: an empty directory
+                r.flushed, r.resolved = flushed, time.monotonic()
+            finally:
+                r.resolving.set()
+                r.resolving = None
 
     async def _entry(self, r: Ref, path: str):
         """What is at `path` under a ref: a node, a LocalFile being written, or None."""
@@ -264,12 +296,14 @@ class Filesystem(pyfuse3.Operations):
         return await self._walk(r.root, path)
 
     async def _walk(self, d: DirNode, path: str):
-        node = d
+        node = parent = d
         for part in path.split("/"):
             if not isinstance(node, DirNode):
                 return None
-            node = await self._io(self.trees.child, node, part)
-        return node
+            parent = node
+            hit = self.trees.cached_child(node, part)  # most lookups: no thread, no daemon
+            node = hit[0] if hit is not None else await self._io(self.trees.child, node, part)
+        return _framed(parent, node)
 
     def _attr(self, inode: Inode, entry, r: Ref | None) -> pyfuse3.EntryAttributes:
         a = pyfuse3.EntryAttributes()
@@ -390,10 +424,9 @@ class Filesystem(pyfuse3.Operations):
     async def opendir(self, ino, ctx=None):
         inode = self._get(ino)
         if inode.kind == "root":
-            listing = [(n, None) for n in await self._repos()]
-            h = DirHandle(inode, listing)
+            h = DirHandle(inode, [(n, None) for n in await self._repos()], EMPTY_DIR)
         elif inode.kind == "repo":
-            h = DirHandle(inode, [(n, None) for n in await self._branches(inode.repo)])
+            h = DirHandle(inode, [(n, None) for n in await self._branches(inode.repo)], EMPTY_DIR)
         else:
             entry, r = await self._describe(inode)
             if not isinstance(entry, DirNode):
@@ -402,9 +435,9 @@ class Filesystem(pyfuse3.Operations):
             if ws is not None and ws.children.get(inode.path):
                 # Pending writes in this directory: list it whole, merged.
                 base = await self._io(self._all_entries, entry)
-                h = DirHandle(inode, ws.merge(inode.path, base))
+                h = DirHandle(inode, ws.merge(inode.path, base), entry)
             else:
-                h = DirHandle(inode, None, node=entry)
+                h = DirHandle(inode, None, entry)
         fh = next(self._fh)
         self._handles[fh] = h
         return fh
@@ -429,7 +462,7 @@ class Filesystem(pyfuse3.Operations):
             if not batch:
                 return
             for name, entry in batch:
-                child, entry, r = await self._child(inode, name, entry)
+                child, entry, r = await self._child(inode, name, _framed(h.node, entry))
                 if not pyfuse3.readdir_reply(token, name.encode(), self._attr(child, entry, r), index + 1):
                     return
                 child.lookups += 1
@@ -478,20 +511,33 @@ class Filesystem(pyfuse3.Operations):
             entry.handles += 1
             self._handles[fh] = Handle(inode, r, file=entry)
             return pyfuse3.FileInfo(fh=fh)
-        chunks = await self._io(self.trees.chunks, entry)
+        chunks = await self._io(self._chunks, entry)
         starts = list(itertools.accumulate((c.size for c in chunks), initial=0))[:-1]
         self._handles[fh] = Handle(inode, r, node=entry, chunks=chunks, starts=starts)
         # Pages of a finished commit stay valid forever; a branch's file may change.
         return pyfuse3.FileInfo(fh=fh, keep_cache=not r.moving)
 
+    def _chunks(self, f: FileNode) -> tuple[ChunkRef, ...]:
+        chunks = self.trees.chunks(f)
+        if isinstance(f, Framed):
+            frame = [self.trees.chunks(p) if p is not None else () for p in (f.header, f.footer)]
+            chunks = (*frame[0], *chunks, *frame[1])
+        return chunks
+
     async def _writable(self, ws: Workspace, path: str, entry, truncate: bool) -> LocalFile:
-        """A local file to write `path` through: the one being written, or a copy on write."""
+        """A local file to write `path` through: the one being written, or a copy on write (of
+        the file's own content: a header and footer stay with the directory)."""
         if isinstance(entry, LocalFile):
             async with ws.lock:  # not while a flush is sending its content
-                ws.reopened(entry)
-            if truncate:
-                entry.truncate(0)
-            return entry
+                if not entry.dropped:
+                    ws.reopened(entry)
+                    if truncate:
+                        entry.truncate(0)
+                    return entry
+            # That flush took it: the daemon has it now.
+            entry = await self._entry(await self._ref(ws.repo, ws.branch), path)
+            if not isinstance(entry, FileNode):
+                raise _fail(errno.ENOENT)
         data = b"" if truncate else await self._read_all(entry)
         f = LocalFile(self.tmpdir, data, executable=entry.executable)
         ws.created(path, f)
@@ -575,10 +621,15 @@ class Filesystem(pyfuse3.Operations):
 
     @_translate
     async def fsync(self, fh, datasync):
+        """Durable means in the daemon's open commit, even for a file still open for writing."""
         h = self._handles[fh]
         ws = h.ref.workspace
-        if ws is not None:
-            await ws.flush()
+        if ws is None:
+            return
+        f = h.file
+        if f is not None and f.writers and ws.overlay.get(f.path) is f:
+            ws.synced(f)
+        await ws.flush()
 
     # -- writing ------------------------------------------------------------------------------------
 
@@ -694,6 +745,7 @@ class Filesystem(pyfuse3.Operations):
             # A link to data in the store is stored as a reference to that data, copying nothing:
             # a regular file once the daemon has it.
             ws.put_node(path, node, msgspec.structs.replace(source[1], path=path))
+            ws.reshaped.add(path)  # the kernel must look it up again once it is a file
         else:
             ws.put_node(path, node, Symlink(path, text))
         inode = self._inode("entry", parent.repo, parent.ref, path)
@@ -779,6 +831,14 @@ class Filesystem(pyfuse3.Operations):
             old_ws.delete(old, Delete(old, missing_ok=True))
         self._renamed((old_parent.repo, old_parent.ref, old), (new_parent.repo, new_parent.ref, new))
 
+    def _forget_dentries(self, repo: str, ref: str, paths: list[str]) -> None:
+        """Make the kernel look these names up again (what it cached is no longer so)."""
+        for path in paths:
+            parent, name = names.split(path)
+            ino = self._by_key.get(("entry", repo, ref, parent))
+            if ino is not None:
+                pyfuse3.invalidate_entry_async(ino, name.encode(), ignore_enoent=True)
+
     def _renamed(self, old: tuple[str, str, str], new: tuple[str, str, str]) -> None:
         """Inodes keep their numbers across a rename: move them (and what is under them) to the
         new paths, as the kernel did with its dentries."""
@@ -833,6 +893,8 @@ class Filesystem(pyfuse3.Operations):
 
     @_translate
     async def getxattr(self, ino, name, ctx):
+        if not name.startswith(b"user.pfs."):  # ls asks for ACLs and SELinux labels of each file
+            raise _fail(pyfuse3.ENOATTR)
         value = (await self._xattrs(self._get(ino))).get(name.decode(errors="replace"))
         if value is None:
             raise _fail(pyfuse3.ENOATTR)
@@ -852,21 +914,23 @@ class Filesystem(pyfuse3.Operations):
 
     # -- background: flushing and finishing commits -------------------------------------------------
 
-    async def keep_committing(self, flush_after: float = 0.25, max_pending: int = 128 << 20) -> None:
-        """Send pending writes when a branch is quiet or much is pending; finish the commits we
-        started once a branch has been quiet for `idle` seconds with no file open for writing."""
+    async def keep_committing(self) -> None:
+        """Start a branch's commit at its first write, send writes as they come (a flush in
+        flight gathers the next batch), and finish the commits we started once a branch has
+        been quiet for `idle` seconds with no file open for writing."""
         while True:
-            await trio.sleep(0.1)
+            await trio.sleep(0.05)
             for r in list(self._refs.values()):
                 ws = r.workspace
-                if ws is None or not ws.busy:
+                if ws is None or not (ws.busy or ws.overlay):
                     continue
-                quiet = time.monotonic() - ws.changed
                 try:
-                    if not ws.writing and quiet >= self.idle:
-                        await ws.finish()
-                    elif ws.ops and (quiet >= flush_after or len(ws.ops) >= 1000 or ws.pending_bytes >= max_pending):
+                    if ws.commit_id is None and (ws.writing or ws.ops):
+                        await ws.ensure_commit()
+                    if ws.ops:
                         await ws.flush()
+                    elif not ws.writing and ws.owned and time.monotonic() - ws.changed >= self.idle:
+                        await ws.finish()
                 except PfsError as e:
                     log.error("cannot write to %s@%s: %s (will retry)", ws.repo, ws.branch, e)
 

@@ -76,6 +76,7 @@ def run(
     """Mount and serve until unmounted or signalled; `ready` is called once requests are served."""
     path = check_mountpoint(mountpoint)
     client = connect()
+    client.version()  # fail now, with one clear line, if the daemon cannot be reached
     for repo in [*repos, *pinned]:
         client.inspect_repo(repo)
     for repo, ref in pinned.items():

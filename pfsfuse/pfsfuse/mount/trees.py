@@ -11,6 +11,7 @@ import threading
 from collections import OrderedDict
 
 from pfsfuse.api.client import Client
+from pfsfuse.chunks.objects import ObjectNotFound
 from pfsfuse.metadata.records import ChunkRef, DirNode, FileNode, Node
 
 PAGE = 10_000  # entries per listing request
@@ -53,7 +54,7 @@ class Trees:
         self.client = client
         self._dirs = _LRU(cache_entries)  # dir root -> ({name: node}, [(name, node)] sorted)
         self._pages = _LRU(cache_entries)  # (dir root, start_after) -> [(name, node)]
-        self._children = _LRU(100_000)  # (dir root, name) -> node | None, for big directories
+        self._children = _LRU(cache_entries)  # (dir root, name) -> (node | None,): big directories
         self._chunk_lists = _LRU(1_000_000)  # file hash -> chunk refs
         self._locations = _LRU(4_000_000)  # chunk hash -> ChunkLoc
         self._chunks = _LRU(cache_bytes)  # chunk hash -> bytes
@@ -76,16 +77,23 @@ class Trees:
         return listing
 
     def child(self, d: DirNode, name: str) -> Node | None:
-        if d.root is None:
-            return None
+        hit = self.cached_child(d, name)
+        if hit is not None:
+            return hit[0]
         if d.count <= FULL_LISTING:
             return self._whole(d)[0].get(name)
-        key = (d.root, name)
-        hit = self._children.get(key)
-        if hit is None:
-            hit = (self.client.dir_child(d.root, name),)
-            self._children.put(key, hit)
-        return hit[0]
+        node = self.client.dir_child(d.root, name)
+        self._children.put((d.root, name), (node,))
+        return node
+
+    def cached_child(self, d: DirNode, name: str) -> tuple[Node | None] | None:
+        """(node,) when the answer is at hand without asking the daemon, else None."""
+        if d.root is None:
+            return (None,)
+        if d.count <= FULL_LISTING:
+            listing = self._dirs.get(d.root)
+            return None if listing is None else (listing[0].get(name),)
+        return self._children.get((d.root, name))
 
     def page(self, d: DirNode, start_after: str | None) -> list[tuple[str, Node]]:
         """Up to PAGE entries after `start_after`, in name order."""
@@ -100,6 +108,8 @@ class Trees:
         if page is None:
             page = self.client.dir_entries(d.root, start_after, PAGE)
             self._pages.put(key, page, max(1, len(page)))
+            for name, node in page:  # `ls -l` looks each one up next
+                self._children.put((d.root, name), (node,))
         return page
 
     # -- files
@@ -128,7 +138,16 @@ class Trees:
             for h, loc in zip(missing, self.client.chunk_locations(missing)):
                 self._locations.put(h, loc)
         located = [(r.hash, r.size, self._locations.get(r.hash)) for r in refs]
-        for r, data in zip(refs, self.store.reader.read_range(located)):
+        try:
+            datas = list(self.store.reader.read_range(located))
+        except ObjectNotFound:
+            # A garbage collection moved the chunks to new packs: ask where they are now.
+            locs = self.client.chunk_locations([r.hash for r in refs])
+            located = [(r.hash, r.size, loc) for r, loc in zip(refs, locs)]
+            datas = list(self.store.reader.read_range(located))
+            for r, loc in zip(refs, locs):
+                self._locations.put(r.hash, loc)
+        for r, data in zip(refs, datas):
             self._chunks.put(r.hash, data, r.size)
 
 

@@ -109,6 +109,7 @@ Entry = Node | LocalFile | _Gone
 class _LocalPut:
     path: str
     file: LocalFile
+    synced: bool = False  # fsync: send the content as it is now, though the file is still open
 
 
 class Workspace:
@@ -130,8 +131,13 @@ class Workspace:
         self.writing: set[LocalFile] = set()
         self.changed = time.monotonic()
         self.lock = trio.Lock()  # one flush at a time
+        self._starting = trio.Lock()
         self.flushed = 0  # bumped by every flush: the branch's tree changed
         self.pending_bytes = 0  # content logged since the last flush
+        # Paths the kernel was shown as one kind (a symlink) and the daemon stores as another
+        # (the reference copy it stands for): told to the owner once the daemon has them.
+        self.reshaped: set[str] = set()
+        self.on_reshaped: Callable[[list[str]], None] = lambda paths: None
 
     # -- reading through the overlay
 
@@ -221,6 +227,12 @@ class Workspace:
         self.pending_bytes += f.size
         self._set(f.path, f)
 
+    def synced(self, f: LocalFile) -> None:
+        """fsync of a file still open: its content so far goes to the daemon with the next flush
+        (it stays in the overlay, being written)."""
+        self._log(_LocalPut(f.path, f, synced=True))
+        self.pending_bytes += f.size
+
     def put_node(self, path: str, node: Node, op: WriteOp) -> None:
         """A change the daemon applies by reference (copy, mkdir, symlink, chmod)."""
         self._log(op)
@@ -250,24 +262,26 @@ class Workspace:
     # -- reaching the daemon
 
     async def ensure_commit(self) -> str:
-        if self.commit_id is None:
-            try:
-                head = await self._call(self.client.inspect_commit, self.repo, self.branch)
-            except NotFound:
-                head = None
-            if head is not None and head.finished is None:
-                self.commit_id, self.owned = head.id, False
-            else:
-                c = await self._call(self.client.start_commit, self.repo, self.branch)
-                self.commit_id, self.owned = c.id, True
-        return self.commit_id
+        """The branch's open commit, started (and owned) by us if it has none."""
+        async with self._starting:  # the background committer and an fsync may both ask
+            if self.commit_id is None:
+                try:
+                    head = await self._call(self.client.inspect_commit, self.repo, self.branch)
+                except NotFound:
+                    head = None
+                if head is not None and head.finished is None:
+                    self.commit_id, self.owned = head.id, False
+                else:
+                    c = await self._call(self.client.start_commit, self.repo, self.branch)
+                    self.commit_id, self.owned = c.id, True
+            return self.commit_id
 
     async def flush(self) -> None:
         """Send the logged ops up to the first file still open for writing."""
         async with self.lock:
             n = 0
             for _, op in self.ops:
-                if isinstance(op, _LocalPut) and op.file.writers:
+                if isinstance(op, _LocalPut) and op.file.writers and not op.synced:
                     break
                 n += 1
             if n == 0:
@@ -287,12 +301,18 @@ class Workspace:
                     ops = [op.file.put(op.path) if isinstance(op, _LocalPut) else op for _, op in batch]
             del self.ops[:n]
             self._forget(batch[-1][0])
+            done = [p for p in self.reshaped if p not in self.overlay]
+            if done:
+                self.reshaped.difference_update(done)
+                self.on_reshaped(done)
             self.flushed += 1
             self.pending_bytes = sum(op.file.size for _, op in self.ops if isinstance(op, _LocalPut))
 
     def _forget(self, upto: int) -> None:
         """Drop overlay entries the daemon now has, unless changed again since."""
         for path in [p for p, s in self._seq.items() if s <= upto]:
+            if isinstance(self.overlay[path], LocalFile) and self.overlay[path].writers:
+                continue  # written again since (after an fsync): keep reading it locally
             e = self.overlay.pop(path)
             del self._seq[path]
             if isinstance(e, LocalFile):
