@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -18,7 +19,8 @@ def tmp_home() -> Iterator[Path]:
     try:
         yield path
     finally:
-        shutil.rmtree(path, ignore_errors=True)
+        if not os.environ.get("PFS_KEEP_TMP"):  # set it to read a failed test's daemon logs
+            shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

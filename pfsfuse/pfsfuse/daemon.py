@@ -18,8 +18,9 @@ import hypercorn.trio
 import trio
 
 from pfsfuse.api.server import make_app
+from pfsfuse.chunks import StorageError
 from pfsfuse.home import Home
-from pfsfuse.metadata.errors import FailedPrecondition, PfsError
+from pfsfuse.metadata.errors import FailedPrecondition, InvalidArgument, PfsError, Unavailable
 from pfsfuse.scheduler.api import routes as pipeline_routes
 from pfsfuse.scheduler.executor import LocalExecutor
 from pfsfuse.scheduler.jobs import JobStore
@@ -62,13 +63,30 @@ def serve(home: Home, storage: str | None = None, listen: str | None = None) -> 
     home.ensure()
     lock = _lock(home)
     try:
-        store = Store(home, storage)
+        store = _open(home, storage)
         try:
             trio.run(_serve, store, home, listen)
         finally:
             store.close()
     finally:
         os.close(lock)
+
+
+def _open(home: Home, storage: str | None) -> Store:
+    """The store, its object store checked: a missing bucket or bad credentials is one error
+    now rather than a retry loop later."""
+    try:
+        store = Store(home, storage)
+    except ValueError as e:  # a storage URL no backend takes
+        raise InvalidArgument(str(e)) from None
+    except StorageError as e:
+        raise Unavailable(str(e)) from None
+    try:
+        store.objects.check()
+    except StorageError as e:
+        store.close()
+        raise Unavailable(str(e)) from None
+    return store
 
 
 async def _serve(store: Store, home: Home, listen: str | None) -> None:

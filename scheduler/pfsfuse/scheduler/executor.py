@@ -24,7 +24,7 @@ log = logging.getLogger("pfsfuse.scheduler")
 
 
 class Executor(ABC):
-    lost = None  # set by the daemon: lost(pipeline, worker, why), when a worker dies
+    lost = None  # set by the daemon: lost(pipeline, worker, why, stopped) when a worker is gone
 
     @abstractmethod
     async def configure(self, spec: PipelineSpec) -> None:
@@ -33,6 +33,10 @@ class Executor(ABC):
     @abstractmethod
     async def ensure(self, pipeline: str, workers: int) -> None:
         """At least `workers` workers for the pipeline."""
+
+    @abstractmethod
+    def alive(self, pipeline: str, worker: str) -> bool:
+        """Whether a worker is running (work handed to a gone worker would be lost)."""
 
     @abstractmethod
     async def stop(self, pipeline: str) -> None: ...
@@ -80,17 +84,22 @@ class LocalExecutor(Executor):
 
     async def _watch(self, pipeline: str, worker: str, proc: trio.Process) -> None:
         code = await proc.wait()
-        procs = self._procs.get(pipeline, {})
-        if procs.get(worker) is not proc:
-            return  # stopped on purpose
-        del procs[worker]
         why = f"exit status {code}" if code >= 0 else f"killed by signal {-code}"
-        log.warning("worker %s of %s died (%s)", worker, pipeline, why)
+        procs = self._procs.get(pipeline, {})
+        stopped = procs.get(worker) is not proc
         if self.lost is not None:
-            self.lost(pipeline, worker, why)
+            self.lost(pipeline, worker, why, stopped)
+        if stopped:
+            return
+        del procs[worker]
+        log.warning("worker %s of %s died (%s)", worker, pipeline, why)
         if self._wanted.get(pipeline):
             await trio.sleep(0.5)  # a worker that cannot start must not spin
             await self.ensure(pipeline, self._wanted[pipeline])
+
+    def alive(self, pipeline: str, worker: str) -> bool:
+        proc = self._procs.get(pipeline, {}).get(worker)
+        return proc is not None and proc.returncode is None
 
     async def stop(self, pipeline: str) -> None:
         self._wanted.pop(pipeline, None)

@@ -438,11 +438,11 @@ class Scheduler:
             info = msgspec.structs.replace(old, spec=spec, version=old.version + 1, state="running", reason="", last_inputs=[])
         else:
             info = PipelineInfo(spec.name, spec, time.time())
+        await self.executor.configure(spec)  # old workers go before a job of the new spec starts
         self.jobs.put_pipeline(info)
         self._queues.setdefault(spec.name, _Queue())
         self._stop_crons(spec.name)
         self._start_crons(info)
-        await self.executor.configure(spec)
         self.wake()
         return info
 
@@ -625,6 +625,8 @@ class Scheduler:
         with trio.move_on_after(timeout):
             while not q.pending:
                 await q.changed.wait()
+        if not self.executor.alive(pipeline, worker):
+            return []  # a request left over from a worker that is gone: it cannot take work
         out = []
         while q.pending and len(out) < limit:
             t = q.pending.popleft()
@@ -642,18 +644,25 @@ class Scheduler:
             if send is not None:
                 send.send_nowait(r)
 
-    def worker_lost(self, pipeline: str, worker: str, why: str) -> None:
-        """A worker died: its datums count as failed tries."""
+    def worker_lost(self, pipeline: str, worker: str, why: str, stopped: bool = False) -> None:
+        """A worker is gone: the datums it held go back to the queue, as a failed try if it
+        died, as they were if it was stopped."""
         q = self._queues.get(pipeline)
         if q is None:
             return
         for (job, key), (w, task) in list(q.running.items()):
-            if w == worker:
-                del q.running[(job, key)]
-                send = q.results.get(job)
-                if send is not None:
-                    now = time.time()
-                    send.send_nowait(DatumResult(job, key, False, f"the worker died ({why})", now, now))
+            if w != worker:
+                continue
+            del q.running[(job, key)]
+            send = q.results.get(job)
+            if send is None:
+                continue
+            if stopped:
+                q.pending.appendleft(task)
+                q.notify()
+            else:
+                now = time.time()
+                send.send_nowait(DatumResult(job, key, False, f"the worker died ({why})", now, now))
 
     # -- cron inputs ---------------------------------------------------------------------------------
 

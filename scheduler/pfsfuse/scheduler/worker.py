@@ -198,8 +198,10 @@ class Worker:
 
     def _run(self, t: DatumTask) -> tuple[bool, str, str]:
         tf = self.spec.transform
-        env = {**os.environ, **tf.env, "PACH_JOB_ID": t.job, "PACH_OUTPUT_COMMIT_ID": t.output_commit,
-               "PFS_ROOT": str(self.root)}
+        # Commands find this installation's python3 (and its packages) first on PATH.
+        path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+        env = {**os.environ, "PATH": path, **tf.env, "PACH_JOB_ID": t.job,
+               "PACH_OUTPUT_COMMIT_ID": t.output_commit, "PFS_ROOT": str(self.root)}
         for inp in t.inputs:
             env[inp.name] = str(self.root / inp.name / inp.path) if inp.path else str(self.root / inp.name)
             env[f"{inp.name}_COMMIT"] = inp.commit
@@ -293,6 +295,7 @@ def _failed(r: DatumResult, reason: str) -> DatumResult:
 
 def main() -> None:
     pipeline, name = sys.argv[1], sys.argv[2]
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: a worker ends with its daemon
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(levelname)s %(message)s")
     scratch = Home().path / "workers" / name
     shutil.rmtree(scratch, ignore_errors=True)
