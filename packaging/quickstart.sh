@@ -8,7 +8,9 @@ export PATH="$root/.venv/bin:$PATH"
 export PFS_HOME=${PFS_HOME:-$(mktemp -d /tmp/pfs-quickstart-XXXXXX)}
 unset PFS_ADDRESS
 data=$(mktemp -d /tmp/pfs-quickstart-data-XXXXXX)
-trap 'pfs shutdown >/dev/null 2>&1 || true; rm -rf "$data"' EXIT
+mnt="$data/mnt"
+mkdir "$mnt"
+trap 'pfs unmount "$mnt" >/dev/null 2>&1 || true; pfs shutdown >/dev/null 2>&1 || true; rm -rf "$data"' EXIT
 step() { printf '\n$'; printf ' %q' "$@"; printf '\n'; "$@"; }
 
 python3 - "$data" <<'PY'
@@ -41,4 +43,52 @@ step pfs diff-file sales master
 step sh -c 'pfs get-file sales master days/2026-11-02.csv | head -4'
 step pfs list-file sales master^ days
 step pfs glob-file sales master '/days/*-03.csv'
+
+# The beginner tutorial of the Pachyderm docs: edge detection over an images repo, then a montage
+# of the images and their edges. Pillow stands in for the OpenCV and ImageMagick images locally.
+python3 - "$data" <<'PY'
+import sys
+from pathlib import Path
+from PIL import Image, ImageDraw
+out = Path(sys.argv[1])
+for name, color in [("liberty.png", "seagreen"), ("AT-AT.png", "slategray"), ("kitten.png", "orange")]:
+    img = Image.new("RGB", (320, 240), "white")
+    d = ImageDraw.Draw(img)
+    d.ellipse((60, 40, 260, 200), fill=color)
+    d.rectangle((140, 90, 180, 230), fill="black")
+    img.save(out / name)
+PY
+cat > "$data/edges.json" <<'JSON'
+{
+  "pipeline": {"name": "edges"},
+  "description": "A pipeline that performs image edge detection by using the OpenCV library.",
+  "transform": {"cmd": ["python3", "-m", "pfsfuse.tools.examples.edges"], "image": "pachyderm/opencv"},
+  "input": {"atom": {"repo": "images", "glob": "/*"}}
+}
+JSON
+cat > "$data/montage.json" <<'JSON'
+{
+  "pipeline": {"name": "montage"},
+  "description": "A pipeline that combines images from the `images` and `edges` repositories into a montage.",
+  "input": {"cross": [{"atom": {"glob": "/", "repo": "images"}}, {"atom": {"glob": "/", "repo": "edges"}}]},
+  "transform": {"cmd": ["python3", "-m", "pfsfuse.tools.examples.montage"], "image": "v4tech/imagemagick"}
+}
+JSON
+step pfs create-repo images
+step pfs put-file images master liberty.png -f "$data/liberty.png"
+step pfs create-pipeline -f "$data/edges.json"
+step pfs flush-commit images@master
+step pfs list-job
+step pfs put-file images master AT-AT.png -f "$data/AT-AT.png"
+step pfs flush-commit images@master
+step pfs put-file images master kitten.png -f "$data/kitten.png"
+step pfs flush-commit images@master
+step pfs list-job -p edges
+step pfs create-pipeline -f "$data/montage.json"
+step pfs flush-commit images@master
+step pfs list-repo
+step pfs mount "$mnt"
+step ls -l "$mnt/edges/master" "$mnt/montage/master"
+step python3 -c 'import sys; from PIL import Image; im = Image.open(sys.argv[1]); print(sys.argv[1], im.format, im.size)' "$mnt/montage/master/montage.png"
+step pfs unmount "$mnt"
 step pfs fsck

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import random
 import signal
 import subprocess
 
@@ -172,6 +173,7 @@ def test_lazy_pipes_with_20000_files_fetch_only_what_is_read(api, tmp_path, daem
     [job] = flush(pps, "many", commit)
     assert job.state == "success", job.reason
     assert read(client, "pick", "master", "picked") == b"12345\n"
+    assert job.downloaded == len(b"12345\n")  # the one file read, nothing else
     assert read(client, "pick", "master", "count").strip() == b"20000"
 
 
@@ -210,7 +212,9 @@ def test_failed_datums_are_retried_then_fail_the_job_naming_the_datum(api, tmp_p
     assert job.state == "failure"
     bad = next(d for d in pps.list_datum(job.id) if d.inputs[0].path == "bad")
     assert bad.key in job.reason and "exit status 3" in job.reason
-    assert (marks / "bad").read_text().count("try") == 2 and (marks / "flaky").read_text().count("try") == 2
+    assert (marks / "bad").read_text().count("try") == 2
+    # flaky's second try may be dropped: a failing job starts no more datums.
+    assert (marks / "flaky").read_text().count("try") in (1, 2)
     logs = [line.message for line in pps.get_logs("retry")]
     assert "processing bad" in logs
     with pytest.raises(NotFound):
@@ -319,6 +323,9 @@ def test_pipeline_cli(daemon, tmp_path):
     jobs = daemon.pfs("list-job").stdout.decode().splitlines()
     assert jobs[0].split() == ["ID", "OUTPUT", "COMMIT", "STARTED", "DURATION", "RESTART", "PROGRESS", "DL", "UL", "STATE"]
     assert "1 + 0 / 1" in jobs[1] and jobs[1].endswith("success")
+    listed = daemon.pfs("list-repo").stdout.decode()
+    assert "up " in listed and "__up" not in listed  # the datum repo is internal
+    assert "__up" in daemon.pfs("list-repo", "--all").stdout.decode()
     assert daemon.pfs("get-file", "up", "master", "a.txt").stdout == b"HELLO"
     info = daemon.pfs("inspect-pipeline", "up").stdout.decode()
     assert "alpine (runs on this host: transform.image is recorded, not pulled)" in info
@@ -333,3 +340,36 @@ def _write(tmp_path, obj):
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(obj))
     return path
+
+
+def test_egress_and_stats(api, tmp_path):
+    client, pps = api
+    client.create_repo("in")
+    c = put(client, "in", {"a": b"1", "b": b"22"})
+    egress = tmp_path / "egress"
+    egress.mkdir()
+    pps.create_pipeline(pipeline("p", {"atom": {"repo": "in", "glob": "/*"}}, stdin=["echo working on $in; cp $in /pfs/out/"],
+                                 egress=specs.Egress(f"file://{egress}"), enable_stats=True))
+    [job] = flush(pps, "in", c)
+    assert job.state == "success"
+    assert (egress / "a").read_bytes() == b"1" and (egress / "b").read_bytes() == b"22"
+    stats = {f.path for f in client.walk_file("p", "stats", "") if f.type == "file"}
+    keys = {d.key for d in pps.list_datum(job.id)}
+    assert stats == {f"{job.id}/job.json"} | {f"{job.id}/{k}/{n}" for k in keys for n in ("stats.json", "logs")}
+    logs = b"".join(read(client, "p", "stats", f"{job.id}/{k}/logs") for k in keys)
+    assert b"working on /pfs/in/a" in logs and b"working on /pfs/in/b" in logs
+    assert read(client, "p", "master", "a") == b"1"  # the stats branch leaves the output alone
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="workers read inputs through FUSE only as root")
+def test_inputs_are_fetched_as_they_are_read(api):
+    client, pps = api
+    client.create_repo("in")
+    c = put(client, "in", {"big.bin": random.Random(3).randbytes(8 << 20), "small.txt": b"just this\n"})
+    pps.create_pipeline(pipeline("one", {"atom": {"repo": "in", "glob": "/"}},
+                                 stdin=["ls -l /pfs/in > /pfs/out/listing; cp /pfs/in/small.txt /pfs/out/"]))
+    [job] = flush(pps, "in", c)
+    assert job.state == "success", job.reason
+    assert read(client, "one", "master", "small.txt") == b"just this\n"
+    assert str(8 << 20) in read(client, "one", "master", "listing").decode()  # listed, not fetched
+    assert job.downloaded == len(b"just this\n")

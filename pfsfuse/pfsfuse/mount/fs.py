@@ -198,6 +198,7 @@ class Filesystem(pyfuse3.Operations):
         self._inflight: dict[bytes, trio.Event] = {}
         self._limiter = trio.CapacityLimiter(16)
         self.nursery: trio.Nursery | None = None  # for read-ahead; set by the runner
+        self.fetched = 0  # chunk bytes fetched, read-ahead included (xattr user.pfs.fetched)
         root = Inode(pyfuse3.ROOT_INODE, "root", lookups=1)
         self._inodes[root.ino] = root
         self._by_key[("root",)] = root.ino
@@ -581,6 +582,7 @@ class Filesystem(pyfuse3.Operations):
     async def _fetch(self, c: ChunkRef) -> None:
         try:
             await self._io(self.trees.fetch, [c])
+            self.fetched += c.size
         except Exception as e:  # noqa: BLE001 - a read-ahead failure is retried by the read
             log.warning("read-ahead of chunk %s failed: %s", c.hash.hex(), e)
         finally:
@@ -871,8 +873,10 @@ class Filesystem(pyfuse3.Operations):
         return s
 
     async def _xattrs(self, inode: Inode) -> dict[str, bytes]:
+        if inode.kind == "root":
+            return {"user.pfs.fetched": str(self.fetched).encode()}
         if inode.kind != "entry":
-            return {"user.pfs.repo": inode.repo.encode()} if inode.repo else {}
+            return {"user.pfs.repo": inode.repo.encode()}
         entry, r = await self._describe(inode)
         out = {
             "user.pfs.repo": inode.repo.encode(),

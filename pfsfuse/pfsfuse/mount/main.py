@@ -9,6 +9,7 @@ can wait for that.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import errno
 import hashlib
 import logging
@@ -130,7 +131,11 @@ def _raise_read_ahead(path: str, kib: int = 4096) -> None:
         pass
 
 
-def mount_background(mountpoint: str, args: list[str], timeout: float = 60.0) -> None:
+def _die_with_parent() -> None:
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: unmount when the parent dies
+
+
+def mount_background(mountpoint: str, args: list[str], timeout: float = 60.0, die_with_parent: bool = False) -> None:
     """Start a mount process and return once it serves, or raise with its error."""
     check_mountpoint(mountpoint)
     read, write = os.pipe()
@@ -143,6 +148,7 @@ def mount_background(mountpoint: str, args: list[str], timeout: float = 60.0) ->
             stderr=out,
             pass_fds=[write],
             start_new_session=True,
+            preexec_fn=_die_with_parent if die_with_parent else None,
         )
     os.close(write)
     with os.fdopen(read, "rb") as pipe:

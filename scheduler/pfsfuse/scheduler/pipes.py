@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import mmap
 import os
 import resource
 import select
@@ -60,6 +61,7 @@ class PipeFeeder:
         self._thread: threading.Thread | None = None
         self._children: list[int] = []
         self._stop_r = self._stop_w = -1
+        self._fed = [0]  # bytes each server streamed: memory shared with the forked ones
 
     def add(self, path: str, source: object) -> None:
         """A named pipe at `path` streaming `fetch(source)` to each reader that opens it."""
@@ -72,22 +74,28 @@ class PipeFeeder:
         self._stop_r, self._stop_w = os.pipe()
         pipes = list(self._pipes.values())
         shards = [pipes[i : i + SHARD] for i in range(0, len(pipes), SHARD)]
+        self._fed = memoryview(mmap.mmap(-1, 8 * len(shards))).cast("q")
         if len(shards) == 1:
-            server = _Server(shards[0], self._factory(), self._stop_r)
+            server = _Server(shards[0], self._factory(), self._stop_r, self._fed, 0)
             self._thread = threading.Thread(target=server.serve, name="pfs-pipes", daemon=True)
             self._thread.start()
             return
-        for shard in shards:
+        for i, shard in enumerate(shards):
             pid = os.fork()
             if pid == 0:  # a process holding this shard's pipes
                 code = 1
                 try:
                     _die_with_parent()
-                    _Server(shard, self._factory(), self._stop_r).serve()
+                    _Server(shard, self._factory(), self._stop_r, self._fed, i).serve()
                     code = 0
                 finally:
                     os._exit(code)
             self._children.append(pid)
+
+    @property
+    def fed(self) -> int:
+        """Bytes streamed into the pipes so far (complete once stopped)."""
+        return sum(self._fed)
 
     def stop(self) -> None:
         if self._stop_w < 0:
@@ -105,10 +113,11 @@ class PipeFeeder:
 class _Server:
     """Serves a shard of pipes in one thread."""
 
-    def __init__(self, pipes: list[_Pipe], fetch: Fetch, stop_fd: int):
+    def __init__(self, pipes: list[_Pipe], fetch: Fetch, stop_fd: int, fed, slot: int):
         self.pipes = {p.path: p for p in pipes}
         self.fetch = fetch
         self.stop_fd = stop_fd
+        self.fed, self.slot = fed, slot  # fed[slot]: the bytes this server streamed
 
     def serve(self) -> None:
         _raise_open_files(len(self.pipes) + 256)
@@ -166,6 +175,7 @@ class _Server:
                         p.state = _DRAINED
                         return
                     p.buf = memoryview(piece)
+                    self.fed[self.slot] += len(piece)
                 p.buf = p.buf[os.write(p.fd, p.buf) :]
         except BlockingIOError:
             return  # the pipe is full: poll says when the reader made room

@@ -7,9 +7,12 @@ the command runs on this host (the spec's image is recorded, not used). Without 
 give /pfs a private view: it uses its scratch directory instead and says so, and $PFS_ROOT tells
 the command where that is (paths in the environment point there too).
 
-Inputs are files fetched before the command runs (default), empty files (`empty_files`), or named
-pipes that fetch a file only when it is opened (`lazy`). Links in /pfs/out to inputs, symbolic or
-hard, become references to the input's data: nothing is uploaded for them.
+As root, the worker also mounts the store read-only inside its namespace (a FUSE mount that dies
+with it) and binds each datum's input paths from there: files are fetched as they are read, a
+chunk at a time with read-ahead. Otherwise inputs are files fetched before the command runs.
+`empty_files` gives empty files and `lazy` named pipes that fetch a file only when opened.
+Symlinks in /pfs/out to inputs become references to the input's data, as do hard links to
+inputs fetched up front (a hard link cannot cross into the FUSE mount: EXDEV).
 """
 
 from __future__ import annotations
@@ -40,6 +43,16 @@ log = logging.getLogger("pfsfuse.worker")
 LOG_TAIL = 64 << 10
 _MS_REC, _MS_PRIVATE, _MS_BIND = 16384, 1 << 18, 4096
 _CLONE_NEWNS = 0x00020000
+_MNT_DETACH = 2
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_LIBC.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
+_LIBC.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+
+
+def _bind(source: Path | None, target: Path, flags: int = _MS_BIND) -> None:
+    if _LIBC.mount(None if source is None else bytes(source), bytes(target), None, flags, None) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"cannot mount {source} at {target}: {os.strerror(err)}")
 
 
 def private_pfs(scratch: Path) -> Path:
@@ -49,16 +62,38 @@ def private_pfs(scratch: Path) -> Path:
     if os.geteuid() != 0:
         log.warning("not root: no private /pfs; the command sees its data under %s ($PFS_ROOT)", view)
         return view
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
-    if libc.unshare(_CLONE_NEWNS) != 0:
+    if _LIBC.unshare(_CLONE_NEWNS) != 0:
         raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS) failed")
-    if libc.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:
-        raise OSError(ctypes.get_errno(), "cannot make / private in the worker's mount namespace")
+    _bind(None, Path("/"), _MS_REC | _MS_PRIVATE)  # nothing we mount leaks to the host
     os.makedirs("/pfs", exist_ok=True)
-    if libc.mount(str(view).encode(), b"/pfs", None, _MS_BIND, None) != 0:
-        raise OSError(ctypes.get_errno(), "cannot bind the worker's scratch directory at /pfs")
+    _bind(view, Path("/pfs"))
     return Path("/pfs")
+
+
+def mount_store(scratch: Path) -> Path | None:
+    """As root, in our namespace: the store mounted read-only, for inputs read on demand."""
+    if os.geteuid() != 0:
+        return None
+    from pfsfuse.mount import main as mounting  # FUSE and trio: only this path needs them
+
+    store = scratch / "store"
+    store.mkdir()
+    try:
+        mounting.mount_background(str(store), [str(store), "--read-only"], die_with_parent=True)
+    except PfsError as e:
+        log.warning("cannot mount the store (%s): inputs are fetched before each datum", e)
+        return None
+    return store
+
+
+def unmount_store(store: Path | None) -> None:
+    if store is not None:
+        from pfsfuse.mount import main as mounting
+
+        try:
+            mounting.unmount(str(store))
+        except PfsError as e:
+            log.warning("%s", e)
 
 
 class Worker:
@@ -69,6 +104,9 @@ class Worker:
         self.views = scratch / "pfs"  # the datum's /pfs, as a host path
         self.done = scratch / "done"  # outputs waiting to be written
         self.root = private_pfs(scratch)  # /pfs, as the command sees it
+        self.store = mount_store(scratch)  # the store, read-only, or None: fetch inputs up front
+        self.binds: list[Path] = []  # the current datum's inputs bound from the store
+        self.fetched_before = 0  # the store mount's fetched bytes when the datum started
         self.client = connect(start=False)
         self.pps = RemotePipelines(os.environ["PFS_ADDRESS"])
         self.spec = self.pps.inspect_pipeline(pipeline).spec
@@ -119,6 +157,7 @@ class Worker:
     def datum(self, t: DatumTask) -> tuple[DatumResult, list[WriteOp]]:
         started = time.time()
         feeder = PipeFeeder(self._fetcher)
+        downloaded = 0
         try:
             _empty(self.views)  # emptied, not replaced: /pfs is bound to this very directory
             sources, downloaded = self._inputs(t, feeder)
@@ -131,6 +170,7 @@ class Worker:
             return DatumResult(t.job, t.key, False, f"cannot prepare the datum: {e}", started, time.time()), []
         finally:
             feeder.stop()
+            downloaded += feeder.fed + self._unbind()
         if not ok:
             return DatumResult(t.job, t.key, False, reason, started, time.time(), downloaded, 0, output), []
         out = self.done / t.key
@@ -144,10 +184,21 @@ class Worker:
         the bytes fetched."""
         sources: dict[tuple[int, int], tuple[str, str, str]] = {}
         fetched = 0
+        self.fetched_before = self._store_fetched()
         for inp in t.inputs:
             base = self.views / inp.name
             target = base / inp.path if inp.path else base
             target.parent.mkdir(parents=True, exist_ok=True)
+            if self.store is not None and not (inp.lazy or inp.empty_files or isinstance(inp.node, SymlinkNode)):
+                if isinstance(inp.node, DirNode):
+                    target.mkdir(exist_ok=True)
+                else:
+                    target.touch()
+                # Onto the path under /pfs: a mount under the scratch directory would not show there.
+                seen = self.root / inp.name / inp.path if inp.path else self.root / inp.name
+                _bind(self.store / inp.repo / inp.commit / inp.path, seen)
+                self.binds.append(seen)
+                continue
             entries = [(inp.path, inp.node)]
             if isinstance(inp.node, DirNode):
                 entries = [(f.path, f) for f in self.client.walk_file(inp.repo, inp.commit, inp.path)]
@@ -170,6 +221,17 @@ class Worker:
                     st = os.lstat(local)
                     sources[(st.st_dev, st.st_ino)] = (inp.repo, inp.commit, path)
         return sources, fetched
+
+    def _unbind(self) -> int:
+        """Detach the datum's bound inputs; returns the bytes the store mount fetched for them."""
+        for target in reversed(self.binds):
+            _LIBC.umount2(bytes(target), _MNT_DETACH)
+        had = bool(self.binds)
+        self.binds.clear()
+        return self._store_fetched() - self.fetched_before if had else 0
+
+    def _store_fetched(self) -> int:
+        return int(os.getxattr(self.store, "user.pfs.fetched")) if self.store is not None else 0
 
     def _fetcher(self):
         client = connect(start=False)  # in a forked pipe server, a connection of its own
@@ -321,6 +383,8 @@ def main() -> None:
         log.error("%s", e)
         sys.exit(1)
     finally:
+        worker._unbind()
+        unmount_store(worker.store)
         shutil.rmtree(scratch, ignore_errors=True)
 
 

@@ -107,7 +107,10 @@ def bench(app: App, suite: str, runs: int, workdir: str | None) -> None:
             flush=True,
         )
 
-    benchmarks.run(suite, runs, workdir, report)
+    try:
+        benchmarks.run(suite, runs, workdir, report)
+    except RuntimeError as e:
+        raise click.ClickException(str(e)) from None
 
 
 COMMANDS = [serve, shutdown, fsck, garbage_collect, version, bench]

@@ -27,11 +27,12 @@ def update_repo(app: App, name: str, description: str) -> None:
 
 
 @click.command("list-repo")
+@click.option("-a", "--all", "show_all", is_flag=True, help="Also list pipelines' datum repos (__PIPELINE).")
 @json_option
 @pass_app
-def list_repo(app: App, as_json: bool) -> None:
+def list_repo(app: App, show_all: bool, as_json: bool) -> None:
     """List repos: NAME CREATED SIZE (size of the head of master)."""
-    repos = app.client.list_repo()
+    repos = [r for r in app.client.list_repo() if show_all or not r.name.startswith("__")]
     if as_json:
         return app.out.json(repos)
     app.out.table(["NAME", "CREATED", "SIZE"], ([r.name, ago(r.created), size(r.size)] for r in repos))
