@@ -435,13 +435,25 @@ class Filesystem(pyfuse3.Operations):
             ws = r.workspace
             if ws is not None and ws.children.get(inode.path):
                 # Pending writes in this directory: list it whole, merged.
-                base = await self._io(self._all_entries, entry)
-                h = DirHandle(inode, ws.merge(inode.path, base), entry)
+                h = DirHandle(inode, await self._merged(r, inode.path), entry)
             else:
                 h = DirHandle(inode, None, entry)
         fh = next(self._fh)
         self._handles[fh] = h
         return fh
+
+    async def _merged(self, r: Ref, path: str) -> list:
+        """The entries of a branch's directory with its pending writes applied. A flush while
+        the directory is read may drop pending entries from the overlay: then read it again."""
+        ws = r.workspace
+        while True:
+            flushed = ws.flushed
+            entry = await self._entry(await self._ref(r.repo, r.ref), path)
+            if not isinstance(entry, DirNode):
+                raise _fail(errno.ENOENT if entry is None else errno.ENOTDIR)
+            base = await self._io(self._all_entries, entry)
+            if ws.flushed == flushed:
+                return ws.merge(path, base)
 
     def _all_entries(self, d: DirNode) -> list:
         out, after = [], None
@@ -731,7 +743,7 @@ class Filesystem(pyfuse3.Operations):
             raise _fail(errno.ENOENT)
         if not isinstance(entry, DirNode):
             raise _fail(errno.ENOTDIR)
-        if ws.merge(path, await self._io(self._all_entries, entry)):
+        if await self._merged(r, path):
             raise _fail(errno.ENOTEMPTY)
         ws.delete(path, Delete(path, missing_ok=True))
 
@@ -818,7 +830,7 @@ class Filesystem(pyfuse3.Operations):
             if isinstance(target, DirNode):
                 if not isinstance(entry, DirNode):
                     raise _fail(errno.EISDIR)
-                if new_ws.merge(new, await self._io(self._all_entries, target)):
+                if await self._merged(new_ref, new):
                     raise _fail(errno.ENOTEMPTY)
             elif isinstance(entry, DirNode):
                 raise _fail(errno.ENOTDIR)
