@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import select
 import socket
 import threading
 from collections.abc import Iterable, Iterator
@@ -67,6 +68,8 @@ class Transport:
         # body we still hold is retried once on a fresh connection.
         for attempt in (0, 1):
             conn = self._connection()
+            if conn.sock is not None and select.select([conn.sock], [], [], 0)[0]:
+                conn.close()  # idle and readable: the daemon closed it (a streamed body cannot be retried)
             try:
                 if conn.sock is None:
                     conn.connect()

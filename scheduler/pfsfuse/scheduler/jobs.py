@@ -68,13 +68,15 @@ class JobStore:
             if pipeline is None or j.pipeline == pipeline:
                 yield j
 
-    def put_job(self, j: JobInfo, datums: list[DatumInfo] = ()) -> None:
+    def put_job(self, j: JobInfo, datums: list[DatumInfo] = (), sync: bool = True) -> None:
+        """sync=False for progress that a crash of the machine may lose: the datums' outputs are
+        durable in the datum repo, and a resumed job finds them there."""
         with self.db.lock:
             txn = self.db.txn()
             txn.put(JOBS, bytes.fromhex(j.id), records.encode(j))
             for d in datums:
                 txn.put(DATUMS, _datum_key(d.job, d.key), records.encode(d))
-            txn.commit()
+            txn.commit(sync)
 
     def delete_job(self, job_id: str) -> None:
         with self.db.lock:

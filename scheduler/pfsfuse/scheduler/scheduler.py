@@ -329,7 +329,7 @@ class Scheduler:
                     q.pending = deque(t for t in q.pending if t.job != job.id)
                     for t in dropped:
                         left.pop(t.key, None)
-                self.jobs.put_job(job, [info])
+                self.jobs.put_job(job, [info], sync=False)  # on the loop: no fsync per datum
                 self._job_event()
         return job
 
