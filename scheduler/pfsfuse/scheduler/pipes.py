@@ -12,6 +12,8 @@ by forked processes, a shard each: their number is not limited.
 from __future__ import annotations
 
 import ctypes
+import errno
+import functools
 import logging
 import mmap
 import os
@@ -71,26 +73,37 @@ class PipeFeeder:
     def start(self) -> None:
         if not self._pipes:
             return
+        """Returns once every pipe is watched and held open: a reader may come at once."""
         self._stop_r, self._stop_w = os.pipe()
+        ready_r, ready_w = os.pipe()
         pipes = list(self._pipes.values())
         shards = [pipes[i : i + SHARD] for i in range(0, len(pipes), SHARD)]
         self._fed = memoryview(mmap.mmap(-1, 8 * len(shards))).cast("q")
         if len(shards) == 1:
             server = _Server(shards[0], self._factory(), self._stop_r, self._fed, 0)
-            self._thread = threading.Thread(target=server.serve, name="pfs-pipes", daemon=True)
+            answer = functools.partial(os.write, ready_w)
+            self._thread = threading.Thread(target=server.serve, args=(answer,), name="pfs-pipes", daemon=True)
             self._thread.start()
-            return
-        for i, shard in enumerate(shards):
-            pid = os.fork()
-            if pid == 0:  # a process holding this shard's pipes
-                code = 1
-                try:
-                    _die_with_parent()
-                    _Server(shard, self._factory(), self._stop_r, self._fed, i).serve()
-                    code = 0
-                finally:
-                    os._exit(code)
-            self._children.append(pid)
+        else:
+            for i, shard in enumerate(shards):
+                pid = os.fork()
+                if pid == 0:  # a process holding this shard's pipes
+                    code = 1
+                    try:
+                        _die_with_parent()
+                        server = _Server(shard, self._factory(), self._stop_r, self._fed, i)
+                        server.serve(lambda b: (os.write(ready_w, b), os.close(ready_w)))
+                        code = 0
+                    finally:
+                        os._exit(code)
+                self._children.append(pid)
+            os.close(ready_w)  # the children's copies close as they answer or die: then EOF
+        with os.fdopen(ready_r, "rb") as ready:
+            answers = ready.read(len(shards))  # a byte from each server: ok, or failed
+        if len(shards) == 1:
+            os.close(ready_w)
+        if answers != b"r" * len(shards):
+            raise OSError(errno.EIO, "the named pipes of a lazy input could not be set up")
 
     @property
     def fed(self) -> int:
@@ -119,14 +132,28 @@ class _Server:
         self.stop_fd = stop_fd
         self.fed, self.slot = fed, slot  # fed[slot]: the bytes this server streamed
 
-    def serve(self) -> None:
-        _raise_open_files(len(self.pipes) + 256)
+    def serve(self, answer: Callable[[bytes], object]) -> None:
+        """Watch and hold open every pipe, answer b"r" (or b"x" if that failed), then feed the
+        readers that come until stopped."""
         inotify = INotify()
-        dirs = {}
-        for d in {os.path.dirname(p) for p in self.pipes}:
-            dirs[inotify.add_watch(d, flags.OPEN | flags.CLOSE_NOWRITE)] = d
-        for p in self.pipes.values():
-            p.open()
+        ready = b"x"
+        try:
+            _raise_open_files(len(self.pipes) + 256)
+            dirs = {}
+            for d in {os.path.dirname(p) for p in self.pipes}:
+                dirs[inotify.add_watch(d, flags.OPEN | flags.CLOSE_NOWRITE)] = d
+            for p in self.pipes.values():
+                p.open()
+            # No reader can have come yet (the command starts once we are ready): every event so
+            # far is one of our opens. Dropped rather than counted, since inotify merges an
+            # event into an identical one before it, which would hide a reader's open.
+            while inotify.read(timeout=0):
+                pass
+            for p in self.pipes.values():
+                p.ours = 0
+            ready = b"r"
+        finally:
+            answer(ready)
         poller = select.poll()
         poller.register(inotify.fileno(), select.POLLIN)
         poller.register(self.stop_fd, select.POLLIN)
