@@ -19,16 +19,6 @@ from pfsfuse.metadata.records import BranchRef
 from pfsfuse.store import Store
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = Store(Home(tmp_path / "home"))
-    try:
-        yield s
-    finally:
-        assert s.fsck() == []
-        s.close()
-
-
 def put(store, repo, ref, files: dict[str, bytes], append=False):
     return store.write_files(
         repo, ref, [Put(p, stream=io.BytesIO(d), append=append) for p, d in files.items()]

@@ -59,6 +59,36 @@ def drop_caches() -> None:
         pass
 
 
+def start_daemon(work: Path, home: Path, env: dict) -> subprocess.Popen:
+    """`pfs serve` for `home`, once it answers; its log in `work`."""
+    home.mkdir(parents=True, exist_ok=True)
+    with open(work / "daemon.log", "ab") as log:
+        daemon = subprocess.Popen([PFS, "serve"], env=env, stdout=log, stderr=log)
+    deadline = time.monotonic() + 30
+    while subprocess.run([PFS, "version"], env=env, capture_output=True).returncode:
+        if daemon.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the daemon did not start; see {work / 'daemon.log'}")
+        time.sleep(0.05)
+    return daemon
+
+
+def run_sections(bench, sections: list[str], base: Path, report: Callable[[Figure], None]) -> list[Figure]:
+    """Start `bench`, report the figures of each section (a method's name), stop, clean up."""
+    figures = []
+    try:
+        bench.start()
+        for name in sections:
+            for fig in getattr(bench, name)():
+                report(fig)
+                figures.append(fig)
+    finally:
+        try:
+            bench.stop()
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
+    return figures
+
+
 class Bench:
     def __init__(self, workdir: Path, runs: int):
         self.work = workdir
@@ -71,14 +101,7 @@ class Bench:
         subprocess.run([PFS, *args], env=self.env, check=True, stdout=stdout)
 
     def start(self) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
-        log = open(self.work / "daemon.log", "ab")
-        self.daemon = subprocess.Popen([PFS, "serve"], env=self.env, stdout=log, stderr=log)
-        deadline = time.monotonic() + 30
-        while subprocess.run([PFS, "version"], env=self.env, capture_output=True).returncode:
-            if self.daemon.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the daemon did not start; see {self.work / 'daemon.log'}")
-            time.sleep(0.05)
+        self.daemon = start_daemon(self.work, self.home, self.env)
 
     def stop(self) -> None:
         if self.daemon is not None:
@@ -317,15 +340,4 @@ def run(suite: str, runs: int, workdir: str | None, report: Callable[[Figure], N
     if suite in MODULES:
         return importlib.import_module(f"pfsfuse.tools.bench_{suite}").run(runs, workdir, report)
     base = Path(tempfile.mkdtemp(prefix="pfs-bench-", dir=workdir or "/tmp"))
-    bench = Bench(base, runs)
-    figures = []
-    try:
-        bench.start()
-        for name in SUITES[suite]:
-            for fig in getattr(bench, name)():
-                report(fig)
-                figures.append(fig)
-    finally:
-        bench.stop()
-        shutil.rmtree(base, ignore_errors=True)
-    return figures
+    return run_sections(Bench(base, runs), SUITES[suite], base, report)

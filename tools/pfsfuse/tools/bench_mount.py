@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pfsfuse.api.types import Put
-from pfsfuse.tools.bench import PFS, Figure, MiB, drop_caches, timed
+from pfsfuse.tools.bench import PFS, Figure, MiB, drop_caches, run_sections, start_daemon, timed
 
 JUICEFS_CACHE = Path.home() / ".cache" / "pfsfuse-bench" / "juicefs"
 
@@ -107,14 +107,7 @@ class MountBench:
         run_quiet(PFS, *args, env=self.env)
 
     def start_daemon(self) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
-        log = open(self.work / "daemon.log", "ab")
-        self.daemon = subprocess.Popen([PFS, "serve"], env=self.env, stdout=log, stderr=log)
-        deadline = time.monotonic() + 30
-        while subprocess.run([PFS, "version"], env=self.env, capture_output=True).returncode:
-            if self.daemon.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the daemon did not start; see {self.work / 'daemon.log'}")
-            time.sleep(0.05)
+        self.daemon = start_daemon(self.work, self.home, self.env)
         from pfsfuse.api.remote import RemoteClient
         from pfsfuse.home import Home
 
@@ -358,20 +351,7 @@ SECTIONS = ["big_file", "metadata", "small_files"]
 def run(runs: int, workdir: str | None, report: Callable[[Figure], None], small: bool = False,
         sections: list[str] | None = None) -> list[Figure]:
     base = Path(tempfile.mkdtemp(prefix="pfs-bench-mount-", dir=workdir or "/tmp"))
-    bench = MountBench(base, runs, small)
-    figures = []
-    try:
-        bench.start()
-        for name in sections or SECTIONS:
-            for fig in getattr(bench, name)():
-                report(fig)
-                figures.append(fig)
-    finally:
-        try:
-            bench.stop()
-        finally:
-            shutil.rmtree(base, ignore_errors=True)
-    return figures
+    return run_sections(MountBench(base, runs, small), sections or SECTIONS, base, report)
 
 
 def print_figure(f: Figure) -> None:

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from pfsfuse.tools.bench import PFS, Bench, Figure, MiB, median, timed
+from pfsfuse.tools.bench import PFS, Bench, Figure, MiB, median, run_sections, timed
 
 SMALL = 1000
 MANY = 10_000
@@ -116,15 +115,4 @@ class PipelineBench(Bench):
 
 def run(runs: int, workdir: str | None, report: Callable[[Figure], None]) -> list[Figure]:
     base = Path(tempfile.mkdtemp(prefix="pfs-bench-pipelines-", dir=workdir or "/tmp"))
-    bench = PipelineBench(base, runs)
-    figures = []
-    try:
-        bench.start()
-        for section in (bench.trivial, bench.shuffle_and_lazy):
-            for fig in section():
-                report(fig)
-                figures.append(fig)
-    finally:
-        bench.stop()
-        shutil.rmtree(base, ignore_errors=True)
-    return figures
+    return run_sections(PipelineBench(base, runs), ["trivial", "shuffle_and_lazy"], base, report)
