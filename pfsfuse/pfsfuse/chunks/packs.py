@@ -325,6 +325,8 @@ class ChunkReader:
     def _read_run(self, run: list[tuple[bytes, int, ChunkLoc]]) -> list[bytes]:
         """The chunks of `run`, which lie back to back in one pack: those not in the cache with
         one ranged get."""
+        if self.cache is not None and len(run) > 1:
+            self.cache.prefetch([h for h, _, _ in run])
         datas = [self._cached(h, size) for h, size, _ in run]
         missing = [i for i, data in enumerate(datas) if data is None]
         if missing:
