@@ -49,7 +49,8 @@ IMMUTABLE_TTL = 24 * 3600.0  # finished commits never change: let the kernel cac
 MOVING_TTL = 0.5  # branch heads: a new commit shows within a second
 RESOLVE_TTL = 0.25  # how long we trust a branch head before asking the daemon again
 LISTING_TTL = 1.0  # repos and branches
-AHEAD = 8  # chunks read ahead of a sequential reader
+AHEAD = 16  # chunks read ahead of a sequential reader
+LOCATE_BATCH = 4096  # chunk locations asked for at once when a file is opened
 BLOCK = 1 << 20  # what we tell readers to read at a time
 
 _ERRNO = {
@@ -527,6 +528,8 @@ class Filesystem(pyfuse3.Operations):
         chunks = await self._io(self._chunks, entry)
         starts = list(itertools.accumulate((c.size for c in chunks), initial=0))[:-1]
         self._handles[fh] = Handle(inode, r, node=entry, chunks=chunks, starts=starts)
+        if len(chunks) > 1:  # where they are, in one request rather than one per chunk read
+            self.nursery.start_soon(self._locate, chunks)
         # Pages of a finished commit stay valid forever; a branch's file may change.
         return pyfuse3.FileInfo(fh=fh, keep_cache=not r.moving)
 
@@ -590,6 +593,14 @@ class Filesystem(pyfuse3.Operations):
             if c.hash not in self._inflight and self.trees.cached_chunk(c.hash) is None:
                 self._inflight[c.hash] = trio.Event()
                 self.nursery.start_soon(self._fetch, c)
+
+    async def _locate(self, chunks: tuple[ChunkRef, ...]) -> None:
+        for i in range(0, len(chunks), LOCATE_BATCH):
+            try:
+                await self._io(self.trees.locate, chunks[i : i + LOCATE_BATCH])
+            except Exception as e:  # noqa: BLE001 - best effort: each read locates its own chunks
+                log.warning("cannot locate the chunks of a file: %s", e)
+                return
 
     async def _fetch(self, c: ChunkRef) -> None:
         try:

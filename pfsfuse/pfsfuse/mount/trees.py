@@ -126,6 +126,15 @@ class Trees:
     def cached_chunk(self, h: bytes) -> bytes | None:
         return self._chunks.get(h)
 
+    def locate(self, refs) -> None:
+        """Learn where chunks are in the object store: one request for all not known yet."""
+        if self.store is None:
+            return
+        missing = [r.hash for r in refs if self._locations.get(r.hash) is None]
+        if missing:
+            for h, loc in zip(missing, self.client.chunk_locations(missing)):
+                self._locations.put(h, loc)
+
     def fetch(self, refs: list[ChunkRef]) -> None:
         """Fetch chunks into the cache: from the object store when this process may read it
         (each chunk verified against its hash), else through the daemon."""
@@ -133,10 +142,7 @@ class Trees:
             for r in refs:
                 self._chunks.put(r.hash, self.client.read_chunk(r), r.size)
             return
-        missing = [r.hash for r in refs if self._locations.get(r.hash) is None]
-        if missing:
-            for h, loc in zip(missing, self.client.chunk_locations(missing)):
-                self._locations.put(h, loc)
+        self.locate(refs)
         located = [(r.hash, r.size, self._locations.get(r.hash)) for r in refs]
         try:
             datas = list(self.store.reader.read_range(located))
