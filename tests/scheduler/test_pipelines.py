@@ -214,7 +214,8 @@ def test_failed_datums_are_retried_then_fail_the_job_naming_the_datum(api, tmp_p
     assert bad.key in job.reason and "exit status 3" in job.reason
     assert (marks / "bad").read_text().count("try") == 2
     # flaky's second try may be dropped: a failing job starts no more datums.
-    assert (marks / "flaky").read_text().count("try") in (1, 2)
+    flaky_tries = (marks / "flaky").read_text().count("try")
+    assert flaky_tries in (1, 2)
     logs = [line.message for line in pps.get_logs("retry")]
     assert "processing bad" in logs
     with pytest.raises(NotFound):
@@ -224,7 +225,8 @@ def test_failed_datums_are_retried_then_fail_the_job_naming_the_datum(api, tmp_p
                                     "transform": {"cmd": ["sh"], "stdin": ["cp $in /pfs/out/"]}}))
     pps.create_pipeline(fixed, update=True)
     [job2] = [j for j in flush(pps, "in", c) if j.id != job.id]
-    assert job2.state == "success" and progress(job2) == "1 + 2 / 3"
+    # Skipped: ok, and flaky if its second try ran (and so succeeded).
+    assert job2.state == "success" and progress(job2) == ("1 + 2 / 3" if flaky_tries == 2 else "2 + 1 / 3")
 
 
 def test_update_pipeline_with_and_without_reprocess(api):
