@@ -87,18 +87,8 @@ def file_chunks(src: PageReader, node: FileNode) -> tuple[ChunkRef, ...]:
 
 def child(src: PageReader, d: DirNode, name: str) -> Node | None:
     """The entry `name` of directory `d`, or None; reads one page per level."""
-    if d.root is None:
-        return None
-    page = src.page(d.root)
-    while isinstance(page, Inner):
-        i = bisect_right(page.children, name, key=_key) - 1
-        if i < 0:
-            return None
-        page = src.page(page.children[i][1])
-    i = bisect_right(page.entries, name, key=_key) - 1
-    if i >= 0 and page.entries[i][0] == name:
-        return page.entries[i][1]
-    return None
+    found = floor(src, d, name)
+    return found[1] if found is not None and found[0] == name else None
 
 
 def lookup(src: PageReader, root: DirNode, path: str) -> Node | None:

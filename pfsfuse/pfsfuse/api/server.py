@@ -140,6 +140,24 @@ async def _pieces(pieces):
 _HEADER = msgspec.msgpack.Decoder(wire.OpHeader)
 
 
+async def _consume(request: Request, fn) -> Response:
+    """`fn(body)` in a thread, `body` reading the request's body as it arrives; its result as
+    JSON, or the error."""
+    send, receive = trio.open_memory_channel(4)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_pump, request, send)
+        try:
+            result = Response(msgspec.json.encode(await _in_thread(fn, _BlockingBody(receive))),
+                              media_type="application/json")
+        except Exception as e:  # noqa: BLE001 - translated at the boundary
+            result = _error(e)
+        # Drain what the client still sends so that it gets to read our answer.
+        async with receive:
+            async for _ in receive:
+                pass
+    return result
+
+
 def _ops(body: _BlockingBody, trusted: bool):
     while not body.at_end():
         header = _HEADER.decode(body.read_exactly(wire.read_u32(body.read_exactly)))
@@ -173,25 +191,8 @@ def make_app(
 
     async def write(request: Request) -> Response:
         q = request.query_params
-        send, receive = trio.open_memory_channel(4)
-        result: Response
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_pump, request, send)
-            try:
-                written = await _in_thread(
-                    store.write_files,
-                    q.get("repo", ""),
-                    q.get("ref", ""),
-                    _ops(_BlockingBody(receive), trusted),
-                )
-                result = Response(msgspec.json.encode(written), media_type="application/json")
-            except Exception as e:  # noqa: BLE001
-                result = _error(e)
-            # Drain what the client still sends so that it gets to read our answer.
-            async with receive:
-                async for _ in receive:
-                    pass
-        return result
+        repo, ref = q.get("repo", ""), q.get("ref", "")
+        return await _consume(request, lambda body: store.write_files(repo, ref, _ops(body, trusted)))
 
     async def get(request: Request) -> Response:
         q = request.query_params
@@ -216,19 +217,7 @@ def make_app(
         return StreamingResponse(_pieces(pieces), media_type="application/octet-stream")
 
     async def restore(request: Request) -> Response:
-        send, receive = trio.open_memory_channel(4)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_pump, request, send)
-            try:
-                body = io.BufferedReader(_RawBody(_BlockingBody(receive)), _PIECE)
-                done = await _in_thread(store.restore, body)
-                result = Response(msgspec.json.encode(done), media_type="application/json")
-            except Exception as e:  # noqa: BLE001
-                result = _error(e)
-            async with receive:  # drain what the client still sends
-                async for _ in receive:
-                    pass
-        return result
+        return await _consume(request, lambda body: store.restore(io.BufferedReader(_RawBody(body), _PIECE)))
 
     async def chunk(request: Request) -> Response:
         q = request.query_params
