@@ -156,7 +156,7 @@ class Worker:
 
     def datum(self, t: DatumTask) -> tuple[DatumResult, list[WriteOp]]:
         started = time.time()
-        feeder = PipeFeeder(self._fetcher)
+        feeder = PipeFeeder(self._fetcher, str(self.scratch / "pipes"))
         downloaded = 0
         try:
             _empty(self.views)  # emptied, not replaced: /pfs is bound to this very directory
@@ -184,7 +184,6 @@ class Worker:
         the bytes fetched."""
         sources: dict[tuple[int, int], tuple[str, str, str]] = {}
         fetched = 0
-        self.fetched_before = self._store_fetched()
         for inp in t.inputs:
             base = self.views / inp.name
             target = base / inp.path if inp.path else base
@@ -196,6 +195,8 @@ class Worker:
                     target.touch()
                 # Onto the path under /pfs: a mount under the scratch directory would not show there.
                 seen = self.root / inp.name / inp.path if inp.path else self.root / inp.name
+                if not self.binds:  # the first of the datum: the mount's count so far
+                    self.fetched_before = self._store_fetched()
                 _bind(self.store / inp.repo / inp.commit / inp.path, seen)
                 self.binds.append(seen)
                 continue
@@ -224,11 +225,12 @@ class Worker:
 
     def _unbind(self) -> int:
         """Detach the datum's bound inputs; returns the bytes the store mount fetched for them."""
+        if not self.binds:
+            return 0
         for target in reversed(self.binds):
             _LIBC.umount2(bytes(target), _MNT_DETACH)
-        had = bool(self.binds)
         self.binds.clear()
-        return self._store_fetched() - self.fetched_before if had else 0
+        return self._store_fetched() - self.fetched_before
 
     def _store_fetched(self) -> int:
         return int(os.getxattr(self.store, "user.pfs.fetched")) if self.store is not None else 0
