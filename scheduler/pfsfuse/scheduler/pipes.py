@@ -4,7 +4,10 @@ A reader's open of a FIFO blocks until a writer opens it, and no notification ex
 completes. So each pipe is held open read-write by us: a reader's open then completes at once,
 inotify reports it (IN_OPEN), and only then is the file fetched and streamed into the pipe. When
 all is written we close our end (the reader sees the end of the file), wait for the reader to
-close (IN_CLOSE_NOWRITE), and open the pipe again for the next reader. One thread serves every
+close (IN_CLOSE_NOWRITE), and open the pipe again for the next reader. We open each pipe through
+a hard link in a directory nobody watches, so that inotify never reports our own opens (it merges
+an event into an identical one queued before it: counting ours could hide a reader's). One
+thread serves every
 pipe with poll(). Open files are limited per process, so pipes beyond a shard's worth are served
 by forked processes, a shard each: their number is not limited.
 """
@@ -19,6 +22,7 @@ import mmap
 import os
 import resource
 import select
+import shutil
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -34,18 +38,17 @@ Fetch = Callable[[object], Iterator[bytes]]  # what a pipe streams, from its sou
 
 
 class _Pipe:
-    def __init__(self, path: str, source: object):
+    def __init__(self, path: str, own: str, source: object):
         self.path = path
+        self.own = own  # a hard link to it that we open: not watched
         self.source = source
         self.fd = -1
         self.state = _IDLE
-        self.ours = 0  # IN_OPEN events still to come from our own opens
         self.data: Iterator[bytes] | None = None
         self.buf = memoryview(b"")
 
     def open(self) -> None:
-        self.fd = os.open(self.path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-        self.ours += 1
+        self.fd = os.open(self.own, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
         self.state = _IDLE
 
     def close(self) -> None:
@@ -55,10 +58,12 @@ class _Pipe:
 
 
 class PipeFeeder:
-    def __init__(self, fetch_factory: Callable[[], Fetch]):
+    def __init__(self, fetch_factory: Callable[[], Fetch], own_dir: str):
         """`fetch_factory()` makes, in each process serving pipes, the function that streams a
-        pipe's source."""
+        pipe's source. `own_dir`, on the pipes' file system and not watched by anyone, holds the
+        links we open them by."""
         self._factory = fetch_factory
+        self._own_dir = own_dir
         self._pipes: dict[str, _Pipe] = {}
         self._thread: threading.Thread | None = None
         self._children: list[int] = []
@@ -68,7 +73,11 @@ class PipeFeeder:
     def add(self, path: str, source: object) -> None:
         """A named pipe at `path` streaming `fetch(source)` to each reader that opens it."""
         os.mkfifo(path, 0o444)
-        self._pipes[path] = _Pipe(path, source)
+        if not self._pipes:
+            os.makedirs(self._own_dir, exist_ok=True)
+        own = os.path.join(self._own_dir, str(len(self._pipes)))
+        os.link(path, own)
+        self._pipes[path] = _Pipe(path, own, source)
 
     def start(self) -> None:
         if not self._pipes:
@@ -111,16 +120,17 @@ class PipeFeeder:
         return sum(self._fed)
 
     def stop(self) -> None:
-        if self._stop_w < 0:
-            return
-        os.write(self._stop_w, b"x")  # never read: every server sees it and returns
-        if self._thread is not None:
-            self._thread.join()
-        for pid in self._children:
-            os.waitpid(pid, 0)
-        os.close(self._stop_r)
-        os.close(self._stop_w)
-        self._stop_r = self._stop_w = -1
+        if self._stop_w >= 0:
+            os.write(self._stop_w, b"x")  # never read: every server sees it and returns
+            if self._thread is not None:
+                self._thread.join()
+            for pid in self._children:
+                os.waitpid(pid, 0)
+            os.close(self._stop_r)
+            os.close(self._stop_w)
+            self._stop_r = self._stop_w = -1
+        if self._pipes:
+            shutil.rmtree(self._own_dir, ignore_errors=True)
 
 
 class _Server:
@@ -144,13 +154,6 @@ class _Server:
                 dirs[inotify.add_watch(d, flags.OPEN | flags.CLOSE_NOWRITE)] = d
             for p in self.pipes.values():
                 p.open()
-            # No reader can have come yet (the command starts once we are ready): every event so
-            # far is one of our opens. Dropped rather than counted, since inotify merges an
-            # event into an identical one before it, which would hide a reader's open.
-            while inotify.read(timeout=0):
-                pass
-            for p in self.pipes.values():
-                p.ours = 0
             ready = b"r"
         finally:
             answer(ready)
@@ -177,9 +180,7 @@ class _Server:
 
     def _event(self, p: _Pipe, mask: int, poller, writing) -> None:
         if mask & flags.OPEN:
-            if p.ours:
-                p.ours -= 1  # our own (re)open
-            elif p.state == _IDLE:
+            if p.state == _IDLE:
                 p.state, p.data = _FEEDING, self.fetch(p.source)
                 writing[p.fd] = p
                 poller.register(p.fd, select.POLLOUT)
