@@ -3,6 +3,7 @@ numbers, statfs, extended attributes; a branch following its new commits."""
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import subprocess
@@ -180,8 +181,14 @@ def test_extended_attributes(history, view, mounts, mnt):
     for name in ("user.pfs.repo", "user.pfs.commit", "user.pfs.path", "user.pfs.hash"):
         assert name in out, out
     assert c3 in out
-    with pytest.raises(OSError):
+    with pytest.raises(OSError) as missing:
         os.getxattr(f, "user.pfs.no-such-attribute")
+    assert missing.value.errno == errno.ENODATA
+    # No ACLs or labels: ENOTSUP, which `ls -l` remembers per device instead of asking per file.
+    for name in ("security.selinux", "system.posix_acl_access"):
+        with pytest.raises(OSError) as unsupported:
+            os.getxattr(f, name)
+        assert unsupported.value.errno == errno.ENOTSUP, name
 
 
 def test_a_branch_follows_new_commits_within_a_second(history, daemon, view, mounts, mnt):

@@ -920,7 +920,11 @@ class Filesystem(pyfuse3.Operations):
 
     @_translate
     async def getxattr(self, ino, name, ctx):
-        if not name.startswith(b"user.pfs."):  # ls asks for ACLs and SELinux labels of each file
+        if not name.startswith(b"user."):
+            # No ACLs or security labels here. ENOTSUP (not ENODATA) lets `ls -l` and `cp -a`
+            # remember that per device instead of asking about every file.
+            raise _fail(errno.ENOTSUP)
+        if not name.startswith(b"user.pfs."):
             raise _fail(pyfuse3.ENOATTR)
         value = (await self._xattrs(self._get(ino))).get(name.decode(errors="replace"))
         if value is None:
