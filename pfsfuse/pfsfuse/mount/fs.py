@@ -307,15 +307,23 @@ class Filesystem(pyfuse3.Operations):
             node = hit[0] if hit is not None else await self._io(self.trees.child, node, part)
         return _framed(parent, node)
 
-    def _attr(self, inode: Inode, entry, r: Ref | None) -> pyfuse3.EntryAttributes:
-        a = pyfuse3.EntryAttributes()
-        a.st_ino = inode.ino
-        a.generation = 0
-        writable = r is not None and r.workspace is not None
+    def _attr(self, inode: Inode, entry, r: Ref | None, a: pyfuse3.EntryAttributes | None = None
+              ) -> pyfuse3.EntryAttributes:
+        """The attributes of an entry. `a`, filled by an earlier call for an entry of the same
+        ref, is filled again: a listing sends each one before it asks for the next."""
         if r is None:  # the root and repo directories
             ttl, mtime = LISTING_TTL, self.started
         else:
             ttl, mtime = r.ttl, r.mtime
+        if a is None:
+            a = pyfuse3.EntryAttributes()
+            a.generation = 0
+            a.st_nlink = 1  # "unknown" for directories: find must not assume leaf directories
+            a.st_uid, a.st_gid = self.uid, self.gid
+            a.st_blksize = BLOCK
+            a.entry_timeout = a.attr_timeout = ttl
+        a.st_ino = inode.ino
+        writable = r is not None and r.workspace is not None
         if isinstance(entry, LocalFile):
             mtime = entry.mtime
         if entry is None or isinstance(entry, DirNode):
@@ -328,13 +336,9 @@ class Filesystem(pyfuse3.Operations):
             x = 0o111 if entry.executable else 0
             a.st_mode = stat.S_IFREG | (0o644 if writable else 0o444) | x
             a.st_size = entry.size
-        a.st_nlink = 1  # "unknown" for directories: find must not assume leaf directories
-        a.st_uid, a.st_gid = self.uid, self.gid
-        a.st_blksize = BLOCK
         a.st_blocks = (a.st_size + 511) // 512
         ns = int(mtime * 1e9)
         a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = ns
-        a.entry_timeout = a.attr_timeout = ttl
         return a
 
     async def _describe(self, inode: Inode):
@@ -467,6 +471,8 @@ class Filesystem(pyfuse3.Operations):
     async def readdir(self, fh, start_id, token):
         h = self._handles[fh]
         inode = h.inode
+        r = await self._ref(inode.repo, inode.ref) if inode.kind == "entry" else None
+        attr = None
         index = start_id
         while True:
             if h.listing is not None:
@@ -476,8 +482,13 @@ class Filesystem(pyfuse3.Operations):
             if not batch:
                 return
             for name, entry in batch:
-                child, entry, r = await self._child(inode, name, _framed(h.node, entry))
-                if not pyfuse3.readdir_reply(token, name.encode(), self._attr(child, entry, r), index + 1):
+                if r is not None:  # a directory of a commit: its entries are at hand
+                    child = self._inode("entry", inode.repo, inode.ref, names.join(inode.path, name))
+                    entry, child_ref = _framed(h.node, entry), r
+                else:
+                    child, entry, child_ref = await self._lookup(inode, name)
+                attr = self._attr(child, entry, child_ref, attr if r is not None else None)
+                if not pyfuse3.readdir_reply(token, name.encode(), attr, index + 1):
                     return
                 child.lookups += 1
                 index += 1
@@ -494,13 +505,6 @@ class Filesystem(pyfuse3.Operations):
             start, page = start + len(page), await self._io(self.trees.page, h.node, page[-1][0])
         h.page = (start, page)
         return page[index - start :] if page else []
-
-    async def _child(self, parent: Inode, name: str, entry):
-        """The inode, entry and ref of a directory entry listed by readdir."""
-        if parent.kind == "entry":
-            r = await self._ref(parent.repo, parent.ref)
-            return self._inode("entry", parent.repo, parent.ref, names.join(parent.path, name)), entry, r
-        return await self._lookup(parent, name)
 
     @_translate
     async def releasedir(self, fh):
