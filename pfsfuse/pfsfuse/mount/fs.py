@@ -588,8 +588,9 @@ class Filesystem(pyfuse3.Operations):
             data = await self._chunk(h.chunks[i])
             lo = max(0, off - h.starts[i])
             hi = min(len(data), end - h.starts[i])
-            parts.append(data[lo:hi] if (lo, hi) != (0, len(data)) else data)
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+            parts.append(data if (lo, hi) == (0, len(data)) else memoryview(data)[lo:hi])
+        # One copy at most: into the reply (bytes() of bytes is the same object).
+        return bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
 
     def _read_ahead(self, h: Handle, start: int) -> None:
         """Fetch the chunks a sequential reader will want next, in the background."""
