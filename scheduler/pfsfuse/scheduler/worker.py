@@ -111,6 +111,19 @@ class Layout:
         _bind(self.out, Path("/pfs/out"))
         self.root = Path("/pfs")
 
+    def take_out(self, dest: Path) -> None:
+        """Move what the command wrote to /pfs/out to `dest`, if anything: the directory is
+        renamed (an output may have many entries) and a fresh one takes its place."""
+        with os.scandir(self.out) as entries:
+            if next(entries, None) is None:
+                return
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(self.out, dest)
+        self.out.mkdir()
+        if self.private:  # the bind follows the directory it was made of: make it again
+            _LIBC.umount2(b"/pfs/out", _MNT_DETACH)
+            _bind(self.out, Path("/pfs/out"))
+
     def mounted_store(self) -> Path | None:
         """The store, mounted read-only in our namespace (None: without root, or it failed)."""
         if self.private and not self._mounted:
@@ -246,9 +259,7 @@ class Worker:
             _empty(self.out)
             return DatumResult(t.job, t.key, False, reason, started, time.time(), downloaded, 0, output, first_line), []
         out = done / t.key
-        for entry in os.scandir(self.out):  # /pfs/out is a mount point as root: its entries move
-            out.mkdir(parents=True, exist_ok=True)
-            os.rename(entry.path, out / entry.name)
+        self.layout.take_out(out)
         ops, uploaded = self._outputs(t, out, sources)
         return DatumResult(t.job, t.key, True, "", started, time.time(), downloaded, uploaded, output, first_line), ops
 
