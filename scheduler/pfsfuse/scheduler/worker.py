@@ -225,7 +225,11 @@ class Worker:
     def _locate_small(self, tasks: list[DatumTask]) -> None:
         """Where the chunks of the batch's small input files are, in one request."""
         hashes = list({c.hash for t in tasks for i in t.inputs if self._small(i) for c in i.node.chunks})
-        self.located = dict(zip(hashes, self.client.chunk_locations(hashes))) if hashes else {}
+        try:
+            self.located = dict(zip(hashes, self.client.chunk_locations(hashes))) if hashes else {}
+        except PfsError as e:
+            log.warning("cannot locate the small inputs (%s): they are read through the mount", e)
+            self.located = {}
 
     def _fetch_small(self, inp: DatumInput, local: Path) -> int:
         node = inp.node
@@ -272,7 +276,7 @@ class Worker:
             base = self.views / inp.name
             target = base / inp.path if inp.path else base
             target.parent.mkdir(parents=True, exist_ok=True)
-            if self._small(inp):
+            if self._small(inp) and all(c.hash in self.located for c in inp.node.chunks):
                 try:
                     fetched += self._fetch_small(inp, target)
                     continue
@@ -470,7 +474,7 @@ class Reporter:
                 for commit, commit_ops in ops.items():
                     try:
                         self.client.write_files(meta_repo(self.pipeline), commit, commit_ops)
-                    except PfsError as e:
+                    except (PfsError, OSError) as e:
                         results = [r if not r.ok else _failed(r, f"cannot save the output: {e}") for r in results]
                 self.pps.datum_done(self.pipeline, self.worker, results)
             except PfsError as e:
@@ -510,9 +514,9 @@ def _exchange(proc: subprocess.Popen, stdin: bytes, deadline: float | None, live
     """Like `communicate`, and the output so far goes to `live` every LIVE_EVERY seconds; returns
     the output and whether that was before the deadline. (communicate with a timeout would wait
     for the exit with sleeps.)"""
-    out = bytearray()
+    out, out_fd = bytearray(), proc.stdout.fileno()
     poller = select.poll()
-    streams = {proc.stdout.fileno(): proc.stdout}
+    streams = {out_fd: proc.stdout}
     poller.register(proc.stdout, select.POLLIN)
     todo = memoryview(stdin)
     if todo:
@@ -525,7 +529,7 @@ def _exchange(proc: subprocess.Popen, stdin: bytes, deadline: float | None, live
     while streams:
         until = update if deadline is None else min(update, deadline)
         for fd, _ in poller.poll(max(until - time.monotonic(), 0) * 1000):
-            if fd == proc.stdout.fileno():
+            if fd == out_fd:
                 piece = os.read(fd, 1 << 16)
                 out += piece
             else:
