@@ -470,8 +470,8 @@ class Scheduler:
         await self.executor.configure(spec)  # old workers go before a job of the new spec starts
         self.jobs.put_pipeline(info)
         self._queues.setdefault(spec.name, _Queue())
-        if not spec.standby:  # as Pachyderm's: the workers are ready when the first job comes
-            await self.executor.ensure(spec.name, specs.workers(spec, self.cpus))
+        if not spec.standby:  # a worker is ready when the first job comes; the job starts the others it needs
+            await self.executor.ensure(spec.name, 1)
         self._stop_crons(spec.name)
         self._start_crons(info)
         self.wake()
