@@ -435,3 +435,18 @@ def test_logs_of_a_running_datum_show_as_they_come(api, daemon, tmp_path):
         if follow.poll() is None:
             follow.kill()
             follow.wait()
+
+
+def test_records_of_split_files_show_with_their_header_and_footer(api, daemon):
+    """Small files are fetched up front, but not a split file's records: those read framed."""
+    client, pps = api
+    daemon.pfs("create-repo", "bar")
+    daemon.pfs("put-file", "bar", "master", "users", "--split", "line", input=b"4,alice\n7,bob\n")
+    daemon.pfs("put-header", "bar", "master", "users", input=b"id,name\n")
+    daemon.pfs("put-footer", "bar", "master", "users", input=b"# end\n")
+    c = client.inspect_commit("bar", "master").id
+    pps.create_pipeline(pipeline("framed", {"atom": {"repo": "bar", "glob": "/users/*"}},
+                                 stdin=["cp $bar /pfs/out/$(basename $bar)"]))
+    [job] = flush(pps, "bar", c)
+    assert job.state == "success", job.reason
+    assert read(client, "framed", "master", "0000000000000001") == b"id,name\n7,bob\n# end\n"

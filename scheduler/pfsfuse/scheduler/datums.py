@@ -13,6 +13,7 @@ import itertools
 import xxhash
 
 from pfsfuse.api.client import Client
+from pfsfuse.metadata import glob
 from pfsfuse.metadata.records import Commit, DirNode, FileNode, Node, SymlinkNode
 from pfsfuse.scheduler.records import DatumInput
 from pfsfuse.scheduler.spec import Input, PipelineSpec, atom, cron_repo, input_name
@@ -78,8 +79,8 @@ def _framed_dirs(client: Client, repo: str, commit: str, dirs: set[str]) -> set[
     framed by them). Asked of a few directories; beyond that, assumed of all."""
     if len(dirs) > FEW_DIRS:
         return dirs
-    framed = set()
-    for d in dirs:
+    framed = {d for d in dirs if glob.is_pattern(d)}  # a name that is not its own pattern: unknown
+    for d in dirs - framed:
         for _, node in client.glob_nodes(repo, commit, "/" + d):
             if not isinstance(node, DirNode) or node.header is not None or node.footer is not None:
                 framed.add(d)
