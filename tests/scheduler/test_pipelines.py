@@ -11,7 +11,7 @@ import signal
 import subprocess
 
 import pytest
-from helpers import wait_for
+from helpers import PFS, read_line, wait_for
 
 from pfsfuse.api.types import Put
 from pfsfuse.metadata.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
@@ -375,3 +375,78 @@ def test_inputs_are_fetched_as_they_are_read(api):
     assert read(client, "one", "master", "small.txt") == b"just this\n"
     assert str(8 << 20) in read(client, "one", "master", "listing").decode()  # listed, not fetched
     assert job.downloaded == len(b"just this\n")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="without root /pfs cannot be made read-only")
+def test_only_pfs_out_is_writable(api):
+    """Small inputs (fetched up front), big ones (bound from the store mount), /pfs itself: every
+    write but to /pfs/out fails with EROFS, and a command failing so is told why."""
+    client, pps = api
+    client.create_repo("in")
+    c = put(client, "in", {"small.txt": b"small\n", "big.bin": b"b" * (200 << 10)})
+    pps.create_pipeline(pipeline("probe", {"atom": {"repo": "in", "glob": "/*"}}, stdin=[
+        'f=/pfs/out/$(basename $in)',
+        'for p in "$in" /pfs/in/new /pfs/new; do echo x 2>>$f >>"$p"; done',
+        'mkdir /pfs/in/d /pfs/d 2>>$f; ln -s x /pfs/link 2>>$f; true']))
+    [job] = flush(pps, "in", c)
+    assert job.state == "success", job.reason
+    for name in ("small.txt", "big.bin"):
+        errors = read(client, "probe", "master", name).decode().splitlines()
+        assert len(errors) == 6 and all("Read-only file system" in e for e in errors), errors
+    assert read(client, "in", c, "small.txt") == b"small\n"
+    assert [f.path for f in client.list_file("in", c, "")] == ["big.bin", "small.txt"]
+
+    pps.create_pipeline(pipeline("oops", {"atom": {"repo": "in", "glob": "/small.txt"}}, datum_tries=1,
+                                 stdin=["echo x > /pfs/in/small.txt"]))
+    [job] = pps.flush_job([CommitRef("in", c)], ["oops"])
+    assert job.state == "failure" and "only /pfs/out is writable under /pfs" in job.reason
+    logs = [line.message for line in pps.get_logs("oops")]
+    assert any("Read-only file system" in m for m in logs) and any("only /pfs/out is writable" in m for m in logs)
+
+
+def test_logs_of_a_running_datum_show_as_they_come(api, daemon, tmp_path):
+    """get-logs shows what a running command printed; -f prints it, then the rest, each line
+    once, and ends with the job."""
+    client, pps = api
+    go = tmp_path / "go"
+    client.create_repo("in")
+    c = put(client, "in", {"a": b"1"})
+    pps.create_pipeline(pipeline("talk", {"atom": {"repo": "in", "glob": "/*"}}, stdin=[
+        "echo started; echo second", f"while [ ! -e {go} ]; do sleep 0.02; done", "echo finished"]))
+    follow = subprocess.Popen([PFS, "get-logs", "-p", "talk", "-f", "--raw"], env=daemon.env, stdout=subprocess.PIPE)
+    try:
+        def live():
+            return [line.message for line in pps.get_logs("talk")]
+
+        wait_for(lambda: "second" in live(), what="the running datum's lines")
+        assert live() == ["started", "second"]  # the datum is still running
+        [job] = pps.list_job("talk")
+        assert not job.done
+        [datum] = pps.list_datum(job.id)
+        assert [line.message for line in pps.get_logs(job=job.id, datum=datum.key)] == ["started", "second"]
+        assert read_line(follow.stdout) == b"started\n"  # -f shows it while the command runs
+        go.touch()
+        [job] = flush(pps, "in", c)
+        assert job.state == "success", job.reason
+        assert live() == ["started", "second", "finished"]
+        rest, _ = follow.communicate(timeout=30)  # -f ends with the job
+        assert rest == b"second\nfinished\n" and follow.returncode == 0
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+            follow.wait()
+
+
+def test_records_of_split_files_show_with_their_header_and_footer(api, daemon):
+    """Small files are fetched up front, but not a split file's records: those read framed."""
+    client, pps = api
+    daemon.pfs("create-repo", "bar")
+    daemon.pfs("put-file", "bar", "master", "users", "--split", "line", input=b"4,alice\n7,bob\n")
+    daemon.pfs("put-header", "bar", "master", "users", input=b"id,name\n")
+    daemon.pfs("put-footer", "bar", "master", "users", input=b"# end\n")
+    c = client.inspect_commit("bar", "master").id
+    pps.create_pipeline(pipeline("framed", {"atom": {"repo": "bar", "glob": "/users/*"}},
+                                 stdin=["cp $bar /pfs/out/$(basename $bar)"]))
+    [job] = flush(pps, "bar", c)
+    assert job.state == "success", job.reason
+    assert read(client, "framed", "master", "0000000000000001") == b"id,name\n7,bob\n# end\n"

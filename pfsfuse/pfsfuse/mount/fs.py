@@ -529,7 +529,8 @@ class Filesystem(pyfuse3.Operations):
             entry.handles += 1
             self._handles[fh] = Handle(inode, r, file=entry)
             return pyfuse3.FileInfo(fh=fh)
-        chunks = await self._io(self._chunks, entry)
+        # A chunk list held in the node (short files) needs no thread.
+        chunks = entry.chunks if type(entry) is FileNode and entry.chunks is not None else await self._io(self._chunks, entry)
         starts = list(itertools.accumulate((c.size for c in chunks), initial=0))[:-1]
         self._handles[fh] = Handle(inode, r, node=entry, chunks=chunks, starts=starts)
         if len(chunks) > 1:  # where they are, in one request rather than one per chunk read

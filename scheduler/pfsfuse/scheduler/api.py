@@ -10,9 +10,6 @@ import logging
 from abc import ABC, abstractmethod
 
 import msgspec
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from pfsfuse.api import wire
 from pfsfuse.api.transport import Transport
@@ -79,6 +76,10 @@ class Pipelines(ABC):
 
     @abstractmethod
     def datum_done(self, pipeline: str, worker: str, results: list[DatumResult]) -> None: ...
+
+    @abstractmethod
+    def datum_log(self, pipeline: str, worker: str, job: str, key: str, try_: int, line: int, text: str) -> None:
+        """Lines a running datum's command printed, numbered from `line`."""
 
 
 METHODS = frozenset(Pipelines.__abstractmethods__)
@@ -150,9 +151,15 @@ class RemotePipelines(Pipelines):
     def datum_done(self, pipeline, worker, results):
         return self._rpc("datum_done", pipeline=pipeline, worker=worker, results=results)
 
+    def datum_log(self, pipeline, worker, job, key, try_, line, text):
+        return self._rpc("datum_log", pipeline=pipeline, worker=worker, job=job, key=key, try_=try_, line=line, text=text)
 
-def routes(scheduler) -> list[Route]:
+
+def routes(scheduler) -> list:
     """The daemon's pipeline routes: every method of `Pipelines`, served by the scheduler."""
+    from starlette.requests import Request  # the daemon's: clients and workers start faster without
+    from starlette.responses import Response
+    from starlette.routing import Route
 
     async def call(request: Request) -> Response:
         method = request.path_params["method"]

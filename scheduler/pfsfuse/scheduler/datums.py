@@ -13,9 +13,13 @@ import itertools
 import xxhash
 
 from pfsfuse.api.client import Client
+from pfsfuse.metadata import glob
 from pfsfuse.metadata.records import Commit, DirNode, FileNode, Node, SymlinkNode
 from pfsfuse.scheduler.records import DatumInput
 from pfsfuse.scheduler.spec import Input, PipelineSpec, atom, cron_repo, input_name
+
+
+FEW_DIRS = 64
 
 
 def content(node: Node) -> bytes:
@@ -65,7 +69,23 @@ def _datums(client: Client, i: Input, pipeline: str, heads) -> list[list[DatumIn
 def _glob(client: Client, repo: str, commit: Commit | None, pattern: str, name: str, lazy: bool, empty: bool):
     if commit is None:
         return []
-    return [
-        [DatumInput(name, repo, commit.id, path, node, lazy, empty)]
-        for path, node in client.glob_nodes(repo, commit.id, pattern)
-    ]
+    matches = client.glob_nodes(repo, commit.id, pattern)
+    framed = _framed_dirs(client, repo, commit.id, {_dir(p) for p, n in matches if isinstance(n, FileNode)})
+    return [[DatumInput(name, repo, commit.id, path, node, lazy, empty, _dir(path) in framed)] for path, node in matches]
+
+
+def _framed_dirs(client: Client, repo: str, commit: str, dirs: set[str]) -> set[str]:
+    """Which of `dirs` may have a header or footer (split files: a worker reads their files
+    framed by them). Asked of a few directories; beyond that, assumed of all."""
+    if len(dirs) > FEW_DIRS:
+        return dirs
+    framed = {d for d in dirs if glob.is_pattern(d)}  # a name that is not its own pattern: unknown
+    for d in dirs - framed:
+        for _, node in client.glob_nodes(repo, commit, "/" + d):
+            if not isinstance(node, DirNode) or node.header is not None or node.footer is not None:
+                framed.add(d)
+    return framed
+
+
+def _dir(path: str) -> str:
+    return path.rpartition("/")[0]

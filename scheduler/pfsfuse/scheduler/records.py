@@ -66,6 +66,7 @@ class DatumInput(Struct, array_like=True, frozen=True):
     node: Node
     lazy: bool = False
     empty_files: bool = False
+    framed: bool = True  # a file whose directory may have a header or footer (split files)
 
 
 class DatumTask(Struct, omit_defaults=True):
@@ -91,7 +92,8 @@ class DatumResult(Struct, omit_defaults=True):
     finished: float = 0.0
     downloaded: int = 0
     uploaded: int = 0
-    log: str = ""  # the command's output (the tail, when long)
+    log: str = ""  # the command's output (the tail, when long, from a line's start)
+    log_line: int = 0  # the number of the log's first line in the whole output
 
 
 class DatumInfo(Struct, omit_defaults=True):
@@ -106,6 +108,7 @@ class DatumInfo(Struct, omit_defaults=True):
     downloaded: int = 0
     uploaded: int = 0
     log: str = ""
+    log_line: int = 0
 
 
 class LogLine(Struct, omit_defaults=True):
@@ -114,3 +117,5 @@ class LogLine(Struct, omit_defaults=True):
     datum: str
     ts: float
     message: str
+    try_: int = 0
+    line: int = 0  # its number in the output of that try of the datum (-1: why the datum failed)

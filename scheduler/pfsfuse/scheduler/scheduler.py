@@ -53,11 +53,29 @@ class _Queue:
         self.pending: deque[DatumTask] = deque()
         self.running: dict[tuple[str, str], tuple[str, DatumTask]] = {}
         self.results: dict[str, trio.MemorySendChannel] = {}  # job -> where its results go
+        self.live: dict[tuple[str, str], _Live] = {}  # running datums' latest output lines
         self.changed = trio.Event()
 
     def notify(self) -> None:
         self.changed.set()
         self.changed = trio.Event()
+
+
+class _Live:
+    """A running datum's latest output lines, as its worker sends them: the last LOG_TAIL bytes."""
+
+    def __init__(self, try_: int):
+        self.try_ = try_
+        self.lines: deque[tuple[float, int, str]] = deque()  # (when it came, its number, the line)
+        self.size = 0
+
+    def add(self, first: int, text: str) -> None:
+        now = time.time()
+        for n, line in enumerate(_lines(text), first):
+            self.lines.append((now, n, line))
+            self.size += len(line) + 1
+        while self.size > LOG_TAIL:
+            self.size -= len(self.lines.popleft()[2]) + 1
 
 
 class Scheduler:
@@ -208,6 +226,7 @@ class Scheduler:
             if q is not None:
                 q.results.pop(job.id, None)
                 q.pending = deque(t for t in q.pending if t.job != job.id)
+                q.live = {k: v for k, v in q.live.items() if k[0] != job.id}
             self._job_event()
             self.wake()
 
@@ -299,38 +318,48 @@ class Scheduler:
         left = {t.key: t for t in tasks}
         async with receive:
             while left:
-                result: DatumResult = await receive.receive()
-                task = left.get(result.key)
-                if task is None:
-                    continue
-                info = DatumInfo(
-                    job.id, result.key, "success" if result.ok else "failed", task.inputs, task.try_,
-                    result.started, result.finished, result.reason, result.downloaded, result.uploaded,
-                    result.log[-LOG_TAIL:],
-                )
-                if result.ok:
-                    del left[result.key]
-                    job = msgspec.structs.replace(
-                        job, processed=job.processed + 1, downloaded=job.downloaded + result.downloaded,
-                        uploaded=job.uploaded + result.uploaded,
+                results = [await receive.receive()]
+                while True:  # and every other result at hand: one index write for them all
+                    try:
+                        results.append(receive.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                infos = []
+                for result in results:
+                    task = left.get(result.key)
+                    if task is None:
+                        continue
+                    info = DatumInfo(
+                        job.id, result.key, "success" if result.ok else "failed", task.inputs, task.try_,
+                        result.started, result.finished, result.reason, result.downloaded, result.uploaded,
+                        result.log, result.log_line,
                     )
-                elif task.try_ < p.spec.datum_tries:
-                    retry = msgspec.structs.replace(task, try_=task.try_ + 1)
-                    left[result.key] = retry
-                    q.pending.append(retry)
-                    q.notify()
-                    job = msgspec.structs.replace(job, restarts=job.restarts + 1)
-                    info = msgspec.structs.replace(info, state="pending")
-                else:
-                    del left[result.key]
-                    job = msgspec.structs.replace(job, failed=job.failed + 1)
-                    # No new datums for a failing job: let the running ones finish, then fail.
-                    dropped = [t for t in q.pending if t.job == job.id]
-                    q.pending = deque(t for t in q.pending if t.job != job.id)
-                    for t in dropped:
-                        left.pop(t.key, None)
-                self.jobs.put_job(job, [info], sync=False)  # on the loop: no fsync per datum
-                self._job_event()
+                    if result.ok:
+                        del left[result.key]
+                        job = msgspec.structs.replace(
+                            job, processed=job.processed + 1, downloaded=job.downloaded + result.downloaded,
+                            uploaded=job.uploaded + result.uploaded,
+                        )
+                    elif task.try_ < p.spec.datum_tries:
+                        retry = msgspec.structs.replace(task, try_=task.try_ + 1)
+                        left[result.key] = retry
+                        q.pending.append(retry)
+                        q.notify()
+                        job = msgspec.structs.replace(job, restarts=job.restarts + 1)
+                        info = msgspec.structs.replace(info, state="pending")
+                    else:
+                        del left[result.key]
+                        job = msgspec.structs.replace(job, failed=job.failed + 1)
+                        # No new datums for a failing job: let the running ones finish, then fail.
+                        dropped = [t for t in q.pending if t.job == job.id]
+                        q.pending = deque(t for t in q.pending if t.job != job.id)
+                        for t in dropped:
+                            left.pop(t.key, None)
+                    infos.append(info)
+                    q.live.pop((job.id, result.key), None)  # its log is the datum's now
+                if infos:
+                    self.jobs.put_job(job, infos, sync=False)  # on the loop: no fsync per datum
+                    self._job_event()
         return job
 
     def _merge(self, p: PipelineInfo, job: JobInfo, keys: list[str]) -> None:
@@ -441,6 +470,8 @@ class Scheduler:
         await self.executor.configure(spec)  # old workers go before a job of the new spec starts
         self.jobs.put_pipeline(info)
         self._queues.setdefault(spec.name, _Queue())
+        if not spec.standby:  # a worker is ready when the first job comes; the job starts the others it needs
+            await self.executor.ensure(spec.name, 1)
         self._stop_crons(spec.name)
         self._start_crons(info)
         self.wake()
@@ -556,6 +587,7 @@ class Scheduler:
         if q is None or j.done:
             raise FailedPrecondition(f"job {job_id} is not running")
         running = q.running.pop((job_id, datum), None)
+        q.live.pop((job_id, datum), None)  # its next run prints it again
         if running is not None:
             q.pending.appendleft(running[1])
             q.notify()
@@ -602,18 +634,23 @@ class Scheduler:
                 await self._jobs_changed.wait()
 
     async def get_logs(self, pipeline: str | None = None, job: str | None = None, datum: str | None = None) -> list[LogLine]:
+        """The logs of finished datums, and what running ones printed so far."""
         jobs = [self.jobs.job(job)] if job else list(self.jobs.jobs(pipeline))
         lines = []
         for j in jobs:
             if pipeline and j.pipeline != pipeline:
                 continue
+            q = self._queues.get(j.pipeline)
             for d in self.jobs.datums(j.id):
                 if datum and d.key != datum:
                     continue
-                for line in d.log.splitlines():
-                    lines.append(LogLine(j.pipeline, j.id, d.key, d.finished, line))
+                for n, line in enumerate(_lines(d.log), d.log_line):
+                    lines.append(LogLine(j.pipeline, j.id, d.key, d.finished, line, d.tries, n))
                 if d.reason and d.state == "failed":
-                    lines.append(LogLine(j.pipeline, j.id, d.key, d.finished, f"datum failed: {d.reason}"))
+                    lines.append(LogLine(j.pipeline, j.id, d.key, d.finished, f"datum failed: {d.reason}", d.tries, -1))
+                live = q.live.get((j.id, d.key)) if q is not None else None
+                if live is not None:
+                    lines += [LogLine(j.pipeline, j.id, d.key, ts, line, live.try_, n) for ts, n, line in live.lines]
         return lines
 
     # -- the API workers use -----------------------------------------------------------------------
@@ -643,6 +680,16 @@ class Scheduler:
             send = q.results.get(r.job)
             if send is not None:
                 send.send_nowait(r)
+
+    async def datum_log(self, pipeline: str, worker: str, job: str, key: str, try_: int, line: int, text: str) -> None:
+        q = self._queues.get(pipeline)
+        held = q.running.get((job, key)) if q is not None else None
+        if held is None or held[0] != worker or held[1].try_ != try_:
+            return  # late: the datum is no longer this worker's
+        live = q.live.get((job, key))
+        if live is None or live.try_ != try_:
+            live = q.live[(job, key)] = _Live(try_)
+        live.add(line, text)
 
     def worker_lost(self, pipeline: str, worker: str, why: str, stopped: bool = False) -> None:
         """A worker is gone: the datums it held go back to the queue, as a failed try if it
@@ -689,6 +736,12 @@ class Scheduler:
                     await self._io(self.client.write_files, repo, "master", [Put(path, stream=_bytes(stamp.encode()))])
                 except PfsError as e:
                     log.error("cron %s of %s: %s", c.name, p.name, e)
+
+
+def _lines(text: str) -> list[str]:
+    """Lines as the worker numbers them: split at newlines only (not str.splitlines' others)."""
+    lines = text.split("\n")
+    return lines[:-1] if lines[-1] == "" else lines
 
 
 def _parents(path: str) -> Iterator[str]:

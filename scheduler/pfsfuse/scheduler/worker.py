@@ -1,18 +1,25 @@
 """The worker (`python -m pfsfuse.scheduler.worker PIPELINE WORKER`): pulls datums from the daemon,
 shows each one's inputs at /pfs/<input> and a fresh /pfs/out, runs the user's command, and writes
-/pfs/out into the job's meta commit under the datum's key, in one atomic write.
+/pfs/out into the job's meta commit under the datum's key, in one atomic write. A batch's outputs
+are saved and reported in the background while the next batch runs. The command's output goes to
+the daemon as it comes (complete lines, every LIVE_EVERY seconds) so that `get-logs` shows a
+running datum's log; it is kept with the datum's result when it ends.
 
-As root the worker runs in its own mount namespace, where /pfs is its private scratch directory;
-the command runs on this host (the spec's image is recorded, not used). Without root it cannot
-give /pfs a private view: it uses its scratch directory instead and says so, and $PFS_ROOT tells
-the command where that is (paths in the environment point there too).
+As root the worker runs in its own mount namespace, where /pfs is a read-only view of its private
+scratch directory and /pfs/out, bound from its scratch directory, is the only writable place under
+/pfs: a command writing elsewhere under /pfs gets EROFS. The command runs on this host (the spec's
+image is recorded, not used): paths outside /pfs are the host's. Without root it cannot give /pfs a
+private view: it uses its scratch directory instead and says so, and $PFS_ROOT tells the command
+where that is (paths in the environment point there too); nothing is read-only there.
 
 As root, the worker also mounts the store read-only inside its namespace (a FUSE mount that dies
 with it) and binds each datum's input paths from there: files are fetched as they are read, a
-chunk at a time with read-ahead. Otherwise inputs are files fetched before the command runs.
+chunk at a time with read-ahead. An input that is one small file (SMALL) is fetched up front
+instead, straight from the chunk store, with the rest of its batch's: FUSE would cost more than its
+bytes. Without root, inputs are files fetched before the command runs.
 `empty_files` gives empty files and `lazy` named pipes that fetch a file only when opened.
 Symlinks in /pfs/out to inputs become references to the input's data, as do hard links to
-inputs fetched up front (a hard link cannot cross into the FUSE mount: EXDEV).
+inputs fetched up front without root (as root /pfs/out is a mount of its own: EXDEV).
 """
 
 from __future__ import annotations
@@ -21,27 +28,34 @@ import ctypes
 import io
 import logging
 import os
+import queue
+import select
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 from pfsfuse.api.connect import connect
 from pfsfuse.api.types import Copy, Mkdir, Put, Symlink, WriteOp
 from pfsfuse.home import Home
-from pfsfuse.metadata.errors import NotFound, PfsError
+from pfsfuse.chunks import ChunkLoc, CorruptChunk, ObjectNotFound
+from pfsfuse.metadata.errors import DataLoss, NotFound, PfsError
 from pfsfuse.metadata.records import DirNode, FileNode, SymlinkNode
 from pfsfuse.scheduler import spec as specs
 from pfsfuse.scheduler.api import RemotePipelines
 from pfsfuse.scheduler.pipes import PipeFeeder
-from pfsfuse.scheduler.records import DatumResult, DatumTask, meta_repo
+from pfsfuse.scheduler.records import DatumInput, DatumResult, DatumTask, meta_repo
 
 log = logging.getLogger("pfsfuse.worker")
 
 LOG_TAIL = 64 << 10
-_MS_REC, _MS_PRIVATE, _MS_BIND = 16384, 1 << 18, 4096
+SMALL = 64 << 10  # input files up to this size are fetched before the command, not read through FUSE
+BATCH_SECONDS, MAX_BATCH = 0.2, 32  # how long a batch of datums runs, at most
+LIVE_EVERY = 0.5  # seconds between live log updates; quicker datums send none
+_MS_RDONLY, _MS_REMOUNT, _MS_REC, _MS_PRIVATE, _MS_BIND = 1, 32, 16384, 1 << 18, 4096
 _CLONE_NEWNS = 0x00020000
 _MNT_DETACH = 2
 _LIBC = ctypes.CDLL(None, use_errno=True)
@@ -49,31 +63,77 @@ _LIBC.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctype
 _LIBC.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 
 
-def _bind(source: Path | None, target: Path, flags: int = _MS_BIND) -> None:
-    if _LIBC.mount(None if source is None else bytes(source), bytes(target), None, flags, None) != 0:
+def _bind(source: Path | None, target: Path, flags: int = _MS_BIND, fstype: bytes | None = None) -> None:
+    if _LIBC.mount(None if source is None else bytes(source), bytes(target), fstype, flags, None) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"cannot mount {source} at {target}: {os.strerror(err)}")
 
 
-def private_pfs(scratch: Path) -> Path:
-    """Mount `scratch` at /pfs in a mount namespace of our own; returns where the views live."""
-    view = scratch / "pfs"
-    view.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() != 0:
-        log.warning("not root: no private /pfs; the command sees its data under %s ($PFS_ROOT)", view)
-        return view
-    if _LIBC.unshare(_CLONE_NEWNS) != 0:
-        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS) failed")
-    _bind(None, Path("/"), _MS_REC | _MS_PRIVATE)  # nothing we mount leaks to the host
-    os.makedirs("/pfs", exist_ok=True)
-    _bind(view, Path("/pfs"))
-    return Path("/pfs")
+class Layout:
+    """Where the datum's /pfs is laid out (`views`, a host path for the worker), where /pfs/out
+    is (`out`), and what the command calls /pfs (`root`).
+
+    As root, in a mount namespace of our own: `views` is bound read-only at /pfs and `out`
+    read-write at /pfs/out. `views` is a tmpfs, so that laying out each datum costs no disk I/O:
+    it holds directories, mount points, pipes, empty files and small files (and the inputs fetched
+    up front if the store cannot be mounted). `out` stays on disk, where the daemon reads the
+    outputs from. The store is mounted when a datum first needs it (a mount takes a while to
+    start, and datums of small files never do)."""
+
+    def __init__(self, scratch: Path):
+        self.scratch = scratch
+        self.tmp = scratch / "tmp"  # views and the links lazy pipes are opened by: one file system
+        self.views = self.tmp / "pfs"
+        self.out = self.views / "out"
+        self.root = self.views
+        self.private = os.geteuid() == 0
+        self.store: Path | None = None
+        self._mounted = False
+
+    def setup(self) -> None:
+        if not self.private:
+            self.views.mkdir(parents=True)
+            self.out.mkdir()
+            log.warning("not root: no private /pfs; the command sees its data under %s ($PFS_ROOT)", self.views)
+            return
+        if _LIBC.unshare(_CLONE_NEWNS) != 0:
+            raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS) failed")
+        _bind(None, Path("/"), _MS_REC | _MS_PRIVATE)  # nothing we mount leaks to the host
+        self.tmp.mkdir()
+        _bind(Path("tmpfs"), self.tmp, 0, b"tmpfs")
+        self.views.mkdir()
+        (self.views / "out").mkdir()  # the mount point of /pfs/out
+        self.out = self.scratch / "out"
+        self.out.mkdir()
+        os.makedirs("/pfs", exist_ok=True)
+        _bind(self.views, Path("/pfs"))
+        _bind(None, Path("/pfs"), _MS_REMOUNT | _MS_BIND | _MS_RDONLY)
+        _bind(self.out, Path("/pfs/out"))
+        self.root = Path("/pfs")
+
+    def take_out(self, dest: Path) -> None:
+        """Move what the command wrote to /pfs/out to `dest`, if anything: the directory is
+        renamed (an output may have many entries) and a fresh one takes its place."""
+        with os.scandir(self.out) as entries:
+            if next(entries, None) is None:
+                return
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(self.out, dest)
+        self.out.mkdir()
+        if self.private:  # the bind follows the directory it was made of: make it again
+            _LIBC.umount2(b"/pfs/out", _MNT_DETACH)
+            _bind(self.out, Path("/pfs/out"))
+
+    def mounted_store(self) -> Path | None:
+        """The store, mounted read-only in our namespace (None: without root, or it failed)."""
+        if self.private and not self._mounted:
+            self._mounted = True
+            self.store = mount_store(self.scratch)
+        return self.store
 
 
 def mount_store(scratch: Path) -> Path | None:
     """As root, in our namespace: the store mounted read-only, for inputs read on demand."""
-    if os.geteuid() != 0:
-        return None
     from pfsfuse.mount import main as mounting  # FUSE and trio: only this path needs them
 
     store = scratch / "store"
@@ -101,21 +161,25 @@ class Worker:
         self.pipeline = pipeline
         self.name = name
         self.scratch = scratch  # host paths: what the daemon sees
-        self.views = scratch / "pfs"  # the datum's /pfs, as a host path
-        self.done = scratch / "done"  # outputs waiting to be written
-        self.root = private_pfs(scratch)  # /pfs, as the command sees it
-        self.store = mount_store(scratch)  # the store, read-only, or None: fetch inputs up front
+        self.layout = Layout(scratch)
+        self.done = scratch / "done"  # outputs waiting to be saved, a directory per batch
+        self.layout.setup()
+        self.views, self.out, self.root = self.layout.views, self.layout.out, self.layout.root
         self.binds: list[Path] = []  # the current datum's inputs bound from the store
-        self.fetched_before = 0  # the store mount's fetched bytes when the datum started
+        self.fetched = 0  # the store mount's fetched bytes, as last read
+        self.located: dict[bytes, ChunkLoc] = {}  # where the chunks of the batch's small inputs are
         self.client = connect(start=False)
         self.pps = RemotePipelines(os.environ["PFS_ADDRESS"])
         self.spec = self.pps.inspect_pipeline(pipeline).spec
+        self.reporter = Reporter(pipeline, name)
         self.busy = False  # running a datum: a stop waits for it
         self.stopping = False
         self.command: subprocess.Popen | None = None
+        self._job = None
+        self._env: dict[str, str] = {}
 
     def run(self) -> None:
-        batch = 1
+        batch, serial = 1, 0
         while not self.stopping:
             try:
                 tasks = self.pps.next_datums(self.pipeline, self.name, batch, 5.0)
@@ -123,61 +187,85 @@ class Worker:
                 return  # the pipeline is gone
             if not tasks:
                 continue
-            if tasks[0].job != getattr(self, "_job", None):
+            if tasks[0].job != self._job:
                 self.spec = self.pps.inspect_pipeline(self.pipeline).spec  # maybe updated
                 self._job = tasks[0].job
+                self._env = self._base_env()
             started = time.monotonic()
+            self._locate_small(tasks)
+            serial += 1
+            done = self.done / str(serial)
             results, ops = [], {}
             self.busy = True
             try:
                 for t in tasks:
-                    result, datum_ops = self.datum(t)
+                    result, datum_ops = self.datum(t, done)
                     results.append(result)
                     if result.ok:
                         ops.setdefault(t.meta_commit, []).extend(datum_ops)
-                results = self._write(ops, results)
-                self.pps.datum_done(self.pipeline, self.name, results)
+                self.reporter.send(ops, results, done)
             finally:
                 self.busy = False
-                shutil.rmtree(self.done, ignore_errors=True)
-            # Quick datums are fetched several at a time; slow ones one by one, for balance.
-            batch = 8 if (time.monotonic() - started) / len(tasks) < 0.5 else 1
+            # Quick datums are fetched (and saved) many at a time; slow ones one by one, for balance.
+            each = (time.monotonic() - started) / len(tasks)
+            batch = max(1, min(MAX_BATCH, int(BATCH_SECONDS / max(each, 1e-6))))
 
-    def _write(self, ops: dict[str, list[WriteOp]], results: list[DatumResult]) -> list[DatumResult]:
-        """Each datum's output lands with its key in one atomic write; if that fails, they fail."""
-        for commit, batch in ops.items():
-            try:
-                self.client.write_files(meta_repo(self.pipeline), commit, batch)
-            except PfsError as e:
-                results = [r if not r.ok else _failed(r, f"cannot save the output: {e}") for r in results]
-        return results
+    def close(self) -> None:
+        self.reporter.close()
+        self._unbind()
+
+    def _small(self, inp: DatumInput) -> bool:
+        """Whether to fetch this input up front rather than bind it from the store mount: a file
+        so small that reading it through FUSE costs more, whose chunks this worker may read."""
+        node = inp.node
+        return (self.layout.private and not (inp.lazy or inp.empty_files) and type(node) is FileNode
+                and node.chunks is not None and node.size <= SMALL and not inp.framed
+                and self.client.chunk_store is not None)
+
+    def _locate_small(self, tasks: list[DatumTask]) -> None:
+        """Where the chunks of the batch's small input files are, in one request."""
+        hashes = list({c.hash for t in tasks for i in t.inputs if self._small(i) for c in i.node.chunks})
+        try:
+            self.located = dict(zip(hashes, self.client.chunk_locations(hashes))) if hashes else {}
+        except PfsError as e:
+            log.warning("cannot locate the small inputs (%s): they are read through the mount", e)
+            self.located = {}
+
+    def _fetch_small(self, inp: DatumInput, local: Path) -> int:
+        node = inp.node
+        located = [(c.hash, c.size, self.located[c.hash]) for c in node.chunks]
+        with open(local, "wb") as f:
+            for piece in self.client.chunk_store.reader.read_range(located):
+                f.write(piece)
+        os.chmod(local, 0o555 if node.executable else 0o444)  # as the mount shows it
+        return node.size
 
     # -- one datum
 
-    def datum(self, t: DatumTask) -> tuple[DatumResult, list[WriteOp]]:
+    def datum(self, t: DatumTask, done: Path) -> tuple[DatumResult, list[WriteOp]]:
         started = time.time()
-        feeder = PipeFeeder(self._fetcher, str(self.scratch / "pipes"))
+        feeder = PipeFeeder(self._fetcher, str(self.layout.tmp / "pipes"))
         downloaded = 0
         try:
-            _empty(self.views)  # emptied, not replaced: /pfs is bound to this very directory
+            _empty(self.views, keep="out")  # /pfs/out, or its mount point
             sources, downloaded = self._inputs(t, feeder)
-            (self.views / "out").mkdir()
             if t.previous:
                 downloaded += self._prefill(t)
             feeder.start()
-            ok, reason, output = self._run(t)
+            ok, reason, output, first_line = self._run(t)
         except (PfsError, OSError) as e:
+            _empty(self.out)
             return DatumResult(t.job, t.key, False, f"cannot prepare the datum: {e}", started, time.time()), []
         finally:
             feeder.stop()
             downloaded += feeder.fed + self._unbind()
         if not ok:
-            return DatumResult(t.job, t.key, False, reason, started, time.time(), downloaded, 0, output), []
-        out = self.done / t.key
-        out.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(self.views / "out", out)
+            _empty(self.out)
+            return DatumResult(t.job, t.key, False, reason, started, time.time(), downloaded, 0, output, first_line), []
+        out = done / t.key
+        self.layout.take_out(out)
         ops, uploaded = self._outputs(t, out, sources)
-        return DatumResult(t.job, t.key, True, "", started, time.time(), downloaded, uploaded, output), ops
+        return DatumResult(t.job, t.key, True, "", started, time.time(), downloaded, uploaded, output, first_line), ops
 
     def _inputs(self, t: DatumTask, feeder: PipeFeeder):
         """Lay out the datum's inputs under /pfs; returns {(dev, ino): source} of input files and
@@ -188,16 +276,24 @@ class Worker:
             base = self.views / inp.name
             target = base / inp.path if inp.path else base
             target.parent.mkdir(parents=True, exist_ok=True)
-            if self.store is not None and not (inp.lazy or inp.empty_files or isinstance(inp.node, SymlinkNode)):
+            if self._small(inp) and all(c.hash in self.located for c in inp.node.chunks):
+                try:
+                    fetched += self._fetch_small(inp, target)
+                    continue
+                except ObjectNotFound:
+                    pass  # moved by a garbage collection: the mount finds it
+                except CorruptChunk as e:
+                    raise DataLoss(f"{inp.repo}@{inp.commit}:{inp.path}: {e}") from None
+            bound = not (inp.lazy or inp.empty_files or isinstance(inp.node, SymlinkNode))
+            store = self.layout.mounted_store() if bound else None
+            if store is not None:
                 if isinstance(inp.node, DirNode):
                     target.mkdir(exist_ok=True)
                 else:
                     target.touch()
                 # Onto the path under /pfs: a mount under the scratch directory would not show there.
                 seen = self.root / inp.name / inp.path if inp.path else self.root / inp.name
-                if not self.binds:  # the first of the datum: the mount's count so far
-                    self.fetched_before = self._store_fetched()
-                _bind(self.store / inp.repo / inp.commit / inp.path, seen)
+                _bind(store / inp.repo / inp.commit / inp.path, seen)
                 self.binds.append(seen)
                 continue
             entries = [(inp.path, inp.node)]
@@ -224,16 +320,15 @@ class Worker:
         return sources, fetched
 
     def _unbind(self) -> int:
-        """Detach the datum's bound inputs; returns the bytes the store mount fetched for them."""
+        """Detach the datum's bound inputs; returns the bytes the store mount fetched for them
+        (since the last datum that had some: nothing else reads through that mount)."""
         if not self.binds:
             return 0
         for target in reversed(self.binds):
             _LIBC.umount2(bytes(target), _MNT_DETACH)
         self.binds.clear()
-        return self._store_fetched() - self.fetched_before
-
-    def _store_fetched(self) -> int:
-        return int(os.getxattr(self.store, "user.pfs.fetched")) if self.store is not None else 0
+        before, self.fetched = self.fetched, int(os.getxattr(self.layout.store, "user.pfs.fetched"))
+        return self.fetched - before
 
     def _fetcher(self):
         client = connect(start=False)  # in a forked pipe server, a connection of its own
@@ -248,7 +343,7 @@ class Worker:
         except NotFound:
             return 0
         for f in files[1:]:
-            local = self.views / "out" / f.path[len(prefix) + 1 :]
+            local = self.out / f.path[len(prefix) + 1 :]
             if f.type == "dir":
                 local.mkdir(parents=True, exist_ok=True)
             elif f.type == "symlink":
@@ -260,12 +355,16 @@ class Worker:
                         fetched += len(piece)
         return fetched
 
-    def _run(self, t: DatumTask) -> tuple[bool, str, str]:
-        tf = self.spec.transform
+    def _base_env(self) -> dict[str, str]:
         # Commands find this installation's python3 (and its packages) first on PATH.
         path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
-        env = {**os.environ, "PATH": path, **tf.env, "PACH_JOB_ID": t.job,
-               "PACH_OUTPUT_COMMIT_ID": t.output_commit, "PFS_ROOT": str(self.root)}
+        return {**os.environ, "PATH": path, **self.spec.transform.env, "PFS_ROOT": str(self.root)}
+
+    def _run(self, t: DatumTask) -> tuple[bool, str, str, int]:
+        """Run the command; returns whether it succeeded, why not, the tail of its output and the
+        number of the tail's first line."""
+        tf = self.spec.transform
+        env = {**self._env, "PACH_JOB_ID": t.job, "PACH_OUTPUT_COMMIT_ID": t.output_commit}
         for inp in t.inputs:
             env[inp.name] = str(self.root / inp.name / inp.path) if inp.path else str(self.root / inp.name)
             env[f"{inp.name}_COMMIT"] = inp.commit
@@ -277,20 +376,31 @@ class Worker:
                 cwd=tf.working_dir or None, env=env, start_new_session=True, user=tf.user or None,
             )
         except (OSError, ValueError) as e:
-            return False, f"cannot run {tf.cmd[0]}: {e}", ""
+            return False, f"cannot run {tf.cmd[0]}: {e}", "", 0
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            output, _ = proc.communicate(stdin, timeout=timeout)
+            output, in_time = _exchange(proc, stdin, deadline, LiveLog(self.pps, self.pipeline, self.name, t))
+            if in_time:
+                proc.wait(None if deadline is None else max(deadline - time.monotonic(), 0))
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            output, _ = proc.communicate()
-            return False, f"the command ran longer than datum_timeout {self.spec.datum_timeout}", _text(output)
+            in_time = False
         finally:
             self.command = None
-        text = _text(output)
+        if not in_time:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.stdin.close()
+            if not proc.stdout.closed:
+                output += proc.stdout.read()
+                proc.stdout.close()
+            proc.wait()
+            text, first = _tail(output)
+            return False, f"the command ran longer than datum_timeout {self.spec.datum_timeout}", text, first
+        text, first = _tail(output)
         if proc.returncode != 0 and proc.returncode not in tf.accept_return_code:
             how = f"exit status {proc.returncode}" if proc.returncode > 0 else f"signal {-proc.returncode}"
-            return False, f"the command failed ({how})", text
-        return True, "", text
+            hint = "; only /pfs/out is writable under /pfs" if "Read-only file system" in text else ""
+            return False, f"the command failed ({how}){hint}", text, first
+        return True, "", text, first
 
     def _outputs(self, t: DatumTask, out: Path, sources) -> tuple[list[WriteOp], int]:
         """Ops that store /pfs/out under the datum's key: links to inputs become references."""
@@ -335,8 +445,115 @@ class Worker:
         return inp.repo, inp.commit, path
 
 
-def _empty(directory: Path) -> None:
+class Reporter:
+    """Saves each batch's outputs (each datum's with its key, in one atomic write) and reports the
+    results, in a thread of its own so that the next batch runs meanwhile. One batch waits at most:
+    `send` blocks while another is being saved."""
+
+    def __init__(self, pipeline: str, worker: str):
+        self.pipeline, self.worker = pipeline, worker
+        self.client = connect(start=False)  # connections of its own: they are not shared
+        self.pps = RemotePipelines(os.environ["PFS_ADDRESS"])
+        self._batches: queue.Queue = queue.Queue(maxsize=1)
+        self._thread = threading.Thread(target=self._loop, name="pfs-reporter")
+        self._thread.start()
+
+    def send(self, ops: dict[str, list[WriteOp]], results: list[DatumResult], done: Path) -> None:
+        self._batches.put((ops, results, done))
+
+    def close(self) -> None:
+        """Once every batch sent is reported."""
+        if self._thread.is_alive():
+            self._batches.put(None)
+            self._thread.join()
+
+    def _loop(self) -> None:
+        while (batch := self._batches.get()) is not None:
+            ops, results, done = batch
+            try:
+                for commit, commit_ops in ops.items():
+                    try:
+                        self.client.write_files(meta_repo(self.pipeline), commit, commit_ops)
+                    except (PfsError, OSError) as e:
+                        results = [r if not r.ok else _failed(r, f"cannot save the output: {e}") for r in results]
+                self.pps.datum_done(self.pipeline, self.worker, results)
+            except PfsError as e:
+                log.error("cannot report datums: %s", e)  # the daemon gives them to another worker
+            finally:
+                shutil.rmtree(done, ignore_errors=True)
+
+
+class LiveLog:
+    """A running command's output, sent to the daemon as complete lines while it runs."""
+
+    def __init__(self, pps: RemotePipelines, pipeline: str, worker: str, t: DatumTask):
+        self.pps, self.pipeline, self.worker, self.t = pps, pipeline, worker, t
+        self.sent = 0  # bytes of output sent (up to the end of a line)
+        self.lines = 0  # lines before that point
+
+    def send(self, output: bytes | bytearray) -> None:
+        end = output.rfind(b"\n") + 1
+        if end <= self.sent:
+            return
+        new = output[self.sent : end]
+        first = self.lines
+        if len(new) > LOG_TAIL:  # bounded: the tail only, from a line's start
+            skip = new.find(b"\n", len(new) - LOG_TAIL) + 1
+            first += new.count(b"\n", 0, skip)
+            new = new[skip:]
+        self.lines += output.count(b"\n", self.sent, end)
+        self.sent = end
+        try:
+            self.pps.datum_log(self.pipeline, self.worker, self.t.job, self.t.key, self.t.try_, first,
+                               new.decode(errors="replace"))
+        except PfsError as e:
+            log.warning("cannot send a live log: %s", e)  # the whole log goes with the result
+
+
+def _exchange(proc: subprocess.Popen, stdin: bytes, deadline: float | None, live: LiveLog) -> tuple[bytes, bool]:
+    """Like `communicate`, and the output so far goes to `live` every LIVE_EVERY seconds; returns
+    the output and whether that was before the deadline. (communicate with a timeout would wait
+    for the exit with sleeps.)"""
+    out, out_fd = bytearray(), proc.stdout.fileno()
+    poller = select.poll()
+    streams = {out_fd: proc.stdout}
+    poller.register(proc.stdout, select.POLLIN)
+    todo = memoryview(stdin)
+    if todo:
+        os.set_blocking(proc.stdin.fileno(), False)
+        streams[proc.stdin.fileno()] = proc.stdin
+        poller.register(proc.stdin, select.POLLOUT)
+    else:
+        proc.stdin.close()
+    update = time.monotonic() + LIVE_EVERY
+    while streams:
+        until = update if deadline is None else min(update, deadline)
+        for fd, _ in poller.poll(max(until - time.monotonic(), 0) * 1000):
+            if fd == out_fd:
+                piece = os.read(fd, 1 << 16)
+                out += piece
+            else:
+                try:
+                    todo = todo[os.write(fd, todo[: select.PIPE_BUF]) :]
+                except BrokenPipeError:
+                    todo = todo[:0]  # the command does not read it all: as communicate, fine
+                piece = todo
+            if not piece:
+                poller.unregister(fd)
+                streams.pop(fd).close()
+        now = time.monotonic()
+        if deadline is not None and now >= deadline:
+            return bytes(out), False
+        if now >= update:
+            live.send(out)
+            update = now + LIVE_EVERY
+    return bytes(out), True
+
+
+def _empty(directory: Path, keep: str = "") -> None:
     for entry in os.scandir(directory):
+        if entry.name == keep:
+            continue
         if entry.is_dir(follow_symlinks=False):
             shutil.rmtree(entry.path)
         else:
@@ -347,8 +564,13 @@ def _kind(node) -> str:
     return "dir" if isinstance(node, DirNode) else "symlink" if isinstance(node, SymlinkNode) else "file"
 
 
-def _text(output: bytes | None) -> str:
-    return (output or b"")[-LOG_TAIL:].decode(errors="replace")
+def _tail(output: bytes | None) -> tuple[str, int]:
+    """The output's last LOG_TAIL bytes, from a line's start, and the number of that line."""
+    output = output or b""
+    start = 0
+    if len(output) > LOG_TAIL:
+        start = output.find(b"\n", len(output) - LOG_TAIL) + 1 or len(output) - LOG_TAIL
+    return output[start:].decode(errors="replace"), output.count(b"\n", 0, start)
 
 
 def _failed(r: DatumResult, reason: str) -> DatumResult:
@@ -385,8 +607,8 @@ def main() -> None:
         log.error("%s", e)
         sys.exit(1)
     finally:
-        worker._unbind()
-        unmount_store(worker.store)
+        worker.close()
+        unmount_store(worker.layout.store)
         shutil.rmtree(scratch, ignore_errors=True)
 
 

@@ -322,22 +322,29 @@ def restart_datum(app: App, job_id: str, datum: str) -> None:
 @click.option("-p", "--pipeline", help="Only this pipeline's logs.")
 @click.option("--job", help="Only this job's logs.")
 @click.option("--datum", help="Only this datum's logs.")
-@click.option("-f", "--follow", is_flag=True, help="Keep printing new logs.")
+@click.option("-f", "--follow", is_flag=True, help="Print lines as they come, until the jobs end.")
 @click.option("--raw", is_flag=True, help="Print the log lines only.")
 @pass_app
 def get_logs(app: App, pipeline: str | None, job: str | None, datum: str | None, follow: bool, raw: bool) -> None:
-    """Print the logs of the commands pipelines ran."""
+    """Print the logs of the commands pipelines ran (and are running)."""
     seen = set()
     while True:
+        ended = follow and _jobs_ended(app, pipeline, job)  # before the logs: their last lines show
         for line in app.pipelines.get_logs(pipeline, job, datum):
-            key = (line.job, line.datum, line.ts, line.message)
+            key = (line.job, line.datum, line.try_, line.line, line.message)
             if key in seen:
                 continue
             seen.add(key)
             app.out.line(line.message if raw else f"{line.pipeline} {line.job[:8]} {line.datum[:8]} {line.message}", flush=follow)
-        if not follow:
+        if not follow or ended:
             return
-        time.sleep(0.5)  # a poll interval for a person watching logs
+        time.sleep(0.25)  # a poll interval for a person watching logs
+
+
+def _jobs_ended(app: App, pipeline: str | None, job: str | None) -> bool:
+    """Whether the jobs whose logs are followed have all ended (some must have started)."""
+    jobs = [app.pipelines.inspect_job(job)] if job else app.pipelines.list_job(pipeline)
+    return bool(jobs) and all(j.done for j in jobs)
 
 
 COMMANDS = [
