@@ -10,7 +10,7 @@ import time
 import pytest
 from helpers import write_chunks
 
-from pfsfuse.chunks import ChunkCache, ChunkStore, CorruptChunk, LocalStore, ObjectStore, cache_for
+from pfsfuse.chunks import ZSTD, ChunkCache, ChunkStore, CorruptChunk, LocalStore, ObjectStore, cache_for
 from pfsfuse.chunks.cache import parse_size
 
 SEED = 0x5EED
@@ -42,12 +42,12 @@ def test_put_get_drop(tmp_path):
     cache.drop(pack(1))  # dropping a missing pack is fine
 
 
-def test_holes_and_the_end_are_misses(tmp_path):
+def test_holes_read_as_zeros_and_the_end_is_a_miss(tmp_path):
     cache = ChunkCache(tmp_path, 1 << 30)
     cache.put(pack(1), 1 << 20, block(1))  # the ranges before it are a hole
     cache.flush()
     assert cache.get(pack(1), [(0, 10_000), (1 << 20, 10_000), (1 << 20, 10_001), (2 << 20, 1)]) == [
-        None, block(1), None, None,
+        bytes(10_000), block(1), None, None,
     ]
     assert cached_bytes(cache) < 100_000  # the hole takes no space, and is not counted
 
@@ -134,13 +134,19 @@ def test_reader_uses_cache(tmp_path):
     assert objects.gets == got
 
 
-def test_damaged_cache_bytes_fetched_again(tmp_path):
+def compressible(size: int) -> bytes:
+    return b"".join(b"%d %s\n" % (i, os.urandom(8).hex().encode()) for i in range(size // 20))[:size]
+
+
+@pytest.mark.parametrize("make", [os.urandom, compressible])
+def test_damaged_cache_bytes_fetched_again(tmp_path, make):
     objects = CountingStore(LocalStore(tmp_path / "objects"))
     cache = ChunkCache(tmp_path / "cache", 64 << 20)
     chunks = ChunkStore(objects, SEED, cache=cache)
-    data = os.urandom(8 << 20)
+    data = make(8 << 20)
     located = write_chunks(chunks, data)
     assert len(located) > 3
+    assert make is os.urandom or all(loc.codec == ZSTD for _, _, loc in located)
     assert b"".join(chunks.reader.read_range(located)) == data
     cache.flush()
     (_, _, one), (_, _, two) = located[1], located[2]

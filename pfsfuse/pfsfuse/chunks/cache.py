@@ -1,24 +1,24 @@
 """ChunkCache: a bounded on-disk cache of pack objects, for clients that read from a far object store.
 
 The cache mirrors byte ranges of packs: a pack's cached bytes lie in one sparse file named by the
-pack id, at the offsets they have in the pack, stored (compressed) as in the pack. A chunk's
-location is therefore its address in the cache too, so the cache needs no index, and the chunks of
-a file read once lie back to back in a few large files: reading them again is a few sequential
-reads, which the kernel's read-ahead serves at the disk's speed (a file per chunk scattered them
-over the disk and read at half of it).
+pack id, at the offsets they have in the pack, as stored there (compressed or not). A chunk's
+location is therefore its address in the cache too, so the cache needs no index; and the chunks of
+a file written at once, back to back in its packs, lie back to back in a few large files here, so
+reading them again is a few sequential reads, which the kernel's read-ahead serves near the disk's
+speed (a file per chunk scattered them over the disk, and read at half of it).
 
 Packs never change, so cached bytes are good forever: no invalidation, only eviction. Ranges are
 written in place, without fsync or renames; a reader re-hashes every chunk it gets from here
 (ChunkReader does) and fetches again one that does not match: a range never written (a hole reads
 as zeros), a torn write after a crash, another process writing it right now, a disk error, bit rot.
-So processes sharing the directory (the mount and the daemon) need no locks, and nothing read from
-the cache is returned unverified.
+So processes sharing the directory (mounts, workers and commands of one user) need no locks, and
+nothing read from the cache is returned unverified.
 
 Ranges are written behind the reader by a thread of their own; when the disk falls behind by more
 than `behind` bytes, further ranges are not cached, so that the cache never slows a reader down.
 A failed write (a full disk) only loses that range.
 
-Eviction is least recently used, per pack file: a hit touches the file's mtime, and when the cache
+Eviction is least recently used, a pack's file at a time: a hit touches the file's mtime, and when the cache
 outgrows its bound, the oldest files are deleted. The size (blocks allocated) is learned by
 scanning the directory when this process first adds bytes and again after every eighth of the bound
 it adds, so processes sharing a directory notice each other's additions; between scans each may
@@ -68,7 +68,7 @@ class ChunkCache:
 
     def get(self, pack: bytes, ranges: list[tuple[int, int]]) -> list[bytes | None]:
         """The cached bytes of each (offset, length) range of `pack`, unverified, or None for
-        those surely not cached (a hole, or past the end of the file)."""
+        those past the end of its file. A range never written reads as zeros (a hole)."""
         try:
             fd = os.open(self._path(pack), os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
@@ -76,9 +76,10 @@ class ChunkCache:
         try:
             with contextlib.suppress(OSError):
                 os.utime(fd)  # recently used
-            return [_pread(fd, offset, length) for offset, length in ranges]
+            datas = [os.pread(fd, length, offset) for offset, length in ranges]
         finally:
             os.close(fd)
+        return [data if len(data) == length else None for data, (_, length) in zip(datas, ranges)]
 
     def drop(self, pack: bytes) -> None:
         """Removes the cached bytes of `pack` (deleted from the store)."""
@@ -116,6 +117,7 @@ class ChunkCache:
                 self._queue.task_done()
 
     def _write(self, pack: bytes, offset: int, data: bytes | memoryview) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # in case it was emptied by hand
         # In place: a reader may see the range half written, and verifies it (see above).
         fd = os.open(self._path(pack), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
@@ -151,17 +153,6 @@ class ChunkCache:
                     os.unlink(path)
                 used -= size
         self._used, self._added = used, 0
-
-
-def _pread(fd: int, offset: int, length: int) -> bytes | None:
-    """`length` bytes at `offset`, or None if the file ends first or they lie in a hole."""
-    try:
-        if os.lseek(fd, offset, os.SEEK_DATA) >= offset + length:
-            return None
-    except OSError:  # ENXIO: no data from `offset` on
-        return None
-    data = os.pread(fd, length, offset)
-    return data if len(data) == length else None
 
 
 DEFAULT_SIZE = 10 << 30
