@@ -234,10 +234,6 @@ class _Collection:
                     for h in batch:
                         v.txn.delete("chunks", h)
             removed += batch
-        cache = self.store.chunks.reader.cache
-        if cache is not None:
-            for h in removed:
-                cache.drop(h)
         return removed
 
     def _rewrite(self, packs: list[_Pack]) -> None:
@@ -285,6 +281,10 @@ class _Collection:
             return
         with ThreadPoolExecutor(16) as pool:
             list(pool.map(lambda p: self.store.objects.delete(pack_key(p)), packs))
+        cache = self.store.chunks.reader.cache
+        if cache is not None:
+            for p in packs:
+                cache.drop(p)
 
     def _orphans(self, unindexed: list[bytes], listed_after: int) -> None:
         """Deletes unindexed packs once rule 3 allows; records when the others were first seen."""

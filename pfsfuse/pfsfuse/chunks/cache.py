@@ -1,18 +1,28 @@
-"""ChunkCache: a bounded on-disk cache of chunks, for clients that read from a far object store.
+"""ChunkCache: a bounded on-disk cache of pack objects, for clients that read from a far object store.
 
-Chunks never change, so a cached chunk is good forever: no invalidation, only eviction. Each chunk
-is a file named by its hash, written to a temporary name and renamed into place, so concurrent
-readers (threads or processes sharing the directory) see a whole file or none. The reader
-re-hashes every chunk it gets from here and drops one that does not match (a torn write after a
-crash, a disk error), so the cache needs no fsync and no index to stay correct.
+The cache mirrors byte ranges of packs: a pack's cached bytes lie in one sparse file named by the
+pack id, at the offsets they have in the pack, as stored there (compressed or not). A chunk's
+location is therefore its address in the cache too, so the cache needs no index; and the chunks of
+a file written at once, back to back in its packs, lie back to back in a few large files here, so
+reading them again is a few sequential reads, which the kernel's read-ahead serves near the disk's
+speed (a file per chunk scattered them over the disk, and read at half of it).
 
-Chunks are written behind the reader by a thread of their own; when the disk falls behind by more
-than `behind` bytes, further chunks are not cached, so that the cache never slows a reader down.
+Packs never change, so cached bytes are good forever: no invalidation, only eviction. Ranges are
+written in place, without fsync or renames; a reader re-hashes every chunk it gets from here
+(ChunkReader does) and fetches again one that does not match: a range never written (a hole reads
+as zeros), a torn write after a crash, another process writing it right now, a disk error, bit rot.
+So processes sharing the directory (mounts, workers and commands of one user) need no locks, and
+nothing read from the cache is returned unverified.
 
-Eviction is least recently used: a hit touches the file's mtime, and when the cache outgrows its
-bound, the oldest files are deleted. The size is learned by scanning the directory when this process
-first adds a chunk and again after every eighth of the bound it adds, so processes sharing a
-directory notice each other's additions; between scans each may overshoot by that eighth.
+Ranges are written behind the reader by a thread of their own; when the disk falls behind by more
+than `behind` bytes, further ranges are not cached, so that the cache never slows a reader down.
+A failed write (a full disk) only loses that range.
+
+Eviction is least recently used, a pack's file at a time: a hit touches the file's mtime, and when the cache
+outgrows its bound, the oldest files are deleted. The size (blocks allocated) is learned by
+scanning the directory when this process first adds bytes and again after every eighth of the bound
+it adds, so processes sharing a directory notice each other's additions; between scans each may
+overshoot by that eighth.
 """
 
 from __future__ import annotations
@@ -22,19 +32,18 @@ import hashlib
 import logging
 import os
 import queue
+import shutil
 import threading
-import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 _LOW_WATER = 0.9  # evict down to this fraction of the bound, so eviction runs in batches
-_STALE_TMP = 3600  # seconds after which a temporary file is a crashed writer's leftover
 
 
 class ChunkCache:
-    """Chunks by hash under `directory`, about `max_bytes` of them at most; `behind` bounds the
-    bytes waiting to be written."""
+    """Byte ranges of packs under `directory`, about `max_bytes` of them at most; `behind` bounds
+    the bytes waiting to be written."""
 
     def __init__(self, directory: str | os.PathLike, max_bytes: int, behind: int = 64 << 20):
         if max_bytes <= 0:
@@ -46,7 +55,7 @@ class ChunkCache:
         self._lock = threading.Lock()  # for the two below
         self._queued = 0  # bytes waiting to be written
         self._writer: threading.Thread | None = None  # started by the first put
-        self._queue: queue.Queue[tuple[bytes, bytes]] = queue.Queue()
+        self._queue: queue.Queue[tuple[bytes, int, bytes | memoryview]] = queue.Queue()
         # the writer's alone:
         self._used: int | None = None  # bytes in the cache at the last scan, plus those added
         self._added = 0  # bytes added since the last scan
@@ -54,42 +63,32 @@ class ChunkCache:
     def __repr__(self) -> str:
         return f"ChunkCache({str(self.dir)!r}, {self.max_bytes})"
 
-    def _path(self, h: bytes) -> Path:
-        name = h.hex()
-        return self.dir / name[:2] / name
+    def _path(self, pack: bytes) -> Path:
+        return self.dir / pack.hex()
 
-    def get(self, h: bytes) -> bytes | None:
-        """The cached bytes of chunk `h`, unverified, or None."""
-        path = self._path(h)
+    def get(self, pack: bytes, ranges: list[tuple[int, int]]) -> list[bytes | None]:
+        """The cached bytes of each (offset, length) range of `pack`, unverified, or None for
+        those past the end of its file. A range never written reads as zeros (a hole)."""
         try:
-            data = path.read_bytes()
+            fd = os.open(self._path(pack), os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
-            return None
+            return [None] * len(ranges)
+        try:
+            with contextlib.suppress(OSError):
+                os.utime(fd)  # recently used
+            datas = [os.pread(fd, length, offset) for offset, length in ranges]
+        finally:
+            os.close(fd)
+        return [data if len(data) == length else None for data, (_, length) in zip(datas, ranges)]
+
+    def drop(self, pack: bytes) -> None:
+        """Removes the cached bytes of `pack` (deleted from the store)."""
         with contextlib.suppress(OSError):
-            os.utime(path)  # recently used
-        return data
+            self._path(pack).unlink()
 
-    def prefetch(self, hashes: list[bytes]) -> None:
-        """Ask the disk for the cached files of `hashes` at once: chunk files are small, so
-        reading them one by one would get little of the kernel's read-ahead."""
-        for h in hashes:
-            try:
-                fd = os.open(self._path(h), os.O_RDONLY)
-            except OSError:
-                continue
-            try:
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
-            finally:
-                os.close(fd)
-
-    def drop(self, h: bytes) -> None:
-        """Removes chunk `h` (its cached bytes turned out wrong)."""
-        with contextlib.suppress(OSError):
-            self._path(h).unlink()
-
-    def put(self, h: bytes, data: bytes) -> None:
-        """Caches chunk `h`, whose `data` the caller verified, in the background, unless the writes
-        are `behind` already."""
+    def put(self, pack: bytes, offset: int, data: bytes | memoryview) -> None:
+        """Caches `data`, the bytes at `offset` in `pack`, which the caller verified, in the
+        background, unless the writes are `behind` already."""
         with self._lock:
             if self._queued + len(data) > self._behind:
                 return
@@ -99,17 +98,17 @@ class ChunkCache:
                     target=self._write_behind, name="pfs-cache-writer", daemon=True
                 )
                 self._writer.start()
-        self._queue.put((h, data))
+        self._queue.put((pack, offset, data))
 
     def flush(self) -> None:
-        """Waits until every chunk put so far is written (or failed to be)."""
+        """Waits until every range put so far is written (or failed to be)."""
         self._queue.join()
 
     def _write_behind(self) -> None:
         while True:
-            h, data = self._queue.get()
+            pack, offset, data = self._queue.get()
             try:
-                self._write(h, data)
+                self._write(pack, offset, data)
             except Exception as exc:  # a full disk...: the cache is an optimisation
                 log.warning("chunk cache %s: cannot store a chunk: %s", self.dir, exc)
             finally:
@@ -117,17 +116,17 @@ class ChunkCache:
                     self._queued -= len(data)
                 self._queue.task_done()
 
-    def _write(self, h: bytes, data: bytes) -> None:
-        path = self._path(h)
-        tmp = path.parent / f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
+    def _write(self, pack: bytes, offset: int, data: bytes | memoryview) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # in case it was emptied by hand
+        # In place: a reader may see the range half written, and verifies it (see above).
+        fd = os.open(self._path(pack), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            path.parent.mkdir(exist_ok=True)
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
+            with memoryview(data) as view:
+                done = 0
+                while done < len(view):
+                    done += os.pwrite(fd, view[done:], offset + done)
+        finally:
+            os.close(fd)
         self._added += len(data)
         if self._used is not None:
             self._used += len(data)
@@ -137,17 +136,13 @@ class ChunkCache:
     def _evict(self) -> None:
         """Scans the cache and deletes the least recently used files down to the low-water mark."""
         files = []
-        now = time.time()
-        for sub in os.scandir(self.dir):
-            if not sub.is_dir(follow_symlinks=False):
-                continue
-            for entry in os.scandir(sub.path):
-                with contextlib.suppress(FileNotFoundError):  # another process evicted it
-                    st = entry.stat(follow_symlinks=False)
-                    if not entry.name.startswith("."):
-                        files.append((st.st_mtime, st.st_size, entry.path))
-                    elif now - st.st_mtime > _STALE_TMP:
-                        os.unlink(entry.path)
+        for entry in os.scandir(self.dir):
+            with contextlib.suppress(FileNotFoundError):  # another process evicted it
+                if entry.is_dir(follow_symlinks=False):  # a file per chunk, the former layout
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                    continue
+                st = entry.stat(follow_symlinks=False)
+                files.append((st.st_mtime, st.st_blocks * 512, entry.path))
         used = sum(size for _, size, _ in files)
         if used > self.max_bytes:
             files.sort()

@@ -233,7 +233,8 @@ class PackWriter:
 class ChunkReader:
     """Reads chunks from packs and verifies them against their address. Thread-safe.
 
-    With a `cache`, chunks are looked up there first and stored there once read and verified."""
+    With a `cache`, chunks are looked up there first, verified like any others, and stored there
+    (as stored in their pack) once read and verified."""
 
     def __init__(
         self,
@@ -325,9 +326,7 @@ class ChunkReader:
     def _read_run(self, run: list[tuple[bytes, int, ChunkLoc]]) -> list[bytes]:
         """The chunks of `run`, which lie back to back in one pack: those not in the cache with
         one ranged get."""
-        if self.cache is not None and len(run) > 1:
-            self.cache.prefetch([h for h, _, _ in run])
-        datas = [self._cached(h, size) for h, size, _ in run]
+        datas = self._cached(run) if self.cache is not None else [None] * len(run)
         missing = [i for i, data in enumerate(datas) if data is None]
         if missing:
             first, last = run[missing[0]][2], run[missing[-1]][2]
@@ -337,19 +336,23 @@ class ChunkReader:
             for i in missing:
                 h, size, loc = run[i]
                 start = loc.offset - first.offset
-                datas[i] = self._decode(h, size, loc, stored[start : start + loc.length])
+                piece = stored[start : start + loc.length]
+                datas[i] = self._decode(h, size, loc, piece)
                 if self.cache is not None:
-                    self.cache.put(h, datas[i])
+                    self.cache.put(loc.pack, loc.offset, piece)
         return datas
 
-    def _cached(self, h: bytes, size: int) -> bytes | None:
-        if self.cache is None:
-            return None
-        data = self.cache.get(h)
-        if data is not None and (len(data) != size or self._hash(data) != h):
-            self.cache.drop(h)  # damaged on disk: fetch it again
-            return None
-        return data
+    def _cached(self, run: list[tuple[bytes, int, ChunkLoc]]) -> list[bytes | None]:
+        """The chunks of `run` found whole and good in the cache; None for the others (never
+        cached, or damaged on disk: fetched again, which rewrites them)."""
+        pieces = self.cache.get(run[0][2].pack, [(loc.offset, loc.length) for _, _, loc in run])
+        datas = []
+        for (h, size, loc), stored in zip(run, pieces):
+            try:
+                datas.append(None if stored is None else self._decode(h, size, loc, stored))
+            except CorruptChunk:
+                datas.append(None)
+        return datas
 
     def _decode(self, h: bytes, size: int, loc: ChunkLoc, stored: bytes) -> bytes:
         where = f"chunk {h.hex()} at {loc.offset} in pack {loc.pack.hex()}"
