@@ -289,6 +289,7 @@ class CountingStore(LocalStore):
 
 def test_read_range_fetches_adjacent_chunks_together(tmp_path):
     chunks = ChunkStore(CountingStore(tmp_path), SEED)
+    chunks.reader = packs.ChunkReader(chunks.objects, chunks.hash)  # as for an object store
     data = os.urandom(40 << 20)
     pieces = list(chunks.chunker.cut_buf(data))
     written = write_all(chunks, pieces, target=16 << 20)
@@ -301,3 +302,14 @@ def test_read_range_fetches_adjacent_chunks_together(tmp_path):
     chunks.objects.gets.clear()
     assert b"".join(chunks.reader.read_range(located, 5 << 20, 100)) == data[5 << 20 :][:100]
     assert len(chunks.objects.gets) == 1
+
+
+def test_local_store_reads_each_chunk_alone(tmp_path):
+    # A local disk costs nothing a request: no runs to slice into chunks.
+    chunks = ChunkStore(CountingStore(tmp_path), SEED)
+    data = os.urandom(20 << 20)
+    pieces = list(chunks.chunker.cut_buf(data))
+    written = write_all(chunks, pieces, target=16 << 20)
+    located = [(h, len(d), loc) for h, (d, loc) in written.items()]
+    assert b"".join(chunks.reader.read_range(located)) == data
+    assert sorted(length for _, _, length in chunks.objects.gets) == sorted(loc.length for _, _, loc in located)
