@@ -7,8 +7,10 @@ import os
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
-from pyfastcdc import BinaryStreamReader, FastCDC
+if TYPE_CHECKING:
+    from pyfastcdc import BinaryStreamReader
 
 MIN_SIZE = 256 << 10
 AVG_SIZE = 1 << 20  # pyfastcdc's avg_size; cuts are sought after MIN_SIZE, so the mean is ~1.25 MiB
@@ -21,6 +23,10 @@ class Chunker:
     content-defined boundaries, chosen by a gear table keyed with the store's seed. Thread-safe."""
 
     def __init__(self, seed: int):
+        # Loaded here, not at import: a client that only reads (get-file) never cuts, and each
+        # extension module loaded costs its start-up a disk read when the page cache is cold.
+        from pyfastcdc import FastCDC
+
         self._cdc = FastCDC(
             AVG_SIZE,
             min_size=MIN_SIZE,

@@ -7,6 +7,7 @@ The caller keeps the chunk hash -> ChunkLoc index; the trailer lets fsck and GC 
 
 from __future__ import annotations
 
+import functools
 import mmap
 import os
 import threading
@@ -428,11 +429,16 @@ class ChunkStore:
 
         self.objects = objects
         self.hash: Callable[[bytes], bytes] = chunk_hash
-        self.chunker = Chunker(seed)
+        self._new_chunker = lambda: Chunker(seed)
         # A local disk costs nothing a request: reading each chunk alone into its own buffer
         # saves slicing runs into chunks, which costs a copy and fresh memory (page faults).
         run_bytes = 0 if isinstance(objects, LocalStore) else _RUN_BYTES
         self.reader = ChunkReader(objects, chunk_hash, cache=cache, run_bytes=run_bytes)
+
+    @functools.cached_property
+    def chunker(self) -> Chunker:
+        """Made on first use: readers never cut."""
+        return self._new_chunker()
 
     def writer(self, target: int = TARGET_PACK_SIZE) -> PackWriter:
         return PackWriter(self.objects, self.hash, target)
