@@ -36,6 +36,7 @@ _MAX_UPLOADS = 3  # packs uploading at once per writer: bounds its memory to abo
 _SAMPLE = 64 << 10  # compress this much of a chunk first; skip the rest if it does not shrink
 _SYNC_PACKS = 16  # packs made durable together: fewer flushes, and locations still flow
 _RUN_BYTES = 32 << 20  # adjacent chunks read with one request, up to this much: a whole pack
+_LOCAL_RUN_BYTES = 1 << 20  # the same from a local disk: big chunks alone, small ones together
 
 _Entry = tuple[bytes, int, int, int, int]  # trailer entry: (hash, offset, length, codec, raw_size)
 
@@ -46,6 +47,11 @@ class CorruptPack(Exception):
 
 class CorruptChunk(CorruptPack):
     """The bytes read for a chunk do not hash to its address."""
+
+
+def _buffer(size: int) -> mmap.mmap:
+    # Private: a shared anonymous map cannot grow (resize past its first size faults, SIGBUS).
+    return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)
 
 
 class _Pack:
@@ -126,7 +132,7 @@ class PackWriter:
             return []
         stored, codec = self._compress(data)
         if self._pack is None:
-            self._pack = _Pack(self._free.pop() if self._free else mmap.mmap(-1, self._target + MAX_CHUNK))
+            self._pack = _Pack(self._free.pop() if self._free else _buffer(self._target + MAX_CHUNK))
         self._pack.append(h, stored, codec, len(data))
         self._seen.add(h)
         self._pending.add(h)
@@ -240,7 +246,8 @@ class ChunkReader:
     """Reads chunks from packs and verifies them against their address. Thread-safe.
 
     With a `cache`, chunks are looked up there first and stored there once read and verified.
-    `run_bytes` bounds the adjacent chunks fetched with one request; 0 fetches each alone."""
+    `run_bytes` bounds the adjacent chunks fetched with one request (a chunk bigger than that
+    is fetched alone)."""
 
     def __init__(
         self,
@@ -430,9 +437,10 @@ class ChunkStore:
         self.objects = objects
         self.hash: Callable[[bytes], bytes] = chunk_hash
         self._new_chunker = lambda: Chunker(seed)
-        # A local disk costs nothing a request: reading each chunk alone into its own buffer
+        # A local disk costs little a request: reading each big chunk alone into its own buffer
         # saves slicing runs into chunks, which costs a copy and fresh memory (page faults).
-        run_bytes = 0 if isinstance(objects, LocalStore) else _RUN_BYTES
+        # Small chunks (split records) still come in runs: a request each would cost more.
+        run_bytes = _LOCAL_RUN_BYTES if isinstance(objects, LocalStore) else _RUN_BYTES
         self.reader = ChunkReader(objects, chunk_hash, cache=cache, run_bytes=run_bytes)
 
     @functools.cached_property
