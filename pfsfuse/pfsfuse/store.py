@@ -375,14 +375,18 @@ class Store(Client):
             # `echo "" | pfs put-header ...` removes it, as in the Pachyderm docs.
             empty = data in (b"", b"\n", b"\r\n")
             return _Staged(chunks=[] if empty else self._store_buf(data, writer, claims))
-        return _Staged(chunks=self._store(stream, writer, claims))
+        if op.local is not None:  # a file we opened ourselves: read ahead while cutting
+            pieces = self.chunks.chunker.cut_file(stream.fileno())
+        else:
+            pieces = self.chunks.chunker.cut(stream)
+        return _Staged(chunks=self._store(pieces, writer, claims))
 
-    def _store(self, stream, writer, claims: set[bytes]) -> list[ChunkRef]:
-        """Chunk a stream into the pack writer; chunks the store already has are not written."""
-        return [self._put_chunk(p, writer, claims) for p in self.chunks.chunker.cut(stream)]
+    def _store(self, pieces: Iterable, writer, claims: set[bytes]) -> list[ChunkRef]:
+        """Store chunks into the pack writer; chunks the store already has are not written."""
+        return [self._put_chunk(p, writer, claims) for p in pieces]
 
     def _store_buf(self, buf, writer, claims: set[bytes]) -> list[ChunkRef]:
-        return [self._put_chunk(p, writer, claims) for p in self.chunks.chunker.cut_buf(buf)]
+        return self._store(self.chunks.chunker.cut_buf(buf), writer, claims)
 
     def _put_chunk(self, piece, writer, claims: set[bytes]) -> ChunkRef:
         h = self.chunks.hash(piece)

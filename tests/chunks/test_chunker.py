@@ -85,3 +85,22 @@ def test_streams_cut_like_buffers_across_blocks(size):
     c = Chunker(SEED)
     data = os.urandom(size)
     assert [bytes(x) for x in c.cut(io.BytesIO(data))] == [bytes(x) for x in c.cut_buf(data)]
+
+
+@pytest.mark.parametrize("size", [0, 1, chunker.BLOCK - 1, chunker.BLOCK, chunker.BLOCK + 1, 3 * chunker.BLOCK + 12345])
+def test_files_cut_like_buffers_across_blocks(tmp_path, size):
+    """cut_file() reads the next block while it cuts one; its cuts must be those of the whole
+    buffer, from the file's position on."""
+    c = Chunker(SEED)
+    data = os.urandom(size)
+    path = tmp_path / "f"
+    path.write_bytes(b"skip" + data)
+    with open(path, "rb", buffering=0) as f:
+        f.seek(4)
+        assert [bytes(x) for x in c.cut_file(f.fileno())] == [bytes(x) for x in c.cut_buf(data)]
+    # Abandoned half way, it leaves nothing behind that spoils the next cut.
+    with open(path, "rb", buffering=0) as f:
+        f.seek(4)
+        next(iter(c.cut_file(f.fileno())), None)
+        f.seek(4)
+        assert [bytes(x) for x in c.cut_file(f.fileno())] == [bytes(x) for x in c.cut_buf(data)]

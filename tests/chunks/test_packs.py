@@ -289,6 +289,7 @@ class CountingStore(LocalStore):
 
 def test_read_range_fetches_adjacent_chunks_together(tmp_path):
     chunks = ChunkStore(CountingStore(tmp_path), SEED)
+    chunks.reader = packs.ChunkReader(chunks.objects, chunks.hash)  # as for an object store
     data = os.urandom(40 << 20)
     pieces = list(chunks.chunker.cut_buf(data))
     written = write_all(chunks, pieces, target=16 << 20)
@@ -301,3 +302,34 @@ def test_read_range_fetches_adjacent_chunks_together(tmp_path):
     chunks.objects.gets.clear()
     assert b"".join(chunks.reader.read_range(located, 5 << 20, 100)) == data[5 << 20 :][:100]
     assert len(chunks.objects.gets) == 1
+
+
+def test_local_store_reads_big_chunks_alone(tmp_path):
+    # A local disk costs little a request: big chunks are not sliced out of runs, small ones
+    # still come together.
+    chunks = ChunkStore(CountingStore(tmp_path), SEED)
+    big = os.urandom(20 << 20)
+    small = [b"%d" % i for i in range(10_000)]
+    for datas in (list(chunks.chunker.cut_buf(big)), small):
+        written = write_all(chunks, datas, target=16 << 20)
+        located = [(h, len(d), loc) for h, (d, loc) in written.items()]
+        chunks.objects.gets.clear()
+        assert b"".join(chunks.reader.read_range(located)) == b"".join(datas)
+        if datas is small:
+            assert len(chunks.objects.gets) == 1
+        else:  # each chunk over the run limit alone, smaller neighbours perhaps together
+            alone = {loc.length for _, _, loc in located if loc.length > packs._LOCAL_RUN_BYTES}
+            gets = [length for _, _, length in chunks.objects.gets]
+            assert alone and alone <= set(gets)
+            assert all(n in alone or n <= packs._LOCAL_RUN_BYTES for n in gets)
+
+
+def test_pack_whose_trailer_outgrows_its_buffer(chunks, monkeypatch):
+    # Many tiny chunks make a trailer longer than the room left in the pack's buffer: it grows.
+    monkeypatch.setattr(packs, "MAX_CHUNK", 64)
+    datas = [b"%d" % i for i in range(20_000)]
+    written = write_all(chunks, datas, target=4096)
+    pack_ids = {loc.pack for _, loc in written.values()}
+    assert sum(len(read_pack_index(chunks.objects, p)) for p in pack_ids) == len(datas)
+    located = [(h, len(d), loc) for h, (d, loc) in written.items()]
+    assert b"".join(chunks.reader.read_range(located)) == b"".join(datas)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
-from pyfastcdc import BinaryStreamReader, FastCDC
+if TYPE_CHECKING:
+    from pyfastcdc import BinaryStreamReader
 
 MIN_SIZE = 256 << 10
 AVG_SIZE = 1 << 20  # pyfastcdc's avg_size; cuts are sought after MIN_SIZE, so the mean is ~1.25 MiB
@@ -19,6 +23,10 @@ class Chunker:
     content-defined boundaries, chosen by a gear table keyed with the store's seed. Thread-safe."""
 
     def __init__(self, seed: int):
+        # Loaded here, not at import: a client that only reads (get-file) never cuts, and each
+        # extension module loaded costs its start-up a disk read when the page cache is cold.
+        from pyfastcdc import FastCDC
+
         self._cdc = FastCDC(
             AVG_SIZE,
             min_size=MIN_SIZE,
@@ -67,6 +75,41 @@ class Chunker:
         finally:
             self._buffers.free = buf
 
+    def cut_file(self, fd: int) -> Iterator[memoryview]:
+        """The chunks of an open file from its position on, as `cut` gives them. Each block is
+        read in the background while the one before is cut: reading costs about as much as
+        cutting. Each chunk is valid until the next one is asked for, as with `cut`."""
+        # Two buffers take turns; blocks land after MAX_SIZE bytes of room for the unfinished
+        # last chunk of the block before, which is carried in front of them.
+        bufs = getattr(self._buffers, "pair", None) or (bytearray(MAX_SIZE + BLOCK), bytearray(MAX_SIZE + BLOCK))
+        self._buffers.pair = None  # in use: a nested cut in this thread gets its own
+        views = [memoryview(b) for b in bufs]
+        try:
+            n = _fill_fd(fd, views[0][MAX_SIZE:])
+            if n < BLOCK:  # small files: one read, no thread
+                yield from self.cut_buf(views[0][MAX_SIZE : MAX_SIZE + n])
+                return
+            # Leaving the pool waits for a read in flight, so the buffers are free again after.
+            with ThreadPoolExecutor(1, thread_name_prefix="pfs-read-ahead") as pool:
+                cur, start, end = 0, MAX_SIZE, MAX_SIZE + n
+                while True:
+                    ahead = None if n < BLOCK else pool.submit(_fill_fd, fd, views[1 - cur][MAX_SIZE:])
+                    last = None
+                    for chunk in self.cut_buf(views[cur][start:end]):
+                        if last is not None:
+                            yield last
+                        last = chunk
+                    if ahead is None:
+                        if last is not None:
+                            yield last
+                        return
+                    n = ahead.result()
+                    tail = len(last)
+                    views[1 - cur][MAX_SIZE - tail : MAX_SIZE] = last
+                    cur, start, end = 1 - cur, MAX_SIZE - tail, MAX_SIZE + n
+        finally:
+            self._buffers.pair = bufs
+
     def cut_buf(self, buf: bytes | bytearray | memoryview) -> Iterator[memoryview]:
         """The chunks of a buffer, as views into it (no copies); nothing if it is empty."""
         for chunk in self._cdc.cut_buf(memoryview(buf).cast("B")):
@@ -84,6 +127,17 @@ def _fill(stream, view: memoryview) -> int:
             piece = stream.read(len(view) - total)
             n = len(piece)
             view[total : total + n] = piece
+        if not n:
+            break
+        total += n
+    return total
+
+
+def _fill_fd(fd: int, view: memoryview) -> int:
+    """Reads into `view` until it is full or the file ends; returns the bytes read."""
+    total = 0
+    while total < len(view):
+        n = os.readv(fd, [view[total:]])
         if not n:
             break
         total += n

@@ -7,6 +7,8 @@ The caller keeps the chunk hash -> ChunkLoc index; the trailer lets fsck and GC 
 
 from __future__ import annotations
 
+import functools
+import mmap
 import os
 import threading
 from collections import deque
@@ -20,6 +22,7 @@ import zstandard
 from .cache import ChunkCache
 from .chunker import MAX_SIZE as MAX_CHUNK
 from .chunker import Chunker
+from .local import LocalStore
 from .location import ChunkLoc, pack_key
 from .objects import ObjectStore
 
@@ -33,6 +36,7 @@ _MAX_UPLOADS = 3  # packs uploading at once per writer: bounds its memory to abo
 _SAMPLE = 64 << 10  # compress this much of a chunk first; skip the rest if it does not shrink
 _SYNC_PACKS = 16  # packs made durable together: fewer flushes, and locations still flow
 _RUN_BYTES = 32 << 20  # adjacent chunks read with one request, up to this much: a whole pack
+_LOCAL_RUN_BYTES = 1 << 20  # the same from a local disk: big chunks alone, small ones together
 
 _Entry = tuple[bytes, int, int, int, int]  # trailer entry: (hash, offset, length, codec, raw_size)
 
@@ -45,10 +49,18 @@ class CorruptChunk(CorruptPack):
     """The bytes read for a chunk do not hash to its address."""
 
 
-class _Pack:
-    """A pack being filled, in a reused buffer (allocating and growing buffers costs copies)."""
+def _buffer(size: int) -> mmap.mmap:
+    # Private: a shared anonymous map cannot grow (resize past its first size faults, SIGBUS).
+    return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)
 
-    def __init__(self, buffer: bytearray) -> None:
+
+class _Pack:
+    """A pack being filled, in a reused buffer (allocating and growing buffers costs copies).
+
+    Buffers are anonymous maps: page-aligned, so that a local store can hand them to the disk
+    without copying them into the page cache (O_DIRECT)."""
+
+    def __init__(self, buffer: mmap.mmap) -> None:
         self.id = os.urandom(16)
         self.data = buffer
         self.size = 0
@@ -58,7 +70,7 @@ class _Pack:
     def _write(self, at: int, piece) -> int:
         end = at + len(piece)
         if end > len(self.data):
-            self.data.extend(bytes(end - len(self.data)))
+            self.data.resize(end)
         self.data[at:end] = piece
         return end
 
@@ -102,7 +114,7 @@ class PackWriter:
         self._pool: ThreadPoolExecutor | None = None
         self._seen: set[bytes] = set()  # every hash added since the last abort
         self._pending: set[bytes] = set()  # those whose location is not returned yet
-        self._free: list[bytearray] = []  # buffers of uploaded packs, for the next packs
+        self._free: list[mmap.mmap] = []  # buffers of uploaded packs, for the next packs
         self._unsynced: list[_Pack] = []  # uploaded, not yet being made durable
         self._unsynced_bytes = 0
         self.bytes_stored = 0  # chunk bytes (after compression) in packs made durable so far
@@ -120,7 +132,7 @@ class PackWriter:
             return []
         stored, codec = self._compress(data)
         if self._pack is None:
-            self._pack = _Pack(self._free.pop() if self._free else bytearray(self._target + MAX_CHUNK))
+            self._pack = _Pack(self._free.pop() if self._free else _buffer(self._target + MAX_CHUNK))
         self._pack.append(h, stored, codec, len(data))
         self._seen.add(h)
         self._pending.add(h)
@@ -234,7 +246,8 @@ class ChunkReader:
     """Reads chunks from packs and verifies them against their address. Thread-safe.
 
     With a `cache`, chunks are looked up there first, verified like any others, and stored there
-    (as stored in their pack) once read and verified."""
+    (as stored in their pack) once read and verified. `run_bytes` bounds the adjacent chunks
+    fetched with one request (a chunk bigger than that is fetched alone)."""
 
     def __init__(
         self,
@@ -243,6 +256,7 @@ class ChunkReader:
         ahead: int = 8,
         cache: ChunkCache | None = None,
         ahead_bytes: int = 128 << 20,
+        run_bytes: int = _RUN_BYTES,
     ):
         self.objects = objects
         self.cache = cache
@@ -250,6 +264,7 @@ class ChunkReader:
         self._local = threading.local()  # a zstd context per thread: they are not thread-safe
         self._ahead = ahead
         self._ahead_bytes = ahead_bytes
+        self._run_bytes = run_bytes
         self._pool = ThreadPoolExecutor(ahead, thread_name_prefix="pfs-read-ahead")
 
     def close(self) -> None:
@@ -264,7 +279,7 @@ class ChunkReader:
         pieces.
 
         Chunks stored back to back in a pack (as those of a file written at once are) are fetched
-        together, up to _RUN_BYTES a request: an object store pays per request. The following runs
+        together, up to `run_bytes` a request: an object store pays per request. The following runs
         are fetched in parallel while one is consumed, at most `ahead` runs and, beyond the first,
         `ahead_bytes` at once: that gives a disk its queue depth and an object store its
         concurrency."""
@@ -282,7 +297,7 @@ class ChunkReader:
                     prev is not None
                     and prev.pack == loc.pack
                     and prev.offset + prev.length == loc.offset
-                    and stored[-1] + loc.length <= _RUN_BYTES
+                    and stored[-1] + loc.length <= self._run_bytes
                 ):
                     runs[-1].append((h, size, loc))
                     stored[-1] += loc.length
@@ -423,8 +438,17 @@ class ChunkStore:
 
         self.objects = objects
         self.hash: Callable[[bytes], bytes] = chunk_hash
-        self.chunker = Chunker(seed)
-        self.reader = ChunkReader(objects, chunk_hash, cache=cache)
+        self._new_chunker = lambda: Chunker(seed)
+        # A local disk costs little a request: reading each big chunk alone into its own buffer
+        # saves slicing runs into chunks, which costs a copy and fresh memory (page faults).
+        # Small chunks (split records) still come in runs: a request each would cost more.
+        run_bytes = _LOCAL_RUN_BYTES if isinstance(objects, LocalStore) else _RUN_BYTES
+        self.reader = ChunkReader(objects, chunk_hash, cache=cache, run_bytes=run_bytes)
+
+    @functools.cached_property
+    def chunker(self) -> Chunker:
+        """Made on first use: readers never cut."""
+        return self._new_chunker()
 
     def writer(self, target: int = TARGET_PACK_SIZE) -> PackWriter:
         return PackWriter(self.objects, self.hash, target)
