@@ -14,7 +14,7 @@ import pytest
 from helpers import PFS, read_line, wait_for
 
 from pfsfuse.api.types import Put
-from pfsfuse.metadata.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from pfsfuse.metadata.errors import AlreadyExists, InvalidArgument, NotFound
 from pfsfuse.metadata.records import CommitRef
 from pfsfuse.scheduler import spec as specs
 from pfsfuse.scheduler.api import RemotePipelines
@@ -293,7 +293,7 @@ def _worker_pids(daemon, pipeline) -> list[int]:
 def test_daemon_restart_during_a_job_resumes_it_once(api, daemon, tmp_path):
     client, pps = api
     client.create_repo("in")
-    c = put(client, "in", {f"f{i}": b"%d" % i for i in range(6)})
+    put(client, "in", {f"f{i}": b"%d" % i for i in range(6)})
     pps.create_pipeline(pipeline("steady", {"atom": {"repo": "in", "glob": "/*"}},
                                  stdin=["sleep 0.3; cp $in /pfs/out/"], parallelism_spec=specs.ParallelismSpec(constant=1)))
     wait_for(lambda: any(j.processed >= 2 for j in pps.list_job("steady")), what="two datums processed")

@@ -32,7 +32,7 @@ from pfsfuse.api.types import (
 from pfsfuse.chunks.location import ChunkLoc
 from pfsfuse.home import Home
 from pfsfuse.metadata import glob
-from pfsfuse.metadata.errors import DataLoss, Unavailable
+from pfsfuse.metadata.errors import DataLoss
 from pfsfuse.metadata.records import Branch, BranchRef, ChunkRef, Commit, CommitRef, Node
 
 _PIECE = 1 << 20

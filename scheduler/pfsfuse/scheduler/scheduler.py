@@ -25,7 +25,7 @@ import trio
 from pfsfuse.api.client import Client
 from pfsfuse.api.types import Copy, Delete, Mkdir, Put
 from pfsfuse.metadata.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PfsError
-from pfsfuse.metadata.records import BranchRef, Commit, CommitRef, FileNode
+from pfsfuse.metadata.records import BranchRef, Commit, CommitRef
 from pfsfuse.scheduler import datums as datum_math
 from pfsfuse.scheduler import spec as specs
 from pfsfuse.scheduler.executor import Executor
