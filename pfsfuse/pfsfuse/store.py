@@ -74,7 +74,6 @@ _RECORD = re.compile(r"[0-9a-f]{16}")  # the name of a split file's record
 _LAST_RECORD = "f" * 16
 _MAX_FRAME = 64 << 20  # headers and footers are read whole
 _READ_BATCH = 1024  # chunks located at a time when reading many files
-_READ_ATTEMPTS = 3  # a garbage collection may move chunks while they are read: look up again
 
 
 def file_info(path: str, node: Node) -> FileInfo:
@@ -491,24 +490,13 @@ class Store(Client):
 
     def _read(self, refs, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
         """Bytes [offset, offset + length) of the chunks `refs`."""
-        done, attempt = 0, 1
-        while True:
-            located = [(r.hash, r.size, self.location(r.hash)) for r in refs]
-            left = None if length is None else length - done
-            try:
-                for piece in self.chunks.reader.read_range(located, offset + done, left):
-                    done += len(piece)
-                    yield piece
-                return
-            except ObjectNotFound as e:
-                # A garbage collection moved the chunks since they were located: look again.
-                if attempt == _READ_ATTEMPTS:
-                    raise DataLoss(str(e)) from None
-                attempt += 1
-            except CorruptChunk as e:
-                raise DataLoss(str(e)) from None
-            except StorageError as e:  # the object store failed past its retries
-                raise Unavailable(str(e)) from None
+        located = [(r.hash, r.size, self.location(r.hash)) for r in refs]
+        try:
+            yield from self.chunks.reader.read_moving(located, self.chunk_locations, offset, length)
+        except (ObjectNotFound, CorruptChunk) as e:
+            raise DataLoss(str(e)) from None
+        except StorageError as e:  # the object store failed past its retries
+            raise Unavailable(str(e)) from None
 
     def _read_many(self, refs: Iterable[ChunkRef], offset: int, length: int | None) -> Iterator[bytes]:
         """`_read` over a stream of chunks, located a batch at a time."""

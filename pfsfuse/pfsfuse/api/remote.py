@@ -37,7 +37,6 @@ from pfsfuse.metadata.records import Branch, BranchRef, ChunkRef, Commit, Commit
 
 _PIECE = 1 << 20
 _HEADER = msgspec.msgpack.Encoder()
-_READ_ATTEMPTS = 3
 
 
 class RemoteClient(Client):
@@ -200,23 +199,10 @@ class RemoteClient(Client):
 
     def _read_direct(self, plan: ReadPlan, offset: int, length: int | None) -> Iterator[bytes]:
         located = [(ref.hash, ref.size, loc) for ref, loc in plan.chunks]
-        done, attempt = 0, 1
-        while True:
-            left = None if length is None else length - done
-            try:
-                for piece in self.chunk_store.reader.read_range(located, offset + done, left):
-                    done += len(piece)
-                    yield piece
-                return
-            except chunks.ObjectNotFound as e:
-                # A garbage collection moved the chunks to new packs: ask where they are now.
-                if attempt == _READ_ATTEMPTS:
-                    raise DataLoss(f"{plan.info.path}: {e}") from None
-                attempt += 1
-                locs = self.chunk_locations([h for h, _, _ in located])
-                located = [(h, size, loc) for (h, size, _), loc in zip(located, locs)]
-            except chunks.CorruptChunk as e:
-                raise DataLoss(f"{plan.info.path}: {e}") from None
+        try:
+            yield from self.chunk_store.reader.read_moving(located, self.chunk_locations, offset, length)
+        except (chunks.ObjectNotFound, chunks.CorruptChunk) as e:
+            raise DataLoss(f"{plan.info.path}: {e}") from None
 
     def read_plan(self, repo: str, ref: str, path: str) -> ReadPlan:
         return self._rpc("read_plan", repo=repo, ref=ref, path=path)

@@ -24,7 +24,7 @@ from .chunker import MAX_SIZE as MAX_CHUNK
 from .chunker import Chunker
 from .local import LocalStore
 from .location import ChunkLoc, pack_key
-from .objects import ObjectStore
+from .objects import ObjectNotFound, ObjectStore
 
 RAW = 0
 ZSTD = 1
@@ -308,6 +308,31 @@ class ChunkReader:
         pieces = self._read_runs(runs, stored)
         for (lo, hi), data in zip(cuts, pieces):
             yield data if (lo, hi) == (0, len(data)) else data[lo:hi]
+
+    def read_moving(
+        self,
+        chunks: Sequence[tuple[bytes, int, ChunkLoc]],
+        relocate: Callable[[list[bytes]], Sequence[ChunkLoc]],
+        offset: int = 0,
+        length: int | None = None,
+        attempts: int = 3,
+    ) -> Iterator[bytes]:
+        """read_range, for readers racing a garbage collection: when a pack is gone, the chunks
+        moved, so `relocate(hashes)` says where they are now and the read goes on from there."""
+        done, attempt = 0, 1
+        while True:
+            left = None if length is None else length - done
+            try:
+                for piece in self.read_range(chunks, offset + done, left):
+                    done += len(piece)
+                    yield piece
+                return
+            except ObjectNotFound:
+                if attempt == attempts:
+                    raise
+                attempt += 1
+                locs = relocate([h for h, _, _ in chunks])
+                chunks = [(h, size, loc) for (h, size, _), loc in zip(chunks, locs)]
 
     def _read_runs(self, runs, stored) -> Iterator[bytes]:
         if len(runs) == 1:

@@ -11,7 +11,6 @@ import threading
 from collections import OrderedDict
 
 from pfsfuse.api.client import Client
-from pfsfuse.chunks.objects import ObjectNotFound
 from pfsfuse.metadata.records import ChunkRef, DirNode, FileNode, Node
 
 PAGE = 10_000  # entries per listing request
@@ -135,6 +134,13 @@ class Trees:
             for h, loc in zip(missing, self.client.chunk_locations(missing)):
                 self._locations.put(h, loc)
 
+    def _relocate(self, hashes: list[bytes]) -> list:
+        """Where chunks are now that a garbage collection moved them to new packs."""
+        locs = self.client.chunk_locations(hashes)
+        for h, loc in zip(hashes, locs):
+            self._locations.put(h, loc)
+        return locs
+
     def fetch(self, refs: list[ChunkRef]) -> None:
         """Fetch chunks into the cache: from the object store when this process may read it
         (each chunk verified against its hash), else through the daemon."""
@@ -144,15 +150,7 @@ class Trees:
             return
         self.locate(refs)
         located = [(r.hash, r.size, self._locations.get(r.hash)) for r in refs]
-        try:
-            datas = list(self.store.reader.read_range(located))
-        except ObjectNotFound:
-            # A garbage collection moved the chunks to new packs: ask where they are now.
-            locs = self.client.chunk_locations([r.hash for r in refs])
-            located = [(r.hash, r.size, loc) for r, loc in zip(refs, locs)]
-            datas = list(self.store.reader.read_range(located))
-            for r, loc in zip(refs, locs):
-                self._locations.put(r.hash, loc)
+        datas = list(self.store.reader.read_moving(located, self._relocate))
         for r, data in zip(refs, datas):
             self._chunks.put(r.hash, data, r.size)
 
