@@ -235,7 +235,7 @@ class Worker:
         node = inp.node
         located = [(c.hash, c.size, self.located[c.hash]) for c in node.chunks]
         with open(local, "wb") as f:
-            for piece in self.client.chunk_store.reader.read_range(located):
+            for piece in self.client.chunk_store.reader.read_moving(located, self.client.chunk_locations):
                 f.write(piece)
         os.chmod(local, 0o555 if node.executable else 0o444)  # as the mount shows it
         return node.size
@@ -281,7 +281,7 @@ class Worker:
                     fetched += self._fetch_small(inp, target)
                     continue
                 except ObjectNotFound:
-                    pass  # moved by a garbage collection: the mount finds it
+                    pass  # moved by garbage collections again and again: the mount finds it
                 except CorruptChunk as e:
                     raise DataLoss(f"{inp.repo}@{inp.commit}:{inp.path}: {e}") from None
             bound = not (inp.lazy or inp.empty_files or isinstance(inp.node, SymlinkNode))
