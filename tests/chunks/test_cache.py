@@ -238,12 +238,18 @@ def test_concurrent_processes(tmp_path):
     args = [(str(tmp_path / "objects"), str(tmp_path / "cache"), located, data, seed) for seed in range(4)]
     ctx = multiprocessing.get_context("spawn")  # not fork: pytest's process has threads
     procs = [ctx.Process(target=_hammer, args=a) for a in args[1:]]
-    for p in procs:
-        p.start()
-    _hammer(*args[0])
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
+    try:
+        for p in procs:
+            p.start()
+        _hammer(*args[0])
+        for p in procs:
+            p.join(timeout=60)
+            assert p.exitcode == 0
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+                p.join()
     # each process may overshoot by an eighth of the bound between its scans
     assert cached_bytes(ChunkCache(tmp_path / "cache", 3 << 20)) <= (3 << 20) * (1 + 4 / 8)
 
