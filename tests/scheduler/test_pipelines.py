@@ -379,7 +379,7 @@ def test_inputs_are_fetched_as_they_are_read(api):
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="without root /pfs cannot be made read-only")
 def test_only_pfs_out_is_writable(api):
-    """Small inputs (fetched up front), big ones (bound from the store mount), /pfs itself: every
+    """Small inputs (fetched up front), big ones (read as they are read), /pfs itself: every
     write but to /pfs/out fails with EROFS, and a command failing so is told why."""
     client, pps = api
     client.create_repo("in")
@@ -402,6 +402,33 @@ def test_only_pfs_out_is_writable(api):
     assert job.state == "failure" and "only /pfs/out is writable under /pfs" in job.reason
     logs = [line.message for line in pps.get_logs("oops")]
     assert any("Read-only file system" in m for m in logs) and any("only /pfs/out is writable" in m for m in logs)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="without root /pfs is a scratch directory, not our file system")
+def test_hard_links_to_inputs_are_references(api, daemon):
+    """/pfs is one file system: `ln` from /pfs/out to an input stores a reference (nothing is
+    uploaded) and reads as the input; the rest of /pfs/out behaves as a disk does."""
+    client, pps = api
+    client.create_repo("raw")
+    c = put(client, "raw", {"big.bin": random.Random(5).randbytes(3 << 20), "d/small.txt": b"small\n"})
+    before = _stored(daemon)
+    pps.create_pipeline(pipeline("links", {"atom": {"repo": "raw", "glob": "/"}}, stdin=[
+        "set -e",
+        "ln /pfs/raw/big.bin /pfs/out/big.bin && cmp /pfs/raw/big.bin /pfs/out/big.bin",
+        "mkdir /pfs/out/sub && ln /pfs/raw/d/small.txt /pfs/out/sub/tmp && mv /pfs/out/sub/tmp /pfs/out/sub/small.txt",
+        "if echo x >> /pfs/out/big.bin; then exit 9; fi",  # a link to an input is read-only
+        "echo draft > /pfs/out/note.tmp && chmod +x /pfs/out/note.tmp && mv /pfs/out/note.tmp /pfs/out/note",
+        "ln /pfs/out/note /pfs/out/note2 && printf abcdef > /pfs/out/t && truncate -s 3 /pfs/out/t"]))
+    [job] = flush(pps, "raw", c)
+    assert job.state == "success", job.reason
+    assert job.uploaded == 2 * len(b"draft\n") + 3
+    assert job.downloaded == 3 << 20  # cmp read both names: the link reads the same chunks
+    assert client.inspect_file("links", "master", "big.bin").hash == client.inspect_file("raw", c, "big.bin").hash
+    assert read(client, "links", "master", "sub/small.txt") == b"small\n"
+    assert read(client, "links", "master", "note") == read(client, "links", "master", "note2") == b"draft\n"
+    assert client.inspect_file("links", "master", "note").executable
+    assert read(client, "links", "master", "t") == b"abc"
+    assert _stored(daemon) - before < 64 << 10  # tree pages and the small files only
 
 
 def test_logs_of_a_running_datum_show_as_they_come(api, daemon, tmp_path):

@@ -529,6 +529,10 @@ class Filesystem(pyfuse3.Operations):
             entry.handles += 1
             self._handles[fh] = Handle(inode, r, file=entry)
             return pyfuse3.FileInfo(fh=fh)
+        return await self._open_node(inode, entry, r, fh)
+
+    async def _open_node(self, inode: Inode, entry: FileNode, r: Ref, fh: int) -> pyfuse3.FileInfo:
+        """Open a committed file for reading."""
         # A chunk list held in the node (short files) needs no thread.
         chunks = entry.chunks if type(entry) is FileNode and entry.chunks is not None else await self._io(self._chunks, entry)
         starts = list(itertools.accumulate((c.size for c in chunks), initial=0))[:-1]

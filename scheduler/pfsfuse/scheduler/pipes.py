@@ -70,13 +70,16 @@ class PipeFeeder:
         self._stop_r = self._stop_w = -1
         self._fed = [0]  # bytes each server streamed: memory shared with the forked ones
 
-    def add(self, path: str, source: object) -> None:
-        """A named pipe at `path` streaming `fetch(source)` to each reader that opens it."""
-        os.mkfifo(path, 0o444)
-        if not self._pipes:
-            os.makedirs(self._own_dir, exist_ok=True)
-        own = os.path.join(self._own_dir, str(len(self._pipes)))
-        os.link(path, own)
+    def add(self, path: str, source: object, own: str | None = None) -> None:
+        """A named pipe at `path` streaming `fetch(source)` to each reader that opens it. Given
+        `own`, another name of an existing pipe in a directory nobody watches, we open it by
+        that; else the pipe is made, and linked from the directory of our own links."""
+        if own is None:
+            os.mkfifo(path, 0o444)
+            if not self._pipes:
+                os.makedirs(self._own_dir, exist_ok=True)
+            own = os.path.join(self._own_dir, str(len(self._pipes)))
+            os.link(path, own)
         self._pipes[path] = _Pipe(path, own, source)
 
     def start(self) -> None:

@@ -5,21 +5,17 @@ are saved and reported in the background while the next batch runs. The command'
 the daemon as it comes (complete lines, every LIVE_EVERY seconds) so that `get-logs` shows a
 running datum's log; it is kept with the datum's result when it ends.
 
-As root the worker runs in its own mount namespace, where /pfs is a read-only view of its private
-scratch directory and /pfs/out, bound from its scratch directory, is the only writable place under
-/pfs: a command writing elsewhere under /pfs gets EROFS. The command runs on this host (the spec's
-image is recorded, not used): paths outside /pfs are the host's. Without root it cannot give /pfs a
-private view: it uses its scratch directory instead and says so, and $PFS_ROOT tells the command
-where that is (paths in the environment point there too); nothing is read-only there.
-
-As root, the worker also mounts the store read-only inside its namespace (a FUSE mount that dies
-with it) and binds each datum's input paths from there: files are fetched as they are read, a
-chunk at a time with read-ahead. An input that is one small file (SMALL) is fetched up front
-instead, straight from the chunk store, with the rest of its batch's: FUSE would cost more than its
-bytes. Without root, inputs are files fetched before the command runs.
+As root the worker runs in its own mount namespace, where /pfs is a FUSE file system this process
+serves (`pfsfuse.mount.view`): the datum's inputs, read-only and fetched a chunk at a time as they
+are read, and /pfs/out, passed through to a directory of the worker's; a command writing elsewhere
+under /pfs gets EROFS. An input that is one small file (SMALL) is fetched before the command runs,
+with the rest of its batch's. The command runs on this host (the spec's image is recorded, not
+used): paths outside /pfs are the host's. Without root it cannot give /pfs a private view: it uses
+its scratch directory instead and says so, and $PFS_ROOT tells the command where that is (paths in
+the environment point there too); inputs are fetched before the command runs, and nothing is
+read-only there.
 `empty_files` gives empty files and `lazy` named pipes that fetch a file only when opened.
-Symlinks in /pfs/out to inputs become references to the input's data, as do hard links to
-inputs fetched up front without root (as root /pfs/out is a mount of its own: EXDEV).
+Symlinks and hard links in /pfs/out to inputs become references to the input's data.
 """
 
 from __future__ import annotations
@@ -41,9 +37,9 @@ from pathlib import Path
 from pfsfuse.api.connect import connect
 from pfsfuse.api.types import Copy, Mkdir, Put, Symlink, WriteOp
 from pfsfuse.home import Home
-from pfsfuse.chunks import ChunkLoc, CorruptChunk, ObjectNotFound
-from pfsfuse.metadata.errors import DataLoss, NotFound, PfsError
+from pfsfuse.metadata.errors import NotFound, PfsError
 from pfsfuse.metadata.records import DirNode, FileNode, SymlinkNode
+from pfsfuse.mount.view import PIPES, DatumView, Served, Shown
 from pfsfuse.scheduler import spec as specs
 from pfsfuse.scheduler.api import RemotePipelines
 from pfsfuse.scheduler.pipes import PipeFeeder
@@ -55,60 +51,46 @@ LOG_TAIL = 64 << 10
 SMALL = 64 << 10  # input files up to this size are fetched before the command, not read through FUSE
 BATCH_SECONDS, MAX_BATCH = 0.2, 32  # how long a batch of datums runs, at most
 LIVE_EVERY = 0.5  # seconds between live log updates; quicker datums send none
-_MS_RDONLY, _MS_REMOUNT, _MS_REC, _MS_PRIVATE, _MS_BIND = 1, 32, 16384, 1 << 18, 4096
+_MS_REC, _MS_PRIVATE = 16384, 1 << 18
 _CLONE_NEWNS = 0x00020000
-_MNT_DETACH = 2
 _LIBC = ctypes.CDLL(None, use_errno=True)
 _LIBC.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
-_LIBC.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-
-
-def _bind(source: Path | None, target: Path, flags: int = _MS_BIND, fstype: bytes | None = None) -> None:
-    if _LIBC.mount(None if source is None else bytes(source), bytes(target), fstype, flags, None) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"cannot mount {source} at {target}: {os.strerror(err)}")
 
 
 class Layout:
-    """Where the datum's /pfs is laid out (`views`, a host path for the worker), where /pfs/out
-    is (`out`), and what the command calls /pfs (`root`).
+    """Where the command's /pfs is (`root`), and /pfs/out on disk (`out`), where the daemon reads
+    the outputs from.
 
-    As root, in a mount namespace of our own: `views` is bound read-only at /pfs and `out`
-    read-write at /pfs/out. `views` is a tmpfs, so that laying out each datum costs no disk I/O:
-    it holds directories, mount points, pipes, empty files and small files (and the inputs fetched
-    up front if the store cannot be mounted). `out` stays on disk, where the daemon reads the
-    outputs from. The store is mounted when a datum first needs it (a mount takes a while to
-    start, and datums of small files never do)."""
+    As root, in a mount namespace of our own: /pfs is a `DatumView` served by this process
+    (`view`), which `show`s each datum's inputs. Without root: the scratch directory `views`,
+    where the worker lays out each datum's inputs itself."""
 
     def __init__(self, scratch: Path):
         self.scratch = scratch
-        self.tmp = scratch / "tmp"  # views and the links lazy pipes are opened by: one file system
+        self.tmp = scratch / "tmp"  # the views and the links lazy pipes are opened by: one file system
         self.views = self.tmp / "pfs"
-        self.out = self.views / "out"
+        self.out = scratch / "out"
         self.root = self.views
         self.private = os.geteuid() == 0
-        self.store: Path | None = None
-        self._mounted = False
+        self.view = None
+        self.served = None
 
     def setup(self) -> None:
+        self.tmp.mkdir()
         if not self.private:
-            self.views.mkdir(parents=True)
+            self.views.mkdir()
+            self.out = self.views / "out"
             self.out.mkdir()
             log.warning("not root: no private /pfs; the command sees its data under %s ($PFS_ROOT)", self.views)
             return
         if _LIBC.unshare(_CLONE_NEWNS) != 0:
             raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS) failed")
-        _bind(None, Path("/"), _MS_REC | _MS_PRIVATE)  # nothing we mount leaks to the host
-        self.tmp.mkdir()
-        _bind(Path("tmpfs"), self.tmp, 0, b"tmpfs")
-        self.views.mkdir()
-        (self.views / "out").mkdir()  # the mount point of /pfs/out
-        self.out = self.scratch / "out"
+        if _LIBC.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:  # nothing we mount leaks out
+            raise OSError(ctypes.get_errno(), "cannot make / private")
         self.out.mkdir()
         os.makedirs("/pfs", exist_ok=True)
-        _bind(self.views, Path("/pfs"))
-        _bind(None, Path("/pfs"), _MS_REMOUNT | _MS_BIND | _MS_RDONLY)
-        _bind(self.out, Path("/pfs/out"))
+        self.view = DatumView(connect(start=False), "/pfs", str(self.out), str(self.tmp))
+        self.served = Served(self.view)
         self.root = Path("/pfs")
 
     def take_out(self, dest: Path) -> None:
@@ -120,40 +102,10 @@ class Layout:
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.rename(self.out, dest)
         self.out.mkdir()
-        if self.private:  # the bind follows the directory it was made of: make it again
-            _LIBC.umount2(b"/pfs/out", _MNT_DETACH)
-            _bind(self.out, Path("/pfs/out"))
 
-    def mounted_store(self) -> Path | None:
-        """The store, mounted read-only in our namespace (None: without root, or it failed)."""
-        if self.private and not self._mounted:
-            self._mounted = True
-            self.store = mount_store(self.scratch)
-        return self.store
-
-
-def mount_store(scratch: Path) -> Path | None:
-    """As root, in our namespace: the store mounted read-only, for inputs read on demand."""
-    from pfsfuse.mount import main as mounting  # FUSE and trio: only this path needs them
-
-    store = scratch / "store"
-    store.mkdir()
-    try:
-        mounting.mount_background(str(store), [str(store), "--read-only"], die_with_parent=True)
-    except PfsError as e:
-        log.warning("cannot mount the store (%s): inputs are fetched before each datum", e)
-        return None
-    return store
-
-
-def unmount_store(store: Path | None) -> None:
-    if store is not None:
-        from pfsfuse.mount import main as mounting
-
-        try:
-            mounting.unmount(str(store))
-        except PfsError as e:
-            log.warning("%s", e)
+    def close(self) -> None:
+        if self.served is not None:
+            self.served.close()
 
 
 class Worker:
@@ -165,9 +117,7 @@ class Worker:
         self.done = scratch / "done"  # outputs waiting to be saved, a directory per batch
         self.layout.setup()
         self.views, self.out, self.root = self.layout.views, self.layout.out, self.layout.root
-        self.binds: list[Path] = []  # the current datum's inputs bound from the store
-        self.fetched = 0  # the store mount's fetched bytes, as last read
-        self.located: dict[bytes, ChunkLoc] = {}  # where the chunks of the batch's small inputs are
+        self.view = self.layout.view
         self.client = connect(start=False)
         self.pps = RemotePipelines(os.environ["PFS_ADDRESS"])
         self.spec = self.pps.inspect_pipeline(pipeline).spec
@@ -192,7 +142,7 @@ class Worker:
                 self._job = tasks[0].job
                 self._env = self._base_env()
             started = time.monotonic()
-            self._locate_small(tasks)
+            self._fetch_small(tasks)
             serial += 1
             done = self.done / str(serial)
             results, ops = [], {}
@@ -212,43 +162,39 @@ class Worker:
 
     def close(self) -> None:
         self.reporter.close()
-        self._unbind()
+        self.layout.close()
 
     def _small(self, inp: DatumInput) -> bool:
-        """Whether to fetch this input up front rather than bind it from the store mount: a file
+        """Whether to fetch this input before the command runs rather than as it is read: a file
         so small that reading it through FUSE costs more, whose chunks this worker may read."""
         node = inp.node
-        return (self.layout.private and not (inp.lazy or inp.empty_files) and type(node) is FileNode
+        return (self.view is not None and not (inp.lazy or inp.empty_files) and type(node) is FileNode
                 and node.chunks is not None and node.size <= SMALL and not inp.framed
                 and self.client.chunk_store is not None)
 
-    def _locate_small(self, tasks: list[DatumTask]) -> None:
-        """Where the chunks of the batch's small input files are, in one request."""
-        hashes = list({c.hash for t in tasks for i in t.inputs if self._small(i) for c in i.node.chunks})
+    def _fetch_small(self, tasks: list[DatumTask]) -> None:
+        """Fetch the batch's small input files into the view's cache, where their chunks are
+        asked for in one request."""
+        chunks = list({c.hash: c for t in tasks for i in t.inputs if self._small(i) for c in i.node.chunks}.values())
         try:
-            self.located = dict(zip(hashes, self.client.chunk_locations(hashes))) if hashes else {}
-        except PfsError as e:
-            log.warning("cannot locate the small inputs (%s): they are read through the mount", e)
-            self.located = {}
-
-    def _fetch_small(self, inp: DatumInput, local: Path) -> int:
-        node = inp.node
-        located = [(c.hash, c.size, self.located[c.hash]) for c in node.chunks]
-        with open(local, "wb") as f:
-            for piece in self.client.chunk_store.reader.read_moving(located, self.client.chunk_locations):
-                f.write(piece)
-        os.chmod(local, 0o555 if node.executable else 0o444)  # as the mount shows it
-        return node.size
+            self.view.trees.fetch(chunks) if chunks else None
+        except (PfsError, OSError) as e:
+            log.warning("cannot fetch the small inputs (%s): they are read as the command reads them", e)
 
     # -- one datum
 
     def datum(self, t: DatumTask, done: Path) -> tuple[DatumResult, list[WriteOp]]:
         started = time.time()
         feeder = PipeFeeder(self._fetcher, str(self.layout.tmp / "pipes"))
-        downloaded = 0
+        downloaded, linked = 0, {}
+        fetched = self.view.fetched if self.view is not None else 0
         try:
-            _empty(self.views, keep="out")  # /pfs/out, or its mount point
-            sources, downloaded = self._inputs(t, feeder)
+            if self.view is not None:
+                downloaded = self._show(t, feeder)
+                sources = {}
+            else:
+                _empty(self.views, keep="out")
+                sources, downloaded = self._inputs(t, feeder)
             if t.previous:
                 downloaded += self._prefill(t)
             feeder.start()
@@ -258,44 +204,50 @@ class Worker:
             return DatumResult(t.job, t.key, False, f"cannot prepare the datum: {e}", started, time.time()), []
         finally:
             feeder.stop()
-            downloaded += feeder.fed + self._unbind()
+            downloaded += feeder.fed
+            if self.view is not None:
+                linked = self.layout.served.call(self.view.done)
+                downloaded += self.view.fetched - fetched
         if not ok:
             _empty(self.out)
             return DatumResult(t.job, t.key, False, reason, started, time.time(), downloaded, 0, output, first_line), []
         out = done / t.key
         self.layout.take_out(out)
-        ops, uploaded = self._outputs(t, out, sources)
+        ops, uploaded = self._outputs(t, out, {**sources, **linked})
         return DatumResult(t.job, t.key, True, "", started, time.time(), downloaded, uploaded, output, first_line), ops
 
+    def _show(self, t: DatumTask, feeder: PipeFeeder) -> int:
+        """Show the datum's inputs in the view; returns the bytes of its small inputs (fetched
+        with the batch's)."""
+        shown, pipes, small = [], [], 0
+        for inp in t.inputs:
+            how = "lazy" if inp.lazy else "empty" if inp.empty_files else "entry"
+            shown.append(Shown(inp.name, inp.repo, inp.commit, inp.path, how))
+            if inp.lazy:
+                for path in self._files(inp):
+                    own = f"{self.root}/{PIPES}/{len(pipes)}"
+                    pipes.append((inp.repo, inp.commit, path))
+                    feeder.add(str(self.root / inp.name / path), (inp.repo, inp.commit, path), own)
+            elif self._small(inp):
+                small += inp.node.size
+        self.layout.served.call(self.view.show, shown, pipes)
+        return small
+
+    def _files(self, inp: DatumInput) -> list[str]:
+        """The paths of an input's files."""
+        if not isinstance(inp.node, DirNode):
+            return [inp.path] if isinstance(inp.node, FileNode) else []
+        return [f.path for f in self.client.walk_file(inp.repo, inp.commit, inp.path) if f.type == "file"]
+
     def _inputs(self, t: DatumTask, feeder: PipeFeeder):
-        """Lay out the datum's inputs under /pfs; returns {(dev, ino): source} of input files and
-        the bytes fetched."""
+        """Lay out the datum's inputs under /pfs without root; returns {(dev, ino): source} of
+        input files and the bytes fetched."""
         sources: dict[tuple[int, int], tuple[str, str, str]] = {}
         fetched = 0
         for inp in t.inputs:
             base = self.views / inp.name
             target = base / inp.path if inp.path else base
             target.parent.mkdir(parents=True, exist_ok=True)
-            if self._small(inp) and all(c.hash in self.located for c in inp.node.chunks):
-                try:
-                    fetched += self._fetch_small(inp, target)
-                    continue
-                except ObjectNotFound:
-                    pass  # moved by garbage collections again and again: the mount finds it
-                except CorruptChunk as e:
-                    raise DataLoss(f"{inp.repo}@{inp.commit}:{inp.path}: {e}") from None
-            bound = not (inp.lazy or inp.empty_files or isinstance(inp.node, SymlinkNode))
-            store = self.layout.mounted_store() if bound else None
-            if store is not None:
-                if isinstance(inp.node, DirNode):
-                    target.mkdir(exist_ok=True)
-                else:
-                    target.touch()
-                # Onto the path under /pfs: a mount under the scratch directory would not show there.
-                seen = self.root / inp.name / inp.path if inp.path else self.root / inp.name
-                _bind(store / inp.repo / inp.commit / inp.path, seen)
-                self.binds.append(seen)
-                continue
             entries = [(inp.path, inp.node)]
             if isinstance(inp.node, DirNode):
                 entries = [(f.path, f) for f in self.client.walk_file(inp.repo, inp.commit, inp.path)]
@@ -318,17 +270,6 @@ class Worker:
                     st = os.lstat(local)
                     sources[(st.st_dev, st.st_ino)] = (inp.repo, inp.commit, path)
         return sources, fetched
-
-    def _unbind(self) -> int:
-        """Detach the datum's bound inputs; returns the bytes the store mount fetched for them
-        (since the last datum that had some: nothing else reads through that mount)."""
-        if not self.binds:
-            return 0
-        for target in reversed(self.binds):
-            _LIBC.umount2(bytes(target), _MNT_DETACH)
-        self.binds.clear()
-        before, self.fetched = self.fetched, int(os.getxattr(self.layout.store, "user.pfs.fetched"))
-        return self.fetched - before
 
     def _fetcher(self):
         client = connect(start=False)  # in a forked pipe server, a connection of its own
@@ -426,7 +367,7 @@ class Worker:
                 elif (st.st_dev, st.st_ino) in sources:  # a hard link to an input
                     ops.append(Copy(dest, *sources[(st.st_dev, st.st_ino)]))
                 else:
-                    ops.append(Put(dest, local=local))
+                    ops.append(Put(dest, local=local, executable=bool(st.st_mode & 0o111)))
                     uploaded += st.st_size
         return ops, uploaded
 
@@ -608,7 +549,6 @@ def main() -> None:
         sys.exit(1)
     finally:
         worker.close()
-        unmount_store(worker.layout.store)
         shutil.rmtree(scratch, ignore_errors=True)
 
 
