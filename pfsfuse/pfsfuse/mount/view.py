@@ -13,8 +13,8 @@ inputs show as named pipes, which a feeder streams; each one is also reachable a
 reader's. `empty_files` inputs show as empty files.
 
 The worker runs the view in a thread of its own (`Served`) and calls `show` before each datum and
-`done` after it. Each datum's directories are new inodes, and the kernel keeps the names in /pfs
-for no time: nothing of one datum shows in the next.
+`done` after it. Each datum's directories are new inodes, and the kernel is told to forget the
+names in /pfs of the last one: nothing of one datum shows in the next.
 """
 
 from __future__ import annotations
@@ -75,8 +75,12 @@ class DatumView(Filesystem):
 
     # -- the worker's calls, made in the loop's thread
 
-    def show(self, inputs: list[Shown], pipes: list[tuple[str, str, str]]) -> None:
+    async def show(self, inputs: list[Shown], pipes: list[tuple[str, str, str]]) -> None:
         """Show a datum's inputs and an empty /pfs/out (its directory on disk must be empty)."""
+        for name in [*self.inputs, "out"] if self.serial else []:
+            # The kernel forgets the last datum's names (and all under them). Not from the loop's
+            # thread, which must stay free to answer the requests this may wait for.
+            await trio.to_thread.run_sync(_invalidate, name)
         self.serial += 1
         self.inputs = {i.name: i for i in inputs}
         self.pipes = pipes
@@ -158,8 +162,6 @@ class DatumView(Filesystem):
             if inode.kind in ("lazy", "empty") and isinstance(entry, FileNode):
                 a.st_mode = (stat.S_IFIFO if inode.kind == "lazy" else stat.S_IFREG) | 0o444
                 a.st_size = a.st_blocks = 0
-        if inode.path == "" and inode.kind != "root":
-            a.entry_timeout = 0  # a name in /pfs: the next datum's may be another
         return a
 
     async def _xattrs(self, inode: Inode) -> dict[str, bytes]:
@@ -410,6 +412,13 @@ class DatumView(Filesystem):
         return self._out_attr(inode)
 
 
+def _invalidate(name: str) -> None:
+    try:
+        pyfuse3.invalidate_entry(pyfuse3.ROOT_INODE, name.encode())
+    except FileNotFoundError:
+        pass  # not looked up
+
+
 def _exists(name: str, dir_fd: int) -> bool:
     try:
         os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
@@ -436,6 +445,10 @@ class Served:
     def call(self, fn, *args):
         """`fn(*args)` in the view's thread, between requests."""
         return trio.from_thread.run_sync(fn, *args, trio_token=self._token)
+
+    def wait(self, fn, *args):
+        """`await fn(*args)` in the view's thread."""
+        return trio.from_thread.run(fn, *args, trio_token=self._token)
 
     def close(self) -> None:
         if self._thread.is_alive():

@@ -230,7 +230,7 @@ class Worker:
                     feeder.add(str(self.root / inp.name / path), (inp.repo, inp.commit, path), own)
             elif self._small(inp):
                 small += inp.node.size
-        self.layout.served.call(self.view.show, shown, pipes)
+        self.layout.served.wait(self.view.show, shown, pipes)
         return small
 
     def _files(self, inp: DatumInput) -> list[str]:
