@@ -62,8 +62,8 @@ class Layout:
     the outputs from.
 
     As root, in a mount namespace of our own: /pfs is a `DatumView` served by this process
-    (`view`), which `show`s each datum's inputs. Without root: the scratch directory `views`,
-    where the worker lays out each datum's inputs itself."""
+    (`view`), which `show`s each datum's inputs. Without root (or FUSE): the scratch directory
+    `views`, where the worker lays out each datum's inputs itself."""
 
     def __init__(self, scratch: Path):
         self.scratch = scratch
@@ -77,12 +77,20 @@ class Layout:
 
     def setup(self) -> None:
         self.tmp.mkdir()
-        if not self.private:
-            self.views.mkdir()
-            self.out = self.views / "out"
-            self.out.mkdir()
-            log.warning("not root: no private /pfs; the command sees its data under %s ($PFS_ROOT)", self.views)
-            return
+        if self.private:
+            try:
+                self._serve()
+                return
+            except (PfsError, OSError, RuntimeError) as e:  # pyfuse3 says RuntimeError
+                log.warning("cannot serve /pfs (%s): laying datums out in a directory instead", e)
+                self.private = False
+        self.views.mkdir()
+        self.out = self.views / "out"
+        self.out.mkdir()
+        log.warning("no private /pfs; the command sees its data under %s ($PFS_ROOT)", self.views)
+
+    def _serve(self) -> None:
+        """As root: /pfs, in a mount namespace of our own, is a view this process serves."""
         if _LIBC.unshare(_CLONE_NEWNS) != 0:
             raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS) failed")
         if _LIBC.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:  # nothing we mount leaks out
