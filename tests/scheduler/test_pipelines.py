@@ -177,6 +177,17 @@ def test_lazy_pipes_with_20000_files_fetch_only_what_is_read(api, tmp_path, daem
     assert read(client, "pick", "master", "count").strip() == b"20000"
 
 
+def test_lazy_pipes_of_one_datum_after_another(api):
+    client, pps = api
+    client.create_repo("few")
+    c = put(client, "few", {f"f{i}": b"%d\n" % i for i in range(4)})
+    pps.create_pipeline(pipeline("each", {"atom": {"repo": "few", "glob": "/*", "lazy": True}}, parallelism_spec=specs.ParallelismSpec(constant=1),
+                                 stdin=["test -p $few && cat $few > /pfs/out/$(basename $few)"], datum_timeout="30s"))
+    [job] = flush(pps, "few", c)
+    assert job.state == "success", job.reason
+    assert [read(client, "each", "master", f"f{i}") for i in range(4)] == [b"%d\n" % i for i in range(4)]
+
+
 def test_symlink_shuffle_uploads_nothing(api, daemon):
     client, pps = api
     client.create_repo("raw")

@@ -77,7 +77,7 @@ class DatumView(Filesystem):
 
     async def show(self, inputs: list[Shown], pipes: list[tuple[str, str, str]]) -> None:
         """Show a datum's inputs and an empty /pfs/out (its directory on disk must be empty)."""
-        for name in [*self.inputs, "out"] if self.serial else []:
+        for name in [*self.inputs, "out", PIPES] if self.serial else []:
             # The kernel forgets the last datum's names (and all under them). Not from the loop's
             # thread, which must stay free to answer the requests this may wait for.
             await trio.to_thread.run_sync(_invalidate, name)
@@ -134,6 +134,19 @@ class DatumView(Filesystem):
         if entry is None:
             raise _fail(errno.ENOENT)
         return self._inode(parent.kind, parent.repo, parent.ref, path), entry, r
+
+    @_translate
+    async def lookup(self, parent_ino, name, ctx=None):
+        try:
+            return await super().lookup(parent_ino, name, ctx)
+        except pyfuse3.FUSEError as e:
+            if e.errno != errno.ENOENT or self._get(parent_ino).kind in ("root", "pipes"):
+                raise
+        # Nothing changes /pfs/out but us and a datum's inputs never change: the kernel may
+        # remember that the name is not there (a command creating a file looks it up twice).
+        a = pyfuse3.EntryAttributes()
+        a.st_ino, a.entry_timeout = 0, OUT_TTL
+        return a
 
     async def _shown(self, shown: Shown, path: str):
         """What /pfs/<input>/`path` is: the datum's data, a directory leading to it, or nothing."""
