@@ -184,8 +184,10 @@ class Worker:
         """Fetch the batch's small input files into the view's cache, where their chunks are
         asked for in one request."""
         chunks = list({c.hash: c for t in tasks for i in t.inputs if self._small(i) for c in i.node.chunks}.values())
+        if not chunks:
+            return
         try:
-            self.view.trees.fetch(chunks) if chunks else None
+            self.view.trees.fetch(chunks)
         except (PfsError, OSError) as e:
             log.warning("cannot fetch the small inputs (%s): they are read as the command reads them", e)
 
