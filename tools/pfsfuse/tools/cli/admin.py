@@ -112,6 +112,3 @@ def bench(app: App, suite: str, runs: int, workdir: str | None, only: tuple[str,
         benchmarks.run(suite, runs, workdir, report, list(only))
     except RuntimeError as e:
         raise click.ClickException(str(e)) from None
-
-
-COMMANDS = [serve, shutdown, fsck, garbage_collect, version, bench]
