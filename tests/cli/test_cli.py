@@ -193,3 +193,15 @@ def test_get_file_loads_only_what_it_uses(pfs):
     loaded = set(r.stderr.decode().split())
     heavy = {"pfsfuse.tools.cli.repo", "http.client", "email", "rich", "hashlib", "zstandard", "subprocess"}
     assert loaded & heavy == set()
+
+
+def test_tables_show_names_as_they_are_aligned_by_terminal_cells(pfs):
+    pfs("create-repo", "r")
+    for name in ("a[bold]b", "plain", "日本.txt"):
+        pfs("put-file", "r", "master", name, input=b"x")
+    assert pfs("list-file", "r", "master").output.splitlines() == [
+        "NAME      TYPE  SIZE",
+        "a[bold]b  file  1B",
+        "plain     file  1B",
+        "日本.txt  file  1B",
+    ]
