@@ -8,7 +8,6 @@ chunks straight from the object store.
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 
 import msgspec
@@ -76,6 +75,8 @@ class Home:
                     f"the store in {self.path} uses {cfg.storage}, not {storage}"
                 )
             return cfg
+        import secrets  # here only: it loads OpenSSL (through hashlib), which clients need not
+
         chunks = self.path / "chunks"
         cfg = StoreConfig(
             CONFIG_FORMAT, secrets.randbits(64), storage or chunks.as_uri()

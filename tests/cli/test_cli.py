@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import subprocess
+import sys
 import threading
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
+import click
 import pytest
 
 from helpers import rows
+from pfsfuse.tools.cli.main import VERBS
 
 
 def test_repo_verbs(pfs):
@@ -163,3 +168,40 @@ def test_fsck_and_version(pfs):
     assert "ok" in pfs("fsck").output
     assert json.loads(pfs("fsck", "--json").output) == []
     assert rows(pfs("version").output)[0][0] == "pfs"
+
+
+def test_the_verbs_table_names_every_command_of_each_module(pfs):
+    for module, verbs in VERBS.items():
+        found = vars(importlib.import_module(f"pfsfuse.tools.cli.{module}")).values()
+        assert sorted(verbs) == sorted(c.name for c in found if isinstance(c, click.Command))
+    listed = pfs("--help").output
+    assert all(f"  {verb}  " in listed for verbs in VERBS.values() for verb in verbs)
+
+
+def test_get_file_loads_only_what_it_uses(pfs):
+    """Start-up is most of a short command's time, more so when the page cache is cold: reading
+    a file loads no other verb's module, no HTTP library, table renderer or OpenSSL, and no zstd
+    for a file that does not compress."""
+    pfs("create-repo", "r")
+    pfs("put-file", "r", "master", "f", input=os.urandom(1000))
+    run = "import sys; from pfsfuse.tools.cli.main import cli; cli(sys.argv[1:], standalone_mode=False)"
+    show = "; print(*sys.modules, file=sys.stderr)"
+    r = subprocess.run(
+        [sys.executable, "-c", run + show, "get-file", "r", "master", "f"],
+        env=pfs.daemon.env, capture_output=True, check=True,
+    )
+    loaded = set(r.stderr.decode().split())
+    heavy = {"pfsfuse.tools.cli.repo", "http.client", "email", "rich", "hashlib", "zstandard", "subprocess"}
+    assert loaded & heavy == set()
+
+
+def test_tables_show_names_as_they_are_aligned_by_terminal_cells(pfs):
+    pfs("create-repo", "r")
+    for name in ("a[bold]b", "plain", "日本.txt"):
+        pfs("put-file", "r", "master", name, input=b"x")
+    assert pfs("list-file", "r", "master").output.splitlines() == [
+        "NAME      TYPE  SIZE",
+        "a[bold]b  file  1B",
+        "plain     file  1B",
+        "日本.txt  file  1B",
+    ]

@@ -1,10 +1,13 @@
-"""The client transport against a server that drops kept-alive connections while they are idle
-(the daemon does after its keep-alive timeout)."""
+"""The client transport against servers that drop kept-alive connections while they are idle
+(the daemon does after its keep-alive timeout), close them after an answer, or cut one short."""
 
 import http.server
 import threading
 
+import pytest
+
 from pfsfuse.api.transport import Transport
+from pfsfuse.metadata.errors import Unavailable
 
 
 class _DropsAfterEachAnswer(http.server.BaseHTTPRequestHandler):
@@ -55,3 +58,66 @@ def test_a_streamed_request_after_the_server_dropped_the_idle_connection():
         t.close()
         server.shutdown()
         server.server_close()
+
+
+class _Answers(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    connections = 0
+
+    def setup(self):
+        super().setup()
+        type(self).connections += 1
+
+    def do_GET(self):
+        self.send_response(200)
+        if self.path.startswith("/chunked"):  # as the daemon streams: pieces of any size
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for piece in (b"a", b"bc" * 40_000, b"d"):
+                self.wfile.write(b"%x\r\n%b\r\n" % (len(piece), piece))
+            self.wfile.write(b"0\r\n\r\n")
+        elif self.path.startswith("/close"):  # as the daemon does after many requests
+            self.send_header("Content-Length", "3")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(b"bye")
+        else:  # a crash mid-answer
+            self.send_header("Content-Length", "10")
+            self.end_headers()
+            self.wfile.write(b"short")
+            self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def answers():
+    _Answers.connections = 0
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Answers)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    t = Transport(f"127.0.0.1:{server.server_address[1]}", timeout=10)
+    try:
+        yield t
+    finally:
+        t.close()
+        server.shutdown()
+        server.server_close()
+
+
+def test_chunked_answers_read_whole_and_piece_by_piece_on_one_connection(answers):
+    with answers.stream("/chunked", {}) as pieces:
+        assert b"".join(pieces) == b"a" + b"bc" * 40_000 + b"d"
+    assert answers.call("GET", "/chunked") == b"a" + b"bc" * 40_000 + b"d"
+    assert _Answers.connections == 1
+
+
+def test_a_connection_the_server_closes_after_its_answer_is_not_reused(answers):
+    assert [answers.call("GET", "/close") for _ in range(3)] == [b"bye"] * 3
+    assert _Answers.connections == 3
+
+
+def test_an_answer_cut_short_is_unavailable(answers):
+    with pytest.raises(Unavailable, match="stopped answering"):
+        answers.call("GET", "/cut")
+    assert answers.call("GET", "/chunked").startswith(b"abc")  # on a new connection

@@ -6,13 +6,16 @@ Kept apart from the daemon itself so that a client does not import the server's 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from pfsfuse.api.remote import RemoteClient
 from pfsfuse.home import Home
 from pfsfuse.metadata.errors import InvalidArgument, Unavailable
+
+if TYPE_CHECKING:
+    import subprocess
 
 
 def connect(home: Home | None = None, start: bool = True) -> RemoteClient:
@@ -57,6 +60,8 @@ def _answers(client: RemoteClient) -> bool:
 
 
 def _start(home: Home) -> subprocess.Popen:
+    import subprocess  # only here: a command whose daemon runs already need not load it
+
     home.ensure()
     with open(home.log, "ab") as out:
         return subprocess.Popen(

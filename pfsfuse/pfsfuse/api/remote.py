@@ -7,9 +7,10 @@ bytes through the daemon.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable, Iterator
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import urlencode
 
 import msgspec
@@ -35,6 +36,9 @@ from pfsfuse.metadata import glob
 from pfsfuse.metadata.errors import DataLoss
 from pfsfuse.metadata.records import Branch, BranchRef, ChunkRef, Commit, CommitRef, Node
 
+if TYPE_CHECKING:
+    from pfsfuse.chunks import ChunkStore
+
 _PIECE = 1 << 20
 _HEADER = msgspec.msgpack.Encoder()
 
@@ -46,26 +50,31 @@ class RemoteClient(Client):
         self.address = address
         self.unix = address.startswith("unix:")
         self._http = Transport(address)
-        self.chunk_store = None  # set when this client may read the object store directly
-        if home is not None:
-            try:
-                cfg = home.config()
-            except (OSError, msgspec.DecodeError):
-                cfg = None
-            if cfg is not None:
-                from pfsfuse.chunks import ChunkStore, StorageError, cache_for, open_store
+        self._home = home
 
-                try:
-                    objects = open_store(cfg.storage)
-                    self.chunk_store = ChunkStore(objects, cfg.seed, cache=cache_for(cfg.storage))
-                except (StorageError, ValueError):
-                    pass  # no credentials for the store here: data comes through the daemon
+    @functools.cached_property
+    def chunk_store(self) -> ChunkStore | None:
+        """The object store, if this client may read it directly. Opened on first use: most
+        commands read no file data."""
+        try:
+            cfg = self._home.config() if self._home is not None else None
+        except (OSError, msgspec.DecodeError):
+            cfg = None
+        if cfg is None:
+            return None
+        from pfsfuse.chunks import ChunkStore, StorageError, cache_for, open_store
+
+        try:
+            return ChunkStore(open_store(cfg.storage), cfg.seed, cache=cache_for(cfg.storage))
+        except (StorageError, ValueError):
+            return None  # no credentials for the store here: data comes through the daemon
 
     def close(self) -> None:
         self._http.close()
-        if self.chunk_store is not None:
-            self.chunk_store.reader.close()
-            self.chunk_store.objects.close()
+        store = self.__dict__.get("chunk_store")  # only if it was opened
+        if store is not None:
+            store.reader.close()
+            store.objects.close()
 
     # -- transport ----------------------------------------------------------------------------
 

@@ -28,11 +28,9 @@ overshoot by that eighth.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import queue
-import shutil
 import threading
 from pathlib import Path
 
@@ -139,6 +137,8 @@ class ChunkCache:
         for entry in os.scandir(self.dir):
             with contextlib.suppress(FileNotFoundError):  # another process evicted it
                 if entry.is_dir(follow_symlinks=False):  # a file per chunk, the former layout
+                    import shutil  # here only: it loads zlib, bz2 and lzma
+
                     shutil.rmtree(entry.path, ignore_errors=True)
                     continue
                 st = entry.stat(follow_symlinks=False)
@@ -179,5 +179,7 @@ def cache_for(storage: str) -> ChunkCache | None:
     size = parse_size(os.environ.get("PFS_CACHE_SIZE") or str(DEFAULT_SIZE))
     if storage.startswith("file:") or size == 0:
         return None
+    import hashlib  # here only: it loads OpenSSL, which readers of a local store need not
+
     root = Path(os.environ.get("PFS_CACHE_DIR") or Path.home() / ".cache" / "pfs" / "chunks")
     return ChunkCache(root / hashlib.sha256(storage.encode()).hexdigest()[:16], size)

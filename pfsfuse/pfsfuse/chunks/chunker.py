@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from collections.abc import Iterator
@@ -156,6 +155,8 @@ def _read_up_to(stream, n: int) -> bytes:
 
 
 def _gear_seed(seed: int) -> int:
+    import hashlib  # here, like pyfastcdc above: it loads OpenSSL, which readers need not
+
     # Chunk boundaries are visible to clients, so they must not reveal the secret store seed: derive
     # the gear seed one-way from it. pyfastcdc takes 1..2**63-1 (0 selects its unkeyed table).
     digest = hashlib.blake2b(seed.to_bytes(8, "big"), digest_size=8, person=b"pfs-gear").digest()

@@ -17,7 +17,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import msgspec
 import xxhash
-import zstandard
 
 from .cache import ChunkCache
 from .chunker import MAX_SIZE as MAX_CHUNK
@@ -107,6 +106,8 @@ class PackWriter:
         self.objects = objects
         self._hash = hash
         self._target = target
+        import zstandard  # not at import: see ChunkReader._decompress
+
         self._cctx = zstandard.ZstdCompressor(level=1)
         self._pack: _Pack | None = None
         self._uploads: deque[tuple[_Pack, int, Future]] = deque()  # oldest first
@@ -409,6 +410,10 @@ class ChunkReader:
         return data
 
     def _decompress(self, stored: bytes, size: int, where: str) -> bytes:
+        # Loaded at the first compressed chunk, not at import: zstd costs a client's start-up a
+        # large extension module, which readers of incompressible data never need.
+        import zstandard
+
         dctx = getattr(self._local, "dctx", None)
         if dctx is None:
             dctx = self._local.dctx = zstandard.ZstdDecompressor()

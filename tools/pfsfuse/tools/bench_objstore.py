@@ -92,6 +92,7 @@ class Bench:
         self.chunks = ChunkStore(open_store(self.url), SEED)
         self.located = self._write()
         self.packs = sorted({loc.pack for _, _, loc in self.located})
+        self.cache: ChunkCache | None = None  # every chunk, once `warm` ran
 
     def _write(self):
         refs, locs = [], {}
@@ -165,6 +166,8 @@ class Bench:
         juicefs = shutil.which("juicefs") or str(BIN / "juicefs")
         if not Path(juicefs).exists():
             return []
+        if self.cache is None:
+            self.warm()  # it fills the cache that JuiceFS's warm read is compared with
         meta = f"sqlite3://{self.work / 'jfs.db'}"
         mnt, cache = self.work / "jfs-mnt", self.work / "jfs-cache"
         mnt.mkdir()
@@ -199,7 +202,11 @@ def cat(path: Path) -> None:
             pass
 
 
-def run(runs: int, workdir: str | None, report: Callable[[Figure], None], size_mib: int = 256) -> list[Figure]:
+SECTIONS = ["cold", "warm", "juicefs"]
+
+
+def run(runs: int, workdir: str | None, report: Callable[[Figure], None], size_mib: int = 256,
+        sections: list[str] | None = None) -> list[Figure]:
     base = Path(tempfile.mkdtemp(prefix="pfs-bench-objstore-", dir=workdir or "/tmp"))
     saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
     os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
@@ -207,8 +214,8 @@ def run(runs: int, workdir: str | None, report: Callable[[Figure], None], size_m
     figures = []
     try:
         bench = Bench(base, runs, size_mib, moto)
-        for suite in (bench.cold, bench.warm, bench.juicefs):
-            for fig in suite():
+        for name in sections or SECTIONS:
+            for fig in getattr(bench, name)():
                 report(fig)
                 figures.append(fig)
     finally:

@@ -113,6 +113,9 @@ class PipelineBench(Bench):
         return figures
 
 
-def run(runs: int, workdir: str | None, report: Callable[[Figure], None]) -> list[Figure]:
+SECTIONS = ["trivial", "shuffle_and_lazy"]
+
+
+def run(runs: int, workdir: str | None, report: Callable[[Figure], None], sections: list[str] | None = None) -> list[Figure]:
     base = Path(tempfile.mkdtemp(prefix="pfs-bench-pipelines-", dir=workdir or "/tmp"))
-    return run_sections(PipelineBench(base, runs), ["trivial", "shuffle_and_lazy"], base, report)
+    return run_sections(PipelineBench(base, runs), sections or SECTIONS, base, report)

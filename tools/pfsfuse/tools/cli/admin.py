@@ -92,8 +92,9 @@ def version(app: App) -> None:
 @click.argument("suite", type=click.Choice(["store", "split", "gc", "mount", "objstore", "pipelines"]), default="store")
 @click.option("--runs", default=3, show_default=True, help="Runs per figure (the median is shown).")
 @click.option("--dir", "workdir", type=click.Path(file_okay=False), help="Where to put scratch data (default /tmp).")
+@click.option("--only", multiple=True, metavar="SECTION", help="Run only this section of the suite, e.g. get_big_file_cold (repeatable).")
 @pass_app
-def bench(app: App, suite: str, runs: int, workdir: str | None) -> None:
+def bench(app: App, suite: str, runs: int, workdir: str | None, only: tuple[str, ...]) -> None:
     """Benchmark against a reference on this machine (scratch store; needs several GiB free)."""
     from pfsfuse.tools import bench as benchmarks  # heavy, and only this verb needs it
 
@@ -108,9 +109,6 @@ def bench(app: App, suite: str, runs: int, workdir: str | None) -> None:
         )
 
     try:
-        benchmarks.run(suite, runs, workdir, report)
+        benchmarks.run(suite, runs, workdir, report, list(only))
     except RuntimeError as e:
         raise click.ClickException(str(e)) from None
-
-
-COMMANDS = [serve, shutdown, fsck, garbage_collect, version, bench]

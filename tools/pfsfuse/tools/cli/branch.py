@@ -50,6 +50,3 @@ def list_branch(app: App, repo: str, as_json: bool) -> None:
 def delete_branch(app: App, repo: str, branch: str, force: bool) -> None:
     """Delete a branch (its commits stay)."""
     app.client.delete_branch(repo, branch, force)
-
-
-COMMANDS = [create_branch, list_branch, delete_branch]

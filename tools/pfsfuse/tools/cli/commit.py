@@ -111,6 +111,3 @@ def subscribe_commit(
             app.out.json(c, flush=True)
         else:
             app.out.line("\t".join(commit_row(c)), flush=True)
-
-
-COMMANDS = [start_commit, finish_commit, list_commit, inspect_commit, delete_commit, subscribe_commit]

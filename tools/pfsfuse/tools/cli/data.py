@@ -172,6 +172,3 @@ class _Pieces(io.RawIOBase):
         b[:n] = self._buf[:n]
         self._buf = self._buf[n:]
         return n
-
-
-COMMANDS = [extract, restore]

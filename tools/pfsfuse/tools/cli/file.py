@@ -396,9 +396,3 @@ def copy_file(app: App, src_repo, src_ref, src_path, dst_repo, dst_ref, dst_path
     """Copy a file or directory by reference: no data is copied."""
     dst = src_path if dst_path is None else dst_path
     app.client.write_files(dst_repo, dst_ref, [Copy(dst, src_repo, src_ref, src_path, overwrite)])
-
-
-COMMANDS = [
-    put_file, put_header, put_footer, get_file, list_file, inspect_file, glob_file, diff_file,
-    delete_file, copy_file,
-]

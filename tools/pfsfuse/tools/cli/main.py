@@ -2,16 +2,45 @@
 
 from __future__ import annotations
 
+import importlib
+
 import click
 
 from pfsfuse.metadata.errors import PfsError
-from pfsfuse.tools.cli import admin, branch, commit, data, file, mount, pipeline, repo
 from pfsfuse.tools.cli.app import App
+
+# The verbs of each module of pfsfuse.tools.cli, in help order (grouped by topic, like pachctl's).
+# A module is imported only when one of its verbs runs, or `--help` lists them all: importing
+# every verb's dependencies would take longer than most commands do. Verb `do-x` is `do_x` there.
+VERBS = {
+    "repo": ["create-repo", "update-repo", "list-repo", "inspect-repo", "delete-repo"],
+    "commit": ["start-commit", "finish-commit", "list-commit", "inspect-commit", "delete-commit", "subscribe-commit"],
+    "branch": ["create-branch", "list-branch", "delete-branch"],
+    "file": [
+        "put-file", "put-header", "put-footer", "get-file", "list-file", "inspect-file", "glob-file",
+        "diff-file", "delete-file", "copy-file",
+    ],
+    "mount": ["mount", "unmount"],
+    "pipeline": [
+        "create-pipeline", "update-pipeline", "inspect-pipeline", "list-pipeline", "delete-pipeline",
+        "stop-pipeline", "start-pipeline", "list-job", "inspect-job", "stop-job", "delete-job",
+        "flush-job", "flush-commit", "list-datum", "inspect-datum", "restart-datum", "get-logs",
+    ],
+    "data": ["extract", "restore"],
+    "admin": ["serve", "shutdown", "fsck", "garbage-collect", "version", "bench"],
+}
+_MODULE = {verb: module for module, verbs in VERBS.items() for verb in verbs}
 
 
 class _Group(click.Group):
-    def list_commands(self, ctx):  # in the order added: grouped by topic, like pachctl's help
-        return list(self.commands)
+    def list_commands(self, ctx):
+        return list(_MODULE)
+
+    def get_command(self, ctx, name):
+        if name not in _MODULE:
+            return None
+        module = importlib.import_module(f"pfsfuse.tools.cli.{_MODULE[name]}")
+        return getattr(module, name.replace("-", "_"))
 
     def invoke(self, ctx):
         try:
@@ -35,11 +64,6 @@ def cli(ctx: click.Context) -> None:
     """
     app = ctx.obj = App()
     ctx.call_on_close(app.close)
-
-
-for module in (repo, commit, branch, file, mount, pipeline, data, admin):
-    for command in module.COMMANDS:
-        cli.add_command(command)
 
 
 def main() -> None:

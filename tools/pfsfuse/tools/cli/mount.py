@@ -49,6 +49,3 @@ def unmount(app: App, mountpoint: str | None, all_: bool) -> None:
         mounting.unmount_all()
     else:
         mounting.unmount(mountpoint)
-
-
-COMMANDS = [mount, unmount]

@@ -60,21 +60,14 @@ def commit_duration(c: Commit) -> str:
 
 class Output:
     def table(self, headers: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
-        from rich.console import Console  # loaded on first use: most commands print no table
-        from rich.table import Table
-
-        # Never wrap or truncate when piped: scripts parse these tables.
-        tty = sys.stdout.isatty()
-        console = Console(width=None if tty else 100_000, highlight=False, soft_wrap=not tty)
-        t = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
-        for h in headers:
-            t.add_column(h, no_wrap=True, overflow="ignore")
-        for row in rows:
-            t.add_row(*row)
-        with console.capture() as captured:
-            console.print(t)
-        # rich pads the last column; tabwriter-style output ends lines at the text
-        sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
+        """Columns two spaces apart, each as wide as its widest cell, as pachctl's tabwriter
+        prints them: never wrapped or cut, since scripts parse them. The header is bold on a
+        terminal."""
+        lines = [list(headers), *map(list, rows)]
+        widths = [max(_width(line[i]) for line in lines) for i in range(len(headers))]
+        for k, cells in enumerate(lines):
+            text = "  ".join(c + " " * (w - _width(c)) for c, w in zip(cells, widths)).rstrip()
+            self.line(f"\x1b[1m{text}\x1b[0m" if k == 0 and sys.stdout.isatty() else text)
 
     def fields(self, pairs: Iterable[tuple[str, str]]) -> None:
         for k, v in pairs:
@@ -89,6 +82,17 @@ class Output:
         sys.stdout.write(msgspec.json.format(msgspec.json.encode(jsonable(obj))).decode() + "\n")
         if flush:
             sys.stdout.flush()
+
+
+def _width(text: str) -> int:
+    """Terminal cells: two for a wide (CJK) character, none for a combining mark."""
+    if text.isascii():
+        return len(text)
+    import unicodedata  # an extension module: loaded only for text that needs it
+
+    return sum(
+        0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text
+    )
 
 
 def jsonable(obj):

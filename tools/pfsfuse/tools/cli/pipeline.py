@@ -345,10 +345,3 @@ def _jobs_ended(app: App, pipeline: str | None, job: str | None) -> bool:
     """Whether the jobs whose logs are followed have all ended (some must have started)."""
     jobs = [app.pipelines.inspect_job(job)] if job else app.pipelines.list_job(pipeline)
     return bool(jobs) and all(j.done for j in jobs)
-
-
-COMMANDS = [
-    create_pipeline, update_pipeline, inspect_pipeline, list_pipeline, delete_pipeline, stop_pipeline,
-    start_pipeline, list_job, inspect_job, stop_job, delete_job, flush_job, flush_commit, list_datum,
-    inspect_datum, restart_datum, get_logs,
-]

@@ -72,6 +72,3 @@ def delete_repo(app: App, name: str | None, force: bool, all_: bool) -> None:
             app.client.delete_repo(r.name, force=True)
     else:
         app.client.delete_repo(name, force=force)
-
-
-COMMANDS = [create_repo, update_repo, list_repo, inspect_repo, delete_repo]
