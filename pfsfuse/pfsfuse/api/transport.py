@@ -1,9 +1,9 @@
-"""HTTP/1.1 to the daemon over a unix socket or TCP: the little of it the API uses, on a socket.
+"""HTTP/1.1 to the daemon over a unix socket or TCP, with h11 (the HTTP/1.1 state machine that
+the daemon's server uses too) on a plain socket.
 
 The CLI runs one short command at a time, so its start-up matters more than anything a full HTTP
-client offers (http.client alone imports the email package and ssl). Requests carry a
-Content-Length or a chunked body; answers come with either. Connections are kept alive, one per
-thread.
+client offers: http.client alone imports the email package and ssl, h11 a few small modules.
+Connections are kept alive, one per thread.
 """
 
 from __future__ import annotations
@@ -15,15 +15,16 @@ import threading
 from collections.abc import Iterable, Iterator
 from urllib.parse import urlencode
 
+import h11
+
 from pfsfuse.api import wire
 from pfsfuse.metadata.errors import Unavailable
 
 _PIECE = 1 << 20
-_LINE = 1 << 16  # the longest status, header or chunk-size line we accept
 
 
 class _BadAnswer(ConnectionError):
-    """Not HTTP as the daemon speaks it: nothing more can be read from that connection."""
+    """Not HTTP as the daemon speaks it, or cut short: nothing more can be read from there."""
 
 
 # Failures of the connection itself (a file that cannot be read while streaming it is not one).
@@ -33,74 +34,30 @@ _ERRORS = (ConnectionError, TimeoutError)
 class _Answer:
     """An answer's status, then its body as it arrives."""
 
-    def __init__(self, rfile):
-        self._rfile = rfile
-        line = rfile.readline(_LINE)
-        if not line:
-            raise ConnectionError("the connection was closed before an answer")
-        version, _, rest = line.partition(b" ")
-        try:
-            self.status = int(rest[:3])
-        except ValueError:
-            raise _BadAnswer(f"not an HTTP answer: {line[:80]!r}") from None
-        self.keep_alive = version == b"HTTP/1.1"
-        self._chunked = False
-        self._left: int | None = None  # bytes left of the body, or of the current chunk
-        while (line := self._line()) not in (b"\r\n", b"\n"):
-            name, _, value = line.partition(b":")
-            name, value = name.strip().lower(), value.strip().lower()
-            if name == b"content-length":
-                self._left = self._number(value, 10)
-            elif name == b"transfer-encoding":
-                self._chunked = value == b"chunked"
-            elif name == b"connection" and value == b"close":
-                self.keep_alive = False
-        if self._chunked:
-            self._left = 0
-        self.done = self._left == 0 and not self._chunked
+    def __init__(self, conn: _Connection, status: int):
+        self._conn = conn
+        self.status = status
+        self.done = False
 
-    def _line(self) -> bytes:
-        line = self._rfile.readline(_LINE)
-        if not line.endswith(b"\n"):
-            raise _BadAnswer("an answer was cut short (or has an over-long line)")
-        return line
+    @property
+    def keep_alive(self) -> bool:
+        """Whether the connection can carry another request (once the body is read)."""
+        return self._conn.finished()
 
-    @staticmethod
-    def _number(text: bytes, base: int) -> int:
-        try:
-            return int(text.split(b";")[0], base)
-        except ValueError:
-            raise _BadAnswer(f"not a length: {text[:80]!r}") from None
-
-    def read1(self, n: int) -> bytes:
-        """At most n bytes of the body, at least one unless it has ended."""
+    def read1(self, n: int = _PIECE) -> bytes:
+        """Some of the body (as much as arrived, up to about n bytes); b"" once it has ended."""
         if self.done:
             return b""
-        if self._chunked and self._left == 0:
-            self._left = self._number(self._line(), 16)
-            if self._left == 0:  # the last chunk: skip the trailers
-                while self._line() not in (b"\r\n", b"\n"):
-                    pass
-                self.done = True
-                return b""
-        piece = self._rfile.read1(n if self._left is None else min(n, self._left))
-        if not piece:
-            if self._left is not None:
-                raise _BadAnswer("an answer was cut short")
-            self.done = True  # a body without a length ends with its connection
-            self.keep_alive = False
-            return piece
-        if self._left is not None:
-            self._left -= len(piece)
-            if self._left == 0:
-                if self._chunked:
-                    self._line()  # the CRLF after the chunk's data
-                else:
-                    self.done = True
-        return piece
+        event = self._conn.next_event(n)
+        if type(event) is h11.EndOfMessage:
+            self.done = True
+            return b""
+        if type(event) is not h11.Data:
+            raise _BadAnswer(f"unexpected in an answer's body: {event!r}")
+        return bytes(event.data)
 
     def read(self) -> bytes:
-        return b"".join(iter(lambda: self.read1(_PIECE), b""))
+        return b"".join(iter(self.read1, b""))
 
 
 class _Connection:
@@ -117,29 +74,53 @@ class _Connection:
             host, _, port = address.rpartition(":")
             self.sock = socket.create_connection((host, int(port)), timeout)
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._rfile = self.sock.makefile("rb")
+        self.http = h11.Connection(h11.CLIENT)
 
     def close(self) -> None:
-        self._rfile.close()
         self.sock.close()
 
     def closed_by_peer(self) -> bool:
         """Readable while idle: the daemon closed it."""
         return bool(select.select([self.sock], [], [], 0)[0])
 
+    def _send(self, event) -> None:
+        for piece in self.http.send_with_data_passthrough(event):
+            self.sock.sendall(piece)
+
+    def next_event(self, n: int = _PIECE):
+        while True:
+            try:
+                event = self.http.next_event()
+            except h11.RemoteProtocolError as e:
+                raise _BadAnswer(f"a bad or cut short answer: {e}") from None
+            if event is not h11.NEED_DATA:
+                return event
+            self.http.receive_data(self.sock.recv(n))  # b"" at the end: h11 tells if too soon
+
     def request(self, method: str, path: str, body: bytes | Iterable[bytes] | None) -> _Answer:
-        head = f"{method} {path} HTTP/1.1\r\nHost: pfs\r\n".encode()
-        if body is None:
-            self.sock.sendall(head + b"\r\n")
-        elif isinstance(body, bytes):
-            self.sock.sendall(b"%bContent-Length: %d\r\n\r\n%b" % (head, len(body), body))
-        else:
-            self.sock.sendall(head + b"Transfer-Encoding: chunked\r\n\r\n")
-            for piece in body:
-                if piece:
-                    self.sock.sendall(b"%x\r\n%b\r\n" % (len(piece), piece))
-            self.sock.sendall(b"0\r\n\r\n")
-        return _Answer(self._rfile)
+        if self.finished():
+            self.http.start_next_cycle()
+        headers = [("Host", "pfs")]
+        if isinstance(body, bytes):
+            headers.append(("Content-Length", str(len(body))))
+        elif body is not None:
+            headers.append(("Transfer-Encoding", "chunked"))
+        self._send(h11.Request(method=method, target=path, headers=headers))
+        for piece in [body] if isinstance(body, bytes) else body or ():
+            if piece:
+                self._send(h11.Data(data=piece))
+        self._send(h11.EndOfMessage())
+        while True:
+            event = self.next_event()
+            if type(event) is h11.Response:
+                return _Answer(self, event.status_code)
+            if type(event) is h11.ConnectionClosed:
+                raise ConnectionError("the connection was closed before an answer")
+            # an informational (1xx) answer: the real one follows
+
+    def finished(self) -> bool:
+        """Whether both sides are done with the last request and may go on to another."""
+        return self.http.our_state is h11.DONE and self.http.their_state is h11.DONE
 
 
 class Transport:
