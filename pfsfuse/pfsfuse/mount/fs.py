@@ -40,7 +40,7 @@ from pfsfuse.metadata.errors import (
     PfsError,
 )
 from pfsfuse.metadata.records import EMPTY_DIR, ChunkRef, Commit, DirNode, FileNode, SymlinkNode
-from pfsfuse.mount.trees import Trees
+from pfsfuse.mount.trees import PAGE, Trees
 from pfsfuse.mount.workspace import GONE, LocalFile, Workspace
 
 log = logging.getLogger("pfsfuse.mount")
@@ -164,6 +164,7 @@ class DirHandle:
     listing: list  # [(name, entry)] when merged with pending writes, else fetched by the page
     node: DirNode  # the directory itself (its header and footer frame its files)
     page: tuple = (0, None)  # (index of its first entry, entries): the page being read
+    ahead: str | None = None  # the name after which the next page is being fetched
 
 
 class Filesystem(pyfuse3.Operations):
@@ -504,7 +505,17 @@ class Filesystem(pyfuse3.Operations):
         while page and index >= start + len(page):
             start, page = start + len(page), await self._io(self.trees.page, h.node, page[-1][0])
         h.page = (start, page)
+        if len(page) == PAGE and h.ahead != page[-1][0]:
+            # Fetch the next page while the kernel takes this one's entries.
+            h.ahead = page[-1][0]
+            self.nursery.start_soon(self._page_ahead, h.node, h.ahead)
         return page[index - start :] if page else []
+
+    async def _page_ahead(self, d: DirNode, after: str) -> None:
+        try:
+            await self._io(self.trees.page, d, after)
+        except Exception as e:  # noqa: BLE001 - the reader asks again when it gets there
+            log.warning("fetching a listing page ahead failed: %s", e)
 
     @_translate
     async def releasedir(self, fh):

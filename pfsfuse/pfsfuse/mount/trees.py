@@ -41,9 +41,21 @@ class _LRU:
                 self._weight -= old[1]
             self._items[key] = (value, weight)
             self._weight += weight
-            while self._weight > self.capacity and len(self._items) > 1:
-                _, (_, w) = self._items.popitem(last=False)
-                self._weight -= w
+            self._evict()
+
+    def put_all(self, items) -> None:
+        """put(key, value) for each (key, value), under one lock, in a map whose values all weigh
+        1: a listing page caches thousands of entries at once."""
+        with self._lock:
+            n = len(self._items)
+            self._items.update((key, (value, 1)) for key, value in items)
+            self._weight += len(self._items) - n
+            self._evict()
+
+    def _evict(self) -> None:
+        while self._weight > self.capacity and len(self._items) > 1:
+            _, (_, w) = self._items.popitem(last=False)
+            self._weight -= w
 
 
 class Trees:
@@ -107,8 +119,8 @@ class Trees:
         if page is None:
             page = self.client.dir_entries(d.root, start_after, PAGE)
             self._pages.put(key, page, max(1, len(page)))
-            for name, node in page:  # `ls -l` looks each one up next
-                self._children.put((d.root, name), (node,))
+            # For lookups once the kernel's entries expire (under a branch, after 0.5 s).
+            self._children.put_all(((d.root, name), (node,)) for name, node in page)
         return page
 
     # -- files
