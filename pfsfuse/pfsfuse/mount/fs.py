@@ -98,6 +98,7 @@ class Inode:
     ref: str = ""
     path: str = ""
     lookups: int = 0
+    link: str = ""  # shown to the kernel as a symlink to this, stored as a reference to its data
 
 
 @dataclass
@@ -420,10 +421,13 @@ class Filesystem(pyfuse3.Operations):
 
     @_translate
     async def readlink(self, ino, ctx=None):
-        entry, _ = await self._describe(self._get(ino))
-        if not isinstance(entry, SymlinkNode):
-            raise _fail(errno.EINVAL)
-        return entry.target.encode()
+        inode = self._get(ino)
+        entry, _ = await self._describe(inode)
+        if isinstance(entry, SymlinkNode):
+            return entry.target.encode()
+        if inode.link:  # the kernel may still hold it as the symlink it was made as
+            return inode.link.encode()
+        raise _fail(errno.EINVAL)
 
     # -- directories ------------------------------------------------------------------------------
 
@@ -796,6 +800,8 @@ class Filesystem(pyfuse3.Operations):
             ws.put_node(path, node, Symlink(path, text))
         inode = self._inode("entry", parent.repo, parent.ref, path)
         inode.lookups += 1
+        if source is not None:
+            inode.link = text
         return self._attr(inode, node, r)
 
     async def _source_of(self, target: str, parent: Inode):
