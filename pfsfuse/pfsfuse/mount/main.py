@@ -149,11 +149,7 @@ def _raise_read_ahead(path: str, kib: int = 4096) -> None:
         pass
 
 
-def _die_with_parent() -> None:
-    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: unmount when the parent dies
-
-
-def mount_background(mountpoint: str, args: list[str], timeout: float = 60.0, die_with_parent: bool = False) -> None:
+def mount_background(mountpoint: str, args: list[str], timeout: float = 60.0) -> None:
     """Start a mount process and return once it serves, or raise with its error."""
     check_mountpoint(mountpoint)
     read, write = os.pipe()
@@ -166,7 +162,6 @@ def mount_background(mountpoint: str, args: list[str], timeout: float = 60.0, di
             stderr=out,
             pass_fds=[write],
             start_new_session=True,
-            preexec_fn=_die_with_parent if die_with_parent else None,
         )
     os.close(write)
     with os.fdopen(read, "rb") as pipe:
