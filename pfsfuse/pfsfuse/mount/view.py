@@ -188,6 +188,8 @@ class DatumView(Filesystem):
         if inode.kind == "root":
             listing = [*sorted(self.inputs), "out"]
         elif inode.kind == "chain":
+            if inode.ref != str(self.serial):
+                raise _fail(errno.ENOENT)  # of an earlier datum
             rest = self.inputs[inode.repo].path[len(inode.path) + 1 if inode.path else 0 :]
             listing = [rest.partition("/")[0]]
         elif inode.kind == "pipes":
