@@ -18,8 +18,8 @@ Ranges are written behind the reader by a thread of their own; when the disk fal
 than `behind` bytes, further ranges are not cached, so that the cache never slows a reader down.
 A failed write (a full disk) only loses that range.
 
-Eviction is least recently used, a pack's file at a time: a hit touches the file's mtime, and when the cache
-outgrows its bound, the oldest files are deleted. The size (blocks allocated) is learned by
+Eviction is least recently used, a pack's file at a time: a hit touches the file's mtime, and when
+the cache outgrows its bound, the oldest files are deleted. The size (blocks allocated) is learned by
 scanning the directory when this process first adds bytes and again after every eighth of the bound
 it adds, so processes sharing a directory notice each other's additions; between scans each may
 overshoot by that eighth.

@@ -548,8 +548,10 @@ class Filesystem(pyfuse3.Operations):
 
     async def _open_node(self, inode: Inode, entry: FileNode, r: Ref, fh: int) -> pyfuse3.FileInfo:
         """Open a committed file for reading."""
-        # A chunk list held in the node (short files) needs no thread.
-        chunks = entry.chunks if type(entry) is FileNode and entry.chunks is not None else await self._io(self._chunks, entry)
+        if type(entry) is FileNode and entry.chunks is not None:
+            chunks = entry.chunks  # held in the node (short files): no thread needed
+        else:
+            chunks = await self._io(self._chunks, entry)
         starts = list(itertools.accumulate((c.size for c in chunks), initial=0))[:-1]
         self._handles[fh] = Handle(inode, r, node=entry, chunks=chunks, starts=starts)
         if len(chunks) > 1:  # where they are, in one request rather than one per chunk read

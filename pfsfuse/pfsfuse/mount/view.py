@@ -207,8 +207,8 @@ class DatumView(Filesystem):
     async def open(self, ino, flags, ctx=None):
         inode = self._get(ino)
         writing = flags & (os.O_WRONLY | os.O_RDWR)
-        fh = next(self._fh)
         if inode.kind == "out":
+            fh = next(self._fh)
             linked = self._linked.get(os.fstat(self._out_fds[ino]).st_ino)
             if linked is not None:  # a hard link to an input: read-only, as the input
                 if writing:
@@ -221,6 +221,7 @@ class DatumView(Filesystem):
         if writing:
             raise _fail(errno.EROFS)
         if inode.kind == "empty":
+            fh = next(self._fh)
             self._handles[fh] = Handle(inode, None, node=_EMPTY)
             return pyfuse3.FileInfo(fh=fh, keep_cache=True)
         return await super().open(ino, flags, ctx)
