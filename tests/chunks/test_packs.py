@@ -286,6 +286,10 @@ class CountingStore(LocalStore):
         self.gets.append((key, offset, length))
         return super()._get(key, offset, length)
 
+    def _view(self, key, offset, length):
+        self.gets.append((key, offset, length))
+        return super()._view(key, offset, length)
+
 
 def test_read_range_fetches_adjacent_chunks_together(tmp_path):
     chunks = ChunkStore(CountingStore(tmp_path), SEED)
@@ -304,24 +308,27 @@ def test_read_range_fetches_adjacent_chunks_together(tmp_path):
     assert len(chunks.objects.gets) == 1
 
 
-def test_local_store_reads_big_chunks_alone(tmp_path):
-    # A local disk costs little a request: big chunks are not sliced out of runs, small ones
-    # still come together.
+def test_local_store_reads_chunks_as_views_of_its_files(tmp_path):
+    # A local pack is mapped, not copied: big chunks come back as views of one mapping per run,
+    # which outlive the pack's file (a garbage collection may delete it while they are used).
     chunks = ChunkStore(CountingStore(tmp_path), SEED)
     big = os.urandom(20 << 20)
-    small = [b"%d" % i for i in range(10_000)]
-    for datas in (list(chunks.chunker.cut_buf(big)), small):
-        written = write_all(chunks, datas, target=16 << 20)
-        located = [(h, len(d), loc) for h, (d, loc) in written.items()]
-        chunks.objects.gets.clear()
-        assert b"".join(chunks.reader.read_range(located)) == b"".join(datas)
-        if datas is small:
-            assert len(chunks.objects.gets) == 1
-        else:  # each chunk over the run limit alone, smaller neighbours perhaps together
-            alone = {loc.length for _, _, loc in located if loc.length > packs._LOCAL_RUN_BYTES}
-            gets = [length for _, _, length in chunks.objects.gets]
-            assert alone and alone <= set(gets)
-            assert all(n in alone or n <= packs._LOCAL_RUN_BYTES for n in gets)
+    datas = list(chunks.chunker.cut_buf(big))
+    written = write_all(chunks, datas, target=16 << 20)
+    located = [(h, len(d), loc) for h, (d, loc) in written.items()]
+    pieces = list(chunks.reader.read_range(located))
+    assert b"".join(pieces) == big
+    assert all(isinstance(p, memoryview) and p.readonly for p in pieces)
+    assert len(chunks.objects.gets) == 2  # a run per pack
+    for pack in {loc.pack for _, _, loc in located}:
+        chunks.objects.delete(pack_key(pack))
+    assert b"".join(pieces) == big
+    with pytest.raises(ObjectNotFound):
+        list(chunks.reader.read_range(located))
+    # Small ranges are copied: a mapping each would cost more than the copy.
+    chunks.objects.put("small", b"tiny object")
+    assert chunks.objects.view("small", 2, 3) == b"ny "
+    assert isinstance(chunks.objects.view("small", 2, 3), bytes)
 
 
 def test_pack_whose_trailer_outgrows_its_buffer(chunks, monkeypatch):

@@ -84,6 +84,11 @@ class ObjectStore(ABC):
             return b""
         return self._get(check_key(key), offset, length)
 
+    def view(self, key: str, offset: int, length: int) -> bytes | memoryview:
+        """get(key, offset, length) for a range inside the object, such as a chunk's location. A
+        backend may answer with a read-only view of the stored bytes instead of a copy."""
+        return self.get(key, offset, length)
+
     def put(self, key: str, data: bytes | memoryview, *, durable: bool = True) -> None:
         """Stores `data` under `key`, replacing any object there. Atomic (readers see the old or the
         new object, never a part) and, unless durable=False, durable when it returns.

@@ -21,7 +21,6 @@ import xxhash
 from .cache import ChunkCache
 from .chunker import MAX_SIZE as MAX_CHUNK
 from .chunker import Chunker
-from .local import LocalStore
 from .location import ChunkLoc, pack_key
 from .objects import ObjectNotFound, ObjectStore
 
@@ -35,7 +34,6 @@ _MAX_UPLOADS = 3  # packs uploading at once per writer: bounds its memory to abo
 _SAMPLE = 64 << 10  # compress this much of a chunk first; skip the rest if it does not shrink
 _SYNC_PACKS = 16  # packs made durable together: fewer flushes, and locations still flow
 _RUN_BYTES = 32 << 20  # adjacent chunks read with one request, up to this much: a whole pack
-_LOCAL_RUN_BYTES = 1 << 20  # the same from a local disk: big chunks alone, small ones together
 
 _Entry = tuple[bytes, int, int, int, int]  # trailer entry: (hash, offset, length, codec, raw_size)
 
@@ -371,7 +369,7 @@ class ChunkReader:
         missing = [i for i, data in enumerate(datas) if data is None]
         if missing:
             first, last = run[missing[0]][2], run[missing[-1]][2]
-            stored = self.objects.get(
+            stored = self.objects.view(
                 pack_key(first.pack), first.offset, last.offset + last.length - first.offset
             )
             for i in missing:
@@ -469,11 +467,7 @@ class ChunkStore:
         self.objects = objects
         self.hash: Callable[[bytes], bytes] = chunk_hash
         self._new_chunker = lambda: Chunker(seed)
-        # A local disk costs little a request: reading each big chunk alone into its own buffer
-        # saves slicing runs into chunks, which costs a copy and fresh memory (page faults).
-        # Small chunks (split records) still come in runs: a request each would cost more.
-        run_bytes = _LOCAL_RUN_BYTES if isinstance(objects, LocalStore) else _RUN_BYTES
-        self.reader = ChunkReader(objects, chunk_hash, cache=cache, run_bytes=run_bytes)
+        self.reader = ChunkReader(objects, chunk_hash, cache=cache)
 
     @functools.cached_property
     def chunker(self) -> Chunker:

@@ -49,7 +49,8 @@ IMMUTABLE_TTL = 24 * 3600.0  # finished commits never change: let the kernel cac
 MOVING_TTL = 0.5  # branch heads: a new commit shows within a second
 RESOLVE_TTL = 0.25  # how long we trust a branch head before asking the daemon again
 LISTING_TTL = 1.0  # repos and branches
-AHEAD = 16  # chunks read ahead of a sequential reader
+AHEAD = 32  # chunks read ahead of a sequential reader
+FETCH_BATCH = 4  # chunks fetched by one worker thread: each hand-off to a thread costs CPU
 LOCATE_BATCH = 4096  # chunk locations asked for at once when a file is opened
 BLOCK = 1 << 20  # what we tell readers to read at a time
 
@@ -611,15 +612,25 @@ class Filesystem(pyfuse3.Operations):
             lo = max(0, off - h.starts[i])
             hi = min(len(data), end - h.starts[i])
             parts.append(data if (lo, hi) == (0, len(data)) else memoryview(data)[lo:hi])
-        # One copy at most: into the reply (bytes() of bytes is the same object).
-        return bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
+        # A chunk read from a local pack is a view of its mapping: a request within one chunk is
+        # answered from the page cache without a copy here, and one across chunks with one copy.
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _read_ahead(self, h: Handle, start: int) -> None:
-        """Fetch the chunks a sequential reader will want next, in the background."""
-        for c in h.chunks[start : start + AHEAD]:
-            if c.hash not in self._inflight and self.trees.cached_chunk(c.hash) is None:
+        """Fetch the chunks a sequential reader will want next, in the background, FETCH_BATCH at
+        a time (unless the file ends first)."""
+        wanted = [
+            c
+            for c in h.chunks[start : start + AHEAD]
+            if c.hash not in self._inflight and self.trees.cached_chunk(c.hash) is None
+        ]
+        if len(wanted) < FETCH_BATCH and start + AHEAD < len(h.chunks):
+            return
+        for i in range(0, len(wanted), FETCH_BATCH):
+            batch = wanted[i : i + FETCH_BATCH]
+            for c in batch:
                 self._inflight[c.hash] = trio.Event()
-                self.nursery.start_soon(self._fetch, c)
+            self.nursery.start_soon(self._fetch, batch)
 
     async def _locate(self, chunks: tuple[ChunkRef, ...]) -> None:
         for i in range(0, len(chunks), LOCATE_BATCH):
@@ -629,14 +640,15 @@ class Filesystem(pyfuse3.Operations):
                 log.warning("cannot locate the chunks of a file: %s", e)
                 return
 
-    async def _fetch(self, c: ChunkRef) -> None:
+    async def _fetch(self, chunks: list[ChunkRef]) -> None:
         try:
-            await self._io(self.trees.fetch, [c])
-            self.fetched += c.size
+            await self._io(self.trees.fetch, chunks)
+            self.fetched += sum(c.size for c in chunks)
         except Exception as e:  # noqa: BLE001 - a read-ahead failure is retried by the read
-            log.warning("read-ahead of chunk %s failed: %s", c.hash.hex(), e)
+            log.warning("read-ahead of chunk %s failed: %s", chunks[0].hash.hex(), e)
         finally:
-            self._inflight.pop(c.hash).set()
+            for c in chunks:
+                self._inflight.pop(c.hash).set()
 
     async def _chunk(self, c: ChunkRef) -> bytes:
         while True:
@@ -646,7 +658,7 @@ class Filesystem(pyfuse3.Operations):
             pending = self._inflight.get(c.hash)
             if pending is None:
                 self._inflight[c.hash] = trio.Event()
-                await self._fetch(c)
+                await self._fetch([c])
                 data = self.trees.cached_chunk(c.hash)
                 if data is None:  # fetched but already evicted, or the fetch failed: fail loudly
                     await self._io(self.trees.fetch, [c])
