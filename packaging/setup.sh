@@ -18,3 +18,6 @@ azurite=3.35.0
 if ! grep -qs "\"version\": \"$azurite\"" "$root/.emulators/node_modules/azurite/package.json"; then
   npm install --prefix "$root/.emulators" --no-audit --no-fund --silent "azurite@$azurite" >/dev/null
 fi
+# Bytecode for our own modules, as a regular install has it: an editable install compiles them
+# only when first imported, and not at all where PYTHONDONTWRITEBYTECODE is set (30-40 ms a start).
+"$venv/bin/python" -m compileall -q "$root/metadata" "$root/pfsfuse" "$root/scheduler" "$root/tools"
