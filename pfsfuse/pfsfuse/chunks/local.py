@@ -23,10 +23,12 @@ class LocalStore(ObjectStore):
     """Objects as files under `root`, key 'a/b' at root/a/b.
 
     put writes a temporary file next to the target, fsyncs it and renames it over the target, so
-    readers and crashes never see part of an object. A file is therefore never changed once it has
-    its name, which lets view map it: a chunk is then read from the page cache without a copy, as
-    Git reads its packs. (The price is Git's too: a disk error under a mapping is SIGBUS, not EIO.) Temporary names start with '.', which keys
+    readers and crashes never see part of an object. Temporary names start with '.', which keys
     cannot, so they are never listed or mistaken for objects.
+
+    A file is never changed once it has its name, which lets view map it: a chunk is then read
+    from the page cache without a copy, as Git reads its packs. (The price is Git's too: a disk
+    error under a mapping is SIGBUS, not EIO.)
 
     Large objects are written with O_DIRECT when their buffer is page-aligned (as PackWriter's
     are): the disk reads them straight from our memory. Copying them into the page cache instead
