@@ -245,8 +245,7 @@ class ChunkReader:
     """Reads chunks from packs and verifies them against their address. Thread-safe.
 
     With a `cache`, chunks are looked up there first, verified like any others, and stored there
-    (as stored in their pack) once read and verified. `run_bytes` bounds the adjacent chunks
-    fetched with one request (a chunk bigger than that is fetched alone)."""
+    (as stored in their pack) once read and verified."""
 
     def __init__(
         self,
@@ -255,7 +254,6 @@ class ChunkReader:
         ahead: int = 8,
         cache: ChunkCache | None = None,
         ahead_bytes: int = 128 << 20,
-        run_bytes: int = _RUN_BYTES,
     ):
         self.objects = objects
         self.cache = cache
@@ -263,7 +261,6 @@ class ChunkReader:
         self._local = threading.local()  # a zstd context per thread: they are not thread-safe
         self._ahead = ahead
         self._ahead_bytes = ahead_bytes
-        self._run_bytes = run_bytes
         self._pool = ThreadPoolExecutor(ahead, thread_name_prefix="pfs-read-ahead")
 
     def close(self) -> None:
@@ -278,10 +275,10 @@ class ChunkReader:
         pieces.
 
         Chunks stored back to back in a pack (as those of a file written at once are) are fetched
-        together, up to `run_bytes` a request: an object store pays per request. The following runs
-        are fetched in parallel while one is consumed, at most `ahead` runs and, beyond the first,
-        `ahead_bytes` at once: that gives a disk its queue depth and an object store its
-        concurrency."""
+        together, up to _RUN_BYTES a request: an object store pays per request, and a local one
+        maps each run once. The following runs are fetched in parallel while one is consumed, at
+        most `ahead` runs and, beyond the first, `ahead_bytes` at once: that gives a disk its
+        queue depth and an object store its concurrency."""
         runs: list[list[tuple[bytes, int, ChunkLoc]]] = []
         stored: list[int] = []  # the bytes each run fetches
         cuts = []  # (lo, hi) of each wanted chunk, in order
@@ -296,7 +293,7 @@ class ChunkReader:
                     prev is not None
                     and prev.pack == loc.pack
                     and prev.offset + prev.length == loc.offset
-                    and stored[-1] + loc.length <= self._run_bytes
+                    and stored[-1] + loc.length <= _RUN_BYTES
                 ):
                     runs[-1].append((h, size, loc))
                     stored[-1] += loc.length
