@@ -85,6 +85,9 @@ class LocalStore(ObjectStore):
             end = min(offset + length, size)
             if end <= offset:
                 return b""
+            # Reading all of it is the plan: let the disk have it all at once, not a fault at a
+            # time. (fadvise, not madvise: Python holds the GIL through madvise.)
+            os.posix_fadvise(fd, offset, end - offset, os.POSIX_FADV_WILLNEED)
             try:
                 mapping = mmap.mmap(fd, end - start, prot=mmap.PROT_READ, offset=start)
             except OSError as e:
@@ -93,8 +96,6 @@ class LocalStore(ObjectStore):
                 return _pread_all(fd, offset, end - offset)
         finally:
             os.close(fd)
-        # Reading all of it is the plan: let the disk have it all at once, not a fault at a time.
-        mapping.madvise(mmap.MADV_WILLNEED)
         # The view keeps the mapping, which is unmapped when the last view of it goes.
         return memoryview(mapping)[offset - start :]
 
