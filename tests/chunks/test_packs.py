@@ -1,5 +1,6 @@
 """Packing chunks into objects and reading them back verified."""
 
+import errno
 import os
 import random
 import threading
@@ -8,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from pfsfuse.chunks import packs
+from pfsfuse.chunks import local, packs
 
 from pfsfuse.chunks import (
     RAW,
@@ -329,6 +330,25 @@ def test_local_store_reads_chunks_as_views_of_its_files(tmp_path):
     chunks.objects.put("small", b"tiny object")
     assert chunks.objects.view("small", 2, 3) == b"ny "
     assert isinstance(chunks.objects.view("small", 2, 3), bytes)
+
+
+def test_local_views_of_short_packs_and_without_mappings(tmp_path, monkeypatch):
+    chunks = ChunkStore(LocalStore(tmp_path), SEED)
+    data = os.urandom(3 << 20)
+    h = chunks.hash(data)
+    loc = write_all(chunks, [data])[h][1]
+    assert isinstance(chunks.reader.read(h, len(data), loc), memoryview)
+    # Out of mappings (vm.max_map_count): the range is copied instead.
+    def no_mappings(*args, **kwargs):
+        raise OSError(errno.ENOMEM, "Cannot allocate memory")
+
+    monkeypatch.setattr(local.mmap, "mmap", no_mappings)
+    assert chunks.reader.read(h, len(data), loc) == data
+    monkeypatch.undo()
+    # A pack cut short is mapped only as far as it goes: a clear error, not SIGBUS.
+    os.truncate(pack_path(chunks.objects, loc), loc.offset + loc.length // 2)
+    with pytest.raises(CorruptChunk, match="bytes short"):
+        chunks.reader.read(h, len(data), loc)
 
 
 def test_pack_whose_trailer_outgrows_its_buffer(chunks, monkeypatch):
