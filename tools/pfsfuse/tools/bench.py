@@ -164,9 +164,10 @@ class Bench:
         pairs = [(cat(), get()) for _ in range(self.runs)]
         t_cat = statistics.median(c for c, _ in pairs)
         t_get = statistics.median(g for _, g in pairs)
-        label = "cold" if cold else "warm"
+        if not cold:  # no goal: from the page cache, cat is a memcpy and get-file hashes each chunk
+            return [Figure("get-file 1 GiB warm (MiB/s) vs cat", 1024 / t_get, 1024 / t_cat, "MiB/s", "-", True)]
         return [
-            Figure(f"get-file 1 GiB {label} (MiB/s) vs cat", 1024 / t_get, 1024 / t_cat, "MiB/s", ">= 0.7", t_cat / t_get >= 0.7)
+            Figure("get-file 1 GiB cold (MiB/s) vs cat", 1024 / t_get, 1024 / t_cat, "MiB/s", ">= 0.7", t_cat / t_get >= 0.7)
         ]
 
     def get_big_file(self) -> list[Figure]:
