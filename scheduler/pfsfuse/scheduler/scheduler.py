@@ -327,40 +327,54 @@ class Scheduler:
                 infos = []
                 for result in results:
                     task = left.get(result.key)
-                    if task is None:
-                        continue
-                    info = DatumInfo(
-                        job.id, result.key, "success" if result.ok else "failed", task.inputs, task.try_,
-                        result.started, result.finished, result.reason, result.downloaded, result.uploaded,
-                        result.log, result.log_line,
-                    )
-                    if result.ok:
-                        del left[result.key]
-                        job = msgspec.structs.replace(
-                            job, processed=job.processed + 1, downloaded=job.downloaded + result.downloaded,
-                            uploaded=job.uploaded + result.uploaded,
-                        )
-                    elif task.try_ < p.spec.datum_tries:
-                        retry = msgspec.structs.replace(task, try_=task.try_ + 1)
-                        left[result.key] = retry
-                        q.pending.append(retry)
-                        q.notify()
-                        job = msgspec.structs.replace(job, restarts=job.restarts + 1)
-                        info = msgspec.structs.replace(info, state="pending")
-                    else:
-                        del left[result.key]
-                        job = msgspec.structs.replace(job, failed=job.failed + 1)
-                        # No new datums for a failing job: let the running ones finish, then fail.
-                        dropped = [t for t in q.pending if t.job == job.id]
-                        q.pending = deque(t for t in q.pending if t.job != job.id)
-                        for t in dropped:
-                            left.pop(t.key, None)
-                    infos.append(info)
-                    q.live.pop((job.id, result.key), None)  # its log is the datum's now
+                    if task is not None:  # else a result of a datum already dropped
+                        job, info = self._settle(p, q, job, left, task, result)
+                        infos.append(info)
                 if infos:
                     self.jobs.put_job(job, infos, sync=False)  # on the loop: no fsync per datum
                     self._job_event()
         return job
+
+    def _settle(
+        self,
+        p: PipelineInfo,
+        q: _Queue,
+        job: JobInfo,
+        left: dict[str, DatumTask],
+        task: DatumTask,
+        result: DatumResult,
+    ) -> tuple[JobInfo, DatumInfo]:
+        """Account for one datum's result: done, queued again while it has tries left, or failed,
+        which drops the job's datums not started yet. Returns the job with its counts updated and
+        the datum's record."""
+        info = DatumInfo(
+            job.id, result.key, "success" if result.ok else "failed", task.inputs, task.try_,
+            result.started, result.finished, result.reason, result.downloaded, result.uploaded,
+            result.log, result.log_line,
+        )
+        if result.ok:
+            del left[result.key]
+            job = msgspec.structs.replace(
+                job, processed=job.processed + 1, downloaded=job.downloaded + result.downloaded,
+                uploaded=job.uploaded + result.uploaded,
+            )
+        elif task.try_ < p.spec.datum_tries:
+            retry = msgspec.structs.replace(task, try_=task.try_ + 1)
+            left[result.key] = retry
+            q.pending.append(retry)
+            q.notify()
+            job = msgspec.structs.replace(job, restarts=job.restarts + 1)
+            info = msgspec.structs.replace(info, state="pending")
+        else:
+            del left[result.key]
+            job = msgspec.structs.replace(job, failed=job.failed + 1)
+            # No new datums for a failing job: let the running ones finish, then fail.
+            dropped = [t for t in q.pending if t.job == job.id]
+            q.pending = deque(t for t in q.pending if t.job != job.id)
+            for t in dropped:
+                left.pop(t.key, None)
+        q.live.pop((job.id, result.key), None)  # its log is the datum's now
+        return job, info
 
     def _merge(self, p: PipelineInfo, job: JobInfo, keys: list[str]) -> None:
         """Build the output commit from the outputs of the job's datums, in key order; a path
