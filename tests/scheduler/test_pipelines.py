@@ -31,11 +31,11 @@ def api(daemon):
         client.close()
 
 
-def pipeline(name, input, cmd=("sh",), stdin=(), image="", **extra):
+def pipeline(name, input, cmd=("sh",), stdin=(), image="", user="", **extra):
     return specs.validate(
         specs.PipelineSpec(
             pipeline=specs.PipelineName(name),
-            transform=specs.Transform(cmd=list(cmd), stdin=list(stdin), image=image),
+            transform=specs.Transform(cmd=list(cmd), stdin=list(stdin), image=image, user=user),
             input=msgspec_input(input),
             **extra,
         )
@@ -413,6 +413,30 @@ def test_only_pfs_out_is_writable(api):
     assert job.state == "failure" and "only /pfs/out is writable under /pfs" in job.reason
     logs = [line.message for line in pps.get_logs("oops")]
     assert any("Read-only file system" in m for m in logs) and any("only /pfs/out is writable" in m for m in logs)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can run a command as another user")
+def test_a_command_run_as_another_user_writes_its_output(api):
+    """transform.user: /pfs/out and what an incremental datum finds there (its previous output)
+    belong to that user; an unknown user fails the datum, saying so."""
+    client, pps = api
+    client.create_repo("in")
+    first = put(client, "in", {"a.txt": b"a\n"})
+    pps.create_pipeline(pipeline("tally", {"atom": {"repo": "in", "glob": "/"}}, incremental=True, stdin=[
+        "id -un > /pfs/out/who", "mkdir -p /pfs/out/d", "echo run >> /pfs/out/d/runs", "ln -sf d/runs /pfs/out/link"],
+        user="nobody"))
+    [job] = flush(pps, "in", first)
+    assert job.state == "success", job.reason
+    second = put(client, "in", {"b.txt": b"b\n"})
+    [job] = flush(pps, "in", second)
+    assert job.state == "success", job.reason
+    assert read(client, "tally", "master", "who") == b"nobody\n"
+    assert read(client, "tally", "master", "d/runs") == b"run\nrun\n"  # appended to the previous output
+
+    pps.create_pipeline(pipeline("ghost", {"atom": {"repo": "in", "glob": "/*"}}, datum_tries=1, stdin=["true"],
+                                 user="no-such-user"))
+    [job] = pps.flush_job([CommitRef("in", second)], ["ghost"])
+    assert job.state == "failure" and "no user 'no-such-user'" in job.reason, job.reason
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="without root /pfs is a scratch directory, not our file system")

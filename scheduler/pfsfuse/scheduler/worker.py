@@ -24,6 +24,7 @@ import ctypes
 import io
 import logging
 import os
+import pwd
 import queue
 import select
 import shutil
@@ -74,6 +75,7 @@ class Layout:
         self.private = os.geteuid() == 0
         self.view = None
         self.served = None
+        self.owner: tuple[int, int] | None = None  # the uid and gid /pfs/out belongs to
 
     def setup(self) -> None:
         self.tmp.mkdir()
@@ -101,6 +103,21 @@ class Layout:
         self.served = Served(self.view)
         self.root = Path("/pfs")
 
+    def own(self, user: str) -> None:
+        """Give /pfs/out, now and from now on, to `user` (transform.user, run as root), so that
+        the command can write there; "" gives it back to the worker."""
+        try:
+            pw = pwd.getpwnam(user) if user and os.geteuid() == 0 else None
+        except KeyError:
+            pw = None  # the command cannot start either, and says so
+        self.owner = None if pw is None else (pw.pw_uid, pw.pw_gid)
+        os.chown(self.out, *(self.owner or (os.geteuid(), os.getegid())))
+
+    def give(self, path: Path) -> None:
+        """An entry the worker made in /pfs/out (a previous output) belongs to the owner too."""
+        if self.owner is not None:
+            os.chown(path, *self.owner, follow_symlinks=False)
+
     def take_out(self, dest: Path) -> None:
         """Move what the command wrote to /pfs/out to `dest`, if anything: the directory is
         renamed (an output may have many entries) and a fresh one takes its place."""
@@ -110,6 +127,7 @@ class Layout:
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.rename(self.out, dest)
         self.out.mkdir()
+        self.give(self.out)
 
     def close(self) -> None:
         if self.served is not None:
@@ -149,6 +167,7 @@ class Worker:
                 self.spec = self.pps.inspect_pipeline(self.pipeline).spec  # maybe updated
                 self._job = tasks[0].job
                 self._env = self._base_env()
+                self.layout.own(self.spec.transform.user)
             started = time.monotonic()
             self._fetch_small(tasks)
             serial += 1
@@ -304,6 +323,7 @@ class Worker:
                     for piece in self.client.get_file(repo, t.previous, f.path):
                         out.write(piece)
                         fetched += len(piece)
+            self.layout.give(local)
         return fetched
 
     def _base_env(self) -> dict[str, str]:
@@ -326,6 +346,8 @@ class Worker:
                 tf.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 cwd=tf.working_dir or None, env=env, start_new_session=True, user=tf.user or None,
             )
+        except KeyError:  # subprocess looks the user up
+            return False, f"cannot run {tf.cmd[0]}: no user {tf.user!r} on this machine", "", 0
         except (OSError, ValueError) as e:
             return False, f"cannot run {tf.cmd[0]}: {e}", "", 0
         deadline = None if timeout is None else time.monotonic() + timeout
