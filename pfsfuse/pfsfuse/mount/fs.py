@@ -417,7 +417,15 @@ class Filesystem(pyfuse3.Operations):
     @_translate
     async def getattr(self, ino, ctx=None):
         inode = self._get(ino)
-        entry, r = await self._describe(inode)
+        try:
+            entry, r = await self._describe(inode)
+        except (NotFound, pyfuse3.FUSEError) as e:
+            # Gone from its branch (the file or the branch deleted) but open: fstat answers from
+            # the handle, as a disk does for an unlinked file.
+            h = next((h for h in self._handles.values() if h.inode is inode), None)
+            if h is None or getattr(e, "errno", errno.ENOENT) != errno.ENOENT:
+                raise
+            entry, r = h.file or h.node, h.ref
         return self._attr(inode, entry, r)
 
     @_translate

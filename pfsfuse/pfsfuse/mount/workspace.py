@@ -48,6 +48,7 @@ class LocalFile:
         self.writers = 0  # open handles that may write
         self.handles = 0  # open handles of any kind
         self.dropped = False  # no longer in the overlay: close once no handle is left
+        self.logged = 0  # puts of its content logged and not sent yet: it must stay till then
         self.path = ""  # where it is in the branch
         self.mtime = time.time()
 
@@ -84,9 +85,16 @@ class LocalFile:
         self.mtime = time.time()
 
     def _spill(self) -> None:
-        fd, self.tmp_path = tempfile.mkstemp(prefix=".pfs-write-", dir=self._tmpdir)
-        os.write(fd, self._buf)
-        self._fd, self._buf = fd, None
+        fd, path = tempfile.mkstemp(prefix=".pfs-write-", dir=self._tmpdir)
+        try:
+            view = memoryview(self._buf)
+            while view:  # a full disk may take part of it first
+                view = view[os.write(fd, view) :]
+        except BaseException:
+            os.close(fd)
+            os.unlink(path)
+            raise
+        self._fd, self.tmp_path, self._buf = fd, path, None
 
     def put(self, path: str) -> Put:
         """The op that stores the current content at `path`."""
@@ -95,8 +103,8 @@ class LocalFile:
         return Put(path, stream=io.BytesIO(bytes(self._buf)), executable=self.executable)
 
     def release(self) -> None:
-        """Free the content once the file is neither in the overlay nor open."""
-        if self.dropped and self.handles == 0 and self._fd is not None:
+        """Free the content once the file is neither in the overlay, nor open, nor to be sent."""
+        if self.dropped and self.handles == 0 and self.logged == 0 and self._fd is not None:
             os.close(self._fd)
             os.unlink(self.tmp_path)
             self._fd = None
@@ -224,6 +232,7 @@ class Workspace:
     def changed_file(self, f: LocalFile) -> None:
         """A local file not open for writing was changed (closed, truncated, chmod): log it."""
         self._log(_LocalPut(f.path, f))
+        f.logged += 1
         self.pending_bytes += f.size
         self._set(f.path, f)
 
@@ -231,6 +240,7 @@ class Workspace:
         """fsync of a file still open: its content so far goes to the daemon with the next flush
         (it stays in the overlay, being written)."""
         self._log(_LocalPut(f.path, f, synced=True))
+        f.logged += 1
         self.pending_bytes += f.size
 
     def put_node(self, path: str, node: Node, op: WriteOp) -> None:
@@ -300,6 +310,10 @@ class Workspace:
                         raise
                     ops = [op.file.put(op.path) if isinstance(op, _LocalPut) else op for _, op in batch]
             del self.ops[:n]
+            for _, op in batch:
+                if isinstance(op, _LocalPut):
+                    op.file.logged -= 1
+                    op.file.release()
             self._forget(batch[-1][0])
             done = [p for p in self.reshaped if p not in self.overlay]
             if done:

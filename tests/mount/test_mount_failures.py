@@ -1,0 +1,159 @@
+"""What goes wrong under a mount: a branch deleted, a file deleted while open, the daemon dying.
+Each gets a clear errno or carries on; none hangs the mount or loses a write."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+
+import pytest
+from helpers import fuse_unavailable, wait_for
+from mountkit import MiB
+
+pytestmark = [
+    pytest.mark.fuse,
+    pytest.mark.skipif(fuse_unavailable() is not None, reason=str(fuse_unavailable())),
+]
+
+
+def _errno_of(fn) -> int | None:
+    try:
+        fn()
+    except OSError as e:
+        return e.errno
+    return None
+
+
+def test_a_vanished_branch_goes_and_its_open_files_read_on(daemon, view, mounts, mnt):
+    data = os.urandom(6 * MiB)
+    view.client.create_repo("r")
+    view.put("r", "master", {"keep.txt": b"kept\n"})
+    view.client.create_branch("r", "feature", "master")
+    view.put("r", "feature", {"f.bin": data})
+    mounts()
+    path = mnt / "r" / "feature" / "f.bin"
+    with open(path, "rb", buffering=0) as f:
+        head = f.read(MiB)
+        view.client.delete_branch("r", "feature")
+        wait_for(lambda: "feature" not in os.listdir(mnt / "r"), 5, what="the deleted branch to leave the listing")
+        wait_for(lambda: not (mnt / "r" / "feature").exists(), 5, what="the deleted branch to be gone")
+        rest = f.read()  # the commit it showed is still there, and so is what the handle reads
+    assert head + rest == data
+    assert _errno_of(lambda: open(path, "rb")) == errno.ENOENT
+    assert (mnt / "r" / "master" / "keep.txt").read_bytes() == b"kept\n"
+
+
+def test_a_file_deleted_while_open(daemon, view, mounts, mnt):
+    data = os.urandom(3 * MiB)
+    view.client.create_repo("r")
+    view.put("r", "master", {"read.bin": data})
+    m = mounts("--idle", "0.3")
+    branch = mnt / "r" / "master"
+    # Deleted by someone else (a commit of the daemon's) while it is being read: the handle reads
+    # the version it opened; new opens no longer find it.
+    with open(branch / "read.bin", "rb", buffering=0) as f:
+        head = f.read(100_000)
+        daemon.pfs("delete-file", "r", "master", "read.bin")
+        wait_for(lambda: not (branch / "read.bin").exists(), 5, what="the deleted file to be gone")
+        assert head + f.read() == data
+    # Unlinked through the mount while being written: the writer carries on and closes cleanly,
+    # the file is not committed, and a file written beside it is.
+    with open(branch / "scratch.txt", "wb", buffering=0) as w:
+        w.write(b"first part\n")
+        os.unlink(branch / "scratch.txt")
+        w.write(b"second part\n")
+        (branch / "beside.txt").write_bytes(b"beside\n")
+    head_id = view.wait_committed("r", "master", lambda c: view.exists("r", c, "beside.txt"), mount=m)
+    assert not view.exists("r", head_id, "scratch.txt")
+    assert not view.exists("r", head_id, "read.bin")
+    assert view.read("r", head_id, "beside.txt") == b"beside\n"
+
+
+def test_a_big_file_removed_before_its_commit(daemon, view, mounts, mnt):
+    """A file too big to keep in memory (written to a temporary file), closed and removed before
+    the mount sends it: its content stays until the commit has it, then goes."""
+    data = os.urandom(9 * MiB)
+    view.client.create_repo("r")
+    view.put("r", "master", {"keep.txt": b"kept\n"})
+    m = mounts("--idle", "1")
+    branch = mnt / "r" / "master"
+    (branch / "big.bin").write_bytes(data)
+    (branch / "big.bin").unlink()
+    (branch / "twin.bin").write_bytes(data)
+    (branch / "after.txt").write_bytes(b"after\n")
+    head = view.wait_committed("r", "master", lambda c: view.exists("r", c, "after.txt"), mount=m)
+    assert not view.exists("r", head, "big.bin")
+    assert view.read("r", head, "twin.bin") == data
+    assert m.process().poll() is None
+    state = daemon.home / "mounts"
+    assert not [p for p in state.rglob(".pfs-write-*")], "a temporary file outlived its commit"
+
+
+def test_the_daemon_dying_under_a_mount(daemon, view, mounts, mnt):
+    """Whatever needs the daemon fails at once with EIO (no hang); what the mount holds already
+    (a finished commit's data it read, a file open for writing) carries on; once the daemon is
+    back, so is everything, and what was written meanwhile reaches it."""
+    data = os.urandom(2 * MiB)
+    view.client.create_repo("r")
+    commit = view.put("r", "master", {"a.bin": data, "b.txt": b"b\n"})
+    m = mounts()
+    frozen = mnt / "r" / commit / "a.bin"
+    assert frozen.read_bytes() == data
+    writer = open(mnt / "r" / "master" / "during.txt", "wb", buffering=0)
+    writer.write(b"before\n")
+    daemon.kill()
+
+    def ls(*parts):  # a separate process: a hung call would fail this test at the timeout
+        return subprocess.run(["ls", str(mnt.joinpath(*parts))], capture_output=True, timeout=20)
+
+    try:
+        # A branch asks the daemon for its head once its TTL is over.
+        wait_for(lambda: ls("r", "master").returncode != 0, 5, what="the branch to need the daemon")
+        r = ls("r", "master")
+        assert b"Input/output error" in r.stderr, r.stderr
+        assert frozen.read_bytes() == data  # in the kernel's cache: a finished commit never changes
+        writer.write(b"during\n")
+    finally:
+        writer.close()  # its content waits in the mount
+    assert m.process().poll() is None, "the mount process died with the daemon"
+
+    daemon.start()
+    wait_for(lambda: ls("r", "master").returncode == 0, 10, proc=m.process(), what="the mount to recover")
+    assert (mnt / "r" / "master" / "b.txt").read_bytes() == b"b\n"
+    (mnt / "r" / "master" / "new.txt").write_bytes(b"new\n")
+    head = view.wait_committed("r", "master", lambda c: view.exists("r", c, "new.txt"), mount=m)
+    assert view.read("r", head, "during.txt") == b"before\nduring\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount a small tmpfs under the mount's state")
+def test_a_full_disk_under_the_mount_fails_the_write_not_the_mount(daemon, view, mounts, mnt):
+    """Files being written live on the disk under $PFS_HOME/mounts until committed: when it is
+    full the writer gets ENOSPC, and once it makes room everything works on."""
+    state = daemon.home / "mounts"
+    state.mkdir(exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(state)], check=True, timeout=30)
+    m = None
+    try:
+        view.client.create_repo("r")
+        view.put("r", "master", {"keep.txt": b"kept\n"})
+        m = mounts("--idle", "0.3")
+        big = mnt / "r" / "master" / "big.bin"
+
+        def fill():
+            with open(big, "wb") as f:
+                for _ in range(16):
+                    f.write(os.urandom(MiB))
+
+        assert _errno_of(fill) == errno.ENOSPC
+        assert m.process().poll() is None
+        big.unlink()
+        (mnt / "r" / "master" / "small.txt").write_bytes(b"fits\n")
+        head = view.wait_committed("r", "master", lambda c: view.exists("r", c, "small.txt"), mount=m)
+        assert view.read("r", head, "small.txt") == b"fits\n"
+        assert not view.exists("r", head, "big.bin")
+        m.unmount()  # while its state is still there
+    finally:
+        if m is not None:
+            m.cleanup()
+        subprocess.run(["umount", "-l", str(state)], check=True, timeout=30)
