@@ -1,5 +1,5 @@
-"""What goes wrong under a mount: a branch deleted, a file deleted while open, the daemon dying.
-Each gets a clear errno or carries on; none hangs the mount or loses a write."""
+"""What goes wrong under a mount: a branch deleted, files deleted while open, the daemon dying, a
+full disk. Each gets a clear errno or carries on; none hangs the mount or loses a write."""
 
 from __future__ import annotations
 
