@@ -90,6 +90,29 @@ def test_a_big_file_removed_before_its_commit(daemon, view, mounts, mnt):
     assert not [p for p in state.rglob(".pfs-write-*")], "a temporary file outlived its commit"
 
 
+def test_a_repo_deleted_under_a_writer(daemon, view, mounts, mnt):
+    """Its unsaved changes have nowhere to go: the mount drops them, says so once, and carries on
+    (the writer too, until it closes); other repos' writes are saved; unmount is clean."""
+    for repo in ("doomed", "other"):
+        view.client.create_repo(repo)
+        view.put(repo, "master", {"keep.txt": b"kept\n"})
+    m = mounts("--idle", "0.3")
+    with open(mnt / "doomed" / "master" / "w.txt", "wb", buffering=0) as w:
+        w.write(b"first\n")
+        (mnt / "doomed" / "master" / "closed.txt").write_bytes(b"closed\n")
+        daemon.pfs("delete-repo", "doomed", "-f")
+        w.write(b"second\n")
+    (mnt / "other" / "master" / "saved.txt").write_bytes(b"saved\n")
+    head = view.wait_committed("other", "master", lambda c: view.exists("other", c, "saved.txt"), mount=m)
+    assert view.read("other", head, "saved.txt") == b"saved\n"
+    wait_for(lambda: not (mnt / "doomed").exists(), 5, what="the deleted repo to leave the mount")
+    assert m.process().poll() is None
+    m.unmount()
+    log = "".join(p.read_text() for p in (daemon.home / "mounts").glob("*.log"))
+    assert log.count("the repo is gone") == 1, log
+    assert "Traceback" not in log, log
+
+
 def test_the_daemon_dying_under_a_mount(daemon, view, mounts, mnt):
     """Whatever needs the daemon fails at once with EIO (no hang); what the mount holds already
     (a finished commit's data it read, a file open for writing) carries on; once the daemon is

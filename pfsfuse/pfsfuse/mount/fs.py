@@ -1013,11 +1013,19 @@ class Filesystem(pyfuse3.Operations):
                     elif not ws.writing and ws.owned and time.monotonic() - ws.changed >= self.idle:
                         await ws.finish()
                 except PfsError as e:
-                    log.error("cannot write to %s@%s: %s (will retry)", ws.repo, ws.branch, e)
+                    if isinstance(e, NotFound) and await ws.repo_gone():
+                        log.error("%s@%s: the repo is gone: changes not yet saved are dropped", ws.repo, ws.branch)
+                        ws.discard()
+                    else:
+                        log.error("cannot write to %s@%s: %s (will retry)", ws.repo, ws.branch, e)
 
     async def finish_all(self) -> None:
         """At unmount: everything pending reaches the daemon and our commits are finished."""
         for r in list(self._refs.values()):
-            if r.workspace is not None and r.workspace.busy:
-                r.workspace.abandon_writers()  # the kernel is gone: no handle will be closed
-                await r.workspace.finish()
+            ws = r.workspace
+            if ws is not None and ws.busy:
+                ws.abandon_writers()  # the kernel is gone: no handle will be closed
+                try:
+                    await ws.finish()
+                except PfsError as e:  # the others may still be saved
+                    log.error("%s@%s: changes not saved at unmount: %s", ws.repo, ws.branch, e)

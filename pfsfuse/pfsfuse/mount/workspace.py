@@ -21,7 +21,7 @@ import trio
 from pfsfuse.api.client import Client
 from pfsfuse.api.types import Put, WriteOp
 from pfsfuse.metadata import names
-from pfsfuse.metadata.errors import FailedPrecondition, NotFound
+from pfsfuse.metadata.errors import FailedPrecondition, NotFound, PfsError
 from pfsfuse.metadata.records import DirNode, Node
 
 SPILL = 8 << 20  # files larger than this are written to a temporary file, not kept in memory
@@ -269,6 +269,31 @@ class Workspace:
                 self.changed_file(f)
         self.writing.clear()
 
+    async def repo_gone(self) -> bool:
+        """Whether the repo was deleted (not merely unreachable)."""
+        try:
+            await self._call(self.client.inspect_repo, self.repo)
+        except NotFound:
+            return True
+        except PfsError:
+            pass
+        return False
+
+    def discard(self) -> None:
+        """The branch's repo is gone: forget every change not sent (files still open are
+        written on, and dropped when closed)."""
+        for _, op in self.ops:
+            if isinstance(op, _LocalPut):
+                op.file.logged -= 1
+        self.ops.clear()
+        for f in {e for e in self.overlay.values() if isinstance(e, LocalFile)} | self.writing:
+            self._drop(f)
+        self.overlay.clear()
+        self._seq.clear()
+        self.children.clear()
+        self.pending_bytes = 0
+        self.commit_id, self.owned = None, False
+
     # -- reaching the daemon
 
     async def ensure_commit(self) -> str:
@@ -303,8 +328,9 @@ class Workspace:
                 try:
                     await self._call(self.client.write_files, self.repo, commit, ops)
                     break
-                except FailedPrecondition:
-                    # Someone finished our commit (pfs finish-commit): write into a new one.
+                except (FailedPrecondition, NotFound):
+                    # Someone finished or deleted our commit: write into a new one (or learn that
+                    # the repo is gone).
                     self.commit_id, self.owned = None, False
                     if attempt:
                         raise
