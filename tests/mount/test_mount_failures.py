@@ -113,6 +113,25 @@ def test_a_repo_deleted_under_a_writer(daemon, view, mounts, mnt):
     assert "Traceback" not in log, log
 
 
+def test_a_directory_renamed_while_a_file_in_it_is_written(daemon, view, mounts, mnt):
+    data = os.urandom(10 * MiB)  # big enough to be written to a temporary file
+    view.client.create_repo("r")
+    view.put("r", "master", {"keep.txt": b"kept\n"})
+    m = mounts("--idle", "0.3")
+    branch = mnt / "r" / "master"
+    (branch / "d").mkdir()
+    (branch / "d" / "done.txt").write_bytes(b"done\n")
+    with open(branch / "d" / "open.bin", "wb", buffering=0) as w:
+        w.write(data[: 9 * MiB])
+        os.rename(branch / "d", branch / "d2")
+        w.write(data[9 * MiB :])
+    assert sorted(os.listdir(branch)) == ["d2", "keep.txt"]
+    assert (branch / "d2" / "open.bin").read_bytes() == data
+    head = view.wait_committed("r", "master", lambda c: view.exists("r", c, "d2/open.bin"), mount=m)
+    assert view.files("r", head, "d2") == {"done.txt": b"done\n", "open.bin": data}
+    assert not view.exists("r", head, "d")
+
+
 def test_the_daemon_dying_under_a_mount(daemon, view, mounts, mnt):
     """Whatever needs the daemon fails at once with EIO (no hang); what the mount holds already
     (a finished commit's data it read, a file open for writing) carries on; once the daemon is

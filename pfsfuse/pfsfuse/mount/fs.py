@@ -898,12 +898,20 @@ class Filesystem(pyfuse3.Operations):
         if isinstance(entry, LocalFile) and entry.writers and old_ws is new_ws:
             old_ws.moved(old, new, entry, Delete(old, missing_ok=True))
         else:
+            # Files being written in a renamed directory go with it (they have no reference yet).
+            writing = [
+                f for f in old_ws.writing if f.path.startswith(old + "/") and old_ws.overlay.get(f.path) is f
+            ]
+            if writing and new_ws is not old_ws:
+                raise _fail(errno.EXDEV)
             source = await self._reference(old_parent.repo, old_parent.ref, old)
             if source is None:  # still being written in another branch: no reference yet
                 raise _fail(errno.EXDEV)
             node, op = source
             new_ws.put_node(new, node, msgspec.structs.replace(op, path=new))
             old_ws.delete(old, Delete(old, missing_ok=True))
+            for f in writing:
+                old_ws.moved(f.path, new + f.path[len(old) :], f, Delete(f.path, missing_ok=True))
         self._renamed((old_parent.repo, old_parent.ref, old), (new_parent.repo, new_parent.ref, new))
 
     def _forget_dentries(self, repo: str, ref: str, paths: list[str]) -> None:
