@@ -163,3 +163,24 @@ def test_symlinks_pointing_elsewhere_stay_symlinks(daemon, view, mounts, mnt, tm
         info = view.info("r", head, name)
         assert (info.type, info.target) == ("symlink", target), name
         assert os.readlink(mnt / "r" / head / name) == target
+
+
+def test_mv_and_ln_across_branches_from_an_open_commit(daemon, view, stored, big_file, mounts, mnt):
+    """The source is a branch's open commit, which goes on changing: the reference reaches the
+    other branch before the source changes, so nothing is lost and nothing is copied."""
+    view.client.create_branch("r", "other", "master")
+    m = mounts("--idle", "1")
+    master, other = mnt / "r" / "master", mnt / "r" / "other"
+    (master / "touch.txt").write_bytes(b"opens master's commit\n")
+    os.link(master / "big.bin", master / "twin.bin")  # in master's open commit now
+    before = chunk_bytes(daemon)
+    sh("mv", str(master / "twin.bin"), str(other / "moved.bin"))
+    os.link(master / "d" / "x.txt", other / "x-link.txt")
+    os.unlink(master / "d" / "x.txt")
+    assert not (master / "twin.bin").exists()
+    head = view.wait_committed("r", "other", lambda c: view.exists("r", c, "x-link.txt"), m)
+    _grew(daemon, before)
+    assert view.info("r", head, "moved.bin").hash == stored["hash"]
+    assert view.read("r", head, "x-link.txt") == b"x\n"
+    mhead = view.wait_committed("r", "master", lambda c: not view.exists("r", c, "d/x.txt"), m)
+    assert not view.exists("r", mhead, "twin.bin")

@@ -814,12 +814,12 @@ class Filesystem(pyfuse3.Operations):
         text = os.fsdecode(target)
         node = SymlinkNode(text)  # what the kernel must see now: it asked for a symlink
         source = await self._source_of(text, parent)
-        if source is not None:
-            # A link to data in the store is stored as a reference to that data, copying nothing:
-            # a regular file once the daemon has it.
-            ws.put_node(path, node, msgspec.structs.replace(source[1], path=path))
+        # A link to data in the store is stored as a reference to that data, copying nothing: a
+        # regular file once the daemon has it.
+        if source is not None and await self._refer(ws, path, node, *source[1:]):
             ws.reshaped.add(path)  # the kernel must look it up again once it is a file
         else:
+            source = None
             ws.put_node(path, node, Symlink(path, text))
         inode = self._inode("entry", parent.repo, parent.ref, path)
         inode.lookups += 1
@@ -828,7 +828,7 @@ class Filesystem(pyfuse3.Operations):
         return self._attr(inode, node, r)
 
     async def _source_of(self, target: str, parent: Inode):
-        """(node, Copy op) when a link target names a file or directory in the mount."""
+        """_reference of what a link target names, when it is a file or directory in the mount."""
         if not target.startswith("/"):
             here = [parent.repo] if parent.repo in self.pinned else [parent.repo, parent.ref]
             target = posixpath.join(self.mountpoint, *here, parent.path, target)
@@ -849,8 +849,9 @@ class Filesystem(pyfuse3.Operations):
             return None
 
     async def _reference(self, repo: str, ref: str, path: str):
-        """A Copy op naming what `path` under `ref` holds now, by an immutable commit where the
-        daemon has it; pending writes there are sent first."""
+        """(node, Copy op, workspace) naming what `path` under `ref` holds now, by the commit
+        where the daemon has it; pending writes there are sent first. The workspace is the
+        branch's when that commit is still open (what it names may change), else None."""
         r = await self._ref(repo, ref)
         if r.workspace is not None and r.workspace.ops:
             await r.workspace.flush()
@@ -858,7 +859,24 @@ class Filesystem(pyfuse3.Operations):
         entry = await self._entry(r, path)
         if entry is None or isinstance(entry, LocalFile) or r.commit is None:
             return None  # not there, or still being written: nothing the daemon can refer to
-        return entry, Copy(path, repo, r.commit.id, path)
+        live = r.workspace if r.commit.finished is None else None
+        return entry, Copy(path, repo, r.commit.id, path), live
+
+    async def _refer(self, ws: Workspace, path: str, node, op: Copy, live: Workspace | None) -> bool:
+        """Log a reference copy to `path`. One to another branch's open commit goes to the daemon
+        at once, while that commit still holds what it names (a later change there would change
+        or remove it first); False when it cannot go first (earlier changes in `ws` wait for a
+        file open for writing)."""
+        op = msgspec.structs.replace(op, path=path)
+        if live is None or live is ws:
+            ws.put_node(path, node, op)
+            return True
+        await ws.flush()
+        if ws.ops:
+            return False
+        ws.put_node(path, node, op)
+        await ws.flush()
+        return True
 
     @_translate
     async def link(self, ino, new_parent_ino, new_name, ctx):
@@ -869,8 +887,9 @@ class Filesystem(pyfuse3.Operations):
         source = await self._reference(inode.repo, inode.ref, inode.path) if inode.kind == "entry" else None
         if source is None:
             raise _fail(errno.EPERM)
-        node, op = source
-        ws.put_node(path, node, msgspec.structs.replace(op, path=path))
+        node = source[0]
+        if not await self._refer(ws, path, *source):
+            raise _fail(errno.EXDEV)
         new = self._inode("entry", parent.repo, parent.ref, path)
         new.lookups += 1
         return self._attr(new, node, r)
@@ -905,10 +924,9 @@ class Filesystem(pyfuse3.Operations):
             if writing and new_ws is not old_ws:
                 raise _fail(errno.EXDEV)
             source = await self._reference(old_parent.repo, old_parent.ref, old)
-            if source is None:  # still being written in another branch: no reference yet
+            # None: still being written in another branch, no reference yet
+            if source is None or not await self._refer(new_ws, new, *source):
                 raise _fail(errno.EXDEV)
-            node, op = source
-            new_ws.put_node(new, node, msgspec.structs.replace(op, path=new))
             old_ws.delete(old, Delete(old, missing_ok=True))
             for f in writing:
                 old_ws.moved(f.path, new + f.path[len(old) :], f, Delete(f.path, missing_ok=True))
