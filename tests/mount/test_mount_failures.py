@@ -101,10 +101,10 @@ def test_a_repo_deleted_under_a_writer(daemon, view, mounts, mnt):
         w.write(b"first\n")
         (mnt / "doomed" / "master" / "closed.txt").write_bytes(b"closed\n")
         daemon.pfs("delete-repo", "doomed", "-f")
-        w.write(b"second\n")
-    (mnt / "other" / "master" / "saved.txt").write_bytes(b"saved\n")
-    head = view.wait_committed("other", "master", lambda c: view.exists("other", c, "saved.txt"), mount=m)
-    assert view.read("other", head, "saved.txt") == b"saved\n"
+        (mnt / "other" / "master" / "saved.txt").write_bytes(b"saved\n")
+        head = view.wait_committed("other", "master", lambda c: view.exists("other", c, "saved.txt"), mount=m)
+        assert view.read("other", head, "saved.txt") == b"saved\n"
+        w.write(b"second\n")  # the writer outlives the repo (and its changes' discarding)
     wait_for(lambda: not (mnt / "doomed").exists(), 5, what="the deleted repo to leave the mount")
     assert m.process().poll() is None
     m.unmount()

@@ -287,7 +287,7 @@ class Workspace:
                 op.file.logged -= 1
         self.ops.clear()
         for f in {e for e in self.overlay.values() if isinstance(e, LocalFile)} | self.writing:
-            self._drop(f)
+            self._drop(f)  # (and out of `writing`: nothing left to commit)
         self.overlay.clear()
         self._seq.clear()
         self.children.clear()
