@@ -132,6 +132,32 @@ def test_a_directory_renamed_while_a_file_in_it_is_written(daemon, view, mounts,
     assert not view.exists("r", head, "d")
 
 
+def _peak_rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) << 10 for line in f if line.startswith("VmHWM:"))
+
+
+def test_appending_to_a_big_file_does_not_hold_it_in_memory(daemon, view, mounts, mnt, tmp_home):
+    """Writing to a committed file copies it first (copy on write): a chunk at a time into a
+    temporary file, not whole into memory (twice, as it was), which a big file would not fit."""
+    src = tmp_home / "big.bin"
+    with open(src, "wb") as f:
+        for _ in range(384):
+            f.write(os.urandom(MiB))
+    view.client.create_repo("r")
+    view.put_local("r", "master", "big.bin", src)
+    m = mounts("--idle", "0.3")
+    before = _peak_rss(m.pid)
+    with open(mnt / "r" / "master" / "big.bin", "ab") as f:
+        f.write(b"one more line\n")
+    grew = _peak_rss(m.pid) - before
+    head = view.wait_committed("r", "master", lambda c: view.info("r", c, "big.bin").size == 384 * MiB + 14, mount=m)
+    # At most its chunk cache (256 MiB of mapped packs) and a few chunks; the copy was 1 GiB.
+    assert grew < 352 * MiB, f"the mount's peak memory grew by {grew >> 20} MiB"
+    tail = b"".join(view.client.get_file("r", head, "big.bin", offset=384 * MiB - 4))
+    assert tail == src.read_bytes()[-4:] + b"one more line\n"
+
+
 def test_the_daemon_dying_under_a_mount(daemon, view, mounts, mnt):
     """Whatever needs the daemon fails at once with EIO (no hang); what the mount holds already
     (a finished commit's data it read, a file open for writing) carries on; once the daemon is

@@ -589,17 +589,20 @@ class Filesystem(pyfuse3.Operations):
             entry = await self._entry(await self._ref(ws.repo, ws.branch), path)
             if not isinstance(entry, FileNode):
                 raise _fail(errno.ENOENT)
-        data = b"" if truncate else await self._read_all(entry)
-        f = LocalFile(self.tmpdir, data, executable=entry.executable)
+        f = LocalFile(self.tmpdir, executable=entry.executable)
+        if not truncate:
+            await self._copy_into(f, entry)
         ws.created(path, f)
         return f
 
-    async def _read_all(self, node: FileNode) -> bytes:
-        chunks = await self._io(self.trees.chunks, node)
-        parts = []
-        for c in chunks:
-            parts.append(await self._chunk(c))
-        return b"".join(parts)
+    async def _copy_into(self, f: LocalFile, node: FileNode) -> None:
+        """A committed file's content into `f`, a chunk at a time: a big file goes to its
+        temporary file as it comes, never whole into memory."""
+        off = 0
+        for c in await self._io(self.trees.chunks, node):
+            data = await self._chunk(c)
+            await self._io(f.pwrite, off, data)
+            off += len(data)
 
     @_translate
     async def read(self, fh, off, size):

@@ -38,12 +38,12 @@ GONE = _Gone()  # the overlay's mark of a deleted path (and everything under it)
 class LocalFile:
     """The content of a file the mount is writing."""
 
-    def __init__(self, tmpdir: str, data: bytes = b"", executable: bool = False):
+    def __init__(self, tmpdir: str, executable: bool = False):
         self._tmpdir = tmpdir
-        self._buf: bytearray | None = bytearray(data)
+        self._buf: bytearray | None = bytearray()
         self._fd: int | None = None
         self.tmp_path: str | None = None
-        self.size = len(data)
+        self.size = 0
         self.executable = executable
         self.writers = 0  # open handles that may write
         self.handles = 0  # open handles of any kind
