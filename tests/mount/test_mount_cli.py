@@ -147,6 +147,8 @@ def test_kill_9_of_the_mount_then_unmount_and_remount(daemon: Daemon, view, moun
     held = open(mnt / "r" / "master" / "held.bin", "wb")
     held.write(os.urandom(1 << 20))
     held.flush()
+    wait_for(lambda: view.head("r", "master").finished is None, 10, proc=m.process(),
+             what="the mount to open a commit")
     try:
         m.kill9()
     finally:
@@ -170,14 +172,13 @@ def test_kill_9_of_the_mount_then_unmount_and_remount(daemon: Daemon, view, moun
     assert (mnt / "r" / first / "keep" / "a.txt").read_bytes() == before["keep/a.txt"]
     assert (mnt / "r" / first / "keep" / "b.bin").read_bytes() == before["keep/b.bin"]
     assert (mnt / "r" / "master" / "keep" / "b.bin").read_bytes() == before["keep/b.bin"]
-    # The remount writes as usual (into the commit left open by the dead mount, or a new one:
-    # either is fine).
+    # The remount writes into the commit the dead mount left open, and finishes it as its own.
     (mnt / "r" / "master" / "after.txt").write_bytes(b"after the crash\n")
     assert (mnt / "r" / "master" / "after.txt").read_bytes() == b"after the crash\n"
     again.unmount()
-    if view.head("r", "master").finished is None:
-        daemon.pfs("finish-commit", "r", "master")  # the dead mount's commit: the remount did not start it
-    assert view.read("r", "master", "after.txt") == b"after the crash\n"
+    head = view.head("r", "master")
+    assert head.finished is not None, "the commit the dead mount left open is still open"
+    assert view.read("r", head.id, "after.txt") == b"after the crash\n"
     assert view.files("r", first) == before
     fsck = sh(PFS, "fsck", env=daemon.env, check=False)
     assert fsck.returncode == 0, fsck.stderr.decode()

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import io
 import os
+import re
+import socket
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -25,6 +27,28 @@ from pfsfuse.metadata.errors import FailedPrecondition, NotFound, PfsError
 from pfsfuse.metadata.records import DirNode, Node
 
 SPILL = 8 << 20  # files larger than this are written to a temporary file, not kept in memory
+_MARKED = re.compile(r"written through pfs mount \(pid (\d+) on (.*)\)")
+
+
+def _mark() -> str:
+    """The description of the commits a mount starts: it lets a mount after a crash finish them."""
+    return f"written through pfs mount (pid {os.getpid()} on {socket.gethostname()})"
+
+
+def _left_by_dead_mount(description: str) -> bool:
+    """Whether a commit was started by a mount process of this host that is gone (or by us)."""
+    m = _MARKED.fullmatch(description)
+    if m is None or m[2] != socket.gethostname():
+        return False
+    pid = int(m[1])
+    if pid == os.getpid():
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rpartition(")")[2].split()[0]
+    except OSError:
+        return True
+    return state == "Z"  # killed, not yet reaped by its parent
 
 
 class _Gone:
@@ -305,9 +329,10 @@ class Workspace:
                 except NotFound:
                     head = None
                 if head is not None and head.finished is None:
-                    self.commit_id, self.owned = head.id, False
+                    # Someone else's (pfs, another mount) unless a mount that died here left it.
+                    self.commit_id, self.owned = head.id, _left_by_dead_mount(head.description)
                 else:
-                    c = await self._call(self.client.start_commit, self.repo, self.branch)
+                    c = await self._call(self.client.start_commit, self.repo, self.branch, None, _mark())
                     self.commit_id, self.owned = c.id, True
             return self.commit_id
 
