@@ -32,6 +32,27 @@ def test_mount_returns_once_usable_and_unmount_cleans_up(daemon, view, mounts, m
     assert os.listdir(mnt) == [], "the mount point is empty again"
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="detaching a busy mount (umount -l) needs root")
+def test_unmount_of_a_busy_mount_detaches_it_and_loses_no_write(daemon, view, mounts, mnt):
+    """A file still open for writing: `pfs unmount` returns at once with a note, the name is
+    free, and what is written until the file is closed lands in the mount's commit."""
+    view.client.create_repo("r")
+    view.put("r", "master", {"a.txt": b"A"})
+    m = mounts("--idle", "3600")
+    with open(mnt / "r" / "master" / "held.txt", "wb", buffering=0) as held:
+        held.write(b"before the unmount\n")
+        r = m.unmount(check=False)
+        assert r.returncode == 0, r.stderr
+        assert b"still open" in r.stderr and b"Traceback" not in r.stderr, r.stderr
+        assert not is_mounted(mnt)
+        assert m.alive(), "the mount process went while a file was open in it"
+        held.write(b"after it\n")
+    wait_for(lambda: not m.alive(), 30, what="the mount process to exit once the file is closed")
+    head = view.head("r", "master")
+    assert head.finished is not None
+    assert view.read("r", head.id, "held.txt") == b"before the unmount\nafter it\n"
+
+
 def test_foreground_mount_stays_attached_and_exits_on_unmount(daemon, view, mounts, mnt):
     view.client.create_repo("r")
     view.put("r", "master", {"a.txt": b"A"})

@@ -202,36 +202,41 @@ def _mounts() -> list[str]:
     return out
 
 
-def unmount(mountpoint: str, timeout: float = 120.0) -> None:
-    """Unmount, then wait for the mount process to finish its commits."""
+def unmount(mountpoint: str, timeout: float = 120.0, busy_wait: float = 3.0) -> str | None:
+    """Unmount, then wait for the mount process to finish its commits. A mount with files still
+    open in it is detached: the process goes on until they are closed, and the note returned
+    says so."""
     path = os.path.abspath(mountpoint)
     if path not in _mounts():
         raise InvalidArgument(f"{mountpoint} is not a pfs mount")
     pidfile = _state(path).with_suffix(".pid")
     r = subprocess.run(["fusermount3", "-u", path], capture_output=True, text=True)
+    busy = False
     if r.returncode != 0:
         # A busy mount or a dead process: detach it lazily (root only).
         lazy = subprocess.run(["umount", "-l", path], capture_output=True, text=True)
         if lazy.returncode != 0:
             raise FailedPrecondition(f"cannot unmount {mountpoint}: {r.stderr.strip() or lazy.stderr.strip()}")
+        busy = "busy" in r.stderr
     try:
         pid = int(pidfile.read_text().split()[0])
     except (OSError, ValueError, IndexError):
-        return
-    deadline = time.monotonic() + timeout
+        return None
+    deadline = time.monotonic() + (busy_wait if busy else timeout)
     while _alive(pid):
         if time.monotonic() > deadline:
+            if busy:
+                return (f"{mountpoint} is detached, but files are still open in it: its commits are "
+                        "finished once they are closed")
             raise Unavailable(f"the mount process {pid} did not exit within {timeout:.0f} s")
         time.sleep(0.05)
     pidfile.unlink(missing_ok=True)
+    return None
 
 
 def unmount_all() -> list[str]:
-    done = []
-    for path in _mounts():
-        unmount(path)
-        done.append(path)
-    return done
+    """Unmount every pfs mount; returns the notes of those left detached."""
+    return [note for path in _mounts() if (note := unmount(path)) is not None]
 
 
 def _alive(pid: int) -> bool:

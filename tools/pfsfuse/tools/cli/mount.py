@@ -45,7 +45,7 @@ def unmount(app: App, mountpoint: str | None, all_: bool) -> None:
 
     if all_ == (mountpoint is not None):
         raise click.UsageError("give either a mount point or --all")
-    if all_:
-        mounting.unmount_all()
-    else:
-        mounting.unmount(mountpoint)
+    notes = mounting.unmount_all() if all_ else [mounting.unmount(mountpoint)]
+    for note in notes:
+        if note is not None:
+            click.echo(f"note: {note}", err=True)
