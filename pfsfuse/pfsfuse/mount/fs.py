@@ -630,12 +630,12 @@ class Filesystem(pyfuse3.Operations):
     def _read_ahead(self, h: Handle, start: int) -> None:
         """Fetch the chunks a sequential reader will want next, in the background, FETCH_BATCH at
         a time (unless the file ends first)."""
-        wanted = {  # by hash: a file may hold a chunk twice
+        by_hash = {  # a file may hold a chunk twice
             c.hash: c
             for c in h.chunks[start : start + AHEAD]
             if c.hash not in self._inflight and self.trees.cached_chunk(c.hash) is None
         }
-        wanted = list(wanted.values())
+        wanted = list(by_hash.values())
         if len(wanted) < FETCH_BATCH and start + AHEAD < len(h.chunks):
             return
         for i in range(0, len(wanted), FETCH_BATCH):
