@@ -591,7 +591,12 @@ class Filesystem(pyfuse3.Operations):
                 raise _fail(errno.ENOENT)
         f = LocalFile(self.tmpdir, executable=entry.executable)
         if not truncate:
-            await self._copy_into(f, entry)
+            try:
+                await self._copy_into(f, entry)
+            except BaseException:
+                f.dropped = True  # nobody has it: its temporary file goes
+                f.release()
+                raise
         ws.created(path, f)
         return f
 

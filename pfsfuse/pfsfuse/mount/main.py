@@ -30,6 +30,7 @@ from pfsfuse.api.connect import connect
 from pfsfuse.home import Home
 from pfsfuse.metadata.errors import FailedPrecondition, InvalidArgument, PfsError, Unavailable
 from pfsfuse.mount.fs import Filesystem
+from pfsfuse.mount.workspace import alive
 
 log = logging.getLogger("pfsfuse.mount")
 
@@ -223,7 +224,7 @@ def unmount(mountpoint: str, timeout: float = 120.0, busy_wait: float = 3.0) -> 
     except (OSError, ValueError, IndexError):
         return None
     deadline = time.monotonic() + (busy_wait if busy else timeout)
-    while _alive(pid):
+    while alive(pid):
         if time.monotonic() > deadline:
             if busy:
                 return (f"{mountpoint} is detached, but files are still open in it: its commits are "
@@ -237,20 +238,6 @@ def unmount(mountpoint: str, timeout: float = 120.0, busy_wait: float = 3.0) -> 
 def unmount_all() -> list[str]:
     """Unmount every pfs mount; returns the notes of those left detached."""
     return [note for path in _mounts() if (note := unmount(path)) is not None]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
 
 
 def main() -> None:

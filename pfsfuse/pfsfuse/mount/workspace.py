@@ -41,14 +41,22 @@ def _left_by_dead_mount(description: str) -> bool:
     if m is None or m[2] != socket.gethostname():
         return False
     pid = int(m[1])
-    if pid == os.getpid():
+    return pid == os.getpid() or not alive(pid)
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs: a zombie (killed, not yet reaped by its parent) does not."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
         return True
     try:
         with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rpartition(")")[2].split()[0]
-    except OSError:
-        return True
-    return state == "Z"  # killed, not yet reaped by its parent
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
 
 
 class _Gone:
