@@ -331,7 +331,9 @@ class Workspace:
     async def ensure_commit(self) -> str:
         """The branch's open commit, started (and owned) by us if it has none."""
         async with self._starting:  # the background committer and an fsync may both ask
-            if self.commit_id is None:
+            for attempt in range(3):
+                if self.commit_id is not None:
+                    break
                 try:
                     head = await self._call(self.client.inspect_commit, self.repo, self.branch)
                 except NotFound:
@@ -339,9 +341,14 @@ class Workspace:
                 if head is not None and head.finished is None:
                     # Someone else's (pfs, another mount) unless a mount that died here left it.
                     self.commit_id, self.owned = head.id, _left_by_dead_mount(head.description)
-                else:
+                    break
+                try:
                     c = await self._call(self.client.start_commit, self.repo, self.branch, None, _mark())
-                    self.commit_id, self.owned = c.id, True
+                except FailedPrecondition:
+                    if attempt == 2:
+                        raise
+                    continue  # another writer started one since we looked: share it
+                self.commit_id, self.owned = c.id, True
             return self.commit_id
 
     async def flush(self) -> None:

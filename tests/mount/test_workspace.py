@@ -1,0 +1,40 @@
+"""A mount's pending writes to a branch (Workspace) against a real daemon, without FUSE."""
+
+from __future__ import annotations
+
+import trio
+
+from pfsfuse.mount.workspace import Workspace
+
+
+async def test_two_mounts_starting_the_branchs_commit_at_once_share_it(daemon, tmp_path):
+    """Both look, find no open commit and start one: the second start fails, and that mount
+    writes into the first one's commit instead of failing its writes."""
+    client = daemon.client()
+    try:
+        client.create_repo("r")
+        looked = 0
+        both_looked = trio.Event()
+
+        async def call(fn, *args):
+            nonlocal looked
+            if fn == client.start_commit:
+                await both_looked.wait()  # neither starts one before both have looked
+            try:
+                return await trio.to_thread.run_sync(fn, *args)
+            finally:
+                if fn == client.inspect_commit:
+                    looked += 1
+                    if looked == 2:
+                        both_looked.set()
+
+        a, b = (Workspace(client, "r", "master", str(tmp_path), call) for _ in range(2))
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(a.ensure_commit)
+                nursery.start_soon(b.ensure_commit)
+        head = client.inspect_commit("r", "master")
+        assert head.finished is None and a.commit_id == b.commit_id == head.id
+        assert len(client.list_commit("r")) == 1
+    finally:
+        client.close()
