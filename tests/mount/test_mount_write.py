@@ -114,6 +114,12 @@ def test_every_file_operation_reads_back_and_commits(repo, daemon, view, mounts,
     os.unlink(b / "old" / "y.txt")
     assert not (b / "old" / "y.txt").exists()
     assert _errno(os.unlink, b / "old" / "nosuchfile") == errno.ENOENT
+    # names: 255 bytes is the limit, as on disk; any byte but NUL and '/' goes
+    os.mkdir(b / "names")
+    (b / "names" / ("é" * 127 + "x")).write_bytes(b"255 bytes")
+    assert _errno(open, b / "names" / ("é" * 128), "w") == errno.ENAMETOOLONG
+    (b / "names" / "a\nb c").write_bytes(b"odd name")
+    assert (b / "names" / "a\nb c").read_bytes() == b"odd name"
     # rename: a file (mv), across directories, over an existing file, a directory
     sh("mv", str(b / "new.txt"), str(b / "renamed.txt"))
     os.rename(b / "d1" / "d2" / "f", b / "top-f")
@@ -147,7 +153,7 @@ def test_every_file_operation_reads_back_and_commits(repo, daemon, view, mounts,
     finally:
         os.close(fd)
     expected = {"keep.txt", "seed.bin", "d1", "empty", "renamed.txt", "top-f", "older", "ext", "hard",
-                "script.sh", "touched", "synced"}
+                "script.sh", "touched", "synced", "names"}
     assert set(os.listdir(b)) == expected
     # The commit started by the writes stays open until unmount (--idle 3600).
     _open_commit(view, repo, mount=m)
@@ -164,6 +170,7 @@ def test_every_file_operation_reads_back_and_commits(repo, daemon, view, mounts,
     assert view.read("r", head.id, "older/x.txt") == b"replaced"
     assert view.read("r", head.id, "synced") == b"durable"
     assert view.read("r", head.id, "touched") == b""
+    assert view.files("r", head.id, "names") == {"é" * 127 + "x": b"255 bytes", "a\nb c": b"odd name"}
     assert got["d1"].type == "dir" and got["d1/d2"].type == "dir" and "d1/d2/f" not in got
     assert got["empty"].type == "dir", "an empty directory made in the mount is committed"
     assert got["ext"].type == "symlink" and got["ext"].target == "/etc/hostname"

@@ -356,6 +356,8 @@ class Filesystem(pyfuse3.Operations):
 
     @staticmethod
     def _name(name: bytes) -> str:
+        if len(name) > names.MAX_COMPONENT:
+            raise _fail(errno.ENAMETOOLONG)
         try:
             text = name.decode()
             names.path(text)
