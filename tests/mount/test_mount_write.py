@@ -251,6 +251,35 @@ def test_the_first_write_starts_the_branchs_open_commit(repo, view, mounts, mnt)
     assert view.read("r", cid, "a.txt") == b"A"
 
 
+def test_mkdir_makes_repos_and_branches(repo, view, mounts, mnt, tmp_home):
+    m = mounts("--idle", "3600")
+    assert stat.S_IMODE(os.stat(mnt).st_mode) == stat.S_IMODE(os.stat(mnt / "r").st_mode) == 0o755
+    os.mkdir(mnt / "fresh")
+    assert view.client.inspect_repo("fresh").name == "fresh" and "fresh" in os.listdir(mnt)
+    os.mkdir(mnt / "fresh" / "master")
+    assert os.listdir(mnt / "fresh" / "master") == [] and "master" in os.listdir(mnt / "fresh")
+    (mnt / "fresh" / "master" / "a.txt").write_bytes(b"into a new repo")
+    os.mkdir(mnt / "r" / "experiment")  # a branch with no commits, beside master
+    (mnt / "r" / "experiment" / "b.txt").write_bytes(b"into a new branch")
+    assert _errno(os.mkdir, mnt / "fresh") == errno.EEXIST
+    assert _errno(os.mkdir, mnt / "r" / "master") == errno.EEXIST
+    assert _errno(os.mkdir, mnt / "no spaces") == errno.EINVAL
+    assert _errno(os.mkdir, mnt / "r" / "master^1") == errno.EINVAL  # not a branch's name
+    assert _errno(os.mkdir, mnt / "r" / ("0" * 32)) == errno.EINVAL  # nor is a commit id
+    assert _errno(os.mkdir, mnt / "r" / repo) == errno.EEXIST
+    assert [b.name for b in view.client.list_branch("r")] == ["experiment", "master"]
+    # A mount of some repos only makes no others: they would not show in it.
+    other = tmp_home / "only-r"
+    some = mounts("--repos", "r", at=other)
+    assert _errno(os.mkdir, other / "elsewhere") == errno.EPERM
+    assert [r.name for r in view.client.list_repo()] == ["fresh", "r"]
+    some.unmount()
+    m.unmount()
+    assert view.files("fresh", "master") == {"a.txt": b"into a new repo"}
+    assert view.files("r", "experiment") == {"b.txt": b"into a new branch"}
+    assert view.head("r", "experiment").parent is None and view.head("r", "master").id == repo
+
+
 def test_fsync_puts_the_data_in_the_open_commit(repo, view, mounts, mnt):
     # Assumption: fsync makes a write durable, which for this file system means that the daemon
     # has it in the branch's open commit when fsync returns, even with the file still open.
@@ -387,6 +416,8 @@ def test_read_only_mount_refuses_every_write(view, mounts, mnt):
     view.put("r", "master", {"a.txt": b"version 1\n"})
     head = view.ops("r", "master", [Mkdir("emptyd")])
     mounts("--read-only")
+    assert stat.S_IMODE(os.stat(mnt).st_mode) == stat.S_IMODE(os.stat(mnt / "r").st_mode) == 0o555
+    assert _errno(os.mkdir, mnt / "new-repo") == _errno(os.mkdir, mnt / "r" / "new-branch") == errno.EROFS
     _assert_all_erofs(mnt / "r" / "master")
     _assert_all_erofs(mnt / "r" / head)
     assert view.head("r", "master").id == head

@@ -314,10 +314,10 @@ class Filesystem(pyfuse3.Operations):
               ) -> pyfuse3.EntryAttributes:
         """The attributes of an entry. `a`, filled by an earlier call for an entry of the same
         ref, is filled again: a listing sends each one before it asks for the next."""
-        if r is None:  # the root and repo directories
-            ttl, mtime = LISTING_TTL, self.started
+        if r is None:  # the root and repo directories: mkdir makes repos and branches there
+            ttl, mtime, writable = LISTING_TTL, self.started, self._growable()
         else:
-            ttl, mtime = r.ttl, r.mtime
+            ttl, mtime, writable = r.ttl, r.mtime, r.workspace is not None
         if a is None:
             a = pyfuse3.EntryAttributes()
             a.generation = 0
@@ -326,7 +326,6 @@ class Filesystem(pyfuse3.Operations):
             a.st_blksize = BLOCK
             a.entry_timeout = a.attr_timeout = ttl
         a.st_ino = inode.ino
-        writable = r is not None and r.workspace is not None
         if isinstance(entry, LocalFile):
             mtime = entry.mtime
         if entry is None or isinstance(entry, DirNode):
@@ -786,6 +785,8 @@ class Filesystem(pyfuse3.Operations):
 
     @_translate
     async def mkdir(self, parent_ino, name, mode, ctx):
+        if self._get(parent_ino).kind in ("root", "repo") and self._growable():
+            return await self._make_repo_or_branch(self._get(parent_ino), self._name(name))
         parent, r, ws, path = await self._parent(parent_ino, name)
         if await self._entry(r, path) is not None:
             raise _fail(errno.EEXIST)
@@ -793,6 +794,33 @@ class Filesystem(pyfuse3.Operations):
         inode = self._inode("entry", parent.repo, parent.ref, path)
         inode.lookups += 1
         return self._attr(inode, EMPTY_DIR, r)
+
+    def _growable(self) -> bool:
+        """Whether mkdir at the top makes repos and in a repo makes branches: not in a read-only
+        mount, nor one that shows commits (-c) at the top."""
+        return not self.read_only and not self.pinned
+
+    async def _make_repo_or_branch(self, parent: Inode, name: str) -> pyfuse3.EntryAttributes:
+        """A new repo, or a new branch with no commits yet (its first write starts one)."""
+        if parent.kind == "root":
+            if self.only is not None and name not in self.only:
+                raise _fail(errno.EPERM)  # it would not show in this mount
+            await self._io(self.client.create_repo, name)
+            self._listings.pop(("repos",), None)
+            inode, entry, r = self._inode("repo", name), None, None
+        else:
+            self._listings.pop(("branches", parent.repo), None)  # made elsewhere a moment ago?
+            if name in await self._branches(parent.repo):
+                raise _fail(errno.EEXIST)
+            base, steps = refs.parse(name)
+            if refs.is_commit_id(base) or steps:
+                raise _fail(errno.EINVAL)  # the name of a commit or an ancestry ref, not a branch's
+            await self._io(self.client.create_branch, parent.repo, name)
+            self._listings.pop(("branches", parent.repo), None)
+            r = await self._ref(parent.repo, name)
+            inode, entry = self._inode("entry", parent.repo, name, ""), r.root
+        inode.lookups += 1
+        return self._attr(inode, entry, r)
 
     @_translate
     async def unlink(self, parent_ino, name, ctx):
