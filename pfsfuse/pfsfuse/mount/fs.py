@@ -809,12 +809,12 @@ class Filesystem(pyfuse3.Operations):
             self._listings.pop(("repos",), None)
             inode, entry, r = self._inode("repo", name), None, None
         else:
-            self._listings.pop(("branches", parent.repo), None)  # made elsewhere a moment ago?
-            if name in await self._branches(parent.repo):
-                raise _fail(errno.EEXIST)
             base, steps = refs.parse(name)
             if refs.is_commit_id(base) or steps:
                 raise _fail(errno.EINVAL)  # the name of a commit or an ancestry ref, not a branch's
+            self._listings.pop(("branches", parent.repo), None)  # made elsewhere a moment ago?
+            if name in await self._branches(parent.repo):
+                raise _fail(errno.EEXIST)
             await self._io(self.client.create_branch, parent.repo, name)
             self._listings.pop(("branches", parent.repo), None)
             r = await self._ref(parent.repo, name)
