@@ -854,14 +854,14 @@ class Filesystem(pyfuse3.Operations):
         source = await self._source_of(text, parent)
         # A link to data in the store is stored as a reference to that data, copying nothing: a
         # regular file once the daemon has it.
-        if source is not None and await self._refer(ws, path, node, *source[1:]):
+        referred = source is not None and await self._refer(ws, path, node, *source[1:])
+        if referred:
             ws.reshaped.add(path)  # the kernel must look it up again once it is a file
         else:
-            source = None
             ws.put_node(path, node, Symlink(path, text))
         inode = self._inode("entry", parent.repo, parent.ref, path)
         inode.lookups += 1
-        if source is not None:
+        if referred:
             inode.link = text
         return self._attr(inode, node, r)
 
