@@ -20,6 +20,7 @@ import os
 import posixpath
 import stat
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import msgspec
@@ -605,7 +606,9 @@ class Filesystem(pyfuse3.Operations):
         """A committed file's content into `f`, a chunk at a time: a big file goes to its
         temporary file as it comes, never whole into memory."""
         off = 0
-        for c in await self._io(self.trees.chunks, node):
+        chunks = await self._io(self.trees.chunks, node)
+        for i, c in enumerate(chunks):
+            self._read_ahead(chunks, i + 1)
             data = await self._chunk(c)
             await self._io(f.pwrite, off, data)
             off += len(data)
@@ -621,7 +624,7 @@ class Filesystem(pyfuse3.Operations):
         first = bisect.bisect_right(h.starts, off) - 1
         last = bisect.bisect_right(h.starts, end - 1) - 1
         if off == h.next_read or first == 0:
-            self._read_ahead(h, last + 1)
+            self._read_ahead(h.chunks, last + 1)
         h.next_read = end
         parts = []
         for i in range(first, last + 1):
@@ -633,16 +636,16 @@ class Filesystem(pyfuse3.Operations):
         # answered from the page cache without a copy here, and one across chunks with one copy.
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    def _read_ahead(self, h: Handle, start: int) -> None:
-        """Fetch the chunks a sequential reader will want next, in the background, FETCH_BATCH at
-        a time (unless the file ends first)."""
+    def _read_ahead(self, chunks: Sequence[ChunkRef], start: int) -> None:
+        """Fetch the chunks from `start` on that a sequential reader will want next, in the
+        background, FETCH_BATCH at a time (unless the file ends first)."""
         by_hash = {  # a file may hold a chunk twice
             c.hash: c
-            for c in h.chunks[start : start + AHEAD]
+            for c in chunks[start : start + AHEAD]
             if c.hash not in self._inflight and self.trees.cached_chunk(c.hash) is None
         }
         wanted = list(by_hash.values())
-        if len(wanted) < FETCH_BATCH and start + AHEAD < len(h.chunks):
+        if len(wanted) < FETCH_BATCH and start + AHEAD < len(chunks):
             return
         for i in range(0, len(wanted), FETCH_BATCH):
             batch = wanted[i : i + FETCH_BATCH]
