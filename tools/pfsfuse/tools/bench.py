@@ -39,6 +39,19 @@ class Figure:
     def ratio(self) -> str:
         return "" if self.reference is None else f"{self.ours / self.reference:.2f}"
 
+    def row(self) -> str:
+        """The figure as a line of the table under HEADER."""
+        ref = "" if self.reference is None else _number(self.reference)
+        return f"{self.name:72} {_number(self.ours):>12} {ref:>12} {self.ratio:>6}  {self.goal:<14} {'yes' if self.ok else 'NO'}"
+
+
+HEADER = f"{'BENCHMARK':72} {'OURS':>12} {'REFERENCE':>12} {'RATIO':>6}  {'GOAL':<14} OK"
+
+
+def _number(x: float) -> str:
+    """Three significant digits for small figures (a 0.004 s append is not "0.0")."""
+    return f"{x:.1f}" if abs(x) >= 100 else f"{x:.3g}"
+
 
 def median(fn: Callable[[], float], runs: int) -> float:
     return statistics.median(fn() for _ in range(runs))

@@ -98,17 +98,8 @@ def bench(app: App, suite: str, runs: int, workdir: str | None, only: tuple[str,
     """Benchmark against a reference on this machine (scratch store; needs several GiB free)."""
     from pfsfuse.tools import bench as benchmarks  # heavy, and only this verb needs it
 
-    header = f"{'BENCHMARK':58} {'OURS':>12} {'REFERENCE':>12} {'RATIO':>6}  {'GOAL':<16} OK"
-    app.out.line(header, flush=True)
-
-    def report(f: benchmarks.Figure) -> None:
-        ref = "" if f.reference is None else f"{f.reference:12.1f}"
-        app.out.line(
-            f"{f.name:58} {f.ours:12.1f} {ref:>12} {f.ratio:>6}  {f.goal:<16} {'yes' if f.ok else 'NO'}",
-            flush=True,
-        )
-
+    app.out.line(benchmarks.HEADER, flush=True)
     try:
-        benchmarks.run(suite, runs, workdir, report, list(only))
+        benchmarks.run(suite, runs, workdir, lambda f: app.out.line(f.row(), flush=True), list(only))
     except RuntimeError as e:
         raise click.ClickException(str(e)) from None
