@@ -37,7 +37,7 @@ class Figure:
 
     @property
     def ratio(self) -> str:
-        return "" if self.reference is None else f"{self.ours / self.reference:.2f}"
+        return "" if self.reference is None else ratio(self.ours, self.reference)
 
     def row(self) -> str:
         """The figure as a line of the table under HEADER."""
@@ -46,6 +46,11 @@ class Figure:
 
 
 HEADER = f"{'BENCHMARK':72} {'OURS':>12} {'REFERENCE':>12} {'RATIO':>6}  {'GOAL':<14} OK"
+
+
+def ratio(a: float, b: float) -> str:
+    r = a / b
+    return f"{r:.2f}" if r >= 0.1 else f"{r:.2g}"
 
 
 def _number(x: float) -> str:

@@ -11,10 +11,12 @@ Each figure is the median of `runs` runs; the ratio is oriented so that higher i
 (throughput over throughput, or the reference's time over ours). "Cold" means freshly mounted
 (our mount and JuiceFS) with the page cache dropped (root only) and JuiceFS's block cache emptied.
 
-The figures: cold and warm sequential reads of a 1 GiB file from a finished commit; `ls -l` of a
-10,000-entry and a 100,000-entry directory, cold; `cp -r` of 10,000 files of 4 KiB into the mount;
-`find` with a stat of every entry over a 100,000-file tree, cold. `--small` divides the counts and
-sizes by 16, to check that the benchmark itself works.
+The figures: cold and warm sequential reads of a 1 GiB file from a finished commit; appending a
+line to it in a branch, then fsync (copy on write: compared with JuiceFS's append in place and
+with `cp` of the file on the disk); `ls -l` of a 10,000-entry and a 100,000-entry directory, cold;
+`cp -r` of 10,000 files of 4 KiB into the mount; `find` with a stat of every entry over a
+100,000-file tree, cold. `--small` divides the counts and sizes by 16, to check that the benchmark
+itself works.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pfsfuse.api.types import Put
-from pfsfuse.tools.bench import HEADER, PFS, Figure, MiB, drop_caches, run_sections, start_daemon, timed
+from pfsfuse.tools.bench import HEADER, PFS, Figure, MiB, drop_caches, ratio, run_sections, start_daemon, timed
 
 JUICEFS_CACHE = Path.home() / ".cache" / "pfsfuse-bench" / "juicefs"
 
@@ -42,7 +44,7 @@ class TimeFigure(Figure):
 
     @property
     def ratio(self) -> str:
-        return "" if self.reference is None else f"{self.reference / self.ours:.2f}"
+        return "" if self.reference is None else ratio(self.reference, self.ours)
 
 
 def find_juicefs() -> str:
