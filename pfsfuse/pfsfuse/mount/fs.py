@@ -788,8 +788,9 @@ class Filesystem(pyfuse3.Operations):
 
     @_translate
     async def mkdir(self, parent_ino, name, mode, ctx):
-        if self._get(parent_ino).kind in ("root", "repo") and self._growable():
-            return await self._make_repo_or_branch(self._get(parent_ino), self._name(name))
+        top = self._get(parent_ino)
+        if top.kind in ("root", "repo") and self._growable():
+            return await self._make_repo_or_branch(top, self._name(name))
         parent, r, ws, path = await self._parent(parent_ino, name)
         if await self._entry(r, path) is not None:
             raise _fail(errno.EEXIST)
