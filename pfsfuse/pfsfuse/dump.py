@@ -421,7 +421,7 @@ class _Restore:
         if isinstance(rec, FileRec):
             return tree.make_file(txn, rec.chunks, rec.executable)
         if isinstance(rec, LinkRec):
-            return SymlinkNode(rec.target)
+            return SymlinkNode(names.link_target(rec.target))
         if isinstance(rec, DeleteRec):
             return None
         d = tree.lookup(txn, self.tree, path) if rec.keep else EMPTY_DIR

@@ -2,18 +2,29 @@
 
 Branch heads, parents, children and provenance point at commits that exist; every tree page and
 chunk list is present and hashes to its address; directory sizes and counts add up; every chunk a
-file (or a directory's header or footer) references is indexed, readable and hashes right.
-Shared subtrees and chunks are checked once.
+file (or a directory's header or footer) references is indexed, readable and hashes right. Every
+name, path and symlink target is one that the store accepts, so that whatever `pfs extract`
+writes, `pfs restore` takes back. Shared subtrees and chunks are checked once.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pfsfuse.metadata import records, tree
+from pfsfuse.metadata import names, records, tree
 from pfsfuse.metadata.errors import PfsError
 from pfsfuse.metadata.index import SUBVENANCE, commit_key, split_commit_key
-from pfsfuse.metadata.records import ChunkRef, Commit, CommitRef, DirNode, FileNode, Inner, Leaf, Page
+from pfsfuse.metadata.records import (
+    ChunkRef,
+    Commit,
+    CommitRef,
+    DirNode,
+    FileNode,
+    Inner,
+    Leaf,
+    Page,
+    SymlinkNode,
+)
 
 if TYPE_CHECKING:
     from pfsfuse.store import Store
@@ -27,6 +38,7 @@ class _Checker:
         self.pages: dict[bytes, tuple[int, int] | None] = {}  # page -> (bytes, entries) or None if bad
         self.files: set[bytes] = set()
         self.chunks: dict[bytes, tuple[ChunkRef, str]] = {}  # chunk -> (ref, first user)
+        self.longest: dict[bytes, int] = {}  # page -> its longest path (tree.longest_path)
 
     def problem(self, msg: str) -> None:
         self.problems.append(msg)
@@ -34,9 +46,11 @@ class _Checker:
     def run(self) -> list[str]:
         idx = self.store.index
         for repo in idx.repos():
+            self.valid(names.repo_name, repo.name, f"repo {repo.name!r}")
             commits = {c.id: c for c in idx.commits(repo.name)}
             for b in idx.branches(repo.name):
                 where = f"branch {repo.name}@{b.name}"
+                self.valid(names.branch_name, b.name, where)
                 if b.head is not None and b.head not in commits:
                     self.problem(f"{where}: head {b.head} does not exist")
                 for p in b.provenance:
@@ -70,6 +84,38 @@ class _Checker:
             if not self.db.exists(SUBVENANCE, commit_key(p.repo, p.id) + commit_key(c.repo, c.id)):
                 self.problem(f"{where}: provenance {p.repo}@{p.id} is missing from the index")
         self.dir(c.tree, f"{c.repo}@{c.id}:/")
+        self.depth(c)
+
+    def valid(self, check, value: str, where: str) -> None:
+        try:
+            check(value)
+        except PfsError as e:
+            self.problem(f"{where}: {e}")
+
+    def depth(self, c: Commit) -> None:
+        """No path of the commit may pass the store's limit, wherever its subtrees are shared."""
+        try:
+            longest = tree.longest_path(self.db, c.tree, self.longest)
+        except Exception:
+            return  # a page missing or unreadable: reported by dir()
+        if longest > names.MAX_PATH:
+            self.problem(
+                f"commit {c.repo}@{c.id}: a path is {longest} bytes, longer than {names.MAX_PATH}: "
+                f"{self.longest_path_in(c.tree)[:80]}..."
+            )
+
+    def longest_path_in(self, d: DirNode) -> str:
+        """The longest path below `d`, found by following what longest_path measured."""
+        def length(entry) -> int:
+            name, node = entry
+            below = tree.longest_path(self.db, node, self.longest) if isinstance(node, DirNode) else 0
+            return len(name.encode()) + (1 + below if below else 0)
+
+        parts = []
+        while isinstance(d, DirNode) and d.root is not None:
+            name, d = max(tree.list_dir(self.db, d), key=length)
+            parts.append(name)
+        return "/".join(parts)
 
     def subvenance(self) -> None:
         for key, _ in self.db.scan(SUBVENANCE):
@@ -123,13 +169,19 @@ class _Checker:
         return result
 
     def leaf(self, page: Leaf, where: str) -> tuple[int, int]:
-        names = [n for n, _ in page.entries]
-        if names != sorted(set(names)):
+        keys = [n for n, _ in page.entries]
+        if keys != sorted(set(keys)):
             self.problem(f"{where}: a tree page's entries are not sorted and unique")
         size = 0
         for name, node in page.entries:
             path = f"{where.rstrip('/')}/{name}"
-            if isinstance(node, DirNode):
+            if "/" in name:
+                self.problem(f"{path}: a name with '/' in it")
+            else:
+                self.valid(names.path, name, path)
+            if isinstance(node, SymlinkNode):
+                self.valid(names.link_target, node.target, path)
+            elif isinstance(node, DirNode):
                 self.dir(node, path)
             elif isinstance(node, FileNode):
                 self.file(node, path)

@@ -72,6 +72,7 @@ _LOC = msgspec.msgpack.Decoder(ChunkLoc)
 _LOC_ENC = msgspec.msgpack.Encoder()
 _RECORD = re.compile(r"[0-9a-f]{16}")  # the name of a split file's record
 _LAST_RECORD = "f" * 16
+_RECORD_NAME = len(_LAST_RECORD)  # bytes a record's name adds below its split file's path
 _MAX_FRAME = 64 << 20  # headers and footers are read whole
 _READ_BATCH = 1024  # chunks located at a time when reading many files
 
@@ -705,6 +706,10 @@ def _checked(op: WriteOp) -> WriteOp:
         raise InvalidArgument(f"{type(op).__name__.lower()} needs a path: '/' is the root directory")
     if isinstance(op, Put) and op.split is not None and op.frame is not None:
         raise InvalidArgument(f"{path}: a put splits a file or sets a header or footer, not both")
+    if isinstance(op, Put) and op.split is not None:
+        names.check_depth(path, _RECORD_NAME)
+    if isinstance(op, Symlink):
+        names.link_target(op.target)
     changes = {"path": path}
     if isinstance(op, Copy):
         changes["src_path"] = names.path(op.src_path)
@@ -744,6 +749,7 @@ class _Batch:
         self.root = w.commit.tree
         self.pending: dict[str, Node | None] = {}
         self.dirty: set[str] = set()  # ancestors of pending paths
+        self.longest: dict[bytes, int] = {}  # page -> its longest path, for directory copies
 
     def flush(self) -> None:
         if self.pending:
@@ -782,6 +788,9 @@ class _Batch:
             self.set(path, tree.make_file(txn, refs, executable))
         elif isinstance(op, Copy):
             node = self.source(op)
+            if isinstance(node, DirNode) and names.byte_length(path) > names.byte_length(op.src_path):
+                # Every path below it grows: none may pass the limit (restore would refuse it).
+                names.check_depth(path, tree.longest_path(txn, node, self.longest))
             old = self.node(path) if op.append or not op.overwrite else None
             if not op.overwrite and old is not None:
                 raise AlreadyExists(f"{path} already exists; use -o to overwrite")

@@ -129,9 +129,9 @@ def test_mount_with_an_unreachable_daemon_fails_with_one_line(tmp_home):
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
                     reason="needs root and unshare(1) for a private mount namespace")
 def test_unmount_all_unmounts_every_mount(daemon, view, tmp_home):
-    # `pfs unmount --all` unmounts every pfs mount it can see, and a developer's machine may have
-    # mounts of its own: the whole test runs in a private mount namespace, where unmounting the
-    # namespace's copies of other mounts does not touch the originals.
+    # `pfs unmount --all` unmounts every mount of its store, and a developer's machine may have
+    # mounts of that store of its own: the whole test runs in a private mount namespace, where
+    # unmounting the namespace's copies of other mounts does not touch the originals.
     view.client.create_repo("r")
     view.put("r", "master", {"a.txt": b"A"})
     one, two = tmp_home / "one", tmp_home / "two"
@@ -155,6 +155,28 @@ if grep -q -e ' {one} ' -e ' {two} ' /proc/self/mountinfo; then echo still mount
     finally:
         for pid in fuse_processes(daemon.home):  # only ours: they carry this test's PFS_HOME
             os.kill(pid, signal.SIGKILL)
+
+
+def test_unmount_all_leaves_other_stores_mounts_alone(daemon, view, mounts, mnt, tmp_home):
+    view.client.create_repo("r")
+    view.put("r", "master", {"a.txt": b"A"})
+    mounts()
+    other = Daemon(tmp_home / "other-home")
+    theirs = tmp_home / "theirs"
+    theirs.mkdir()
+    try:
+        other.start()
+        with Mount(other, theirs):
+            r = daemon.pfs("unmount", "-a")
+            assert r.stdout.decode() == f"unmounted {mnt}\n"
+            assert not is_mounted(mnt) and is_mounted(theirs)
+            assert daemon.pfs("unmount", "--all").stdout == b"no mounts of this store to unmount\n"
+            assert is_mounted(theirs)
+    finally:
+        try:
+            other.stop()
+        finally:
+            other.kill()
 
 
 def test_kill_9_of_the_mount_then_unmount_and_remount(daemon: Daemon, view, mounts, mnt):

@@ -93,7 +93,7 @@ def test_a_big_file_removed_before_its_commit(daemon, view, mounts, mnt):
 
 def test_a_repo_deleted_under_a_writer(daemon, view, mounts, mnt):
     """Its unsaved changes have nowhere to go: the mount drops them, says so once, and carries on
-    (the writer too, until it closes); other repos' writes are saved; unmount is clean."""
+    (the writer too, until it closes); other repos' writes are saved; unmount reports the loss."""
     for repo in ("doomed", "other"):
         view.client.create_repo(repo)
         view.put(repo, "master", {"keep.txt": b"kept\n"})
@@ -108,7 +108,8 @@ def test_a_repo_deleted_under_a_writer(daemon, view, mounts, mnt):
         w.write(b"second\n")  # the writer outlives the repo (and its changes' discarding)
     wait_for(lambda: not (mnt / "doomed").exists(), 5, what="the deleted repo to leave the mount")
     assert m.process().poll() is None
-    m.unmount()
+    r = m.unmount(check=False)  # it reports the loss
+    assert r.returncode == 1 and b"doomed@master: the repo was deleted" in r.stderr, r.stderr
     log = "".join(p.read_text() for p in (daemon.home / "mounts").glob("*.log"))
     assert log.count("the repo is gone") == 1, log
     assert "Traceback" not in log, log

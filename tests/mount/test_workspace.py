@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import trio
 
+from pfsfuse.api.types import Chmod, Mkdir
+from pfsfuse.metadata.records import EMPTY_DIR
 from pfsfuse.mount.workspace import Workspace
 
 
@@ -36,5 +38,31 @@ async def test_two_mounts_starting_the_branchs_commit_at_once_share_it(daemon, t
         head = client.inspect_commit("r", "master")
         assert head.finished is None and a.commit_id == b.commit_id == head.id
         assert len(client.list_commit("r")) == 1
+    finally:
+        client.close()
+
+
+async def test_a_change_the_daemon_refuses_holds_up_none_after_it(daemon, tmp_path):
+    """A batch the daemon refuses is sent again op by op: only the refused op is lost, and it is
+    counted and reported; the ops before and after it are saved in order."""
+    client = daemon.client()
+    try:
+        client.create_repo("r")
+
+        async def call(fn, *args):
+            return await trio.to_thread.run_sync(fn, *args)
+
+        ws = Workspace(client, "r", "master", str(tmp_path), call)
+        lost: list[str] = []
+        ws.on_lost = lost.append
+        ws.put_node("a", EMPTY_DIR, Mkdir("a"))
+        ws.put_node("a", EMPTY_DIR, Chmod("a", True))  # refused: only a file has an executable bit
+        ws.put_node("b", EMPTY_DIR, Mkdir("b"))
+        with trio.fail_after(30):
+            await ws.flush()
+            assert ws.ops == [] and ws.refused == 1
+            assert len(lost) == 1 and lost[0].startswith("r@master:/a: not saved: a is not a file"), lost
+            assert await ws.finish()
+        assert [f.path for f in client.list_file("r", "master", "")] == ["a", "b"]
     finally:
         client.close()

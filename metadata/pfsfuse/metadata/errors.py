@@ -34,6 +34,12 @@ class InvalidArgument(PfsError):
     status = 400
 
 
+class NameTooLong(InvalidArgument):
+    """A name or path over the store's limits (255 bytes a component, 4096 a path)."""
+
+    kind = "name_too_long"
+
+
 class FailedPrecondition(PfsError):
     """The request is well formed but the store's state forbids it (e.g. a finished commit)."""
 
@@ -67,6 +73,7 @@ KINDS: dict[str, type[PfsError]] = {
         NotFound,
         AlreadyExists,
         InvalidArgument,
+        NameTooLong,
         FailedPrecondition,
         Unavailable,
         DataLoss,

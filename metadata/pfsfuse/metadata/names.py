@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 
-from pfsfuse.metadata.errors import InvalidArgument
+from pfsfuse.metadata.errors import InvalidArgument, NameTooLong
 
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,63}")
 COMMIT_ID = re.compile(r"[0-9a-f]{32}")
 MAX_COMPONENT = 255
 MAX_PATH = 4096
+MAX_TARGET = 4095  # a symlink's target, as on Linux (PATH_MAX less its NUL)
 
 
 def repo_name(name: str) -> str:
@@ -39,8 +40,8 @@ def path(p: str) -> str:
         raise InvalidArgument(f"invalid path {p!r}")
     if "\0" in p:
         raise InvalidArgument(f"invalid path {p!r}: contains a NUL byte")
-    if len(p.encode()) > MAX_PATH:
-        raise InvalidArgument(f"invalid path {p[:40]!r}...: longer than {MAX_PATH} bytes")
+    if byte_length(p) > MAX_PATH:
+        raise NameTooLong(f"invalid path {p[:40]!r}...: longer than {MAX_PATH} bytes")
     stripped = p.strip("/") if p not in ("", "/") else ""
     if not stripped:
         return ""
@@ -49,8 +50,35 @@ def path(p: str) -> str:
             what = "an empty component" if part == "" else f"a {part!r} component"
             raise InvalidArgument(f"invalid path {p!r}: contains {what}")
         if len(part.encode()) > MAX_COMPONENT:
-            raise InvalidArgument(f"invalid path {p!r}: a component is longer than 255 bytes")
+            raise NameTooLong(f"invalid path {p!r}: a component is longer than {MAX_COMPONENT} bytes")
     return stripped
+
+
+def byte_length(text: str) -> int:
+    """The length of `text` in UTF-8; text that has none (a lone surrogate) is invalid."""
+    try:
+        return len(text.encode())
+    except UnicodeEncodeError:
+        raise InvalidArgument(f"invalid name {text[:40]!r}: not valid UTF-8") from None
+
+
+def link_target(target: str) -> str:
+    """A symlink's target: any text but empty or with a NUL, at most MAX_TARGET bytes."""
+    if not isinstance(target, str) or not target:
+        raise InvalidArgument("invalid symlink target: it is empty")
+    if "\0" in target:
+        raise InvalidArgument(f"invalid symlink target {target[:40]!r}: contains a NUL byte")
+    if byte_length(target) > MAX_TARGET:
+        raise NameTooLong(f"invalid symlink target {target[:40]!r}...: longer than {MAX_TARGET} bytes")
+    return target
+
+
+def check_depth(path: str, longest_below: int) -> None:
+    """Refuse a directory at `path` whose longest path below it (`longest_below` bytes, relative
+    to it) would make a path over MAX_PATH."""
+    total = byte_length(path) + 1 + longest_below if longest_below else byte_length(path)
+    if total > MAX_PATH:
+        raise NameTooLong(f"{path[:60]}: a path under it would be {total} bytes, longer than {MAX_PATH}")
 
 
 def join(parent: str, name: str) -> str:

@@ -159,6 +159,44 @@ def walk(src: PageReader, d: DirNode, prefix: str = "") -> Iterator[tuple[str, N
             stack.pop()
 
 
+def longest_path(src: PageReader, d: DirNode, memo: dict[bytes, int] | None = None) -> int:
+    """The length in bytes of the longest path below `d`, relative to it (0 when it is empty).
+
+    Pages never change, so `memo` (page hash -> its longest path) can be kept for good and shared
+    across trees: a subtree already measured costs nothing."""
+    memo = {} if memo is None else memo
+    if d.root is None:
+        return 0
+    stack = [d.root]  # not recursion: trees may be deeper than Python's recursion limit
+    while stack:
+        h = stack[-1]
+        if h in memo:
+            stack.pop()
+            continue
+        page = src.page(h)
+        if isinstance(page, Inner):
+            below = [c[1] for c in page.children]
+        else:
+            below = [n.root for _, n in page.entries if isinstance(n, DirNode) and n.root is not None]
+        missing = [b for b in below if b not in memo]
+        if missing:
+            stack.extend(missing)
+            continue
+        stack.pop()
+        if isinstance(page, Inner):
+            memo[h] = max(memo[b] for b in below)
+        else:
+            memo[h] = max(len(name.encode()) + _longest_entry(n, memo) for name, n in page.entries)
+    return memo[d.root]
+
+
+def _longest_entry(node: Node, memo: dict[bytes, int]) -> int:
+    """What a directory entry adds below its own name: '/' and its longest path, if any."""
+    if isinstance(node, DirNode) and node.root is not None:
+        return 1 + memo[node.root]
+    return 0
+
+
 def diff(
     src: PageReader, new: DirNode, old: DirNode, prefix: str = ""
 ) -> Iterator[tuple[str, Node | None, Node | None]]:

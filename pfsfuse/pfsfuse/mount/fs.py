@@ -20,7 +20,7 @@ import os
 import posixpath
 import stat
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
@@ -36,6 +36,7 @@ from pfsfuse.metadata.errors import (
     DataLoss,
     FailedPrecondition,
     InvalidArgument,
+    NameTooLong,
     NoSpace,
     NotFound,
     PfsError,
@@ -55,8 +56,9 @@ FETCH_BATCH = 4  # chunks fetched by one worker thread: each hand-off to a threa
 LOCATE_BATCH = 4096  # chunk locations asked for at once when a file is opened
 BLOCK = 1 << 20  # what we tell readers to read at a time
 
-_ERRNO = {
+_ERRNO = {  # the first class an error is an instance of decides
     NotFound: errno.ENOENT,
+    NameTooLong: errno.ENAMETOOLONG,
     AlreadyExists: errno.EEXIST,
     InvalidArgument: errno.EINVAL,
     FailedPrecondition: errno.EROFS,
@@ -159,6 +161,11 @@ class Handle:
     chunks: tuple[ChunkRef, ...] = ()
     starts: list[int] = field(default_factory=list)  # offset of each chunk
     next_read: int = 0  # where a sequential reader would read next
+    refused: int = 0  # the branch's count of refused changes already reported to this handle
+
+    def __post_init__(self):
+        ws = self.ref.workspace
+        self.refused = ws.refused if ws is not None else 0  # only what is refused from now on
 
 
 @dataclass
@@ -182,6 +189,7 @@ class Filesystem(pyfuse3.Operations):
         pinned: dict[str, str] | None = None,
         read_only: bool = False,
         idle: float = 2.0,
+        lost: Callable[[str], None] = lambda what: None,
     ):
         super().__init__()
         self.client = client
@@ -192,6 +200,7 @@ class Filesystem(pyfuse3.Operations):
         self.pinned = pinned or {}  # repo -> ref shown directly at MNT/<repo>
         self.read_only = read_only
         self.idle = idle
+        self.lost = lost  # told of every change that will not be saved, for `pfs unmount`
         self.uid, self.gid = os.getuid(), os.getgid()
         self.started = time.time()
         self._inodes: dict[int, Inode] = {}
@@ -263,6 +272,7 @@ class Filesystem(pyfuse3.Operations):
             if branch and not self.read_only:
                 r.workspace = Workspace(self.client, repo, ref, self.tmpdir, self._io)
                 r.workspace.on_reshaped = functools.partial(self._forget_dentries, repo, ref)
+                r.workspace.on_lost = self.lost
             self._refs[key] = r
         while True:
             stale = r.workspace is not None and r.flushed != r.workspace.flushed
@@ -702,7 +712,10 @@ class Filesystem(pyfuse3.Operations):
 
     @_translate
     async def flush(self, fh):
-        pass
+        """close(2): a writer learns of changes to its branch that the daemon refused."""
+        h = self._handles[fh]
+        if h.wrote:
+            self._report_refused(h)
 
     @_translate
     async def fsync(self, fh, datasync):
@@ -715,6 +728,17 @@ class Filesystem(pyfuse3.Operations):
         if f is not None and f.writers and ws.overlay.get(f.path) is f:
             ws.synced(f)
         await ws.flush()
+        self._report_refused(h)
+
+    @staticmethod
+    def _report_refused(h: Handle) -> None:
+        """EIO, once a handle, for changes of its branch that the daemon refused since it was
+        opened (each is also in the mount's log and reported by `pfs unmount`), as a disk
+        reports a failed write-back."""
+        ws = h.ref.workspace
+        if ws is not None and ws.refused > h.refused:
+            h.refused = ws.refused
+            raise _fail(errno.EIO)
 
     # -- writing ------------------------------------------------------------------------------------
 
@@ -731,7 +755,10 @@ class Filesystem(pyfuse3.Operations):
         ws = self._workspace(r)
         if not isinstance(entry, DirNode):
             raise _fail(errno.ENOTDIR)
-        return parent, r, ws, names.join(parent.path, self._name(name))
+        path = names.join(parent.path, self._name(name))
+        if len(path.encode()) > names.MAX_PATH:  # each name fits, but not the path they make
+            raise _fail(errno.ENAMETOOLONG)
+        return parent, r, ws, path
 
     @_translate
     async def create(self, parent_ino, name, mode, flags, ctx=None):
@@ -853,12 +880,19 @@ class Filesystem(pyfuse3.Operations):
         parent, r, ws, path = await self._parent(parent_ino, name)
         if await self._entry(r, path) is not None:
             raise _fail(errno.EEXIST)
-        text = os.fsdecode(target)
+        try:
+            text = names.link_target(target.decode())
+        except UnicodeDecodeError:
+            raise _fail(errno.EINVAL) from None  # the store keeps text (UTF-8) targets
         node = SymlinkNode(text)  # what the kernel must see now: it asked for a symlink
         source = await self._source_of(text, parent)
         # A link to data in the store is stored as a reference to that data, copying nothing: a
-        # regular file once the daemon has it.
-        referred = source is not None and await self._refer(ws, path, node, *source[1:])
+        # regular file once the daemon has it. A directory whose paths would grow too long there
+        # stays a symlink.
+        try:
+            referred = source is not None and await self._refer(ws, path, source, shown=node)
+        except NameTooLong:
+            referred = False
         if referred:
             ws.reshaped.add(path)  # the kernel must look it up again once it is a file
         else:
@@ -904,12 +938,18 @@ class Filesystem(pyfuse3.Operations):
         live = r.workspace if r.commit.finished is None else None
         return entry, Copy(path, repo, r.commit.id, path), live
 
-    async def _refer(self, ws: Workspace, path: str, node, op: Copy, live: Workspace | None) -> bool:
-        """Log a reference copy to `path`. One to another branch's open commit goes to the daemon
-        at once, while that commit still holds what it names (a later change there would change
-        or remove it first); False when it cannot go first (earlier changes in `ws` wait for a
-        file open for writing)."""
+    async def _refer(self, ws: Workspace, path: str, source: tuple, shown=None) -> bool:
+        """Log a reference copy of `source` (from _reference) to `path`, shown to the kernel as
+        `shown` (by default what it refers to). One to another branch's open commit goes to the
+        daemon at once, while that commit still holds what it names (a later change there would
+        change or remove it first); False when it cannot go first (earlier changes in `ws` wait
+        for a file open for writing). NameTooLong if a path below a directory would pass the
+        limit."""
+        node, op, live = source
         op = msgspec.structs.replace(op, path=path)
+        if isinstance(node, DirNode) and len(path.encode()) > len(op.src_path.encode()):
+            names.check_depth(path, await self._io(self.trees.longest, node))
+        node = node if shown is None else shown
         if live is None or live is ws:
             ws.put_node(path, node, op)
             return True
@@ -930,7 +970,7 @@ class Filesystem(pyfuse3.Operations):
         if source is None:
             raise _fail(errno.EPERM)
         node = source[0]
-        if not await self._refer(ws, path, *source):
+        if not await self._refer(ws, path, source):
             raise _fail(errno.EXDEV)
         new = self._inode("entry", parent.repo, parent.ref, path)
         new.lookups += 1
@@ -965,9 +1005,12 @@ class Filesystem(pyfuse3.Operations):
             ]
             if writing and new_ws is not old_ws:
                 raise _fail(errno.EXDEV)
+            for f in writing:  # (the rest of the directory is checked by _refer)
+                if len(f.path.encode()) - len(old.encode()) + len(new.encode()) > names.MAX_PATH:
+                    raise _fail(errno.ENAMETOOLONG)
             source = await self._reference(old_parent.repo, old_parent.ref, old)
             # None: still being written in another branch, no reference yet
-            if source is None or not await self._refer(new_ws, new, *source):
+            if source is None or not await self._refer(new_ws, new, source):
                 raise _fail(errno.EXDEV)
             old_ws.delete(old, Delete(old, missing_ok=True))
             for f in writing:
@@ -1084,8 +1127,11 @@ class Filesystem(pyfuse3.Operations):
                     if isinstance(e, NotFound) and await ws.repo_gone():
                         log.error("%s@%s: the repo is gone: changes not yet saved are dropped", ws.repo, ws.branch)
                         ws.discard()
-                    else:
+                    elif str(e) != ws.failing:  # (said once, not at every retry)
                         log.error("cannot write to %s@%s: %s (will retry)", ws.repo, ws.branch, e)
+                    ws.failing = str(e)
+                else:
+                    ws.failing = ""
 
     async def finish_all(self) -> None:
         """At unmount: everything pending reaches the daemon and our commits are finished."""
@@ -1097,3 +1143,4 @@ class Filesystem(pyfuse3.Operations):
                     await ws.finish()
                 except PfsError as e:  # the others may still be saved
                     log.error("%s@%s: changes not saved at unmount: %s", ws.repo, ws.branch, e)
+                    self.lost(f"{ws.repo}@{ws.branch}: changes not saved at unmount: {e}")

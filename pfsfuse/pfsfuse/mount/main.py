@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyfuse3
@@ -89,7 +90,14 @@ def run(
             client.inspect_commit(repo, ref)  # a commit or ancestry ref must resolve
     state = _state(path)
     tmpdir = tempfile.mkdtemp(prefix=state.name + ".", dir=state.parent)
-    fs = Filesystem(client, path, tmpdir, repos, pinned, read_only, idle)
+
+    def lost(what: str) -> None:
+        # Kept until a `pfs unmount` of this mount point reports it (a mount killed before that
+        # leaves it for the next one).
+        with open(state.with_suffix(".lost"), "a") as f:
+            f.write(what.replace("\n", " ") + "\n")
+
+    fs = Filesystem(client, path, tmpdir, repos, pinned, read_only, idle, lost)
     _tune_memory()
     options = set(pyfuse3.default_options) | {"fsname=pfsfuse", "subtype=pfs"}
     if read_only:
@@ -192,25 +200,35 @@ def _read_with_deadline(pipe, proc: subprocess.Popen, timeout: float) -> str:
     return buf.decode(errors="replace").strip()
 
 
-def _mounts() -> list[str]:
-    """Mount points of pfsfuse file systems, from /proc/self/mounts."""
-    out = []
+def _mounts() -> dict[str, int]:
+    """Mount points of pfsfuse file systems, with the uid of the user who mounted each, from
+    /proc/self/mounts."""
+    out = {}
     with open("/proc/self/mounts") as f:
         for line in f:
-            source, target, fstype, *_ = line.split()
+            source, target, fstype, options, *_ = line.split()
             if fstype == "fuse.pfs" or source == "pfsfuse":
-                out.append(target.replace("\\040", " "))
+                uid = next((o[8:] for o in options.split(",") if o.startswith("user_id=")), "0")
+                out[target.replace("\\040", " ")] = int(uid)
     return out
 
 
-def unmount(mountpoint: str, timeout: float = 120.0, busy_wait: float = 3.0) -> str | None:
+@dataclass
+class Unmounted:
+    mountpoint: str
+    note: str | None = None  # why the mount process goes on for now (files still open in it)
+    lost: list[str] = field(default_factory=list)  # changes that were not saved, one a line
+
+
+def unmount(mountpoint: str, timeout: float = 120.0, busy_wait: float = 3.0) -> Unmounted:
     """Unmount, then wait for the mount process to finish its commits. A mount with files still
-    open in it is detached: the process goes on until they are closed, and the note returned
-    says so."""
+    open in it is detached: the process goes on until they are closed, and the note says so.
+    Changes the mount could not save are reported, once."""
     path = os.path.abspath(mountpoint)
     if path not in _mounts():
         raise InvalidArgument(f"{mountpoint} is not a pfs mount")
-    pidfile = _state(path).with_suffix(".pid")
+    state = _state(path)
+    pidfile = state.with_suffix(".pid")
     r = subprocess.run(["fusermount3", "-u", path], capture_output=True, text=True)
     busy = False
     if r.returncode != 0:
@@ -219,25 +237,44 @@ def unmount(mountpoint: str, timeout: float = 120.0, busy_wait: float = 3.0) -> 
         if lazy.returncode != 0:
             raise FailedPrecondition(f"cannot unmount {mountpoint}: {r.stderr.strip() or lazy.stderr.strip()}")
         busy = "busy" in r.stderr
+    done = Unmounted(mountpoint)
     try:
         pid = int(pidfile.read_text().split()[0])
     except (OSError, ValueError, IndexError):
-        return None
+        pid = None
     deadline = time.monotonic() + (busy_wait if busy else timeout)
-    while alive(pid):
+    while pid is not None and alive(pid):
         if time.monotonic() > deadline:
             if busy:
-                return (f"{mountpoint} is detached, but files are still open in it: its commits are "
-                        "finished once they are closed")
+                done.note = (f"{mountpoint} is detached, but files are still open in it: its commits are "
+                             "finished once they are closed")
+                break
             raise Unavailable(f"the mount process {pid} did not exit within {timeout:.0f} s")
         time.sleep(0.05)
-    pidfile.unlink(missing_ok=True)
-    return None
+    else:
+        pidfile.unlink(missing_ok=True)
+    lost = state.with_suffix(".lost")
+    try:
+        done.lost = lost.read_text().splitlines()
+        lost.unlink()
+    except FileNotFoundError:
+        pass
+    return done
 
 
-def unmount_all() -> list[str]:
-    """Unmount every pfs mount; returns the notes of those left detached."""
-    return [note for path in _mounts() if (note := unmount(path)) is not None]
+def unmount_all() -> list[Unmounted]:
+    """Unmount every mount of this store (this PFS_HOME) that the caller made, or every one of
+    them for root; other users' and other stores' mounts are left alone."""
+    mounted = _mounts()
+    ours = []
+    for pidfile in sorted(_state_dir().glob("*.pid")):
+        try:
+            path = pidfile.read_text().splitlines()[1]
+        except (OSError, IndexError):
+            continue
+        if path in mounted and (os.geteuid() == 0 or mounted[path] == os.geteuid()):
+            ours.append(path)
+    return [unmount(path) for path in ours]
 
 
 def main() -> None:

@@ -69,6 +69,7 @@ class Trees:
         self._chunk_lists = _LRU(1_000_000)  # file hash -> chunk refs
         self._locations = _LRU(4_000_000)  # chunk hash -> ChunkLoc
         self._chunks = _LRU(cache_bytes)  # chunk hash -> bytes
+        self._longest = _LRU(cache_entries)  # dir root -> bytes of the longest path below it
         self.store = getattr(client, "chunk_store", None)  # direct object-store reads, if trusted
 
     # -- directories
@@ -123,6 +124,40 @@ class Trees:
             self._children.put_all(((d.root, name), (node,)) for name, node in page)
         return page
 
+    def longest(self, d: DirNode) -> int:
+        """Bytes of the longest path below `d`, relative to it (0 when it is empty): what a
+        rename must check to keep every path below within the store's limit."""
+        found: dict[bytes, int] = {}  # this walk's answers (the cache may evict them meanwhile)
+
+        def known(node: DirNode) -> int | None:
+            if node.root is None:
+                return 0
+            return found.get(node.root, self._longest.get(node.root))
+
+        stack = [d]  # not recursion: trees may be deeper than Python's recursion limit
+        while stack:
+            top = stack[-1]
+            if known(top) is not None:
+                stack.pop()
+                continue
+            entries = self._entries(top)
+            todo = [n for _, n in entries if isinstance(n, DirNode) and known(n) is None]
+            if todo:
+                stack.extend(todo)
+                continue
+            stack.pop()
+            found[top.root] = max(len(name.encode()) + _below(n, known) for name, n in entries)
+            self._longest.put(top.root, found[top.root])
+        return known(d)
+
+    def _entries(self, d: DirNode) -> list[tuple[str, Node]]:
+        out: list[tuple[str, Node]] = []
+        while page := self.page(d, out[-1][0] if out else None):
+            out.extend(page)
+            if len(page) < PAGE:
+                break
+        return out
+
     # -- files
 
     def chunks(self, f: FileNode) -> tuple[ChunkRef, ...]:
@@ -165,6 +200,12 @@ class Trees:
         datas = list(self.store.reader.read_moving(located, self._relocate))
         for r, data in zip(refs, datas):
             self._chunks.put(r.hash, data, r.size)
+
+
+def _below(node: Node, known) -> int:
+    """What an entry adds below its own name: '/' and the longest path under it, if any."""
+    below = known(node) if isinstance(node, DirNode) else 0
+    return 1 + below if below else 0
 
 
 def _bisect_after(items: list[tuple[str, Node]], name: str) -> int:

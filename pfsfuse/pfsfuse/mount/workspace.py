@@ -10,6 +10,7 @@ op when its last writer closes it.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
 import socket
@@ -23,10 +24,14 @@ import trio
 from pfsfuse.api.client import Client
 from pfsfuse.api.types import Put, WriteOp
 from pfsfuse.metadata import names
-from pfsfuse.metadata.errors import FailedPrecondition, NotFound, PfsError
+from pfsfuse.metadata.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PfsError
 from pfsfuse.metadata.records import DirNode, Node
 
 SPILL = 8 << 20  # files larger than this are written to a temporary file, not kept in memory
+# How the daemon refuses a change for good (a path past a limit, a source gone): sent again, it
+# would be refused again, and it must not hold up the changes made after it.
+_REFUSED = (InvalidArgument, AlreadyExists, FailedPrecondition, NotFound)
+log = logging.getLogger("pfsfuse.mount")
 _MARKED = re.compile(r"written through pfs mount \(pid (\d+) on (.*)\)")
 
 
@@ -178,6 +183,9 @@ class Workspace:
         # (the reference copy it stands for): told to the owner once the daemon has them.
         self.reshaped: set[str] = set()
         self.on_reshaped: Callable[[list[str]], None] = lambda paths: None
+        self.refused = 0  # changes the daemon refused: fsync and close report them as EIO
+        self.failing = ""  # the error sending changes last met, while it lasts
+        self.on_lost: Callable[[str], None] = lambda what: None  # told of every change lost
 
     # -- reading through the overlay
 
@@ -314,6 +322,10 @@ class Workspace:
     def discard(self) -> None:
         """The branch's repo is gone: forget every change not sent (files still open are
         written on, and dropped when closed)."""
+        lost = len(self.ops) + len(self.writing)
+        if lost:
+            self.refused += 1
+            self.on_lost(f"{self.repo}@{self.branch}: the repo was deleted: {lost} changes not saved")
         for _, op in self.ops:
             if isinstance(op, _LocalPut):
                 op.file.logged -= 1
@@ -362,31 +374,58 @@ class Workspace:
             if n == 0:
                 return
             batch = self.ops[:n]
+            try:
+                await self._send(batch)
+            except _REFUSED:
+                if await self.repo_gone():
+                    raise
+                await self._send_each(batch)
+                return
+            self._sent(batch)
+
+    async def _send(self, batch: list[tuple[int, WriteOp | _LocalPut]]) -> None:
+        """One atomic write of `batch` into the branch's open commit."""
+        for attempt in (0, 1):
             ops = [op.file.put(op.path) if isinstance(op, _LocalPut) else op for _, op in batch]
-            for attempt in (0, 1):
-                commit = await self.ensure_commit()
-                try:
-                    await self._call(self.client.write_files, self.repo, commit, ops)
-                    break
-                except (FailedPrecondition, NotFound):
-                    # Someone finished or deleted our commit: write into a new one (or learn that
-                    # the repo is gone).
-                    self.commit_id, self.owned = None, False
-                    if attempt:
-                        raise
-                    ops = [op.file.put(op.path) if isinstance(op, _LocalPut) else op for _, op in batch]
-            del self.ops[:n]
-            for _, op in batch:
-                if isinstance(op, _LocalPut):
-                    op.file.logged -= 1
-                    op.file.release()
-            self._forget(batch[-1][0])
-            done = [p for p in self.reshaped if p not in self.overlay]
-            if done:
-                self.reshaped.difference_update(done)
-                self.on_reshaped(done)
-            self.flushed += 1
-            self.pending_bytes = sum(op.file.size for _, op in self.ops if isinstance(op, _LocalPut))
+            commit = await self.ensure_commit()
+            try:
+                await self._call(self.client.write_files, self.repo, commit, ops)
+                return
+            except (FailedPrecondition, NotFound):
+                # Someone finished or deleted our commit: write into a new one (or learn that
+                # the daemon refuses the batch itself).
+                self.commit_id, self.owned = None, False
+                if attempt:
+                    raise
+
+    async def _send_each(self, batch: list[tuple[int, WriteOp | _LocalPut]]) -> None:
+        """The daemon refused a batch: send its ops one at a time, so that only the ones it
+        refuses are lost (each said so) and the others are saved, in order."""
+        for item in batch:
+            try:
+                await self._send([item])
+            except _REFUSED as e:
+                if isinstance(e, NotFound) and await self.repo_gone():
+                    raise
+                self.refused += 1
+                log.error("%s@%s: %s not saved: %s", self.repo, self.branch, item[1].path, e)
+                self.on_lost(f"{self.repo}@{self.branch}:/{item[1].path}: not saved: {e}")
+            self._sent([item])
+
+    def _sent(self, items: list[tuple[int, WriteOp | _LocalPut]]) -> None:
+        """The first ops of the log are done with: saved, or refused and reported."""
+        del self.ops[: len(items)]
+        for _, op in items:
+            if isinstance(op, _LocalPut):
+                op.file.logged -= 1
+                op.file.release()
+        self._forget(items[-1][0])
+        done = [p for p in self.reshaped if p not in self.overlay]
+        if done:
+            self.reshaped.difference_update(done)
+            self.on_reshaped(done)
+        self.flushed += 1
+        self.pending_bytes = sum(op.file.size for _, op in self.ops if isinstance(op, _LocalPut))
 
     def _forget(self, upto: int) -> None:
         """Drop overlay entries the daemon now has, unless changed again since."""

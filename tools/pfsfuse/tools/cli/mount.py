@@ -37,15 +37,28 @@ def mount(app: App, mountpoint: str, repos: str, pinned: tuple[str, ...], read_o
 
 @click.command("unmount")
 @click.argument("mountpoint", type=click.Path(), required=False)
-@click.option("--all", "all_", is_flag=True, help="Unmount every pfs mount.")
+@click.option("-a", "--all", "all_", is_flag=True, help="Unmount every mount of this store that you made.")
 @pass_app
 def unmount(app: App, mountpoint: str | None, all_: bool) -> None:
-    """Unmount, after the mount has finished the commits it started."""
+    """Unmount, after the mount has finished the commits it started.
+
+    Exits non-zero, listing them, if any change made through the mount could not be saved.
+    """
     from pfsfuse.mount import main as mounting
 
     if all_ == (mountpoint is not None):
         raise click.UsageError("give either a mount point or --all")
-    notes = mounting.unmount_all() if all_ else [mounting.unmount(mountpoint)]
-    for note in notes:
-        if note is not None:
-            click.echo(f"note: {note}", err=True)
+    done = mounting.unmount_all() if all_ else [mounting.unmount(mountpoint)]
+    if all_:
+        for d in done:
+            click.echo(f"unmounted {d.mountpoint}")
+        if not done:
+            click.echo("no mounts of this store to unmount")
+    lost = [line for d in done for line in d.lost]
+    for d in done:
+        if d.note is not None:
+            click.echo(f"note: {d.note}", err=True)
+    for line in lost:
+        click.echo(f"not saved: {line}", err=True)
+    if lost:
+        raise click.ClickException(f"{len(lost)} changes made through the mount were not saved (listed above)")
