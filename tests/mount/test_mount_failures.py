@@ -115,6 +115,25 @@ def test_a_repo_deleted_under_a_writer(daemon, view, mounts, mnt):
     assert "Traceback" not in log, log
 
 
+def test_a_branch_deleted_under_a_writer(daemon, view, mounts, mnt):
+    """Its writes are saved in the commit the mount started, which no branch shows any more:
+    `pfs unmount` says which commit holds them and exits non-zero."""
+    view.client.create_repo("r")
+    view.put("r", "master", {"keep.txt": b"kept\n"})
+    view.client.create_branch("r", "feat", "master")
+    m = mounts("--idle", "0.3")
+    with open(mnt / "r" / "feat" / "w.txt", "wb", buffering=0) as w:
+        w.write(b"first\n")
+        daemon.pfs("delete-branch", "r", "feat")
+        w.write(b"second\n")
+    r = m.unmount(check=False)
+    err = r.stderr.decode()
+    assert r.returncode == 1, err
+    commit = err.split("the changes are in commit ")[1].split()[0]
+    assert view.read("r", commit, "w.txt") == b"first\nsecond\n"
+    assert "feat" not in [b.name for b in view.client.list_branch("r")]
+
+
 def test_a_directory_renamed_while_a_file_in_it_is_written(daemon, view, mounts, mnt):
     data = os.urandom(10 * MiB)  # big enough to be written to a temporary file
     view.client.create_repo("r")

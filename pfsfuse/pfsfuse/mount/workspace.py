@@ -455,8 +455,23 @@ class Workspace:
             except FailedPrecondition:
                 pass  # already finished with pfs finish-commit
             self.flushed += 1
+        if self.commit_id is not None:
+            await self._check_branch(self.commit_id)
         self.commit_id, self.owned = None, False
         return True
+
+    async def _check_branch(self, commit: str) -> None:
+        """The branch deleted while we wrote to it: the changes are saved, in a commit that no
+        branch shows. Say where, rather than let them vanish from view."""
+        try:
+            await self._call(self.client.inspect_branch, self.repo, self.branch)
+        except NotFound:
+            self.refused += 1
+            self.on_lost(
+                f"{self.repo}@{self.branch}: the branch was deleted while the mount wrote to it; the "
+                f"changes are in commit {commit} (pfs create-branch {self.repo} {self.branch} --head "
+                f"{commit} shows them again)"
+            )
 
     @property
     def busy(self) -> bool:
