@@ -83,3 +83,17 @@ def test_outside_pattern_catches_the_forms_it_is_for():
         assert OUTSIDE.search(bad), bad
     for fine in ["docs/design.md", "$PFS_HOME/mounts", "a shared subtree", "/tmp/work/x"]:
         assert not OUTSIDE.search(fine), fine
+
+
+_LINK = re.compile(r"\]\(([^)\s#]+)(?:#[^)\s]*)?\)")
+
+
+def test_links_between_docs_lead_to_files_that_exist():
+    pages = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").glob("*.md"))]
+    broken = [
+        f"{page.relative_to(ROOT)}: {target}"
+        for page in pages
+        for target in _LINK.findall(page.read_text())
+        if "://" not in target and not (page.parent / target).exists()
+    ]
+    assert not broken, "links to missing files:\n" + "\n".join(broken)
