@@ -14,7 +14,17 @@ ROOT = Path(__file__).resolve().parents[1]
 REGENERATE = f"run `{gen_cli_docs.REGENERATE}` and commit docs/cli.md"
 
 # Folders of other people's code or of generated files, never our text.
-SKIP_DIRS = {".git", ".venv", ".emulators", "node_modules", "__pycache__", ".pytest_cache", ".hypothesis", "build", "dist"}
+SKIP_DIRS = {
+    ".git",
+    ".venv",
+    ".emulators",
+    "node_modules",
+    "__pycache__",
+    ".pytest_cache",
+    ".hypothesis",
+    "build",
+    "dist",
+}
 # A reference to a place beside or above the repository: a relative path climbing out of it into
 # the workspace's shared folder, or an absolute path into the workspace. Spelt in pieces so that
 # this file does not match itself.
@@ -79,7 +89,12 @@ def test_no_file_refers_outside_the_repository():
 
 
 def test_outside_pattern_catches_the_forms_it_is_for():
-    for bad in ["see ../" + "sha" + "red/x.md", "cd /" + "work/main", "in sha" + "red/DES" + "IGN.md", "sha" + "red/se" + "eds/x.txt"]:
+    for bad in [
+        "see ../" + "sha" + "red/x.md",
+        "cd /" + "work/main",
+        "in sha" + "red/DES" + "IGN.md",
+        "sha" + "red/se" + "eds/x.txt",
+    ]:
         assert OUTSIDE.search(bad), bad
     for fine in ["docs/design.md", "$PFS_HOME/mounts", "a shared subtree", "/tmp/work/x"]:
         assert not OUTSIDE.search(fine), fine

@@ -25,7 +25,9 @@ DOC = Path(__file__).resolve().parents[3] / "docs" / "cli.md"
 REGENERATE = "python -m pfsfuse.tools.gen_cli_docs"
 
 
-def commands(group: click.Group = cli, parent: click.Context | None = None) -> Iterator[tuple[click.Context, click.Command]]:
+def commands(
+    group: click.Group = cli, parent: click.Context | None = None
+) -> Iterator[tuple[click.Context, click.Command]]:
     """(context, command) for every visible command under `group`, depth first, in help order."""
     ctx = parent or click.Context(group, info_name=PROG)
     for name in group.list_commands(ctx):
@@ -64,8 +66,8 @@ def _section(ctx: click.Context, cmd: click.Command) -> str:
     parts = [f"## {ctx.command_path.removeprefix(PROG).strip()}", "", "```", usage, "```", ""]
     if cmd.help:
         parts += [_help_text(cmd.help), ""]
-    rows = [p.get_help_record(ctx) for p in cmd.params if isinstance(p, click.Option)]
-    rows = [r for r in rows if r is not None]
+    records = (p.get_help_record(ctx) for p in cmd.params if isinstance(p, click.Option))
+    rows = [r for r in records if r is not None]  # hidden options have none
     if rows:
         parts += ["| option | meaning |", "|---|---|"]
         parts += [f"| `{_cell(opts)}` | {_cell(help_)} |" for opts, help_ in rows]
