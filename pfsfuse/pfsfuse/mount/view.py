@@ -34,7 +34,11 @@ from pfsfuse.api.client import Client
 from pfsfuse.metadata import names
 from pfsfuse.metadata.errors import Unavailable
 from pfsfuse.metadata.records import EMPTY_DIR, FileNode
-from pfsfuse.mount.fs import BLOCK, DirHandle, Filesystem, Handle, Inode, _fail, _translate
+from pfsfuse.mount.boundary import BLOCK, component, fail, translate
+from pfsfuse.mount.fs import Filesystem
+from pfsfuse.mount.inodes import Inode
+from pfsfuse.mount.reading import Handle
+from pfsfuse.mount.resolve import DirHandle
 
 OUT = 1 << 63  # the inode numbers of /pfs/out's files: ours are hashes below 2**63
 OUT_TTL = 60.0  # /pfs/out changes only through us
@@ -93,7 +97,7 @@ class DatumView(Filesystem):
         linked = {(dev, n): (i.repo, i.ref, i.path) for n, (i, _) in self._linked.items()}
         for ino, fd in self._out_fds.items():
             os.close(fd)
-            self._inodes.pop(ino, None)  # the kernel's forgets for it are ignored from now on
+            self.inodes.drop(ino)  # the kernel's forgets for it are ignored from now on
         self._out_fds.clear()
         self._out_inos.clear()
         self._linked.clear()
@@ -102,17 +106,17 @@ class DatumView(Filesystem):
 
     # -- the datum's inputs
 
-    async def _lookup(self, parent: Inode, name: str):
+    async def child(self, parent: Inode, name: str):
         if name == ".":
-            return parent, *(await self._describe(parent))
+            return parent, *(await self.describe(parent))
         if parent.kind == "root":
             if name == "out" and self._out_root is not None:
                 return self._out_root, None, None
             if name == PIPES:
-                return self._inode("pipes"), EMPTY_DIR, None
+                return self.inodes.of("pipes"), EMPTY_DIR, None
             shown = self.inputs.get(name)
             if shown is None:
-                raise _fail(errno.ENOENT)
+                raise fail(errno.ENOENT)
             return await self._shown(shown, "")
         if parent.kind == "out":
             return self._out_lookup(parent, name), None, None
@@ -120,27 +124,27 @@ class DatumView(Filesystem):
             try:
                 key = self.pipes[int(name)]
             except (ValueError, IndexError):
-                raise _fail(errno.ENOENT) from None
-            r = await self._ref(key[0], key[1])
-            return self._inode("lazy", *key), await self._entry(r, key[2]), r
+                raise fail(errno.ENOENT) from None
+            r = await self.resolver.ref(key[0], key[1])
+            return self.inodes.of("lazy", *key), await self.resolver.entry(r, key[2]), r
         if parent.kind == "chain":
             shown = self.inputs.get(parent.repo)
             if shown is None or parent.ref != str(self.serial):
-                raise _fail(errno.ENOENT)  # a directory of an earlier datum
+                raise fail(errno.ENOENT)  # a directory of an earlier datum
             return await self._shown(shown, names.join(parent.path, name))
-        r = await self._ref(parent.repo, parent.ref)
+        r = await self.resolver.ref(parent.repo, parent.ref)
         path = names.join(parent.path, name)
-        entry = await self._entry(r, path)
+        entry = await self.resolver.entry(r, path)
         if entry is None:
-            raise _fail(errno.ENOENT)
-        return self._inode(parent.kind, parent.repo, parent.ref, path), entry, r
+            raise fail(errno.ENOENT)
+        return self.inodes.of(parent.kind, parent.repo, parent.ref, path), entry, r
 
-    @_translate
+    @translate
     async def lookup(self, parent_ino, name, ctx=None):
         try:
             return await super().lookup(parent_ino, name, ctx)
         except pyfuse3.FUSEError as e:
-            if e.errno != errno.ENOENT or self._get(parent_ino).kind in ("root", "pipes"):
+            if e.errno != errno.ENOENT or self.inodes.get(parent_ino).kind in ("root", "pipes"):
                 raise
         # Nothing changes /pfs/out but us and a datum's inputs never change: the kernel may
         # remember that the name is not there (a command creating a file looks it up twice).
@@ -151,45 +155,45 @@ class DatumView(Filesystem):
     async def _shown(self, shown: Shown, path: str):
         """What /pfs/<input>/`path` is: the datum's data, a directory leading to it, or nothing."""
         if not shown.path or path == shown.path or path.startswith(shown.path + "/"):
-            r = await self._ref(shown.repo, shown.commit)
-            entry = await self._entry(r, path)
+            r = await self.resolver.ref(shown.repo, shown.commit)
+            entry = await self.resolver.entry(r, path)
             if entry is None:
-                raise _fail(errno.ENOENT)
-            return self._inode(shown.how, shown.repo, shown.commit, path), entry, r
+                raise fail(errno.ENOENT)
+            return self.inodes.of(shown.how, shown.repo, shown.commit, path), entry, r
         if not path or shown.path.startswith(path + "/"):
-            return self._inode("chain", shown.name, str(self.serial), path), EMPTY_DIR, None
-        raise _fail(errno.ENOENT)
+            return self.inodes.of("chain", shown.name, str(self.serial), path), EMPTY_DIR, None
+        raise fail(errno.ENOENT)
 
-    async def _describe(self, inode: Inode):
+    async def describe(self, inode: Inode):
         if inode.kind in COMMIT_KINDS:
-            return await super()._describe(dataclasses.replace(inode, kind="entry"))
+            return await super().describe(dataclasses.replace(inode, kind="entry"))
         if inode.kind in ("root", "out"):
             return None, None
         return EMPTY_DIR, None  # a directory leading to a datum's data, or the pipes' directory
 
-    def _attr(self, inode: Inode, entry, r, a: pyfuse3.EntryAttributes | None = None) -> pyfuse3.EntryAttributes:
+    def attributes(self, inode: Inode, entry, r, a: pyfuse3.EntryAttributes | None = None) -> pyfuse3.EntryAttributes:
         if inode.kind == "out":
             a = self._out_attr(inode)
         else:
-            a = super()._attr(inode, entry, r, a)
+            a = super().attributes(inode, entry, r, a)
             if inode.kind in ("lazy", "empty") and isinstance(entry, FileNode):
                 a.st_mode = (stat.S_IFIFO if inode.kind == "lazy" else stat.S_IFREG) | 0o444
                 a.st_size = a.st_blocks = 0
         return a
 
-    async def _xattrs(self, inode: Inode) -> dict[str, bytes]:
+    async def xattrs(self, inode: Inode) -> dict[str, bytes]:
         if inode.kind in COMMIT_KINDS:
-            return await super()._xattrs(dataclasses.replace(inode, kind="entry"))
+            return await super().xattrs(dataclasses.replace(inode, kind="entry"))
         return {}
 
-    @_translate
+    @translate
     async def opendir(self, ino, ctx=None):
-        inode = self._get(ino)
+        inode = self.inodes.get(ino)
         if inode.kind == "root":
             listing = [*sorted(self.inputs), "out"]
         elif inode.kind == "chain":
             if inode.ref != str(self.serial):
-                raise _fail(errno.ENOENT)  # of an earlier datum
+                raise fail(errno.ENOENT)  # of an earlier datum
             rest = self.inputs[inode.repo].path[len(inode.path) + 1 if inode.path else 0 :]
             listing = [rest.partition("/")[0]]
         elif inode.kind == "pipes":
@@ -199,68 +203,64 @@ class DatumView(Filesystem):
                 listing = sorted(e.name for e in entries)
         else:
             return await super().opendir(ino, ctx)
-        fh = next(self._fh)
-        self._handles[fh] = DirHandle(inode, [(n, None) for n in listing], EMPTY_DIR)
-        return fh
+        return self.handles.add(DirHandle(inode, [(n, None) for n in listing], EMPTY_DIR))
 
-    @_translate
+    @translate
     async def open(self, ino, flags, ctx=None):
-        inode = self._get(ino)
+        inode = self.inodes.get(ino)
         writing = flags & (os.O_WRONLY | os.O_RDWR)
         if inode.kind == "out":
-            fh = next(self._fh)
             linked = self._linked.get(os.fstat(self._out_fds[ino]).st_ino)
             if linked is not None:  # a hard link to an input: read-only, as the input
                 if writing:
-                    raise _fail(errno.EROFS)
+                    raise fail(errno.EROFS)
                 source, node = linked
-                return await self._open_node(source, node, await self._ref(source.repo, source.ref), fh)
+                return await self.open_node(source, node, await self.resolver.ref(source.repo, source.ref))
             flags &= ~(os.O_CREAT | os.O_EXCL | os.O_NOCTTY | os.O_APPEND)  # appends come with offsets
-            self._handles[fh] = OutHandle(os.open(self._out_proc(inode), flags | os.O_CLOEXEC))
+            fh = self.handles.add(OutHandle(os.open(self._out_proc(inode), flags | os.O_CLOEXEC)))
             return pyfuse3.FileInfo(fh=fh)
         if writing:
-            raise _fail(errno.EROFS)
+            raise fail(errno.EROFS)
         if inode.kind == "empty":
-            fh = next(self._fh)
-            self._handles[fh] = Handle(inode, None, node=_EMPTY)
+            fh = self.handles.add(Handle(inode, None, node=_EMPTY))
             return pyfuse3.FileInfo(fh=fh, keep_cache=True)
         return await super().open(ino, flags, ctx)
 
-    @_translate
+    @translate
     async def read(self, fh, off, size):
-        h = self._handles[fh]
+        h = self.handles[fh]
         if isinstance(h, OutHandle):
             return os.pread(h.fd, size, off)
         return await super().read(fh, off, size)
 
-    @_translate
+    @translate
     async def write(self, fh, off, buf):
-        h = self._handles[fh]
+        h = self.handles[fh]
         if not isinstance(h, OutHandle):
-            raise _fail(errno.EBADF)
+            raise fail(errno.EBADF)
         return os.pwrite(h.fd, buf, off)
 
-    @_translate
+    @translate
     async def release(self, fh):
-        h = self._handles[fh]
+        h = self.handles[fh]
         if isinstance(h, OutHandle):
-            del self._handles[fh]
+            del self.handles[fh]
             os.close(h.fd)
             return
         await super().release(fh)
 
-    @_translate
+    @translate
     async def fsync(self, fh, datasync):
         pass  # /pfs/out is saved once the command ends: there is nothing to make durable before
 
     async def forget(self, inode_list):
-        outs = [self._inodes.get(ino) for ino, _ in inode_list if ino & OUT]
+        outs = [self.inodes.find(ino) for ino, _ in inode_list if ino & OUT]
         await super().forget(inode_list)
         for inode in outs:
-            if inode is None or inode.ino in self._inodes:
+            if inode is None or inode.ino in self.inodes:
                 continue
             if inode is self._out_root:
-                self._inodes[inode.ino] = inode  # /pfs/out itself stays until the datum is done
+                self.inodes.add(inode)  # /pfs/out itself stays until the datum is done
             else:
                 del self._out_inos[int(inode.ref)]
                 os.close(self._out_fds.pop(inode.ino))
@@ -273,16 +273,17 @@ class DatumView(Filesystem):
         ino = self._out_inos.get(number)
         if ino is not None:
             os.close(fd)
-            return self._inodes[ino]
+            return self.inodes.get(ino)
         ino = OUT | next(self._out_next)
         self._out_inos[number] = ino
         self._out_fds[ino] = fd
-        inode = self._inodes[ino] = Inode(ino, "out", ref=str(number))
+        inode = Inode(ino, "out", ref=str(number))
+        self.inodes.add(inode)
         return inode
 
     def _out_lookup(self, parent: Inode, name: str) -> Inode:
         if name == "..":
-            raise _fail(errno.ENOENT)
+            raise fail(errno.ENOENT)
         return self._adopt(os.open(name, _PATH_FLAGS, dir_fd=self._out_fds[parent.ino]))
 
     def _out_proc(self, inode: Inode) -> str:
@@ -316,100 +317,99 @@ class DatumView(Filesystem):
         inode.lookups += 1
         return self._out_attr(inode)
 
-    @_translate
+    @translate
     async def create(self, parent_ino, name, mode, flags, ctx=None):
         dir_fd = self._out_parent(parent_ino)
         if dir_fd is None:
             return await super().create(parent_ino, name, mode, flags, ctx)
-        text = self._name(name)
+        text = component(name)
         flags &= ~(os.O_NOCTTY | os.O_APPEND)
         fd = os.open(text, flags | os.O_CREAT | os.O_CLOEXEC, mode & 0o7777, dir_fd=dir_fd)
-        fh = next(self._fh)
-        self._handles[fh] = OutHandle(fd)
+        fh = self.handles.add(OutHandle(fd))
         return pyfuse3.FileInfo(fh=fh), self._made(dir_fd, text, ctx)
 
-    @_translate
+    @translate
     async def mkdir(self, parent_ino, name, mode, ctx):
         dir_fd = self._out_parent(parent_ino)
         if dir_fd is None:
             return await super().mkdir(parent_ino, name, mode, ctx)
-        text = self._name(name)
+        text = component(name)
         os.mkdir(text, mode & 0o7777, dir_fd=dir_fd)
         return self._made(dir_fd, text, ctx)
 
-    @_translate
+    @translate
     async def symlink(self, parent_ino, name, target, ctx):
         dir_fd = self._out_parent(parent_ino)
         if dir_fd is None:
             return await super().symlink(parent_ino, name, target, ctx)
-        text = self._name(name)
+        text = component(name)
         os.symlink(target, text, dir_fd=dir_fd)
         return self._made(dir_fd, text, ctx)
 
-    @_translate
+    @translate
     async def link(self, ino, new_parent_ino, new_name, ctx):
         dir_fd = self._out_parent(new_parent_ino)
         if dir_fd is None:
             return await super().link(ino, new_parent_ino, new_name, ctx)
-        inode, text = self._get(ino), self._name(new_name)
+        inode, text = self.inodes.get(ino), component(new_name)
         if inode.kind == "out":
             os.link(self._out_proc(inode), text, dst_dir_fd=dir_fd, follow_symlinks=True)
             return self._made(dir_fd, text, ctx)
-        entry, _ = await self._describe(inode)
+        entry, _ = await self.describe(inode)
         if inode.kind not in COMMIT_KINDS or not isinstance(entry, FileNode):
-            raise _fail(errno.EPERM)
+            raise fail(errno.EPERM)
         # A file of an input: an empty placeholder that reads as the input and is saved as a
         # reference to it.
         os.close(os.open(text, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o444, dir_fd=dir_fd))
-        source = self._inode("entry", inode.repo, inode.ref, inode.path)
+        source = self.inodes.of("entry", inode.repo, inode.ref, inode.path)
         self._linked[os.stat(text, dir_fd=dir_fd).st_ino] = (source, entry)
         return self._made(dir_fd, text, ctx)
 
-    @_translate
+    @translate
     async def unlink(self, parent_ino, name, ctx):
         dir_fd = self._out_parent(parent_ino)
         if dir_fd is None:
             return await super().unlink(parent_ino, name, ctx)
-        os.unlink(self._name(name), dir_fd=dir_fd)
+        os.unlink(component(name), dir_fd=dir_fd)
 
-    @_translate
+    @translate
     async def rmdir(self, parent_ino, name, ctx):
         dir_fd = self._out_parent(parent_ino)
         if dir_fd is None:
             return await super().rmdir(parent_ino, name, ctx)
-        os.rmdir(self._name(name), dir_fd=dir_fd)
+        os.rmdir(component(name), dir_fd=dir_fd)
 
-    @_translate
+    @translate
     async def rename(self, old_parent_ino, old_name, new_parent_ino, new_name, flags, ctx):
         old_fd, new_fd = self._out_parent(old_parent_ino), self._out_parent(new_parent_ino)
         if old_fd is None or new_fd is None:
-            raise _fail(errno.EROFS)  # into or out of an input
-        old, new = self._name(old_name), self._name(new_name)
+            raise fail(errno.EROFS)  # into or out of an input
+        old, new = component(old_name), component(new_name)
         if flags & pyfuse3.RENAME_EXCHANGE:
-            raise _fail(errno.EINVAL)
+            raise fail(errno.EINVAL)
         if flags & pyfuse3.RENAME_NOREPLACE and _exists(new, new_fd):
-            raise _fail(errno.EEXIST)
+            raise fail(errno.EEXIST)
         os.rename(old, new, src_dir_fd=old_fd, dst_dir_fd=new_fd)
 
-    @_translate
+    @translate
     async def readlink(self, ino, ctx=None):
-        inode = self._get(ino)
+        inode = self.inodes.get(ino)
         if inode.kind == "out":
             return os.readlink("", dir_fd=self._out_fds[ino]).encode()
         return await super().readlink(ino, ctx)
 
-    @_translate
+    @translate
     async def setattr(self, ino, attr, fields, fh, ctx):
-        inode = self._get(ino)
+        inode = self.inodes.get(ino)
         if inode.kind != "out":
-            raise _fail(errno.EROFS)
+            raise fail(errno.EROFS)
         fd = self._out_fds[ino]
         st = os.fstat(fd)
         if st.st_ino in self._linked:
-            raise _fail(errno.EROFS)  # a hard link to an input
+            raise fail(errno.EROFS)  # a hard link to an input
         proc = self._out_proc(inode)
         if fields.update_size:
-            h = self._handles.get(fh)
+            h = self.handles.get(fh)
             if isinstance(h, OutHandle):
                 os.ftruncate(h.fd, attr.st_size)
             else:

@@ -1,0 +1,149 @@
+"""Reading committed files: their chunks, fetched ahead of a sequential reader in the background,
+each fetched once however many readers want it."""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import trio
+
+from pfsfuse.metadata.errors import DataLoss
+from pfsfuse.metadata.records import ChunkRef, FileNode
+from pfsfuse.mount.boundary import fail
+from pfsfuse.mount.inodes import Inode
+from pfsfuse.mount.resolve import Framed, Ref
+from pfsfuse.mount.trees import Trees
+from pfsfuse.mount.workspace import LocalFile
+
+log = logging.getLogger("pfsfuse.mount")
+
+AHEAD = 32  # chunks read ahead of a sequential reader
+FETCH_BATCH = 4  # chunks fetched by one worker thread: each hand-off to a thread costs CPU
+LOCATE_BATCH = 4096  # chunk locations asked for at once when a file is opened
+
+
+@dataclass
+class Handle:
+    """An open file: one the mount is writing, or a committed one and where it is read."""
+
+    inode: Inode
+    ref: Ref
+    file: LocalFile | None = None  # a file the mount is writing
+    wrote: bool = False
+    node: FileNode | None = None  # a committed file
+    chunks: tuple[ChunkRef, ...] = ()
+    starts: list[int] = field(default_factory=list)  # offset of each chunk
+    next_read: int = 0  # where a sequential reader would read next
+    refused: int = 0  # the branch's count of refused changes already reported to this handle
+
+    def __post_init__(self):
+        ws = self.ref.workspace
+        self.refused = ws.refused if ws is not None else 0  # only what is refused from now on
+
+    def report_refused(self) -> None:
+        """EIO, once a handle, for changes of its branch that the daemon refused since it was
+        opened (each is also in the mount's log and reported by `pfs unmount`), as a disk
+        reports a failed write-back."""
+        ws = self.ref.workspace
+        if ws is not None and ws.refused > self.refused:
+            self.refused = ws.refused
+            raise fail(errno.EIO)
+
+
+class Reader:
+    """Chunks of committed files, from the chunk cache or fetched in worker threads."""
+
+    def __init__(self, trees: Trees, io: Callable[..., Awaitable]):
+        self.trees = trees
+        self._io = io
+        self._inflight: dict[bytes, trio.Event] = {}
+        self.nursery: trio.Nursery | None = None  # for read-ahead; set by the runner
+        self.fetched = 0  # chunk bytes fetched, read-ahead included (xattr user.pfs.fetched)
+
+    async def open(self, inode: Inode, entry: FileNode, r: Ref) -> Handle:
+        """A handle to read a committed file through, its chunks located in the background."""
+        if type(entry) is FileNode and entry.chunks is not None:
+            chunks = entry.chunks  # held in the node (short files): no thread needed
+        else:
+            chunks = await self._io(self._chunks, entry)
+        starts = list(itertools.accumulate((c.size for c in chunks), initial=0))[:-1]
+        h = Handle(inode, r, node=entry, chunks=chunks, starts=starts)
+        if len(chunks) > 1:  # where they are, in one request rather than one per chunk read
+            self.nursery.start_soon(self._locate, chunks)
+        return h
+
+    def _chunks(self, f: FileNode) -> tuple[ChunkRef, ...]:
+        chunks = self.trees.chunks(f)
+        if isinstance(f, Framed):
+            frame = [self.trees.chunks(p) if p is not None else () for p in (f.header, f.footer)]
+            chunks = (*frame[0], *chunks, *frame[1])
+        return chunks
+
+    async def copy_into(self, f: LocalFile, node: FileNode) -> None:
+        """A committed file's content into `f`, a chunk at a time: a big file goes to its
+        temporary file as it comes, never whole into memory."""
+        off = 0
+        chunks = await self._io(self.trees.chunks, node)
+        for i, c in enumerate(chunks):
+            self.read_ahead(chunks, i + 1)
+            data = await self.chunk(c)
+            await self._io(f.pwrite, off, data)
+            off += len(data)
+
+    def read_ahead(self, chunks: Sequence[ChunkRef], start: int) -> None:
+        """Fetch the chunks from `start` on that a sequential reader will want next, in the
+        background, FETCH_BATCH at a time (unless the file ends first)."""
+        by_hash = {  # a file may hold a chunk twice
+            c.hash: c
+            for c in chunks[start : start + AHEAD]
+            if c.hash not in self._inflight and self.trees.cached_chunk(c.hash) is None
+        }
+        wanted = list(by_hash.values())
+        if len(wanted) < FETCH_BATCH and start + AHEAD < len(chunks):
+            return
+        for i in range(0, len(wanted), FETCH_BATCH):
+            batch = wanted[i : i + FETCH_BATCH]
+            for c in batch:
+                self._inflight[c.hash] = trio.Event()
+            self.nursery.start_soon(self._fetch, batch)
+
+    async def _locate(self, chunks: tuple[ChunkRef, ...]) -> None:
+        for i in range(0, len(chunks), LOCATE_BATCH):
+            try:
+                await self._io(self.trees.locate, chunks[i : i + LOCATE_BATCH])
+            except Exception as e:  # noqa: BLE001 - best effort: each read locates its own chunks
+                log.warning("cannot locate the chunks of a file: %s", e)
+                return
+
+    async def _fetch(self, chunks: list[ChunkRef]) -> None:
+        try:
+            await self._io(self.trees.fetch, chunks)
+            self.fetched += sum(c.size for c in chunks)
+        except Exception as e:  # noqa: BLE001 - a read-ahead failure is retried by the read
+            log.warning("read-ahead of chunk %s failed: %s", chunks[0].hash.hex(), e)
+        finally:
+            for c in chunks:
+                self._inflight.pop(c.hash).set()
+
+    async def chunk(self, c: ChunkRef) -> bytes:
+        """A chunk's data: cached, fetched by another reader in flight, or fetched now."""
+        while True:
+            data = self.trees.cached_chunk(c.hash)
+            if data is not None:
+                return data
+            pending = self._inflight.get(c.hash)
+            if pending is None:
+                self._inflight[c.hash] = trio.Event()
+                await self._fetch([c])
+                data = self.trees.cached_chunk(c.hash)
+                if data is None:  # fetched but already evicted, or the fetch failed: fail loudly
+                    await self._io(self.trees.fetch, [c])
+                    data = self.trees.cached_chunk(c.hash)
+                if data is None:
+                    raise DataLoss(f"chunk {c.hash.hex()} could not be read")
+                return data
+            await pending.wait()
