@@ -193,8 +193,14 @@ def test_symlink_shuffle_uploads_nothing(api, daemon):
     client.create_repo("raw")
     c = put(client, "raw", {f"{k}-{i}.dat": os.urandom(50_000) for k in "ab" for i in range(20)})
     chunks_before = _stored(daemon)
-    pps.create_pipeline(pipeline("shuffle", {"atom": {"repo": "raw", "glob": "/*", "empty_files": True}},
-                                 stdin=['f=$(basename $raw); mkdir -p /pfs/out/${f%%-*}; ln -s $raw /pfs/out/${f%%-*}/$f']))
+    shuffle = [
+        "set -e",
+        "test ! -s $raw",  # an empty file,
+        "cat $raw > /dev/null",  # which opens
+        "f=$(basename $raw); mkdir -p /pfs/out/${f%%-*}; ln -s $raw /pfs/out/${f%%-*}/$f",
+    ]
+    atom = {"repo": "raw", "glob": "/*", "empty_files": True}
+    pps.create_pipeline(pipeline("shuffle", {"atom": atom}, stdin=shuffle))
     [job] = flush(pps, "raw", c)
     assert job.state == "success" and job.uploaded == 0
     assert read(client, "shuffle", "master", "a/a-3.dat") == read(client, "raw", "master", "a-3.dat")

@@ -31,7 +31,7 @@ class Handle:
     """An open file: one the mount is writing, or a committed one and where it is read."""
 
     inode: Inode
-    ref: Ref
+    ref: Ref | None  # None for a file a view makes up (an empty input)
     file: LocalFile | None = None  # a file the mount is writing
     wrote: bool = False
     node: FileNode | None = None  # a committed file
@@ -41,14 +41,14 @@ class Handle:
     refused: int = 0  # the branch's count of refused changes already reported to this handle
 
     def __post_init__(self):
-        ws = self.ref.workspace
+        ws = self.ref.workspace if self.ref is not None else None
         self.refused = ws.refused if ws is not None else 0  # only what is refused from now on
 
     def report_refused(self) -> None:
         """EIO, once a handle, for changes of its branch that the daemon refused since it was
         opened (each is also in the mount's log and reported by `pfs unmount`), as a disk
         reports a failed write-back."""
-        ws = self.ref.workspace
+        ws = self.ref.workspace if self.ref is not None else None
         if ws is not None and ws.refused > self.refused:
             self.refused = ws.refused
             raise fail(errno.EIO)
@@ -57,11 +57,12 @@ class Handle:
 class Reader:
     """Chunks of committed files, from the chunk cache or fetched in worker threads."""
 
+    nursery: trio.Nursery  # for read-ahead; set by the runner
+
     def __init__(self, trees: Trees, io: Callable[..., Awaitable]):
         self.trees = trees
         self._io = io
         self._inflight: dict[bytes, trio.Event] = {}
-        self.nursery: trio.Nursery | None = None  # for read-ahead; set by the runner
         self.fetched = 0  # chunk bytes fetched, read-ahead included (xattr user.pfs.fetched)
 
     async def open(self, inode: Inode, entry: FileNode, r: Ref) -> Handle:

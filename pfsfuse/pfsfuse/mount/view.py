@@ -250,6 +250,10 @@ class DatumView(Filesystem):
         await super().release(fh)
 
     @translate
+    async def flush(self, fh):
+        pass  # nothing of ours is refused at close: /pfs/out is saved once the command ends
+
+    @translate
     async def fsync(self, fh, datasync):
         pass  # /pfs/out is saved once the command ends: there is nothing to make durable before
 
