@@ -1,6 +1,7 @@
 """The store in a PFS_HOME: the in-process implementation of the API, composed of the file engine
 (pfsfuse.engine) and the maintenance operations that work on it (fsck, garbage collection,
-extract and restore). It is composed here, above all of them, so that none imports another.
+extract and restore). They are composed here, above both, so that the engine never imports the
+operations that work on it: those see only its core (pfsfuse.engine.core).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from pfsfuse.metadata.errors import InvalidArgument
 
 
 class Store(Repos, Commits, Writes, Reads, Client):
-    """The store in a PFS_HOME: owns the RocksDB index, so one process at a time opens it."""
+    """The store in a PFS_HOME: owns the RocksDB index, so one process at a time opens it (the
+    daemon, or a test or benchmark in-process)."""
 
     def fsck(self) -> list[str]:
         return fsck.check(self)
