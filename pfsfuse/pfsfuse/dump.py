@@ -49,7 +49,7 @@ from pfsfuse.metadata.records import (
 from pfsfuse.version import VERSION
 
 if TYPE_CHECKING:
-    from pfsfuse.store import Store
+    from pfsfuse.engine.core import EngineCore, Staging
 
 MAGIC = b"PFSDUMP\n"
 FORMAT = 1
@@ -127,24 +127,18 @@ def seed_check(seed: int) -> bytes:
     return hashlib.blake2b(b"pfs dump seed check", key=seed.to_bytes(8, "big"), digest_size=16).digest()
 
 
-def _exclusive(store: Store) -> None:
-    if not store.exclusive.acquire(blocking=False):
-        raise FailedPrecondition("a garbage collection, extract or restore is running; try again later")
-
-
 # -- extract -------------------------------------------------------------------------------------
 
 
-def extract(store: Store, objects: bool = True) -> Iterator[bytes]:
+def extract(store: EngineCore, objects: bool = True) -> Iterator[bytes]:
     """The dump, in pieces. Errors that prevent it (another extract running) are raised here."""
     pieces = _extract(store, objects)
     first = next(pieces)  # takes the lock and the snapshot
     return itertools.chain([first], pieces)
 
 
-def _extract(store: Store, objects: bool) -> Iterator[bytes]:
-    _exclusive(store)  # no collection may delete what the snapshot refers to
-    try:
+def _extract(store: EngineCore, objects: bool) -> Iterator[bytes]:
+    with store.exclusively():  # no collection may delete what the snapshot refers to
         idx = store.index
         with store.db.lock:
             repos = idx.repos()
@@ -170,8 +164,6 @@ def _extract(store: Store, objects: bool) -> Iterator[bytes]:
         out.add_all(BranchRec(b) for b in branches)
         out.add(EndRec(len(repos), n_commits, len(branches), len(chunks)))
         yield out.take()
-    finally:
-        store.exclusive.release()
 
 
 def _parents_first(by_id: dict[str, Commit]) -> list[Commit]:
@@ -186,7 +178,7 @@ def _parents_first(by_id: dict[str, Commit]) -> list[Commit]:
     return order
 
 
-def _changes(store: Store, new: DirNode, old: DirNode, prefix: str = "") -> Iterator[Record]:
+def _changes(store: EngineCore, new: DirNode, old: DirNode, prefix: str = "") -> Iterator[Record]:
     """The records that turn tree `old` into `new`: only what differs, in path order."""
     db = store.db
     stack = [(prefix, tree.diff_entries(db, new, old))]
@@ -214,7 +206,7 @@ def _chunk_list(db, f: FileNode | None) -> list[ChunkRef] | None:
     return None if f is None else list(tree.file_chunks(db, f))
 
 
-def _chunks_of(store: Store, rec: Record, seen: set[bytes], objects: bool, out: _Frames) -> None:
+def _chunks_of(store: EngineCore, rec: Record, seen: set[bytes], objects: bool, out: _Frames) -> None:
     """Adds the chunks `rec` refers to that the dump does not hold yet."""
     if isinstance(rec, FileRec):
         refs = rec.chunks
@@ -264,16 +256,13 @@ class _Frames:
 # -- restore -------------------------------------------------------------------------------------
 
 
-def restore(store: Store, source: BinaryIO) -> RestoreResult:
-    _exclusive(store)
-    try:
+def restore(store: EngineCore, source: BinaryIO) -> RestoreResult:
+    with store.exclusively():
         return _Restore(store, source).run()
-    finally:
-        store.exclusive.release()
 
 
 class _Restore:
-    def __init__(self, store: Store, source: BinaryIO):
+    def __init__(self, store: EngineCore, source: BinaryIO):
         self.store = store
         self.db = store.db
         self.src = _Reader(source)
@@ -306,14 +295,9 @@ class _Restore:
                 "this dump holds no objects, so only the store it was extracted from (the same "
                 "store.json and object store, with a new index) can restore it"
             )
-        writer = self.store.chunks.writer()
-        with self.store.guard.write() as self.claims:
-            try:
-                end = self._replay(writer)
-                self.store._record(writer.flush())
-            except BaseException:
-                writer.abort()
-                raise
+        with self.store.staging() as staging:
+            end = self._replay(staging)
+            staging.flush()
             self._check(end)
             self.store.index.restore(
                 list(self.repos.values()), list(self.commits.values()), self.branches
@@ -322,7 +306,7 @@ class _Restore:
         self.result.branches = len(self.branches)
         return self.result
 
-    def _replay(self, writer) -> EndRec:
+    def _replay(self, staging: Staging) -> EndRec:
         while True:
             rec = self.src.record()
             if rec is None:
@@ -341,7 +325,7 @@ class _Restore:
                 self._finish_commit()
                 self._start_commit(rec.commit)
             elif isinstance(rec, ChunkRec):
-                self._chunk(rec, writer)
+                self._chunk(rec, staging)
             elif isinstance(rec, BranchRec):
                 self._finish_commit()  # the commits come before the branches
                 self._branch(rec.branch)
@@ -350,11 +334,11 @@ class _Restore:
             else:
                 self._change(rec)
 
-    def _chunk(self, rec: ChunkRec, writer) -> None:
+    def _chunk(self, rec: ChunkRec, staging: Staging) -> None:
         if rec.data is not None:
             if len(rec.data) != rec.size:
                 raise InvalidArgument(f"corrupt dump: chunk {rec.hash.hex()} is not {rec.size} bytes")
-            ref = self.store._put_chunk(rec.data, writer, self.claims)
+            ref = staging.put(rec.data)
             if self.same_seed and ref.hash != rec.hash:
                 raise InvalidArgument(f"corrupt dump: chunk {rec.hash.hex()} does not match its id")
             self.result.bytes += rec.size
@@ -365,7 +349,7 @@ class _Restore:
                         f"pack {rec.loc.pack.hex()} of the dump is not in {self.store.objects.url}"
                     )
                 self.packs.add(rec.loc.pack)
-            self.store._record([(rec.hash, rec.loc)])
+            self.store.record_locations([(rec.hash, rec.loc)])
             ref = ChunkRef(rec.hash, rec.size)
         else:
             raise InvalidArgument(f"corrupt dump: chunk {rec.hash.hex()} has neither data nor place")

@@ -27,11 +27,11 @@ from pfsfuse.metadata.records import (
 )
 
 if TYPE_CHECKING:
-    from pfsfuse.store import Store
+    from pfsfuse.engine.core import EngineCore
 
 
 class _Checker:
-    def __init__(self, store: Store):
+    def __init__(self, store: EngineCore):
         self.store = store
         self.db = store.db
         self.problems: list[str] = []
@@ -222,5 +222,5 @@ class _Checker:
                 self.problem(f"{where}: {e}")
 
 
-def check(store: Store) -> list[str]:
+def check(store: EngineCore) -> list[str]:
     return _Checker(store).run()

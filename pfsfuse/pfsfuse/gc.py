@@ -5,8 +5,8 @@ Three rules keep live data safe, each enforced under a lock that writers share:
 
 1. Marks from a snapshot. Under the index lock, `collect` reads every commit (open ones included)
    and, at that same instant, starts recording every tree page written (`DB.written`) and every
-   chunk a write claims (`Guard`). Whatever a commit refers to later was either reachable then or
-   written or claimed since, and is kept.
+   chunk a write claims (`pfsfuse.engine.guard.Guard`). Whatever a commit refers to later was
+   either reachable then or written or claimed since, and is kept.
 2. A chunk is claimed before it is trusted. A write claims each chunk it refers to, new or
    deduplicated, and looks it up in the index in the same critical section in which the collector
    removes dead index entries: a write that found a chunk indexed has claimed it, so it is kept;
@@ -19,15 +19,13 @@ Three rules keep live data safe, each enforced under a lock that writers share:
 
 Packs that hold no live chunk are deleted; packs that hold some are rewritten with only those, the
 index is switched to the copies (only where it still points at the old pack) and the old pack is
-deleted. Readers holding an old location look the chunk up again (`Store._read`).
+deleted. Readers holding an old location look the chunk up again (`EngineCore.read_chunks`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import re
 import struct
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -39,10 +37,10 @@ import msgspec
 from pfsfuse.api.types import GcResult
 from pfsfuse.chunks import ChunkLoc, CorruptPack, ObjectNotFound, pack_key, read_pack_index
 from pfsfuse.metadata import tree
-from pfsfuse.metadata.errors import DataLoss, FailedPrecondition
+from pfsfuse.metadata.errors import DataLoss
 
 if TYPE_CHECKING:
-    from pfsfuse.store import Store
+    from pfsfuse.engine.core import EngineCore
 
 SIGHTINGS = "gc"  # unindexed pack id -> when a collection first saw it (big-endian double)
 _PACK_KEY = re.compile(r"packs/[0-9a-f]{2}/([0-9a-f]{32})")
@@ -50,67 +48,6 @@ _LOC = msgspec.msgpack.Decoder(ChunkLoc)
 _LOC_ENC = msgspec.msgpack.Encoder()
 _BATCH = 50_000  # index entries deleted per critical section, so writers are not held up long
 _TIME = struct.Struct(">d")
-
-
-class Guard:
-    """The chunks that writes in flight refer to, and, while a collection runs, every chunk
-    claimed and every pack indexed since it started."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self._writes: dict[int, set[bytes]] = {}  # write number -> chunks it claimed
-        self._next = 0
-        self.claimed: set[bytes] | None = None
-        self.indexed_packs: set[bytes] | None = None
-
-    @contextlib.contextmanager
-    def write(self) -> Iterator[set[bytes]]:
-        """A write in flight, until its commit change is durable: yields its claims."""
-        with self.lock:
-            number = self._next
-            self._next += 1
-            claims = self._writes[number] = set()
-        try:
-            yield claims
-        finally:
-            with self.lock:
-                del self._writes[number]
-
-    def claim(self, claims: set[bytes], h: bytes, indexed: Callable[[bytes], bool]) -> bool:
-        """Claims chunk `h` for a write; whether the write need not store it: it is indexed, or
-        the write already has it."""
-        if h in claims:
-            return True
-        with self.lock:
-            claims.add(h)
-            if self.claimed is not None:
-                self.claimed.add(h)
-            return indexed(h)
-
-    def indexing(self, packs) -> None:
-        """Called before chunks of `packs` are indexed."""
-        with self.lock:
-            if self.indexed_packs is not None:
-                self.indexed_packs.update(packs)
-
-    def start(self) -> None:
-        with self.lock:
-            self.claimed = set().union(*self._writes.values())
-            self.indexed_packs = set()
-
-    def next_write(self) -> int:
-        """The number the next write to start will get."""
-        with self.lock:
-            return self._next
-
-    def stop(self) -> None:
-        with self.lock:
-            self.claimed = self.indexed_packs = None
-
-    def running_since(self, number: int) -> bool:
-        """Whether a write numbered below `number` is still running."""
-        with self.lock:
-            return any(n < number for n in self._writes)
 
 
 class _Pack:
@@ -129,17 +66,13 @@ class _Pack:
         )
 
 
-def collect(store: Store, dry_run: bool = False, orphan_age: float = 3600.0) -> GcResult:
-    if not store.exclusive.acquire(blocking=False):
-        raise FailedPrecondition("a garbage collection, extract or restore is already running")
-    try:
+def collect(store: EngineCore, dry_run: bool = False, orphan_age: float = 3600.0) -> GcResult:
+    with store.exclusively():
         return _Collection(store, dry_run, orphan_age).run()
-    finally:
-        store.exclusive.release()
 
 
 class _Collection:
-    def __init__(self, store: Store, dry_run: bool, orphan_age: float):
+    def __init__(self, store: EngineCore, dry_run: bool, orphan_age: float):
         self.store = store
         self.db = store.db
         self.guard = store.guard
@@ -150,7 +83,7 @@ class _Collection:
     def run(self) -> GcResult:
         started = time.monotonic()
         with self.db.lock:  # the snapshot, and recording from that instant on
-            commits = [c for r in self.store.index.repos() for c in self.store.index.commits(r.name)]
+            commits = self.store.live_commits()
             if not self.dry_run:
                 self.db.written = set()
                 self.guard.start()

@@ -3,6 +3,8 @@
 import errno
 import mmap
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -105,6 +107,19 @@ def test_open_store(tmp_path):
     store.put("k", b"v")
     assert open_store(store.url).get("k") == b"v"
     assert isinstance(open_store(f"file://localhost{tmp_path}"), LocalStore)
+
+
+def test_open_store_imports_only_the_backend_of_its_scheme(tmp_path):
+    """A local store does not pay for the cloud SDKs: the registry imports backends by name."""
+    script = (
+        "import sys; from pfsfuse.chunks import open_store; "
+        f"open_store('file://{tmp_path}').put('k', b'v'); "
+        "print(sorted(m for m in sys.modules if m.startswith(('boto3', 'google.cloud', "
+        "'azure', 'pfsfuse.chunks.s3', 'pfsfuse.chunks.gcs', 'pfsfuse.chunks.azure'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    assert (tmp_path / "k").read_bytes() == b"v"
 
 
 @pytest.mark.parametrize(

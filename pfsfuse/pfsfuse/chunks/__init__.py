@@ -21,7 +21,7 @@ _EXPORTS = {
     "ObjectStore": "objects",
     "StorageError": "objects",
     "check_key": "objects",
-    "open_store": "objects",
+    "open_store": "backends",
     "retrying": "objects",
     "RAW": "packs",
     "ZSTD": "packs",

@@ -9,7 +9,7 @@ import mmap
 import os
 import stat
 from collections.abc import Iterator
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit
 
 from .objects import ObjectNotFound, ObjectStore, check_key, retrying
 
@@ -40,6 +40,14 @@ class LocalStore(ObjectStore):
         self.root = os.path.abspath(root)
         os.makedirs(self.root, exist_ok=True)
         self.url = "file://" + quote(self.root)
+
+    @classmethod
+    def from_url(cls, url: str) -> LocalStore:
+        parts = urlsplit(url)
+        local = parts.netloc in ("", "localhost") and parts.path.startswith("/")
+        if parts.scheme != "file" or not local:
+            raise ValueError(f"unsupported storage URL {url!r}: expected file:///absolute/path")
+        return cls(unquote(parts.path))
 
     def __repr__(self) -> str:
         return f"LocalStore({self.root!r})"

@@ -10,7 +10,6 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from time import monotonic, sleep
-from urllib.parse import unquote, urlsplit
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +70,12 @@ class ObjectStore(ABC):
 
     def __init__(self) -> None:
         self._slots = threading.BoundedSemaphore(self.max_in_flight)
+
+    @classmethod
+    def from_url(cls, url: str) -> ObjectStore:
+        """The store at `url`, whose scheme names this backend (see backends.BACKENDS). Raises
+        ValueError for a URL the backend does not take."""
+        return cls(url)
 
     def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
         """Bytes [offset, offset + length) of the object (to its end if length is None), fewer if
@@ -203,31 +208,3 @@ def one_line(exc: BaseException) -> str:
     """The first line of an exception's message (SDK messages go on with request ids and XML)."""
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
-
-
-def open_store(url: str) -> ObjectStore:
-    """The object store at `url`: "file:///abs/dir" (a local directory), "s3://bucket/prefix",
-    "gs://bucket/prefix" or "az://container/prefix"."""
-    parts = urlsplit(url)
-    if parts.scheme == "file":
-        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
-            raise ValueError(f"unsupported storage URL {url!r}: expected file:///absolute/path")
-        from .local import LocalStore  # here, as local imports this module
-
-        return LocalStore(unquote(parts.path))
-    # the SDKs are imported only by the stores that use them
-    if parts.scheme == "s3":
-        from .s3 import S3Store
-
-        return S3Store(url)
-    if parts.scheme == "gs":
-        from .gcs import GCSStore
-
-        return GCSStore(url)
-    if parts.scheme == "az":
-        from .azure import AzureStore
-
-        return AzureStore(url)
-    raise ValueError(
-        f"unsupported storage URL {url!r}: supported schemes are file://, s3://, gs://, az://"
-    )

@@ -23,10 +23,11 @@ import msgspec
 import trio
 
 from pfsfuse.api.client import Client
-from pfsfuse.api.types import Copy, Delete, Mkdir, Put
+from pfsfuse.api.types import Copy, Delete, Put
 from pfsfuse.metadata.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PfsError
 from pfsfuse.metadata.records import BranchRef, Commit, CommitRef
 from pfsfuse.scheduler import datums as datum_math
+from pfsfuse.scheduler import outputs
 from pfsfuse.scheduler import spec as specs
 from pfsfuse.scheduler.executor import Executor
 from pfsfuse.scheduler.jobs import JobStore
@@ -281,11 +282,11 @@ class Scheduler:
                 raise FailedPrecondition(f"datum {failed.key} failed: {failed.reason}")
         job = msgspec.structs.replace(job, state="merging")
         self.jobs.put_job(job)
-        await self._io(self._merge, p, job, keys)
+        await self._io(outputs.merge, self.client, p, job, keys)
         if spec.egress is not None:
             job = msgspec.structs.replace(job, state="egress")
             self.jobs.put_job(job)
-            await self._io(self._egress, p, job)
+            await self._io(outputs.egress, self.client, p, job)
         return await self._end(p, job, "success", "" if all_datums else "the input's glob matched nothing: the output is empty")
 
     def _head(self, repo: str, branch: str) -> str | None:
@@ -376,46 +377,6 @@ class Scheduler:
         q.live.pop((job.id, result.key), None)  # its log is the datum's now
         return job, info
 
-    def _merge(self, p: PipelineInfo, job: JobInfo, keys: list[str]) -> None:
-        """Build the output commit from the outputs of the job's datums, in key order; a path
-        several datums wrote holds their outputs concatenated."""
-        files: dict[str, list[str]] = {}
-        dirs: set[str] = set()
-        for f in self.client.walk_file(p.meta_repo, job.meta_commit, ""):
-            key, _, rest = f.path.partition("/")
-            if not rest.startswith("out/"):
-                continue
-            path = rest[4:]
-            if f.type == "dir":
-                dirs.add(path)
-            else:
-                files.setdefault(path, []).append(key)
-        order = {k: n for n, k in enumerate(sorted(keys))}
-        ops = [Delete("")]  # the output is made afresh from the datums, not from the parent commit
-        holding = {a for path in files for a in _parents(path)}
-        for d in sorted(dirs - holding):
-            ops.append(Mkdir(d))
-        for path in sorted(files):
-            for n, key in enumerate(sorted(files[path], key=order.get)):
-                ops.append(Copy(path, p.meta_repo, job.meta_commit, f"{key}/out/{path}", append=n > 0))
-        self.client.write_files(p.output_repo, job.output_commit, ops)
-
-    def _egress(self, p: PipelineInfo, job: JobInfo) -> None:
-        """Copy the output commit's files to the egress URL (an object store)."""
-        from pfsfuse.chunks import open_store  # only pipelines with egress need a store client
-
-        url = p.spec.egress.URL.rstrip("/")
-        scheme, _, rest = url.partition("://")
-        bucket_url, _, prefix = rest.partition("/") if scheme != "file" else (rest, "", "")
-        store = open_store(f"{scheme}://{bucket_url}")
-        try:
-            for f in self.client.walk_file(p.output_repo, job.output_commit, ""):
-                if f.type == "file":
-                    data = b"".join(self.client.get_file(p.output_repo, job.output_commit, f.path))
-                    store.put("/".join(x for x in (prefix, f.path) if x), data)
-        finally:
-            store.close()
-
     async def _end(self, p: PipelineInfo, job: JobInfo, state: str, reason: str = "") -> JobInfo:
         """Finish a job: on success its output commit becomes the output branch's head; otherwise
         it is deleted, so a half-made output never becomes a head. Either way the datums that
@@ -438,7 +399,7 @@ class Scheduler:
             job = msgspec.structs.replace(job, state=state, reason=reason, finished=time.time())
             self.jobs.put_job(job)
             if state == "success" and p.spec.enable_stats:
-                await self._io(self._stats, p, job)
+                await self._io(outputs.stats, self.client, self.jobs, p, job)
         return job
 
     def _finish_quietly(self, repo: str, commit: str) -> None:
@@ -452,14 +413,6 @@ class Scheduler:
             self.client.delete_commit(repo, commit)
         except NotFound:
             pass
-
-    def _stats(self, p: PipelineInfo, job: JobInfo) -> None:
-        """enable_stats: per-datum timing, sizes and logs in the output repo's `stats` branch."""
-        ops = [Put(f"{job.id}/job.json", stream=_bytes(msgspec.json.encode(job)))]
-        for d in self.jobs.datums(job.id):
-            ops.append(Put(f"{job.id}/{d.key}/stats.json", stream=_bytes(msgspec.json.encode(msgspec.structs.replace(d, log="")))))
-            ops.append(Put(f"{job.id}/{d.key}/logs", stream=_bytes(d.log.encode())))
-        self.client.write_files(p.output_repo, "stats", ops)
 
     # -- the API the CLI uses ---------------------------------------------------------------------
 
@@ -756,12 +709,6 @@ def _lines(text: str) -> list[str]:
     """Lines as the worker numbers them: split at newlines only (not str.splitlines' others)."""
     lines = text.split("\n")
     return lines[:-1] if lines[-1] == "" else lines
-
-
-def _parents(path: str) -> Iterator[str]:
-    while "/" in path:
-        path = path.rpartition("/")[0]
-        yield path
 
 
 def _crons(i: specs.Input) -> list[specs.CronInput]:

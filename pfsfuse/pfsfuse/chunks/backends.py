@@ -1,0 +1,33 @@
+"""Opening an object store by its URL's scheme.
+
+The table names each backend as "module:Class" and imports it only when its scheme is asked for,
+so a process loads only the SDK of the store it uses; the backends never import this module.
+A backend class is built with `Class.from_url(url)`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from .objects import ObjectStore
+
+BACKENDS = {
+    "file": "pfsfuse.chunks.local:LocalStore",  # a local directory, file:///absolute/path
+    "s3": "pfsfuse.chunks.s3:S3Store",
+    "gs": "pfsfuse.chunks.gcs:GCSStore",
+    "az": "pfsfuse.chunks.azure:AzureStore",
+}
+
+
+def open_store(url: str) -> ObjectStore:
+    """The object store at `url`: "file:///abs/dir" (a local directory), "s3://bucket/prefix",
+    "gs://bucket/prefix" or "az://container/prefix"."""
+    target = BACKENDS.get(urlsplit(url).scheme)
+    if target is None:
+        schemes = ", ".join(f"{s}://" for s in BACKENDS)
+        raise ValueError(f"unsupported storage URL {url!r}: supported schemes are {schemes}")
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name).from_url(url)

@@ -1,0 +1,170 @@
+"""What every part of the engine shares: the index and chunk store it opens in a PFS_HOME, change
+notification, and the engine's side of the chunk store (staging the chunks of a write, locating
+and reading chunks), which writes, reads and the maintenance operations (fsck, garbage
+collection, extract and restore) all use."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterable, Iterator
+
+import msgspec
+
+from pfsfuse.chunks import ChunkLoc, ChunkStore, CorruptChunk, ObjectNotFound, StorageError, open_store
+from pfsfuse.engine.guard import Guard
+from pfsfuse.home import Home
+from pfsfuse.metadata.db import DB
+from pfsfuse.metadata.errors import DataLoss, FailedPrecondition, Unavailable
+from pfsfuse.metadata.index import Index
+from pfsfuse.metadata.records import ChunkRef, Commit
+from pfsfuse.version import VERSION
+
+_LOC = msgspec.msgpack.Decoder(ChunkLoc)
+_LOC_ENC = msgspec.msgpack.Encoder()
+
+
+class EngineCore:
+    """The store in a PFS_HOME: owns the RocksDB index, so one process at a time opens it."""
+
+    def __init__(self, home: Home, storage: str | None = None):
+        home.ensure()
+        self.home = home
+        self.config = home.create_config(storage)
+        self.objects = open_store(self.config.storage)
+        self.chunks = ChunkStore(self.objects, self.config.seed)
+        self.db = DB(str(home.index), self.config.seed)
+        self.index = Index(self.db)
+        # Bumped and notified whenever a commit finishes or a branch moves (subscribe-commit).
+        self.changed = threading.Condition()
+        self.generation = 0
+        self.guard = Guard()  # the chunks writes refer to, for garbage collection
+        self.exclusive = threading.Lock()  # held by a garbage collection, extract or restore
+
+    def close(self) -> None:
+        self.chunks.reader.close()
+        self.db.close()
+        self.objects.close()
+
+    def version(self) -> str:
+        return VERSION
+
+    def wait_changed(self, generation: int, timeout: float) -> int:
+        """Block until the store changed after `generation` (or `timeout` passed); the current
+        generation."""
+        with self.changed:
+            self.changed.wait_for(lambda: self.generation != generation, timeout=timeout)
+            return self.generation
+
+    def notify_changed(self) -> None:
+        """Wake the subscribers: a commit finished, a branch moved or something was deleted."""
+        with self.changed:
+            self.generation += 1
+            self.changed.notify_all()
+
+    def ancestry(self, repo: str, c: Commit | None) -> Iterator[Commit]:
+        """`c` and its ancestors, newest first."""
+        while c is not None:
+            yield c
+            c = self.index.commit(repo, c.parent) if c.parent else None
+
+    def live_commits(self) -> list[Commit]:
+        """Every commit of every repo, open ones included: the roots of all live data."""
+        return [c for r in self.index.repos() for c in self.index.commits(r.name)]
+
+    @contextlib.contextmanager
+    def exclusively(self) -> Iterator[None]:
+        """Runs a garbage collection, extract or restore: one at a time."""
+        if not self.exclusive.acquire(blocking=False):
+            raise FailedPrecondition(
+                "a garbage collection, extract or restore is already running; try again later"
+            )
+        try:
+            yield
+        finally:
+            self.exclusive.release()
+
+    # -- chunks -------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def staging(self) -> Iterator[Staging]:
+        """Stages the chunks of one write, claimed until the block ends: the commit change that
+        refers to them goes inside it, after `Staging.flush`. If the block fails, the chunks not
+        flushed yet are dropped (their packs are garbage)."""
+        with self.guard.write() as claims:
+            staging = Staging(self, claims)
+            try:
+                yield staging
+            except BaseException:
+                staging.abort()
+                raise
+
+    def indexed(self, h: bytes) -> bool:
+        return self.index.chunk_location(h) is not None
+
+    def record_locations(self, locations: list[tuple[bytes, ChunkLoc]]) -> None:
+        """Index chunks that are now durable in the object store."""
+        if locations:
+            self.guard.indexing({loc.pack for _, loc in locations})
+            self.index.put_chunk_locations((h, _LOC_ENC.encode(loc)) for h, loc in locations)
+
+    def location(self, h: bytes) -> ChunkLoc:
+        data = self.index.chunk_location(h)
+        if data is None:
+            raise DataLoss(f"chunk {h.hex()} is referenced but not in the chunk index")
+        return _LOC.decode(data)
+
+    def chunk_locations(self, hashes: list[bytes]) -> list[ChunkLoc]:
+        return [self.location(h) for h in hashes]
+
+    def read_chunk(self, ref: ChunkRef) -> bytes:
+        return b"".join(self.read_chunks([ref]))
+
+    def read_chunks(self, refs, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+        """Bytes [offset, offset + length) of the chunks `refs`; a chunk that garbage collection
+        moved meanwhile is looked up again."""
+        located = [(r.hash, r.size, self.location(r.hash)) for r in refs]
+        try:
+            yield from self.chunks.reader.read_moving(located, self.chunk_locations, offset, length)
+        except (ObjectNotFound, CorruptChunk) as e:
+            raise DataLoss(str(e)) from None
+        except StorageError as e:  # the object store failed past its retries
+            raise Unavailable(str(e)) from None
+
+
+class Staging:
+    """The chunks of one write (a put, a restore), stored before the commit change that refers to
+    them: each is claimed against garbage collection, written into packs unless the store already
+    has it, and indexed once its pack is durable. Made by `EngineCore.staging`."""
+
+    def __init__(self, engine: EngineCore, claims: set[bytes]):
+        self._engine = engine
+        self._claims = claims
+        self._writer = engine.chunks.writer()
+
+    @property
+    def bytes_stored(self) -> int:
+        """Chunk bytes (after compression) written into packs so far."""
+        return self._writer.bytes_stored
+
+    def put(self, piece) -> ChunkRef:
+        """Stages one chunk; one the store or this write has already is not written again."""
+        engine = self._engine
+        h = engine.chunks.hash(piece)
+        if not engine.guard.claim(self._claims, h, engine.indexed):
+            engine.record_locations(self._writer.add(h, piece))
+        return ChunkRef(h, len(piece))
+
+    def put_all(self, pieces: Iterable) -> list[ChunkRef]:
+        return [self.put(p) for p in pieces]
+
+    def put_buffer(self, buf) -> list[ChunkRef]:
+        """Cuts `buf` into chunks and stages them."""
+        return self.put_all(self._engine.chunks.chunker.cut_buf(buf))
+
+    def flush(self) -> None:
+        """Stores the last pack and indexes every chunk staged: the commit change may follow."""
+        self._engine.record_locations(self._writer.flush())
+
+    def abort(self) -> None:
+        self._writer.abort()

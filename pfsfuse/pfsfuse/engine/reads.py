@@ -1,0 +1,263 @@
+"""Reading files: their contents (with a split file's header and footer), listings, history,
+globs and diffs, and the immutable objects clients fetch by hash (directory pages, chunk lists,
+chunk locations)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator
+
+import msgspec
+
+from pfsfuse.api.types import DiffResult, FileInfo, ReadPlan
+from pfsfuse.engine.core import EngineCore
+from pfsfuse.metadata import glob, names, tree
+from pfsfuse.metadata.errors import InvalidArgument, NotFound
+from pfsfuse.metadata.records import ChunkRef, Commit, DirNode, FileNode, Node, SymlinkNode
+
+_READ_BATCH = 1024  # chunks located at a time when reading many files
+
+
+def file_info(path: str, node: Node) -> FileInfo:
+    if isinstance(node, DirNode):
+        return FileInfo(
+            path, "dir", node.size, node.root.hex() if node.root else "", children=node.count
+        )
+    if isinstance(node, SymlinkNode):
+        return FileInfo(path, "symlink", node.size, target=node.target)
+    return FileInfo(path, "file", node.size, node.hash.hex(), executable=node.executable)
+
+
+class Reads(EngineCore):
+    def _node(self, repo: str, ref: str, path: str) -> Node:
+        c = self.index.resolve(repo, ref)
+        path = names.path(path)
+        node = tree.lookup(self.db, c.tree, path) if path else c.tree
+        if node is None:
+            raise NotFound(f"path {path} not found in {repo}@{ref}")
+        return node
+
+    def _content(
+        self, repo: str, ref: str, path: str
+    ) -> tuple[FileInfo | None, Iterable[ChunkRef], int | None]:
+        """What get-file of `path` reads: (the file or directory, its chunks, their size), or
+        for a glob pattern (None, the chunks as they are found, None)."""
+        c = self.index.resolve(repo, ref)
+        path = names.path(path)
+        where = f"{repo}@{ref}:{path or '/'}"
+        parent, node = None, c.tree
+        if path:
+            parent_path, name = names.split(path)
+            parent = tree.lookup(self.db, c.tree, parent_path) if parent_path else c.tree
+            node = tree.child(self.db, parent, name) if isinstance(parent, DirNode) else None
+        if node is None and glob.is_pattern(path):
+            return None, self._glob_chunks(c.tree, path), None
+        if node is None:
+            raise NotFound(f"path {path} not found in {repo}@{ref}")
+        if isinstance(node, SymlinkNode):
+            raise InvalidArgument(f"{where} is a symlink to {node.target}")
+        if isinstance(node, DirNode):
+            if not node.framed:
+                raise InvalidArgument(f"{where} is a directory; use -r")
+            chunks = tree.framed_chunks(self.db, node)
+        else:
+            chunks = tree.framed_chunks(self.db, parent, tree.file_chunks(self.db, node))
+        return file_info(path, node), chunks, sum(r.size for r in chunks)
+
+    def _glob_chunks(self, root: DirNode, pattern: str) -> Iterator[ChunkRef]:
+        """The chunks of the files matching `pattern`, in path order, with each directory's
+        header before and footer after each run of its files."""
+        group, parent = None, None
+        for path, node in glob.glob(self.db, root, pattern):
+            if not isinstance(node, FileNode):
+                continue
+            parent_path = names.split(path)[0]
+            if parent_path != group:
+                if parent is not None and parent.footer is not None:
+                    yield from tree.file_chunks(self.db, parent.footer)
+                group = parent_path
+                parent = tree.lookup(self.db, root, parent_path) if parent_path else root
+                if parent.header is not None:
+                    yield from tree.file_chunks(self.db, parent.header)
+            yield from tree.file_chunks(self.db, node)
+        if parent is not None and parent.footer is not None:
+            yield from tree.file_chunks(self.db, parent.footer)
+
+    def _read_many(self, refs: Iterable[ChunkRef], offset: int, length: int | None) -> Iterator[bytes]:
+        """`read_chunks` over a stream of chunks, located a batch at a time."""
+        end = None if length is None else offset + length
+        pos = 0
+        it = iter(refs)
+        while batch := list(itertools.islice(it, _READ_BATCH)):
+            size = sum(r.size for r in batch)
+            lo, hi = max(offset - pos, 0), size if end is None else min(end - pos, size)
+            if hi > lo:
+                yield from self.read_chunks(batch, lo, hi - lo)
+            pos += size
+            if end is not None and pos >= end:
+                return
+
+    def read(
+        self, repo: str, ref: str, path: str, offset: int = 0, length: int | None = None
+    ) -> tuple[int | None, Iterator[bytes]]:
+        """get_file, with the number of bytes it yields when known before reading (the server
+        sends it as the content length)."""
+        if offset < 0 or (length is not None and length < 0):
+            raise InvalidArgument("offset and length must not be negative")
+        _, chunks, size = self._content(repo, ref, path)
+        if size is not None:
+            size = max(0, size - offset)
+            if length is not None:
+                size = min(size, length)
+        return size, self._read_many(chunks, offset, length)
+
+    def get_file(
+        self, repo: str, ref: str, path: str, offset: int = 0, length: int | None = None
+    ) -> Iterator[bytes]:
+        return self.read(repo, ref, path, offset, length)[1]
+
+    def read_plan(self, repo: str, ref: str, path: str) -> ReadPlan:
+        info, chunks, _ = self._content(repo, ref, path)
+        if info is None:
+            raise InvalidArgument(f"{path}: read plans are for files, not glob patterns")
+        return ReadPlan(info, [(r, self.location(r.hash)) for r in chunks])
+
+    def inspect_file(self, repo: str, ref: str, path: str) -> FileInfo:
+        return file_info(names.path(path), self._node(repo, ref, path))
+
+    def list_file(
+        self,
+        repo: str,
+        ref: str,
+        path: str = "",
+        start_after: str | None = None,
+        limit: int | None = None,
+        history: int = 0,
+    ) -> list[FileInfo]:
+        if history < -1:
+            raise InvalidArgument(f"history {history}: give a number of versions, or -1 for all")
+        path = names.path(path)
+        c = self.index.resolve(repo, ref)
+        node = tree.lookup(self.db, c.tree, path) if path else c.tree
+        if node is None:
+            raise NotFound(f"path {path} not found in {repo}@{ref}")
+        if not isinstance(node, DirNode):
+            found = [(path, node)]
+        else:
+            entries = tree.list_dir(self.db, node, start_after)
+            found = [(names.join(path, n), child) for n, child in itertools.islice(entries, limit)]
+        if not history:
+            return [file_info(p, n) for p, n in found]
+        return self._history(repo, c, found, history)
+
+    def _history(self, repo: str, c: Commit, found: list[tuple[str, Node]], limit: int) -> list[FileInfo]:
+        """Each path's versions, newest first, back through the ancestors of `c` until the path
+        is missing or `limit` versions are found (-1: no limit). A version is reported with the
+        oldest commit in the run of commits that hold it, the one that wrote it."""
+        versions = {p: [[n, c.id]] for p, n in found}
+        active = set(versions)
+        newer = c
+        for older in self.ancestry(repo, self.index.commit(repo, c.parent) if c.parent else None):
+            if not active:
+                break
+            same_tree = older.tree == newer.tree
+            for p in list(active):
+                run = versions[p]
+                node = run[-1][0] if same_tree else tree.lookup(self.db, older.tree, p)
+                if node == run[-1][0]:
+                    run[-1][1] = older.id
+                elif node is None or len(run) == limit:
+                    active.discard(p)
+                else:
+                    run.append([node, older.id])
+            newer = older
+        return [
+            msgspec.structs.replace(file_info(p, n), commit=cid)
+            for p, _ in found
+            for n, cid in versions[p]
+        ]
+
+    def walk_file(self, repo: str, ref: str, path: str = "") -> list[FileInfo]:
+        path = names.path(path)
+        node = self._node(repo, ref, path)
+        out = [file_info(path, node)]
+        if isinstance(node, DirNode):
+            out.extend(file_info(p, n) for p, n in tree.walk(self.db, node, path))
+        return out
+
+    def glob_file(self, repo: str, ref: str, pattern: str) -> list[FileInfo]:
+        return [file_info(p, n) for p, n in self.glob_nodes(repo, ref, pattern)]
+
+    def glob_nodes(self, repo: str, ref: str, pattern: str) -> list[tuple[str, Node]]:
+        c = self.index.resolve(repo, ref)
+        return list(glob.glob(self.db, c.tree, pattern))
+
+    def diff_file(
+        self,
+        new_repo: str,
+        new_ref: str,
+        new_path: str = "",
+        old_repo: str | None = None,
+        old_ref: str | None = None,
+        old_path: str | None = None,
+        shallow: bool = False,
+    ) -> DiffResult:
+        new_path = names.path(new_path)
+        new_commit = self.index.resolve(new_repo, new_ref)
+        old_repo = old_repo or new_repo
+        old_path = new_path if old_path is None else names.path(old_path)
+        if old_ref is None:
+            old_commit = (
+                self.index.commit(new_repo, new_commit.parent) if new_commit.parent else None
+            )
+        else:
+            old_commit = self.index.resolve(old_repo, old_ref)
+
+        def at(c: Commit | None, path: str) -> Node | None:
+            if c is None:
+                return None
+            return tree.lookup(self.db, c.tree, path) if path else c.tree
+
+        new, old = at(new_commit, new_path), at(old_commit, old_path)
+        result = DiffResult([], [])
+        if isinstance(new, DirNode) and isinstance(old, DirNode):
+            if shallow:
+                newer, older = dict(tree.list_dir(self.db, new)), dict(tree.list_dir(self.db, old))
+                for name in sorted(newer.keys() | older.keys()):
+                    if newer.get(name) != older.get(name):
+                        if name in newer:
+                            result.new.append(file_info(names.join(new_path, name), newer[name]))
+                        if name in older:
+                            result.old.append(file_info(names.join(old_path, name), older[name]))
+                return result
+            for path, n, o in tree.diff(self.db, new, old):
+                if n is not None:
+                    result.new.append(file_info(names.join(new_path, path), n))
+                if o is not None:
+                    result.old.append(file_info(names.join(old_path, path), o))
+        elif new != old:
+            result.new.extend(self._files_under(new_path, new))
+            result.old.extend(self._files_under(old_path, old))
+        return result
+
+    def _files_under(self, path: str, node: Node | None) -> list[FileInfo]:
+        if node is None:
+            return []
+        if not isinstance(node, DirNode):
+            return [file_info(path, node)]
+        return [file_info(p, n) for p, n in tree.walk(self.db, node, path) if not isinstance(n, DirNode)]
+
+    # -- immutable objects by hash ---------------------------------------------------------------
+
+    def dir_entries(
+        self, root: bytes, start_after: str | None = None, limit: int | None = None
+    ) -> list[tuple[str, Node]]:
+        d = DirNode(root=root)
+        return list(itertools.islice(tree.list_dir(self.db, d, start_after), limit))
+
+    def dir_child(self, root: bytes, name: str) -> Node | None:
+        return tree.child(self.db, DirNode(root=root), name)
+
+    def chunk_list(self, file_hash: bytes) -> list[ChunkRef]:
+        return list(tree.file_chunks(self.db, FileNode(0, file_hash, None)))
+

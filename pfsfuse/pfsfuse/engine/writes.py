@@ -1,0 +1,359 @@
+"""Writing files: a write's data is staged as chunks first (outside the index lock) and indexed
+where it landed; only then do the tree and the commit change, in one atomic batch. A crash or an
+error at any point leaves finished commits untouched and at worst some unreferenced chunks for
+the garbage collector."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import re
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import msgspec
+
+from pfsfuse import split
+from pfsfuse.api.types import Chmod, Copy, Delete, Mkdir, Put, Symlink, WriteOp, WriteResult
+from pfsfuse.chunks import StorageError
+from pfsfuse.engine.core import EngineCore, Staging
+from pfsfuse.engine.sources import open_source
+from pfsfuse.metadata import names, tree
+from pfsfuse.metadata.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NoSpace,
+    NotFound,
+    Unavailable,
+)
+from pfsfuse.metadata.index import Index, View
+from pfsfuse.metadata.records import (
+    EMPTY_DIR,
+    Branch,
+    ChunkRef,
+    Commit,
+    DirNode,
+    FileNode,
+    Node,
+    SymlinkNode,
+)
+
+_RECORD = re.compile(r"[0-9a-f]{16}")  # the name of a split file's record
+_LAST_RECORD = "f" * 16
+_RECORD_NAME = len(_LAST_RECORD)  # bytes a record's name adds below its split file's path
+_MAX_FRAME = 64 << 20  # headers and footers are read whole
+
+
+class Writes(EngineCore):
+    def _check_writable(self, repo: str, ref: str) -> None:
+        """Fail fast, before any data is read, when `ref` cannot take writes."""
+        self.index.repo(repo)
+        b = self._branch_of(repo, ref)
+        if b is None:
+            c = self.index.resolve(repo, ref)
+            if c.finished is not None:
+                raise FailedPrecondition(
+                    f"commit {c.id} in repo {repo} is finished; write to a branch or an open commit"
+                )
+
+    def _branch_of(self, repo: str, ref: str) -> Branch | None:
+        """The branch a write to `ref` goes through, or None when ref names a commit."""
+        if ref and "^" not in ref and "~" not in ref and not names.COMMIT_ID.fullmatch(ref):
+            names.branch_name(ref)
+            return self.index.branch(repo, ref) or Branch(repo, ref)
+        return None
+
+    @contextlib.contextmanager
+    def _writing(self, repo: str, ref: str) -> Iterator[_Write]:
+        """The commit a write lands in, inside one atomic mutation.
+
+        A branch whose head is open takes the write into that commit; any other branch (even a
+        new one) gets a new commit on top of its head, finished when the write completes, as
+        put-file does in Pachyderm.
+        """
+        started = time.time()
+        with self.index.mutation() as v:
+            b = self._branch_of(repo, ref)
+            auto = False
+            if b is not None:
+                b = v.branch(repo, b.name) or b
+                head = v.commit(repo, b.head) if b.head else None
+                if head is not None and head.finished is None:
+                    target = head
+                else:
+                    target = self.index.new_commit(v, repo, b.name, head, started=started)
+                    auto = True
+            else:
+                target = self.index.resolve(repo, ref, v)
+                if target.finished is not None:
+                    raise FailedPrecondition(
+                        f"commit {target.id} in repo {repo} is finished; "
+                        "write to a branch or an open commit"
+                    )
+            w = _Write(self.index, v, target)
+            yield w
+            if auto:
+                w.commit = msgspec.structs.replace(w.commit, finished=time.time())
+                v.put_commit(w.commit)
+        self.notify_changed()
+
+    def write_files(self, repo: str, ref: str, ops: Iterable[WriteOp]) -> WriteResult:
+        self._check_writable(repo, ref)
+        staged: list[tuple[WriteOp, _Staged | None]] = []
+        files = total = 0
+        # The staging's claims keep the chunks the write refers to alive until its commit change
+        # is durable.
+        with self.staging() as staging:
+            try:
+                for op in ops:
+                    op = _checked(op)
+                    data = None
+                    if isinstance(op, Put):
+                        with open_source(op) as stream:
+                            data = self._stage(op, stream, staging)
+                        files += 1
+                        total += data.size
+                    staged.append((op, data))
+                staging.flush()
+            except OSError as e:
+                if e.errno == errno.ENOSPC:
+                    raise NoSpace(f"no space left on device while storing chunks: {e}") from None
+                raise
+            except StorageError as e:
+                raise Unavailable(f"cannot store chunks: {e}") from None
+            with self._writing(repo, ref) as w:
+                batch = _Batch(self, w)
+                for op, data in staged:
+                    batch.apply(op, data)
+                w.set_tree(batch.finish())
+        return WriteResult(w.commit.id, files, total, staging.bytes_stored)
+
+    def _stage(self, op: Put, stream, staging: Staging) -> _Staged:
+        """Store a Put's data as chunks, before the commit changes."""
+        if op.split is not None:
+            splitter = split.Splitter(stream, op.split, op.target_datums, op.target_bytes)
+            records = [staging.put_buffer(r) for r in splitter]
+            frame = [
+                None if part is None else staging.put_buffer(part)
+                for part in (splitter.header, splitter.footer)
+            ]
+            return _Staged(records=records, header=frame[0], footer=frame[1])
+        if op.frame is not None:
+            if op.frame not in ("header", "footer"):
+                raise InvalidArgument(f"unknown frame {op.frame!r}: use header or footer")
+            data = _read_up_to(stream, _MAX_FRAME + 1)
+            if len(data) > _MAX_FRAME:
+                raise InvalidArgument(f"a {op.frame} is limited to {_MAX_FRAME >> 20} MiB")
+            # `echo "" | pfs put-header ...` removes it, as in the Pachyderm docs.
+            empty = data in (b"", b"\n", b"\r\n")
+            return _Staged(chunks=[] if empty else staging.put_buffer(data))
+        if op.local is not None:  # a file we opened ourselves: read ahead while cutting
+            pieces = self.chunks.chunker.cut_file(stream.fileno())
+        else:
+            pieces = self.chunks.chunker.cut(stream)
+        return _Staged(chunks=staging.put_all(pieces))
+
+
+def _checked(op: WriteOp) -> WriteOp:
+    """The op with canonical paths; only Delete may name the root."""
+    path = names.path(op.path)
+    if not path and not isinstance(op, Delete):
+        raise InvalidArgument(f"{type(op).__name__.lower()} needs a path: '/' is the root directory")
+    if isinstance(op, Put) and op.split is not None and op.frame is not None:
+        raise InvalidArgument(f"{path}: a put splits a file or sets a header or footer, not both")
+    if isinstance(op, Put) and op.split is not None:
+        names.check_depth(path, _RECORD_NAME)
+    if isinstance(op, Symlink):
+        names.link_target(op.target)
+    changes = {"path": path}
+    if isinstance(op, Copy):
+        changes["src_path"] = names.path(op.src_path)
+    return msgspec.structs.replace(op, **changes)
+
+
+@dataclass
+class _Staged:
+    """A Put's data once stored: a file's chunks, or a split file's records and frame."""
+
+    chunks: list[ChunkRef] | None = None
+    records: list[list[ChunkRef]] | None = None
+    header: list[ChunkRef] | None = None
+    footer: list[ChunkRef] | None = None
+
+    @property
+    def size(self) -> int:
+        parts = [self.chunks or (), self.header or (), self.footer or (), *(self.records or ())]
+        return sum(c.size for part in parts for c in part)
+
+
+def _read_up_to(stream, n: int) -> bytes:
+    parts, total = [], 0
+    while total < n and (piece := stream.read(n - total)):
+        parts.append(piece)
+        total += len(piece)
+    return b"".join(parts)
+
+
+class _Batch:
+    """Applies write ops in order to a commit's tree, gathering consecutive changes into one
+    `tree.apply` and applying them early only when an op must read a path they touch."""
+
+    def __init__(self, store: EngineCore, w: _Write):
+        self.store = store
+        self.w = w
+        self.root = w.commit.tree
+        self.pending: dict[str, Node | None] = {}
+        self.dirty: set[str] = set()  # ancestors of pending paths
+        self.longest: dict[bytes, int] = {}  # page -> its longest path, for directory copies
+
+    def flush(self) -> None:
+        if self.pending:
+            self.root = tree.apply(self.w.txn, self.root, self.pending)
+            self.pending, self.dirty = {}, set()
+
+    def node(self, path: str) -> Node | None:
+        """The node at `path` after the ops applied so far."""
+        if path in self.pending:
+            return self.pending[path]
+        if path in self.dirty or any(p in self.pending for p in _ancestors(path)):
+            self.flush()
+        return tree.lookup(self.w.txn, self.root, path) if path else self.root
+
+    def set(self, path: str, node: Node | None) -> None:
+        self.pending.pop(path, None)  # re-insert: changes apply in the order they were made
+        self.pending[path] = node
+        self.dirty.update(_ancestors(path))
+
+    def apply(self, op: WriteOp, data: _Staged | None) -> None:
+        path, txn = op.path, self.w.txn
+        if isinstance(op, Put) and op.split is not None:
+            self.split(path, data)
+        elif isinstance(op, Put) and op.frame is not None:
+            self.frame(path, op.frame, data.chunks)
+        elif isinstance(op, Put):
+            refs = data.chunks
+            old = self.node(path)
+            if isinstance(old, DirNode):
+                raise FailedPrecondition(f"cannot write file {path}: it is a directory")
+            if op.append and isinstance(old, FileNode):
+                refs = [*tree.file_chunks(txn, old), *refs]
+            executable = op.executable
+            if executable is None:
+                executable = isinstance(old, FileNode) and old.executable
+            self.set(path, tree.make_file(txn, refs, executable))
+        elif isinstance(op, Copy):
+            node = self.source(op)
+            if isinstance(node, DirNode) and names.byte_length(path) > names.byte_length(op.src_path):
+                # Every path below it grows: none may pass the limit (restore would refuse it).
+                names.check_depth(path, tree.longest_path(txn, node, self.longest))
+            old = self.node(path) if op.append or not op.overwrite else None
+            if not op.overwrite and old is not None:
+                raise AlreadyExists(f"{path} already exists; use -o to overwrite")
+            if op.append and old is not None:
+                if not (isinstance(old, FileNode) and isinstance(node, FileNode)):
+                    raise FailedPrecondition(f"cannot append {op.src_path} to {path}: both must be files")
+                chunks = [*tree.file_chunks(txn, old), *tree.file_chunks(txn, node)]
+                node = tree.make_file(txn, chunks, old.executable)
+            self.set(path, node)
+        elif isinstance(op, Delete):
+            if not path:
+                self.pending, self.dirty, self.root = {}, set(), EMPTY_DIR
+            elif self.node(path) is not None:
+                self.set(path, None)
+            elif not op.missing_ok:
+                raise NotFound(f"path {path} not found in {self.w.commit.repo}@{self.w.commit.id}")
+        elif isinstance(op, Mkdir):
+            old = self.node(path)
+            if old is None:
+                self.set(path, EMPTY_DIR)
+            elif not isinstance(old, DirNode):
+                raise AlreadyExists(f"{path} exists and is not a directory")
+        elif isinstance(op, Symlink):
+            self.set(path, SymlinkNode(op.target))
+        elif isinstance(op, Chmod):
+            old = self.node(path)
+            if not isinstance(old, FileNode):
+                raise InvalidArgument(f"{path} is not a file: only a file's executable bit is kept")
+            self.set(path, msgspec.structs.replace(old, executable=op.executable))
+
+    def split(self, path: str, data: _Staged) -> None:
+        """Add records to the directory at `path` (made if missing), numbered on from its last."""
+        txn = self.w.txn
+        old = self.node(path)
+        if old is not None and not isinstance(old, DirNode):
+            raise FailedPrecondition(f"cannot split into {path}: it is a file")
+        d = old or EMPTY_DIR
+        if data.header is not None:  # a pg_dump's statements around its rows
+            d = msgspec.structs.replace(
+                d, header=tree.make_file(txn, data.header), footer=tree.make_file(txn, data.footer)
+            )
+        # Record names are fixed-width and numbered on, so they come sorted.
+        first = _next_record(txn, d)
+        records = [(f"{i:016x}", tree.make_file(txn, refs)) for i, refs in enumerate(data.records, first)]
+        self.set(path, tree.update(txn, d, records))
+
+    def frame(self, path: str, which: str, refs: list[ChunkRef]) -> None:
+        """Set (or, with no data, remove) the header or footer of the directory at `path`."""
+        old = self.node(path)
+        if old is not None and not isinstance(old, DirNode):
+            raise FailedPrecondition(
+                f"{path} is a file: a {which} belongs on a directory, such as a split file's"
+            )
+        if old is None:
+            if not refs:
+                raise NotFound(f"no directory {path} in {self.w.commit.repo}@{self.w.commit.id}")
+            old = EMPTY_DIR
+        node = tree.make_file(self.w.txn, refs) if refs else None
+        self.set(path, msgspec.structs.replace(old, **{which: node}))
+
+    def source(self, op: Copy) -> Node:
+        """What a Copy refers to; a copy within the commit being written sees the earlier ops."""
+        commit = self.store.index.resolve(op.src_repo, op.src_ref, self.w.view)
+        if (commit.repo, commit.id) == (self.w.commit.repo, self.w.commit.id):
+            node = self.node(op.src_path)
+        else:
+            node = tree.lookup(self.store.db, commit.tree, op.src_path) if op.src_path else commit.tree
+        if node is None:
+            raise NotFound(f"path {op.src_path} not found in {op.src_repo}@{op.src_ref}")
+        return node
+
+    def finish(self) -> DirNode:
+        self.flush()
+        return self.root
+
+
+def _next_record(src, d: DirNode) -> int:
+    """The index after the last record of split directory `d` (0 when it has none)."""
+    last = tree.floor(src, d, _LAST_RECORD)
+    if last is None:
+        return 0
+    if _RECORD.fullmatch(last[0]):
+        return int(last[0], 16) + 1
+    # Other names sort among the records: look at them all.
+    found = [int(name, 16) for name, _ in tree.list_dir(src, d) if _RECORD.fullmatch(name)]
+    return max(found, default=-1) + 1
+
+
+def _ancestors(path: str) -> Iterator[str]:
+    """'a', 'a/b' for 'a/b/c' (and the root, '')."""
+    yield ""
+    i = path.find("/")
+    while i >= 0:
+        yield path[:i]
+        i = path.find("/", i + 1)
+
+
+class _Write:
+    """A write in progress: the mutation and the commit it lands in."""
+
+    def __init__(self, index: Index, view: View, commit: Commit):
+        self._index = index
+        self.view = view
+        self.txn = view.txn
+        self.commit = commit
+
+    def set_tree(self, new: DirNode) -> None:
+        self.commit = self._index.set_tree(self.view, self.commit, new)
+
