@@ -27,6 +27,7 @@ from pfsfuse.api.types import Copy, Delete, Mkdir, Put
 from pfsfuse.metadata.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PfsError
 from pfsfuse.metadata.records import BranchRef, Commit, CommitRef
 from pfsfuse.scheduler import datums as datum_math
+from pfsfuse.scheduler import incremental
 from pfsfuse.scheduler import spec as specs
 from pfsfuse.scheduler.executor import Executor
 from pfsfuse.scheduler.jobs import JobStore
@@ -245,6 +246,7 @@ class Scheduler:
         done = await self._io(self._keys_in, p.meta_repo, job.meta_commit)
         prev_keys = await self._io(self._keys_in, p.meta_repo, prev_meta, spec.incremental) if prev_meta else {}
         tasks, skipped, infos = [], [], []
+        deltas = incremental.Deltas(self.client, p.meta_repo, f"changed inputs of job {job.id}")
         for inputs in all_datums:
             key = datum_math.key(spec.salt, inputs, with_content=not spec.incremental)
             if key in prev_keys and (not spec.incremental or prev_keys[key] == datum_math.fingerprint(inputs)):
@@ -256,15 +258,20 @@ class Scheduler:
                 infos.append(DatumInfo(job.id, key, "success", inputs))
                 continue
             task = DatumTask(
-                job.id, key, inputs, job.meta_commit, job.output_commit,
-                incremental=spec.incremental, previous=prev_meta if key in prev_keys else "",
+                job.id, key, inputs, job.meta_commit, job.output_commit, incremental=spec.incremental,
                 fingerprint=datum_math.fingerprint(inputs) if spec.incremental else "",
             )
+            if key in prev_keys:  # an incremental datum run before
+                task = await self._io(deltas.plan, task, prev_meta)
             tasks.append(task)
             infos.append(DatumInfo(job.id, key, "pending", inputs))
         keys = [d.key for d in infos]
         if len(set(keys)) != len(keys):
             raise FailedPrecondition("two datums have the same inputs: check the glob patterns of crossed inputs")
+        await self._io(self._drop_deltas, p, job)  # a resumed job's: made again
+        job = msgspec.structs.replace(job, deltas=deltas.commits)
+        self.jobs.put_job(job)
+        await self._io(deltas.write)
         if skipped:
             ops = [Copy(k, p.meta_repo, prev_meta, k) for k in skipped]
             await self._io(self.client.write_files, p.meta_repo, job.meta_commit, ops)
@@ -424,6 +431,7 @@ class Scheduler:
             return job
         with trio.CancelScope(shield=True):
             try:
+                await self._io(self._drop_deltas, p, job)
                 if job.meta_commit:
                     await self._io(self._finish_quietly, p.meta_repo, job.meta_commit)
                     await self._io(self.client.create_branch, p.meta_repo, DATUMS_BRANCH, job.meta_commit)
@@ -435,11 +443,15 @@ class Scheduler:
                         await self._io(self._delete_quietly, p.output_repo, job.output_commit)
             except PfsError as e:
                 state, reason = "failure", f"{reason + '; ' if reason else ''}{e}"
-            job = msgspec.structs.replace(job, state=state, reason=reason, finished=time.time())
+            job = msgspec.structs.replace(job, state=state, reason=reason, finished=time.time(), deltas=[])
             self.jobs.put_job(job)
             if state == "success" and p.spec.enable_stats:
                 await self._io(self._stats, p, job)
         return job
+
+    def _drop_deltas(self, p: PipelineInfo, job: JobInfo) -> None:
+        for commit in job.deltas:
+            self._delete_quietly(p.meta_repo, commit)
 
     def _finish_quietly(self, repo: str, commit: str) -> None:
         try:

@@ -32,9 +32,12 @@ def _read_spec(source: str) -> tuple[bytes, str]:
 
 
 def _commit_ref(text: str) -> CommitRef:
-    repo, sep, commit = text.partition("@")
-    if not sep or not repo or not commit:
-        raise InvalidArgument(f"invalid commit {text!r}: expected REPO@COMMIT")
+    """REPO@COMMIT, or REPO/COMMIT as 1.7 writes it (a repo name has no '/')."""
+    at, slash = text.find("@"), text.find("/")
+    cut = min(i for i in (at, slash, len(text)) if i >= 0)
+    repo, commit = text[:cut], text[cut + 1 :]
+    if cut == len(text) or not repo or not commit:
+        raise InvalidArgument(f"invalid commit {text!r}: expected REPO@COMMIT or REPO/COMMIT")
     return CommitRef(repo, commit)
 
 
@@ -177,7 +180,7 @@ def _job_row(j) -> list[str]:
 
 @click.command("list-job")
 @click.option("-p", "--pipeline", help="Only this pipeline's jobs.")
-@click.option("-i", "--input", "input_commit", help="Only jobs with this input commit (REPO@COMMIT).")
+@click.option("-i", "--input", "input_commit", help="Only jobs with this input commit (REPO@COMMIT or REPO/COMMIT).")
 @json_option
 @pass_app
 def list_job(app: App, pipeline: str | None, input_commit: str | None, as_json: bool) -> None:
@@ -242,7 +245,7 @@ def delete_job(app: App, job_id: str) -> None:
 @json_option
 @pass_app
 def flush_job(app: App, commits: tuple[str, ...], pipelines: tuple[str, ...], as_json: bool) -> None:
-    """Wait for the jobs that process REPO@COMMIT... (and their downstream jobs) to finish."""
+    """Wait for the jobs that process REPO@COMMIT... (or REPO/COMMIT) and their downstream jobs."""
     jobs = app.pipelines.flush_job(_resolve(app, commits), list(pipelines) or None)
     if as_json:
         return app.out.json(jobs)
@@ -255,7 +258,7 @@ def flush_job(app: App, commits: tuple[str, ...], pipelines: tuple[str, ...], as
 @json_option
 @pass_app
 def flush_commit(app: App, commits: tuple[str, ...], repos: tuple[str, ...], as_json: bool) -> None:
-    """Wait for every commit derived from REPO@COMMIT... and print them."""
+    """Wait for every commit derived from REPO@COMMIT... (or REPO/COMMIT) and print them."""
     out = app.pipelines.flush_commit(_resolve(app, commits), list(repos) or None)
     if as_json:
         return app.out.json(out)
