@@ -191,7 +191,7 @@ class Scheduler:
         if p.spec.standby or not p.spec.scale_down_threshold:
             return p.spec.standby
         last = next(iter(self.jobs.jobs(p.name)), None)
-        since = last.finished or time.time() if last is not None else p.created
+        since = (last.finished or time.time()) if last is not None else p.created
         return time.time() - since >= specs.duration(p.spec.scale_down_threshold)
 
     def _heads(self, p: PipelineInfo) -> dict[tuple[str, str], Commit | None]:
@@ -497,7 +497,7 @@ class Scheduler:
         if old is None and update:
             raise NotFound(f"pipeline {spec.name} not found")
         if restore and (update or not spec.salt):
-            raise InvalidArgument("a restored pipeline is created, with the salt it had")
+            raise InvalidArgument("restoring a pipeline creates it, with the salt it was extracted with")
         # The salt keys the datums: a new one (--reprocess) processes every datum again.
         salt = os.urandom(16).hex() if reprocess else spec.salt or (old.spec.salt if old else os.urandom(16).hex())
         spec = msgspec.structs.replace(spec, salt=salt)

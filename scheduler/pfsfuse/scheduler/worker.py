@@ -12,10 +12,10 @@ under /pfs gets EROFS. An input that is one small file (SMALL) is fetched before
 with the rest of its batch's. Without FUSE (or with $PFS_WORKER_FUSE=0) the worker copies each
 datum's inputs to a directory it binds at /pfs instead (nothing is read-only there); without a
 private mount namespace (a chroot) every datum fails saying so. The command runs on this host (the
-spec's image is recorded, not used): paths outside /pfs are the host's. Without root it cannot give /pfs a private view: it uses
-its scratch directory instead and says so, and $PFS_ROOT tells the command where that is (paths in
-the environment point there too); inputs are fetched before the command runs, and nothing is
-read-only there.
+spec's image is recorded, not used): paths outside /pfs are the host's. Without root it cannot
+give /pfs a private view: it uses its scratch directory instead and says so, and $PFS_ROOT tells
+the command where that is (paths in the environment point there too); inputs are fetched before
+the command runs, and nothing is read-only there.
 `empty_files` gives empty files and `lazy` named pipes that fetch a file only when opened.
 Symlinks and hard links in /pfs/out to inputs become references to the input's data.
 """
@@ -23,6 +23,7 @@ Symlinks and hard links in /pfs/out to inputs become references to the input's d
 from __future__ import annotations
 
 import ctypes
+import errno
 import io
 import logging
 import os
@@ -90,9 +91,7 @@ class Layout:
             try:
                 self._private_namespace()
             except OSError as e:
-                self.unavailable = f"the worker cannot show the datum at /pfs: {e.strerror} (is it in a chroot?)"
-                log.error("%s", self.unavailable)
-                self.private = False
+                self._cannot_show(e.strerror)
         if self.private and os.environ.get("PFS_WORKER_FUSE", "1") != "0":
             try:
                 self._serve()
@@ -103,15 +102,24 @@ class Layout:
         self.out = self.views / "out"
         self.out.mkdir()
         if self.private:
-            self._bind_views()
-        else:
+            try:
+                self._bind_views()
+            except OSError as e:
+                self._cannot_show(e.strerror)
+        elif not self.unavailable:
             log.warning("no private /pfs; the command sees its data under %s ($PFS_ROOT)", self.views)
+
+    def _cannot_show(self, why: str) -> None:
+        self.unavailable = f"the worker cannot show the datum at /pfs: {why}"
+        log.error("%s", self.unavailable)
+        self.private = False
 
     def _private_namespace(self) -> None:
         if _LIBC.unshare(_CLONE_NEWNS) != 0:
             raise _os_error("unshare(CLONE_NEWNS) failed")
         if _LIBC.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:  # nothing we mount leaks out
-            raise _os_error("cannot make / a private mount")
+            chroot = " (/ is not a mount point: a chroot?)" if ctypes.get_errno() == errno.EINVAL else ""
+            raise _os_error(f"cannot make / a private mount{chroot}")
 
     def _serve(self) -> None:
         """/pfs, in our mount namespace, is a view this process serves."""
@@ -552,8 +560,8 @@ def _exchange(proc: subprocess.Popen, stdin: bytes, deadline: float | None, live
 
 
 def _os_error(what: str) -> OSError:
-    errno_ = ctypes.get_errno()
-    return OSError(errno_, f"{what}: {os.strerror(errno_)}")
+    code = ctypes.get_errno()
+    return OSError(code, f"{what}: {os.strerror(code)}")
 
 
 def _empty(directory: Path, keep: str = "") -> None:

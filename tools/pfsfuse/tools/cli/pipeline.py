@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import urllib.request
 
@@ -76,7 +77,8 @@ def _create(app: App, file: str, update: bool, reprocess: bool) -> None:
     except PfsError:
         if not update:
             for name in reversed(made):
-                app.pipelines.delete_pipeline(name, force=True)
+                with contextlib.suppress(PfsError):  # the first error is the one to report
+                    app.pipelines.delete_pipeline(name, force=True)
         raise
 
 
