@@ -18,6 +18,7 @@ for d in *; do
   mkdir -p /pfs/out/$d
   echo $((prev + new)) > /pfs/out/$d/result
   find $d -type f | sort | tr '\\n' ' ' >> /pfs/out/$d/seen; echo >> /pfs/out/$d/seen
+  find $d -type f | sort | xargs -r -n1 head -1 > /pfs/out/$d/firsts
 done
 """
 
@@ -91,6 +92,7 @@ def test_split_variant_sees_only_new_records(home, tmp_path):
     d = home
     d.pfs("create-repo", "nums")
     d.pfs("put-file", "nums", "master", "data", "--split", "line", input=b"1\n2\n3\n")
+    d.pfs("put-header", "nums", "master", "data", input=b"# n\n")  # awk counts it as 0
     _pipeline(d, tmp_path)
     d.pfs("flush-commit", "nums@master")
     assert _get(d, "data/result") == "6\n"
@@ -98,3 +100,4 @@ def test_split_variant_sees_only_new_records(home, tmp_path):
     d.pfs("flush-commit", "nums@master")
     assert _get(d, "data/result") == "15\n"  # not 21: the new records 4 and 5 only
     assert _get(d, "data/seen").splitlines()[-1] == "data/0000000000000003 data/0000000000000004 "
+    assert _get(d, "data/firsts") == "# n\n# n\n"  # the new records read with their file's header
