@@ -111,9 +111,9 @@ class Deltas:
         commit, ops = self._slot(inp.path)
         if isinstance(inp.node, DirNode) and inp.path:
             ops.append(Mkdir(inp.path))
-        for path in changed:
-            ops.append(Copy(path, inp.repo, inp.commit, path))
+        for path in changed:  # the frame first: put after the files in one write, it lost them
             ops.extend(self._frame(commit, inp.repo, inp.commit, path.rpartition("/")[0]))
+            ops.append(Copy(path, inp.repo, inp.commit, path))
         return msgspec.structs.replace(inp, repo=self.repo, commit=commit)
 
     def _slot(self, path: str) -> tuple[str, list[WriteOp]]:
