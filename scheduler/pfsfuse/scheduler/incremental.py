@@ -111,9 +111,11 @@ class Deltas:
         commit, ops = self._slot(inp.path)
         if isinstance(inp.node, DirNode) and inp.path:
             ops.append(Mkdir(inp.path))
-        for path in changed:  # the frame first: put after the files in one write, it lost them
-            ops.extend(self._frame(commit, inp.repo, inp.commit, path.rpartition("/")[0]))
-            ops.append(Copy(path, inp.repo, inp.commit, path))
+        # Frames before files: a frame put after files go into a directory made in the same write
+        # loses them.
+        for directory in dict.fromkeys(path.rpartition("/")[0] for path in changed):
+            ops.extend(self._frame(commit, inp.repo, inp.commit, directory))
+        ops.extend(Copy(path, inp.repo, inp.commit, path) for path in changed)
         return msgspec.structs.replace(inp, repo=self.repo, commit=commit)
 
     def _slot(self, path: str) -> tuple[str, list[WriteOp]]:
