@@ -10,11 +10,17 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from helpers import PFS, Daemon, wait_for
 
-HOST_DIRS = ("usr", "bin", "sbin", "lib", "lib64", "etc", "dev", "proc", "sys", "tmp", "root", "work")
+# What the daemon needs of the host: the system, /tmp (its home) and where pfs and its Python live.
+HOST_DIRS = dict.fromkeys(
+    ["usr", "bin", "sbin", "lib", "lib64", "etc", "dev", "proc", "sys", "tmp"]
+    + [Path(p).resolve().parts[1] for p in (PFS, sys.executable)]
+)
 
 
 class ChrootDaemon(Daemon):
