@@ -81,14 +81,14 @@ def _leave_nothing(target, home) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-@pytest.mark.parametrize("case", ["missing-dir", "non-empty-dir", "unknown-repo-in-repos", "unknown-repo-in-c"])
+@pytest.mark.parametrize("case", ["not-a-dir", "non-empty-dir", "unknown-repo-in-repos", "unknown-repo-in-c"])
 def test_mount_refuses_bad_input_with_one_line(daemon, view, tmp_home, case):
     view.client.create_repo("r")
     view.put("r", "master", {"a.txt": b"A"})
     target = tmp_home / "mnt"
     args: list[str] = []
-    if case == "missing-dir":
-        pass  # never created
+    if case == "not-a-dir":
+        target.write_text("a file")  # a missing directory is made (test_fidelity); a file is not one
     else:
         target.mkdir()
     if case == "non-empty-dir":

@@ -52,8 +52,10 @@ def _state(mountpoint: str) -> Path:
 
 def check_mountpoint(mountpoint: str) -> str:
     path = os.path.abspath(mountpoint)
+    if not os.path.lexists(path):
+        os.makedirs(path)  # as pachctl mount does: a user names where they want the data
     if not os.path.isdir(path):
-        raise InvalidArgument(f"{mountpoint}: no such directory")
+        raise InvalidArgument(f"{mountpoint} is not a directory")
     if os.path.ismount(path):
         raise FailedPrecondition(f"{mountpoint} is already a mount point")
     if os.listdir(path):

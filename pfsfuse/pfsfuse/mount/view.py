@@ -62,6 +62,7 @@ class Shown:
 @dataclass
 class OutHandle:
     fd: int
+    wrote: bool = False  # /pfs/out is a directory on disk: the daemon refuses none of its writes
 
 
 class DatumView(Filesystem):

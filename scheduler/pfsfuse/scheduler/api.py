@@ -23,7 +23,10 @@ log = logging.getLogger("pfsfuse.scheduler")
 
 class Pipelines(ABC):
     @abstractmethod
-    def create_pipeline(self, spec: PipelineSpec, update: bool = False, reprocess: bool = False) -> PipelineInfo: ...
+    def create_pipeline(
+        self, spec: PipelineSpec, update: bool = False, reprocess: bool = False, restore: bool = False
+    ) -> PipelineInfo:
+        """`restore`: the pipeline's repos are there already (a restored store), its salt given."""
 
     @abstractmethod
     def inspect_pipeline(self, name: str) -> PipelineInfo: ...
@@ -97,8 +100,8 @@ class RemotePipelines(Pipelines):
         data = self._http.call("POST", f"/pps/{method}", body)
         return msgspec.json.decode(data, type=wire.hints(method, Pipelines)["return"])
 
-    def create_pipeline(self, spec, update=False, reprocess=False):
-        return self._rpc("create_pipeline", spec=spec, update=update, reprocess=reprocess)
+    def create_pipeline(self, spec, update=False, reprocess=False, restore=False):
+        return self._rpc("create_pipeline", spec=spec, update=update, reprocess=reprocess, restore=restore)
 
     def inspect_pipeline(self, name):
         return self._rpc("inspect_pipeline", name=name)

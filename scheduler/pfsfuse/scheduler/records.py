@@ -42,6 +42,7 @@ class JobInfo(Struct, omit_defaults=True):
     inputs: list[CommitRef] = []
     output_commit: str = ""  # open while the job runs; on the output branch once it succeeds
     meta_commit: str = ""
+    deltas: list[str] = []  # incremental: meta repo commits showing datums' changed inputs
     finished: float | None = None
     state: str = "starting"
     reason: str = ""
@@ -81,6 +82,12 @@ class DatumTask(Struct, omit_defaults=True):
     incremental: bool = False
     previous: str = ""  # meta commit with this datum's previous output (incremental: prefill /pfs/out)
     fingerprint: str = ""  # incremental: the inputs' content, recorded beside the output
+    shown: list[DatumInput] = []  # incremental, run again: what /pfs shows (its changed inputs)
+
+    @property
+    def visible(self) -> list[DatumInput]:
+        """The inputs /pfs shows: all of them, or (an incremental datum run again) what changed."""
+        return self.shown if self.previous else self.inputs
 
 
 class DatumResult(Struct, omit_defaults=True):

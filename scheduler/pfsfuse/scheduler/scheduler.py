@@ -17,17 +17,18 @@ import os
 import time
 from collections import deque
 from collections.abc import Iterator
-from datetime import datetime, timezone
 
 import msgspec
 import trio
 
 from pfsfuse.api.client import Client
-from pfsfuse.api.types import Copy, Delete, Put
+from pfsfuse.api.types import Copy, Delete
 from pfsfuse.metadata.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PfsError
 from pfsfuse.metadata.records import BranchRef, Commit, CommitRef
+from pfsfuse.scheduler import crons
 from pfsfuse.scheduler import datums as datum_math
 from pfsfuse.scheduler import outputs
+from pfsfuse.scheduler import incremental
 from pfsfuse.scheduler import spec as specs
 from pfsfuse.scheduler.executor import Executor
 from pfsfuse.scheduler.jobs import JobStore
@@ -175,7 +176,7 @@ class Scheduler:
             if any(c is not None and c.finished is None for c in heads.values()):
                 continue  # an input is being written: wait for its commit
             if not present or present == p.last_inputs:
-                if p.spec.standby and p.state == "running":
+                if p.state == "running" and self._idle(p):
                     self._set_state(p, "standby")
                     await self.executor.stop(p.name)
                 continue
@@ -184,6 +185,15 @@ class Scheduler:
             job = JobInfo(self.jobs.new_job_id(), p.name, time.time(), p.version, inputs=present)
             self.jobs.put_job(job)
             self._start_job(p, job, heads)
+
+    def _idle(self, p: PipelineInfo) -> bool:
+        """Whether the pipeline's workers should go: at once with `standby`, or once no job has
+        run for `scale_down_threshold`."""
+        if p.spec.standby or not p.spec.scale_down_threshold:
+            return p.spec.standby
+        last = next(iter(self.jobs.jobs(p.name)), None)
+        since = (last.finished or time.time()) if last is not None else p.created
+        return time.time() - since >= specs.duration(p.spec.scale_down_threshold)
 
     def _heads(self, p: PipelineInfo) -> dict[tuple[str, str], Commit | None]:
         heads = {}
@@ -246,6 +256,7 @@ class Scheduler:
         done = await self._io(self._keys_in, p.meta_repo, job.meta_commit)
         prev_keys = await self._io(self._keys_in, p.meta_repo, prev_meta, spec.incremental) if prev_meta else {}
         tasks, skipped, infos = [], [], []
+        deltas = incremental.Deltas(self.client, p.meta_repo, f"changed inputs of job {job.id}")
         for inputs in all_datums:
             key = datum_math.key(spec.salt, inputs, with_content=not spec.incremental)
             if key in prev_keys and (not spec.incremental or prev_keys[key] == datum_math.fingerprint(inputs)):
@@ -257,15 +268,20 @@ class Scheduler:
                 infos.append(DatumInfo(job.id, key, "success", inputs))
                 continue
             task = DatumTask(
-                job.id, key, inputs, job.meta_commit, job.output_commit,
-                incremental=spec.incremental, previous=prev_meta if key in prev_keys else "",
+                job.id, key, inputs, job.meta_commit, job.output_commit, incremental=spec.incremental,
                 fingerprint=datum_math.fingerprint(inputs) if spec.incremental else "",
             )
+            if key in prev_keys:  # an incremental datum run before
+                task = await self._io(deltas.plan, task, prev_meta)
             tasks.append(task)
             infos.append(DatumInfo(job.id, key, "pending", inputs))
         keys = [d.key for d in infos]
         if len(set(keys)) != len(keys):
             raise FailedPrecondition("two datums have the same inputs: check the glob patterns of crossed inputs")
+        await self._io(self._drop_deltas, p, job)  # a resumed job's: made again
+        job = msgspec.structs.replace(job, deltas=deltas.commits)
+        self.jobs.put_job(job)
+        await self._io(deltas.write)
         if skipped:
             ops = [Copy(k, p.meta_repo, prev_meta, k) for k in skipped]
             await self._io(self.client.write_files, p.meta_repo, job.meta_commit, ops)
@@ -385,6 +401,7 @@ class Scheduler:
             return job
         with trio.CancelScope(shield=True):
             try:
+                await self._io(self._drop_deltas, p, job)
                 if job.meta_commit:
                     await self._io(self._finish_quietly, p.meta_repo, job.meta_commit)
                     await self._io(self.client.create_branch, p.meta_repo, DATUMS_BRANCH, job.meta_commit)
@@ -396,11 +413,15 @@ class Scheduler:
                         await self._io(self._delete_quietly, p.output_repo, job.output_commit)
             except PfsError as e:
                 state, reason = "failure", f"{reason + '; ' if reason else ''}{e}"
-            job = msgspec.structs.replace(job, state=state, reason=reason, finished=time.time())
+            job = msgspec.structs.replace(job, state=state, reason=reason, finished=time.time(), deltas=[])
             self.jobs.put_job(job)
             if state == "success" and p.spec.enable_stats:
                 await self._io(outputs.stats, self.client, self.jobs, p, job)
         return job
+
+    def _drop_deltas(self, p: PipelineInfo, job: JobInfo) -> None:
+        for commit in job.deltas:
+            self._delete_quietly(p.meta_repo, commit)
 
     def _finish_quietly(self, repo: str, commit: str) -> None:
         try:
@@ -416,7 +437,9 @@ class Scheduler:
 
     # -- the API the CLI uses ---------------------------------------------------------------------
 
-    async def create_pipeline(self, spec: specs.PipelineSpec, update: bool = False, reprocess: bool = False) -> PipelineInfo:
+    async def create_pipeline(
+        self, spec: specs.PipelineSpec, update: bool = False, reprocess: bool = False, restore: bool = False
+    ) -> PipelineInfo:
         spec = specs.validate(spec)
         try:
             old = self.jobs.pipeline(spec.name)
@@ -426,14 +449,19 @@ class Scheduler:
             raise AlreadyExists(f"pipeline {spec.name} already exists; use update-pipeline")
         if old is None and update:
             raise NotFound(f"pipeline {spec.name} not found")
-        salt = os.urandom(16).hex() if old is None or reprocess else old.spec.salt
+        if restore and (update or not spec.salt):
+            raise InvalidArgument("restoring a pipeline creates it, with the salt it was extracted with")
+        # The salt keys the datums: a new one (--reprocess) processes every datum again.
+        salt = os.urandom(16).hex() if reprocess else spec.salt or (old.spec.salt if old else os.urandom(16).hex())
         spec = msgspec.structs.replace(spec, salt=salt)
-        await self._io(self._prepare_repos, spec, old is None)
+        await self._io(self._prepare_repos, spec, old is None and not restore)
         if old is not None:
             await self._stop_job(spec.name)
             info = msgspec.structs.replace(old, spec=spec, version=old.version + 1, state="running", reason="", last_inputs=[])
         else:
-            info = PipelineInfo(spec.name, spec, time.time())
+            # A restored pipeline's output head came from the inputs it has: no job for them.
+            last = await self._io(self._output_inputs, spec) if restore else []
+            info = PipelineInfo(spec.name, spec, time.time(), last_inputs=last)
         await self.executor.configure(spec)  # old workers go before a job of the new spec starts
         self.jobs.put_pipeline(info)
         self._queues.setdefault(spec.name, _Queue())
@@ -444,15 +472,23 @@ class Scheduler:
         self.wake()
         return info
 
+    def _output_inputs(self, spec: specs.PipelineSpec) -> list[CommitRef]:
+        head = self._head(spec.name, spec.output_branch)
+        if head is None:
+            return []
+        repos = {repo for repo, _, _ in specs.atoms(spec.input, spec.name)}
+        prov = self.client.inspect_commit(spec.name, head).provenance
+        return sorted((c for c in prov if c.repo in repos), key=lambda r: (r.repo, r.id))
+
     def _prepare_repos(self, spec: specs.PipelineSpec, new: bool) -> None:
         """Check the inputs; make the output, meta and cron repos and the output's provenance."""
-        crons = {specs.cron_repo(c, spec.name) for c in _crons(spec.input)}
+        cron_repos = {specs.cron_repo(c, spec.name) for c in crons.inputs(spec.input)}
         existing = {r.name for r in self.client.list_repo()}
         inputs = [(repo, branch) for repo, branch, _ in specs.atoms(spec.input, spec.name)]
         for repo, _ in inputs:
             if repo == spec.name:
                 raise InvalidArgument(f"pipeline {spec.name} cannot take its own output as input")
-            if repo not in crons and repo not in existing:
+            if repo not in cron_repos and repo not in existing:
                 raise NotFound(f"input repo {repo} not found")
         made = []
         if new:
@@ -460,7 +496,7 @@ class Scheduler:
                 if repo in existing:
                     raise AlreadyExists(f"repo {repo} already exists: pipeline {spec.name} needs it")
         for repo, description in [
-            *[(r, f"cron input of {spec.name}") for r in sorted(crons)],
+            *[(r, f"cron input of {spec.name}") for r in sorted(cron_repos)],
             (spec.name, f"output of pipeline {spec.name}"),
             (meta_repo(spec.name), f"datum outputs of pipeline {spec.name}"),
         ]:
@@ -681,28 +717,14 @@ class Scheduler:
     # -- cron inputs ---------------------------------------------------------------------------------
 
     def _start_crons(self, p: PipelineInfo) -> None:
-        for c in _crons(p.spec.input):
+        for c in crons.inputs(p.spec.input):
             scope = trio.CancelScope()
             self._crons[f"{p.name}/{c.name}"] = scope
-            self._nursery.start_soon(self._cron, p, c, scope)
+            self._nursery.start_soon(crons.run, self.client, p, c, scope)
 
     def _stop_crons(self, pipeline: str) -> None:
         for name in [n for n in self._crons if n.startswith(pipeline + "/")]:
             self._crons.pop(name).cancel()
-
-    async def _cron(self, p: PipelineInfo, c: specs.CronInput, scope: trio.CancelScope) -> None:
-        """Commit the tick's time to the cron repo at every tick of the schedule."""
-        repo = specs.cron_repo(c, p.name)
-        start = datetime.fromisoformat(c.start.replace("Z", "+00:00")).timestamp() if c.start else p.created
-        with scope:
-            for tick in _ticks(c.spec, start):
-                await trio.sleep(max(0.0, tick - time.time()))
-                stamp = datetime.fromtimestamp(tick, timezone.utc).isoformat().replace("+00:00", "Z")
-                path = stamp if p.spec.incremental else "time"
-                try:
-                    await self._io(self.client.write_files, repo, "master", [Put(path, stream=_bytes(stamp.encode()))])
-                except PfsError as e:
-                    log.error("cron %s of %s: %s", c.name, p.name, e)
 
 
 def _lines(text: str) -> list[str]:
@@ -711,30 +733,8 @@ def _lines(text: str) -> list[str]:
     return lines[:-1] if lines[-1] == "" else lines
 
 
-def _crons(i: specs.Input) -> list[specs.CronInput]:
-    if i.cron is not None:
-        return [i.cron]
-    return [c for s in (i.cross or i.union or []) for c in _crons(s)]
+def _parents(path: str) -> Iterator[str]:
+    while "/" in path:
+        path = path.rpartition("/")[0]
+        yield path
 
-
-def _ticks(schedule: str, start: float) -> Iterator[float]:
-    """Tick times after now on the schedule, counted from `start` (missed ticks are skipped)."""
-    kind, value = specs.schedule(schedule)
-    if kind == "every":
-        n = max(0, math.floor((time.time() - start) / value)) + 1
-        while True:
-            tick = start + n * value
-            if tick >= time.time() - value:
-                yield tick
-            n = max(n + 1, math.floor((time.time() - start) / value) + 1)
-    from croniter import croniter
-
-    it = croniter(value, datetime.fromtimestamp(max(start, time.time()), timezone.utc))
-    while True:
-        yield it.get_next(float)
-
-
-def _bytes(data: bytes):
-    import io
-
-    return io.BytesIO(data)

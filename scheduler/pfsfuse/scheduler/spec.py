@@ -7,6 +7,7 @@ Fields that only matter on Kubernetes (secrets, resources, scheduling) are kept 
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime
 from typing import Any
@@ -18,6 +19,7 @@ from pfsfuse.metadata import names
 from pfsfuse.metadata.errors import InvalidArgument
 
 _NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_-]{0,48}[A-Za-z0-9])?")
+_SALT = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -128,6 +130,7 @@ class PipelineSpec(_Spec):
     output_branch: str = "master"
     egress: Egress | None = None
     standby: bool = False
+    scale_down_threshold: str = ""  # before 1.7.1's standby: stop the workers after this long idle
     incremental: bool = False
     cache_size: str = ""
     enable_stats: bool = False
@@ -136,7 +139,7 @@ class PipelineSpec(_Spec):
     chunk_spec: ChunkSpec | None = None
     scheduling_spec: SchedulingSpec | None = None
     pod_spec: str = ""
-    salt: str = ""  # set by the daemon: the identity of the processing code (kept by updates)
+    salt: str = ""  # the identity of the processing code: made by the daemon unless given, kept by updates
 
     @property
     def name(self) -> str:
@@ -164,6 +167,60 @@ def parse(text: str | bytes, source: str = "pipeline spec") -> PipelineSpec:
         raise InvalidArgument(f"{source}: {e}") from None
 
 
+def parse_all(text: str | bytes, source: str = "pipeline spec") -> list[PipelineSpec]:
+    """The specs of a file holding one or more: JSON objects one after another (as 1.7 reads
+    them), or YAML documents."""
+    raw = text.decode(errors="replace") if isinstance(text, bytes) else text
+    pieces, pos, decoder = [], 0, json.JSONDecoder()
+    try:
+        while (pos := _skip_space(raw, pos)) < len(raw):
+            _, end = decoder.raw_decode(raw, pos)
+            pieces.append(raw[pos:end])
+            pos = end
+    except json.JSONDecodeError:
+        return _yaml_all(raw, source)
+    if not pieces:
+        raise InvalidArgument(f"{source} holds no pipeline spec")
+    if len(pieces) == 1:
+        return [parse(pieces[0], source)]
+    return [_named(parse, piece, f"{source} (spec {n})") for n, piece in enumerate(pieces, 1)]
+
+
+def _named(parse_one, text, where: str) -> PipelineSpec:
+    """parse_one(text, where), its errors naming which spec of the file is wrong."""
+    try:
+        return parse_one(text, where)
+    except InvalidArgument as e:
+        if str(e).startswith(where):
+            raise
+        raise InvalidArgument(f"{where}: {e}") from None
+
+
+def _skip_space(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos].isspace():
+        pos += 1
+    return pos
+
+
+def _yaml_all(raw: str, source: str) -> list[PipelineSpec]:
+    import yaml  # only YAML specs need it
+
+    try:
+        docs = [d for d in yaml.safe_load_all(raw) if d is not None]
+    except yaml.YAMLError as e:
+        raise InvalidArgument(f"{source} is neither JSON nor YAML: {str(e).splitlines()[0]}") from None
+    if not docs:
+        raise InvalidArgument(f"{source} holds no pipeline spec")
+    return [_named(_convert, doc, source if len(docs) == 1 else f"{source} (spec {n})") for n, doc in enumerate(docs, 1)]
+
+
+def _convert(doc, where: str) -> PipelineSpec:
+    try:
+        return validate(msgspec.convert(doc, PipelineSpec))
+    except msgspec.ValidationError as e:
+        raise InvalidArgument(f"{where}: {e}") from None
+
+
 def validate(spec: PipelineSpec) -> PipelineSpec:
     def bad(where: str, why: str):
         raise InvalidArgument(f"pipeline spec: `{where}` {why}")
@@ -178,12 +235,14 @@ def validate(spec: PipelineSpec) -> PipelineSpec:
             bad("parallelism_spec", "sets both constant and coefficient; set one")
         if p.constant < 0 or p.coefficient < 0:
             bad("parallelism_spec", "must not be negative")
-    for field in ("datum_timeout", "job_timeout"):
+    for field in ("datum_timeout", "job_timeout", "scale_down_threshold"):
         if getattr(spec, field):
             try:
                 duration(getattr(spec, field))
             except InvalidArgument as e:
                 bad(field, str(e))
+    if spec.salt and not _SALT.fullmatch(spec.salt):
+        bad("salt", "must be 1-64 letters, digits, '_' or '-'")
     if spec.datum_tries < 1:
         bad("datum_tries", "must be at least 1")
     names.branch_name(spec.output_branch)

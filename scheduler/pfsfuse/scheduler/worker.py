@@ -9,11 +9,13 @@ As root the worker runs in its own mount namespace, where /pfs is a FUSE file sy
 serves (`pfsfuse.mount.view`): the datum's inputs, read-only and fetched a chunk at a time as they
 are read, and /pfs/out, passed through to a directory of the worker's; a command writing elsewhere
 under /pfs gets EROFS. An input that is one small file (SMALL) is fetched before the command runs,
-with the rest of its batch's. The command runs on this host (the spec's image is recorded, not
-used): paths outside /pfs are the host's. Without root it cannot give /pfs a private view: it uses
-its scratch directory instead and says so, and $PFS_ROOT tells the command where that is (paths in
-the environment point there too); inputs are fetched before the command runs, and nothing is
-read-only there.
+with the rest of its batch's. Without FUSE (or with $PFS_WORKER_FUSE=0) the worker copies each
+datum's inputs to a directory it binds at /pfs instead (nothing is read-only there); without a
+private mount namespace (a chroot) every datum fails saying so. The command runs on this host (the
+spec's image is recorded, not used): paths outside /pfs are the host's. Without root it cannot
+give /pfs a private view: it uses its scratch directory instead and says so, and $PFS_ROOT tells
+the command where that is (paths in the environment point there too); inputs are fetched before
+the command runs, and nothing is read-only there.
 `empty_files` gives empty files and `lazy` named pipes that fetch a file only when opened.
 Symlinks and hard links in /pfs/out to inputs become references to the input's data.
 """
@@ -21,6 +23,7 @@ Symlinks and hard links in /pfs/out to inputs become references to the input's d
 from __future__ import annotations
 
 import ctypes
+import errno
 import io
 import logging
 import os
@@ -41,6 +44,7 @@ from pfsfuse.home import Home
 from pfsfuse.metadata.errors import NotFound, PfsError
 from pfsfuse.metadata.records import DirNode, FileNode, SymlinkNode
 from pfsfuse.mount.view import PIPES, DatumView, Served, Shown
+from pfsfuse.scheduler import incremental
 from pfsfuse.scheduler import spec as specs
 from pfsfuse.scheduler.api import RemotePipelines
 from pfsfuse.scheduler.pipes import PipeFeeder
@@ -52,7 +56,7 @@ LOG_TAIL = 64 << 10
 SMALL = 64 << 10  # input files up to this size are fetched before the command, not read through FUSE
 BATCH_SECONDS, MAX_BATCH = 0.2, 32  # how long a batch of datums runs, at most
 LIVE_EVERY = 0.5  # seconds between live log updates; quicker datums send none
-_MS_REC, _MS_PRIVATE = 16384, 1 << 18
+_MS_BIND, _MS_REC, _MS_PRIVATE = 4096, 16384, 1 << 18
 _CLONE_NEWNS = 0x00020000
 _LIBC = ctypes.CDLL(None, use_errno=True)
 _LIBC.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
@@ -63,8 +67,11 @@ class Layout:
     the outputs from.
 
     As root, in a mount namespace of our own: /pfs is a `DatumView` served by this process
-    (`view`), which `show`s each datum's inputs. Without root (or FUSE): the scratch directory
-    `views`, where the worker lays out each datum's inputs itself."""
+    (`view`), which `show`s each datum's inputs; without FUSE there (or with $PFS_WORKER_FUSE=0),
+    /pfs is the scratch directory `views`, bind-mounted, where the worker copies each datum's
+    inputs. As root without a private mount namespace (in a chroot, / is not a mount point) the
+    command cannot see its data at /pfs: every datum fails saying why (`unavailable`). Without
+    root: `views` itself, which $PFS_ROOT names."""
 
     def __init__(self, scratch: Path):
         self.scratch = scratch
@@ -75,32 +82,58 @@ class Layout:
         self.private = os.geteuid() == 0
         self.view = None
         self.served = None
+        self.unavailable = ""  # why the command cannot see its data at /pfs, if it cannot
         self.owner: tuple[int, int] | None = None  # the uid and gid /pfs/out belongs to
 
     def setup(self) -> None:
         self.tmp.mkdir()
         if self.private:
             try:
+                self._private_namespace()
+            except OSError as e:
+                self._cannot_show(e.strerror)
+        if self.private and os.environ.get("PFS_WORKER_FUSE", "1") != "0":
+            try:
                 self._serve()
                 return
             except (PfsError, OSError, RuntimeError) as e:  # pyfuse3 says RuntimeError
-                log.warning("cannot serve /pfs (%s): laying datums out in a directory instead", e)
-                self.private = False
+                log.warning("cannot serve /pfs (%s): copying each datum's files there instead", e)
         self.views.mkdir()
         self.out = self.views / "out"
         self.out.mkdir()
-        log.warning("no private /pfs; the command sees its data under %s ($PFS_ROOT)", self.views)
+        if self.private:
+            try:
+                self._bind_views()
+            except OSError as e:
+                self._cannot_show(e.strerror)
+        elif not self.unavailable:
+            log.warning("no private /pfs; the command sees its data under %s ($PFS_ROOT)", self.views)
+
+    def _cannot_show(self, why: str) -> None:
+        self.unavailable = f"the worker cannot show the datum at /pfs: {why}"
+        log.error("%s", self.unavailable)
+        self.private = False
+
+    def _private_namespace(self) -> None:
+        if _LIBC.unshare(_CLONE_NEWNS) != 0:
+            raise _os_error("unshare(CLONE_NEWNS) failed")
+        if _LIBC.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:  # nothing we mount leaks out
+            chroot = " (/ is not a mount point: a chroot?)" if ctypes.get_errno() == errno.EINVAL else ""
+            raise _os_error(f"cannot make / a private mount{chroot}")
 
     def _serve(self) -> None:
-        """As root: /pfs, in a mount namespace of our own, is a view this process serves."""
-        if _LIBC.unshare(_CLONE_NEWNS) != 0:
-            raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS) failed")
-        if _LIBC.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:  # nothing we mount leaks out
-            raise OSError(ctypes.get_errno(), "cannot make / private")
+        """/pfs, in our mount namespace, is a view this process serves."""
         self.out.mkdir()
         os.makedirs("/pfs", exist_ok=True)
         self.view = DatumView(connect(start=False), "/pfs", str(self.out), str(self.tmp))
         self.served = Served(self.view)
+        self.root = Path("/pfs")
+
+    def _bind_views(self) -> None:
+        """/pfs, in our mount namespace, is the directory where datums are copied."""
+        os.makedirs("/pfs", exist_ok=True)
+        if _LIBC.mount(str(self.views).encode(), b"/pfs", None, _MS_BIND, None) != 0:
+            raise _os_error(f"cannot bind {self.views} to /pfs")
         self.root = Path("/pfs")
 
     def own(self, user: str) -> None:
@@ -202,7 +235,7 @@ class Worker:
     def _fetch_small(self, tasks: list[DatumTask]) -> None:
         """Fetch the batch's small input files into the view's cache, where their chunks are
         asked for in one request."""
-        chunks = list({c.hash: c for t in tasks for i in t.inputs if self._small(i) for c in i.node.chunks}.values())
+        chunks = list({c.hash: c for t in tasks for i in t.visible if self._small(i) for c in i.node.chunks}.values())
         if not chunks:
             return
         try:
@@ -214,6 +247,8 @@ class Worker:
 
     def datum(self, t: DatumTask, done: Path) -> tuple[DatumResult, list[WriteOp]]:
         started = time.time()
+        if self.layout.unavailable:
+            return DatumResult(t.job, t.key, False, self.layout.unavailable, started, started), []
         feeder = PipeFeeder(self._fetcher, str(self.layout.tmp / "pipes"))
         downloaded, linked = 0, {}
         fetched = self.view.fetched if self.view is not None else 0
@@ -249,7 +284,7 @@ class Worker:
         """Show the datum's inputs in the view; returns the bytes of its small inputs (fetched
         with the batch's)."""
         shown, pipes, small = [], [], 0
-        for inp in t.inputs:
+        for inp in t.visible:
             how = "lazy" if inp.lazy else "empty" if inp.empty_files else "entry"
             shown.append(Shown(inp.name, inp.repo, inp.commit, inp.path, how))
             if inp.lazy:
@@ -273,7 +308,7 @@ class Worker:
         input files and the bytes fetched."""
         sources: dict[tuple[int, int], tuple[str, str, str]] = {}
         fetched = 0
-        for inp in t.inputs:
+        for inp in t.visible:
             base = self.views / inp.name
             target = base / inp.path if inp.path else base
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -381,6 +416,7 @@ class Worker:
         ops: list[WriteOp] = [Mkdir(prefix)]
         if t.fingerprint:
             ops.append(Put(f"{t.key}/fingerprint", stream=io.BytesIO(t.fingerprint.encode())))
+            ops.append(incremental.record(t.key, t.inputs))
         inputs = {i.name: i for i in t.inputs}
         uploaded = 0
         for dirpath, dirnames, filenames in os.walk(out):
@@ -521,6 +557,11 @@ def _exchange(proc: subprocess.Popen, stdin: bytes, deadline: float | None, live
             live.send(out)
             update = now + LIVE_EVERY
     return bytes(out), True
+
+
+def _os_error(what: str) -> OSError:
+    code = ctypes.get_errno()
+    return OSError(code, f"{what}: {os.strerror(code)}")
 
 
 def _empty(directory: Path, keep: str = "") -> None:

@@ -1,4 +1,4 @@
-"""Admin verbs: serve, shutdown, fsck, garbage-collect, version, bench."""
+"""Admin verbs: serve, shutdown, fsck, garbage-collect, version, inspect-cluster, delete-all, bench."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import click
 
 from pfsfuse.api.connect import connect
 from pfsfuse.home import Home
+from pfsfuse.metadata.errors import NotFound
 from pfsfuse.version import VERSION
 from pfsfuse.tools.cli.app import App, json_option, pass_app
 from pfsfuse.tools.cli.output import size
@@ -82,10 +83,46 @@ def garbage_collect(app: App, dry_run: bool, orphan_age: float, as_json: bool) -
 
 
 @click.command("version")
+@click.option("--client-only", is_flag=True, help="Print the client's version only (no daemon needed).")
 @pass_app
-def version(app: App) -> None:
+def version(app: App, client_only: bool) -> None:
     """Print the client's and the daemon's versions."""
-    app.out.table(["COMPONENT", "VERSION"], [["pfs", VERSION], ["pfsd", app.client.version()]])
+    rows = [["pfs", VERSION]] if client_only else [["pfs", VERSION], ["pfsd", app.client.version()]]
+    app.out.table(["COMPONENT", "VERSION"], rows)
+
+
+@click.command("inspect-cluster")
+@pass_app
+def inspect_cluster(app: App) -> None:
+    """Show the daemon this client talks to: its address, version, storage and contents."""
+    client = app.client
+    home = Home(client.address[5:].rpartition("/")[0]) if client.address.startswith("unix:") else None
+    config = home.config() if home is not None else None  # readable only on the daemon's host
+    app.out.fields(
+        [
+            ("Address", client.address),
+            ("Version", client.version()),
+            ("Storage", config.storage if config is not None else "-"),
+            ("Repos", str(len(client.list_repo()))),
+            ("Pipelines", str(len(app.pipelines.list_pipeline()))),
+        ]
+    )
+
+
+@click.command("delete-all")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_app
+def delete_all(app: App, yes: bool) -> None:
+    """Delete every pipeline (and its jobs) and every repo (and its commits and files)."""
+    if not yes:
+        click.confirm("Are you sure you want to delete all repos, commits, files, pipelines and jobs?", abort=True)
+    for p in app.pipelines.list_pipeline():
+        app.pipelines.delete_pipeline(p.name, force=True)
+    for r in app.client.list_repo():
+        try:
+            app.client.delete_repo(r.name, force=True)
+        except NotFound:
+            pass  # a pipeline's repo, gone with it
 
 
 @click.command("bench")

@@ -1,4 +1,4 @@
-"""Branch verbs: create-branch, list-branch, delete-branch."""
+"""Branch verbs: create-branch, set-branch, list-branch, delete-branch."""
 
 from __future__ import annotations
 
@@ -28,6 +28,16 @@ def create_branch(app: App, repo: str, branch: str, head: str | None, provenance
     """Create a branch, or move an existing one to --head."""
     prov = [_branch_ref(p) for p in provenance] if provenance else None
     app.client.create_branch(repo, branch, head, prov)
+
+
+@click.command("set-branch")
+@click.argument("repo")
+@click.argument("commit")
+@click.argument("branch")
+@pass_app
+def set_branch(app: App, repo: str, commit: str, branch: str) -> None:
+    """Point BRANCH at COMMIT (1.7's older form of create-branch --head)."""
+    app.client.create_branch(repo, branch, commit)
 
 
 @click.command("list-branch")

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import os
 import sys
 from collections.abc import Iterable, Iterator
+from typing import BinaryIO
 
 import click
+import msgspec
 
 from pfsfuse.chunks import ObjectNotFound, StorageError
 from pfsfuse.metadata.errors import FailedPrecondition, InvalidArgument, Unavailable
+from pfsfuse.scheduler.spec import PipelineSpec
 from pfsfuse.tools.cli.app import App, pass_app
 from pfsfuse.tools.cli.output import size
 
@@ -25,13 +29,15 @@ _PART_NAME = "part-{:08d}"
 @click.option("--no-objects", is_flag=True, help="Leave the data out: then only this store (same store.json and object store, new index) can restore it.")
 @pass_app
 def extract(app: App, output: str | None, url: str | None, no_objects: bool) -> None:
-    """Dump every repo, commit (with its provenance and description) and branch, and their
-    data, as a stream that `pfs restore` rebuilds into an empty store with the same commit ids."""
+    """Dump every pipeline, repo, commit (with its provenance and description) and branch, and
+    their data, as a stream that `pfs restore` rebuilds into an empty store with the same commit
+    ids, whose pipelines then run as before."""
     if output and url:
         raise click.UsageError("give -o or --url, not both")
     if not output and not url and sys.stdout.isatty():
         raise click.UsageError("the dump is binary: give -o FILE or --url, or redirect stdout")
-    pieces = app.client.extract(not no_objects)
+    pipelines = _pipelines_header(app)  # before the store's snapshot: their repos are in it
+    pieces = itertools.chain([pipelines], app.client.extract(not no_objects))
     if url:
         _to_object_store(url, pieces)
     elif output:
@@ -56,8 +62,8 @@ def extract(app: App, output: str | None, url: str | None, no_objects: bool) -> 
 @click.option("--url", help="Read the dump from an http(s) URL, or from the object store URL extract wrote it to.")
 @pass_app
 def restore(app: App, source: str | None, url: str | None) -> None:
-    """Rebuild a dump of `pfs extract` into this store, which must be empty: the same repos,
-    commits (same ids) and branches, and their data."""
+    """Rebuild a dump of `pfs extract` into this store, which must be empty: the same pipelines,
+    repos, commits (same ids) and branches, and their data."""
     if source and url:
         raise click.UsageError("give -i or --url, not both")
     if not source and not url and sys.stdin.isatty():
@@ -69,11 +75,59 @@ def restore(app: App, source: str | None, url: str | None) -> None:
             dump = stack.enter_context(open(source, "rb"))
         else:
             dump = sys.stdin.buffer
+        pipelines, dump = _read_pipelines(dump)
         r = app.client.restore(dump)
+    for saved in pipelines:  # their repos, with their outputs and datums, are restored
+        app.pipelines.create_pipeline(saved.spec, restore=True)
+        if saved.state == "paused":
+            app.pipelines.stop_pipeline(saved.spec.name)
     app.out.line(
-        f"Restored {r.repos} repos, {r.commits} commits, {r.branches} branches and "
-        f"{r.chunks} chunks ({size(r.bytes)})"
+        f"Restored {r.repos} repos, {r.commits} commits, {r.branches} branches, "
+        f"{r.chunks} chunks ({size(r.bytes)}) and {len(pipelines)} pipelines"
     )
+
+
+# A dump of `pfs extract` is the pipelines (PIPELINES_MAGIC, a 4-byte length, their specs and
+# states as JSON), then the store's dump (which starts with PFSDUMP). Restore also takes a store's
+# dump alone, as the API's extract gives it.
+PIPELINES_MAGIC = b"PFSPIPES"
+
+
+class _Saved(msgspec.Struct):
+    spec: PipelineSpec
+    state: str = "running"
+
+
+def _pipelines_header(app: App) -> bytes:
+    saved = [_Saved(p.spec, p.state) for p in app.pipelines.list_pipeline()]
+    body = msgspec.json.encode(saved)
+    return PIPELINES_MAGIC + len(body).to_bytes(4, "big") + body
+
+
+def _read_pipelines(dump: BinaryIO) -> tuple[list, BinaryIO]:
+    """The pipelines at the head of a dump, if any, and the store's dump that follows."""
+    head = _read_exactly(dump, len(PIPELINES_MAGIC))
+    if head != PIPELINES_MAGIC:  # a store's dump alone: give its first bytes back
+        rest = iter(lambda: dump.read(1 << 20), b"")
+        return [], io.BufferedReader(_Pieces(itertools.chain([head], rest)), 1 << 20)
+    n = int.from_bytes(_read_exactly(dump, 4), "big")
+    body = _read_exactly(dump, n)
+    if len(body) != n:
+        raise InvalidArgument("the dump ends early (truncated?) in its pipelines")
+    try:
+        return msgspec.json.decode(body, type=list[_Saved]), dump
+    except msgspec.DecodeError as e:
+        raise InvalidArgument(f"corrupt dump: its pipelines: {e}") from None
+
+
+def _read_exactly(f: BinaryIO, n: int) -> bytes:
+    parts, got = [], 0
+    while got < n and (piece := f.read(n - got)):
+        parts.append(piece)
+        got += len(piece)
+    return b"".join(parts)
+
+
 
 
 def _object_store(url: str):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 
 import click
 
@@ -15,19 +16,20 @@ from pfsfuse.tools.cli.app import App
 VERBS = {
     "repo": ["create-repo", "update-repo", "list-repo", "inspect-repo", "delete-repo"],
     "commit": ["start-commit", "finish-commit", "list-commit", "inspect-commit", "delete-commit", "subscribe-commit"],
-    "branch": ["create-branch", "list-branch", "delete-branch"],
+    "branch": ["create-branch", "set-branch", "list-branch", "delete-branch"],
     "file": [
         "put-file", "put-header", "put-footer", "get-file", "list-file", "inspect-file", "glob-file",
         "diff-file", "delete-file", "copy-file",
     ],
     "mount": ["mount", "unmount"],
     "pipeline": [
-        "create-pipeline", "update-pipeline", "inspect-pipeline", "list-pipeline", "delete-pipeline",
-        "stop-pipeline", "start-pipeline", "list-job", "inspect-job", "stop-job", "delete-job",
+        "create-pipeline", "update-pipeline", "edit-pipeline", "extract-pipeline", "inspect-pipeline",
+        "list-pipeline", "delete-pipeline", "stop-pipeline", "start-pipeline", "list-job", "inspect-job", "stop-job", "delete-job",
         "flush-job", "flush-commit", "list-datum", "inspect-datum", "restart-datum", "get-logs",
     ],
+    "objects": ["get-object", "get-tag"],
     "data": ["extract", "restore"],
-    "admin": ["serve", "shutdown", "fsck", "garbage-collect", "version", "bench"],
+    "admin": ["serve", "shutdown", "inspect-cluster", "delete-all", "fsck", "garbage-collect", "version", "bench"],
 }
 _MODULE = {verb: module for module, verbs in VERBS.items() for verb in verbs}
 
@@ -59,9 +61,11 @@ class _Group(click.Group):
 def cli(ctx: click.Context) -> None:
     """pfs: Git for data, mounted as a file system (pachctl 1.7 verbs).
 
-    Talks to the daemon at $PFS_ADDRESS, or to the local one for $PFS_HOME (default ~/.pfs),
+    Talks to the daemon at $PFS_ADDRESS (or $ADDRESS, pachctl's name), or to the local one for $PFS_HOME (default ~/.pfs),
     starting it when it is not running.
     """
+    if os.environ.get("ADDRESS") and not os.environ.get("PFS_ADDRESS"):
+        os.environ["PFS_ADDRESS"] = os.environ["ADDRESS"]  # pachctl 1.7's name (PFS_ADDRESS wins)
     app = ctx.obj = App()
     ctx.call_on_close(app.close)
 

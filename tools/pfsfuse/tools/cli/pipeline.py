@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import urllib.request
 
 import click
 
-from pfsfuse.metadata.errors import InvalidArgument, Unavailable
+from pfsfuse.metadata.errors import InvalidArgument, NotFound, PfsError, Unavailable
 from pfsfuse.metadata.records import CommitRef
 from pfsfuse.tools.cli.app import App, json_option, pass_app
 from pfsfuse.tools.cli.commit import HEADERS as COMMIT_HEADERS
@@ -32,9 +33,12 @@ def _read_spec(source: str) -> tuple[bytes, str]:
 
 
 def _commit_ref(text: str) -> CommitRef:
-    repo, sep, commit = text.partition("@")
-    if not sep or not repo or not commit:
-        raise InvalidArgument(f"invalid commit {text!r}: expected REPO@COMMIT")
+    """REPO@COMMIT, or REPO/COMMIT as 1.7 writes it (a repo name has no '/')."""
+    at, slash = text.find("@"), text.find("/")
+    cut = min(i for i in (at, slash, len(text)) if i >= 0)
+    repo, commit = text[:cut], text[cut + 1 :]
+    if cut == len(text) or not repo or not commit:
+        raise InvalidArgument(f"invalid commit {text!r}: expected REPO@COMMIT or REPO/COMMIT")
     return CommitRef(repo, commit)
 
 
@@ -60,14 +64,26 @@ def _input_text(i) -> str:
 
 
 def _create(app: App, file: str, update: bool, reprocess: bool) -> None:
+    """Create (or update) the pipelines of a spec file, in order. The specs are all checked first;
+    if creating one fails, those this call created are deleted again."""
     from pfsfuse.scheduler import spec as specs  # only these verbs parse specs
 
     text, source = _read_spec(file)
-    app.pipelines.create_pipeline(specs.parse(text, source), update, reprocess)
+    made = []
+    try:
+        for spec in specs.parse_all(text, source):
+            app.pipelines.create_pipeline(spec, update, reprocess)
+            made.append(spec.name)
+    except PfsError:
+        if not update:
+            for name in reversed(made):
+                with contextlib.suppress(PfsError):  # the first error is the one to report
+                    app.pipelines.delete_pipeline(name, force=True)
+        raise
 
 
 @click.command("create-pipeline")
-@click.option("-f", "--file", required=True, help="The pipeline spec: a JSON or YAML file, or a URL.")
+@click.option("-f", "--file", required=True, help="The pipeline specs: a JSON or YAML file (one spec or several), or a URL.")
 @pass_app
 def create_pipeline(app: App, file: str) -> None:
     """Create a pipeline: it processes its inputs' heads now and every new commit after."""
@@ -75,12 +91,47 @@ def create_pipeline(app: App, file: str) -> None:
 
 
 @click.command("update-pipeline")
-@click.option("-f", "--file", required=True, help="The new pipeline spec: a JSON or YAML file, or a URL.")
+@click.option("-f", "--file", required=True, help="The new pipeline specs: a JSON or YAML file (one spec or several), or a URL.")
 @click.option("--reprocess", is_flag=True, help="Process every datum again with the new code.")
 @pass_app
 def update_pipeline(app: App, file: str, reprocess: bool) -> None:
     """Update a pipeline. Datums already processed are reused unless --reprocess."""
     _create(app, file, update=True, reprocess=reprocess)
+
+
+@click.command("extract-pipeline")
+@click.argument("name")
+@pass_app
+def extract_pipeline(app: App, name: str) -> None:
+    """Print a pipeline's spec (JSON, with its salt): what create-pipeline -f takes."""
+    click.echo(_spec_json(app.pipelines.inspect_pipeline(name).spec))
+
+
+@click.command("edit-pipeline")
+@click.argument("name")
+@click.option("--reprocess", is_flag=True, help="Process every datum again with the new code.")
+@pass_app
+def edit_pipeline(app: App, name: str, reprocess: bool) -> None:
+    """Edit a pipeline's spec in $EDITOR, then update the pipeline with it."""
+    from pfsfuse.scheduler import spec as specs
+
+    before = _spec_json(app.pipelines.inspect_pipeline(name).spec)
+    after = click.edit(before, extension=".json")
+    if after is None or after.strip() == before.strip():
+        app.out.line(f"pipeline {name} unchanged: the spec was not edited")
+        return
+    spec = specs.parse(after, "the edited spec")
+    if spec.name != name:
+        raise InvalidArgument(f"the edited spec names pipeline {spec.name}: edit-pipeline cannot rename {name}")
+    app.pipelines.create_pipeline(spec, update=True, reprocess=reprocess)
+
+
+def _spec_json(spec) -> str:
+    import json
+
+    import msgspec
+
+    return json.dumps(msgspec.to_builtins(spec), indent=2)
 
 
 @click.command("inspect-pipeline")
@@ -177,7 +228,7 @@ def _job_row(j) -> list[str]:
 
 @click.command("list-job")
 @click.option("-p", "--pipeline", help="Only this pipeline's jobs.")
-@click.option("-i", "--input", "input_commit", help="Only jobs with this input commit (REPO@COMMIT).")
+@click.option("-i", "--input", "input_commit", help="Only jobs with this input commit (REPO@COMMIT or REPO/COMMIT).")
 @json_option
 @pass_app
 def list_job(app: App, pipeline: str | None, input_commit: str | None, as_json: bool) -> None:
@@ -242,7 +293,7 @@ def delete_job(app: App, job_id: str) -> None:
 @json_option
 @pass_app
 def flush_job(app: App, commits: tuple[str, ...], pipelines: tuple[str, ...], as_json: bool) -> None:
-    """Wait for the jobs that process REPO@COMMIT... (and their downstream jobs) to finish."""
+    """Wait for the jobs that process REPO@COMMIT... (or REPO/COMMIT) and their downstream jobs."""
     jobs = app.pipelines.flush_job(_resolve(app, commits), list(pipelines) or None)
     if as_json:
         return app.out.json(jobs)
@@ -255,7 +306,7 @@ def flush_job(app: App, commits: tuple[str, ...], pipelines: tuple[str, ...], as
 @json_option
 @pass_app
 def flush_commit(app: App, commits: tuple[str, ...], repos: tuple[str, ...], as_json: bool) -> None:
-    """Wait for every commit derived from REPO@COMMIT... and print them."""
+    """Wait for every commit derived from REPO@COMMIT... (or REPO/COMMIT) and print them."""
     out = app.pipelines.flush_commit(_resolve(app, commits), list(repos) or None)
     if as_json:
         return app.out.json(out)
@@ -310,35 +361,91 @@ def inspect_datum(app: App, job_id: str, datum: str, as_json: bool) -> None:
 
 
 @click.command("restart-datum")
-@click.argument("job_id")
-@click.argument("datum")
+@click.argument("job_or_pipeline", metavar="PIPELINE|JOB_ID")
+@click.argument("datum", metavar="INPUT_PATH,...|DATUM")
 @pass_app
-def restart_datum(app: App, job_id: str, datum: str) -> None:
-    """Give a running job's datum another try."""
-    app.pipelines.restart_datum(job_id, datum)
+def restart_datum(app: App, job_or_pipeline: str, datum: str) -> None:
+    """Give a running job's datum another try: PIPELINE INPUT_PATH,... (1.7's form: the datum of
+    the pipeline's running job whose inputs are those paths or file hashes), or JOB_ID DATUM."""
+    if job_or_pipeline not in {p.name for p in app.pipelines.list_pipeline()}:
+        app.pipelines.restart_datum(job_or_pipeline, datum)
+        return
+    running = [j for j in app.pipelines.list_job(job_or_pipeline) if not j.done]
+    if not running:
+        raise NotFound(f"pipeline {job_or_pipeline} has no running job")
+    filters = _input_filters(datum)
+    found = [d for d in app.pipelines.list_datum(running[0].id) if d.state != "success" and _matches(d, filters)]
+    if not found:
+        raise NotFound(f"no datum of job {running[0].id} left to process has the inputs {datum}")
+    for d in found:
+        app.pipelines.restart_datum(d.job, d.key)
+
+
+def _input_filters(text: str) -> list[str]:
+    return [f.strip().lstrip("/") for f in text.split(",") if f.strip()]
+
+
+def _matches(d, filters: list[str]) -> bool:
+    """1.7's datum filter: every filter names one of the datum's inputs, by path or file hash."""
+    names = {i.path for i in d.inputs} | {_hash(i.node) for i in d.inputs}
+    return all(f in names for f in filters)
+
+
+def _hash(node) -> str:
+    from pfsfuse.scheduler.datums import content
+
+    return content(node).hex()
 
 
 @click.command("get-logs")
 @click.option("-p", "--pipeline", help="Only this pipeline's logs.")
 @click.option("--job", help="Only this job's logs.")
 @click.option("--datum", help="Only this datum's logs.")
+@click.option("--inputs", help="Only datums with these inputs (comma-separated paths or file hashes).")
+@click.option("--master", is_flag=True, help="The pipeline's own log (its jobs starting and ending) instead; needs -p.")
 @click.option("-f", "--follow", is_flag=True, help="Print lines as they come, until the jobs end.")
 @click.option("--raw", is_flag=True, help="Print the log lines only.")
 @pass_app
-def get_logs(app: App, pipeline: str | None, job: str | None, datum: str | None, follow: bool, raw: bool) -> None:
+def get_logs(app: App, pipeline: str | None, job: str | None, datum: str | None, inputs: str | None,
+             master: bool, follow: bool, raw: bool) -> None:
     """Print the logs of the commands pipelines ran (and are running)."""
+    if master:
+        if not pipeline:
+            raise click.UsageError("--master needs a pipeline (-p)")
+        return _master_log(app, pipeline, raw)
+    keys = None
+    if inputs:
+        filters = _input_filters(inputs)
+        jobs = [job] if job else [j.id for j in app.pipelines.list_job(pipeline)]
+        keys = {d.key for j in jobs for d in app.pipelines.list_datum(j) if _matches(d, filters)}
     seen = set()
     while True:
         ended = follow and _jobs_ended(app, pipeline, job)  # before the logs: their last lines show
         for line in app.pipelines.get_logs(pipeline, job, datum):
             key = (line.job, line.datum, line.try_, line.line, line.message)
-            if key in seen:
+            if key in seen or (keys is not None and line.datum not in keys):
                 continue
             seen.add(key)
             app.out.line(line.message if raw else f"{line.pipeline} {line.job[:8]} {line.datum[:8]} {line.message}", flush=follow)
         if not follow or ended:
             return
         time.sleep(0.25)  # a poll interval for a person watching logs
+
+
+def _master_log(app: App, pipeline: str, raw: bool) -> None:
+    """What 1.7's pipeline master logs, from the pipeline's jobs: each one's start and end."""
+    from datetime import datetime
+
+    app.pipelines.inspect_pipeline(pipeline)
+    events = []
+    for j in app.pipelines.list_job(pipeline):
+        inputs = ", ".join(f"{c.repo}/{c.id}" for c in j.inputs)
+        events.append((j.started, f"job {j.id} started on {inputs}"))
+        if j.finished:
+            progress = f"{j.processed} + {j.skipped} / {j.total} datums"
+            events.append((j.finished, f"job {j.id} ended: {j.state}, {progress}" + (f" ({j.reason})" if j.reason else "")))
+    for ts, message in sorted(events):
+        app.out.line(message if raw else f"{datetime.fromtimestamp(ts).isoformat(timespec='seconds')} {pipeline} {message}")
 
 
 def _jobs_ended(app: App, pipeline: str | None, job: str | None) -> bool:
