@@ -368,6 +368,7 @@ class Mount:
 # -- object-store emulators and fault injection (the object-store tests) ---------------------------
 
 REPO = Path(__file__).resolve().parent.parent
+BUCKET = "pfs-test"  # the bucket (Azure container) each emulator fixture makes
 AZURITE = REPO / ".emulators" / "node_modules" / ".bin" / "azurite-blob"
 AZURITE_KEY = (  # Azurite's well-known development account key
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="

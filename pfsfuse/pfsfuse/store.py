@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import io
 import itertools
 import re
 import threading
@@ -19,10 +18,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-import httpx
 import msgspec
 
-from pfsfuse import dump, fsck, gc, split
+from pfsfuse import dump, fsck, gc, ingress, split
 from pfsfuse.api.client import Client
 from pfsfuse.api.types import (
     Chmod,
@@ -328,7 +326,7 @@ class Store(Client):
         # Claims keep the chunks the write refers to alive until its commit change is durable.
         with self.guard.write() as claims:
             try:
-                for op in ops:
+                for op in ingress.expand(ops):
                     op = _checked(op)
                     data = None
                     if isinstance(op, Put):
@@ -419,7 +417,7 @@ class Store(Client):
             with f:
                 yield f
         elif op.url is not None:
-            with _fetch(op.url) as stream:
+            with ingress.open_url(op.url) as stream:
                 yield stream
         else:
             raise InvalidArgument(f"no data given for {op.path}")
@@ -899,38 +897,3 @@ class _Write:
 
     def set_tree(self, new: DirNode) -> None:
         self.commit = self._index.set_tree(self.view, self.commit, new)
-
-
-class _HttpStream(io.RawIOBase):
-    """A readable file over a streaming HTTP response."""
-
-    def __init__(self, response: httpx.Response):
-        self._it = response.iter_bytes(1 << 20)
-        self._buf = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b) -> int:
-        while not self._buf:
-            try:
-                self._buf = next(self._it)
-            except StopIteration:
-                return 0
-        n = min(len(b), len(self._buf))
-        b[:n] = self._buf[:n]
-        self._buf = self._buf[n:]
-        return n
-
-
-@contextlib.contextmanager
-def _fetch(url: str):
-    if not url.startswith(("http://", "https://")):
-        raise InvalidArgument(f"unsupported URL {url!r}: use http:// or https://")
-    try:
-        with httpx.stream("GET", url, follow_redirects=True, timeout=30.0) as r:
-            if r.status_code != 200:
-                raise Unavailable(f"cannot fetch {url}: HTTP {r.status_code}")
-            yield io.BufferedReader(_HttpStream(r), 1 << 20)
-    except httpx.HTTPError as e:
-        raise Unavailable(f"cannot fetch {url}: {e or type(e).__name__}") from None
