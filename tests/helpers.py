@@ -415,7 +415,7 @@ class Emulator:
     @classmethod
     def azurite(cls, workdir: Path) -> Emulator:
         if not AZURITE.exists():
-            raise AssertionError(f"{AZURITE} is missing: run packaging/setup.sh to install Azurite")
+            raise AssertionError(f"{AZURITE} is missing: run packaging/test-setup.sh to install Azurite")
         port = free_port()
         argv = [
             str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--inMemoryPersistence",
