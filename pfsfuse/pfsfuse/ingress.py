@@ -285,10 +285,9 @@ def _azure_pieces(store, src: ObjectURL) -> Callable[[int], Iterator[bytes]]:
 
 
 def _resuming(open_at, store: CloudStore, url: str) -> Iterator[bytes]:
-    """open_at(0)'s pieces; after a temporary failure, open_at(where it stopped), within the
-    backend's retry budget and with its backoff."""
-    offset, attempt = 0, 0
-    deadline = time.monotonic() + store.retry_timeout
+    """open_at(0)'s pieces; after a temporary failure, open_at(where it stopped). Failures in a
+    row, with no byte read between them, have the backend's retry budget and backoff."""
+    offset, attempt, deadline = 0, 0, 0.0
     while True:
         try:
             for piece in open_at(offset):
@@ -300,6 +299,8 @@ def _resuming(open_at, store: CloudStore, url: str) -> Iterator[bytes]:
             raise
         except Exception as e:  # noqa: BLE001 - the SDKs' own, translated here
             attempt += 1
+            if attempt == 1:
+                deadline = time.monotonic() + store.retry_timeout
             delay = random.uniform(0, store.retry_delay * 2 ** (attempt - 1))
             out_of_time = time.monotonic() + delay > deadline
             if not store.is_temp_failure(e) or attempt >= store.retry_attempts or out_of_time:
