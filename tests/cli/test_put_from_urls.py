@@ -227,3 +227,39 @@ def test_put_file_from_pfs(daemon):
     for bad in ("pfs://src", "pfs://host:650/src/master/one.txt", "pfs://src/master/nothing"):
         assert bad in _fails(d, "put-file", "dst", "master", "z", "-f", bad)
     assert _commits(d, "dst") == before
+
+
+def _peak_rss(d: Daemon) -> int:
+    """The daemon's peak resident memory so far, in bytes (VmHWM)."""
+    with open(f"/proc/{d.proc.pid}/status") as f:
+        [kib] = [line.split()[1] for line in f if line.startswith("VmHWM:")]
+    return int(kib) << 10
+
+
+@pytest.mark.slow
+def test_a_big_object_is_streamed_not_held(request, tmp_home):
+    """After a 48 MiB object, a 4 times bigger one does not raise the daemon's peak memory by
+    anything like its size: a put holds its chunker's block (36 MiB, one per thread) and a pack
+    or two, whatever the object's size. Held whole, it would grow by 144 MiB or more."""
+    src = Source("s3", request)
+    block = os.urandom(1 << 20)
+    sizes = {"medium": 48, "big": 192}  # MiB
+    try:
+        for name, mib in sizes.items():
+            src.put(name, b"".join(block[i:] + block[:i] for i in range(mib)))  # no chunk repeats
+    finally:
+        src.store.close()
+    d = _daemon(tmp_home / "home", src.env).start()
+    try:
+        _pfs(d, "create-repo", "r")
+        _pfs(d, "put-file", "r", "master", "medium", "-f", src.url("medium"))
+        before = _peak_rss(d)
+        _pfs(d, "put-file", "r", "master", "big", "-f", src.url("big"))
+        grew = _peak_rss(d) - before
+        assert grew < 96 << 20, f"the daemon's peak memory grew by {grew >> 20} MiB"
+        assert rows(_pfs(d, "list-file", "r", "master"))[0] == ["big", "file", "192MiB"]
+    finally:
+        try:
+            d.stop()
+        finally:
+            d.kill()
