@@ -1,17 +1,31 @@
 #!/usr/bin/env bash
-# Installs the system packages pfsfuse needs on Debian/Ubuntu (run as root).
-# FUSE 3 for the mount; pkg-config and the headers so pip can build pyfuse3.
+# Installs the Debian/Ubuntu packages pfsfuse needs (as root); with --test, also the tools the test
+# suite calls. Installs only what is missing, so a second run does nothing.
 set -euo pipefail
-# Node.js and npm for Azurite, the Azure Blob emulator of the object-store tests (any Node.js >= 18
-# will do: one already installed, e.g. from NodeSource with its own npm, is kept).
-pkgs=(fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv rsync sqlite3 attr)
+# FUSE 3 for the mount; a C compiler, pkg-config and the headers so that pip can build pyfuse3.
+pkgs=(fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv)
+if [ "${1:-}" = --test ]; then
+  # pgrep (procps), mount/umount (mount), getfattr (attr), rsync and sqlite3, which the tests run
+  pkgs+=(procps mount attr rsync sqlite3)
+fi
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-command -v npm >/dev/null || missing+=(nodejs npm)
-if [ ${#missing[@]} -gt 0 ]; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Node.js and npm for Azurite, the Azure Blob emulator of the object-store tests (any Node.js >= 18
+# will do: one already installed, e.g. from NodeSource with its own npm, is kept).
+if [ "${1:-}" = --test ] && ! command -v npm >/dev/null; then
+  missing+=(nodejs npm)
 fi
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "note: all there"
+  exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+  echo "missing packages: ${missing[*]}; run this as root, or: sudo apt-get install ${missing[*]}" >&2
+  exit 1
+fi
+echo "note: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The quickstart: sets everything up, then versions some sample data in a scratch store and shows
-# it with the pfs verbs. Safe to run again; leaves nothing running.
+# The quickstart: sets up what the product needs (setup.sh: not the test toolchain), then versions
+# some sample data in a scratch store and shows it with the pfs verbs. Safe to run again; leaves
+# nothing running. Afterwards `pfs` works in any new shell (setup.sh links it into /usr/local/bin).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/packaging/setup.sh"
-export PATH="$root/.venv/bin:$PATH"
+export PATH="$root/.venv/bin:$PATH"  # this shell may have looked pfs up before it was linked
 export PFS_HOME=${PFS_HOME:-$(mktemp -d /tmp/pfs-quickstart-XXXXXX)}
 unset PFS_ADDRESS
 data=$(mktemp -d /tmp/pfs-quickstart-data-XXXXXX)
@@ -92,3 +93,12 @@ step ls -l "$mnt/edges/master" "$mnt/montage/master"
 step python3 -c 'import sys; from PIL import Image; im = Image.open(sys.argv[1]); print(sys.argv[1], im.format, im.size)' "$mnt/montage/master/montage.png"
 step pfs unmount "$mnt"
 step pfs fsck
+
+link="${PFS_BIN_DIR:-/usr/local/bin}/pfs"
+echo
+if [ "$(readlink "$link" 2>/dev/null)" = "$root/.venv/bin/pfs" ]; then
+  echo "Done. pfs is installed as $link: in a new shell, 'pfs version' starts your own store in"
+  echo "~/.pfs (or in \$PFS_HOME); 'pfs --help' lists the verbs."
+else
+  echo "Done. To use pfs in a new shell: export PATH=\"$root/.venv/bin:\$PATH\""
+fi

@@ -2,6 +2,6 @@
 # Sets everything up on a fresh Debian machine (as root) and runs the whole test suite.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-"$root/packaging/setup.sh"
+"$root/packaging/test-setup.sh"
 cd "$root"
 exec .venv/bin/pytest -q "$@"

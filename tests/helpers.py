@@ -368,6 +368,7 @@ class Mount:
 # -- object-store emulators and fault injection (the object-store tests) ---------------------------
 
 REPO = Path(__file__).resolve().parent.parent
+BUCKET = "pfs-test"  # the bucket (Azure container) each emulator fixture makes
 AZURITE = REPO / ".emulators" / "node_modules" / ".bin" / "azurite-blob"
 AZURITE_KEY = (  # Azurite's well-known development account key
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
@@ -414,7 +415,7 @@ class Emulator:
     @classmethod
     def azurite(cls, workdir: Path) -> Emulator:
         if not AZURITE.exists():
-            raise AssertionError(f"{AZURITE} is missing: run packaging/setup.sh to install Azurite")
+            raise AssertionError(f"{AZURITE} is missing: run packaging/test-setup.sh to install Azurite")
         port = free_port()
         argv = [
             str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--inMemoryPersistence",

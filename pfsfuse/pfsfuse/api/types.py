@@ -39,6 +39,9 @@ class Put(Struct, tag="put", omit_defaults=True):
     path: str
     local: str | None = None
     url: str | None = None
+    # An object-store URL names a prefix: every object under it is put under `path`, at its
+    # path relative to the prefix (pfsfuse.ingress).
+    recursive: bool = False
     stream: Any = None
     append: bool = False
     executable: bool | None = None  # None keeps the bit of the file it replaces

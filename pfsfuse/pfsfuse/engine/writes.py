@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from pfsfuse import split
+from pfsfuse import ingress, split
 from pfsfuse.api.types import Chmod, Copy, Delete, Mkdir, Put, Symlink, WriteOp, WriteResult
 from pfsfuse.chunks import StorageError
 from pfsfuse.engine.core import EngineCore, Staging
@@ -107,7 +107,7 @@ class Writes(EngineCore):
         # is durable.
         with self.staging() as staging:
             try:
-                for op in ops:
+                for op in ingress.expand(ops):
                     op = _checked(op)
                     data = None
                     if isinstance(op, Put):

@@ -8,12 +8,14 @@ import os
 import posixpath
 import sys
 from collections.abc import Iterable, Iterator
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlsplit
 
 import click
 import msgspec
 
-from pfsfuse.api.types import Copy, Delete, FileInfo, Put
+from pfsfuse import ingress
+from pfsfuse.api.client import Client
+from pfsfuse.api.types import Copy, Delete, FileInfo, Put, WriteOp
 from pfsfuse.metadata import glob
 from pfsfuse.metadata.errors import InvalidArgument, NotFound
 from pfsfuse.tools.cli.app import App, RefPathCommand, json_option, pass_app
@@ -23,22 +25,25 @@ PROGRESS_MIN = 64 << 20  # show a progress bar for transfers at least this large
 LIST_PAGE = 10_000
 
 
-def _is_url(source: str) -> bool:
-    return urlparse(source).scheme in ("http", "https")
-
-
 def _dest(source: str) -> str:
-    """Where a source lands when no path is given: its URL path, or its local path without any
-    leading '/', './' or '../' (as pachctl does)."""
-    if _is_url(source):
-        return urlparse(source).path
+    """Where a source lands when no path is given: its URL's path (an object's key, a pfs://
+    file's path), or its local path without any leading '/', './' or '../' (as pachctl does)."""
+    if ingress.is_url(source):
+        return ingress.default_path(source)
+    if urlsplit(source).scheme == "pfs":
+        return _pfs_source(source)[2]
     parts = [p for p in posixpath.normpath(source).split("/") if p not in ("", ".", "..")]
     return "/".join(parts)
 
 
-def expand_sources(path: str | None, sources: list[str], recursive: bool) -> list[Put]:
+def expand_sources(
+    client: Client, path: str | None, sources: list[str], recursive: bool, by_reference: bool = True
+) -> list[WriteOp]:
     """pachctl's rules: one source and a PATH writes PATH; no PATH writes each source at its own
-    name; several sources and a PATH write under PATH. Directories need -r."""
+    name; several sources and a PATH write under PATH. Directories and prefixes need -r.
+
+    URLs are read by the daemon; a pfs:// file of this store is copied by reference (read and
+    written again only when not `by_reference`, as a split does)."""
     if not sources:
         if not path:
             raise click.UsageError("put-file from stdin needs a PATH")
@@ -56,8 +61,10 @@ def expand_sources(path: str | None, sources: list[str], recursive: bool) -> lis
             dest = posixpath.join(path, _dest(source))
         else:
             dest = _dest(source)
-        if _is_url(source):
-            out.append(Put(dest, url=source))
+        if ingress.is_url(source):
+            out.append(Put(dest, url=source, recursive=recursive and ingress.is_object_url(source)))
+        elif urlsplit(source).scheme == "pfs":
+            out.extend(_pfs_ops(client, source, dest, recursive, by_reference))
         elif os.path.isdir(source):
             if not recursive:
                 raise InvalidArgument(f"{source} is a directory; use -r")
@@ -67,6 +74,39 @@ def expand_sources(path: str | None, sources: list[str], recursive: bool) -> lis
         else:
             raise NotFound(f"{source}: no such file or directory")
     return out
+
+
+def _pfs_source(url: str) -> tuple[str, str, str]:
+    """REPO, COMMIT and PATH of pfs://REPO/COMMIT/PATH (a file or directory of this store)."""
+    parts = urlsplit(url)
+    repo = parts.netloc
+    commit, _, file = unquote(parts.path).lstrip("/").partition("/")
+    if not repo or not commit or ":" in repo or parts.query or parts.fragment:
+        raise InvalidArgument(f"invalid URL {url!r}: use pfs://REPO/COMMIT/PATH, a file of this store")
+    return repo, commit, file
+
+
+def _pfs_ops(client: Client, url: str, dest: str, recursive: bool, by_reference: bool) -> list[WriteOp]:
+    repo, ref, path = _pfs_source(url)
+    commit = client.inspect_commit(repo, ref).id  # one snapshot for every file of a directory
+    try:
+        info = client.inspect_file(repo, commit, path)
+    except NotFound:
+        raise NotFound(f"{url}: no such file or directory") from None
+    if info.type == "dir":
+        if not recursive:
+            raise InvalidArgument(f"{url} is a directory; use -r")
+        files = [f for f in client.walk_file(repo, commit, info.path) if f.type != "dir"]
+    else:
+        files = [info]
+    ops = []
+    for f in files:
+        target = posixpath.join(dest, f.path[len(info.path) :].lstrip("/")) if f is not info else dest
+        if by_reference:
+            ops.append(Copy(target, repo, commit, f.path))
+        else:
+            ops.append(Put(target, stream=ingress.reader(client.get_file(repo, commit, f.path))))
+    return ops
 
 
 def _walk(directory: str, dest: str) -> Iterator[Put]:
@@ -107,11 +147,12 @@ def _progress():
     )
 
 
-def _with_progress(sources: list[Put], progress) -> Iterator[Put]:
+def _with_progress(sources: list[WriteOp], progress) -> Iterator[WriteOp]:
     """Stream local files through the client so their progress can be shown."""
-    task = progress.add_task("put-file", total=sum(os.path.getsize(s.local) for s in sources if s.local))
+    local = [s.local for s in sources if isinstance(s, Put) and s.local]
+    task = progress.add_task("put-file", total=sum(os.path.getsize(f) for f in local))
     for s in sources:
-        if s.local is None:
+        if not isinstance(s, Put) or s.local is None:
             yield s
             continue
         with open(s.local, "rb") as f:
@@ -124,10 +165,11 @@ def _with_progress(sources: list[Put], progress) -> Iterator[Put]:
 @click.argument("path", required=False)
 @click.option(
     "-f", "--file", "files", multiple=True,
-    help="A local file, a directory (with -r), an http(s) URL, or - for stdin. Repeatable.",
+    help="A local file, a directory (with -r), a URL (http(s)://, s3://, gs://, as://, wasb://, "
+    "pfs://REPO/COMMIT/PATH; with -r, every object under a prefix), or - for stdin. Repeatable.",
 )
 @click.option("-i", "--input-file", type=click.File("r"), help="A file listing sources, one per line.")
-@click.option("-r", "--recursive", is_flag=True, help="Put directories recursively.")
+@click.option("-r", "--recursive", is_flag=True, help="Put directories, or every object under a prefix, recursively.")
 @click.option("-a", "--append", is_flag=True, help="Append to existing files instead of overwriting.")
 @click.option("-o", "--overwrite", is_flag=True, help="Overwrite existing files (the default).")
 @click.option("-c", "--commit", is_flag=True, help="Accepted for pachctl; a branch without an open commit always gets one.")
@@ -148,6 +190,11 @@ def put_file(
     With no open commit on the branch, one is started and finished around the write. Existing
     files are overwritten unless -a is given (pachctl 1.7 appended by default).
 
+    URLs are read by the daemon, with the credentials and endpoints of its storage backends:
+    http(s)://..., s3://BUCKET/KEY, gs://BUCKET/KEY, as://ACCOUNT/CONTAINER/KEY or
+    wasb://CONTAINER@ACCOUNT/KEY; with -r, every object under the prefix KEY, at its path below
+    it. pfs://REPO/COMMIT/PATH copies a file (with -r, a directory) of this store by reference.
+
     With --split, PATH becomes a directory of records named 0000000000000000, 0000000000000001,
     ...; a later split put to PATH numbers on. A pg_dump's statements before its rows become the
     directory's header, those after them its footer (see put-header).
@@ -159,14 +206,14 @@ def put_file(
     sources = list(files)
     if input_file is not None:
         sources.extend(line.strip() for line in input_file if line.strip())
-    expanded = expand_sources(path, sources, recursive)
-    if split and len(expanded) != 1:
+    expanded = expand_sources(app.client, path, sources, recursive, by_reference=not split)
+    if split and (len(expanded) != 1 or getattr(expanded[0], "recursive", False)):
         raise click.UsageError("--split takes one source: a file, a URL or stdin")
     options = {"append": append}
     if split:
         options = {"split": split, "target_datums": target_file_datums, "target_bytes": target_file_bytes}
     expanded = [msgspec.structs.replace(p, **options) for p in expanded]
-    total = sum(os.path.getsize(s.local) for s in expanded if s.local)
+    total = sum(os.path.getsize(s.local) for s in expanded if isinstance(s, Put) and s.local)
     if sys.stderr.isatty() and total >= PROGRESS_MIN:
         with _progress() as progress:
             app.client.write_files(repo, ref, _with_progress(expanded, progress))
@@ -186,10 +233,10 @@ def _put_frame(which: str):
     @click.argument("repo")
     @click.argument("ref")
     @click.argument("path")
-    @click.option("-f", "--file", "source", default="-", help="A local file, an http(s) URL, or - for stdin (the default).")
+    @click.option("-f", "--file", "source", default="-", help="A local file, a URL (as put-file takes), or - for stdin (the default).")
     @pass_app
     def put(app: App, repo: str, ref: str, path: str, source: str) -> None:
-        [op] = expand_sources(path, [source], False)
+        [op] = expand_sources(app.client, path, [source], False, by_reference=False)
         app.client.write_files(repo, ref, [msgspec.structs.replace(op, frame=which)])
 
     return put
