@@ -25,6 +25,9 @@ log = logging.getLogger("pfsfuse.scheduler")
 
 class Executor(ABC):
     lost = None  # set by the daemon: lost(pipeline, worker, why, stopped) when a worker is gone
+    # Set by the daemon: token(pipeline) is the token a worker runs with, as PFS_AUTH_TOKEN
+    # (None while auth is not active).
+    token = staticmethod(lambda pipeline: None)
 
     @abstractmethod
     async def configure(self, spec: PipelineSpec) -> None:
@@ -70,10 +73,15 @@ class LocalExecutor(Executor):
         logs = self.home / "workers"
         logs.mkdir(parents=True, exist_ok=True)
         out = open(logs / f"{worker}.log", "ab")
+        env = {**os.environ, "PFS_ADDRESS": self.address, "PFS_HOME": str(self.home)}
+        env.pop("PFS_AUTH_TOKEN", None)  # never the daemon's own
+        token = self.token(pipeline)
+        if token is not None:
+            env["PFS_AUTH_TOKEN"] = token
         try:
             return await trio.lowlevel.open_process(
                 [sys.executable, "-m", "pfsfuse.scheduler.worker", pipeline, worker],
-                env={**os.environ, "PFS_ADDRESS": self.address, "PFS_HOME": str(self.home)},
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,

@@ -145,7 +145,7 @@ class Worker:
         self.views, self.out, self.root = self.layout.views, self.layout.out, self.layout.root
         self.view = self.layout.view
         self.client = connect(start=False)
-        self.pps = RemotePipelines(os.environ["PFS_ADDRESS"])
+        self.pps = RemotePipelines(os.environ["PFS_ADDRESS"], self.client.token)
         self.spec = self.pps.inspect_pipeline(pipeline).spec
         self.reporter = Reporter(pipeline, name)
         self.busy = False  # running a datum: a stop waits for it
@@ -426,7 +426,7 @@ class Reporter:
     def __init__(self, pipeline: str, worker: str):
         self.pipeline, self.worker = pipeline, worker
         self.client = connect(start=False)  # connections of its own: they are not shared
-        self.pps = RemotePipelines(os.environ["PFS_ADDRESS"])
+        self.pps = RemotePipelines(os.environ["PFS_ADDRESS"], self.client.token)
         self._batches: queue.Queue = queue.Queue(maxsize=1)
         self._thread = threading.Thread(target=self._loop, name="pfs-reporter")
         self._thread.start()
