@@ -78,6 +78,7 @@ def serve(
     for path in tls or ():
         if not os.access(path, os.R_OK):
             raise InvalidArgument(f"--tls: cannot read {path}")
+    os.umask(0o077)  # the index, chunks, logs and socket are the owner's alone, whatever it was
     home.ensure()
     lock = _lock(home)
     try:
@@ -135,6 +136,7 @@ async def _serve(store: Store, auth: Auth, home: Home, listen: str | None, tls: 
             # The servers return once `stop` is set and their connections have closed.
             async with trio.open_nursery() as servers:
                 await servers.start(_serve_one, app(True), _hypercorn_config(f"unix:{home.socket}"), stop)
+                os.chmod(home.socket, 0o600)
                 if listen:
                     await servers.start(_serve_one, app(False), _hypercorn_config(listen, tls), stop)
                 await servers.start(_until, scheduler.run, stop)

@@ -144,11 +144,17 @@ class _Connection:
             headers.append(("Content-Length", str(len(body))))
         elif body is not None:
             headers.append(("Transfer-Encoding", "chunked"))
-        self._send(h11.Request(method=method, target=path, headers=headers))
-        for piece in [body] if isinstance(body, bytes) else body or ():
-            if piece:
-                self._send(h11.Data(data=piece))
-        self._send(h11.EndOfMessage())
+        try:
+            self._send(h11.Request(method=method, target=path, headers=headers))
+            for piece in [body] if isinstance(body, bytes) else body or ():
+                if piece:
+                    self._send(h11.Data(data=piece))
+            self._send(h11.EndOfMessage())
+        except (BrokenPipeError, ConnectionResetError):
+            # The daemon may have refused the request before reading its body (a caller not
+            # allowed to write): its answer is then waiting to be read.
+            if not self._answer_waiting():
+                raise
         while True:
             event = self.next_event()
             if type(event) is h11.Response:
@@ -156,6 +162,12 @@ class _Connection:
             if type(event) is h11.ConnectionClosed:
                 raise ConnectionError("the connection was closed before an answer")
             # an informational (1xx) answer: the real one follows
+
+    def _answer_waiting(self) -> bool:
+        try:
+            return self.closed_by_peer() and self.http.their_state is h11.SEND_RESPONSE
+        except OSError:
+            return False
 
     def finished(self) -> bool:
         """Whether both sides are done with the last request and may go on to another."""
