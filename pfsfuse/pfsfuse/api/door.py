@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -122,7 +123,13 @@ def error(e: BaseException) -> Response:
     if not isinstance(e, PfsError):
         log.error("internal error", exc_info=e)
         e = PfsError(f"internal error: {type(e).__name__}: {e}")
-    return Response(wire.error_body(e), status_code=e.status, media_type="application/json")
+    # One line, whatever a caller's names put in it: control characters are shown escaped.
+    message = _CONTROL.sub(lambda m: repr(m.group())[1:-1], e.message)
+    body = msgspec.json.encode(wire.ErrorBody(e.kind, message))
+    return Response(body, status_code=e.status, media_type="application/json")
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _bearer(request: Request) -> str | None:
