@@ -100,7 +100,7 @@ def version(app: App) -> None:
 
 
 @click.command("bench")
-@click.argument("suite", type=click.Choice(["store", "split", "gc", "mount", "objstore", "pipelines"]), default="store")
+@click.argument("suite", type=click.Choice(["store", "split", "gc", "mount", "objstore", "pipelines", "auth"]), default="store")
 @click.option("--runs", default=3, show_default=True, help="Runs per figure (the median is shown).")
 @click.option("--dir", "workdir", type=click.Path(file_okay=False), help="Where to put scratch data (default /tmp).")
 @click.option("--only", multiple=True, metavar="SECTION", help="Run only this section of the suite, e.g. get_big_file_cold (repeatable).")
