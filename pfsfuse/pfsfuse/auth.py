@@ -16,6 +16,7 @@ import hashlib
 import secrets
 import threading
 import time
+from collections.abc import Mapping
 
 from pfsfuse.api.auth import AclEntry, TokenInfo, WhoAmI
 from pfsfuse.api.door import NONE, OWNER, READER, SCOPES, WRITER, Caller, Need
@@ -172,12 +173,12 @@ class Auth:
 
     def who_am_i(self, caller: Caller) -> WhoAmI:
         self._require_active()
-        rec = self._tokens[bytes.fromhex(caller.token)]
+        rec = self._tokens[_own(caller)]
         return WhoAmI(caller.subject, caller.admin, rec.expires)
 
     def revoke_token(self, caller: Caller, token: str | None = None) -> None:
         self._require_active()
-        h = bytes.fromhex(caller.token) if token is None else _digest(token)
+        h = _own(caller) if token is None else _digest(token)
         rec = self._tokens.get(h)
         if rec is None:
             raise NotFound("no such token (expired or revoked already)")
@@ -188,12 +189,12 @@ class Auth:
             self._tokens.pop(h, None)
 
     def get_scope(self, caller: Caller, repo: str, subject: str | None = None) -> str:
-        self._require_active()
+        admins = self._require_active()
         if subject is not None and subject != caller.subject:
             self.check(caller, Need(repos=((repo, READER),)))
         subject = subject or caller.subject
-        if subject in self._admins and repo not in self._acls:
-            return OWNER
+        if subject in admins:
+            return OWNER  # admins may do everything
         return self._scope(subject, repo)
 
     def get_acl(self, caller: Caller, repo: str) -> list[AclEntry]:
@@ -213,14 +214,12 @@ class Auth:
             self._write_acls({repo: Acl(scopes)})
 
     def list_admins(self, caller: Caller) -> list[str]:
-        self._require_active()
-        return sorted(self._admins)
+        return sorted(self._require_active())
 
     def modify_admins(self, caller: Caller, add: list[str] | None = None, remove: list[str] | None = None) -> list[str]:
-        self._require_active()
         _no_pipelines(add or [])
         with self._lock:
-            admins = (self._admins | set(add or [])) - set(remove or [])
+            admins = (self._require_active() | set(add or [])) - set(remove or [])
             if not admins:
                 raise FailedPrecondition("auth needs at least one admin: deactivate it instead")
             self._records.write(config=AuthConfig(sorted(admins)))
@@ -239,9 +238,11 @@ class Auth:
 
     # -- inside -------------------------------------------------------------------------------
 
-    def _require_active(self) -> None:
+    def _require_active(self) -> set[str]:
+        """The admins; an error while auth is not active."""
         if self._admins is None:
             raise FailedPrecondition("auth is not active (pfs auth activate --admins=USER)")
+        return self._admins
 
     def _may_speak_for(self, caller: Caller, subject: str) -> None:
         self._require_active()
@@ -272,17 +273,24 @@ class Auth:
             if subject in acl.scopes
         }
 
-    def _set_acls(self, changes: dict[str, Acl | None]) -> None:
+    def _set_acls(self, changes: Mapping[str, Acl | None]) -> None:
         with self._lock:
             self._write_acls(changes)
 
-    def _write_acls(self, changes: dict[str, Acl | None]) -> None:
+    def _write_acls(self, changes: Mapping[str, Acl | None]) -> None:
         self._records.write(acls=changes)
         for repo, acl in changes.items():
             if acl is None:
                 self._acls.pop(repo, None)
             else:
                 self._acls[repo] = acl
+
+
+def _own(caller: Caller) -> bytes:
+    """The hash of the token the caller signed in with (the front door let only those through)."""
+    if caller.token is None:
+        raise Unauthenticated("this needs a token: log in with 'pfs auth login'")
+    return bytes.fromhex(caller.token)
 
 
 def _no_pipelines(subjects: list[str]) -> None:

@@ -14,8 +14,8 @@ import stat
 import subprocess
 
 import pytest
-from helpers import PFS, Daemon
 
+from helpers import PFS, Daemon
 from pfsfuse.api.auth import RemoteAuth
 from pfsfuse.api.remote import RemoteClient
 from pfsfuse.api.types import Put
@@ -44,7 +44,7 @@ def _self_signed(where) -> tuple[str, str]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pfs test")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -149,7 +149,7 @@ def test_acl_matrix_through_the_api(cluster, transport, monkeypatch):
     for role in ROLES:
         c, a = cluster.client(address, role), cluster.auth(address, role)
         try:
-            for least, verb, do in _verbs(c, a, role):
+            for least, _verb, do in _verbs(c, a, role):
                 if role == "anonymous":
                     with pytest.raises(Unauthenticated):
                         do()

@@ -12,10 +12,10 @@ from pathlib import Path
 import httpx
 import msgspec
 import pytest
-from helpers import Daemon
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from helpers import Daemon
 from pfsfuse.api import wire
 from pfsfuse.api.auth import METHODS as AUTH_METHODS
 from pfsfuse.api.auth import AuthAPI
@@ -45,11 +45,26 @@ _scalars = (
     | st.text(max_size=40)
     | st.sampled_from(["r", "master", "", "/", "a/../b", "x" * 300, "00" * 16, "r@master", "\x00"])
 )
-_json = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
-_raw = st.sampled_from([
-    b"{", b"[" * 20000, b'{"a":' * 5000, b'"\\ud800"', b'{"name": "\\udfff"}', b"NaN", b"1e999",
-    b'{"name": 1e400}', b"\xff\xfe", b"null", b"[]",
-]) | st.binary(max_size=64)
+_json = st.recursive(
+    _scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+_raw = st.sampled_from(
+    [
+        b"{",
+        b"[" * 20000,
+        b'{"a":' * 5000,
+        b'"\\ud800"',
+        b'{"name": "\\udfff"}',
+        b"NaN",
+        b"1e999",
+        b'{"name": 1e400}',
+        b"\xff\xfe",
+        b"null",
+        b"[]",
+    ]
+) | st.binary(max_size=64)
 
 
 def _fields(schema) -> list[str]:
@@ -71,14 +86,26 @@ def requests(draw):
 
 def _frames(draw) -> bytes:
     """A write body: frames whose lengths and msgpack headers may lie."""
-    header = msgspec.msgpack.encode(draw(st.sampled_from([
-        {"op": {"type": "put", "path": "f"}, "data": True},
-        {"op": {"type": "symlink", "path": "l", "target": draw(st.sampled_from(["", "a\x00b", "t" * 5000, "ok"]))}},
-        {"op": {"type": "copy", "path": "c", "src_repo": "r", "src_ref": "master", "src_path": "nope"}},
-        {"op": {"type": "nope"}},
-        {"op": None},
-        [1, 2, 3],
-    ])))
+    header = msgspec.msgpack.encode(
+        draw(
+            st.sampled_from(
+                [
+                    {"op": {"type": "put", "path": "f"}, "data": True},
+                    {
+                        "op": {
+                            "type": "symlink",
+                            "path": "l",
+                            "target": draw(st.sampled_from(["", "a\x00b", "t" * 5000, "ok"])),
+                        }
+                    },
+                    {"op": {"type": "copy", "path": "c", "src_repo": "r", "src_ref": "master", "src_path": "nope"}},
+                    {"op": {"type": "nope"}},
+                    {"op": None},
+                    [1, 2, 3],
+                ]
+            )
+        )
+    )
     length = draw(st.sampled_from([len(header), 0, 2**32 - 1, len(header) + 5]))
     return struct.pack(">I", length) + header + draw(st.binary(max_size=16))
 
@@ -99,8 +126,9 @@ def fuzz_daemon():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                    HealthCheck.too_slow])
+@settings(
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(req=requests())
 def test_no_route_answers_5xx_to_bad_input(fuzz_daemon, req):
     d, http = fuzz_daemon
@@ -128,7 +156,7 @@ def test_a_client_that_goes_away_mid_request_is_one_log_line(fuzz_daemon):
     s.connect(str(d.home / "pfs.sock"))
     s.sendall(b"POST /write?repo=r&ref=master HTTP/1.1\r\nHost: pfs\r\nContent-Length: 100000\r\n\r\n" + b"\0" * 10)
     s.close()
-    wait_for(lambda: "went away" in d.log.read_text(errors="replace")[len(before):], what="the log line")
-    new = d.log.read_text(errors="replace")[len(before):]
+    wait_for(lambda: "went away" in d.log.read_text(errors="replace")[len(before) :], what="the log line")
+    new = d.log.read_text(errors="replace")[len(before) :]
     assert "Traceback" not in new and new.count("went away") == 1, new
     assert d.pfs("fsck").returncode == 0

@@ -7,6 +7,8 @@ in a column family of their own, each change one atomic write.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from msgspec import Struct, msgpack
 
 from pfsfuse.metadata.db import DB
@@ -39,16 +41,16 @@ class AuthRecords:
     def load(self) -> tuple[AuthConfig | None, dict[bytes, TokenRecord], dict[str, Acl]]:
         data = self.db.get(CF, _CONFIG)
         config = None if data is None else msgpack.decode(data, type=AuthConfig)
-        tokens = {k[len(_TOKEN):]: msgpack.decode(v, type=TokenRecord) for k, v in self.db.scan(CF, _TOKEN)}
-        acls = {k[len(_ACL):].decode(): msgpack.decode(v, type=Acl) for k, v in self.db.scan(CF, _ACL)}
+        tokens = {k[len(_TOKEN) :]: msgpack.decode(v, type=TokenRecord) for k, v in self.db.scan(CF, _TOKEN)}
+        acls = {k[len(_ACL) :].decode(): msgpack.decode(v, type=Acl) for k, v in self.db.scan(CF, _ACL)}
         return config, tokens, acls
 
     def write(
         self,
         *,
         config: AuthConfig | None = None,
-        tokens: dict[bytes, TokenRecord | None] | None = None,
-        acls: dict[str, Acl | None] | None = None,
+        tokens: Mapping[bytes, TokenRecord | None] | None = None,
+        acls: Mapping[str, Acl | None] | None = None,
     ) -> None:
         """One atomic change: a new config, and tokens and ACLs set (or deleted, for None)."""
         with self.db.lock:

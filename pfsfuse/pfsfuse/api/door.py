@@ -189,8 +189,7 @@ def _wrap(endpoint: Endpoint, gate: Gate):
             if isinstance(e, DataLoss) and endpoint.by_hash:
                 e = NotFound(str(e))
             if disconnected(e):
-                log.info("%s %s: the client went away before the end of its request",
-                         request.method, request.url.path)
+                log.info("%s %s: the client went away before the end of its request", request.method, request.url.path)
                 return Response(status_code=400)  # no one reads it
             if not isinstance(e, Exception):
                 raise  # cancellation, KeyboardInterrupt

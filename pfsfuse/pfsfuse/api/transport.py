@@ -150,7 +150,7 @@ class _Connection:
                 if piece:
                     self._send(h11.Data(data=piece))
             self._send(h11.EndOfMessage())
-        except (BrokenPipeError, ConnectionResetError):
+        except OSError:  # a broken pipe, a reset, or TLS's word for them
             # The daemon may have refused the request before reading its body (a caller not
             # allowed to write): its answer is then waiting to be read.
             if not self._answer_waiting():

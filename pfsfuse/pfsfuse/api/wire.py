@@ -23,7 +23,7 @@ import msgspec
 
 from pfsfuse.api.client import Client
 from pfsfuse.api.types import Count, WriteOp
-from pfsfuse.metadata.errors import KINDS, InvalidArgument, PfsError
+from pfsfuse.metadata.errors import KINDS, PfsError
 
 STREAMING = {"write_files", "get_file", "subscribe_commit", "read_chunk", "extract", "restore"}
 RPC = frozenset(Client.__abstractmethods__) - STREAMING
@@ -50,7 +50,7 @@ def hints(method: str, api: type = Client) -> dict[str, typing.Any]:
 def schema(method: str, api: type = Client) -> type[msgspec.Struct]:
     """The arguments of an interface's method as a Struct: its parameters, types and defaults."""
     types = hints(method, api)
-    fields = []
+    fields: list[tuple[typing.Any, ...]] = []
     for name, p in inspect.signature(getattr(api, method)).parameters.items():
         if name == "self":
             continue

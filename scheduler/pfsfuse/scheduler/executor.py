@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 
 import trio
@@ -27,7 +28,7 @@ class Executor(ABC):
     lost = None  # set by the daemon: lost(pipeline, worker, why, stopped) when a worker is gone
     # Set by the daemon: token(pipeline) is the token a worker runs with, as PFS_AUTH_TOKEN
     # (None while auth is not active).
-    token = staticmethod(lambda pipeline: None)
+    token: Callable[[str], str | None] | None = None
 
     @abstractmethod
     async def configure(self, spec: PipelineSpec) -> None:
@@ -75,7 +76,7 @@ class LocalExecutor(Executor):
         out = open(logs / f"{worker}.log", "ab")
         env = {**os.environ, "PFS_ADDRESS": self.address, "PFS_HOME": str(self.home)}
         env.pop("PFS_AUTH_TOKEN", None)  # never the daemon's own
-        token = self.token(pipeline)
+        token = self.token(pipeline) if self.token is not None else None
         if token is not None:
             env["PFS_AUTH_TOKEN"] = token
         try:
@@ -103,7 +104,10 @@ class LocalExecutor(Executor):
         log.warning("worker %s of %s died (%s)", worker, pipeline, why)
         if self._wanted.get(pipeline):
             await trio.sleep(0.5)  # a worker that cannot start must not spin
-            await self.ensure(pipeline, self._wanted[pipeline])
+            # The pipeline may have been stopped, updated or deleted meanwhile.
+            wanted = self._wanted.get(pipeline)
+            if wanted:
+                await self.ensure(pipeline, wanted)
 
     def alive(self, pipeline: str, worker: str) -> bool:
         proc = self._procs.get(pipeline, {}).get(worker)

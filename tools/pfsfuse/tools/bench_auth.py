@@ -41,8 +41,9 @@ class AuthBench:
         self.on.start()
         # Activating logs the client of that home in: its commands send the admin's token. An
         # admin's request is checked as any other's, then passes every ACL.
-        subprocess.run([PFS, "auth", "activate", "--admins=bench"], env=self.on.env, check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [PFS, "auth", "activate", "--admins=bench"], env=self.on.env, check=True, stdout=subprocess.DEVNULL
+        )
         self._put(self.on)  # a first repo each for list_many, and a warm daemon
         self._put(self.off)
 

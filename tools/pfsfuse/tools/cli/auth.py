@@ -34,8 +34,12 @@ def _when(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(ts))
 
 
-_ttl = click.option("--ttl", type=click.FloatRange(min=1, max=10 * 365 * 24 * 3600), metavar="SECONDS",
-                    help="How long the token is valid (default: 30 days; a one-time password: 5 minutes).")
+_ttl = click.option(
+    "--ttl",
+    type=click.FloatRange(min=1, max=10 * 365 * 24 * 3600),
+    metavar="SECONDS",
+    help="How long the token is valid (default: 30 days; a one-time password: 5 minutes).",
+)
 
 
 @click.group("auth")
@@ -49,8 +53,13 @@ def auth() -> None:
 
 
 @auth.command("activate")
-@click.option("--admins", callback=_subjects, required=True, metavar="USER[,USER...]",
-              help="The first admins (robot users as robot:NAME).")
+@click.option(
+    "--admins",
+    callback=_subjects,
+    required=True,
+    metavar="USER[,USER...]",
+    help="The first admins (robot users as robot:NAME).",
+)
 @_ttl
 @pass_app
 def activate(app: App, admins: list[str], ttl: float | None) -> None:
