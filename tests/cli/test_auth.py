@@ -285,7 +285,7 @@ def test_a_pipeline_runs_with_its_own_token_and_its_creator_owns_its_output(clus
         as_carol.create_pipeline(spec)
         head = carol_client.inspect_branch("data", "master").head
         jobs = as_carol.flush_job([CommitRef("data", head)])
-        assert [j.state for j in jobs] == ["success"], jobs
+        assert [j.state for j in jobs] == ["success"], [x.message for x in as_carol.get_logs("copy")]
         assert b"".join(carol_client.get_file("copy", "master", "a")) == b"alpha"
         acl = {e.subject: e.scope for e in RemoteAuth(cluster.unix, carol).get_acl("copy")}
         assert acl == {"carol": "owner", "pipeline:copy": "writer"}
