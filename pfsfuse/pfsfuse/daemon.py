@@ -23,6 +23,7 @@ from pfsfuse.auth import Auth
 from pfsfuse.chunks import StorageError
 from pfsfuse.home import Home
 from pfsfuse.metadata.errors import FailedPrecondition, InvalidArgument, PfsError, Unavailable
+from pfsfuse.scheduler.api import deletable as pipeline_deletable
 from pfsfuse.scheduler.api import endpoints as pipeline_endpoints
 from pfsfuse.scheduler.executor import LocalExecutor
 from pfsfuse.scheduler.jobs import JobStore
@@ -131,7 +132,10 @@ async def _serve(store: Store, auth: Auth, home: Home, listen: str | None, tls: 
             routes = [*pipeline_endpoints(scheduler), *auth_api.endpoints(auth)]
 
             def app(trusted: bool):
-                return server.make_app([*server.endpoints(store, stop.set, trusted=trusted), *routes], auth)
+                storage = server.endpoints(
+                    store, stop.set, trusted=trusted, deletable=lambda repo: pipeline_deletable(scheduler, repo)
+                )
+                return server.make_app([*storage, *routes], auth)
 
             # The servers return once `stop` is set and their connections have closed.
             async with trio.open_nursery() as servers:

@@ -204,12 +204,21 @@ ACCESS: dict[str, Callable[[Any], door.Need]] = {
 _BY_HASH = {"dir_entries", "dir_child", "chunk_list", "chunk_locations"}
 
 
-def endpoints(store: Store, shutdown: Callable[[], None], *, trusted: bool) -> list[door.Endpoint]:
+def endpoints(
+    store: Store,
+    shutdown: Callable[[], None],
+    *,
+    trusted: bool,
+    deletable: Callable[[str], None] = lambda repo: None,
+) -> list[door.Endpoint]:
     """The storage API's routes. `trusted` is true for the unix socket: only PFS_HOME's owner can
-    reach it, so its clients may name files on this host for the daemon to read."""
+    reach it, so its clients may name files on this host for the daemon to read. `deletable`
+    raises if a repo must not be deleted by a client (a live pipeline's output)."""
 
     def rpc(method: str):
         async def handler(call: door.Call):
+            if method == "delete_repo":
+                deletable(call.args.name)
             result = await _in_thread(getattr(store, method), **wire.as_kwargs(call.args))
             if method == "create_repo":
                 call.gate.repo_made(call.caller, call.args.name)  # a new repo's creator owns it

@@ -14,6 +14,7 @@ import msgspec
 from pfsfuse.api import wire
 from pfsfuse.api.transport import Transport
 from pfsfuse.api.types import Count, Seconds
+from pfsfuse.metadata.errors import FailedPrecondition
 from pfsfuse.metadata.records import Commit, CommitRef
 from pfsfuse.scheduler.records import DatumInfo, DatumResult, DatumTask, JobInfo, LogLine, PipelineInfo
 from pfsfuse.scheduler.spec import Input, PipelineSpec, atom, atoms
@@ -159,6 +160,13 @@ def _input_repos(i: Input | None) -> list[str]:
     if atom(i) is not None:
         return [atom(i).repo]
     return [r for sub in (i.cross or i.union or []) for r in _input_repos(sub)]
+
+
+def deletable(scheduler, repo: str) -> None:
+    """Refuse to delete a live pipeline's output or meta repo: its pipeline goes first."""
+    for p in scheduler.jobs.pipelines():
+        if repo in (p.output_repo, p.meta_repo):
+            raise FailedPrecondition(f"repo {repo} belongs to pipeline {p.name}: delete the pipeline instead")
 
 
 def endpoints(scheduler) -> list:
