@@ -134,6 +134,9 @@ class Layout:
             self.served.close()
 
 
+_INHERITED = {"LANG", "LANGUAGE", "TZ", "TERM"}  # and LC_*
+
+
 class Worker:
     def __init__(self, pipeline: str, name: str, scratch: Path):
         self.pipeline = pipeline
@@ -327,9 +330,13 @@ class Worker:
         return fetched
 
     def _base_env(self) -> dict[str, str]:
+        """A command's environment: the documented variables and `transform.env`, with the
+        locale and PATH, and nothing else of the worker's (never the daemon's token, PFS_HOME or
+        object-store credentials)."""
         # Commands find this installation's python3 (and its packages) first on PATH.
-        path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
-        return {**os.environ, "PATH": path, **self.spec.transform.env, "PFS_ROOT": str(self.root)}
+        path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", os.defpath)])
+        kept = {k: v for k, v in os.environ.items() if k in _INHERITED or k.startswith("LC_")}
+        return {**kept, "PATH": path, "HOME": str(self.scratch), **self.spec.transform.env, "PFS_ROOT": str(self.root)}
 
     def _run(self, t: DatumTask) -> tuple[bool, str, str, int]:
         """Run the command; returns whether it succeeded, why not, the tail of its output and the
