@@ -17,11 +17,14 @@ import hypercorn.config
 import hypercorn.trio
 import trio
 
-from pfsfuse.api.server import make_app
+from pfsfuse.api import auth as auth_api
+from pfsfuse.api import server
+from pfsfuse.auth import Auth
 from pfsfuse.chunks import StorageError
 from pfsfuse.home import Home
 from pfsfuse.metadata.errors import FailedPrecondition, InvalidArgument, PfsError, Unavailable
-from pfsfuse.scheduler.api import routes as pipeline_routes
+from pfsfuse.scheduler.api import deletable as pipeline_deletable
+from pfsfuse.scheduler.api import endpoints as pipeline_endpoints
 from pfsfuse.scheduler.executor import LocalExecutor
 from pfsfuse.scheduler.jobs import JobStore
 from pfsfuse.scheduler.scheduler import Scheduler
@@ -34,9 +37,11 @@ class DaemonRunning(FailedPrecondition):
     """Another daemon already owns this PFS_HOME."""
 
 
-def _hypercorn_config(bind: str) -> hypercorn.config.Config:
+def _hypercorn_config(bind: str, tls: tuple[str, str] | None = None) -> hypercorn.config.Config:
     cfg = hypercorn.config.Config()
     cfg.bind = [bind]
+    if tls is not None:
+        cfg.certfile, cfg.keyfile = tls
     cfg.graceful_timeout = 2.0
     cfg.keep_alive_timeout = 300.0
     cfg.accesslog = None
@@ -58,14 +63,38 @@ def _lock(home: Home):
     return fd
 
 
-def serve(home: Home, storage: str | None = None, listen: str | None = None) -> None:
-    """Run the daemon until SIGTERM, SIGINT or a shutdown request."""
+def serve(
+    home: Home,
+    storage: str | None = None,
+    listen: str | None = None,
+    *,
+    tls: tuple[str, str] | None = None,
+    insecure: bool = False,
+) -> None:
+    """Run the daemon until SIGTERM, SIGINT or a shutdown request. `listen` (HOST:PORT) also
+    serves TCP, with HTTPS when `tls` is (certificate file, key file); TCP is refused while auth
+    is not active unless `insecure`: anyone who reaches the port could do anything."""
+    if tls is not None and not listen:
+        raise InvalidArgument("--tls serves the TCP listener: give --listen HOST:PORT too")
+    for path in tls or ():
+        if not os.access(path, os.R_OK):
+            raise InvalidArgument(f"--tls: cannot read {path}")
+    os.umask(0o077)  # the index, chunks, logs and socket are the owner's alone, whatever it was
     home.ensure()
     lock = _lock(home)
     try:
         store = _open(home, storage)
         try:
-            trio.run(_serve, store, home, listen)
+            auth = Auth(store.db)
+            if listen and not auth.active and not insecure:
+                raise FailedPrecondition(
+                    f"refusing to serve {listen} without auth: anyone reaching it could read, change and "
+                    "delete everything. Activate auth first (pfs auth activate --admins=USER, over the unix "
+                    "socket), or pass --insecure to serve it open anyway"
+                )
+            if listen and tls is None:
+                log.warning("serving %s over plain HTTP: tokens and data travel unencrypted (--tls CERT,KEY)", listen)
+            trio.run(_serve, store, auth, home, listen, tls)
         finally:
             store.close()
     finally:
@@ -89,7 +118,7 @@ def _open(home: Home, storage: str | None) -> Store:
     return store
 
 
-async def _serve(store: Store, home: Home, listen: str | None) -> None:
+async def _serve(store: Store, auth: Auth, home: Home, listen: str | None, tls: tuple[str, str] | None) -> None:
     stop = trio.Event()
     if home.socket.exists():
         home.socket.unlink()  # left by a daemon that died; we hold the lock, so it is stale
@@ -99,14 +128,21 @@ async def _serve(store: Store, home: Home, listen: str | None) -> None:
             executor = LocalExecutor(home.path, f"unix:{home.socket}", nursery)
             scheduler = Scheduler(store, JobStore(store.db), executor, store.wait_changed)
             executor.lost = scheduler.worker_lost
-            routes = pipeline_routes(scheduler)
+            executor.token = auth.pipeline_token
+            routes = [*pipeline_endpoints(scheduler), *auth_api.endpoints(auth)]
+
+            def app(trusted: bool):
+                storage = server.endpoints(
+                    store, stop.set, trusted=trusted, deletable=lambda repo: pipeline_deletable(scheduler, repo)
+                )
+                return server.make_app([*storage, *routes], auth)
+
             # The servers return once `stop` is set and their connections have closed.
             async with trio.open_nursery() as servers:
-                unix = make_app(store, stop.set, trusted=True, routes=routes)
-                await servers.start(_serve_one, unix, _hypercorn_config(f"unix:{home.socket}"), stop)
+                await servers.start(_serve_one, app(True), _hypercorn_config(f"unix:{home.socket}"), stop)
+                os.chmod(home.socket, 0o600)
                 if listen:
-                    tcp = make_app(store, stop.set, trusted=False, routes=routes)
-                    await servers.start(_serve_one, tcp, _hypercorn_config(listen), stop)
+                    await servers.start(_serve_one, app(False), _hypercorn_config(listen, tls), stop)
                 await servers.start(_until, scheduler.run, stop)
                 log.info("serving %s on %s%s", home.path, home.socket, f" and {listen}" if listen else "")
             nursery.cancel_scope.cancel()

@@ -172,8 +172,11 @@ def test_fsck_and_version(pfs):
 
 def test_the_verbs_table_names_every_command_of_each_module(pfs):
     for module, verbs in VERBS.items():
-        found = vars(importlib.import_module(f"pfsfuse.tools.cli.{module}")).values()
-        assert sorted(verbs) == sorted(c.name for c in found if isinstance(c, click.Command))
+        found = [c for c in vars(importlib.import_module(f"pfsfuse.tools.cli.{module}")).values()
+                 if isinstance(c, click.Command)]
+        # a group's own commands (pfs auth login) are not verbs of pfs
+        sub = {id(s) for g in found if isinstance(g, click.Group) for s in g.commands.values()}
+        assert sorted(verbs) == sorted(c.name for c in found if id(c) not in sub)
     listed = pfs("--help").output
     assert all(f"  {verb}  " in listed for verbs in VERBS.values() for verb in verbs)
 

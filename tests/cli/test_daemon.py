@@ -69,7 +69,7 @@ def test_a_second_daemon_refuses_the_same_home(daemon):
 
 def test_tcp_listen_and_pfs_address(tmp_home):
     port = _free_port()
-    d = Daemon(tmp_home / "home", ["--listen", f"127.0.0.1:{port}"]).start()
+    d = Daemon(tmp_home / "home", ["--listen", f"127.0.0.1:{port}", "--insecure"]).start()
     try:
         remote = {**d.env, "PFS_ADDRESS": f"127.0.0.1:{port}", "PFS_HOME": str(tmp_home / "none")}
         run = lambda *a, **kw: subprocess.run([PFS, *a], env=remote, capture_output=True, **kw)  # noqa: E731

@@ -40,6 +40,20 @@ class NameTooLong(InvalidArgument):
     kind = "name_too_long"
 
 
+class Unauthenticated(PfsError):
+    """No valid token where one is needed: log in (`pfs auth login`)."""
+
+    kind = "unauthenticated"
+    status = 401
+
+
+class PermissionDenied(PfsError):
+    """The caller is known but its scope does not allow the call."""
+
+    kind = "permission_denied"
+    status = 403
+
+
 class FailedPrecondition(PfsError):
     """The request is well formed but the store's state forbids it (e.g. a finished commit)."""
 
@@ -74,6 +88,8 @@ KINDS: dict[str, type[PfsError]] = {
         AlreadyExists,
         InvalidArgument,
         NameTooLong,
+        Unauthenticated,
+        PermissionDenied,
         FailedPrecondition,
         Unavailable,
         DataLoss,

@@ -8,15 +8,19 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
-from typing import BinaryIO
+from typing import Annotated, BinaryIO
+
+from msgspec import Meta
 
 from pfsfuse.api.types import (
+    Count,
     DiffResult,
     FileInfo,
     GcResult,
     ReadPlan,
     RepoInfo,
     RestoreResult,
+    Seconds,
     WriteOp,
     WriteResult,
 )
@@ -57,7 +61,7 @@ class Client(ABC):
 
     @abstractmethod
     def list_commit(
-        self, repo: str, ref: str | None = None, number: int | None = None, since: str | None = None
+        self, repo: str, ref: str | None = None, number: Count | None = None, since: str | None = None
     ) -> list[Commit]: ...
 
     @abstractmethod
@@ -96,7 +100,7 @@ class Client(ABC):
 
     @abstractmethod
     def get_file(
-        self, repo: str, ref: str, path: str, offset: int = 0, length: int | None = None
+        self, repo: str, ref: str, path: str, offset: Count = 0, length: Count | None = None
     ) -> Iterator[bytes]:
         """A file between its directory's header and footer; a directory's header and footer;
         or, for a glob pattern, the matching files in path order, each directory's header and
@@ -115,8 +119,8 @@ class Client(ABC):
         ref: str,
         path: str = "",
         start_after: str | None = None,
-        limit: int | None = None,
-        history: int = 0,
+        limit: Count | None = None,
+        history: Annotated[int, Meta(ge=-1, le=2**63 - 1)] = 0,
     ) -> list[FileInfo]:
         """With `history` N (-1: all), each entry is followed by its earlier versions in the
         ancestry of `ref`, up to N versions in all, each with the commit that wrote it."""
@@ -147,7 +151,7 @@ class Client(ABC):
     # -- immutable objects by hash, for clients that walk trees themselves (the mount)
     @abstractmethod
     def dir_entries(
-        self, root: bytes, start_after: str | None = None, limit: int | None = None
+        self, root: bytes, start_after: str | None = None, limit: Count | None = None
     ) -> list[tuple[str, Node]]:
         """Entries of the directory whose top page is `root`, in name order."""
 
@@ -171,7 +175,7 @@ class Client(ABC):
         """Every broken invariant, one line each; empty when the store is sound."""
 
     @abstractmethod
-    def garbage_collect(self, dry_run: bool = False, orphan_age: float = 3600.0) -> GcResult:
+    def garbage_collect(self, dry_run: bool = False, orphan_age: Seconds = 3600.0) -> GcResult:
         """Delete the chunks and tree pages no commit refers to, while serving on. Unindexed
         packs (left by a crashed write) go once first seen at least `orphan_age` seconds ago."""
 

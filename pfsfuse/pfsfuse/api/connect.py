@@ -18,18 +18,24 @@ if TYPE_CHECKING:
     import subprocess
 
 
+def token(home: Home | None = None) -> str | None:
+    """The caller's token: $PFS_AUTH_TOKEN, else the one `pfs auth login` kept in $PFS_HOME."""
+    return os.environ.get("PFS_AUTH_TOKEN") or (home or Home()).token()
+
+
 def connect(home: Home | None = None, start: bool = True) -> RemoteClient:
     """A client for PFS_ADDRESS if set, else for the local daemon (started if not running)."""
+    home = home or Home()
     address = os.environ.get("PFS_ADDRESS")
     if address:
         if address.startswith("unix:"):
             # A socket inside a PFS_HOME we can read: read chunks directly, as for our own home.
-            return RemoteClient(address, Home(os.path.dirname(address[5:])))
-        if ":" not in address:
-            raise InvalidArgument(f"PFS_ADDRESS={address!r}: expected host:port or unix:/path")
-        return RemoteClient(address)
-    home = home or Home()
-    client = RemoteClient(f"unix:{home.socket}", home)
+            return RemoteClient(address, Home(os.path.dirname(address[5:])), token(home))
+        try:
+            return RemoteClient(address, token=token(home))
+        except InvalidArgument as e:
+            raise InvalidArgument(f"PFS_ADDRESS={e}") from None
+    client = RemoteClient(f"unix:{home.socket}", home, token(home))
     if _answers(client):
         return client
     if not start:
@@ -63,7 +69,7 @@ def _start(home: Home) -> subprocess.Popen:
     import subprocess  # only here: a command whose daemon runs already need not load it
 
     home.ensure()
-    with open(home.log, "ab") as out:
+    with open(os.open(home.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "pfsfuse.daemon"],
             env={**os.environ, "PFS_HOME": str(home.path)},

@@ -44,12 +44,14 @@ _HEADER = msgspec.msgpack.Encoder()
 
 
 class RemoteClient(Client):
-    def __init__(self, address: str, home: Home | None = None):
-        """`address` is `unix:/path/to/pfs.sock` or `host:port`. `home` is the daemon's PFS_HOME
-        when it is on this host, which allows reading chunks directly."""
+    def __init__(self, address: str, home: Home | None = None, token: str | None = None):
+        """`address` is `unix:/path/to/pfs.sock`, `host:port` or `https://host:port`. `home` is
+        the daemon's PFS_HOME when it is on this host, which allows reading chunks directly.
+        `token` identifies the caller when the daemon has auth activated."""
         self.address = address
+        self.token = token
         self.unix = address.startswith("unix:")
-        self._http = Transport(address)
+        self._http = Transport(address, token=token)
         self._home = home
 
     @functools.cached_property
@@ -79,12 +81,11 @@ class RemoteClient(Client):
     # -- transport ----------------------------------------------------------------------------
 
     def _rpc(self, method: str, **args):
-        body = msgspec.json.encode({k: v for k, v in args.items() if v is not None})
-        data = self._http.call("POST", f"/rpc/{method}", body)
+        data = self._http.call("POST", f"/rpc/{method}", wire.encode_args(method, args))
         return msgspec.json.decode(data, type=wire.hints(method)["return"])
 
-    def _stream(self, url: str, params: dict) -> Iterator[bytes]:
-        with self._http.stream(url, params) as pieces:
+    def _stream(self, url: str, args: msgspec.Struct) -> Iterator[bytes]:
+        with self._http.stream(url, wire.query(args)) as pieces:
             yield from pieces
 
     # -- repos --------------------------------------------------------------------------------
@@ -137,12 +138,10 @@ class RemoteClient(Client):
     def subscribe_commit(
         self, repo: str, branch: str, since: str | None = None, new_only: bool = False
     ) -> Iterator[Commit]:
-        params = {"repo": repo, "branch": branch, "new_only": "1" if new_only else "0"}
-        if since:
-            params["since"] = since
+        args = wire.SubscribeQuery(repo=repo, branch=branch, since=since or None, new_only=new_only)
         dec = msgspec.json.Decoder(Commit)
         pending = b""
-        for piece in self._stream("/subscribe", params):
+        for piece in self._stream("/subscribe", args):
             pending += piece
             *lines, pending = pending.split(b"\n")
             for line in lines:
@@ -171,7 +170,7 @@ class RemoteClient(Client):
     # -- files --------------------------------------------------------------------------------
 
     def write_files(self, repo: str, ref: str, ops: Iterable[WriteOp]) -> WriteResult:
-        params = urlencode({"repo": repo, "ref": ref})
+        params = urlencode(wire.query(wire.WriteQuery(repo=repo, ref=ref)))
         data = self._http.call("POST", f"/write?{params}", self._frames(ops))
         return msgspec.json.decode(data, type=WriteResult)
 
@@ -201,10 +200,8 @@ class RemoteClient(Client):
         # A glob's files are concatenated by the daemon, which walks the tree as it sends them.
         if self.chunk_store is not None and not glob.is_pattern(path):
             return self._read_direct(self.read_plan(repo, ref, path), offset, length)
-        params = {"repo": repo, "ref": ref, "path": path, "offset": str(offset)}
-        if length is not None:
-            params["length"] = str(length)
-        return self._stream("/get", params)
+        args = wire.GetQuery(repo=repo, ref=ref, path=path, offset=offset, length=length)
+        return self._stream("/get", args)
 
     def _read_direct(self, plan: ReadPlan, offset: int, length: int | None) -> Iterator[bytes]:
         located = [(ref.hash, ref.size, loc) for ref, loc in plan.chunks]
@@ -285,8 +282,8 @@ class RemoteClient(Client):
         return self._rpc("chunk_locations", hashes=hashes)
 
     def read_chunk(self, chunk: ChunkRef) -> bytes:
-        params = {"hash": chunk.hash.hex(), "size": str(chunk.size)}
-        return b"".join(self._stream("/chunk", params))
+        args = wire.ChunkQuery(hash=chunk.hash.hex(), size=chunk.size)
+        return b"".join(self._stream("/chunk", args))
 
     # -- admin --------------------------------------------------------------------------------
 
@@ -300,7 +297,7 @@ class RemoteClient(Client):
         return self._rpc("garbage_collect", dry_run=dry_run, orphan_age=orphan_age)
 
     def extract(self, objects: bool = True) -> Iterator[bytes]:
-        return self._stream("/extract", {"objects": "1" if objects else "0"})
+        return self._stream("/extract", wire.ExtractQuery(objects=objects))
 
     def restore(self, dump_file: BinaryIO) -> RestoreResult:
         pieces = iter(lambda: dump_file.read(_PIECE), b"")

@@ -1,40 +1,31 @@
-"""The daemon's HTTP API: a Starlette app on trio, translating requests into `Store` calls.
+"""The daemon's storage API: its routes, each translating a request into a `Store` call.
 
 Store calls are synchronous (RocksDB, hashing, disk), so every one runs in a worker thread and the
-trio loop only moves bytes. Errors are translated at this boundary into a status and a one-line
-message; anything unexpected is logged with its traceback and reported as an internal error.
+trio loop only moves bytes. Every route goes through the front door (`door`), which decodes its
+arguments, checks its caller and turns errors into statuses.
 """
 
 from __future__ import annotations
 
 import functools
 import io
-import logging
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import msgspec
 import trio
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route
 
-from pfsfuse.api import wire
-from pfsfuse.api.types import Put
+from pfsfuse.api import door, wire
+from pfsfuse.api.types import Copy, Put
+from pfsfuse.metadata.errors import InvalidArgument
 from pfsfuse.metadata.records import ChunkRef
-from pfsfuse.metadata.errors import InvalidArgument, PfsError
 from pfsfuse.store import Store
 
-log = logging.getLogger("pfsfuse.server")
 _PIECE = 1 << 20
-
-
-def _error(e: BaseException) -> Response:
-    if not isinstance(e, PfsError):
-        log.error("internal error", exc_info=e)
-        e = PfsError(f"internal error: {type(e).__name__}: {e}")
-    return Response(wire.error_body(e), status_code=e.status, media_type="application/json")
 
 
 async def _in_thread(fn, *args, **kwargs):
@@ -142,26 +133,33 @@ _HEADER = msgspec.msgpack.Decoder(wire.OpHeader)
 
 async def _consume(request: Request, fn) -> Response:
     """`fn(body)` in a thread, `body` reading the request's body as it arrives; its result as
-    JSON, or the error."""
+    JSON. Its error is raised once the body is drained, for the front door to translate."""
     send, receive = trio.open_memory_channel(4)
+    failure = None
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_pump, request, send)
         try:
-            result = Response(msgspec.json.encode(await _in_thread(fn, _BlockingBody(receive))),
-                              media_type="application/json")
-        except Exception as e:  # noqa: BLE001 - translated at the boundary
-            result = _error(e)
+            result = await _in_thread(fn, _BlockingBody(receive))
+        except Exception as e:  # noqa: BLE001 - raised below, outside the nursery
+            failure = e
         # Drain what the client still sends so that it gets to read our answer.
         async with receive:
             async for _ in receive:
                 pass
-    return result
+    if failure is not None:
+        raise failure
+    return door.json(result)
 
 
-def _ops(body: _BlockingBody, trusted: bool):
+def _ops(body: _BlockingBody, call: door.Call, trusted: bool):
     while not body.at_end():
-        header = _HEADER.decode(body.read_exactly(wire.read_u32(body.read_exactly)))
+        try:
+            header = _HEADER.decode(body.read_exactly(wire.read_u32(body.read_exactly)))
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            raise InvalidArgument(f"a put-file operation header is malformed: {e}") from None
         op = header.op
+        if isinstance(op, Copy):
+            call.check(door.reads(op.src_repo))
         if isinstance(op, Put):
             if op.local is not None and not trusted:
                 raise InvalidArgument(
@@ -172,81 +170,94 @@ def _ops(body: _BlockingBody, trusted: bool):
         yield op
 
 
-def make_app(
-    store: Store, shutdown: Callable[[], None], *, trusted: bool, routes: list[Route] = ()
-) -> Starlette:
-    """`trusted` is true for the unix socket: only PFS_HOME's owner can reach it, so its clients
-    may name files on this host for the daemon to read."""
+# What each call of the storage interface needs of its caller (see `door.Need`). Calls that name
+# objects by hash need only a signed-in caller: a hash is learnt by reading a repo that holds it.
+ACCESS: dict[str, Callable[[Any], door.Need]] = {
+    "create_repo": lambda a: door.owns(a.name) if a.update else door.SIGNED_IN,
+    "inspect_repo": lambda a: door.reads(a.name),
+    "list_repo": lambda a: door.SIGNED_IN,
+    "delete_repo": lambda a: door.owns(a.name),
+    "start_commit": lambda a: door.writes(a.repo) + door.reads(*(p.repo for p in a.provenance or ())),
+    "finish_commit": lambda a: door.writes(a.repo),
+    "inspect_commit": lambda a: door.reads(a.repo),
+    "list_commit": lambda a: door.reads(a.repo),
+    "delete_commit": lambda a: door.writes(a.repo),
+    "create_branch": lambda a: door.writes(a.repo) + door.reads(*(p.repo for p in a.provenance or ())),
+    "inspect_branch": lambda a: door.reads(a.repo),
+    "list_branch": lambda a: door.reads(a.repo),
+    "delete_branch": lambda a: door.writes(a.repo),
+    "read_plan": lambda a: door.reads(a.repo),
+    "inspect_file": lambda a: door.reads(a.repo),
+    "list_file": lambda a: door.reads(a.repo),
+    "walk_file": lambda a: door.reads(a.repo),
+    "glob_file": lambda a: door.reads(a.repo),
+    "glob_nodes": lambda a: door.reads(a.repo),
+    "diff_file": lambda a: door.reads(a.new_repo, a.old_repo),
+    "dir_entries": lambda a: door.SIGNED_IN,
+    "dir_child": lambda a: door.SIGNED_IN,
+    "chunk_list": lambda a: door.SIGNED_IN,
+    "chunk_locations": lambda a: door.SIGNED_IN,
+    "fsck": lambda a: door.ADMIN,
+    "garbage_collect": lambda a: door.ADMIN,
+    "version": lambda a: door.PUBLIC,
+}
+_BY_HASH = {"dir_entries", "dir_child", "chunk_list", "chunk_locations"}
 
-    async def rpc(request: Request) -> Response:
-        method = request.path_params["method"]
-        if method not in wire.RPC:
-            return _error(InvalidArgument(f"unknown API method {method!r}"))
-        try:
-            args = wire.decode_args(method, await request.body())
-            result = await _in_thread(getattr(store, method), **args)
-        except Exception as e:  # noqa: BLE001 - translated at the boundary
-            return _error(e)
-        return Response(msgspec.json.encode(result), media_type="application/json")
 
-    async def write(request: Request) -> Response:
-        q = request.query_params
-        repo, ref = q.get("repo", ""), q.get("ref", "")
-        return await _consume(request, lambda body: store.write_files(repo, ref, _ops(body, trusted)))
+def endpoints(
+    store: Store,
+    shutdown: Callable[[], None],
+    *,
+    trusted: bool,
+    deletable: Callable[[str], None] = lambda repo: None,
+) -> list[door.Endpoint]:
+    """The storage API's routes. `trusted` is true for the unix socket: only PFS_HOME's owner can
+    reach it, so its clients may name files on this host for the daemon to read. `deletable`
+    raises if a repo must not be deleted by a client (a live pipeline's output)."""
 
-    async def get(request: Request) -> Response:
-        q = request.query_params
-        try:
-            repo, ref, path = q["repo"], q["ref"], q.get("path", "")
-            offset = int(q.get("offset", 0))
-            length = int(q["length"]) if "length" in q else None
-            size, pieces = await _in_thread(store.read, repo, ref, path, offset, length)
-        except (KeyError, ValueError):
-            return _error(InvalidArgument("get needs repo, ref and path; offset/length integers"))
-        except Exception as e:  # noqa: BLE001
-            return _error(e)
+    def rpc(method: str):
+        async def handler(call: door.Call):
+            if method == "delete_repo":
+                deletable(call.args.name)
+            result = await _in_thread(getattr(store, method), **wire.as_kwargs(call.args))
+            if method == "create_repo":
+                call.gate.repo_made(call.caller, call.args.name)  # a new repo's creator owns it
+            elif method == "delete_repo":
+                call.gate.repo_gone(call.args.name)
+            return door.json(result)
+
+        return door.Endpoint(f"/rpc/{method}", handler, ACCESS[method], wire.schema(method),
+                             by_hash=method in _BY_HASH)
+
+    async def write(call: door.Call) -> Response:
+        q = call.args
+        return await _consume(call.request, lambda body: store.write_files(q.repo, q.ref, _ops(body, call, trusted)))
+
+    async def get(call: door.Call) -> Response:
+        q = call.args
+        size, pieces = await _in_thread(store.read, q.repo, q.ref, q.path, q.offset, q.length)
         # The size of a glob's output is not known up front: then the body is chunked.
         headers = {} if size is None else {"content-length": str(size)}
         return StreamingResponse(_pieces(pieces), media_type="application/octet-stream", headers=headers)
 
-    async def extract(request: Request) -> Response:
-        try:
-            pieces = await _in_thread(store.extract, request.query_params.get("objects") != "0")
-        except Exception as e:  # noqa: BLE001
-            return _error(e)
+    async def extract(call: door.Call) -> Response:
+        pieces = await _in_thread(store.extract, call.args.objects)
         return StreamingResponse(_pieces(pieces), media_type="application/octet-stream")
 
-    async def restore(request: Request) -> Response:
-        return await _consume(request, lambda body: store.restore(io.BufferedReader(_RawBody(body), _PIECE)))
+    async def restore(call: door.Call) -> Response:
+        return await _consume(call.request, lambda body: store.restore(io.BufferedReader(_RawBody(body), _PIECE)))
 
-    async def chunk(request: Request) -> Response:
-        q = request.query_params
-        try:
-            ref = ChunkRef(bytes.fromhex(q["hash"]), int(q["size"]))
-        except (KeyError, ValueError):
-            return _error(InvalidArgument("chunk needs a hex hash and an integer size"))
-        try:
-            data = await _in_thread(store.read_chunk, ref)
-        except Exception as e:  # noqa: BLE001
-            return _error(e)
+    async def chunk(call: door.Call) -> Response:
+        ref = ChunkRef(bytes.fromhex(call.args.hash), call.args.size)
+        data = await _in_thread(store.read_chunk, ref)
         # Chunks never change: let any HTTP cache keep them.
         headers = {"cache-control": "public, max-age=31536000, immutable"}
         return Response(data, media_type="application/octet-stream", headers=headers)
 
-    async def subscribe(request: Request) -> Response:
-        q = request.query_params
+    async def subscribe(call: door.Call) -> Response:
+        q = call.args
         cancel = threading.Event()
-        try:
-            commits = await _in_thread(
-                store.subscribe,
-                q.get("repo", ""),
-                q.get("branch", ""),
-                q.get("since") or None,
-                q.get("new_only") == "1",
-                cancel,
-            )
-        except Exception as e:  # noqa: BLE001
-            return _error(e)
+        commits = await _in_thread(store.subscribe, q.repo, q.branch, q.since or None, q.new_only, cancel)
 
         async def body():
             # The thread waits for commits; it notices `cancel` within a second once abandoned.
@@ -261,20 +272,23 @@ def make_app(
 
         return StreamingResponse(body(), media_type="application/x-ndjson")
 
-    async def stop(request: Request) -> Response:
+    async def stop(call: door.Call) -> Response:
         shutdown()
-        return Response(b"{}", media_type="application/json")
+        return door.json({})
 
-    return Starlette(
-        routes=[
-            Route("/rpc/{method}", rpc, methods=["POST"]),
-            Route("/write", write, methods=["POST"]),
-            Route("/chunk", chunk, methods=["GET"]),
-            Route("/get", get, methods=["GET"]),
-            Route("/subscribe", subscribe, methods=["GET"]),
-            Route("/extract", extract, methods=["GET"]),
-            Route("/restore", restore, methods=["POST"]),
-            Route("/shutdown", stop, methods=["POST"]),
-            *routes,
-        ]
-    )
+    return [
+        *(rpc(method) for method in sorted(wire.RPC)),
+        door.Endpoint("/write", write, lambda q: door.writes(q.repo), wire.WriteQuery, query=True),
+        door.Endpoint("/chunk", chunk, lambda q: door.SIGNED_IN, wire.ChunkQuery, query=True,
+                      method="GET", by_hash=True),
+        door.Endpoint("/get", get, lambda q: door.reads(q.repo), wire.GetQuery, query=True, method="GET"),
+        door.Endpoint("/subscribe", subscribe, lambda q: door.reads(q.repo), wire.SubscribeQuery,
+                      query=True, method="GET"),
+        door.Endpoint("/extract", extract, lambda q: door.ADMIN, wire.ExtractQuery, query=True, method="GET"),
+        door.Endpoint("/restore", restore, lambda q: door.ADMIN),
+        door.Endpoint("/shutdown", stop, lambda q: door.ADMIN),
+    ]
+
+
+def make_app(endpoints: list[door.Endpoint], gate: door.Gate) -> Starlette:
+    return Starlette(routes=door.routes(endpoints, gate))

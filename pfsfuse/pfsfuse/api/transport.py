@@ -3,12 +3,14 @@ the daemon's server uses too) on a plain socket.
 
 The CLI runs one short command at a time, so its start-up matters more than anything a full HTTP
 client offers: http.client alone imports the email package and ssl, h11 a few small modules.
-Connections are kept alive, one per thread.
+Connections are kept alive, one per thread. `https://` addresses are verified against $PFS_CA if
+set, else the system's trust store; ssl is imported for them only.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import select
 import socket
 import threading
@@ -18,7 +20,7 @@ from urllib.parse import urlencode
 import h11
 
 from pfsfuse.api import wire
-from pfsfuse.metadata.errors import Unavailable
+from pfsfuse.metadata.errors import InvalidArgument, Unavailable
 
 _PIECE = 1 << 20
 
@@ -60,27 +62,60 @@ class _Answer:
         return b"".join(iter(self.read1, b""))
 
 
+def _tls_context():
+    import ssl
+
+    cafile = os.environ.get("PFS_CA") or None
+    try:
+        return ssl.create_default_context(cafile=cafile)
+    except (OSError, ssl.SSLError) as e:
+        raise Unavailable(f"PFS_CA={cafile}: cannot load the certificate authority: {e}") from None
+
+
+def split_address(address: str) -> tuple[str, str, int, bool]:
+    """(`unix` path or "", host, port, tls) of `unix:/path`, `host:port`, `http://host:port` or
+    `https://host:port`."""
+    if address.startswith("unix:"):
+        return address[5:], "", 0, False
+    tls = address.startswith("https://")
+    rest = address.removeprefix("https://").removeprefix("http://").rstrip("/")
+    host, _, port = rest.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InvalidArgument(
+            f"{address!r}: expected host:port, https://host:port or unix:/path"
+        )
+    return "", host.strip("[]"), int(port), tls
+
+
 class _Connection:
     def __init__(self, address: str, timeout: float | None):
-        if address.startswith("unix:"):
+        path, host, port, tls = split_address(address)
+        if path:
             self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 self.sock.settimeout(timeout)
-                self.sock.connect(address[5:])
+                self.sock.connect(path)
             except OSError:
                 self.sock.close()
                 raise
         else:
-            host, _, port = address.rpartition(":")
-            self.sock = socket.create_connection((host, int(port)), timeout)
-            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock = socket.create_connection((host, port), timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if tls:
+                try:
+                    sock = _tls_context().wrap_socket(sock, server_hostname=host)
+                except BaseException:
+                    sock.close()
+                    raise
+            self.sock = sock
         self.http = h11.Connection(h11.CLIENT)
 
     def close(self) -> None:
         self.sock.close()
 
     def closed_by_peer(self) -> bool:
-        """Readable while idle: the daemon closed it."""
+        """Readable while idle: the daemon closed it (TLS may have a record pending: that too is
+        only ever the close)."""
         return bool(select.select([self.sock], [], [], 0)[0])
 
     def _send(self, event) -> None:
@@ -97,19 +132,29 @@ class _Connection:
                 return event
             self.http.receive_data(self.sock.recv(n))  # b"" at the end: h11 tells if too soon
 
-    def request(self, method: str, path: str, body: bytes | Iterable[bytes] | None) -> _Answer:
+    def request(
+        self, method: str, path: str, body: bytes | Iterable[bytes] | None, token: str | None
+    ) -> _Answer:
         if self.finished():
             self.http.start_next_cycle()
         headers = [("Host", "pfs")]
+        if token:
+            headers.append(("Authorization", f"Bearer {token}"))
         if isinstance(body, bytes):
             headers.append(("Content-Length", str(len(body))))
         elif body is not None:
             headers.append(("Transfer-Encoding", "chunked"))
-        self._send(h11.Request(method=method, target=path, headers=headers))
-        for piece in [body] if isinstance(body, bytes) else body or ():
-            if piece:
-                self._send(h11.Data(data=piece))
-        self._send(h11.EndOfMessage())
+        try:
+            self._send(h11.Request(method=method, target=path, headers=headers))
+            for piece in [body] if isinstance(body, bytes) else body or ():
+                if piece:
+                    self._send(h11.Data(data=piece))
+            self._send(h11.EndOfMessage())
+        except OSError:  # a broken pipe, a reset, or TLS's word for them
+            # The daemon may have refused the request before reading its body (a caller not
+            # allowed to write): its answer is then waiting to be read.
+            if not self._answer_waiting():
+                raise
         while True:
             event = self.next_event()
             if type(event) is h11.Response:
@@ -118,15 +163,24 @@ class _Connection:
                 raise ConnectionError("the connection was closed before an answer")
             # an informational (1xx) answer: the real one follows
 
+    def _answer_waiting(self) -> bool:
+        try:
+            return self.closed_by_peer() and self.http.their_state is h11.SEND_RESPONSE
+        except OSError:
+            return False
+
     def finished(self) -> bool:
         """Whether both sides are done with the last request and may go on to another."""
         return self.http.our_state is h11.DONE and self.http.their_state is h11.DONE
 
 
 class Transport:
-    def __init__(self, address: str, timeout: float | None = None):
-        """`address` is `unix:/path` or `host:port`; `timeout` bounds each socket operation."""
+    def __init__(self, address: str, timeout: float | None = None, token: str | None = None):
+        """`address` is `unix:/path`, `host:port` or `https://host:port`; `timeout` bounds each
+        socket operation; `token` is sent with every request."""
+        split_address(address)  # a bad address is an error now, not at the first request
         self.address = address
+        self.token = token
         self._timeout = timeout
         self._local = threading.local()
 
@@ -151,7 +205,7 @@ class Transport:
                 except OSError as e:
                     raise Unavailable(f"cannot reach the pfs daemon at {self.address}: {e}") from None
             try:
-                return conn.request(method, path, body)
+                return conn.request(method, path, body, self.token)
             except _ERRORS as e:
                 self.close()
                 if attempt or streaming:

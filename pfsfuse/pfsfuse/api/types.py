@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from msgspec import Struct
+from msgspec import Meta, Struct
 
 from pfsfuse.chunks import ChunkLoc
 from pfsfuse.metadata.records import ChunkRef
+
+# Numbers a caller sends, bounded at the API's boundary (decoding fails on anything else).
+Count = Annotated[int, Meta(ge=0, le=2**63 - 1)]
+Seconds = Annotated[float, Meta(ge=0, le=10**9)]
+# A symlink's target, as the kernel takes it: not empty, no NUL, at most PATH_MAX bytes.
+LinkTarget = Annotated[str, Meta(min_length=1, max_length=4095, pattern="^[^\x00]+$")]
 
 
 class RepoInfo(Struct, omit_defaults=True):
@@ -49,8 +55,8 @@ class Put(Struct, tag="put", omit_defaults=True):
     # index, each holding at most `target_datums` datums and `target_bytes` bytes (one datum
     # when both are 0); a later split to the same path continues the numbering.
     split: str | None = None
-    target_datums: int = 0
-    target_bytes: int = 0
+    target_datums: Count = 0
+    target_bytes: Count = 0
     # "header" or "footer": the data becomes that of directory `path` (empty, or a lone
     # newline, removes it).
     frame: str | None = None
@@ -80,7 +86,7 @@ class Mkdir(Struct, tag="mkdir"):
 
 class Symlink(Struct, tag="symlink"):
     path: str
-    target: str
+    target: LinkTarget
 
 
 class Chmod(Struct, tag="chmod"):

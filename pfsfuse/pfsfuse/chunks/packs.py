@@ -373,7 +373,13 @@ class ChunkReader:
                 h, size, loc = run[i]
                 start = loc.offset - first.offset
                 piece = stored[start : start + loc.length]
-                datas[i] = self._decode(h, size, loc, piece)
+                try:
+                    datas[i] = self._decode(h, size, loc, piece)
+                except CorruptChunk:
+                    # Damaged on the way (a flaky network or proxy) or at rest: fetched once more
+                    # before it is called corrupt.
+                    piece = self.objects.get(pack_key(loc.pack), loc.offset, loc.length)
+                    datas[i] = self._decode(h, size, loc, piece)
                 if self.cache is not None:
                     self.cache.put(loc.pack, loc.offset, piece)
         return datas

@@ -1,24 +1,23 @@
 """The pipeline API: its interface, its client over the daemon's socket, and the daemon's routes.
 
 As for the storage API, argument and result types come from the annotations of `Pipelines`, so
-this interface is the one description of the calls. The scheduler serves them in the daemon.
+this interface is the one description of the calls. The scheduler serves them in the daemon, behind
+the same front door as the storage API.
 """
 
 from __future__ import annotations
 
-import logging
 from abc import ABC, abstractmethod
 
 import msgspec
 
 from pfsfuse.api import wire
 from pfsfuse.api.transport import Transport
-from pfsfuse.metadata.errors import InvalidArgument, PfsError
+from pfsfuse.api.types import Count, Seconds
+from pfsfuse.metadata.errors import FailedPrecondition
 from pfsfuse.metadata.records import Commit, CommitRef
 from pfsfuse.scheduler.records import DatumInfo, DatumResult, DatumTask, JobInfo, LogLine, PipelineInfo
-from pfsfuse.scheduler.spec import PipelineSpec
-
-log = logging.getLogger("pfsfuse.scheduler")
+from pfsfuse.scheduler.spec import Input, PipelineSpec, atom, atoms
 
 
 class Pipelines(ABC):
@@ -75,13 +74,13 @@ class Pipelines(ABC):
 
     # -- for workers
     @abstractmethod
-    def next_datums(self, pipeline: str, worker: str, limit: int = 1, timeout: float = 10.0) -> list[DatumTask]: ...
+    def next_datums(self, pipeline: str, worker: str, limit: Count = 1, timeout: Seconds = 10.0) -> list[DatumTask]: ...
 
     @abstractmethod
     def datum_done(self, pipeline: str, worker: str, results: list[DatumResult]) -> None: ...
 
     @abstractmethod
-    def datum_log(self, pipeline: str, worker: str, job: str, key: str, try_: int, line: int, text: str) -> None:
+    def datum_log(self, pipeline: str, worker: str, job: str, key: str, try_: Count, line: Count, text: str) -> None:
         """Lines a running datum's command printed, numbered from `line`."""
 
 
@@ -89,15 +88,14 @@ METHODS = frozenset(Pipelines.__abstractmethods__)
 
 
 class RemotePipelines(Pipelines):
-    def __init__(self, address: str):
-        self._http = Transport(address)
+    def __init__(self, address: str, token: str | None = None):
+        self._http = Transport(address, token=token)
 
     def close(self) -> None:
         self._http.close()
 
     def _rpc(self, method: str, **args):
-        body = msgspec.json.encode({k: v for k, v in args.items() if v is not None})
-        data = self._http.call("POST", f"/pps/{method}", body)
+        data = self._http.call("POST", f"/pps/{method}", wire.encode_args(method, args, Pipelines))
         return msgspec.json.decode(data, type=wire.hints(method, Pipelines)["return"])
 
     def create_pipeline(self, spec, update=False, reprocess=False, restore=False):
@@ -158,24 +156,80 @@ class RemotePipelines(Pipelines):
         return self._rpc("datum_log", pipeline=pipeline, worker=worker, job=job, key=key, try_=try_, line=line, text=text)
 
 
-def routes(scheduler) -> list:
-    """The daemon's pipeline routes: every method of `Pipelines`, served by the scheduler."""
-    from starlette.requests import Request  # the daemon's: clients and workers start faster without
-    from starlette.responses import Response
-    from starlette.routing import Route
+def _input_repos(i: Input | None) -> list[str]:
+    """The repos an input reads that exist before the pipeline (not its cron or git repos)."""
+    if i is None:
+        return []
+    if atom(i) is not None:
+        return [atom(i).repo]
+    return [r for sub in (i.cross or i.union or []) for r in _input_repos(sub)]
 
-    async def call(request: Request) -> Response:
-        method = request.path_params["method"]
-        try:
-            if method not in METHODS:
-                raise InvalidArgument(f"unknown pipeline API method {method!r}")
-            args = wire.decode_args(method, await request.body(), Pipelines)
-            result = await getattr(scheduler, method)(**args)
-        except Exception as e:  # noqa: BLE001 - translated at the boundary
-            if not isinstance(e, PfsError):
-                log.error("pipeline API %s failed", method, exc_info=e)
-                e = PfsError(f"internal error: {type(e).__name__}: {e}")
-            return Response(wire.error_body(e), status_code=e.status, media_type="application/json")
-        return Response(msgspec.json.encode(result), media_type="application/json")
 
-    return [Route("/pps/{method}", call, methods=["POST"])]
+def deletable(scheduler, repo: str) -> None:
+    """Refuse to delete a live pipeline's output or meta repo: its pipeline goes first."""
+    for p in scheduler.jobs.pipelines():
+        if repo in (p.output_repo, p.meta_repo):
+            raise FailedPrecondition(f"repo {repo} belongs to pipeline {p.name}: delete the pipeline instead")
+
+
+def endpoints(scheduler) -> list:
+    """The daemon's pipeline routes: every method of `Pipelines`, served by the scheduler, behind
+    the front door (`pfsfuse.api.door`). A pipeline's output repo has its name: the pipeline's
+    ACL is that repo's."""
+    from pfsfuse.api import door  # the daemon's: clients and workers start faster without
+
+    def job_pipeline(job_id: str) -> str:
+        return scheduler.jobs.job(job_id).pipeline
+
+    def of_job(need):
+        return lambda a: need(job_pipeline(a.job_id))
+
+    def create(a) -> door.Need:
+        inputs = door.reads(*_input_repos(a.spec.input))
+        return inputs + (door.owns(a.spec.name) if a.update else door.SIGNED_IN)
+
+    def logs(a) -> door.Need:
+        if a.job:
+            return door.reads(job_pipeline(a.job))
+        return door.reads(a.pipeline) if a.pipeline else door.ADMIN
+
+    worker = lambda a: door.Need(subject=f"pipeline:{a.pipeline}")  # noqa: E731
+    access = {
+        "create_pipeline": create,
+        "inspect_pipeline": lambda a: door.reads(a.name),
+        "list_pipeline": lambda a: door.SIGNED_IN,
+        "delete_pipeline": lambda a: door.owns(a.name),
+        "stop_pipeline": lambda a: door.writes(a.name),
+        "start_pipeline": lambda a: door.writes(a.name),
+        "list_job": lambda a: door.reads(a.pipeline) if a.pipeline else door.SIGNED_IN,
+        "inspect_job": of_job(door.reads),
+        "stop_job": of_job(door.writes),
+        "delete_job": of_job(door.writes),
+        "flush_job": lambda a: door.reads(*(c.repo for c in a.commits)),
+        "flush_commit": lambda a: door.reads(*(c.repo for c in a.commits)),
+        "list_datum": of_job(door.reads),
+        "inspect_datum": of_job(door.reads),
+        "restart_datum": of_job(door.writes),
+        "get_logs": logs,
+        "next_datums": worker,
+        "datum_done": worker,
+        "datum_log": worker,
+    }
+
+    def handler(method: str):
+        async def call(c: door.Call):
+            result = await getattr(scheduler, method)(**wire.as_kwargs(c.args))
+            if method == "create_pipeline":
+                spec = result.spec
+                inputs = [r for r, _, _ in atoms(spec.input, spec.name)]
+                c.gate.pipeline_made(c.caller, spec.name, [result.output_repo, result.meta_repo], inputs,
+                                     new=not c.args.update)
+            elif method == "delete_pipeline":
+                c.gate.pipeline_gone(c.args.name)
+            return door.json(result)
+
+        return call
+
+    return [
+        door.Endpoint(f"/pps/{m}", handler(m), access[m], wire.schema(m, Pipelines)) for m in sorted(METHODS)
+    ]

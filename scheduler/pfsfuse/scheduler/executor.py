@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 
 import trio
@@ -25,6 +26,9 @@ log = logging.getLogger("pfsfuse.scheduler")
 
 class Executor(ABC):
     lost = None  # set by the daemon: lost(pipeline, worker, why, stopped) when a worker is gone
+    # Set by the daemon: token(pipeline) is the token a worker runs with, as PFS_AUTH_TOKEN
+    # (None while auth is not active).
+    token: Callable[[str], str | None] | None = None
 
     @abstractmethod
     async def configure(self, spec: PipelineSpec) -> None:
@@ -70,10 +74,15 @@ class LocalExecutor(Executor):
         logs = self.home / "workers"
         logs.mkdir(parents=True, exist_ok=True)
         out = open(logs / f"{worker}.log", "ab")
+        env = {**os.environ, "PFS_ADDRESS": self.address, "PFS_HOME": str(self.home)}
+        env.pop("PFS_AUTH_TOKEN", None)  # never the daemon's own
+        token = self.token(pipeline) if self.token is not None else None
+        if token is not None:
+            env["PFS_AUTH_TOKEN"] = token
         try:
             return await trio.lowlevel.open_process(
                 [sys.executable, "-m", "pfsfuse.scheduler.worker", pipeline, worker],
-                env={**os.environ, "PFS_ADDRESS": self.address, "PFS_HOME": str(self.home)},
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,
@@ -95,7 +104,10 @@ class LocalExecutor(Executor):
         log.warning("worker %s of %s died (%s)", worker, pipeline, why)
         if self._wanted.get(pipeline):
             await trio.sleep(0.5)  # a worker that cannot start must not spin
-            await self.ensure(pipeline, self._wanted[pipeline])
+            # The pipeline may have been stopped, updated or deleted meanwhile.
+            wanted = self._wanted.get(pipeline)
+            if wanted:
+                await self.ensure(pipeline, wanted)
 
     def alive(self, pipeline: str, worker: str) -> bool:
         proc = self._procs.get(pipeline, {}).get(worker)

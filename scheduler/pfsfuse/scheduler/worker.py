@@ -167,6 +167,9 @@ class Layout:
             self.served.close()
 
 
+_INHERITED = {"LANG", "LANGUAGE", "TZ", "TERM"}  # and LC_*
+
+
 class Worker:
     def __init__(self, pipeline: str, name: str, scratch: Path):
         self.pipeline = pipeline
@@ -178,7 +181,7 @@ class Worker:
         self.views, self.out, self.root = self.layout.views, self.layout.out, self.layout.root
         self.view = self.layout.view
         self.client = connect(start=False)
-        self.pps = RemotePipelines(os.environ["PFS_ADDRESS"])
+        self.pps = RemotePipelines(os.environ["PFS_ADDRESS"], self.client.token)
         self.spec = self.pps.inspect_pipeline(pipeline).spec
         self.reporter = Reporter(pipeline, name)
         self.busy = False  # running a datum: a stop waits for it
@@ -362,9 +365,13 @@ class Worker:
         return fetched
 
     def _base_env(self) -> dict[str, str]:
+        """A command's environment: the documented variables and `transform.env`, with the
+        locale and PATH, and nothing else of the worker's (never the daemon's token, PFS_HOME or
+        object-store credentials)."""
         # Commands find this installation's python3 (and its packages) first on PATH.
-        path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
-        return {**os.environ, "PATH": path, **self.spec.transform.env, "PFS_ROOT": str(self.root)}
+        path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", os.defpath)])
+        kept = {k: v for k, v in os.environ.items() if k in _INHERITED or k.startswith("LC_")}
+        return {**kept, "PATH": path, "HOME": str(self.scratch), **self.spec.transform.env, "PFS_ROOT": str(self.root)}
 
     def _run(self, t: DatumTask) -> tuple[bool, str, str, int]:
         """Run the command; returns whether it succeeded, why not, the tail of its output and the
@@ -462,7 +469,7 @@ class Reporter:
     def __init__(self, pipeline: str, worker: str):
         self.pipeline, self.worker = pipeline, worker
         self.client = connect(start=False)  # connections of its own: they are not shared
-        self.pps = RemotePipelines(os.environ["PFS_ADDRESS"])
+        self.pps = RemotePipelines(os.environ["PFS_ADDRESS"], self.client.token)
         self._batches: queue.Queue = queue.Queue(maxsize=1)
         self._thread = threading.Thread(target=self._loop, name="pfs-reporter")
         self._thread.start()

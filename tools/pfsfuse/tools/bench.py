@@ -360,7 +360,7 @@ SUITES = {
 
 
 # Suites with a module of their own: pfsfuse.tools.bench_<suite>, with its SECTIONS and run().
-MODULES = ["mount", "objstore", "pipelines"]
+MODULES = ["mount", "objstore", "pipelines", "auth"]
 
 
 def run(

@@ -12,17 +12,28 @@ from pfsfuse.tools.cli.app import App, json_option, pass_app
 from pfsfuse.tools.cli.output import size
 
 
+def _tls(ctx, param, value: str | None) -> tuple[str, str] | None:
+    if value is None:
+        return None
+    cert, _, key = value.partition(",")
+    if not cert or not key:
+        raise click.BadParameter("expected CERT,KEY: a certificate file and its key file, both PEM")
+    return cert, key
+
+
 @click.command("serve")
-@click.option("--listen", metavar="HOST:PORT", help="Also serve the API on TCP.")
+@click.option("--listen", metavar="HOST:PORT", help="Also serve the API on TCP (needs auth activated, or --insecure).")
+@click.option("--tls", metavar="CERT,KEY", callback=_tls, help="Serve TCP over HTTPS with this PEM certificate and key.")
+@click.option("--insecure", is_flag=True, help="Serve --listen even though auth is not activated: anyone reaching it may do anything.")
 @click.option("--storage", metavar="URL", help="Object store for a new store (default: file://$PFS_HOME/chunks).")
-def serve(listen: str | None, storage: str | None) -> None:
+def serve(listen: str | None, tls: tuple[str, str] | None, insecure: bool, storage: str | None) -> None:
     """Run the daemon that owns $PFS_HOME, in the foreground."""
     import logging
 
     from pfsfuse import daemon  # the server stack: only this verb needs it
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    daemon.serve(Home(), storage, listen)
+    daemon.serve(Home(), storage, listen, tls=tls, insecure=insecure)
 
 
 @click.command("shutdown")
@@ -126,7 +137,7 @@ def delete_all(app: App, yes: bool) -> None:
 
 
 @click.command("bench")
-@click.argument("suite", type=click.Choice(["store", "split", "gc", "mount", "objstore", "pipelines"]), default="store")
+@click.argument("suite", type=click.Choice(["store", "split", "gc", "mount", "objstore", "pipelines", "auth"]), default="store")
 @click.option("--runs", default=3, show_default=True, help="Runs per figure (the median is shown).")
 @click.option("--dir", "workdir", type=click.Path(file_okay=False), help="Where to put scratch data (default /tmp).")
 @click.option("--only", multiple=True, metavar="SECTION", help="Run only this section of the suite, e.g. get_big_file_cold (repeatable).")

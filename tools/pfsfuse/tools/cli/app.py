@@ -15,6 +15,7 @@ class App:
     def __init__(self):
         self._client: Client | None = None
         self._pipelines = None
+        self._auth = None
         self.out = Output()
 
     @property
@@ -29,14 +30,22 @@ class App:
         if self._pipelines is None:
             from pfsfuse.scheduler.api import RemotePipelines  # only pipeline verbs need it
 
-            self._pipelines = RemotePipelines(self.client.address)
+            self._pipelines = RemotePipelines(self.client.address, self.client.token)
         return self._pipelines
 
+    @property
+    def auth(self):
+        """The auth API of the daemon `client` talks to."""
+        if self._auth is None:
+            from pfsfuse.api.auth import RemoteAuth  # only auth verbs need it
+
+            self._auth = RemoteAuth(self.client.address, self.client.token)
+        return self._auth
+
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-        if self._pipelines is not None:
-            self._pipelines.close()
+        for api in (self._client, self._pipelines, self._auth):
+            if api is not None:
+                api.close()
 
 
 pass_app = click.make_pass_decorator(App)
