@@ -27,6 +27,7 @@ VERBS = {
         "flush-job", "flush-commit", "list-datum", "inspect-datum", "restart-datum", "get-logs",
     ],
     "data": ["extract", "restore"],
+    "deploy": ["deploy", "undeploy"],
     "admin": ["serve", "shutdown", "fsck", "garbage-collect", "version", "bench"],
 }
 _MODULE = {verb: module for module, verbs in VERBS.items() for verb in verbs}
