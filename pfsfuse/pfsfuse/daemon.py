@@ -58,14 +58,15 @@ def _lock(home: Home):
     return fd
 
 
-def serve(home: Home, storage: str | None = None, listen: str | None = None) -> None:
-    """Run the daemon until SIGTERM, SIGINT or a shutdown request."""
+def serve(home: Home, storage: str | None = None, listen: str | None = None, executor: str | None = None) -> None:
+    """Run the daemon until SIGTERM, SIGINT or a shutdown request. Workers run as processes here
+    (`executor` "local") or as pods ("kubernetes", the default inside a cluster)."""
     home.ensure()
     lock = _lock(home)
     try:
         store = _open(home, storage)
         try:
-            trio.run(_serve, store, home, listen)
+            trio.run(_serve, store, home, listen, executor)
         finally:
             store.close()
     finally:
@@ -89,16 +90,31 @@ def _open(home: Home, storage: str | None) -> Store:
     return store
 
 
-async def _serve(store: Store, home: Home, listen: str | None) -> None:
+def _executor(kind: str | None, home: Home, nursery: trio.Nursery):
+    if kind is None:
+        from pfsfuse.scheduler.kube.client import in_cluster
+
+        kind = "kubernetes" if in_cluster() else "local"
+    if kind == "local":
+        return LocalExecutor(home.path, f"unix:{home.socket}", nursery)
+    from pfsfuse.scheduler.kube.client import api_client  # the kubernetes client: only this executor needs it
+    from pfsfuse.scheduler.kube.executor import KubeExecutor
+    from pfsfuse.scheduler.kube.settings import Settings
+
+    return KubeExecutor(Settings.from_env(), api_client(), nursery)
+
+
+async def _serve(store: Store, home: Home, listen: str | None, executor_kind: str | None = None) -> None:
     stop = trio.Event()
     if home.socket.exists():
         home.socket.unlink()  # left by a daemon that died; we hold the lock, so it is stale
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_signals, stop)
-            executor = LocalExecutor(home.path, f"unix:{home.socket}", nursery)
+            executor = _executor(executor_kind, home, nursery)
             scheduler = Scheduler(store, JobStore(store.db), executor, store.wait_changed)
             executor.lost = scheduler.worker_lost
+            executor.trouble = scheduler.worker_trouble
             routes = pipeline_routes(scheduler)
             # The servers return once `stop` is set and their connections have closed.
             async with trio.open_nursery() as servers:

@@ -25,6 +25,10 @@ log = logging.getLogger("pfsfuse.scheduler")
 
 class Executor(ABC):
     lost = None  # set by the daemon: lost(pipeline, worker, why, stopped) when a worker is gone
+    trouble = None  # set by the daemon: trouble(pipeline, reason) when its workers cannot run ("" once they do)
+
+    def check(self, spec: PipelineSpec) -> None:
+        """Raise InvalidArgument if this executor cannot run the spec's workers."""
 
     @abstractmethod
     async def configure(self, spec: PipelineSpec) -> None:
@@ -40,6 +44,10 @@ class Executor(ABC):
 
     @abstractmethod
     async def stop(self, pipeline: str) -> None: ...
+
+    async def forget(self, pipeline: str) -> None:
+        """The pipeline was deleted: its workers and whatever else the executor kept for it go."""
+        await self.stop(pipeline)
 
     @abstractmethod
     async def stop_all(self) -> None: ...
