@@ -129,3 +129,38 @@ def test_without_a_cluster_deploy_says_so(tmp_path):
     r = run(["deploy", "local"], tmp_path, check=False)
     assert r.returncode == 1
     assert r.stderr.startswith("Error: no Kubernetes cluster configured") and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_deploy_applies_keeps_secrets_and_undeploy_removes(tmp_path):
+    from fakeapi import FakeApi
+
+    with FakeApi() as api:
+        env_args = {"KUBECONFIG": api.kubeconfig(tmp_path / "kubeconfig")}
+
+        def pfs(*args, check=True):
+            env = {"PATH": "/usr/bin:/bin", "PFS_HOME": str(tmp_path / "home"), **env_args}
+            r = subprocess.run([PFS, *args], env=env, capture_output=True, text=True, timeout=120)
+            assert not check or r.returncode == 0, r.stderr
+            return r
+
+        out = pfs("deploy", *DEPLOYS["custom"], "--fuse-mode", "device-plugin").stdout
+        assert "StatefulSet pfsd created" in out and "DaemonSet fuse-device-plugin created" in out
+        assert api.get("statefulsets", "default", "pfsd")["spec"]["replicas"] == 1  # validated strictly on the way in
+        first = api.get("secrets", "default", "pfs-storage")["data"]["store.json"]
+        token = api.get("secrets", "default", "pfs-auth")["data"]["token"]
+        ip = api.get("services", "default", "pfsd")["spec"]["clusterIP"]
+        out = pfs("deploy", *DEPLOYS["custom"], "--fuse-mode", "device-plugin").stdout
+        assert "StatefulSet pfsd configured" in out
+        assert api.get("secrets", "default", "pfs-storage")["data"]["store.json"] == first  # the store keeps its seed
+        assert api.get("secrets", "default", "pfs-auth")["data"]["token"] == token
+        assert api.get("services", "default", "pfsd")["spec"]["clusterIP"] == ip
+        r = pfs("deploy", *DEPLOYS["microsoft"], check=False)  # another store over this one: refused
+        assert r.returncode == 1 and "uses s3://data, not az://data: undeploy it first" in r.stderr
+        api.create("configmaps", "default", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
+            "name": "pfs-pipeline-x", "labels": {"app.kubernetes.io/managed-by": "pfsd", "app.kubernetes.io/component": "pipeline"}}})
+        out = pfs("undeploy").stdout
+        assert "ConfigMap pfs-pipeline-x deleted" in out and "StatefulSet pfsd deleted" in out
+        assert not [k for k in api.objects if k[0] != "nodes"]
+        api.forbid("create", "serviceaccounts")
+        r = pfs("deploy", "local", check=False)
+        assert r.returncode == 1 and r.stderr.startswith("Error: forbidden by RBAC: serviceaccounts is forbidden")
