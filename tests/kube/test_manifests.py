@@ -90,7 +90,7 @@ def test_the_pod_carries_the_spec():
 
 def test_fuse_modes():
     priv = pod_of(spec(), "privileged")
-    assert container(priv, "pfs-worker")["securityContext"] == {"privileged": True}
+    assert container(priv, "pfs-worker")["securityContext"] == {"privileged": True, "runAsUser": 0}
     assert {"name": "pfs", "mountPath": "/pfs", "mountPropagation": "Bidirectional"} in container(priv, "pfs-worker")["volumeMounts"]
     assert {"name": "pfs", "mountPath": "/pfs", "mountPropagation": "HostToContainer"} in container(priv, "user")["volumeMounts"]
     plugin = pod_of(spec(), "device-plugin")

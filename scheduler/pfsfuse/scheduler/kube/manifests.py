@@ -222,7 +222,8 @@ def _sidecar(spec: PipelineSpec, pod: str, settings: Settings) -> dict:
         "env": env,
         "volumeMounts": mounts,
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
-        "securityContext": {"privileged": True} if mode == "privileged" else _restricted(),
+        # Privileged mounts FUSE as root (our image's user is SIDECAR_UID otherwise).
+        "securityContext": {"privileged": True, "runAsUser": 0} if mode == "privileged" else _restricted(),
     }
     if mode != "device-plugin":  # there /pfs is mounted by the launcher, after the sidecar starts
         sidecar["startupProbe"] = {
