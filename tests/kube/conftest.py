@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 from fakeapi import FakeApi
-from helpers import Daemon
 from kubelet import Kubelet
+
+from helpers import Daemon
 
 
 class Cluster:
@@ -24,7 +25,11 @@ def _cluster(tmp_home: Path, run: bool, nodes=None) -> Iterator[Cluster]:
     with FakeApi() as api:
         home = tmp_home / "home"
         daemon = Daemon(home, ["--executor", "kubernetes"])
-        daemon.env = {**daemon.env, "KUBECONFIG": api.kubeconfig(tmp_home / "kubeconfig"), "PFS_KUBE_NAMESPACE": "default"}
+        daemon.env = {
+            **daemon.env,
+            "KUBECONFIG": api.kubeconfig(tmp_home / "kubeconfig"),
+            "PFS_KUBE_NAMESPACE": "default",
+        }
         daemon.env.pop("KUBERNETES_SERVICE_HOST", None)
         overrides = {"PFS_ADDRESS": f"unix:{home}/pfs.sock"} if run else None
         with Kubelet(api, nodes, run=overrides, scratch=tmp_home / "pods") as kubelet:

@@ -20,30 +20,37 @@ import string
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import jsonpatch
-
 from kubecheck import problem
 
 VERSION = "1.33"
 # plural -> (kind, apiVersion, namespaced)
 RESOURCES = {
-    "pods": ("Pod", "v1", True), "configmaps": ("ConfigMap", "v1", True), "secrets": ("Secret", "v1", True),
-    "services": ("Service", "v1", True), "serviceaccounts": ("ServiceAccount", "v1", True),
-    "events": ("Event", "v1", True), "persistentvolumeclaims": ("PersistentVolumeClaim", "v1", True),
-    "nodes": ("Node", "v1", False), "namespaces": ("Namespace", "v1", False),
+    "pods": ("Pod", "v1", True),
+    "configmaps": ("ConfigMap", "v1", True),
+    "secrets": ("Secret", "v1", True),
+    "services": ("Service", "v1", True),
+    "serviceaccounts": ("ServiceAccount", "v1", True),
+    "events": ("Event", "v1", True),
+    "persistentvolumeclaims": ("PersistentVolumeClaim", "v1", True),
+    "nodes": ("Node", "v1", False),
+    "namespaces": ("Namespace", "v1", False),
     "roles": ("Role", "rbac.authorization.k8s.io/v1", True),
     "rolebindings": ("RoleBinding", "rbac.authorization.k8s.io/v1", True),
     "clusterroles": ("ClusterRole", "rbac.authorization.k8s.io/v1", False),
     "clusterrolebindings": ("ClusterRoleBinding", "rbac.authorization.k8s.io/v1", False),
-    "statefulsets": ("StatefulSet", "apps/v1", True), "daemonsets": ("DaemonSet", "apps/v1", True),
+    "statefulsets": ("StatefulSet", "apps/v1", True),
+    "daemonsets": ("DaemonSet", "apps/v1", True),
     "networkpolicies": ("NetworkPolicy", "networking.k8s.io/v1", True),
 }
-_PATH = re.compile(r"/(?:api/v1|apis/(?P<group>[^/]+)/(?P<gv>[^/]+))(?:/namespaces/(?P<ns>[^/]+))?"
-                   r"/(?P<plural>[a-z]+)(?:/(?P<name>[^/]+))?(?:/(?P<sub>status|log))?")
+_PATH = re.compile(
+    r"/(?:api/v1|apis/(?P<group>[^/]+)/(?P<gv>[^/]+))(?:/namespaces/(?P<ns>[^/]+))?"
+    r"/(?P<plural>[a-z]+)(?:/(?P<name>[^/]+))?(?:/(?P<sub>status|log))?"
+)
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
 
@@ -96,7 +103,9 @@ class FakeApi:
     def kubeconfig(self, path) -> str:
         """A kubeconfig file for this server, whose current context is `fake`."""
         cfg = {
-            "apiVersion": "v1", "kind": "Config", "current-context": "fake",
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": "fake",
             "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
             "users": [{"name": "tester", "user": {"token": "test"}}],
             "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "tester", "namespace": "default"}}],
@@ -116,9 +125,14 @@ class FakeApi:
 
     def list(self, plural: str, namespace: str | None = None, labels: str = "", fields: str = "") -> list[dict]:
         with self.lock:
-            return [copy.deepcopy(o) for (p, ns, _), o in sorted(self.objects.items())
-                    if p == plural and (namespace is None or ns == namespace)
-                    and _labels_match(o, labels) and _fields_match(o, fields)]
+            return [
+                copy.deepcopy(o)
+                for (p, ns, _), o in sorted(self.objects.items())
+                if p == plural
+                and (namespace is None or ns == namespace)
+                and _labels_match(o, labels)
+                and _fields_match(o, fields)
+            ]
 
     def create(self, plural: str, namespace: str, body: dict, validate: bool = True) -> dict:
         kind, api_version, namespaced = RESOURCES[plural]
@@ -129,16 +143,26 @@ class FakeApi:
         with self.lock:
             if not meta.get("name"):
                 if not meta.get("generateName"):
-                    raise ApiError(422, "Invalid", f"{kind} \"\" is invalid: metadata.name: Required value: name or generateName is required")
-                meta["name"] = meta["generateName"] + "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(5))
+                    raise ApiError(
+                        422,
+                        "Invalid",
+                        f'{kind} "" is invalid: metadata.name: Required value: name or generateName is required',
+                    )
+                meta["name"] = meta["generateName"] + "".join(
+                    secrets.choice(string.ascii_lowercase + string.digits) for _ in range(5)
+                )
             _check_name(kind, meta["name"])
             ns = namespace if namespaced else ""
             if namespaced:
                 if meta.get("namespace", ns) != ns:
-                    raise ApiError(400, "BadRequest", "the namespace of the provided object does not match the namespace sent on the request")
+                    raise ApiError(
+                        400,
+                        "BadRequest",
+                        "the namespace of the provided object does not match the namespace sent on the request",
+                    )
                 meta["namespace"] = ns
             if (plural, ns, meta["name"]) in self.objects:
-                raise ApiError(409, "AlreadyExists", f"{plural} \"{meta['name']}\" already exists")
+                raise ApiError(409, "AlreadyExists", f'{plural} "{meta["name"]}" already exists')
             meta["uid"] = str(uuid.uuid4())
             meta["creationTimestamp"] = _now()
             obj["apiVersion"], obj["kind"] = api_version, kind
@@ -146,19 +170,24 @@ class FakeApi:
             self._put(plural, ns, obj, "ADDED")
             return copy.deepcopy(obj)
 
-    def replace(self, plural: str, namespace: str, name: str, body: dict, status: bool = False,
-                validate: bool = True) -> dict:
+    def replace(
+        self, plural: str, namespace: str, name: str, body: dict, status: bool = False, validate: bool = True
+    ) -> dict:
         kind = RESOURCES[plural][0]
         if validate:
             self._check(body, kind)
         with self.lock:
             current = self.objects.get((plural, namespace, name))
             if current is None:
-                raise ApiError(404, "NotFound", f"{plural} \"{name}\" not found")
+                raise ApiError(404, "NotFound", f'{plural} "{name}" not found')
             given = body.get("metadata", {}).get("resourceVersion")
             if given and given != current["metadata"]["resourceVersion"]:
-                raise ApiError(409, "Conflict", f"Operation cannot be fulfilled on {plural} \"{name}\": the object has "
-                                                "been modified; please apply your changes to the latest version and try again")
+                raise ApiError(
+                    409,
+                    "Conflict",
+                    f'Operation cannot be fulfilled on {plural} "{name}": the object has '
+                    "been modified; please apply your changes to the latest version and try again",
+                )
             if body.get("metadata", {}).get("name", name) != name:
                 raise ApiError(400, "BadRequest", "the name of the object does not match the name on the URL")
             obj = copy.deepcopy(body)
@@ -173,8 +202,12 @@ class FakeApi:
             elif "status" in current:
                 obj["status"] = current["status"]
             if plural == "pods" and not status and _pod_spec_changed(current, obj):
-                raise ApiError(422, "Invalid", f"Pod \"{name}\" is invalid: spec: Forbidden: pod updates may not change fields other than "
-                                               "`spec.containers[*].image`, `spec.activeDeadlineSeconds` or `spec.tolerations`")
+                raise ApiError(
+                    422,
+                    "Invalid",
+                    f'Pod "{name}" is invalid: spec: Forbidden: pod updates may not change fields other than '
+                    "`spec.containers[*].image`, `spec.activeDeadlineSeconds` or `spec.tolerations`",
+                )
             _defaults(plural, obj)
             self._put(plural, namespace, obj, "MODIFIED")
             return copy.deepcopy(obj)
@@ -182,7 +215,7 @@ class FakeApi:
     def patch(self, plural: str, namespace: str, name: str, content_type: str, patch, status: bool = False) -> dict:
         current = self.get(plural, namespace, name)
         if current is None:
-            raise ApiError(404, "NotFound", f"{plural} \"{name}\" not found")
+            raise ApiError(404, "NotFound", f'{plural} "{name}" not found')
         try:
             if content_type.startswith("application/json-patch+json"):
                 patched = jsonpatch.JsonPatch(patch).apply(current)
@@ -191,9 +224,13 @@ class FakeApi:
             elif content_type.startswith("application/strategic-merge-patch+json"):
                 patched = _merge(current, patch, strategic=True)
             else:
-                raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format: {content_type}")
+                raise ApiError(
+                    415, "UnsupportedMediaType", f"the body of the request was in an unknown format: {content_type}"
+                )
         except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as e:
-            raise ApiError(422, "Invalid", f"the server rejected our request due to an error in our request: {e}") from None
+            raise ApiError(
+                422, "Invalid", f"the server rejected our request due to an error in our request: {e}"
+            ) from None
         patched["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
         return self.replace(plural, namespace, name, patched, status=status)
 
@@ -203,9 +240,13 @@ class FakeApi:
         with self.lock:
             obj = self.objects.get((plural, namespace, name))
             if obj is None:
-                raise ApiError(404, "NotFound", f"{plural} \"{name}\" not found")
-            if plural == "pods" and grace != 0 and obj["spec"].get("nodeName") and \
-                    obj.get("status", {}).get("phase") not in ("Succeeded", "Failed"):
+                raise ApiError(404, "NotFound", f'{plural} "{name}" not found')
+            if (
+                plural == "pods"
+                and grace != 0
+                and obj["spec"].get("nodeName")
+                and obj.get("status", {}).get("phase") not in ("Succeeded", "Failed")
+            ):
                 if "deletionTimestamp" not in obj["metadata"]:
                     obj["metadata"]["deletionTimestamp"] = _now()
                     obj["metadata"]["deletionGracePeriodSeconds"] = 30 if grace is None else grace
@@ -248,15 +289,22 @@ class FakeApi:
         sent.setdefault("kind", kind)
         wrong = problem(sent, self.version)
         if wrong:
-            raise ApiError(422, "Invalid", f"{kind} \"{body.get('metadata', {}).get('name', '')}\" is invalid: {wrong}")
-        for k, v in (body.get("metadata", {}).get("labels") or {}).items():
+            raise ApiError(422, "Invalid", f'{kind} "{body.get("metadata", {}).get("name", "")}" is invalid: {wrong}')
+        for v in (body.get("metadata", {}).get("labels") or {}).values():
             if not isinstance(v, str) or len(v) > 63 or not _LABEL_VALUE.fullmatch(v):
-                raise ApiError(422, "Invalid", f"metadata.labels: Invalid value: {v!r}: a valid label must be 63 characters or less")
+                raise ApiError(
+                    422,
+                    "Invalid",
+                    f"metadata.labels: Invalid value: {v!r}: a valid label must be 63 characters or less",
+                )
 
     def watch_from(self, plural: str, namespace: str | None, since: int, labels: str, fields: str, deadline: float):
         """Events after resourceVersion `since`, as they come, until the deadline."""
         if since and since < self.compacted:
-            yield {"type": "ERROR", "object": _status(410, "Expired", f"too old resource version: {since} ({self.compacted})")}
+            yield {
+                "type": "ERROR",
+                "object": _status(410, "Expired", f"too old resource version: {since} ({self.compacted})"),
+            }
             return
         seen = since
         while time.monotonic() < deadline and not getattr(self, "closed", False):
@@ -267,8 +315,12 @@ class FakeApi:
                     continue
             for rv, kind, p, obj in batch:
                 seen = rv
-                if p == plural and (namespace is None or obj["metadata"].get("namespace") == namespace) \
-                        and _labels_match(obj, labels) and _fields_match(obj, fields):
+                if (
+                    p == plural
+                    and (namespace is None or obj["metadata"].get("namespace") == namespace)
+                    and _labels_match(obj, labels)
+                    and _fields_match(obj, fields)
+                ):
                     yield {"type": kind, "object": obj}
 
 
@@ -300,40 +352,63 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         try:
             if url.path == "/version":
-                return self._send(200, {"major": "1", "minor": fake.version.split(".")[1], "gitVersion": f"v{fake.version}.0"})
+                return self._send(
+                    200, {"major": "1", "minor": fake.version.split(".")[1], "gitVersion": f"v{fake.version}.0"}
+                )
             m = _PATH.fullmatch(url.path)
             if m is None or m["plural"] not in RESOURCES:
                 raise ApiError(404, "NotFound", f"the server could not find the requested resource ({url.path})")
             plural, ns, name, sub = m["plural"], m["ns"] or "", m["name"], m["sub"]
-            verb = {"GET": "watch" if query.get("watch") in ("true", "1") else "get" if name else "list",
-                    "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}[self.command]
+            verb = {
+                "GET": "watch" if query.get("watch") in ("true", "1") else "get" if name else "list",
+                "POST": "create",
+                "PUT": "update",
+                "PATCH": "patch",
+                "DELETE": "delete",
+            }[self.command]
             if (verb, plural) in fake.forbidden or (verb, "*") in fake.forbidden:
-                raise ApiError(403, "Forbidden", f"{plural} is forbidden: User \"system:serviceaccount:{ns or 'default'}:pfsd\" "
-                                                 f"cannot {verb} resource \"{plural}\" in API group \"{m['group'] or ''}\""
-                                                 + (f" in the namespace \"{ns}\"" if ns else ""))
+                raise ApiError(
+                    403,
+                    "Forbidden",
+                    f'{plural} is forbidden: User "system:serviceaccount:{ns or "default"}:pfsd" '
+                    f'cannot {verb} resource "{plural}" in API group "{m["group"] or ""}"'
+                    + (f' in the namespace "{ns}"' if ns else ""),
+                )
             body = json.loads(raw) if raw else None
             if verb == "watch":
                 return self._watch(plural, m["ns"], query)
             if verb == "list":
                 items = fake.list(plural, m["ns"], query.get("labelSelector", ""), query.get("fieldSelector", ""))
                 kind, api_version, _ = RESOURCES[plural]
-                return self._send(200, {"apiVersion": api_version, "kind": f"{kind}List",
-                                        "metadata": {"resourceVersion": str(fake.rv)}, "items": items})
+                return self._send(
+                    200,
+                    {
+                        "apiVersion": api_version,
+                        "kind": f"{kind}List",
+                        "metadata": {"resourceVersion": str(fake.rv)},
+                        "items": items,
+                    },
+                )
             if verb == "create":
                 return self._send(201, fake.create(plural, ns, _secret_data(plural, body)))
             if verb == "get":
                 if sub == "log":
                     if fake.get(plural, ns, name) is None:
-                        raise ApiError(404, "NotFound", f"pods \"{name}\" not found")
+                        raise ApiError(404, "NotFound", f'pods "{name}" not found')
                     return self._send(200, fake.logs.get((ns, name, query.get("container", "")), ""))
                 obj = fake.get(plural, ns, name)
                 if obj is None:
-                    raise ApiError(404, "NotFound", f"{plural} \"{name}\" not found")
+                    raise ApiError(404, "NotFound", f'{plural} "{name}" not found')
                 return self._send(200, obj)
             if verb == "update":
-                return self._send(200, fake.replace(plural, ns, name, _secret_data(plural, body), status=sub == "status"))
+                return self._send(
+                    200, fake.replace(plural, ns, name, _secret_data(plural, body), status=sub == "status")
+                )
             if verb == "patch":
-                return self._send(200, fake.patch(plural, ns, name, self.headers.get("Content-Type", ""), body, status=sub == "status"))
+                return self._send(
+                    200,
+                    fake.patch(plural, ns, name, self.headers.get("Content-Type", ""), body, status=sub == "status"),
+                )
             if verb == "delete":
                 grace = query.get("gracePeriodSeconds", (body or {}).get("gracePeriodSeconds"))
                 return self._send(200, fake.delete(plural, ns, name, None if grace is None else int(grace)))
@@ -350,8 +425,9 @@ class _Handler(BaseHTTPRequestHandler):
         deadline = time.monotonic() + float(query.get("timeoutSeconds") or 30)
         since = int(query.get("resourceVersion") or 0) or self.fake.rv
         try:
-            for event in self.fake.watch_from(plural, ns, since, query.get("labelSelector", ""),
-                                              query.get("fieldSelector", ""), deadline):
+            for event in self.fake.watch_from(
+                plural, ns, since, query.get("labelSelector", ""), query.get("fieldSelector", ""), deadline
+            ):
                 line = (json.dumps(event) + "\n").encode()
                 self.wfile.write(f"{len(line):x}\r\n".encode() + line + b"\r\n")
                 self.wfile.flush()
@@ -364,19 +440,30 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def _status(code: int, reason: str, message: str) -> dict:
-    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": message, "reason": reason, "code": code}
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _check_name(kind: str, name: str) -> None:
     limit = 63 if kind in ("Service", "Namespace") else 253
     if len(name) > limit or not _DNS_SUBDOMAIN.fullmatch(name):
-        raise ApiError(422, "Invalid", f"{kind} \"{name}\" is invalid: metadata.name: Invalid value: \"{name}\": a lowercase "
-                                       "RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.'")
+        raise ApiError(
+            422,
+            "Invalid",
+            f'{kind} "{name}" is invalid: metadata.name: Invalid value: "{name}": a lowercase '
+            "RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.'",
+        )
 
 
 def _defaults(plural: str, obj: dict) -> None:
@@ -384,7 +471,8 @@ def _defaults(plural: str, obj: dict) -> None:
     if plural == "pods":
         obj.setdefault("status", {"phase": "Pending", "conditions": []})
     if plural == "services":
-        obj["spec"].setdefault("clusterIP", "10.96.0.%d" % (int(obj["metadata"]["resourceVersion"] if "resourceVersion" in obj["metadata"] else 0) % 250 + 2))
+        serial = int(obj["metadata"].get("resourceVersion", 0))
+        obj["spec"].setdefault("clusterIP", f"10.96.0.{serial % 250 + 2}")
         obj["spec"].setdefault("type", "ClusterIP")
 
 
@@ -402,6 +490,7 @@ def _secret_data(plural: str, body):
 
 def _pod_spec_changed(old: dict, new: dict) -> bool:
     """A pod's spec is immutable but for images, tolerations and the deadline."""
+
     def strip(spec):
         s = copy.deepcopy(spec or {})
         for c in s.get("containers", []) + s.get("initContainers", []):
@@ -410,6 +499,7 @@ def _pod_spec_changed(old: dict, new: dict) -> bool:
         s.pop("activeDeadlineSeconds", None)
         s.pop("nodeName", None)  # set by the binding
         return s
+
     return strip(old.get("spec")) != strip(new.get("spec"))
 
 
@@ -420,8 +510,12 @@ def _merge(target, patch, strategic: bool):
     for k, v in patch.items():
         if v is None:
             out.pop(k, None)
-        elif strategic and isinstance(v, list) and isinstance(out.get(k), list) and all(
-                isinstance(i, dict) and "name" in i for i in v + out[k]):
+        elif (
+            strategic
+            and isinstance(v, list)
+            and isinstance(out.get(k), list)
+            and all(isinstance(i, dict) and "name" in i for i in v + out[k])
+        ):
             merged = {i["name"]: i for i in out[k]}
             for item in v:
                 if item.get("$patch") == "delete":

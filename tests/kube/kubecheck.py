@@ -17,8 +17,10 @@ def validate(obj: dict, version: str) -> None:
         kubernetes_validate.validate(obj, version, strict=True)
     except kubernetes_validate.ValidationError as e:
         where = "/".join(str(p) for p in e.path)
-        raise AssertionError(f"{obj.get('kind')} {obj.get('metadata', {}).get('name')} is invalid for "
-                             f"Kubernetes {version} at {where}: {e.message}") from None
+        raise AssertionError(
+            f"{obj.get('kind')} {obj.get('metadata', {}).get('name')} is invalid for "
+            f"Kubernetes {version} at {where}: {e.message}"
+        ) from None
 
 
 def problem(obj: dict, version: str) -> str | None:

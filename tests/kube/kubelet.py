@@ -17,18 +17,23 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from fakeapi import ApiError, FakeApi
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Kubelet:
-    def __init__(self, api: FakeApi, nodes: dict[str, dict[str, str]] | None = None, run: dict[str, str] | None = None,
-                 scratch=None):
+    def __init__(
+        self,
+        api: FakeApi,
+        nodes: dict[str, dict[str, str]] | None = None,
+        run: dict[str, str] | None = None,
+        scratch=None,
+    ):
         """`run`: environment overrides for the worker processes (PFS_ADDRESS of the test's daemon);
         without it pods just run. `scratch`: where each pod's emptyDirs go."""
         self.api = api
@@ -36,8 +41,16 @@ class Kubelet:
         self.procs: dict[tuple[str, str], subprocess.Popen] = {}
         self.stopped = threading.Event()
         for name, labels in (nodes or {"node-1": {}}).items():
-            api.create("nodes", "", {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels},
-                                     "status": {"conditions": [{"type": "Ready", "status": "True"}]}})
+            api.create(
+                "nodes",
+                "",
+                {
+                    "apiVersion": "v1",
+                    "kind": "Node",
+                    "metadata": {"name": name, "labels": labels},
+                    "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+                },
+            )
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def __enter__(self) -> Kubelet:
@@ -52,17 +65,28 @@ class Kubelet:
 
     def lose_node(self, node: str) -> None:
         n = self.api.get("nodes", "", node)
-        n["status"]["conditions"] = [{"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
-                                      "message": "Kubelet stopped posting node status."}]
+        n["status"]["conditions"] = [
+            {
+                "type": "Ready",
+                "status": "Unknown",
+                "reason": "NodeStatusUnknown",
+                "message": "Kubelet stopped posting node status.",
+            }
+        ]
         self.api.replace("nodes", "", node, n, status=True)
         for pod in self.api.list("pods", fields=f"spec.nodeName={node}"):
             key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
             if key in self.procs:
                 _kill(self.procs.pop(key))
-            pod["status"].setdefault("conditions", []).append({
-                "type": "DisruptionTarget", "status": "True", "reason": "DeletionByTaintManager",
-                "message": f"Taint manager: deleting due to NoExecute taint: node {node} is unreachable",
-                "lastTransitionTime": _now()})
+            pod["status"].setdefault("conditions", []).append(
+                {
+                    "type": "DisruptionTarget",
+                    "status": "True",
+                    "reason": "DeletionByTaintManager",
+                    "message": f"Taint manager: deleting due to NoExecute taint: node {node} is unreachable",
+                    "lastTransitionTime": _now(),
+                }
+            )
             self._status(pod)
             self.api.delete("pods", *key, grace=0)  # no kubelet left to confirm: the pod GC forces it
 
@@ -95,9 +119,17 @@ class Kubelet:
             code = self.procs[key].poll()
             if code is not None:
                 self._log(key, self.procs.pop(key))
-                state = {"terminated": {"exitCode": code if code >= 0 else 128 - code, "reason": "Completed" if code == 0 else "Error"}}
-                pod["status"] = {**status, "phase": "Succeeded" if code == 0 else "Failed",
-                                 "initContainerStatuses": [_cstatus("pfs-worker", pod, state)]}
+                state = {
+                    "terminated": {
+                        "exitCode": code if code >= 0 else 128 - code,
+                        "reason": "Completed" if code == 0 else "Error",
+                    }
+                }
+                pod["status"] = {
+                    **status,
+                    "phase": "Succeeded" if code == 0 else "Failed",
+                    "initContainerStatuses": [_cstatus("pfs-worker", pod, state)],
+                }
                 self._status(pod)
             return
         if status.get("phase") == "Running":
@@ -106,43 +138,84 @@ class Kubelet:
             reason = "ImagePullBackOff" if _waiting(status, "user") == "ErrImagePull" else "ErrImagePull"
             if _waiting(status, "user") == "ImagePullBackOff":
                 return
-            msg = f'Back-off pulling image "{image}"' if reason == "ImagePullBackOff" else \
-                f'failed to pull and unpack image "docker.io/library/{image}:latest": pull access denied, repository does not exist'
-            pod["status"] = {**status, "phase": "Pending",
-                             "containerStatuses": [_cstatus("user", pod, {"waiting": {"reason": reason, "message": msg}})]}
+            msg = (
+                f'Back-off pulling image "{image}"'
+                if reason == "ImagePullBackOff"
+                else f'failed to pull and unpack image "docker.io/library/{image}:latest": '
+                "pull access denied, repository does not exist"
+            )
+            pod["status"] = {
+                **status,
+                "phase": "Pending",
+                "containerStatuses": [_cstatus("user", pod, {"waiting": {"reason": reason, "message": msg}})],
+            }
         elif image == "crashloop":
             if _waiting(status, "pfs-worker", init=True) == "CrashLoopBackOff":
                 return
-            pod["status"] = {**status, "phase": "Pending", "initContainerStatuses": [_cstatus("pfs-worker", pod, {
-                "waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s restarting failed container=pfs-worker"}},
-                restarts=4, last={"terminated": {"exitCode": 1, "reason": "Error"}})]}
+            pod["status"] = {
+                **status,
+                "phase": "Pending",
+                "initContainerStatuses": [
+                    _cstatus(
+                        "pfs-worker",
+                        pod,
+                        {
+                            "waiting": {
+                                "reason": "CrashLoopBackOff",
+                                "message": "back-off 40s restarting failed container=pfs-worker",
+                            }
+                        },
+                        restarts=4,
+                        last={"terminated": {"exitCode": 1, "reason": "Error"}},
+                    )
+                ],
+            }
         elif image == "oom":
-            pod["status"] = {**status, "phase": "Failed", "containerStatuses": [_cstatus("user", pod, {
-                "terminated": {"exitCode": 137, "reason": "OOMKilled"}})]}
+            pod["status"] = {
+                **status,
+                "phase": "Failed",
+                "containerStatuses": [_cstatus("user", pod, {"terminated": {"exitCode": 137, "reason": "OOMKilled"}})],
+            }
         elif image == "evicted":
-            pod["status"] = {**status, "phase": "Failed", "reason": "Evicted",
-                             "message": "The node was low on resource: memory. Threshold quantity: 100Mi, available: 20Mi."}
+            pod["status"] = {
+                **status,
+                "phase": "Failed",
+                "reason": "Evicted",
+                "message": "The node was low on resource: memory. Threshold quantity: 100Mi, available: 20Mi.",
+            }
         else:
             if self.run is not None:
                 self.procs[key] = self._start(pod)
-            pod["status"] = {**status, "phase": "Running", "startTime": _now(),
-                             "conditions": [{"type": "Ready", "status": "True"}],
-                             "containerStatuses": [_cstatus("user", pod, {"running": {"startedAt": _now()}}, ready=True)]}
+            pod["status"] = {
+                **status,
+                "phase": "Running",
+                "startTime": _now(),
+                "conditions": [{"type": "Ready", "status": "True"}],
+                "containerStatuses": [_cstatus("user", pod, {"running": {"startedAt": _now()}}, ready=True)],
+            }
         self._status(pod)
 
     def _schedule(self, pod: dict) -> None:
         wanted = pod["spec"].get("nodeSelector") or {}
         nodes = self.api.list("nodes")
-        fit = [n for n in nodes if all(n["metadata"].get("labels", {}).get(k) == v for k, v in wanted.items())
-               and any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"]["conditions"])]
+        fit = [
+            n
+            for n in nodes
+            if all(n["metadata"].get("labels", {}).get(k) == v for k, v in wanted.items())
+            and any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"]["conditions"])
+        ]
         if not fit:
-            msg = (f"0/{len(nodes)} nodes are available: {len(nodes)} node(s) didn't match Pod's node affinity/selector. "
-                   "preemption: 0/1 nodes are available.")
+            msg = (
+                f"0/{len(nodes)} nodes are available: {len(nodes)} node(s) didn't match Pod's node affinity/selector. "
+                "preemption: 0/1 nodes are available."
+            )
             conds = pod.get("status", {}).get("conditions") or []
             if any(c.get("reason") == "Unschedulable" for c in conds):
                 return
-            pod["status"] = {"phase": "Pending", "conditions": [
-                {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg}]}
+            pod["status"] = {
+                "phase": "Pending",
+                "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg}],
+            }
             return self._status(pod)
         pod["spec"]["nodeName"] = fit[0]["metadata"]["name"]
         self.api.replace("pods", pod["metadata"]["namespace"], pod["metadata"]["name"], pod)
@@ -169,8 +242,9 @@ class Kubelet:
         cmd = [sys.executable if sidecar["command"][0] == "python" else sidecar["command"][0], *sidecar["command"][1:]]
         out = open(home / "log", "wb")
         try:
-            return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+            return subprocess.Popen(
+                cmd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
         finally:
             out.close()
 
@@ -184,7 +258,9 @@ class Kubelet:
         self.api.replace("pods", pod["metadata"]["namespace"], pod["metadata"]["name"], pod, status=True)
 
 
-def _cstatus(name: str, pod: dict, state: dict, ready: bool = False, restarts: int = 0, last: dict | None = None) -> dict:
+def _cstatus(
+    name: str, pod: dict, state: dict, ready: bool = False, restarts: int = 0, last: dict | None = None
+) -> dict:
     containers = pod["spec"]["containers"] + pod["spec"].get("initContainers", [])
     image = next(c["image"] for c in containers if c["name"] == name)
     out = {"name": name, "image": image, "imageID": "", "ready": ready, "restartCount": restarts, "state": state}

@@ -8,9 +8,9 @@ import subprocess
 
 import pytest
 import yaml
+from kubecheck import VERSIONS, validate
 
 from helpers import PFS
-from kubecheck import VERSIONS, validate
 
 DEPLOYS = {
     "local": ["local"],
@@ -23,8 +23,12 @@ DEPLOYS = {
 
 
 def run(args: list[str], tmp_path, check=True) -> subprocess.CompletedProcess:
-    env = {"PATH": "/usr/bin:/bin", "PFS_HOME": str(tmp_path / "home"), "PFS_ADDRESS": f"unix:{tmp_path}/none.sock",
-           "KUBECONFIG": str(tmp_path / "no-kubeconfig")}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PFS_HOME": str(tmp_path / "home"),
+        "PFS_ADDRESS": f"unix:{tmp_path}/none.sock",
+        "KUBECONFIG": str(tmp_path / "no-kubeconfig"),
+    }
     r = subprocess.run([PFS, *args], env=env, capture_output=True, text=True, timeout=60)
     if check:
         assert r.returncode == 0, r.stderr
@@ -40,13 +44,28 @@ def objects(args: list[str], tmp_path) -> dict[tuple[str, str], dict]:
 @pytest.mark.parametrize("mode", ["privileged", "device-plugin", "copy"])
 @pytest.mark.parametrize("kind", sorted(DEPLOYS))
 def test_every_deployment_validates_strictly(kind, mode, tmp_path):
-    objs = objects([*DEPLOYS[kind], "--fuse-mode", mode, "--namespace", "data-team", "--registry", "reg.example/pfs",
-                    "--image-pull-secret", "pull"], tmp_path)
+    objs = objects(
+        [
+            *DEPLOYS[kind],
+            "--fuse-mode",
+            mode,
+            "--namespace",
+            "data-team",
+            "--registry",
+            "reg.example/pfs",
+            "--image-pull-secret",
+            "pull",
+        ],
+        tmp_path,
+    )
     for obj in objs.values():
         for version in VERSIONS:
             validate(obj, version)
-    assert ("DaemonSet", "fuse-device-plugin") in objs if mode == "device-plugin" else not any(
-        k == "DaemonSet" for k, _ in objs)
+    assert (
+        ("DaemonSet", "fuse-device-plugin") in objs
+        if mode == "device-plugin"
+        else not any(k == "DaemonSet" for k, _ in objs)
+    )
     sts = objs[("StatefulSet", "pfsd")]
     pod = sts["spec"]["template"]["spec"]
     env = {e["name"]: e for e in pod["containers"][0]["env"]}
@@ -86,7 +105,9 @@ def test_cluster_roles_and_fresh_secrets(tmp_path):
     objs = objects([*DEPLOYS["local"], "--cluster-roles", "--namespace", "ns1"], tmp_path)
     assert ("ClusterRole", "pfsd-ns1") in objs and ("Role", "pfsd") not in objs
     assert "namespace" not in objs[("ClusterRole", "pfsd-ns1")]["metadata"]
-    assert objs[("ClusterRoleBinding", "pfsd-ns1")]["subjects"] == [{"kind": "ServiceAccount", "name": "pfsd", "namespace": "ns1"}]
+    assert objs[("ClusterRoleBinding", "pfsd-ns1")]["subjects"] == [
+        {"kind": "ServiceAccount", "name": "pfsd", "namespace": "ns1"}
+    ]
     again = objects(DEPLOYS["local"], tmp_path)
     seeds = [json.loads(o[("Secret", "pfs-storage")]["stringData"]["store.json"])["seed"] for o in (objs, again)]
     assert seeds[0] != seeds[1]
@@ -96,7 +117,9 @@ def test_cluster_roles_and_fresh_secrets(tmp_path):
 def test_iam_role_and_google_key(tmp_path):
     objs = objects(DEPLOYS["amazon-role"], tmp_path)
     for sa in ("pfsd", "pfs-worker"):
-        assert objs[("ServiceAccount", sa)]["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/pfs"}
+        assert objs[("ServiceAccount", sa)]["metadata"]["annotations"] == {
+            "eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/pfs"
+        }
     assert "AWS_ACCESS_KEY_ID" not in objs[("Secret", "pfs-storage")]["stringData"]
     key = tmp_path / "key.json"
     key.write_text('{"type": "service_account"}')
@@ -112,16 +135,23 @@ def test_yaml_output_is_documents(tmp_path):
     assert kinds[:2] == ["ServiceAccount", "ServiceAccount"] and "StatefulSet" in kinds
 
 
-@pytest.mark.parametrize("args, message", [
-    (["amazon", "b", "r"], "give either --credentials"),
-    (["amazon", "b", "r", "--credentials", "onlyid"], "--credentials must be"),
-    (["local", "--fuse-mode", "magic"], "Invalid value for '--fuse-mode'"),
-    (["local", "--namespace", "Bad_NS", "--dry-run"], "is not a DNS label"),
-    (["custom", "--object-store", "s3", "a/b", "i", "s", "e", "--dry-run"], "is not a bucket name"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["amazon", "b", "r"], "give either --credentials"),
+        (["amazon", "b", "r", "--credentials", "onlyid"], "--credentials must be"),
+        (["local", "--fuse-mode", "magic"], "Invalid value for '--fuse-mode'"),
+        (["local", "--namespace", "Bad_NS", "--dry-run"], "is not a DNS label"),
+        (["custom", "--object-store", "s3", "a/b", "i", "s", "e", "--dry-run"], "is not a bucket name"),
+    ],
+)
 def test_bad_input_is_one_line(args, message, tmp_path):
     r = run(["deploy", *args], tmp_path, check=False)
-    assert r.returncode == 2 if "Invalid value" in message or "give" in message or "must be" in message else r.returncode == 1
+    assert (
+        r.returncode == 2
+        if "Invalid value" in message or "give" in message or "must be" in message
+        else r.returncode == 1
+    )
     assert message in r.stderr and "Traceback" not in r.stderr
 
 
@@ -156,8 +186,18 @@ def test_deploy_applies_keeps_secrets_and_undeploy_removes(tmp_path):
         assert api.get("services", "default", "pfsd")["spec"]["clusterIP"] == ip
         r = pfs("deploy", *DEPLOYS["microsoft"], check=False)  # another store over this one: refused
         assert r.returncode == 1 and "uses s3://data, not az://data: undeploy it first" in r.stderr
-        api.create("configmaps", "default", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
-            "name": "pfs-pipeline-x", "labels": {"app.kubernetes.io/managed-by": "pfsd", "app.kubernetes.io/component": "pipeline"}}})
+        api.create(
+            "configmaps",
+            "default",
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {
+                    "name": "pfs-pipeline-x",
+                    "labels": {"app.kubernetes.io/managed-by": "pfsd", "app.kubernetes.io/component": "pipeline"},
+                },
+            },
+        )
         out = pfs("undeploy").stdout
         assert "ConfigMap pfs-pipeline-x deleted" in out and "StatefulSet pfsd deleted" in out
         assert not [k for k in api.objects if k[0] != "nodes"]

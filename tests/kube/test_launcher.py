@@ -9,8 +9,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import wait_for
 
+from helpers import wait_for
 from pfsfuse.metadata.errors import FailedPrecondition, Unavailable
 from pfsfuse.scheduler.kube.launcher import Launcher
 
@@ -22,12 +22,17 @@ def binary(tmp_path_factory) -> Path:
     if shutil.which("gcc") is None:
         pytest.skip("gcc is not installed (Debian: apt-get install gcc libc6-dev): the launcher cannot be built")
     out = tmp_path_factory.mktemp("launcher") / "launcher"
-    r = subprocess.run(["gcc", "-static", "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(out), str(SOURCE)],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        ["gcc", "-static", "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(out), str(SOURCE)],
+        capture_output=True,
+        text=True,
+    )
     if r.returncode != 0 and "cannot find -lc" in r.stderr:
         pytest.skip("no static C library (Debian: apt-get install libc6-dev): the launcher cannot be built static")
     assert r.returncode == 0, r.stderr
-    assert b"statically linked" in subprocess.run(["file", str(out)], capture_output=True).stdout or not shutil.which("file")
+    assert b"statically linked" in subprocess.run(["file", str(out)], capture_output=True).stdout or not shutil.which(
+        "file"
+    )
     return out
 
 
@@ -55,8 +60,12 @@ ENV = {"PATH": "/usr/bin:/bin"}
 def test_runs_commands_with_argv_env_cwd_and_stdin(launcher, tmp_path):
     side, proc = launcher
     assert side.pid == proc.pid
-    r = side.run(["sh", "-c", 'echo "$1 $GREETING"; pwd; cat; echo oops >&2', "sh", "one arg"],
-                 {**ENV, "GREETING": "hi there"}, cwd=str(tmp_path), stdin=b"line 1\nline 2\n")
+    r = side.run(
+        ["sh", "-c", 'echo "$1 $GREETING"; pwd; cat; echo oops >&2', "sh", "one arg"],
+        {**ENV, "GREETING": "hi there"},
+        cwd=str(tmp_path),
+        stdin=b"line 1\nline 2\n",
+    )
     assert r.status == "exit 0" and r.code == 0
     assert r.output.decode().splitlines() == ["one arg hi there", str(tmp_path), "line 1", "line 2", "oops"]
     assert side.run(["sh", "-c", "exit 3"], ENV).status == "exit 3"

@@ -8,9 +8,9 @@ import subprocess
 
 import pytest
 import yaml
+from kubecheck import VERSIONS, validate
 
 from helpers import PFS
-from kubecheck import VERSIONS, validate
 from pfsfuse.metadata.errors import InvalidArgument
 from pfsfuse.scheduler import spec as specs
 from pfsfuse.scheduler.kube import manifests
@@ -19,17 +19,24 @@ from pfsfuse.scheduler.kube.settings import FUSE_MODES, Settings, dns_name
 FULL = {
     "pipeline": {"name": "edge_Detect"},
     "transform": {
-        "cmd": ["python3", "/edges.py"], "image": "pachyderm/opencv", "env": {"MODE": "fast"},
+        "cmd": ["python3", "/edges.py"],
+        "image": "pachyderm/opencv",
+        "env": {"MODE": "fast"},
         "secrets": [{"name": "s3-creds", "mount_path": "/secrets"}, {"name": "api", "env_var": "API_KEY", "key": "k"}],
-        "image_pull_secrets": ["registry-login"], "working_dir": "/work",
+        "image_pull_secrets": ["registry-login"],
+        "working_dir": "/work",
     },
     "input": {"atom": {"repo": "images", "glob": "/*"}},
     "parallelism_spec": {"constant": 4},
     "resource_requests": {"cpu": 0.5, "memory": "1G", "gpu": 1, "disk": "10Gi"},
     "resource_limits": {"memory": "2Gi", "cpu": 2},
     "scheduling_spec": {"node_selector": {"disk": "ssd"}, "priority_class_name": "batch-high"},
-    "pod_spec": json.dumps({"tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
-                            "containers": [{"name": "user", "tty": False}]}),
+    "pod_spec": json.dumps(
+        {
+            "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            "containers": [{"name": "user", "tty": False}],
+        }
+    ),
     "pod_patch": json.dumps([{"op": "add", "path": "/nodeSelector/zone", "value": "a"}]),
 }
 
@@ -40,7 +47,9 @@ def spec(**changes) -> specs.PipelineSpec:
 
 
 def pod_of(s: specs.PipelineSpec, mode: str = "privileged") -> dict:
-    return manifests.worker_pod(s, 3, "ab12cd34", Settings(fuse_mode=mode), owner_uid="0b6f7c61-6a4e-4f4b-9d55-9b0e7a7e2f10")
+    return manifests.worker_pod(
+        s, 3, "ab12cd34", Settings(fuse_mode=mode), owner_uid="0b6f7c61-6a4e-4f4b-9d55-9b0e7a7e2f10"
+    )
 
 
 def container(pod: dict, name: str) -> dict:
@@ -52,8 +61,18 @@ def container(pod: dict, name: str) -> dict:
 @pytest.mark.parametrize("version", VERSIONS)
 def test_every_object_validates_strictly(mode, version):
     settings = Settings(fuse_mode=mode, image_pull_secret="ours", namespace="pfs")
-    for s in (spec(), specs.parse(json.dumps({"pipeline": {"name": "min"}, "transform": {"cmd": ["sh"], "image": "busybox"},
-                                              "input": {"atom": {"repo": "r", "glob": "/"}}}))):
+    for s in (
+        spec(),
+        specs.parse(
+            json.dumps(
+                {
+                    "pipeline": {"name": "min"},
+                    "transform": {"cmd": ["sh"], "image": "busybox"},
+                    "input": {"atom": {"repo": "r", "glob": "/"}},
+                }
+            )
+        ),
+    ):
         for obj in manifests.dry_run(s, settings):
             validate(obj, version)
         assert manifests.problems(manifests.worker_pod(s, 1, "x", settings), settings) == []
@@ -91,8 +110,12 @@ def test_the_pod_carries_the_spec():
 def test_fuse_modes():
     priv = pod_of(spec(), "privileged")
     assert container(priv, "pfs-worker")["securityContext"] == {"privileged": True, "runAsUser": 0}
-    assert {"name": "pfs", "mountPath": "/pfs", "mountPropagation": "Bidirectional"} in container(priv, "pfs-worker")["volumeMounts"]
-    assert {"name": "pfs", "mountPath": "/pfs", "mountPropagation": "HostToContainer"} in container(priv, "user")["volumeMounts"]
+    assert {"name": "pfs", "mountPath": "/pfs", "mountPropagation": "Bidirectional"} in container(priv, "pfs-worker")[
+        "volumeMounts"
+    ]
+    assert {"name": "pfs", "mountPath": "/pfs", "mountPropagation": "HostToContainer"} in container(priv, "user")[
+        "volumeMounts"
+    ]
     plugin = pod_of(spec(), "device-plugin")
     assert container(plugin, "user")["resources"]["limits"]["smarter-devices/fuse"] == "1"
     assert container(plugin, "user")["securityContext"]["capabilities"]["add"] == ["SYS_ADMIN"]
@@ -109,7 +132,9 @@ def test_fuse_modes():
 def test_store_credentials_and_token_only_in_the_sidecar(mode):
     pod = pod_of(spec(), mode)
     settings = Settings()
-    store_volumes = {v["name"] for v in pod["spec"]["volumes"] if v.get("secret", {}).get("secretName") == settings.storage_secret}
+    store_volumes = {
+        v["name"] for v in pod["spec"]["volumes"] if v.get("secret", {}).get("secretName") == settings.storage_secret
+    }
     assert store_volumes == {"pfs-store"}
     for c in [*pod["spec"]["initContainers"], *pod["spec"]["containers"]]:
         refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in c.get("env", []) if "valueFrom" in e}
@@ -127,39 +152,61 @@ def test_volumes_match_mounts(mode):
     pod = pod_of(spec(), mode)
     volumes = [v["name"] for v in pod["spec"]["volumes"]]
     assert len(volumes) == len(set(volumes))
-    mounted = {m["name"] for c in [*pod["spec"]["initContainers"], *pod["spec"]["containers"]] for m in c["volumeMounts"]}
+    mounted = {
+        m["name"] for c in [*pod["spec"]["initContainers"], *pod["spec"]["containers"]] for m in c["volumeMounts"]
+    }
     assert mounted == set(volumes)
 
 
-@pytest.mark.parametrize("patch, why", [
-    ([{"op": "replace", "path": "/restartPolicy", "value": "Always"}], "restartPolicy must stay Never"),
-    ([{"op": "add", "path": "/containers/0/volumeMounts/-", "value": {"name": "pfs-store", "mountPath": "/x"}}],
-     "mounts the store's Secret"),
-    ([{"op": "add", "path": "/containers/0/volumeMounts/-", "value": {"name": "nope", "mountPath": "/x"}}],
-     "which the pod does not have"),
-    ([{"op": "add", "path": "/containers/0/envFrom", "value": [{"secretRef": {"name": "pfs-storage"}}]}],
-     "takes its environment from Secret pfs-storage"),
-    ([{"op": "replace", "path": "/containers/0/volumeMounts/2/mountPropagation", "value": "Bidirectional"}],
-     "Bidirectional propagation but is not privileged"),
-    ([{"op": "remove", "path": "/initContainers/1/restartPolicy"}], "must keep restartPolicy Always"),
-])
+@pytest.mark.parametrize(
+    "patch, why",
+    [
+        ([{"op": "replace", "path": "/restartPolicy", "value": "Always"}], "restartPolicy must stay Never"),
+        (
+            [{"op": "add", "path": "/containers/0/volumeMounts/-", "value": {"name": "pfs-store", "mountPath": "/x"}}],
+            "mounts the store's Secret",
+        ),
+        (
+            [{"op": "add", "path": "/containers/0/volumeMounts/-", "value": {"name": "nope", "mountPath": "/x"}}],
+            "which the pod does not have",
+        ),
+        (
+            [{"op": "add", "path": "/containers/0/envFrom", "value": [{"secretRef": {"name": "pfs-storage"}}]}],
+            "takes its environment from Secret pfs-storage",
+        ),
+        (
+            [{"op": "replace", "path": "/containers/0/volumeMounts/2/mountPropagation", "value": "Bidirectional"}],
+            "Bidirectional propagation but is not privileged",
+        ),
+        ([{"op": "remove", "path": "/initContainers/1/restartPolicy"}], "must keep restartPolicy Always"),
+    ],
+)
 def test_an_unsafe_pod_patch_is_refused(patch, why):
     with pytest.raises(InvalidArgument, match=why):
         pod_of(spec(pod_patch=json.dumps(patch), pod_spec=""))
 
 
-@pytest.mark.parametrize("changes, why", [
-    ({"pod_patch": json.dumps([{"op": "replace", "path": "/nosuch/field", "value": 1}])}, "pod_patch does not apply"),
-    ({"pod_patch": json.dumps([{"op": "test", "path": "/restartPolicy", "value": "Always"}])}, "pod_patch does not apply"),
-    ({"pod_patch": "{not json"}, "pod_patch is not JSON"),
-    ({"pod_patch": json.dumps({"op": "add"})}, "must be a JSON patch"),
-    ({"pod_spec": "[1]"}, "pod_spec must be a JSON object"),
-    ({"resource_requests": {"memory": "lots"}}, "is not a quantity"),
-    ({"transform": {"cmd": ["sh"]}}, "transform.image"),
-    ({"transform": {"cmd": ["sh"], "image": "x", "secrets": [{"name": "s", "mount_path": "/pfs"}]}}, "mount_path"),
-    ({"transform": {"cmd": ["sh"], "image": "x", "secrets": [{"name": "s", "env_var": "A"}]}}, "the key to read"),
-    ({"transform": {"cmd": ["sh"], "image": "x", "env": {"A B": "1"}}}, "not a variable name"),
-])
+@pytest.mark.parametrize(
+    "changes, why",
+    [
+        (
+            {"pod_patch": json.dumps([{"op": "replace", "path": "/nosuch/field", "value": 1}])},
+            "pod_patch does not apply",
+        ),
+        (
+            {"pod_patch": json.dumps([{"op": "test", "path": "/restartPolicy", "value": "Always"}])},
+            "pod_patch does not apply",
+        ),
+        ({"pod_patch": "{not json"}, "pod_patch is not JSON"),
+        ({"pod_patch": json.dumps({"op": "add"})}, "must be a JSON patch"),
+        ({"pod_spec": "[1]"}, "pod_spec must be a JSON object"),
+        ({"resource_requests": {"memory": "lots"}}, "is not a quantity"),
+        ({"transform": {"cmd": ["sh"]}}, "transform.image"),
+        ({"transform": {"cmd": ["sh"], "image": "x", "secrets": [{"name": "s", "mount_path": "/pfs"}]}}, "mount_path"),
+        ({"transform": {"cmd": ["sh"], "image": "x", "secrets": [{"name": "s", "env_var": "A"}]}}, "the key to read"),
+        ({"transform": {"cmd": ["sh"], "image": "x", "env": {"A B": "1"}}}, "not a variable name"),
+    ],
+)
 def test_bad_specs_get_one_clear_error(changes, why):
     with pytest.raises(InvalidArgument, match=why) as e:
         pod_of(spec(**changes))
@@ -185,10 +232,20 @@ def test_create_pipeline_dry_run_prints_objects_and_creates_nothing(tmp_path, fm
     path = tmp_path / "spec.json"
     path.write_text(json.dumps(FULL))
     # No daemon: PFS_ADDRESS points nowhere, so any attempt to create would fail.
-    env = {"PATH": "/usr/bin:/bin", "PFS_HOME": str(tmp_path / "home"), "PFS_ADDRESS": f"unix:{tmp_path}/none.sock",
-           "PFS_KUBE_NAMESPACE": "review", "PFS_KUBE_FUSE_MODE": "copy"}
-    r = subprocess.run([PFS, "create-pipeline", "-f", str(path), "--dry-run", "-o", fmt], env=env,
-                       capture_output=True, text=True, timeout=60)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PFS_HOME": str(tmp_path / "home"),
+        "PFS_ADDRESS": f"unix:{tmp_path}/none.sock",
+        "PFS_KUBE_NAMESPACE": "review",
+        "PFS_KUBE_FUSE_MODE": "copy",
+    }
+    r = subprocess.run(
+        [PFS, "create-pipeline", "-f", str(path), "--dry-run", "-o", fmt],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     objects = json.loads(r.stdout)["items"] if fmt == "json" else list(yaml.safe_load_all(r.stdout))
     assert [o["kind"] for o in objects] == ["ConfigMap", "Pod"]
@@ -203,8 +260,13 @@ def test_create_pipeline_dry_run_prints_objects_and_creates_nothing(tmp_path, fm
 def test_create_pipeline_dry_run_reports_a_patch_that_does_not_apply(tmp_path):
     path = tmp_path / "spec.json"
     path.write_text(json.dumps({**FULL, "pod_patch": json.dumps([{"op": "remove", "path": "/hostAliases"}])}))
-    r = subprocess.run([PFS, "create-pipeline", "-f", str(path), "--dry-run"], capture_output=True, text=True,
-                       env={"PATH": "/usr/bin:/bin", "PFS_ADDRESS": f"unix:{tmp_path}/none.sock"}, timeout=60)
+    r = subprocess.run(
+        [PFS, "create-pipeline", "-f", str(path), "--dry-run"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "PFS_ADDRESS": f"unix:{tmp_path}/none.sock"},
+        timeout=60,
+    )
     assert r.returncode == 1
     assert r.stderr.startswith("Error: pod_patch does not apply to the worker pod's spec")
     assert len(r.stderr.strip().splitlines()) == 1

@@ -60,7 +60,11 @@ class Objects:
     def _call(self, verb: str, kind: str, name: str | None, namespace: str | None, body=None, **kwargs):
         api, snake, namespaced = KINDS[kind]
         fn = getattr(self._apis[api], f"{verb}_namespaced_{snake}" if namespaced else f"{verb}_{snake}")
-        args = ([name] if name is not None else []) + ([namespace] if namespaced else []) + ([body] if body is not None else [])
+        args = (
+            ([name] if name is not None else [])
+            + ([namespace] if namespaced else [])
+            + ([body] if body is not None else [])
+        )
         return call(fn, *args, **kwargs)
 
     def read(self, kind: str, name: str, namespace: str | None = None):

@@ -116,7 +116,9 @@ class KubeExecutor(Executor):
         for d in (self._specs, self._versions, self._owners, self._troubles, self._failures, self._retry_at):
             d.pop(pipeline, None)
         try:
-            await self._io(self.objects.delete, "ConfigMap", manifests.config_map_name(pipeline), self.settings.namespace)
+            await self._io(
+                self.objects.delete, "ConfigMap", manifests.config_map_name(pipeline), self.settings.namespace
+            )
         except PfsError as e:
             log.error("cannot delete the ConfigMap of pipeline %s: %s", pipeline, e)
 
@@ -130,8 +132,11 @@ class KubeExecutor(Executor):
         if spec is None or time.monotonic() < self._retry_at.get(pipeline, 0):
             return
         version = self._versions[pipeline]
-        live = [n for n, p in self._pods.get(pipeline, {}).items()
-                if n not in self._stopping and _version(p) == version and not p["metadata"].get("deletionTimestamp")]
+        live = [
+            n
+            for n, p in self._pods.get(pipeline, {}).items()
+            if n not in self._stopping and _version(p) == version and not p["metadata"].get("deletionTimestamp")
+        ]
         for _ in range(self._wanted.get(pipeline, 0) - len(live)):
             try:
                 pod = manifests.worker_pod(spec, version, secrets.token_hex(4), self.settings, self._owners[pipeline])
@@ -228,8 +233,13 @@ class KubeExecutor(Executor):
 
         w = watch.Watch()
         try:
-            for event in w.stream(self.core.list_namespaced_pod, self.settings.namespace, label_selector=_SELECTOR,
-                                  resource_version=rv, timeout_seconds=WATCH_SECONDS):
+            for event in w.stream(
+                self.core.list_namespaced_pod,
+                self.settings.namespace,
+                label_selector=_SELECTOR,
+                resource_version=rv,
+                timeout_seconds=WATCH_SECONDS,
+            ):
                 if event["type"] == "ERROR":
                     return  # an expired resourceVersion: list again
                 trio.from_thread.run_sync(self._seen, event["type"], event["raw_object"])
@@ -259,8 +269,12 @@ class KubeExecutor(Executor):
         """ConfigMaps of pipelines this daemon no longer has (deleted while it was down): deleting
         one deletes its pods."""
         try:
-            names = await self._io(self.objects.names, "ConfigMap", self.settings.namespace,
-                                   f"{manifests.COMPONENT_LABEL}=pipeline,app.kubernetes.io/managed-by=pfsd")
+            names = await self._io(
+                self.objects.names,
+                "ConfigMap",
+                self.settings.namespace,
+                f"{manifests.COMPONENT_LABEL}=pipeline,app.kubernetes.io/managed-by=pfsd",
+            )
             known = {manifests.config_map_name(p) for p in self._specs}
             for name in names:
                 if name not in known:
@@ -283,12 +297,19 @@ class KubeExecutor(Executor):
         return json.loads(call(fn, self.settings.namespace, obj, _preload_content=False).data)
 
     def _replace_dict(self, obj: dict) -> dict:
-        r = call(self.core.replace_namespaced_config_map, obj["metadata"]["name"], self.settings.namespace, obj,
-                 _preload_content=False)
+        r = call(
+            self.core.replace_namespaced_config_map,
+            obj["metadata"]["name"],
+            self.settings.namespace,
+            obj,
+            _preload_content=False,
+        )
         return json.loads(r.data)
 
     def _list_pods(self) -> tuple[dict[str, dict], str]:
-        r = call(self.core.list_namespaced_pod, self.settings.namespace, label_selector=_SELECTOR, _preload_content=False)
+        r = call(
+            self.core.list_namespaced_pod, self.settings.namespace, label_selector=_SELECTOR, _preload_content=False
+        )
         found = json.loads(r.data)
         return {p["metadata"]["name"]: p for p in found["items"]}, found["metadata"]["resourceVersion"]
 

@@ -49,22 +49,40 @@ class Launcher:
         try:
             self._conn, _ = self._listener.accept()
         except TimeoutError:
-            raise Unavailable(f"the launcher did not connect to {self.path} within {timeout:g} s: "
-                              "is the user container running /pfs-bin/launcher?") from None
+            raise Unavailable(
+                f"the launcher did not connect to {self.path} within {timeout:g} s: "
+                "is the user container running /pfs-bin/launcher?"
+            ) from None
         self._conn.settimeout(None)
         kind, data = self._receive()
         if kind != b"H":
             raise FailedPrecondition(f"the launcher said {kind!r} instead of hello")
         self.pid = int(data)
 
-    def run(self, argv: list[str], env: dict[str, str], cwd: str = "", uid: int = -1, gid: int = -1,
-            stdin: bytes = b"", timeout: float | None = None, output: Callable[[bytes], None] | None = None) -> Ended:
+    def run(
+        self,
+        argv: list[str],
+        env: dict[str, str],
+        cwd: str = "",
+        uid: int = -1,
+        gid: int = -1,
+        stdin: bytes = b"",
+        timeout: float | None = None,
+        output: Callable[[bytes], None] | None = None,
+    ) -> Ended:
         """Run a command in the user's container; `output` gets its output as it comes. Raises
         FailedPrecondition when it cannot start (no such command, user or directory)."""
-        if self._conn is None:
-            raise FailedPrecondition("the launcher is not connected")
         ms = 0 if timeout is None else max(1, int(timeout * 1000))
-        parts = [str(uid), str(gid), cwd, str(ms), str(len(argv)), *argv, str(len(env)), *(f"{k}={v}" for k, v in env.items())]
+        parts = [
+            str(uid),
+            str(gid),
+            cwd,
+            str(ms),
+            str(len(argv)),
+            *argv,
+            str(len(env)),
+            *(f"{k}={v}" for k, v in env.items()),
+        ]
         if any("\0" in p for p in parts):
             raise FailedPrecondition("a command, its arguments and its environment cannot hold NUL bytes")
         self._send(b"R", b"".join(p.encode() + b"\0" for p in parts) + stdin)
@@ -92,8 +110,13 @@ class Launcher:
         except FileNotFoundError:
             pass
 
+    def _connected(self) -> socket.socket:
+        if self._conn is None:
+            raise FailedPrecondition("the launcher is not connected")
+        return self._conn
+
     def _send(self, kind: bytes, data: bytes) -> None:
-        self._conn.sendall(_HEAD.pack(kind, len(data)) + data)
+        self._connected().sendall(_HEAD.pack(kind, len(data)) + data)
 
     def _receive(self) -> tuple[bytes, bytes]:
         head = self._exactly(_HEAD.size)
@@ -103,9 +126,8 @@ class Launcher:
     def _exactly(self, n: int) -> bytes:
         buf = bytearray()
         while len(buf) < n:
-            piece = self._conn.recv(n - len(buf))
+            piece = self._connected().recv(n - len(buf))
             if not piece:
                 raise Unavailable("the launcher is gone (the user container ended)")
             buf += piece
         return bytes(buf)
-

@@ -41,8 +41,15 @@ OWNER_UID_PLACEHOLDER = "set-when-the-configmap-is-created"
 # gets the ones there are (optional references); GOOGLE_APPLICATION_CREDENTIALS names the key
 # file, which is in the same Secret, mounted at STORE_DIR.
 CREDENTIAL_ENV = (
-    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_ENDPOINT_URL",
-    "AZURE_STORAGE_ACCOUNT", "AZURE_STORAGE_KEY", "AZURE_STORAGE_SAS_TOKEN", "AZURE_STORAGE_CONNECTION_STRING",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_ENDPOINT_URL",
+    "AZURE_STORAGE_ACCOUNT",
+    "AZURE_STORAGE_KEY",
+    "AZURE_STORAGE_SAS_TOKEN",
+    "AZURE_STORAGE_CONNECTION_STRING",
     "GOOGLE_APPLICATION_CREDENTIALS",
 )
 AUTH_TOKEN_ENV, AUTH_TOKEN_KEY = "PFS_AUTH_TOKEN", "token"
@@ -82,8 +89,9 @@ def config_map(spec: PipelineSpec, version: int, settings: Settings) -> dict:
     }
 
 
-def worker_pod(spec: PipelineSpec, version: int, worker_id: str, settings: Settings,
-               owner_uid: str = OWNER_UID_PLACEHOLDER) -> dict:
+def worker_pod(
+    spec: PipelineSpec, version: int, worker_id: str, settings: Settings, owner_uid: str = OWNER_UID_PLACEHOLDER
+) -> dict:
     """The pod of one worker; raises InvalidArgument for a spec that cannot make a valid pod."""
     tf = spec.transform
     if not tf.image:
@@ -101,17 +109,23 @@ def worker_pod(spec: PipelineSpec, version: int, worker_id: str, settings: Setti
     user_mounts = [
         {"name": "pfs-bin", "mountPath": "/pfs-bin", "readOnly": True},
         {"name": "pfs-run", "mountPath": SOCKET_DIR},
-        {"name": "pfs", "mountPath": "/pfs", **({"mountPropagation": "HostToContainer"} if mode == "privileged" else {})},
+        {
+            "name": "pfs",
+            "mountPath": "/pfs",
+            **({"mountPropagation": "HostToContainer"} if mode == "privileged" else {}),
+        },
     ]
-    user_env = [{"name": k, "value": v} for k, v in sorted(tf.env.items())]
+    user_env: list[dict] = [{"name": k, "value": v} for k, v in sorted(tf.env.items())]
     for n, s in enumerate(tf.secrets):
         where = f"transform.secrets[{n}]"
         if not s.mount_path and not s.env_var:
             raise InvalidArgument(f"pipeline spec: `{where}` must set mount_path or env_var")
         if s.mount_path:
             if not s.mount_path.startswith("/") or s.mount_path.rstrip("/") in ("", "/pfs", "/pfs-bin", SOCKET_DIR):
-                raise InvalidArgument(f"pipeline spec: `{where}.mount_path` {s.mount_path!r} must be an absolute path "
-                                      "other than /, /pfs, /pfs-bin and /run/pfs")
+                raise InvalidArgument(
+                    f"pipeline spec: `{where}.mount_path` {s.mount_path!r} must be an absolute path "
+                    "other than /, /pfs, /pfs-bin and /run/pfs"
+                )
             volumes.append({"name": f"secret-{n}", "secret": {"secretName": s.name}})
             user_mounts.append({"name": f"secret-{n}", "mountPath": s.mount_path, "readOnly": True})
         if s.env_var:
@@ -170,10 +184,15 @@ def worker_pod(spec: PipelineSpec, version: int, worker_id: str, settings: Setti
             "namespace": settings.namespace,
             "labels": {**labels(spec.name, version, worker_id), COMPONENT_LABEL: "worker"},
             "annotations": {"pfs.io/fuse-mode": mode},
-            "ownerReferences": [{
-                "apiVersion": "v1", "kind": "ConfigMap", "name": config_map_name(spec.name),
-                "uid": owner_uid, "blockOwnerDeletion": True,
-            }],
+            "ownerReferences": [
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "name": config_map_name(spec.name),
+                    "uid": owner_uid,
+                    "blockOwnerDeletion": True,
+                }
+            ],
         },
         "spec": pod_spec,
     }
@@ -203,8 +222,10 @@ def _sidecar(spec: PipelineSpec, pod: str, settings: Settings) -> dict:
         {"name": "PFS_HOME", "value": "/var/lib/pfs"},
         {"name": "PFS_CACHE_DIR", "value": "/var/cache/pfs"},
         {"name": "PFS_FUSE_MODE", "value": mode},
-        *({"name": k, "valueFrom": {"secretKeyRef": {"name": settings.storage_secret, "key": k, "optional": True}}}
-          for k in CREDENTIAL_ENV),
+        *(
+            {"name": k, "valueFrom": {"secretKeyRef": {"name": settings.storage_secret, "key": k, "optional": True}}}
+            for k in CREDENTIAL_ENV
+        ),
     ]
     mounts = [
         {"name": "pfs", "mountPath": "/pfs", **({"mountPropagation": "Bidirectional"} if mode == "privileged" else {})},
@@ -227,14 +248,21 @@ def _sidecar(spec: PipelineSpec, pod: str, settings: Settings) -> dict:
     }
     if mode != "device-plugin":  # there /pfs is mounted by the launcher, after the sidecar starts
         sidecar["startupProbe"] = {
-            "exec": {"command": ["test", "-e", READY_MARK]}, "periodSeconds": 1, "failureThreshold": 300,
+            "exec": {"command": ["test", "-e", READY_MARK]},
+            "periodSeconds": 1,
+            "failureThreshold": 300,
         }
     return sidecar
 
 
 def _restricted() -> dict:
-    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True,
-            "runAsUser": SIDECAR_UID, "seccompProfile": {"type": "RuntimeDefault"}}
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+        "runAsUser": SIDECAR_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
 
 
 def _resources(spec: PipelineSpec, mode: str) -> dict:
@@ -261,7 +289,9 @@ def _quantities(r: Resources, field: str) -> dict[str, str]:
         value = getattr(r, name)
         if value:
             if not _QUANTITY.fullmatch(value):
-                raise InvalidArgument(f"pipeline spec: `{field}.{name}` {value!r} is not a quantity such as 512M or 2Gi")
+                raise InvalidArgument(
+                    f"pipeline spec: `{field}.{name}` {value!r} is not a quantity such as 512M or 2Gi"
+                )
             out[key] = value
     if r.gpu:
         out["nvidia.com/gpu"] = str(r.gpu)
@@ -282,8 +312,11 @@ def problems(pod: dict, settings: Settings) -> list[str]:
     for needed in (LAUNCHER, SIDECAR, USER):
         if needed not in names:
             out.append(f"the {needed} container is missing")
-    secret_volumes = {n for n, v in volumes.items() if (v.get("secret") or {}).get("secretName") in
-                      (settings.storage_secret, settings.auth_secret)}
+    secret_volumes = {
+        n
+        for n, v in volumes.items()
+        if (v.get("secret") or {}).get("secretName") in (settings.storage_secret, settings.auth_secret)
+    }
     for c in containers:
         cname = c.get("name")
         privileged = bool((c.get("securityContext") or {}).get("privileged"))
@@ -291,13 +324,18 @@ def problems(pod: dict, settings: Settings) -> list[str]:
             if m.get("name") not in volumes:
                 out.append(f"container {cname} mounts volume {m.get('name')!r}, which the pod does not have")
             if m.get("mountPropagation") == "Bidirectional" and not privileged:
-                out.append(f"container {cname} mounts {m.get('mountPath')} with Bidirectional propagation but is not privileged")
+                out.append(
+                    f"container {cname} mounts {m.get('mountPath')} with Bidirectional propagation "
+                    "but is not privileged"
+                )
             if m.get("name") in secret_volumes and cname != SIDECAR:
                 out.append(f"container {cname} mounts the store's Secret: only the {SIDECAR} sidecar may")
         for e in c.get("env") or []:
             ref = ((e.get("valueFrom") or {}).get("secretKeyRef") or {}).get("name")
             if ref in (settings.storage_secret, settings.auth_secret) and cname != SIDECAR:
-                out.append(f"container {cname} reads Secret {ref} into ${e.get('name')}: only the {SIDECAR} sidecar may")
+                out.append(
+                    f"container {cname} reads Secret {ref} into ${e.get('name')}: only the {SIDECAR} sidecar may"
+                )
         for source in c.get("envFrom") or []:
             ref = (source.get("secretRef") or {}).get("name")
             if ref in (settings.storage_secret, settings.auth_secret) and cname != SIDECAR:

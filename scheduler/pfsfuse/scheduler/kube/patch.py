@@ -64,8 +64,10 @@ def apply_pod_patch(pod_spec: dict, text: str) -> dict:
     except json.JSONDecodeError as e:
         raise InvalidArgument(f"pod_patch is not JSON: {e}") from None
     if not isinstance(ops, list):
-        raise InvalidArgument("pod_patch must be a JSON patch: a list of operations such as "
-                              '{"op": "add", "path": "/tolerations", "value": [...]}')
+        raise InvalidArgument(
+            "pod_patch must be a JSON patch: a list of operations such as "
+            '{"op": "add", "path": "/tolerations", "value": [...]}'
+        )
     try:
         return jsonpatch.JsonPatch(ops).apply(pod_spec)
     except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, KeyError, TypeError) as e:

@@ -48,7 +48,8 @@ def trouble(pod: dict) -> str:
             ended = (c.get("state") or {}).get("terminated") or {}
             if ended.get("exitCode"):
                 return f"container {c['name']} exited with status {ended['exitCode']}" + (
-                    f" ({ended['reason']})" if ended.get("reason") not in (None, "Error") else "")
+                    f" ({ended['reason']})" if ended.get("reason") not in (None, "Error") else ""
+                )
         return f"the pod failed: {_line(status.get('message')) or status.get('reason') or 'no reason given'}"
     return ""
 

@@ -14,8 +14,12 @@ from pfsfuse.tools.cli.output import size
 @click.command("serve")
 @click.option("--listen", metavar="HOST:PORT", help="Also serve the API on TCP.")
 @click.option("--storage", metavar="URL", help="Object store for a new store (default: file://$PFS_HOME/chunks).")
-@click.option("--executor", type=click.Choice(["local", "kubernetes"]), default=None,
-              help="Run workers as processes here or as pods ($PFS_KUBE_* settings); default: kubernetes inside a cluster.")
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "kubernetes"]),
+    default=None,
+    help="Run workers as processes here or as pods ($PFS_KUBE_* settings); default: kubernetes inside a cluster.",
+)
 def serve(listen: str | None, storage: str | None, executor: str | None) -> None:
     """Run the daemon that owns $PFS_HOME, in the foreground."""
     import logging

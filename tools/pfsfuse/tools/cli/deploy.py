@@ -15,25 +15,40 @@ from pathlib import Path
 import click
 
 from pfsfuse.metadata.errors import FailedPrecondition, InvalidArgument, NotFound
-from pfsfuse.version import VERSION
 from pfsfuse.tools.cli.app import App, pass_app
+from pfsfuse.version import VERSION
 
 
 def _common(fn):
     options = [
-        click.option("--namespace", default="default", show_default=True, help="The namespace to deploy into (it must exist)."),
+        click.option(
+            "--namespace", default="default", show_default=True, help="The namespace to deploy into (it must exist)."
+        ),
         click.option("--registry", default="", help="Pull our image from this registry (REGISTRY/pfsfuse:VERSION)."),
         click.option("--image-pull-secret", default="", help="The Secret that lets nodes pull our image."),
-        click.option("--fuse-mode", type=click.Choice(["privileged", "device-plugin", "copy"]), default="privileged",
-                     show_default=True, help="How worker pods show /pfs: a privileged sidecar, the smarter-devices/fuse "
-                     "device plugin (deployed too), or files copied in (no FUSE)."),
+        click.option(
+            "--fuse-mode",
+            type=click.Choice(["privileged", "device-plugin", "copy"]),
+            default="privileged",
+            show_default=True,
+            help="How worker pods show /pfs: a privileged sidecar, the smarter-devices/fuse "
+            "device plugin (deployed too), or files copied in (no FUSE).",
+        ),
         click.option("--cluster-roles", is_flag=True, help="Give pfsd a ClusterRole instead of a namespace Role."),
-        click.option("--metadata-size", default="10Gi", show_default=True, help="The size of pfsd's volume (its index)."),
+        click.option(
+            "--metadata-size", default="10Gi", show_default=True, help="The size of pfsd's volume (its index)."
+        ),
         click.option("--storage-class", default="", help="The StorageClass of pfsd's volume (default: the cluster's)."),
         click.option("--context", default=None, help="The kubeconfig context (default: the current one)."),
         click.option("--dry-run", is_flag=True, help="Print the objects instead of applying them."),
-        click.option("-o", "--output", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True,
-                     help="The format of --dry-run's objects."),
+        click.option(
+            "-o",
+            "--output",
+            type=click.Choice(["yaml", "json"]),
+            default="yaml",
+            show_default=True,
+            help="The format of --dry-run's objects.",
+        ),
     ]
     return functools.reduce(lambda f, opt: opt(f), reversed(options), fn)
 
@@ -59,19 +74,34 @@ def local(app: App, **opts) -> None:
 @click.argument("access_key_id")
 @click.argument("secret_key")
 @click.argument("endpoint")
-@click.option("--secure/--insecure", default=True, show_default=True, help="https (or http) to an endpoint without a scheme.")
+@click.option(
+    "--secure/--insecure", default=True, show_default=True, help="https (or http) to an endpoint without a scheme."
+)
 @click.option("--region", default="us-east-1", show_default=True)
 @_common
 @pass_app
-def custom(app: App, object_store: str, bucket: str, access_key_id: str, secret_key: str, endpoint: str,
-           secure: bool, region: str, **opts) -> None:
+def custom(
+    app: App,
+    object_store: str,
+    bucket: str,
+    access_key_id: str,
+    secret_key: str,
+    endpoint: str,
+    secure: bool,
+    region: str,
+    **opts,
+) -> None:
     """An S3-compatible object store (MinIO, Ceph, ...): BUCKET ACCESS_KEY_ID SECRET_KEY ENDPOINT."""
     from pfsfuse.scheduler.kube.deployment import Storage
 
     if "://" not in endpoint:
         endpoint = f"{'https' if secure else 'http'}://{endpoint}"
-    creds = {"AWS_ACCESS_KEY_ID": access_key_id, "AWS_SECRET_ACCESS_KEY": secret_key,
-             "AWS_ENDPOINT_URL": endpoint, "AWS_REGION": region}
+    creds = {
+        "AWS_ACCESS_KEY_ID": access_key_id,
+        "AWS_SECRET_ACCESS_KEY": secret_key,
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_REGION": region,
+    }
     _deploy(app, Storage(f"s3://{_bucket(bucket)}", creds), opts)
 
 
@@ -88,21 +118,25 @@ def amazon(app: App, bucket: str, region: str, credentials: str | None, iam_role
 
     if (credentials is None) == (iam_role is None):
         raise click.UsageError("give either --credentials ID,SECRET[,TOKEN] or --iam-role ARN")
-    creds, roles = {"AWS_REGION": region}, {}
+    creds: dict[str, str] = {"AWS_REGION": region}
+    roles: dict[str, str] = {}
     if credentials is not None:
         parts = credentials.split(",")
         if len(parts) not in (2, 3) or not all(parts):
             raise click.UsageError("--credentials must be ID,SECRET or ID,SECRET,TOKEN")
-        creds |= dict(zip(("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"), parts))
-    else:
+        creds |= dict(zip(("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"), parts, strict=False))
+    elif iam_role is not None:
         roles = {"eks.amazonaws.com/role-arn": iam_role}
     _deploy(app, Storage(f"s3://{_bucket(bucket)}", creds, roles), opts)
 
 
 @deploy.command("google")
 @click.argument("bucket")
-@click.option("--credentials", type=click.Path(exists=True, dir_okay=False), help="A service account's JSON key "
-              "(default: the nodes' or Workload Identity's account).")
+@click.option(
+    "--credentials",
+    type=click.Path(exists=True, dir_okay=False),
+    help="A service account's JSON key (default: the nodes' or Workload Identity's account).",
+)
 @_common
 @pass_app
 def google(app: App, bucket: str, credentials: str | None, **opts) -> None:
@@ -146,10 +180,20 @@ def _deploy(app: App, storage, opts: dict) -> None:
     from pfsfuse.scheduler.kube.settings import Settings
 
     image = f"{opts['registry'].rstrip('/')}/pfsfuse:{VERSION}" if opts["registry"] else Settings().image
-    settings = Settings(namespace=opts["namespace"], image=image, image_pull_secret=opts["image_pull_secret"],
-                        fuse_mode=opts["fuse_mode"], pfsd_address=f"pfsd.{opts['namespace']}.svc:{deployment.PORT}")
-    d = deployment.Deployment(settings=settings, storage=storage, cluster_roles=opts["cluster_roles"],
-                              metadata_size=opts["metadata_size"], storage_class=opts["storage_class"])
+    settings = Settings(
+        namespace=opts["namespace"],
+        image=image,
+        image_pull_secret=opts["image_pull_secret"],
+        fuse_mode=opts["fuse_mode"],
+        pfsd_address=f"pfsd.{opts['namespace']}.svc:{deployment.PORT}",
+    )
+    d = deployment.Deployment(
+        settings=settings,
+        storage=storage,
+        cluster_roles=opts["cluster_roles"],
+        metadata_size=opts["metadata_size"],
+        storage_class=opts["storage_class"],
+    )
     if opts["dry_run"]:
         objs = deployment.objects(d, deployment.new_store_json(storage), deployment.new_token())
         app.out.line(manifests.dump(objs, opts["output"]).rstrip("\n"))
@@ -161,8 +205,10 @@ def _deploy(app: App, storage, opts: dict) -> None:
     for obj in deployment.objects(d, store_json or deployment.new_store_json(storage), token or deployment.new_token()):
         what = objects.apply(obj)
         app.out.line(f"{obj['kind']} {obj['metadata']['name']} {what}", flush=True)
-    app.out.line(f"pfsd is starting: `kubectl -n {settings.namespace} get pods` shows it; "
-                 "pipelines run as worker pods in the same namespace")
+    app.out.line(
+        f"pfsd is starting: `kubectl -n {settings.namespace} get pods` shows it; "
+        "pipelines run as worker pods in the same namespace"
+    )
 
 
 def _kept_secrets(objects, settings, storage) -> tuple[bytes | None, str | None]:
@@ -180,8 +226,10 @@ def _kept_secrets(objects, settings, storage) -> tuple[bytes | None, str | None]
         found.append(base64.b64decode(data[key]) if key in data else None)
     store_json, token = found
     if store_json is not None and deployment.store_url(store_json) != storage.url:
-        raise FailedPrecondition(f"the store deployed in namespace {settings.namespace} uses "
-                                 f"{deployment.store_url(store_json)}, not {storage.url}: undeploy it first")
+        raise FailedPrecondition(
+            f"the store deployed in namespace {settings.namespace} uses "
+            f"{deployment.store_url(store_json)}, not {storage.url}: undeploy it first"
+        )
     return store_json, token.decode() if token is not None else None
 
 
@@ -198,11 +246,22 @@ def undeploy(app: App, namespace: str, context: str | None) -> None:
 
     objects = Objects(api_client(context))
     settings = Settings(namespace=namespace, fuse_mode="device-plugin")  # every object there may be
-    for name in objects.names("ConfigMap", namespace, f"{COMPONENT_LABEL}=pipeline,app.kubernetes.io/managed-by={MANAGED['app.kubernetes.io/managed-by']}"):
+    for name in objects.names(
+        "ConfigMap",
+        namespace,
+        f"{COMPONENT_LABEL}=pipeline,app.kubernetes.io/managed-by={MANAGED['app.kubernetes.io/managed-by']}",
+    ):
         objects.delete("ConfigMap", name, namespace)  # its worker pods go with it
         app.out.line(f"ConfigMap {name} deleted")
-    everything = [obj for cluster in (False, True) for obj in deployment.objects(
-        deployment.Deployment(settings=settings, storage=deployment.Storage("file:///"), cluster_roles=cluster), b"", "")]
+    everything = [
+        obj
+        for cluster in (False, True)
+        for obj in deployment.objects(
+            deployment.Deployment(settings=settings, storage=deployment.Storage("file:///"), cluster_roles=cluster),
+            b"",
+            "",
+        )
+    ]
     seen = set()
     for obj in reversed(everything):
         key = (obj["kind"], obj["metadata"]["name"])
@@ -211,4 +270,6 @@ def undeploy(app: App, namespace: str, context: str | None) -> None:
         seen.add(key)
         if objects.delete(obj["kind"], obj["metadata"]["name"], obj["metadata"].get("namespace")):
             app.out.line(f"{obj['kind']} {obj['metadata']['name']} deleted")
-    app.out.line(f"kept pfsd's volume data-pfsd-0 (the index): `kubectl -n {namespace} delete pvc data-pfsd-0` removes it")
+    app.out.line(
+        f"kept pfsd's volume data-pfsd-0 (the index): `kubectl -n {namespace} delete pvc data-pfsd-0` removes it"
+    )

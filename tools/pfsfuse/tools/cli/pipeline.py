@@ -75,8 +75,14 @@ def _create(app: App, file: str, update: bool, reprocess: bool, dry_run: str | N
 @click.command("create-pipeline")
 @click.option("-f", "--file", required=True, help="The pipeline spec: a JSON or YAML file, or a URL.")
 @click.option("--dry-run", is_flag=True, help="Print the Kubernetes objects the pipeline would be; create nothing.")
-@click.option("-o", "--output", type=click.Choice(["json", "yaml"]), default="yaml", show_default=True,
-              help="The format of --dry-run's objects.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Choice(["json", "yaml"]),
+    default="yaml",
+    show_default=True,
+    help="The format of --dry-run's objects.",
+)
 @pass_app
 def create_pipeline(app: App, file: str, dry_run: bool, output: str) -> None:
     """Create a pipeline: it processes its inputs' heads now and every new commit after.
