@@ -64,9 +64,10 @@ def serve(home: Home, storage: str | None = None, listen: str | None = None, exe
     home.ensure()
     lock = _lock(home)
     try:
+        make_executor = _executor(executor, home)  # a missing cluster is one error before anything starts
         store = _open(home, storage)
         try:
-            trio.run(_serve, store, home, listen, executor)
+            trio.run(_serve, store, home, listen, make_executor)
         finally:
             store.close()
     finally:
@@ -90,28 +91,31 @@ def _open(home: Home, storage: str | None) -> Store:
     return store
 
 
-def _executor(kind: str | None, home: Home, nursery: trio.Nursery):
+def _executor(kind: str | None, home: Home):
+    """How to make the executor in the daemon's nursery: workers as local processes, or as pods
+    (the default inside a cluster)."""
     if kind is None:
         from pfsfuse.scheduler.kube.client import in_cluster
 
         kind = "kubernetes" if in_cluster() else "local"
     if kind == "local":
-        return LocalExecutor(home.path, f"unix:{home.socket}", nursery)
+        return lambda nursery: LocalExecutor(home.path, f"unix:{home.socket}", nursery)
     from pfsfuse.scheduler.kube.client import api_client  # the kubernetes client: only this executor needs it
     from pfsfuse.scheduler.kube.executor import KubeExecutor
     from pfsfuse.scheduler.kube.settings import Settings
 
-    return KubeExecutor(Settings.from_env(), api_client(), nursery)
+    settings, api = Settings.from_env(), api_client()
+    return lambda nursery: KubeExecutor(settings, api, nursery)
 
 
-async def _serve(store: Store, home: Home, listen: str | None, executor_kind: str | None = None) -> None:
+async def _serve(store: Store, home: Home, listen: str | None, make_executor) -> None:
     stop = trio.Event()
     if home.socket.exists():
         home.socket.unlink()  # left by a daemon that died; we hold the lock, so it is stale
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_signals, stop)
-            executor = _executor(executor_kind, home, nursery)
+            executor = make_executor(nursery)
             scheduler = Scheduler(store, JobStore(store.db), executor, store.wait_changed)
             executor.lost = scheduler.worker_lost
             executor.trouble = scheduler.worker_trouble

@@ -232,3 +232,16 @@ def test_a_restarted_daemon_adopts_its_pods_and_removes_orphans(pfs):
         what="the orphaned pipeline's ConfigMap to be removed",
     )
     assert sorted(p["metadata"]["name"] for p in cluster.pods("kept")) == before  # adopted: none added or removed
+
+
+def test_serve_without_a_cluster_says_so_in_one_line(tmp_home):
+    import os
+    import subprocess
+
+    from helpers import PFS
+
+    env = {**os.environ, "PFS_HOME": str(tmp_home / "home"), "KUBECONFIG": str(tmp_home / "none")}
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    r = subprocess.run([PFS, "serve", "--executor", "kubernetes"], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert "no Kubernetes cluster configured" in r.stderr and "Traceback" not in r.stderr
