@@ -157,8 +157,7 @@ def test_pod_failures_are_pipeline_state_in_one_line(pfs, image, extra, reason):
     wait_for(lambda: pps.inspect_pipeline("sick").state == "crashing", what="the pipeline to say its workers fail")
     p = pps.inspect_pipeline("sick")
     assert p.reason.startswith(reason) and "\n" not in p.reason, p.reason
-    out = cluster.daemon.pfs("inspect-pipeline", "sick").stdout.decode()
-    assert f"State: crashing ({reason}" in out
+    assert f"State: crashing ({reason}" in cluster.daemon.pfs("inspect-pipeline", "sick").stdout.decode()
     assert "crashing" in cluster.daemon.pfs("list-pipeline").stdout.decode()
     if image in ("oom", "evicted"):  # failed pods are replaced (after a backoff), not piled up
         assert len(cluster.pods("sick")) <= 2

@@ -179,7 +179,10 @@ class Scheduler:
                     self._set_state(p, "standby")
                     await self.executor.stop(p.name)
                 continue
-            p = msgspec.structs.replace(p, last_inputs=present, state="running", reason="")
+            crashing = p.state == "crashing"  # a new job does not make failing workers start
+            p = msgspec.structs.replace(
+                p, last_inputs=present, state="crashing" if crashing else "running", reason=p.reason if crashing else ""
+            )
             self.jobs.put_pipeline(p)
             job = JobInfo(self.jobs.new_job_id(), p.name, time.time(), p.version, inputs=present)
             self.jobs.put_job(job)
@@ -544,9 +547,10 @@ class Scheduler:
                 pass
 
     async def stop_pipeline(self, name: str) -> PipelineInfo:
-        p = self.jobs.pipeline(name)
-        await self._stop_job(name)
-        self._set_state(p, "paused", "stopped with stop-pipeline")
+        async with self._reconciling:  # a job being started now would write the old state back
+            p = self.jobs.pipeline(name)
+            await self._stop_job(name)
+            self._set_state(p, "paused", "stopped with stop-pipeline")
         await self.executor.stop(name)
         return self.jobs.pipeline(name)
 
