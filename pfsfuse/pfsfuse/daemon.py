@@ -70,10 +70,12 @@ def serve(
     *,
     tls: tuple[str, str] | None = None,
     insecure: bool = False,
+    executor: str | None = None,
 ) -> None:
     """Run the daemon until SIGTERM, SIGINT or a shutdown request. `listen` (HOST:PORT) also
     serves TCP, with HTTPS when `tls` is (certificate file, key file); TCP is refused while auth
-    is not active unless `insecure`: anyone who reaches the port could do anything."""
+    is not active unless `insecure`: anyone who reaches the port could do anything. Workers run
+    as processes here (`executor` "local") or as pods ("kubernetes", the default in a cluster)."""
     if tls is not None and not listen:
         raise InvalidArgument("--tls serves the TCP listener: give --listen HOST:PORT too")
     for path in tls or ():
@@ -83,6 +85,7 @@ def serve(
     home.ensure()
     lock = _lock(home)
     try:
+        make_executor = _executor(executor, home)  # a missing cluster is one error before anything starts
         store = _open(home, storage)
         try:
             auth = Auth(store.db)
@@ -94,7 +97,7 @@ def serve(
                 )
             if listen and tls is None:
                 log.warning("serving %s over plain HTTP: tokens and data travel unencrypted (--tls CERT,KEY)", listen)
-            trio.run(_serve, store, auth, home, listen, tls)
+            trio.run(_serve, store, auth, home, listen, tls, make_executor)
         finally:
             store.close()
     finally:
@@ -118,17 +121,37 @@ def _open(home: Home, storage: str | None) -> Store:
     return store
 
 
-async def _serve(store: Store, auth: Auth, home: Home, listen: str | None, tls: tuple[str, str] | None) -> None:
+def _executor(kind: str | None, home: Home):
+    """How to make the executor in the daemon's nursery: workers as local processes, or as pods
+    (the default inside a cluster)."""
+    if kind is None:
+        from pfsfuse.scheduler.kube.client import in_cluster
+
+        kind = "kubernetes" if in_cluster() else "local"
+    if kind == "local":
+        return lambda nursery: LocalExecutor(home.path, f"unix:{home.socket}", nursery)
+    from pfsfuse.scheduler.kube.client import api_client  # the kubernetes client: only this executor needs it
+    from pfsfuse.scheduler.kube.executor import KubeExecutor
+    from pfsfuse.scheduler.kube.settings import Settings
+
+    settings, api = Settings.from_env(), api_client()
+    return lambda nursery: KubeExecutor(settings, api, nursery)
+
+
+async def _serve(
+    store: Store, auth: Auth, home: Home, listen: str | None, tls: tuple[str, str] | None, make_executor
+) -> None:
     stop = trio.Event()
     if home.socket.exists():
         home.socket.unlink()  # left by a daemon that died; we hold the lock, so it is stale
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_signals, stop)
-            executor = LocalExecutor(home.path, f"unix:{home.socket}", nursery)
+            executor = make_executor(nursery)
             scheduler = Scheduler(store, JobStore(store.db), executor, store.wait_changed)
             executor.lost = scheduler.worker_lost
             executor.token = auth.pipeline_token
+            executor.trouble = scheduler.worker_trouble
             routes = [*pipeline_endpoints(scheduler), *auth_api.endpoints(auth)]
 
             def app(trusted: bool):

@@ -29,6 +29,10 @@ class Executor(ABC):
     # Set by the daemon: token(pipeline) is the token a worker runs with, as PFS_AUTH_TOKEN
     # (None while auth is not active).
     token: Callable[[str], str | None] | None = None
+    trouble = None  # set by the daemon: trouble(pipeline, reason) when its workers cannot run ("" once they do)
+
+    def check(self, spec: PipelineSpec) -> None:
+        """Raise InvalidArgument if this executor cannot run the spec's workers."""
 
     @abstractmethod
     async def configure(self, spec: PipelineSpec) -> None:
@@ -44,6 +48,10 @@ class Executor(ABC):
 
     @abstractmethod
     async def stop(self, pipeline: str) -> None: ...
+
+    async def forget(self, pipeline: str) -> None:
+        """The pipeline was deleted: its workers and whatever else the executor kept for it go."""
+        await self.stop(pipeline)
 
     @abstractmethod
     async def stop_all(self) -> None: ...

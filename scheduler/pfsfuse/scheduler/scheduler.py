@@ -45,6 +45,7 @@ from pfsfuse.scheduler.records import (
 log = logging.getLogger("pfsfuse.scheduler")
 
 DATUMS_BRANCH = "datums"
+ACTIVE = ("running", "standby", "crashing")  # states whose inputs start jobs (crashing: workers fail to start)
 LOG_TAIL = 64 << 10
 
 
@@ -144,7 +145,7 @@ class Scheduler:
             for j in self.jobs.jobs(p.name):
                 if j.done:
                     continue
-                if p.state not in ("running", "standby") or p.version != j.pipeline_version:
+                if p.state not in ACTIVE or p.version != j.pipeline_version:
                     await self._end(p, j, "killed", "the daemon stopped during the job")
                     continue
                 if j.output_commit and await self._io(self._head, p.output_repo, p.spec.output_branch) == j.output_commit:
@@ -165,7 +166,7 @@ class Scheduler:
 
     async def _reconcile_locked(self) -> None:
         for p in self.jobs.pipelines():
-            if p.state not in ("running", "standby") or p.name in self._running:
+            if p.state not in ACTIVE or p.name in self._running:
                 continue
             try:
                 heads = await self._io(self._heads, p)
@@ -180,7 +181,10 @@ class Scheduler:
                     self._set_state(p, "standby")
                     await self.executor.stop(p.name)
                 continue
-            p = msgspec.structs.replace(p, last_inputs=present, state="running", reason="")
+            crashing = p.state == "crashing"  # a new job does not make failing workers start
+            p = msgspec.structs.replace(
+                p, last_inputs=present, state="crashing" if crashing else "running", reason=p.reason if crashing else ""
+            )
             self.jobs.put_pipeline(p)
             job = JobInfo(self.jobs.new_job_id(), p.name, time.time(), p.version, inputs=present)
             self.jobs.put_job(job)
@@ -441,6 +445,7 @@ class Scheduler:
         self, spec: specs.PipelineSpec, update: bool = False, reprocess: bool = False, restore: bool = False
     ) -> PipelineInfo:
         spec = specs.validate(spec)
+        self.executor.check(spec)
         try:
             old = self.jobs.pipeline(spec.name)
         except NotFound:
@@ -521,7 +526,7 @@ class Scheduler:
         self.jobs.pipeline(name)
         await self._stop_job(name)
         self._stop_crons(name)
-        await self.executor.stop(name)
+        await self.executor.forget(name)
         self._queues.pop(name, None)
         self.jobs.delete_pipeline(name)
         for repo in (name, meta_repo(name)):
@@ -531,9 +536,10 @@ class Scheduler:
                 pass
 
     async def stop_pipeline(self, name: str) -> PipelineInfo:
-        p = self.jobs.pipeline(name)
-        await self._stop_job(name)
-        self._set_state(p, "paused", "stopped with stop-pipeline")
+        async with self._reconciling:  # a job being started now would write the old state back
+            p = self.jobs.pipeline(name)
+            await self._stop_job(name)
+            self._set_state(p, "paused", "stopped with stop-pipeline")
         await self.executor.stop(name)
         return self.jobs.pipeline(name)
 
@@ -631,7 +637,7 @@ class Scheduler:
             if pipeline not in self._running:
                 p = self.jobs.pipeline(pipeline)
                 heads = await self._io(self._heads, p)
-                if p.state not in ("running", "standby") or all(c is None or c.finished for c in heads.values()):
+                if p.state not in ACTIVE or all(c is None or c.finished for c in heads.values()):
                     return
             with trio.move_on_after(0.5):
                 await self._jobs_changed.wait()
@@ -713,6 +719,17 @@ class Scheduler:
             else:
                 now = time.time()
                 send.send_nowait(DatumResult(job, key, False, f"the worker died ({why})", now, now))
+
+    def worker_trouble(self, pipeline: str, reason: str) -> None:
+        """The executor says why a pipeline's workers do not run ("" once they do)."""
+        try:
+            p = self.jobs.pipeline(pipeline)
+        except NotFound:
+            return
+        if reason and p.state in ("running", "crashing"):
+            self._set_state(p, "crashing", reason)
+        elif not reason and p.state == "crashing":
+            self._set_state(p, "running")
 
     # -- cron inputs ---------------------------------------------------------------------------------
 

@@ -138,7 +138,8 @@ class PipelineSpec(_Spec):
     max_queue_size: int = 1
     chunk_spec: ChunkSpec | None = None
     scheduling_spec: SchedulingSpec | None = None
-    pod_spec: str = ""
+    pod_spec: str = ""  # a merge patch of the worker pod's spec (Kubernetes only)
+    pod_patch: str = ""  # a JSON patch (RFC 6902) of the worker pod's spec (Kubernetes only)
     salt: str = ""  # the identity of the processing code: made by the daemon unless given, kept by updates
 
     @property

@@ -26,14 +26,22 @@ def _tls(ctx, param, value: str | None) -> tuple[str, str] | None:
 @click.option("--tls", metavar="CERT,KEY", callback=_tls, help="Serve TCP over HTTPS with this PEM certificate and key.")
 @click.option("--insecure", is_flag=True, help="Serve --listen even though auth is not activated: anyone reaching it may do anything.")
 @click.option("--storage", metavar="URL", help="Object store for a new store (default: file://$PFS_HOME/chunks).")
-def serve(listen: str | None, tls: tuple[str, str] | None, insecure: bool, storage: str | None) -> None:
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "kubernetes"]),
+    default=None,
+    help="Run workers as processes here or as pods ($PFS_KUBE_* settings); default: kubernetes inside a cluster.",
+)
+def serve(
+    listen: str | None, tls: tuple[str, str] | None, insecure: bool, storage: str | None, executor: str | None
+) -> None:
     """Run the daemon that owns $PFS_HOME, in the foreground."""
     import logging
 
     from pfsfuse import daemon  # the server stack: only this verb needs it
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    daemon.serve(Home(), storage, listen, tls=tls, insecure=insecure)
+    daemon.serve(Home(), storage, listen, tls=tls, insecure=insecure, executor=executor)
 
 
 @click.command("shutdown")

@@ -63,15 +63,23 @@ def _input_text(i) -> str:
     return f"{kind}(" + ", ".join(_input_text(s) for s in getattr(i, kind)) + ")"
 
 
-def _create(app: App, file: str, update: bool, reprocess: bool) -> None:
+def _create(app: App, file: str, update: bool, reprocess: bool, dry_run: str | None = None) -> None:
     """Create (or update) the pipelines of a spec file, in order. The specs are all checked first;
-    if creating one fails, those this call created are deleted again."""
+    if creating one fails, those this call created are deleted again. With `dry_run` ("json" or
+    "yaml"), print the Kubernetes objects each would be and create nothing."""
     from pfsfuse.scheduler import spec as specs  # only these verbs parse specs
 
     text, source = _read_spec(file)
+    all_specs = list(specs.parse_all(text, source))
+    if dry_run:
+        from pfsfuse.scheduler.kube import manifests, settings
+
+        for spec in all_specs:
+            app.out.line(manifests.dump(manifests.dry_run(spec, settings.Settings.from_env()), dry_run).rstrip("\n"))
+        return
     made = []
     try:
-        for spec in specs.parse_all(text, source):
+        for spec in all_specs:
             app.pipelines.create_pipeline(spec, update, reprocess)
             made.append(spec.name)
     except PfsError:
@@ -84,10 +92,23 @@ def _create(app: App, file: str, update: bool, reprocess: bool) -> None:
 
 @click.command("create-pipeline")
 @click.option("-f", "--file", required=True, help="The pipeline specs: a JSON or YAML file (one spec or several), or a URL.")
+@click.option("--dry-run", is_flag=True, help="Print the Kubernetes objects the pipeline would be; create nothing.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Choice(["json", "yaml"]),
+    default="yaml",
+    show_default=True,
+    help="The format of --dry-run's objects.",
+)
 @pass_app
-def create_pipeline(app: App, file: str) -> None:
-    """Create a pipeline: it processes its inputs' heads now and every new commit after."""
-    _create(app, file, update=False, reprocess=False)
+def create_pipeline(app: App, file: str, dry_run: bool, output: str) -> None:
+    """Create a pipeline: it processes its inputs' heads now and every new commit after.
+
+    --dry-run prints the ConfigMap and the worker pod that the Kubernetes executor would create
+    (settings from $PFS_KUBE_* as `pfs deploy` sets them for pfsd), for review or policy checks.
+    """
+    _create(app, file, update=False, reprocess=False, dry_run=output if dry_run else None)
 
 
 @click.command("update-pipeline")
