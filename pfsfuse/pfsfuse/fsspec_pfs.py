@@ -221,6 +221,16 @@ class PfsFileSystem(AbstractFileSystem):
         with _as_oserror(path), self.client.get_file((repo, commit), sub, offset, length) as f:
             return f.read()
 
+    def modified(self, path):
+        """When the commit the ref names was finished (started, if open): a changed branch head
+        changes it, so caches keyed on it (DuckDB's) notice."""
+        import datetime
+
+        repo, ref, _ = self._split(path)
+        with _as_oserror(path):
+            c = self.client.inspect_commit((repo, ref))
+        return datetime.datetime.fromtimestamp(c.finished or c.started, datetime.timezone.utc)
+
     def checksum(self, path) -> int:
         """The content hash (equal for equal contents, in any repo or commit)."""
         return int(self.info(path)["hash"], 16)
