@@ -58,14 +58,15 @@ def _lock(home: Home):
     return fd
 
 
-def serve(home: Home, storage: str | None = None, listen: str | None = None) -> None:
-    """Run the daemon until SIGTERM, SIGINT or a shutdown request."""
+def serve(home: Home, storage: str | None = None, listen: str | None = None, s3: str | None = None) -> None:
+    """Run the daemon until SIGTERM, SIGINT or a shutdown request; with `s3` (HOST:PORT), the
+    S3 gateway too, as a client of the daemon's own socket (so every request meets its checks)."""
     home.ensure()
     lock = _lock(home)
     try:
         store = _open(home, storage)
         try:
-            trio.run(_serve, store, home, listen)
+            trio.run(_serve, store, home, listen, s3)
         finally:
             store.close()
     finally:
@@ -89,7 +90,7 @@ def _open(home: Home, storage: str | None) -> Store:
     return store
 
 
-async def _serve(store: Store, home: Home, listen: str | None) -> None:
+async def _serve(store: Store, home: Home, listen: str | None, s3: str | None = None) -> None:
     stop = trio.Event()
     if home.socket.exists():
         home.socket.unlink()  # left by a daemon that died; we hold the lock, so it is stale
@@ -107,6 +108,12 @@ async def _serve(store: Store, home: Home, listen: str | None) -> None:
                 if listen:
                     tcp = make_app(store, stop.set, trusted=False, routes=routes)
                     await servers.start(_serve_one, tcp, _hypercorn_config(listen), stop)
+                if s3:
+                    from pfsfuse import s3gateway
+                    from pfsfuse.sdk import Client
+
+                    gateway = s3gateway.make_app(Client(f"unix:{home.socket}", home=home.path))
+                    await servers.start(_serve_one, gateway, s3gateway.hypercorn_config(s3), stop)
                 await servers.start(_until, scheduler.run, stop)
                 log.info("serving %s on %s%s", home.path, home.socket, f" and {listen}" if listen else "")
             nursery.cancel_scope.cancel()

@@ -101,18 +101,19 @@ class Gateway:
         return repo, ref
 
     def bucket(self, name: str) -> _Bucket:
-        """Resolve a bucket to the commit it reads now (None for a branch without commits)."""
+        """Resolve a bucket to the commit it reads now: None for a branch without commits, or
+        not made yet (the first write to it makes it, as in Pachyderm)."""
         repo, ref = self._split_bucket(name)
         try:
             return _Bucket(name, repo, ref, self.client.inspect_commit((repo, ref)))
         except NotFound:
             if not ref_syntax.is_commit_id(ref):
                 try:
-                    if self.client.inspect_branch(repo, ref).head is None:
-                        return _Bucket(name, repo, ref, None)
+                    self.client.inspect_repo(repo)
+                    return _Bucket(name, repo, ref, None)
                 except NotFound:
                     pass
-            raise S3Error(404, "NoSuchBucket", f"no bucket {name}: no such repo, branch or commit", name) from None
+            raise S3Error(404, "NoSuchBucket", f"no bucket {name}: no such repo or commit", name) from None
 
     def writable(self, name: str, check_repo: bool = False) -> tuple[str, str]:
         """(repo, branch) of a bucket that takes writes. A branch need not exist yet: the first

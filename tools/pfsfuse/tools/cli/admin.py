@@ -14,14 +14,15 @@ from pfsfuse.tools.cli.output import size
 @click.command("serve")
 @click.option("--listen", metavar="HOST:PORT", help="Also serve the API on TCP.")
 @click.option("--storage", metavar="URL", help="Object store for a new store (default: file://$PFS_HOME/chunks).")
-def serve(listen: str | None, storage: str | None) -> None:
+@click.option("--s3", metavar="HOST:PORT", help="Also serve the repos over S3 (buckets BRANCH.REPO).")
+def serve(listen: str | None, storage: str | None, s3: str | None) -> None:
     """Run the daemon that owns $PFS_HOME, in the foreground."""
     import logging
 
     from pfsfuse import daemon  # the server stack: only this verb needs it
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    daemon.serve(Home(), storage, listen)
+    daemon.serve(Home(), storage, listen, s3)
 
 
 @click.command("shutdown")
