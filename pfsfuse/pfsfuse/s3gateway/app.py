@@ -53,7 +53,9 @@ def _el(tag: str, value) -> str:
 
 
 def _iso(ts: float) -> str:
-    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    # Milliseconds, as S3 gives: `aws s3 sync` re-sends a file modified in the same second as
+    # the commit if they were cut off.
+    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _commit_time(c: Commit | None) -> float:
