@@ -71,11 +71,13 @@ def serve(
     tls: tuple[str, str] | None = None,
     insecure: bool = False,
     executor: str | None = None,
+    s3: str | None = None,
 ) -> None:
     """Run the daemon until SIGTERM, SIGINT or a shutdown request. `listen` (HOST:PORT) also
     serves TCP, with HTTPS when `tls` is (certificate file, key file); TCP is refused while auth
     is not active unless `insecure`: anyone who reaches the port could do anything. Workers run
-    as processes here (`executor` "local") or as pods ("kubernetes", the default in a cluster)."""
+    as processes here (`executor` "local") or as pods ("kubernetes", the default in a cluster).
+    With `s3` (HOST:PORT), the S3 gateway serves too, as a client of the daemon's own socket."""
     if tls is not None and not listen:
         raise InvalidArgument("--tls serves the TCP listener: give --listen HOST:PORT too")
     for path in tls or ():
@@ -89,15 +91,16 @@ def serve(
         store = _open(home, storage)
         try:
             auth = Auth(store.db)
-            if listen and not auth.active and not insecure:
-                raise FailedPrecondition(
-                    f"refusing to serve {listen} without auth: anyone reaching it could read, change and "
-                    "delete everything. Activate auth first (pfs auth activate --admins=USER, over the unix "
-                    "socket), or pass --insecure to serve it open anyway"
-                )
+            for exposed in (listen, s3):
+                if exposed and not auth.active and not insecure:
+                    raise FailedPrecondition(
+                        f"refusing to serve {exposed} without auth: anyone reaching it could read, change and "
+                        "delete everything. Activate auth first (pfs auth activate --admins=USER, over the unix "
+                        "socket), or pass --insecure to serve it open anyway"
+                    )
             if listen and tls is None:
                 log.warning("serving %s over plain HTTP: tokens and data travel unencrypted (--tls CERT,KEY)", listen)
-            trio.run(_serve, store, auth, home, listen, tls, make_executor)
+            trio.run(_serve, store, auth, home, listen, tls, make_executor, s3)
         finally:
             store.close()
     finally:
@@ -139,7 +142,8 @@ def _executor(kind: str | None, home: Home):
 
 
 async def _serve(
-    store: Store, auth: Auth, home: Home, listen: str | None, tls: tuple[str, str] | None, make_executor
+    store: Store, auth: Auth, home: Home, listen: str | None, tls: tuple[str, str] | None, make_executor,
+    s3: str | None = None,
 ) -> None:
     stop = trio.Event()
     if home.socket.exists():
@@ -166,6 +170,12 @@ async def _serve(
                 os.chmod(home.socket, 0o600)
                 if listen:
                     await servers.start(_serve_one, app(False), _hypercorn_config(listen, tls), stop)
+                if s3:
+                    from pfsfuse import s3gateway
+                    from pfsfuse.sdk import Client
+
+                    gateway = s3gateway.make_app(Client(f"unix:{home.socket}", home=home.path))
+                    await servers.start(_serve_one, gateway, s3gateway.hypercorn_config(s3), stop)
                 await servers.start(_until, scheduler.run, stop)
                 log.info("serving %s on %s%s", home.path, home.socket, f" and {listen}" if listen else "")
             nursery.cancel_scope.cancel()

@@ -24,7 +24,7 @@ def _tls(ctx, param, value: str | None) -> tuple[str, str] | None:
 @click.command("serve")
 @click.option("--listen", metavar="HOST:PORT", help="Also serve the API on TCP (needs auth activated, or --insecure).")
 @click.option("--tls", metavar="CERT,KEY", callback=_tls, help="Serve TCP over HTTPS with this PEM certificate and key.")
-@click.option("--insecure", is_flag=True, help="Serve --listen even though auth is not activated: anyone reaching it may do anything.")
+@click.option("--insecure", is_flag=True, help="Serve --listen or --s3 even though auth is not activated: anyone reaching them may do anything.")
 @click.option("--storage", metavar="URL", help="Object store for a new store (default: file://$PFS_HOME/chunks).")
 @click.option(
     "--executor",
@@ -32,8 +32,14 @@ def _tls(ctx, param, value: str | None) -> tuple[str, str] | None:
     default=None,
     help="Run workers as processes here or as pods ($PFS_KUBE_* settings); default: kubernetes inside a cluster.",
 )
+@click.option("--s3", metavar="HOST:PORT", help="Also serve the repos over S3 (buckets BRANCH.REPO).")
 def serve(
-    listen: str | None, tls: tuple[str, str] | None, insecure: bool, storage: str | None, executor: str | None
+    listen: str | None,
+    tls: tuple[str, str] | None,
+    insecure: bool,
+    storage: str | None,
+    executor: str | None,
+    s3: str | None,
 ) -> None:
     """Run the daemon that owns $PFS_HOME, in the foreground."""
     import logging
@@ -41,7 +47,7 @@ def serve(
     from pfsfuse import daemon  # the server stack: only this verb needs it
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    daemon.serve(Home(), storage, listen, tls=tls, insecure=insecure, executor=executor)
+    daemon.serve(Home(), storage, listen, tls=tls, insecure=insecure, executor=executor, s3=s3)
 
 
 @click.command("shutdown")

@@ -1,0 +1,23 @@
+"""An S3 gateway to the daemon's repos: bucket `BRANCH.REPO` (read-write) or `COMMIT.REPO`
+(read-only), for boto3, the AWS CLI, s3fs and anything written for S3.
+
+`make_app(client)` is the Starlette app; `serve(bind, client)` runs it standalone
+(`python -m pfsfuse.s3gateway HOST:PORT`); `pfs serve --s3 HOST:PORT` runs it in the daemon.
+"""
+
+from pfsfuse.s3gateway.app import make_app
+from pfsfuse.s3gateway.sigv4 import AcceptAny, Authenticator, StaticCredentials
+
+__all__ = ["AcceptAny", "Authenticator", "StaticCredentials", "make_app", "hypercorn_config"]
+
+
+def hypercorn_config(bind: str):
+    """The gateway's server settings: `bind` is HOST:PORT."""
+    import hypercorn.config
+
+    cfg = hypercorn.config.Config()
+    cfg.bind = [bind]
+    cfg.graceful_timeout = 2.0
+    cfg.keep_alive_timeout = 75.0
+    cfg.accesslog = None
+    return cfg

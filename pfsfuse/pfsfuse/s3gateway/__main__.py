@@ -1,0 +1,59 @@
+"""`python -m pfsfuse.s3gateway HOST:PORT`: the S3 gateway on its own, in front of the daemon
+that `pfsfuse.Client()` finds (PFS_ADDRESS, else PFS_HOME's) or `--address`."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+
+import click
+
+
+@click.command()
+@click.argument("listen", metavar="HOST:PORT")
+@click.option("--address", metavar="ADDR", help="The daemon (unix:/path or host:port); default as the pfs command.")
+@click.option("--credentials", "pairs", metavar="KEY:SECRET", multiple=True,
+              help="Require SigV4 signatures with these key pairs (default: accept any credentials).")
+def main(listen: str, address: str | None, pairs: tuple[str, ...]) -> None:
+    """Serve the daemon's repos over S3: bucket BRANCH.REPO, or COMMIT.REPO read-only."""
+    import hypercorn.trio
+    import trio
+
+    from pfsfuse.metadata.errors import PfsError
+    from pfsfuse.s3gateway import AcceptAny, StaticCredentials, hypercorn_config, make_app
+    from pfsfuse.sdk import Client
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if any(":" not in p for p in pairs):
+        raise click.BadParameter("expected KEY:SECRET", param_hint="--credentials")
+    auth = StaticCredentials(dict(p.split(":", 1) for p in pairs)) if pairs else AcceptAny()
+    try:
+        client = Client(address)
+        client.version()  # the daemon answers, or one clear line now
+    except PfsError as e:
+        click.echo(f"pfs s3 gateway: {e}", err=True)
+        sys.exit(1)
+
+    async def run() -> None:
+        stop = trio.Event()
+
+        async def signals() -> None:
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as received:
+                async for _ in received:
+                    stop.set()
+                    return
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(signals)
+            await hypercorn.trio.serve(make_app(client, auth), hypercorn_config(listen), shutdown_trigger=stop.wait)
+            nursery.cancel_scope.cancel()
+
+    try:
+        trio.run(run)
+    finally:
+        client.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""AWS Signature Version 4, checked on every request.
+
+Who holds which secret is the `Authenticator`'s business: with auth not activated the gateway
+uses `AcceptAny` (any credentials, or none, as Pachyderm's gateway did); `StaticCredentials`
+holds fixed key pairs. An authenticator that derives secrets from the daemon's auth tokens plugs
+in here, through `secret_for`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import hmac
+import re
+from typing import Protocol
+from urllib.parse import parse_qsl, quote
+
+from pfsfuse.s3gateway.errors import S3Error
+
+_AUTH = re.compile(
+    r"AWS4-HMAC-SHA256\s+Credential=(?P<key>[^/,\s]+)/(?P<scope>[^,\s]+),\s*"
+    r"SignedHeaders=(?P<signed>[^,\s]+),\s*Signature=(?P<sig>[0-9a-f]{64})"
+)
+_SKEW = datetime.timedelta(minutes=15)
+UNSIGNED = {"UNSIGNED-PAYLOAD", "STREAMING-UNSIGNED-PAYLOAD-TRAILER"}
+
+
+class Authenticator(Protocol):
+    active: bool  # False: every request is let through, signed or not, checked or not
+
+    def secret_for(self, access_key: str) -> str | None:
+        """The secret key of `access_key`, None if there is no such key."""
+
+
+class AcceptAny:
+    active = False
+
+    def secret_for(self, access_key: str) -> str | None:
+        return None
+
+
+class StaticCredentials:
+    active = True
+
+    def __init__(self, pairs: dict[str, str]):
+        self._pairs = dict(pairs)
+
+    def secret_for(self, access_key: str) -> str | None:
+        return self._pairs.get(access_key)
+
+
+def check(auth: Authenticator, method: str, raw_path: str, query: str, headers, now=None) -> str | None:
+    """Verify the request's signature (header or presigned URL); returns the payload hash the
+    client signed (for the body check), None when unsigned payloads are allowed."""
+    if not auth.active:
+        return None
+    q = dict(parse_qsl(query, keep_blank_values=True))
+    if "X-Amz-Signature" in q:  # a presigned URL
+        key, _, scope = q.get("X-Amz-Credential", "").partition("/")
+        signed, signature, amz_date = q.get("X-Amz-SignedHeaders", ""), q["X-Amz-Signature"], q.get("X-Amz-Date", "")
+        payload = "UNSIGNED-PAYLOAD"
+        query = "&".join(p for p in query.split("&") if not p.startswith("X-Amz-Signature="))
+        try:
+            expires = datetime.timedelta(seconds=int(q.get("X-Amz-Expires", "0")))
+        except ValueError:
+            raise S3Error(400, "AuthorizationQueryParametersError", "X-Amz-Expires is not a number") from None
+    else:
+        m = _AUTH.fullmatch(headers.get("authorization", "").strip())
+        if m is None:
+            raise S3Error(403, "AccessDenied", "this gateway requires AWS Signature Version 4")
+        key, scope, signed, signature = m["key"], m["scope"], m["signed"], m["sig"]
+        amz_date = headers.get("x-amz-date", "")
+        payload = headers.get("x-amz-content-sha256", "")
+        if not payload:
+            raise S3Error(400, "InvalidRequest", "missing x-amz-content-sha256")
+        expires = None
+    secret = auth.secret_for(key)
+    if secret is None:
+        raise S3Error(403, "InvalidAccessKeyId", f"unknown access key {key!r}")
+    try:
+        when = datetime.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.timezone.utc)
+    except ValueError:
+        raise S3Error(403, "AccessDenied", "missing or malformed X-Amz-Date") from None
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    if expires is not None:
+        if now > when + expires:
+            raise S3Error(403, "AccessDenied", "the presigned URL has expired")
+    elif abs(now - when) > _SKEW:
+        raise S3Error(403, "RequestTimeTooSkewed", "the request time is too far from the server's")
+    canonical = "\n".join([
+        method,
+        raw_path,
+        _canonical_query(query),
+        "".join(f"{h}:{' '.join(headers.get(h, '').split())}\n" for h in signed.split(";")),
+        signed,
+        payload,
+    ])
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
+    date, region, service, _ = (scope.split("/") + ["", "", "", ""])[:4]
+    k = hmac.new(f"AWS4{secret}".encode(), date.encode(), hashlib.sha256).digest()
+    for part in (region, service, "aws4_request"):
+        k = hmac.new(k, part.encode(), hashlib.sha256).digest()
+    expected = hmac.new(k, to_sign.encode(), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected, signature):
+        raise S3Error(403, "SignatureDoesNotMatch", "the request signature does not match")
+    return None if payload in UNSIGNED or payload.startswith("STREAMING-") else payload
+
+
+def _canonical_query(query: str) -> str:
+    pairs = parse_qsl(query, keep_blank_values=True)
+    return "&".join(
+        f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in sorted(pairs)
+    )
