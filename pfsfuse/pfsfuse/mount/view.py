@@ -258,10 +258,6 @@ class DatumView(Filesystem):
     async def fsync(self, fh, datasync):
         pass  # /pfs/out is saved once the command ends: there is nothing to make durable before
 
-    @_translate
-    async def flush(self, fh):
-        pass  # no branch behind the view: no refused change to report at close
-
     async def forget(self, inode_list):
         outs = [self.inodes.find(ino) for ino, _ in inode_list if ino & OUT]
         await super().forget(inode_list)
