@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from helpers import BUCKET, Daemon, Emulator, azurite_connection_string
 
 

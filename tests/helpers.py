@@ -65,9 +65,7 @@ class Daemon:
     def start(self) -> Daemon:
         self.home.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [PFS, "serve", *self.args], env=self.env, stdout=log, stderr=log
-            )
+            self.proc = subprocess.Popen([PFS, "serve", *self.args], env=self.env, stdout=log, stderr=log)
         wait_for(self.answers, proc=self.proc, what="the daemon to answer")
         return self
 
@@ -102,13 +100,9 @@ class Daemon:
 
     def pfs(self, *args: str, input: bytes | None = None, check: bool = True, cwd=None):
         """Run the real `pfs` command against this daemon."""
-        r = subprocess.run(
-            [PFS, *args], env=self.env, input=input, capture_output=True, cwd=cwd, timeout=300
-        )
+        r = subprocess.run([PFS, *args], env=self.env, input=input, capture_output=True, cwd=cwd, timeout=300)
         if check and r.returncode != 0:
-            raise AssertionError(
-                f"pfs {' '.join(args)} exited {r.returncode}: {r.stderr.decode(errors='replace')}"
-            )
+            raise AssertionError(f"pfs {' '.join(args)} exited {r.returncode}: {r.stderr.decode(errors='replace')}")
         return r
 
 
@@ -211,8 +205,15 @@ class Mount:
     hanging the test run) and the test fails saying so.
     """
 
-    def __init__(self, daemon: Daemon, mountpoint: str | Path, *args: str, foreground: bool = False,
-                 timeout: float = 30.0, watchdog: float = 300.0):
+    def __init__(
+        self,
+        daemon: Daemon,
+        mountpoint: str | Path,
+        *args: str,
+        foreground: bool = False,
+        timeout: float = 30.0,
+        watchdog: float = 300.0,
+    ):
         self.daemon = daemon
         self.dir = os.path.realpath(mountpoint)  # resolved now: never stat a possibly dead mount
         self.path = Path(self.dir)
@@ -233,26 +234,30 @@ class Mount:
         cmd = [PFS, "mount", self.dir, *self.args]
         if self.foreground:
             with open(self.log, "ab") as log:
-                self.proc = subprocess.Popen([*cmd, "--foreground"], env=self.daemon.env,
-                                             stdout=log, stderr=log)
+                self.proc = subprocess.Popen([*cmd, "--foreground"], env=self.daemon.env, stdout=log, stderr=log)
             self.pid = self.proc.pid
             try:
-                wait_for(lambda: is_mounted(self.dir), self.timeout, proc=self.proc,
-                         what=f"{self.dir} to be mounted (log: {self.log})")
+                wait_for(
+                    lambda: is_mounted(self.dir),
+                    self.timeout,
+                    proc=self.proc,
+                    what=f"{self.dir} to be mounted (log: {self.log})",
+                )
             except BaseException:
                 self.cleanup()
                 raise
         else:
             try:
-                self.result = subprocess.run(cmd, env=self.daemon.env, capture_output=True,
-                                             timeout=self.timeout)
+                self.result = subprocess.run(cmd, env=self.daemon.env, capture_output=True, timeout=self.timeout)
             except subprocess.TimeoutExpired:
                 self.cleanup()
                 raise AssertionError(f"pfs mount {self.dir} did not return within {self.timeout} s")
             if self.result.returncode != 0:
                 self.cleanup()
-                raise AssertionError(f"pfs mount {' '.join(self.args)} exited {self.result.returncode}: "
-                                     f"{self.result.stderr.decode(errors='replace')}")
+                raise AssertionError(
+                    f"pfs mount {' '.join(self.args)} exited {self.result.returncode}: "
+                    f"{self.result.stderr.decode(errors='replace')}"
+                )
             if not is_mounted(self.dir):
                 self.cleanup()
                 raise AssertionError(f"pfs mount exited 0 but {self.dir} is not mounted")
@@ -309,7 +314,8 @@ class Mount:
         """kill -9 of the mount process, waiting (with a deadline) until it is gone."""
         assert self.pid is not None, (
             "could not find the mount process: none holding /dev/fuse with our PFS_HOME in its "
-            "environment or the mount point on its command line")
+            "environment or the mount point on its command line"
+        )
         os.kill(self.pid, signal.SIGKILL)
         if self.proc is not None:
             self.proc.wait(timeout=10)
@@ -319,11 +325,11 @@ class Mount:
     def unmount(self, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
         """`pfs unmount DIR` (or `pfs unmount EXTRA...` when given, e.g. "--all")."""
         args = list(extra) or [self.dir]
-        r = subprocess.run([PFS, "unmount", *args], env=self.daemon.env, capture_output=True,
-                           timeout=60)
+        r = subprocess.run([PFS, "unmount", *args], env=self.daemon.env, capture_output=True, timeout=60)
         if check:
             assert r.returncode == 0, (
-                f"pfs unmount {' '.join(args)} exited {r.returncode}: {r.stderr.decode(errors='replace')}")
+                f"pfs unmount {' '.join(args)} exited {r.returncode}: {r.stderr.decode(errors='replace')}"
+            )
             assert not is_mounted(self.dir), f"{self.dir} is still mounted after pfs unmount"
         if self.proc is not None and self.proc.poll() is None and not is_mounted(self.dir):
             try:  # a foreground mount exits once unmounted
@@ -407,8 +413,16 @@ class Emulator:
     def gcs(cls, workdir: Path, bucket: str) -> Emulator:
         port = free_port()
         argv = [
-            str(Path(sys.executable).parent / "gcp-storage-emulator"), "start", "--host", "127.0.0.1",
-            "--port", str(port), "--in-memory", "--default-bucket", bucket, "-q",
+            str(Path(sys.executable).parent / "gcp-storage-emulator"),
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--in-memory",
+            "--default-bucket",
+            bucket,
+            "-q",
         ]
         return cls("gcp-storage-emulator", argv, port, workdir / "gcs.log")
 
@@ -418,8 +432,15 @@ class Emulator:
             raise AssertionError(f"{AZURITE} is missing: run packaging/test-setup.sh to install Azurite")
         port = free_port()
         argv = [
-            str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--inMemoryPersistence",
-            "--skipApiVersionCheck", "--disableTelemetry", "--silent",
+            str(AZURITE),
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            str(port),
+            "--inMemoryPersistence",
+            "--skipApiVersionCheck",
+            "--disableTelemetry",
+            "--silent",
         ]
         return cls("azurite", argv, port, workdir / "azurite.log")
 
@@ -443,7 +464,11 @@ class Emulator:
     def start(self) -> Emulator:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                self.argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, cwd=self.log.parent,
+                self.argv,
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                cwd=self.log.parent,
                 start_new_session=True,
             )
         try:

@@ -62,8 +62,7 @@ class Rule:
 
 RULES = [
     Rule(
-        "metadata is synchronous and knows nothing of FUSE, trio, HTTP, object stores or what is "
-        "above it",
+        "metadata is synchronous and knows nothing of FUSE, trio, HTTP, object stores or what is above it",
         importers=("pfsfuse.metadata",),
         forbidden=("pfsfuse", "trio", *FUSE, *HTTP, *OBJECT_STORES),
         allowed=("pfsfuse.metadata",),
@@ -77,9 +76,7 @@ RULES = [
     Rule(
         "the file engine knows nothing of FUSE, trio, the scheduler, the CLI or the server around it",
         importers=("pfsfuse.engine", "pfsfuse.store", "pfsfuse.gc", "pfsfuse.fsck", "pfsfuse.dump"),
-        forbidden=(
-            "trio", *FUSE, "pfsfuse.scheduler", "pfsfuse.tools", "pfsfuse.api.server", "pfsfuse.daemon"
-        ),
+        forbidden=("trio", *FUSE, "pfsfuse.scheduler", "pfsfuse.tools", "pfsfuse.api.server", "pfsfuse.daemon"),
     ),
     Rule(
         "the scheduler and the mount talk to the store only through the client API",

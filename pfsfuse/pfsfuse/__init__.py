@@ -10,9 +10,7 @@ import os
 from pkgutil import extend_path
 
 # A source root on sys.path (the checkout's own pfsfuse/, when run from its top) is not a portion.
-__path__ = [
-    p for p in extend_path(__path__, __name__) if not os.path.isdir(os.path.join(p, "pfsfuse"))
-]
+__path__ = [p for p in extend_path(__path__, __name__) if not os.path.isdir(os.path.join(p, "pfsfuse"))]
 
 # Loaded on first use: `import pfsfuse.metadata` (the CLI, the daemon) should not pay for the SDK.
 _LAZY = {

@@ -142,7 +142,12 @@ def _executor(kind: str | None, home: Home):
 
 
 async def _serve(
-    store: Store, auth: Auth, home: Home, listen: str | None, tls: tuple[str, str] | None, make_executor,
+    store: Store,
+    auth: Auth,
+    home: Home,
+    listen: str | None,
+    tls: tuple[str, str] | None,
+    make_executor,
     s3: str | None = None,
 ) -> None:
     stop = trio.Event()

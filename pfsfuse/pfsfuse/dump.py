@@ -279,9 +279,7 @@ class _Restore:
 
     def run(self) -> RestoreResult:
         if self.store.index.repos():
-            raise FailedPrecondition(
-                "restore needs an empty store, and this one has repos: use a new PFS_HOME"
-            )
+            raise FailedPrecondition("restore needs an empty store, and this one has repos: use a new PFS_HOME")
         if self.src.read(len(MAGIC)) != MAGIC:
             raise InvalidArgument("not a pfs dump: it does not start with the PFSDUMP header")
         info = self.src.record()
@@ -299,9 +297,7 @@ class _Restore:
             end = self._replay(staging)
             staging.flush()
             self._check(end)
-            self.store.index.restore(
-                list(self.repos.values()), list(self.commits.values()), self.branches
-            )
+            self.store.index.restore(list(self.repos.values()), list(self.commits.values()), self.branches)
         self.result.repos, self.result.commits = len(self.repos), len(self.commits)
         self.result.branches = len(self.branches)
         return self.result
@@ -310,9 +306,7 @@ class _Restore:
         while True:
             rec = self.src.record()
             if rec is None:
-                raise InvalidArgument(
-                    f"the dump ends early (truncated?): no end record after {self.src.offset} bytes"
-                )
+                raise InvalidArgument(f"the dump ends early (truncated?): no end record after {self.src.offset} bytes")
             if isinstance(rec, EndRec):
                 self._finish_commit()
                 if self.src.read(1):

@@ -106,6 +106,7 @@ class _Checker:
 
     def longest_path_in(self, d: DirNode) -> str:
         """The longest path below `d`, found by following what longest_path measured."""
+
         def length(entry) -> int:
             name, node = entry
             below = tree.longest_path(self.db, node, self.longest) if isinstance(node, DirNode) else 0

@@ -103,7 +103,7 @@ class PfsFileSystem(AbstractFileSystem):
             return [cls._strip_protocol(p) for p in path]
         path = str(path)
         if path.startswith("pfs://"):
-            path = path[len("pfs://"):]
+            path = path[len("pfs://") :]
         return path.strip("/")
 
     def _split(self, path: str) -> tuple[str, str, str]:
@@ -229,7 +229,7 @@ class PfsFileSystem(AbstractFileSystem):
         repo, ref, _ = self._split(path)
         with _as_oserror(path):
             c = self.client.inspect_commit((repo, ref))
-        return datetime.datetime.fromtimestamp(c.finished or c.started, datetime.timezone.utc)
+        return datetime.datetime.fromtimestamp(c.finished or c.started, datetime.UTC)
 
     def checksum(self, path) -> int:
         """The content hash (equal for equal contents, in any repo or commit)."""
@@ -250,8 +250,7 @@ class PfsFileSystem(AbstractFileSystem):
             if self.exists(path):
                 raise FileExistsError(errno.EEXIST, "file exists", path)
             mode = mode.replace("x", "w")
-        return PfsFile(self, path, mode, block_size or "default", autocommit,
-                       cache_options=cache_options, **kwargs)
+        return PfsFile(self, path, mode, block_size or "default", autocommit, cache_options=cache_options, **kwargs)
 
     # -- writing --------------------------------------------------------------------------------
 
@@ -337,8 +336,17 @@ class PfsFile(AbstractBufferedFile):
     """A file of a commit, read in ranges with read-ahead (pinned to the commit it was opened
     at); or a file being written, uploaded as one put when closed."""
 
-    def __init__(self, fs: PfsFileSystem, path, mode="rb", block_size="default", autocommit=True,
-                 cache_type="readahead", cache_options=None, **kwargs):
+    def __init__(
+        self,
+        fs: PfsFileSystem,
+        path,
+        mode="rb",
+        block_size="default",
+        autocommit=True,
+        cache_type="readahead",
+        cache_options=None,
+        **kwargs,
+    ):
         self._pinned: tuple[str, str, str] | None = None
         if "r" in mode:
             repo, ref, sub = fs._split(path)
@@ -347,8 +355,9 @@ class PfsFile(AbstractBufferedFile):
                 raise IsADirectoryError(errno.EISDIR, "is a directory", path)
             self._pinned = (repo, info["commit"], sub)
             kwargs["size"] = info["size"]
-        super().__init__(fs, path, mode, block_size, autocommit, cache_type=cache_type,
-                         cache_options=cache_options, **kwargs)
+        super().__init__(
+            fs, path, mode, block_size, autocommit, cache_type=cache_type, cache_options=cache_options, **kwargs
+        )
         self._spool: io.BufferedRandom | None = None
 
     def _fetch_range(self, start: int, end: int) -> bytes:

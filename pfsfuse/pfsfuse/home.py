@@ -65,14 +65,11 @@ class Home:
             ours = {"store.json", "client.json", "pfs.sock", "index", "chunks", "daemon.log", "daemon.pid"}
             if any(p.name not in ours for p in self.path.iterdir()):
                 raise FailedPrecondition(
-                    f"PFS_HOME {self.path} is shared (mode {mode:o}) and holds other files: "
-                    "use a directory of its own"
+                    f"PFS_HOME {self.path} is shared (mode {mode:o}) and holds other files: use a directory of its own"
                 )
             os.chmod(self.path, 0o700)
         if len(str(self.socket).encode()) > 107:
-            raise InvalidArgument(
-                f"PFS_HOME {self.path} is too long for a unix socket path (at most 95 bytes)"
-            )
+            raise InvalidArgument(f"PFS_HOME {self.path} is too long for a unix socket path (at most 95 bytes)")
 
     def token(self) -> str | None:
         """The token this client logged in with, if any."""
@@ -113,16 +110,12 @@ class Home:
         cfg = self.config()
         if cfg is not None:
             if storage and storage != cfg.storage:
-                raise FailedPrecondition(
-                    f"the store in {self.path} uses {cfg.storage}, not {storage}"
-                )
+                raise FailedPrecondition(f"the store in {self.path} uses {cfg.storage}, not {storage}")
             return cfg
         import secrets  # here only: it loads OpenSSL (through hashlib), which clients need not
 
         chunks = self.path / "chunks"
-        cfg = StoreConfig(
-            CONFIG_FORMAT, secrets.randbits(64), storage or chunks.as_uri()
-        )
+        cfg = StoreConfig(CONFIG_FORMAT, secrets.randbits(64), storage or chunks.as_uri())
         tmp = self.config_file.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as f:

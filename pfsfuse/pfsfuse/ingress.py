@@ -120,9 +120,7 @@ def expand(ops: Iterable[WriteOp]) -> Iterator[WriteOp]:
         for key in _list(src):
             found = True
             rel = key[len(src.key) :].lstrip("/") if src.key else key
-            yield msgspec.structs.replace(
-                op, path=posixpath.join(op.path, rel), url=src.child(key), recursive=False
-            )
+            yield msgspec.structs.replace(op, path=posixpath.join(op.path, rel), url=src.child(key), recursive=False)
         if not found:
             yield msgspec.structs.replace(op, recursive=False)
 
@@ -271,9 +269,7 @@ def _azure_pieces(store, src: ObjectURL) -> Callable[[int], Iterator[bytes]]:
 
         pinned = {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {}
         try:
-            download = store.container.download_blob(
-                src.key, offset=offset or None, max_concurrency=1, **pinned
-            )
+            download = store.container.download_blob(src.key, offset=offset or None, max_concurrency=1, **pinned)
         except Exception as e:  # noqa: BLE001
             if offset and _status(e) == 416:
                 return  # it stopped right at the end

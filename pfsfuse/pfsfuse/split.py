@@ -138,9 +138,7 @@ class Splitter:
             except json.JSONDecodeError as e:
                 if self._more_may_help(e, pos, end, eof):
                     return None
-                raise InvalidArgument(
-                    f"malformed JSON at byte {self._src.offset + e.pos}: {e.msg}"
-                ) from None
+                raise InvalidArgument(f"malformed JSON at byte {self._src.offset + e.pos}: {e.msg}") from None
             after = _WS.match(text, stop, end).end()
             if after == end and not eof:
                 return None  # the value or its whitespace may go on in the next block
@@ -165,9 +163,7 @@ class Splitter:
             if src.buf.startswith(b"PGDMP"):
                 raise InvalidArgument("a custom-format pg_dump: dump in plain format (pg_dump -Fp)")
             if src.eof or src.end > MAX_HEADER:
-                raise InvalidArgument(
-                    "not a plain pg_dump with table data: no 'COPY ... FROM stdin;' line"
-                )
+                raise InvalidArgument("not a plain pg_dump with table data: no 'COPY ... FROM stdin;' line")
             src.more()
         self.header = bytes(src.buf[: m.end()])
         src.pos = m.end()

@@ -1,8 +1,8 @@
 import os
 
 import pytest
-from helpers import BUCKET
 
+from helpers import BUCKET
 from pfsfuse.chunks import LocalStore, open_store
 
 BACKENDS = ["local", "s3", "gcs", "azure"]

@@ -12,10 +12,10 @@ import google.api_core.exceptions as gapi
 import google.auth.exceptions
 import pytest
 import requests.exceptions
-from conftest import BUCKET
 from google.cloud.storage.exceptions import InvalidResponse
-from helpers import free_port
 
+from conftest import BUCKET
+from helpers import free_port
 from pfsfuse.chunks import AzureStore, GCSStore, S3Store, StorageError, objects, open_store
 
 

@@ -8,8 +8,8 @@ import threading
 import time
 
 import pytest
-from helpers import write_chunks
 
+from helpers import write_chunks
 from pfsfuse.chunks import ZSTD, ChunkCache, ChunkStore, CorruptChunk, LocalStore, ObjectStore, cache_for
 from pfsfuse.chunks.cache import parse_size
 
@@ -35,7 +35,9 @@ def test_put_get_drop(tmp_path):
     cache.put(pack(1), 10_000, block(2))
     cache.flush()
     assert cache.get(pack(1), [(0, 10_000), (10_000, 10_000), (5_000, 10_000)]) == [
-        block(1), block(2), block(1)[5_000:] + block(2)[:5_000],
+        block(1),
+        block(2),
+        block(1)[5_000:] + block(2)[:5_000],
     ]
     cache.drop(pack(1))
     assert cache.get(pack(1), [(0, 10_000)]) == [None]
@@ -47,7 +49,10 @@ def test_holes_read_as_zeros_and_the_end_is_a_miss(tmp_path):
     cache.put(pack(1), 1 << 20, block(1))  # the ranges before it are a hole
     cache.flush()
     assert cache.get(pack(1), [(0, 10_000), (1 << 20, 10_000), (1 << 20, 10_001), (2 << 20, 1)]) == [
-        bytes(10_000), block(1), None, None,
+        bytes(10_000),
+        block(1),
+        None,
+        None,
     ]
     assert cached_bytes(cache) < 100_000  # the hole takes no space, and is not counted
 
@@ -256,7 +261,13 @@ def test_concurrent_processes(tmp_path):
 
 def test_parse_size():
     assert [parse_size(s) for s in ["0", "4096", "512M", "10G", "1.5T", "2KiB", "3mb"]] == [
-        0, 4096, 512 << 20, 10 << 30, 3 << 39, 2048, 3 << 20,
+        0,
+        4096,
+        512 << 20,
+        10 << 30,
+        3 << 39,
+        2048,
+        3 << 20,
     ]
     for bad in ["", "G", "ten", "-1G"]:
         with pytest.raises(ValueError, match="invalid size"):

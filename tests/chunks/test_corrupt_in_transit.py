@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 
 import pytest
-from helpers import write_chunks
 
+from helpers import write_chunks
 from pfsfuse.chunks import ChunkStore, CorruptChunk
 from pfsfuse.chunks.local import LocalStore
 

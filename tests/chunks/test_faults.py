@@ -7,9 +7,9 @@ import os
 import time
 
 import pytest
+
 from conftest import store_url
 from helpers import FaultProxy, azurite_connection_string, write_chunks
-
 from pfsfuse.chunks import (
     AzureStore,
     ChunkStore,

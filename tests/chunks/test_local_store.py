@@ -12,9 +12,7 @@ from pfsfuse.chunks import LocalStore, local, open_store
 
 
 def files_under(root):
-    return sorted(
-        os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs
-    )
+    return sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs)
 
 
 def test_layout(tmp_path):

@@ -9,8 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from pfsfuse.chunks import local, packs
-
 from pfsfuse.chunks import (
     RAW,
     ZSTD,
@@ -20,7 +18,9 @@ from pfsfuse.chunks import (
     CorruptPack,
     LocalStore,
     ObjectNotFound,
+    local,
     pack_key,
+    packs,
     read_pack_index,
 )
 
@@ -338,6 +338,7 @@ def test_local_views_of_short_packs_and_without_mappings(tmp_path, monkeypatch):
     h = chunks.hash(data)
     loc = write_all(chunks, [data])[h][1]
     assert isinstance(chunks.reader.read(h, len(data), loc), memoryview)
+
     # Out of mappings (vm.max_map_count): the range is copied instead.
     def no_mappings(*args, **kwargs):
         raise OSError(errno.ENOMEM, "Cannot allocate memory")

@@ -1,10 +1,10 @@
 """The retry decorator, on a fake backend: retries, errors, calls in flight."""
 
-import pytest
-
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+
+import pytest
 
 from pfsfuse.chunks import ObjectStore, StorageError, objects, retrying
 

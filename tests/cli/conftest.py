@@ -15,7 +15,10 @@ class Pfs:
 
     def __call__(self, *args: str, input: bytes | str | None = None, ok: bool = True):
         r = self.runner.invoke(
-            cli, list(args), input=input, env=self.daemon.env,
+            cli,
+            list(args),
+            input=input,
+            env=self.daemon.env,
             catch_exceptions=False,
         )
         if ok:

@@ -99,8 +99,17 @@ def test_put_file_sources(pfs, tmp_path):
     assert "needs a PATH" in pfs("put-file", "r", "master", ok=False, input=b"x").output
     paths = [f["path"] for f in json.loads(pfs("glob-file", "r", "master", "**", "--json").output)]
     assert paths == [
-        "dir", "dir/a.txt", "dir/sub", "dir/sub/b.txt", "listed", "listed/one.csv",
-        "listed/two.csv", "prefix", "prefix/one.csv", "prefix/two.csv", "renamed.csv",
+        "dir",
+        "dir/a.txt",
+        "dir/sub",
+        "dir/sub/b.txt",
+        "listed",
+        "listed/one.csv",
+        "listed/two.csv",
+        "prefix",
+        "prefix/one.csv",
+        "prefix/two.csv",
+        "renamed.csv",
     ]
     out = tmp_path / "out"
     pfs("get-file", "r", "master", "dir", "-r", "-o", str(out))
@@ -172,8 +181,11 @@ def test_fsck_and_version(pfs):
 
 def test_the_verbs_table_names_every_command_of_each_module(pfs):
     for module, verbs in VERBS.items():
-        found = [c for c in vars(importlib.import_module(f"pfsfuse.tools.cli.{module}")).values()
-                 if isinstance(c, click.Command)]
+        found = [
+            c
+            for c in vars(importlib.import_module(f"pfsfuse.tools.cli.{module}")).values()
+            if isinstance(c, click.Command)
+        ]
         # a group's own commands (pfs auth login) are not verbs of pfs
         sub = {id(s) for g in found if isinstance(g, click.Group) for s in g.commands.values()}
         assert sorted(verbs) == sorted(c.name for c in found if id(c) not in sub)
@@ -191,7 +203,9 @@ def test_get_file_loads_only_what_it_uses(pfs):
     show = "; print(*sys.modules, file=sys.stderr)"
     r = subprocess.run(
         [sys.executable, "-c", run + show, "get-file", "r", "master", "f"],
-        env=pfs.daemon.env, capture_output=True, check=True,
+        env=pfs.daemon.env,
+        capture_output=True,
+        check=True,
     )
     loaded = set(r.stderr.decode().split())
     heavy = {"pfsfuse.tools.cli.repo", "http.client", "email", "rich", "hashlib", "zstandard", "subprocess"}

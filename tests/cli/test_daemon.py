@@ -103,7 +103,8 @@ def test_errors_are_one_line_without_traceback(daemon):
     r = daemon.pfs("get-file", check=False)
     assert r.returncode == 2 and b"Usage" in r.stderr
     unreachable = subprocess.run(
-        [PFS, "list-repo"], env={**daemon.env, "PFS_ADDRESS": f"127.0.0.1:{_free_port()}"},
+        [PFS, "list-repo"],
+        env={**daemon.env, "PFS_ADDRESS": f"127.0.0.1:{_free_port()}"},
         capture_output=True,
     )
     assert unreachable.returncode == 1 and b"cannot reach the pfs daemon" in unreachable.stderr
@@ -113,9 +114,7 @@ def test_subscribe_commit_streams_new_commits(daemon):
     daemon.pfs("create-repo", "r")
     first = daemon.pfs("put-file", "r", "master", "a", input=b"1")
     assert first.returncode == 0
-    proc = subprocess.Popen(
-        [PFS, "subscribe-commit", "r", "master"], env=daemon.env, stdout=subprocess.PIPE
-    )
+    proc = subprocess.Popen([PFS, "subscribe-commit", "r", "master"], env=daemon.env, stdout=subprocess.PIPE)
     try:
         assert read_line(proc.stdout).startswith(b"REPO")
         assert read_line(proc.stdout).startswith(b"r\t")

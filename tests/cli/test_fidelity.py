@@ -11,14 +11,19 @@ import random
 import subprocess
 
 import pytest
+
 from helpers import PFS, Daemon, Mount, fuse_unavailable, is_mounted, rows, wait_for
 
 COPY = {"cmd": ["sh"], "stdin": ["cp -r /pfs/in/* /pfs/out/"]}
 
 
 def spec(name, repo="in", glob="/*", transform=COPY, **extra) -> dict:
-    return {"pipeline": {"name": name}, "transform": transform,
-            "input": {"atom": {"repo": repo, "glob": glob}}, **extra}
+    return {
+        "pipeline": {"name": name},
+        "transform": transform,
+        "input": {"atom": {"repo": repo, "glob": glob}},
+        **extra,
+    }
 
 
 def fails(daemon, *args, input=None, env=None) -> str:
@@ -41,13 +46,19 @@ def test_several_specs_in_one_file_json_and_yaml(daemon, tmp_path):
     daemon.pfs("create-repo", "in")
     daemon.pfs("put-file", "in", "master", "a.txt", input=b"a\n")
     both = tmp_path / "both.json"
-    both.write_text(json.dumps(spec("one")) + "\n" + json.dumps(spec("two", repo="one", transform={"cmd": ["sh"], "stdin": ["cp -r /pfs/one/* /pfs/out/"]})))  # 1.7's stream
+    both.write_text(
+        json.dumps(spec("one"))
+        + "\n"
+        + json.dumps(spec("two", repo="one", transform={"cmd": ["sh"], "stdin": ["cp -r /pfs/one/* /pfs/out/"]}))
+    )  # 1.7's stream
     daemon.pfs("create-pipeline", "-f", str(both))
     yaml = tmp_path / "more.yaml"
-    yaml.write_text("pipeline: {name: three}\ntransform: {cmd: [sh], stdin: ['cp -r /pfs/in/* /pfs/out/']}\n"
-                    "input: {atom: {repo: in, glob: /*}}\n---\n"
-                    "pipeline: {name: four}\ntransform: {cmd: [sh], stdin: ['cp -r /pfs/in/* /pfs/out/']}\n"
-                    "input: {atom: {repo: in, glob: /*}}\n")
+    yaml.write_text(
+        "pipeline: {name: three}\ntransform: {cmd: [sh], stdin: ['cp -r /pfs/in/* /pfs/out/']}\n"
+        "input: {atom: {repo: in, glob: /*}}\n---\n"
+        "pipeline: {name: four}\ntransform: {cmd: [sh], stdin: ['cp -r /pfs/in/* /pfs/out/']}\n"
+        "input: {atom: {repo: in, glob: /*}}\n"
+    )
     daemon.pfs("create-pipeline", "-f", str(yaml))
     assert sorted(r[0] for r in rows(daemon.pfs("list-pipeline").stdout.decode())) == ["four", "one", "three", "two"]
     c = head(daemon, "in")
@@ -72,13 +83,18 @@ def test_restart_datum_by_input_paths_and_logs_by_inputs_and_master(daemon, tmp_
     daemon.pfs("put-file", "in", "master", "a.txt", input=b"a\n")
     daemon.pfs("put-file", "in", "master", "b.txt", input=b"b\n")
     gate = tmp_path / "gate"
-    stdin = [f"echo saw $in; while [ ! -e {gate} ] && [ $(basename $in) = b.txt ]; do sleep 0.05; done",
-             "cp $in /pfs/out/"]
+    stdin = [
+        f"echo saw $in; while [ ! -e {gate} ] && [ $(basename $in) = b.txt ]; do sleep 0.05; done",
+        "cp $in /pfs/out/",
+    ]
     path = tmp_path / "wait.json"
     path.write_text(json.dumps(spec("wait", transform={"cmd": ["sh"], "stdin": stdin})))
     daemon.pfs("create-pipeline", "-f", str(path))
-    wait_for(lambda: "saw /pfs/in/b.txt" in daemon.pfs("get-logs", "-p", "wait").stdout.decode(), 60,
-             what="the datum of b.txt to run")
+    wait_for(
+        lambda: "saw /pfs/in/b.txt" in daemon.pfs("get-logs", "-p", "wait").stdout.decode(),
+        60,
+        what="the datum of b.txt to run",
+    )
     daemon.pfs("restart-datum", "wait", "/b.txt")  # 1.7's form: PIPELINE INPUT_PATH,...
     assert "no datum" in fails(daemon, "restart-datum", "wait", "/nothing.txt")
     gate.touch()
@@ -94,13 +110,17 @@ def test_restart_datum_by_input_paths_and_logs_by_inputs_and_master(daemon, tmp_
 
 def test_client_only_version_address_salt_and_scale_down(daemon, tmp_path):
     nowhere = {"PFS_ADDRESS": "127.0.0.1:1"}
-    r = subprocess.run([PFS, "version", "--client-only"], env={**daemon.env, **nowhere}, capture_output=True, timeout=60)
+    r = subprocess.run(
+        [PFS, "version", "--client-only"], env={**daemon.env, **nowhere}, capture_output=True, timeout=60
+    )
     assert r.returncode == 0 and [row[0] for row in rows(r.stdout.decode())] == ["pfs"]
     address = daemon.env["PFS_ADDRESS"]
     env = {k: v for k, v in daemon.env.items() if k != "PFS_ADDRESS"} | {"ADDRESS": address}
     r = subprocess.run([PFS, "create-repo", "in"], env=env, capture_output=True, timeout=60)
     assert r.returncode == 0, r.stderr  # ADDRESS, 1.7's name
-    r = subprocess.run([PFS, "list-repo"], env={**daemon.env, "ADDRESS": "127.0.0.1:1"}, capture_output=True, timeout=60)
+    r = subprocess.run(
+        [PFS, "list-repo"], env={**daemon.env, "ADDRESS": "127.0.0.1:1"}, capture_output=True, timeout=60
+    )
     assert r.returncode == 0 and b"in" in r.stdout  # PFS_ADDRESS wins
 
     daemon.pfs("put-file", "in", "master", "a.txt", input=b"a\n")
@@ -138,7 +158,9 @@ def test_edit_set_branch_cluster_objects_and_delete_all(daemon, tmp_path):
     assert r.returncode == 0, r.stderr
     info = json.loads(daemon.pfs("inspect-pipeline", "p", "--json").stdout)
     assert info["version"] == 2 and info["spec"]["transform"]["stdin"] == ["echo edited > /pfs/out/x"]
-    r = subprocess.run([PFS, "edit-pipeline", "p"], env={**daemon.env, "EDITOR": "true"}, capture_output=True, timeout=60)
+    r = subprocess.run(
+        [PFS, "edit-pipeline", "p"], env={**daemon.env, "EDITOR": "true"}, capture_output=True, timeout=60
+    )
     assert r.returncode == 0 and b"unchanged" in r.stdout
     assert "the edited spec" in fails(daemon, "edit-pipeline", "p", env={"EDITOR": "sed -i s/pipeline/pipe/"})
     assert json.loads(daemon.pfs("inspect-pipeline", "p", "--json").stdout)["version"] == 2
@@ -157,7 +179,9 @@ def test_edit_set_branch_cluster_objects_and_delete_all(daemon, tmp_path):
 
     assert "Aborted" in fails(daemon, "delete-all", input=b"n\n")
     daemon.pfs("delete-all", input=b"y\n")
-    assert rows(daemon.pfs("list-repo").stdout.decode()) == [] and rows(daemon.pfs("list-pipeline").stdout.decode()) == []
+    assert (
+        rows(daemon.pfs("list-repo").stdout.decode()) == [] and rows(daemon.pfs("list-pipeline").stdout.decode()) == []
+    )
 
 
 def test_extract_and_restore_carry_pipelines(daemon, tmp_home):

@@ -8,8 +8,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from helpers import AZURITE_KEY, BUCKET, Daemon, azurite_connection_string, rows
 
+from helpers import AZURITE_KEY, BUCKET, Daemon, azurite_connection_string, rows
 from pfsfuse.chunks import open_store
 
 ACCOUNT = "devstoreaccount1"  # Azurite's
@@ -210,7 +210,9 @@ def test_put_file_from_pfs(daemon):
     _pfs(d, "put-file", "dst", "master", "x.txt", "-f", "pfs://src/master/one.txt")
     assert _get(d, "dst", "x.txt") == b"1\n2\n"
     # Copied by reference: the source's size and content hash.
-    same = [rows(_pfs(d, "inspect-file", repo, "master", path)) for repo, path in [("src", "one.txt"), ("dst", "x.txt")]]
+    same = [
+        rows(_pfs(d, "inspect-file", repo, "master", path)) for repo, path in [("src", "one.txt"), ("dst", "x.txt")]
+    ]
     assert same[0][2:] == same[1][2:]  # Size and Hash
     # -r merges the directory's files into what is there; without -r a directory is refused.
     d.pfs("put-file", "dst", "master", "in/kept", input=b"k")

@@ -51,15 +51,28 @@ def test_the_header_and_footer_example_of_the_pachyderm_docs(daemon, tmp_path):
 
 def test_split_kinds_and_bad_input_through_the_cli(pfs):
     pfs("create-repo", "r")
-    pfs("put-file", "r", "master", "values", "--split", "json", "--target-file-datums", "2",
-        input='{"a": "}"}\n[1,\n 2]\n"x" 4')
+    pfs(
+        "put-file",
+        "r",
+        "master",
+        "values",
+        "--split",
+        "json",
+        "--target-file-datums",
+        "2",
+        input='{"a": "}"}\n[1,\n 2]\n"x" 4',
+    )
     assert [f["path"] for f in json.loads(pfs("list-file", "r", "master", "values", "--json").output)] == [
-        "values/0000000000000000", "values/0000000000000001",
+        "values/0000000000000000",
+        "values/0000000000000001",
     ]
     assert pfs("get-file", "r", "master", "values/*").stdout_bytes == b'{"a": "}"}\n[1,\n 2]\n"x" 4'
     dump = "SET a = 1;\nCOPY public.t (x) FROM stdin;\n1\n2\n\\.\n-- done\n"
     pfs("put-file", "r", "master", "t", "--split", "sql", input=dump)
-    assert pfs("get-file", "r", "master", "t/0000000000000001").output == "SET a = 1;\nCOPY public.t (x) FROM stdin;\n2\n\\.\n-- done\n"
+    assert (
+        pfs("get-file", "r", "master", "t/0000000000000001").output
+        == "SET a = 1;\nCOPY public.t (x) FROM stdin;\n2\n\\.\n-- done\n"
+    )
     pfs("put-file", "r", "master", "plain.csv", input="a,b\n")
     for args, stdin, error in [
         (["put-file", "r", "master", "v", "--split", "json"], '{"a": ]', "malformed JSON at byte 6"),
@@ -96,7 +109,9 @@ def test_list_file_history(pfs):
     commits = [r[1] for r in rows(pfs("list-commit", "r").output)]
     table = rows(pfs("list-file", "r", "master", "--history", "all").output)
     assert table == [
-        [commits[1], "a", "file", "5B"], [commits[2], "a", "file", "6B"], [commits[3], "a", "file", "3B"],
+        [commits[1], "a", "file", "5B"],
+        [commits[2], "a", "file", "6B"],
+        [commits[3], "a", "file", "3B"],
         [commits[0], "b", "file", "1B"],
     ]
     assert len(rows(pfs("list-file", "r", "master", "a", "--history", "2").output)) == 2

@@ -6,13 +6,13 @@ import errno
 import io
 
 import duckdb
-import fsspec
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
+import fsspec
 from pfsfuse.sdk import Put
 
 
@@ -116,12 +116,15 @@ def test_transaction_is_one_commit(pfs, tmp_path):
 
 
 def test_pandas_csv_and_parquet(pfs, address):
-    pfs.client.write("data@master", [
-        Put("days", stream=io.BytesIO(b"day,amount\n"), frame="header"),  # one header for the glob
-        Put("days/01.csv", stream=io.BytesIO(b"mon,3\n")),
-        Put("days/02.csv", stream=io.BytesIO(b"tue,4\n")),
-        Put("full/a.csv", stream=io.BytesIO(b"day,amount\nwed,5\n")),
-    ])
+    pfs.client.write(
+        "data@master",
+        [
+            Put("days", stream=io.BytesIO(b"day,amount\n"), frame="header"),  # one header for the glob
+            Put("days/01.csv", stream=io.BytesIO(b"mon,3\n")),
+            Put("days/02.csv", stream=io.BytesIO(b"tue,4\n")),
+            Put("full/a.csv", stream=io.BytesIO(b"day,amount\nwed,5\n")),
+        ],
+    )
     df = pd.read_csv("pfs://data@master/days/*.csv")
     assert df.to_dict("list") == {"day": ["mon", "tue"], "amount": [3, 4]}
     assert pd.read_csv("pfs://data@master/full/a.csv")["amount"].tolist() == [5]
@@ -131,7 +134,7 @@ def test_pandas_csv_and_parquet(pfs, address):
     out.to_parquet("pfs://data@master/t.parquet")
     back = pd.read_parquet("pfs://data@master/t.parquet")
     assert back.equals(out)
-    back = pd.read_parquet(f"pfs://data@master/t.parquet", columns=["y"])
+    back = pd.read_parquet("pfs://data@master/t.parquet", columns=["y"])
     assert back["y"].tolist()[-1] == "v999"
 
 
@@ -151,6 +154,8 @@ def test_duckdb(pfs):
     con = duckdb.connect()
     con.register_filesystem(fsspec.filesystem("pfs", skip_instance_cache=True))
     assert con.execute("select sum(v) from read_csv('pfs://data@master/s.csv')").fetchall() == [(6,)]
-    con.execute("copy (select * from read_csv('pfs://data@master/s.csv') where v > 1) "
-            "to 'pfs://data@master/out.parquet' (format parquet)")
+    con.execute(
+        "copy (select * from read_csv('pfs://data@master/s.csv') where v > 1) "
+        "to 'pfs://data@master/out.parquet' (format parquet)"
+    )
     assert con.execute("select k from 'pfs://data@master/out.parquet' order by k").fetchall() == [("b",), ("c",)]

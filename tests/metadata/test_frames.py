@@ -52,7 +52,9 @@ def test_refs_include_the_frame(db):
         assert {("chunk", c.hash) for c in tree.file_chunks(db, f)} <= found
     assert ("blob", footer.hash) in found
     assert tree.framed_chunks(db, d, [ChunkRef(b"x" * 16, 1)]) == [
-        *tree.file_chunks(db, header), ChunkRef(b"x" * 16, 1), *tree.file_chunks(db, footer)
+        *tree.file_chunks(db, header),
+        ChunkRef(b"x" * 16, 1),
+        *tree.file_chunks(db, footer),
     ]
 
 

@@ -467,7 +467,7 @@ def test_big_changes_are_canonical(mdb, big):
     txn = mdb.txn()
     rng = random.Random(2)
     names = sorted(files)
-    changes: dict = {n: None for n in names[10_000:30_000]}
+    changes: dict = dict.fromkeys(names[10000:30000])
     changes.update({f"file-{i:06d}": file(mdb, -i) for i in rng.sample(range(1, 200_000, 2), 5000)})
     new = tree.apply(txn, root, changes)
     model = {n: f for n, f in files.items() if changes.get(n, f) is not None}
@@ -488,9 +488,7 @@ def test_big_changes_are_canonical(mdb, big):
 def test_diff_kinds(db):
     txn = db.txn()
     f1, f2 = file(db, 1), file(db, 2)
-    old = tree.apply(
-        txn, EMPTY_DIR, {"a/x": f1, "a/y": f1, "b": f1, "c/d/e": f1, "empty": EMPTY_DIR}
-    )
+    old = tree.apply(txn, EMPTY_DIR, {"a/x": f1, "a/y": f1, "b": f1, "c/d/e": f1, "empty": EMPTY_DIR})
     new = tree.apply(
         txn,
         old,
@@ -519,7 +517,7 @@ def test_diff_reads_log_n_pages(mdb, big):
     for change in changes:
         new = tree.apply(txn, root, change)
         counting = Counting(txn)
-        (name, node), = change.items()
+        ((name, node),) = change.items()
         assert list(tree.diff(counting, new, root)) == [(name, node, files.get(name))]
         assert counting.reads <= 4 * height(mdb, root)
         print(f"\ndiff of 100k entries after {change}: {counting.reads} page reads")

@@ -7,8 +7,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers import Daemon, Mount
 from mountkit import View, make_tree
+
+from helpers import Daemon, Mount
 
 
 @pytest.fixture

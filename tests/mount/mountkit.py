@@ -12,7 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from helpers import Daemon, Mount, du_bytes, wait_for
-
 from pfsfuse.api.types import Chmod, Put, Symlink
 from pfsfuse.metadata.errors import NotFound
 
@@ -75,12 +74,19 @@ class View:
         out = {}
         for f in self.client.walk_file(repo, ref, path):
             if f.type == "file":
-                rel = f.path[len(path):].lstrip("/") if path else f.path
+                rel = f.path[len(path) :].lstrip("/") if path else f.path
                 out[rel] = self.read(repo, ref, f.path)
         return out
 
-    def wait_committed(self, repo: str, branch: str, check: Callable[[str], bool], mount: Mount | None = None,
-                       timeout: float = 20.0, what: str = "the mount's commit") -> str:
+    def wait_committed(
+        self,
+        repo: str,
+        branch: str,
+        check: Callable[[str], bool],
+        mount: Mount | None = None,
+        timeout: float = 20.0,
+        what: str = "the mount's commit",
+    ) -> str:
         """Poll until the branch's head is finished and `check(head_id)` holds; returns the id.
         Fails early if the mount process dies."""
         found: list[str] = []
@@ -107,7 +113,7 @@ def make_tree(root: Path, seed: int = 7) -> Path:
         "hello.txt": b"hello, world\n",
         ".hidden": b"dot file\n",
         "with space.txt": b"spaces in names\n",
-        "ünïcödé.txt": "non-ASCII name\n".encode(),
+        "ünïcödé.txt": b"non-ASCII name\n",
         "a/b/c/deep.bin": rng.randbytes(65_539),
         "a/b/four-k": rng.randbytes(4096),
         "a/medium.bin": rng.randbytes(300_000),
@@ -138,8 +144,10 @@ def sh(*cmd: str, timeout: float = 120, check: bool = True, **kw) -> subprocess.
     """Run a real tool with a deadline; fail with its stderr."""
     r = subprocess.run(list(cmd), capture_output=True, timeout=timeout, **kw)
     if check and r.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} exited {r.returncode}: "
-                             f"{r.stderr.decode(errors='replace')}{r.stdout.decode(errors='replace')[-2000:]}")
+        raise AssertionError(
+            f"{' '.join(cmd)} exited {r.returncode}: "
+            f"{r.stderr.decode(errors='replace')}{r.stdout.decode(errors='replace')[-2000:]}"
+        )
     return r
 
 

@@ -10,8 +10,9 @@ import signal
 import subprocess
 
 import pytest
-from helpers import PFS, Daemon, Mount, fuse_processes, fuse_unavailable, is_mounted, wait_for
 from mountkit import sh
+
+from helpers import PFS, Daemon, Mount, fuse_processes, fuse_unavailable, is_mounted, wait_for
 
 pytestmark = [
     pytest.mark.fuse,
@@ -126,8 +127,10 @@ def test_mount_with_an_unreachable_daemon_fails_with_one_line(tmp_home):
         _leave_nothing(target, home)
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
-                    reason="needs root and unshare(1) for a private mount namespace")
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None,
+    reason="needs root and unshare(1) for a private mount namespace",
+)
 def test_unmount_all_unmounts_every_mount(daemon, view, tmp_home):
     # `pfs unmount --all` unmounts every mount of its store, and a developer's machine may have
     # mounts of that store of its own: the whole test runs in a private mount namespace, where
@@ -147,8 +150,12 @@ test "$(cat {two}/r/master/a.txt)" = A
 if grep -q -e ' {one} ' -e ' {two} ' /proc/self/mountinfo; then echo still mounted >&2; exit 1; fi
 """
     try:
-        r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
-                           env=daemon.env, capture_output=True, timeout=120)
+        r = subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+            env=daemon.env,
+            capture_output=True,
+            timeout=120,
+        )
         assert r.returncode == 0, r.stderr.decode(errors="replace")
         # The mount processes exit once unmounted (the namespace is gone with its last process).
         wait_for(lambda: fuse_processes(daemon.home) == [], 20, what="the mount processes to exit")
@@ -190,8 +197,7 @@ def test_kill_9_of_the_mount_then_unmount_and_remount(daemon: Daemon, view, moun
     held = open(mnt / "r" / "master" / "held.bin", "wb")
     held.write(os.urandom(1 << 20))
     held.flush()
-    wait_for(lambda: view.head("r", "master").finished is None, 10, proc=m.process(),
-             what="the mount to open a commit")
+    wait_for(lambda: view.head("r", "master").finished is None, 10, proc=m.process(), what="the mount to open a commit")
     try:
         m.kill9()
     finally:

@@ -12,8 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import fuse_unavailable
 from mountkit import ELISION_SLACK, MiB, chunk_bytes, sh
+
+from helpers import fuse_unavailable
 
 pytestmark = [
     pytest.mark.fuse,
@@ -69,14 +70,14 @@ def test_ln_s_into_the_mount_stores_references(daemon, view, stored, big_file, m
     before = chunk_bytes(daemon)
     os.mkdir(b / "links")
     links = {
-        "links/abs.bin": str(b / "big.bin"),                     # absolute, into the branch
-        "links/rel.bin": "../big.bin",                           # relative to the link's directory
-        "links/commit.bin": str(mnt / "r" / cid / "big.bin"),    # absolute, into a commit id
-        "links/relcommit.bin": f"../../{cid}/big.bin",           # relative, into a commit id
+        "links/abs.bin": str(b / "big.bin"),  # absolute, into the branch
+        "links/rel.bin": "../big.bin",  # relative to the link's directory
+        "links/commit.bin": str(mnt / "r" / cid / "big.bin"),  # absolute, into a commit id
+        "links/relcommit.bin": f"../../{cid}/big.bin",  # relative, into a commit id
     }
     for link, target in links.items():
         sh("ln", "-s", target, str(b / link))
-    sh("ln", "-s", "../d", str(b / "links" / "dir"))             # a directory
+    sh("ln", "-s", "../d", str(b / "links" / "dir"))  # a directory
     assert (b / "links" / "rel.bin").stat().st_size == SIZE
     assert _sha(b / "links" / "abs.bin") == _sha(big_file)
     assert (b / "links" / "dir" / "y" / "z.txt").read_bytes() == b"z\n"
@@ -158,8 +159,11 @@ def test_symlinks_pointing_elsewhere_stay_symlinks(daemon, view, mounts, mnt, tm
     sh("ln", "-s", "/nonexistent/target", str(b / "dangling"))
     assert (b / "rel-out").read_bytes() == b"not in the store\n"
     head = view.wait_committed("r", "master", lambda c: view.exists("r", c, "dangling"), m)
-    for name, target in {"abs-out": "/etc/hostname", "rel-out": "../../../outside.txt",
-                         "dangling": "/nonexistent/target"}.items():
+    for name, target in {
+        "abs-out": "/etc/hostname",
+        "rel-out": "../../../outside.txt",
+        "dangling": "/nonexistent/target",
+    }.items():
         info = view.info("r", head, name)
         assert (info.type, info.target) == ("symlink", target), name
         assert os.readlink(mnt / "r" / head / name) == target

@@ -9,8 +9,9 @@ import os
 import subprocess
 
 import pytest
-from helpers import fuse_unavailable, wait_for
 from mountkit import MiB
+
+from helpers import fuse_unavailable, wait_for
 
 pytestmark = [
     pytest.mark.fuse,

@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import PFS, fuse_unavailable, wait_for
 from mountkit import sh
+
+from helpers import PFS, fuse_unavailable, wait_for
 
 pytestmark = [
     pytest.mark.fuse,
@@ -65,8 +66,13 @@ def test_repos_branches_commits_and_refs(history, view, mounts, mnt):
     assert b"a.txt" in ls.stdout
     assert set(os.listdir(mnt / "r")) == {"master", "dev"}, "looking refs up must not list them"
     # Names that resolve to nothing.
-    for missing in [mnt / "nosuchrepo", mnt / "r" / "nosuchbranch", mnt / "r" / "master~9",
-                    mnt / "r" / ("0" * 32), mnt / "r" / "master" / "nosuchfile"]:
+    for missing in [
+        mnt / "nosuchrepo",
+        mnt / "r" / "nosuchbranch",
+        mnt / "r" / "master~9",
+        mnt / "r" / ("0" * 32),
+        mnt / "r" / "master" / "nosuchfile",
+    ]:
         assert not missing.exists(), missing
         with pytest.raises(FileNotFoundError):
             os.stat(missing)
@@ -199,18 +205,34 @@ def test_a_branch_follows_new_commits_within_a_second(history, daemon, view, mou
     assert not (base / "new.txt").exists()
     assert (base / "a.txt").read_bytes() == b"version 2 is longer\n"
     # "Within a second": measured from the end of `pfs put-file`; 0.5 s of slack for a loaded VM.
-    subprocess.run([PFS, "put-file", "r", "master", "new.txt"], input=b"new\n", env=daemon.env,
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [PFS, "put-file", "r", "master", "new.txt"],
+        input=b"new\n",
+        env=daemon.env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     wait_for(lambda: (base / "new.txt").exists(), 1.5, what="a new file to show in the branch")
     assert (base / "new.txt").read_bytes() == b"new\n"
     assert "new.txt" in os.listdir(base)
-    subprocess.run([PFS, "put-file", "r", "master", "a.txt"], input=b"version 3\n", env=daemon.env,
-                   check=True, capture_output=True, timeout=60)
-    wait_for(lambda: (base / "a.txt").read_bytes() == b"version 3\n", 1.5,
-             what="an overwritten file's new content to show (no stale size, pages or mtime)")
+    subprocess.run(
+        [PFS, "put-file", "r", "master", "a.txt"],
+        input=b"version 3\n",
+        env=daemon.env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    wait_for(
+        lambda: (base / "a.txt").read_bytes() == b"version 3\n",
+        1.5,
+        what="an overwritten file's new content to show (no stale size, pages or mtime)",
+    )
     assert os.stat(base / "a.txt").st_size == len(b"version 3\n")
-    subprocess.run([PFS, "delete-file", "r", "master", "new.txt"], env=daemon.env,
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [PFS, "delete-file", "r", "master", "new.txt"], env=daemon.env, check=True, capture_output=True, timeout=60
+    )
     wait_for(lambda: not (base / "new.txt").exists(), 1.5, what="a deleted file to go")
     # The commit ids in the mount do not move.
     assert (mnt / "r" / history["c2"] / "a.txt").read_bytes() == b"version 2 is longer\n"

@@ -12,6 +12,7 @@ import os
 from contextlib import ExitStack
 
 import pytest
+
 from helpers import fuse_unavailable, is_mounted
 
 pytestmark = [

@@ -12,8 +12,9 @@ import threading
 from pathlib import Path
 
 import pytest
-from helpers import PFS, fuse_unavailable
 from mountkit import MiB, sh, tree_files
+
+from helpers import PFS, fuse_unavailable
 
 pytestmark = [
     pytest.mark.fuse,
@@ -70,9 +71,7 @@ def test_find_du_and_os_walk(seeded, src_tree, mounts, mnt):
     sh("du", "-sh", str(mnt))  # the whole mount, every repo and branch level
 
     def walk(base: Path):
-        return sorted(
-            (os.path.relpath(d, base), sorted(dirs), sorted(files)) for d, dirs, files in os.walk(base)
-        )
+        return sorted((os.path.relpath(d, base), sorted(dirs), sorted(files)) for d, dirs, files in os.walk(base))
 
     assert walk(root) == walk(src_tree)
     assert tree_files(root) == tree_files(src_tree)
@@ -93,7 +92,7 @@ def test_seeks_and_partial_reads(daemon, view, mounts, mnt, tmp_home):
                 off = rng.randrange(0, len(data))
                 n = rng.choice([1, 17, 4096, 65536, 1_500_000])
                 f.seek(off)
-                assert f.read(n) == data[off:off + n], f"read of {n} at {off}"
+                assert f.read(n) == data[off : off + n], f"read of {n} at {off}"
             f.seek(len(data) - 10)
             assert f.read(100) == data[-10:]
             assert f.read(100) == b"", "reads at EOF return nothing"
@@ -104,7 +103,7 @@ def test_seeks_and_partial_reads(daemon, view, mounts, mnt, tmp_home):
         fd = os.open(path, os.O_RDONLY)
         try:
             for off in (0, MiB - 1, 5 * MiB + 3, len(data) - 1):
-                assert os.pread(fd, 3 * MiB, off) == data[off:off + 3 * MiB]
+                assert os.pread(fd, 3 * MiB, off) == data[off : off + 3 * MiB]
         finally:
             os.close(fd)
         # A sequential read end to end, in odd-sized pieces.
@@ -147,16 +146,22 @@ def test_sqlite_reads_a_database_from_a_commit(daemon, view, mounts, mnt, tmp_ho
             assert db.execute(q, (i,)).fetchone() == ref.execute(q, (i,)).fetchone()
             q = "select id from t where name = ?"
             assert db.execute(q, (f"name-{i}",)).fetchone() == (i,)
-        assert db.execute("select count(*), sum(value) from t").fetchone() == ref.execute(
-            "select count(*), sum(value) from t").fetchone()
+        assert (
+            db.execute("select count(*), sum(value) from t").fetchone()
+            == ref.execute("select count(*), sum(value) from t").fetchone()
+        )
         assert db.execute("pragma integrity_check").fetchone() == ("ok",)
     finally:
         db.close()
         ref.close()
     # The sqlite3 command-line tool, on the same file through the branch and a ref.
     for p in (path, mnt / "r" / "master" / "data" / "db.sqlite"):
-        r = sh("sqlite3", "-readonly", f"file:{p}?mode=ro&immutable=1",
-               "select name from t where id = 12345; select count(*) from t where id % 1000 = 7;")
+        r = sh(
+            "sqlite3",
+            "-readonly",
+            f"file:{p}?mode=ro&immutable=1",
+            "select name from t where id = 12345; select count(*) from t where id % 1000 = 7;",
+        )
         assert r.stdout.decode().split() == ["name-12345", "20"]
     # A plain read-only open too (no immutable flag): sqlite looks for a journal and finds none.
     r = sh("sqlite3", "-readonly", str(path), "select value from t where id = 4000;")
@@ -182,7 +187,7 @@ def test_concurrent_readers(daemon, view, mounts, mnt, tmp_home):
                     off = r.randrange(0, len(data))
                     n = r.choice([4096, 200_000, 2 * MiB])
                     f.seek(off)
-                    if f.read(n) != data[off:off + n]:
+                    if f.read(n) != data[off : off + n]:
                         errors.append(f"reader {seed}: {name} at {off}+{n}")
         except Exception as e:  # reported below: an exception in a thread fails nothing by itself
             errors.append(f"reader {seed}: {e!r}")

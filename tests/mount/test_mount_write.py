@@ -13,8 +13,9 @@ import threading
 from pathlib import Path
 
 import pytest
-from helpers import PFS, fuse_unavailable, wait_for
 from mountkit import MiB, sh, stays, tree_files
+
+from helpers import PFS, fuse_unavailable, wait_for
 
 pytestmark = [
     pytest.mark.fuse,
@@ -26,8 +27,16 @@ pytestmark = [
 def repo(view) -> str:
     """Repo r with one finished commit on master; returns its id."""
     view.client.create_repo("r")
-    return view.put("r", "master", {"keep.txt": b"committed before the mount\n", "old/x.txt": b"x\n",
-                                    "old/y.txt": b"y\n", "seed.bin": random.Random(1).randbytes(2 * MiB)})
+    return view.put(
+        "r",
+        "master",
+        {
+            "keep.txt": b"committed before the mount\n",
+            "old/x.txt": b"x\n",
+            "old/y.txt": b"y\n",
+            "seed.bin": random.Random(1).randbytes(2 * MiB),
+        },
+    )
 
 
 def _committed_tree(view, cid: str, path: str, src: Path) -> None:
@@ -152,8 +161,21 @@ def test_every_file_operation_reads_back_and_commits(repo, daemon, view, mounts,
         os.fsync(fd)
     finally:
         os.close(fd)
-    expected = {"keep.txt", "seed.bin", "d1", "empty", "renamed.txt", "top-f", "older", "ext", "hard",
-                "script.sh", "touched", "synced", "names"}
+    expected = {
+        "keep.txt",
+        "seed.bin",
+        "d1",
+        "empty",
+        "renamed.txt",
+        "top-f",
+        "older",
+        "ext",
+        "hard",
+        "script.sh",
+        "touched",
+        "synced",
+        "names",
+    }
     assert set(os.listdir(b)) == expected
     # The commit started by the writes stays open until unmount (--idle 3600).
     _open_commit(view, repo, mount=m)
@@ -176,8 +198,12 @@ def test_every_file_operation_reads_back_and_commits(repo, daemon, view, mounts,
     assert got["ext"].type == "symlink" and got["ext"].target == "/etc/hostname"
     assert got["script.sh"].executable and not got["renamed.txt"].executable
     assert "old" not in got and "older/y.txt" not in got
-    assert view.files("r", repo) == {"keep.txt": b"committed before the mount\n", "old/x.txt": b"x\n",
-                                     "old/y.txt": b"y\n", "seed.bin": random.Random(1).randbytes(2 * MiB)}
+    assert view.files("r", repo) == {
+        "keep.txt": b"committed before the mount\n",
+        "old/x.txt": b"x\n",
+        "old/y.txt": b"y\n",
+        "seed.bin": random.Random(1).randbytes(2 * MiB),
+    }
     fsck = sh(PFS, "fsck", env=daemon.env, check=False)
     assert fsck.returncode == 0, fsck.stderr.decode()
 
@@ -228,8 +254,12 @@ def _open_commit(view, parent: str, timeout: float = 5.0, mount=None) -> str:
             return True
         return False
 
-    wait_for(open_on_parent, timeout, proc=mount.process() if mount else None,
-             what="the mount's write to start an open commit on the daemon")
+    wait_for(
+        open_on_parent,
+        timeout,
+        proc=mount.process() if mount else None,
+        what="the mount's write to start an open commit on the daemon",
+    )
     return found[0]
 
 
@@ -246,8 +276,9 @@ def test_the_first_write_starts_the_branchs_open_commit(repo, view, mounts, mnt)
     m = mounts("--idle", "3600")
     (mnt / "r" / "master" / "a.txt").write_bytes(b"A")
     cid = _open_commit(view, repo, mount=m)
-    wait_for(lambda: view.exists("r", cid, "a.txt"), 5.0, proc=m.process(),
-             what="a closed file to reach the open commit")
+    wait_for(
+        lambda: view.exists("r", cid, "a.txt"), 5.0, proc=m.process(), what="a closed file to reach the open commit"
+    )
     assert view.read("r", cid, "a.txt") == b"A"
 
 
@@ -329,7 +360,7 @@ def test_a_writer_and_a_reader_on_the_same_branch(repo, view, mounts, mnt):
                 with open(b / path, "wb") as f:
                     f.write(data[: len(data) // 2])
                     f.flush()
-                    f.write(data[len(data) // 2:])
+                    f.write(data[len(data) // 2 :])
                 with open(b / "log.txt", "ab") as f:
                     f.write(b"%d\n" % i)
                 done.put(path)

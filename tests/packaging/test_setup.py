@@ -49,12 +49,17 @@ def test_setup_puts_pfs_on_the_path_of_a_new_shell(tmp_path, tmp_home):
 def _step(tmp_path: Path, script: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["bash", "-c", f"set -euo pipefail; . {STEPS}; {script}"],
-        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
     )
 
 
 def test_a_failing_step_is_named_with_its_output(tmp_path):
-    r = _step(tmp_path, 'f() { echo "npm ERR! 404 azurite@9.9.9"; return 3; }; step "Azurite in .emulators" f; echo after')
+    r = _step(
+        tmp_path, 'f() { echo "npm ERR! 404 azurite@9.9.9"; return 3; }; step "Azurite in .emulators" f; echo after'
+    )
     assert r.returncode == 3
     assert r.stdout == "==> Azurite in .emulators\n"  # and nothing after it ran
     assert "npm ERR! 404 azurite@9.9.9" in r.stderr

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import boto3
 from botocore.config import Config
+
 from helpers import free_port, wait_for
 
 
@@ -18,9 +19,18 @@ class Gateway:
         self.log = Path(daemon.home).parent / f"s3-{self.port}.log"
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "pfsfuse.s3gateway", f"127.0.0.1:{self.port}",
-                 "--address", f"unix:{daemon.home}/pfs.sock", *args],
-                stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                [
+                    sys.executable,
+                    "-m",
+                    "pfsfuse.s3gateway",
+                    f"127.0.0.1:{self.port}",
+                    "--address",
+                    f"unix:{daemon.home}/pfs.sock",
+                    *args,
+                ],
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
             )
         wait_for(self.answers, proc=self.proc, what="the S3 gateway to answer")
 
@@ -49,6 +59,10 @@ class Gateway:
 
 def s3_client(url: str, key: str = "any", secret: str = "any"):
     return boto3.client(
-        "s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id=key,
-        aws_secret_access_key=secret, config=Config(s3={"addressing_style": "path"}, signature_version="s3v4", retries={"max_attempts": 1}),
+        "s3",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
+        config=Config(s3={"addressing_style": "path"}, signature_version="s3v4", retries={"max_attempts": 1}),
     )

@@ -78,7 +78,11 @@ def test_listing_prefix_delimiter_pages(s3, sdk):
     keys = [f"d/{i:03d}.csv" for i in range(25)] + ["d/sub/x", "d/sub/y", "e/z", "top", "d-side"]
     sdk.write("data@master", [Put(k, stream=io.BytesIO(k.encode())) for k in keys])
     paginator = s3.get_paginator("list_objects_v2")
-    got = [o["Key"] for page in paginator.paginate(Bucket="master.data", PaginationConfig={"PageSize": 7}) for o in page.get("Contents", [])]
+    got = [
+        o["Key"]
+        for page in paginator.paginate(Bucket="master.data", PaginationConfig={"PageSize": 7})
+        for o in page.get("Contents", [])
+    ]
     assert got == sorted(keys)
     r = s3.list_objects_v2(Bucket="master.data", Prefix="d/", Delimiter="/")
     assert [p["Prefix"] for p in r["CommonPrefixes"]] == ["d/sub/"]
@@ -88,7 +92,11 @@ def test_listing_prefix_delimiter_pages(s3, sdk):
     assert [o["Key"] for o in r["Contents"]] == ["d-side", "top"]
     r = s3.list_objects_v2(Bucket="master.data", Prefix="d/0", MaxKeys=10)
     assert r["IsTruncated"] and r["KeyCount"] == 10
-    v1 = [o["Key"] for page in s3.get_paginator("list_objects").paginate(Bucket="master.data", PaginationConfig={"PageSize": 4}) for o in page["Contents"]]
+    v1 = [
+        o["Key"]
+        for page in s3.get_paginator("list_objects").paginate(Bucket="master.data", PaginationConfig={"PageSize": 4})
+        for o in page["Contents"]
+    ]
     assert v1 == sorted(keys)
     r = s3.list_objects(Bucket="master.data", Prefix="d/s", Delimiter="/")
     assert [p["Prefix"] for p in r["CommonPrefixes"]] == ["d/sub/"]
@@ -104,7 +112,9 @@ def test_copy_and_deletes(s3, sdk):
     before = len(list(sdk.list_commit("data")))
     for i in range(3):
         s3.put_object(Bucket="master.data", Key=f"m/{i}", Body=b"x")
-    r = s3.delete_objects(Bucket="master.data", Delete={"Objects": [{"Key": f"m/{i}"} for i in range(3)] + [{"Key": "missing"}]})
+    r = s3.delete_objects(
+        Bucket="master.data", Delete={"Objects": [{"Key": f"m/{i}"} for i in range(3)] + [{"Key": "missing"}]}
+    )
     assert sorted(d["Key"] for d in r["Deleted"]) == ["m/0", "m/1", "m/2", "missing"]
     assert len(list(sdk.list_commit("data"))) == before + 4  # three puts, one delete
     assert [o["Key"] for o in s3.list_objects_v2(Bucket="master.data")["Contents"]] == ["dst"]
@@ -118,8 +128,9 @@ def test_multipart(s3, sdk):
         r = s3.upload_part(Bucket="master.data", Key="mp.bin", UploadId=up["UploadId"], PartNumber=n, Body=data)
         etags.append({"ETag": r["ETag"], "PartNumber": n})
     assert sdk.list_branch("data") == []  # nothing lands before completion
-    done = s3.complete_multipart_upload(Bucket="master.data", Key="mp.bin", UploadId=up["UploadId"],
-                                        MultipartUpload={"Parts": etags})
+    done = s3.complete_multipart_upload(
+        Bucket="master.data", Key="mp.bin", UploadId=up["UploadId"], MultipartUpload={"Parts": etags}
+    )
     expected = hashlib.md5(b"".join(hashlib.md5(p).digest() for p in parts)).hexdigest() + "-3"
     assert done["ETag"] == f'"{expected}"'
     assert s3.get_object(Bucket="master.data", Key="mp.bin")["Body"].read() == b"".join(parts)
@@ -128,8 +139,12 @@ def test_multipart(s3, sdk):
     assert [u["Key"] for u in s3.list_multipart_uploads(Bucket="master.data")["Uploads"]] == ["gone"]
     s3.abort_multipart_upload(Bucket="master.data", Key="gone", UploadId=aborted["UploadId"])
     with pytest.raises(ClientError) as e:
-        s3.complete_multipart_upload(Bucket="master.data", Key="gone", UploadId=aborted["UploadId"],
-                                     MultipartUpload={"Parts": [{"ETag": '"x"', "PartNumber": 1}]})
+        s3.complete_multipart_upload(
+            Bucket="master.data",
+            Key="gone",
+            UploadId=aborted["UploadId"],
+            MultipartUpload={"Parts": [{"ETag": '"x"', "PartNumber": 1}]},
+        )
     assert code(e.value) == "NoSuchUpload"
     with pytest.raises(ClientError) as e:
         s3.head_object(Bucket="master.data", Key="gone")

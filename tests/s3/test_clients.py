@@ -12,6 +12,7 @@ import pytest
 import s3fs
 from botocore.exceptions import ClientError
 from s3kit import Gateway, s3_client
+
 from helpers import Daemon, free_port, wait_for
 
 AWS = str(Path(sys.executable).parent / "aws")
@@ -20,10 +21,16 @@ AWS = str(Path(sys.executable).parent / "aws")
 def aws(gateway, tmp_path, *args: str) -> subprocess.CompletedProcess:
     config = tmp_path / "aws-config"
     config.write_text("[default]\nregion = us-east-1\ns3 =\n  addressing_style = path\n")
-    env = {**os.environ, "AWS_CONFIG_FILE": str(config), "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-           "AWS_ACCESS_KEY_ID": "any", "AWS_SECRET_ACCESS_KEY": "any"}
-    return subprocess.run([AWS, "--endpoint-url", gateway.url, *args], env=env, capture_output=True,
-                          text=True, timeout=300)
+    env = {
+        **os.environ,
+        "AWS_CONFIG_FILE": str(config),
+        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+        "AWS_ACCESS_KEY_ID": "any",
+        "AWS_SECRET_ACCESS_KEY": "any",
+    }
+    return subprocess.run(
+        [AWS, "--endpoint-url", gateway.url, *args], env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_aws_cli_sync_and_multipart_cp(gateway, sdk, tmp_path):
@@ -36,7 +43,13 @@ def test_aws_cli_sync_and_multipart_cp(gateway, sdk, tmp_path):
     r = aws(gateway, tmp_path, "s3", "sync", str(src), "s3://master.data/tree")
     assert r.returncode == 0, r.stderr
     assert sorted(f.path for f in sdk.walk_file("data@master:tree") if f.type == "file") == [
-        "tree/f0.txt", "tree/f1.txt", "tree/f2.txt", "tree/f3.txt", "tree/f4.txt", "tree/sub/deep.txt"]
+        "tree/f0.txt",
+        "tree/f1.txt",
+        "tree/f2.txt",
+        "tree/f3.txt",
+        "tree/f4.txt",
+        "tree/sub/deep.txt",
+    ]
     r = aws(gateway, tmp_path, "s3", "sync", str(src), "s3://master.data/tree")
     assert r.returncode == 0 and "upload" not in r.stdout  # nothing changed: nothing sent
     big = tmp_path / "big.bin"
@@ -59,8 +72,13 @@ def test_aws_cli_sync_and_multipart_cp(gateway, sdk, tmp_path):
 
 def test_s3fs(gateway, sdk):
     sdk.create_repo("data")
-    fs = s3fs.S3FileSystem(key="any", secret="any", endpoint_url=gateway.url, skip_instance_cache=True,
-                           config_kwargs={"s3": {"addressing_style": "path"}})
+    fs = s3fs.S3FileSystem(
+        key="any",
+        secret="any",
+        endpoint_url=gateway.url,
+        skip_instance_cache=True,
+        config_kwargs={"s3": {"addressing_style": "path"}},
+    )
     fs.pipe("master.data/a/one.csv", b"x,y\n1,2\n")
     fs.pipe("master.data/a/two.csv", b"x,y\n3,4\n")
     assert fs.ls("master.data/a", refresh=True) == ["master.data/a/one.csv", "master.data/a/two.csv"]
@@ -73,9 +91,15 @@ def test_s3fs(gateway, sdk):
     assert [f.path for f in sdk.list_file("data@master:a")] == ["a/two.csv"]
     import pandas as pd
 
-    df = pd.read_csv("s3://master.data/a/two.csv", storage_options={
-        "key": "any", "secret": "any", "endpoint_url": gateway.url,
-        "config_kwargs": {"s3": {"addressing_style": "path"}}})
+    df = pd.read_csv(
+        "s3://master.data/a/two.csv",
+        storage_options={
+            "key": "any",
+            "secret": "any",
+            "endpoint_url": gateway.url,
+            "config_kwargs": {"s3": {"addressing_style": "path"}},
+        },
+    )
     assert df.to_dict("list") == {"x": [3], "y": [4]}
 
 
@@ -90,8 +114,10 @@ def test_sigv4_checked_when_credentials_are_set(daemon, sdk):
         import urllib.request
 
         assert urllib.request.urlopen(url).read() == b"v"
-        for key, secret, expected in [("AKEXAMPLE", "wrong", "SignatureDoesNotMatch"),
-                                      ("NOSUCHKEY", "s3cret", "InvalidAccessKeyId")]:
+        for key, secret, expected in [
+            ("AKEXAMPLE", "wrong", "SignatureDoesNotMatch"),
+            ("NOSUCHKEY", "s3cret", "InvalidAccessKeyId"),
+        ]:
             with pytest.raises(ClientError) as e:
                 s3_client(gw.url, key, secret).put_object(Bucket="master.data", Key="k2", Body=b"x")
             assert e.value.response["Error"]["Code"] == expected

@@ -8,6 +8,7 @@ import json
 import os
 
 import pytest
+
 from helpers import Daemon
 
 SUM = """set -e

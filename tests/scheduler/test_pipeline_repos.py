@@ -8,11 +8,15 @@ import json
 def test_delete_repo_refuses_a_live_pipelines_output(daemon, tmp_path):
     daemon.pfs("create-repo", "data")
     spec = tmp_path / "p.json"
-    spec.write_text(json.dumps({
-        "pipeline": {"name": "copy"},
-        "transform": {"cmd": ["sh"], "stdin": ["cp -r /pfs/data/. /pfs/out/"]},
-        "input": {"atom": {"repo": "data", "glob": "/"}},
-    }))
+    spec.write_text(
+        json.dumps(
+            {
+                "pipeline": {"name": "copy"},
+                "transform": {"cmd": ["sh"], "stdin": ["cp -r /pfs/data/. /pfs/out/"]},
+                "input": {"atom": {"repo": "data", "glob": "/"}},
+            }
+        )
+    )
     daemon.pfs("create-pipeline", "-f", str(spec))
     for args in (["copy"], ["copy", "--force"], ["__copy", "--force"]):
         r = daemon.pfs("delete-repo", *args, check=False)

@@ -11,8 +11,8 @@ import signal
 import subprocess
 
 import pytest
-from helpers import PFS, read_line, wait_for
 
+from helpers import PFS, read_line, wait_for
 from pfsfuse.api.types import Put
 from pfsfuse.metadata.errors import AlreadyExists, InvalidArgument, NotFound
 from pfsfuse.metadata.records import CommitRef
@@ -77,8 +77,14 @@ def test_beginner_tutorial(api):
     client, pps = api
     client.create_repo("images")
     first = put(client, "images", {"liberty.png": png("red")})
-    pps.create_pipeline(pipeline("edges", {"atom": {"repo": "images", "glob": "/*"}},
-                                 cmd=["python3", "-m", "pfsfuse.tools.examples.edges"], image="pachyderm/opencv"))
+    pps.create_pipeline(
+        pipeline(
+            "edges",
+            {"atom": {"repo": "images", "glob": "/*"}},
+            cmd=["python3", "-m", "pfsfuse.tools.examples.edges"],
+            image="pachyderm/opencv",
+        )
+    )
     jobs = [flush(pps, "images", first)[-1]]
     second = put(client, "images", {"AT-AT.png": png("green")})
     jobs.append(flush(pps, "images", second)[0])
@@ -90,11 +96,14 @@ def test_beginner_tutorial(api):
     head = client.inspect_commit("edges", "master")
     assert CommitRef("images", third) in head.provenance
 
-    pps.create_pipeline(pipeline(
-        "montage",
-        {"cross": [{"atom": {"glob": "/", "repo": "images"}}, {"atom": {"glob": "/", "repo": "edges"}}]},
-        cmd=["python3", "-m", "pfsfuse.tools.examples.montage"], image="v4tech/imagemagick",
-    ))
+    pps.create_pipeline(
+        pipeline(
+            "montage",
+            {"cross": [{"atom": {"glob": "/", "repo": "images"}}, {"atom": {"glob": "/", "repo": "edges"}}]},
+            cmd=["python3", "-m", "pfsfuse.tools.examples.montage"],
+            image="v4tech/imagemagick",
+        )
+    )
     jobs = flush(pps, "images", third)
     montage = next(j for j in jobs if j.pipeline == "montage")
     assert montage.state == "success" and progress(montage) == "1 + 0 / 1"
@@ -109,8 +118,13 @@ def test_reduce_concatenates_outputs_in_datum_order(api):
     client, pps = api
     client.create_repo("data")
     c = put(client, "data", {f"doc{i}.txt": f"word{i} common\n".encode() for i in range(5)})
-    pps.create_pipeline(pipeline("count", {"atom": {"repo": "data", "glob": "/*"}},
-                                 stdin=["for f in /pfs/data/*; do echo $(basename $f) $(wc -w < $f) >> /pfs/out/counts; done"]))
+    pps.create_pipeline(
+        pipeline(
+            "count",
+            {"atom": {"repo": "data", "glob": "/*"}},
+            stdin=["for f in /pfs/data/*; do echo $(basename $f) $(wc -w < $f) >> /pfs/out/counts; done"],
+        )
+    )
     [job] = flush(pps, "data", c)
     assert job.state == "success" and job.total == 5
     lines = read(client, "count", "master", "counts").decode().splitlines()
@@ -124,11 +138,25 @@ def test_cross_and_union_inputs(api):
         client.create_repo(repo)
     ca = put(client, "a", {"1": b"a1", "2": b"a2"})
     put(client, "b", {"x": b"bx", "y": b"by", "z": b"bz"})
-    pps.create_pipeline(pipeline("pairs", {"cross": [{"atom": {"repo": "a", "glob": "/*"}}, {"atom": {"repo": "b", "glob": "/*"}}]},
-                                 stdin=['echo "$(cat $a) $(cat $b)" > /pfs/out/$(basename $a)-$(basename $b)']))
-    pps.create_pipeline(pipeline("both", {"union": [{"atom": {"repo": "a", "glob": "/*", "name": "in"}},
-                                                    {"atom": {"repo": "b", "glob": "/*", "name": "in"}}]},
-                                 stdin=["cp -r /pfs/in/* /pfs/out/"]))
+    pps.create_pipeline(
+        pipeline(
+            "pairs",
+            {"cross": [{"atom": {"repo": "a", "glob": "/*"}}, {"atom": {"repo": "b", "glob": "/*"}}]},
+            stdin=['echo "$(cat $a) $(cat $b)" > /pfs/out/$(basename $a)-$(basename $b)'],
+        )
+    )
+    pps.create_pipeline(
+        pipeline(
+            "both",
+            {
+                "union": [
+                    {"atom": {"repo": "a", "glob": "/*", "name": "in"}},
+                    {"atom": {"repo": "b", "glob": "/*", "name": "in"}},
+                ]
+            },
+            stdin=["cp -r /pfs/in/* /pfs/out/"],
+        )
+    )
     jobs = {j.pipeline: j for j in flush(pps, "a", ca)}
     assert jobs["pairs"].total == 6 and jobs["both"].total == 5
     assert read(client, "pairs", "master", "2-y") == b"a2 by\n"
@@ -139,7 +167,9 @@ def test_deferred_processing_with_a_staging_branch(api):
     client, pps = api
     client.create_repo("data")
     client.create_branch("data", "master")
-    pps.create_pipeline(pipeline("proc", {"atom": {"repo": "data", "glob": "/"}}, stdin=["ls /pfs/data > /pfs/out/seen"]))
+    pps.create_pipeline(
+        pipeline("proc", {"atom": {"repo": "data", "glob": "/"}}, stdin=["ls /pfs/data > /pfs/out/seen"])
+    )
     staged = [put(client, "data", {f"f{i}": b"x"}, ref="staging") for i in range(3)]
     assert pps.list_job("proc") == []  # nothing on master: nothing to process
     client.create_branch("data", "master", head="staging^1")
@@ -153,7 +183,9 @@ def test_deferred_processing_with_a_staging_branch(api):
 
 def test_cron_input_ticks(api):
     client, pps = api
-    pps.create_pipeline(pipeline("ticker", {"cron": {"name": "tick", "spec": "@every 2s"}}, stdin=["cp /pfs/tick/time /pfs/out/last"]))
+    pps.create_pipeline(
+        pipeline("ticker", {"cron": {"name": "tick", "spec": "@every 2s"}}, stdin=["cp /pfs/tick/time /pfs/out/last"])
+    )
     assert "ticker_tick" in {r.name for r in client.list_repo()}
     wait_for(lambda: sum(j.state == "success" for j in pps.list_job("ticker")) >= 2, timeout=30, what="two cron jobs")
     assert read(client, "ticker", "master", "last").decode().endswith("Z")
@@ -168,8 +200,15 @@ def test_lazy_pipes_with_20000_files_fetch_only_what_is_read(api, tmp_path, daem
     client.create_repo("many")
     daemon.pfs("put-file", "many", "master", "many", "-r", "-f", str(src))
     commit = client.inspect_commit("many", "master").id
-    pps.create_pipeline(pipeline("pick", {"atom": {"repo": "many", "glob": "/", "lazy": True}},
-                                 stdin=["test -p /pfs/many/many/f12345 && ls /pfs/many/many | wc -l > /pfs/out/count && cat /pfs/many/many/f12345 > /pfs/out/picked"]))
+    pps.create_pipeline(
+        pipeline(
+            "pick",
+            {"atom": {"repo": "many", "glob": "/", "lazy": True}},
+            stdin=[
+                "test -p /pfs/many/many/f12345 && ls /pfs/many/many | wc -l > /pfs/out/count && cat /pfs/many/many/f12345 > /pfs/out/picked"
+            ],
+        )
+    )
     [job] = flush(pps, "many", commit)
     assert job.state == "success", job.reason
     assert read(client, "pick", "master", "picked") == b"12345\n"
@@ -181,8 +220,15 @@ def test_lazy_pipes_of_one_datum_after_another(api):
     client, pps = api
     client.create_repo("few")
     c = put(client, "few", {f"f{i}": b"%d\n" % i for i in range(4)})
-    pps.create_pipeline(pipeline("each", {"atom": {"repo": "few", "glob": "/*", "lazy": True}}, parallelism_spec=specs.ParallelismSpec(constant=1),
-                                 stdin=["test -p $few && cat $few > /pfs/out/$(basename $few)"], datum_timeout="30s"))
+    pps.create_pipeline(
+        pipeline(
+            "each",
+            {"atom": {"repo": "few", "glob": "/*", "lazy": True}},
+            parallelism_spec=specs.ParallelismSpec(constant=1),
+            stdin=["test -p $few && cat $few > /pfs/out/$(basename $few)"],
+            datum_timeout="30s",
+        )
+    )
     [job] = flush(pps, "few", c)
     assert job.state == "success", job.reason
     assert [read(client, "each", "master", f"f{i}") for i in range(4)] == [b"%d\n" % i for i in range(4)]
@@ -221,8 +267,8 @@ def test_failed_datums_are_retried_then_fail_the_job_naming_the_datum(api, tmp_p
     marks.mkdir()
     script = (
         f'n=$(basename $in); echo try >> {marks}/$n; echo "processing $n"; '
-        f'if [ $n = bad ]; then exit 3; fi; '
-        f'if [ $n = flaky ] && [ $(wc -l < {marks}/$n) -lt 2 ]; then exit 1; fi; cp $in /pfs/out/'
+        f"if [ $n = bad ]; then exit 3; fi; "
+        f"if [ $n = flaky ] && [ $(wc -l < {marks}/$n) -lt 2 ]; then exit 1; fi; cp $in /pfs/out/"
     )
     pps.create_pipeline(pipeline("retry", {"atom": {"repo": "in", "glob": "/*"}}, stdin=[script], datum_tries=2))
     [job] = flush(pps, "in", c)
@@ -238,8 +284,15 @@ def test_failed_datums_are_retried_then_fail_the_job_naming_the_datum(api, tmp_p
     with pytest.raises(NotFound):
         client.inspect_commit("retry", "master")  # no half-finished output ever became the head
     # Fixing the code (update without --reprocess) reuses the datums that succeeded.
-    fixed = specs.parse(json.dumps({"pipeline": {"name": "retry"}, "input": {"atom": {"repo": "in", "glob": "/*"}},
-                                    "transform": {"cmd": ["sh"], "stdin": ["cp $in /pfs/out/"]}}))
+    fixed = specs.parse(
+        json.dumps(
+            {
+                "pipeline": {"name": "retry"},
+                "input": {"atom": {"repo": "in", "glob": "/*"}},
+                "transform": {"cmd": ["sh"], "stdin": ["cp $in /pfs/out/"]},
+            }
+        )
+    )
     pps.create_pipeline(fixed, update=True)
     [job2] = [j for j in flush(pps, "in", c) if j.id != job.id]
     # Skipped: ok, and flaky if its second try ran (and so succeeded).
@@ -252,11 +305,18 @@ def test_update_pipeline_with_and_without_reprocess(api):
     c = put(client, "in", {"a": b"1", "b": b"2"})
     pps.create_pipeline(pipeline("p", {"atom": {"repo": "in", "glob": "/*"}}, stdin=["cp $in /pfs/out/"]))
     flush(pps, "in", c)
-    pps.create_pipeline(pipeline("p", {"atom": {"repo": "in", "glob": "/*"}}, stdin=["cat $in $in > /pfs/out/$(basename $in)"]), update=True)
+    pps.create_pipeline(
+        pipeline("p", {"atom": {"repo": "in", "glob": "/*"}}, stdin=["cat $in $in > /pfs/out/$(basename $in)"]),
+        update=True,
+    )
     c2 = put(client, "in", {"c": b"3"})
     [job] = flush(pps, "in", c2)
     assert progress(job) == "1 + 2 / 3" and read(client, "p", "master", "a") == b"1"
-    pps.create_pipeline(pipeline("p", {"atom": {"repo": "in", "glob": "/*"}}, stdin=["cat $in $in > /pfs/out/$(basename $in)"]), update=True, reprocess=True)
+    pps.create_pipeline(
+        pipeline("p", {"atom": {"repo": "in", "glob": "/*"}}, stdin=["cat $in $in > /pfs/out/$(basename $in)"]),
+        update=True,
+        reprocess=True,
+    )
     first, job = flush(pps, "in", c2)  # both jobs over c2, oldest first
     assert progress(first) == "1 + 2 / 3" and progress(job) == "3 + 0 / 3" and read(client, "p", "master", "a") == b"11"
     assert pps.inspect_pipeline("p").version == 3
@@ -280,7 +340,9 @@ def test_glob_matching_nothing_and_timeouts(api):
     client.create_repo("in")
     c = put(client, "in", {"a": b"1"})
     pps.create_pipeline(pipeline("none", {"atom": {"repo": "in", "glob": "/nothing*"}}, cmd=["true"]))
-    pps.create_pipeline(pipeline("slow", {"atom": {"repo": "in", "glob": "/*"}}, stdin=["sleep 30"], datum_timeout="1s", datum_tries=1))
+    pps.create_pipeline(
+        pipeline("slow", {"atom": {"repo": "in", "glob": "/*"}}, stdin=["sleep 30"], datum_timeout="1s", datum_tries=1)
+    )
     jobs = {j.pipeline: j for j in flush(pps, "in", c)}
     assert jobs["none"].state == "success" and jobs["none"].total == 0 and "matched nothing" in jobs["none"].reason
     assert jobs["slow"].state == "failure" and "datum_timeout" in jobs["slow"].reason
@@ -291,8 +353,14 @@ def test_a_killed_worker_is_replaced_and_its_datum_retried(api, daemon, tmp_path
     client.create_repo("in")
     go, began = tmp_path / "go", tmp_path / "began"
     c = put(client, "in", {"a": b"1"})
-    pps.create_pipeline(pipeline("victim", {"atom": {"repo": "in", "glob": "/*"}}, datum_tries=3, stdin=[
-        f"touch {began}; while [ ! -e {go} ]; do sleep 0.05; done; cp $in /pfs/out/"]))
+    pps.create_pipeline(
+        pipeline(
+            "victim",
+            {"atom": {"repo": "in", "glob": "/*"}},
+            datum_tries=3,
+            stdin=[f"touch {began}; while [ ! -e {go} ]; do sleep 0.05; done; cp $in /pfs/out/"],
+        )
+    )
     wait_for(began.exists, what="the datum's command to start")
     for pid in _worker_pids(daemon, "victim"):
         os.kill(pid, signal.SIGKILL)
@@ -311,8 +379,14 @@ def test_daemon_restart_during_a_job_resumes_it_once(api, daemon, tmp_path):
     client, pps = api
     client.create_repo("in")
     put(client, "in", {f"f{i}": b"%d" % i for i in range(6)})
-    pps.create_pipeline(pipeline("steady", {"atom": {"repo": "in", "glob": "/*"}},
-                                 stdin=["sleep 0.3; cp $in /pfs/out/"], parallelism_spec=specs.ParallelismSpec(constant=1)))
+    pps.create_pipeline(
+        pipeline(
+            "steady",
+            {"atom": {"repo": "in", "glob": "/*"}},
+            stdin=["sleep 0.3; cp $in /pfs/out/"],
+            parallelism_spec=specs.ParallelismSpec(constant=1),
+        )
+    )
     wait_for(lambda: any(j.processed >= 2 for j in pps.list_job("steady")), what="two datums processed")
     assert daemon.stop(signal.SIGTERM) == 0
     daemon.start()
@@ -334,13 +408,35 @@ def test_pipeline_cli(daemon, tmp_path):
     daemon.pfs("create-repo", "images")
     daemon.pfs("put-file", "images", "master", "a.txt", input=b"hello")
     spec = tmp_path / "up.json"
-    spec.write_text(json.dumps({"pipeline": {"name": "up"}, "transform": {"cmd": ["sh"], "stdin": ["tr a-z A-Z < $images > /pfs/out/$(basename $images)"], "image": "alpine"},
-                                "input": {"atom": {"repo": "images", "glob": "/*"}}}))
+    spec.write_text(
+        json.dumps(
+            {
+                "pipeline": {"name": "up"},
+                "transform": {
+                    "cmd": ["sh"],
+                    "stdin": ["tr a-z A-Z < $images > /pfs/out/$(basename $images)"],
+                    "image": "alpine",
+                },
+                "input": {"atom": {"repo": "images", "glob": "/*"}},
+            }
+        )
+    )
     daemon.pfs("create-pipeline", "-f", str(spec))
     out = daemon.pfs("flush-commit", "images@master").stdout.decode()
     assert out.startswith("REPO") and "up " in out
     jobs = daemon.pfs("list-job").stdout.decode().splitlines()
-    assert jobs[0].split() == ["ID", "OUTPUT", "COMMIT", "STARTED", "DURATION", "RESTART", "PROGRESS", "DL", "UL", "STATE"]
+    assert jobs[0].split() == [
+        "ID",
+        "OUTPUT",
+        "COMMIT",
+        "STARTED",
+        "DURATION",
+        "RESTART",
+        "PROGRESS",
+        "DL",
+        "UL",
+        "STATE",
+    ]
     assert "1 + 0 / 1" in jobs[1] and jobs[1].endswith("success")
     listed = daemon.pfs("list-repo").stdout.decode()
     assert "up " in listed and "__up" not in listed  # the datum repo is internal
@@ -348,7 +444,15 @@ def test_pipeline_cli(daemon, tmp_path):
     assert daemon.pfs("get-file", "up", "master", "a.txt").stdout == b"HELLO"
     info = daemon.pfs("inspect-pipeline", "up").stdout.decode()
     assert "alpine (runs on this host: transform.image is recorded, not pulled)" in info
-    assert "cmnd" in daemon.pfs("create-pipeline", "-f", str(_write(tmp_path, {"pipeline": {"name": "x"}, "transform": {"cmnd": []}})), check=False).stderr.decode()
+    assert (
+        "cmnd"
+        in daemon.pfs(
+            "create-pipeline",
+            "-f",
+            str(_write(tmp_path, {"pipeline": {"name": "x"}, "transform": {"cmnd": []}})),
+            check=False,
+        ).stderr.decode()
+    )
     daemon.pfs("stop-pipeline", "up")
     assert "paused" in daemon.pfs("list-pipeline").stdout.decode()
     daemon.pfs("delete-pipeline", "up")
@@ -367,8 +471,15 @@ def test_egress_and_stats(api, tmp_path):
     c = put(client, "in", {"a": b"1", "b": b"22"})
     egress = tmp_path / "egress"
     egress.mkdir()
-    pps.create_pipeline(pipeline("p", {"atom": {"repo": "in", "glob": "/*"}}, stdin=["echo working on $in; cp $in /pfs/out/"],
-                                 egress=specs.Egress(f"file://{egress}"), enable_stats=True))
+    pps.create_pipeline(
+        pipeline(
+            "p",
+            {"atom": {"repo": "in", "glob": "/*"}},
+            stdin=["echo working on $in; cp $in /pfs/out/"],
+            egress=specs.Egress(f"file://{egress}"),
+            enable_stats=True,
+        )
+    )
     [job] = flush(pps, "in", c)
     assert job.state == "success"
     assert (egress / "a").read_bytes() == b"1" and (egress / "b").read_bytes() == b"22"
@@ -385,8 +496,13 @@ def test_inputs_are_fetched_as_they_are_read(api):
     client, pps = api
     client.create_repo("in")
     c = put(client, "in", {"big.bin": random.Random(3).randbytes(8 << 20), "small.txt": b"just this\n"})
-    pps.create_pipeline(pipeline("one", {"atom": {"repo": "in", "glob": "/"}},
-                                 stdin=["ls -l /pfs/in > /pfs/out/listing; cp /pfs/in/small.txt /pfs/out/"]))
+    pps.create_pipeline(
+        pipeline(
+            "one",
+            {"atom": {"repo": "in", "glob": "/"}},
+            stdin=["ls -l /pfs/in > /pfs/out/listing; cp /pfs/in/small.txt /pfs/out/"],
+        )
+    )
     [job] = flush(pps, "in", c)
     assert job.state == "success", job.reason
     assert read(client, "one", "master", "small.txt") == b"just this\n"
@@ -401,10 +517,17 @@ def test_only_pfs_out_is_writable(api):
     client, pps = api
     client.create_repo("in")
     c = put(client, "in", {"small.txt": b"small\n", "big.bin": b"b" * (200 << 10)})
-    pps.create_pipeline(pipeline("probe", {"atom": {"repo": "in", "glob": "/*"}}, stdin=[
-        'f=/pfs/out/$(basename $in)',
-        'for p in "$in" /pfs/in/new /pfs/new; do echo x 2>>$f >>"$p"; done',
-        'mkdir /pfs/in/d /pfs/d 2>>$f; ln -s x /pfs/link 2>>$f; true']))
+    pps.create_pipeline(
+        pipeline(
+            "probe",
+            {"atom": {"repo": "in", "glob": "/*"}},
+            stdin=[
+                "f=/pfs/out/$(basename $in)",
+                'for p in "$in" /pfs/in/new /pfs/new; do echo x 2>>$f >>"$p"; done',
+                "mkdir /pfs/in/d /pfs/d 2>>$f; ln -s x /pfs/link 2>>$f; true",
+            ],
+        )
+    )
     [job] = flush(pps, "in", c)
     assert job.state == "success", job.reason
     for name in ("small.txt", "big.bin"):
@@ -413,8 +536,11 @@ def test_only_pfs_out_is_writable(api):
     assert read(client, "in", c, "small.txt") == b"small\n"
     assert [f.path for f in client.list_file("in", c, "")] == ["big.bin", "small.txt"]
 
-    pps.create_pipeline(pipeline("oops", {"atom": {"repo": "in", "glob": "/small.txt"}}, datum_tries=1,
-                                 stdin=["echo x > /pfs/in/small.txt"]))
+    pps.create_pipeline(
+        pipeline(
+            "oops", {"atom": {"repo": "in", "glob": "/small.txt"}}, datum_tries=1, stdin=["echo x > /pfs/in/small.txt"]
+        )
+    )
     [job] = pps.flush_job([CommitRef("in", c)], ["oops"])
     assert job.state == "failure" and "only /pfs/out is writable under /pfs" in job.reason
     logs = [line.message for line in pps.get_logs("oops")]
@@ -428,9 +554,20 @@ def test_a_command_run_as_another_user_writes_its_output(api):
     client, pps = api
     client.create_repo("in")
     first = put(client, "in", {"a.txt": b"a\n"})
-    pps.create_pipeline(pipeline("tally", {"atom": {"repo": "in", "glob": "/"}}, incremental=True, stdin=[
-        "id -un > /pfs/out/who", "mkdir -p /pfs/out/d", "echo run >> /pfs/out/d/runs", "ln -sf d/runs /pfs/out/link"],
-        user="nobody"))
+    pps.create_pipeline(
+        pipeline(
+            "tally",
+            {"atom": {"repo": "in", "glob": "/"}},
+            incremental=True,
+            stdin=[
+                "id -un > /pfs/out/who",
+                "mkdir -p /pfs/out/d",
+                "echo run >> /pfs/out/d/runs",
+                "ln -sf d/runs /pfs/out/link",
+            ],
+            user="nobody",
+        )
+    )
     [job] = flush(pps, "in", first)
     assert job.state == "success", job.reason
     second = put(client, "in", {"b.txt": b"b\n"})
@@ -439,8 +576,9 @@ def test_a_command_run_as_another_user_writes_its_output(api):
     assert read(client, "tally", "master", "who") == b"nobody\n"
     assert read(client, "tally", "master", "d/runs") == b"run\nrun\n"  # appended to the previous output
 
-    pps.create_pipeline(pipeline("ghost", {"atom": {"repo": "in", "glob": "/*"}}, datum_tries=1, stdin=["true"],
-                                 user="no-such-user"))
+    pps.create_pipeline(
+        pipeline("ghost", {"atom": {"repo": "in", "glob": "/*"}}, datum_tries=1, stdin=["true"], user="no-such-user")
+    )
     [job] = pps.flush_job([CommitRef("in", second)], ["ghost"])
     assert job.state == "failure" and "no user 'no-such-user'" in job.reason, job.reason
 
@@ -453,13 +591,20 @@ def test_hard_links_to_inputs_are_references(api, daemon):
     client.create_repo("raw")
     c = put(client, "raw", {"big.bin": random.Random(5).randbytes(3 << 20), "d/small.txt": b"small\n"})
     before = _stored(daemon)
-    pps.create_pipeline(pipeline("links", {"atom": {"repo": "raw", "glob": "/"}}, stdin=[
-        "set -e",
-        "ln /pfs/raw/big.bin /pfs/out/big.bin && cmp /pfs/raw/big.bin /pfs/out/big.bin",
-        "mkdir /pfs/out/sub && ln /pfs/raw/d/small.txt /pfs/out/sub/tmp && mv /pfs/out/sub/tmp /pfs/out/sub/small.txt",
-        "if echo x >> /pfs/out/big.bin; then exit 9; fi",  # a link to an input is read-only
-        "echo draft > /pfs/out/note.tmp && chmod +x /pfs/out/note.tmp && mv /pfs/out/note.tmp /pfs/out/note",
-        "ln /pfs/out/note /pfs/out/note2 && printf abcdef > /pfs/out/t && truncate -s 3 /pfs/out/t"]))
+    pps.create_pipeline(
+        pipeline(
+            "links",
+            {"atom": {"repo": "raw", "glob": "/"}},
+            stdin=[
+                "set -e",
+                "ln /pfs/raw/big.bin /pfs/out/big.bin && cmp /pfs/raw/big.bin /pfs/out/big.bin",
+                "mkdir /pfs/out/sub && ln /pfs/raw/d/small.txt /pfs/out/sub/tmp && mv /pfs/out/sub/tmp /pfs/out/sub/small.txt",
+                "if echo x >> /pfs/out/big.bin; then exit 9; fi",  # a link to an input is read-only
+                "echo draft > /pfs/out/note.tmp && chmod +x /pfs/out/note.tmp && mv /pfs/out/note.tmp /pfs/out/note",
+                "ln /pfs/out/note /pfs/out/note2 && printf abcdef > /pfs/out/t && truncate -s 3 /pfs/out/t",
+            ],
+        )
+    )
     [job] = flush(pps, "raw", c)
     assert job.state == "success", job.reason
     assert job.uploaded == 2 * len(b"draft\n") + 3
@@ -479,10 +624,16 @@ def test_logs_of_a_running_datum_show_as_they_come(api, daemon, tmp_path):
     go = tmp_path / "go"
     client.create_repo("in")
     c = put(client, "in", {"a": b"1"})
-    pps.create_pipeline(pipeline("talk", {"atom": {"repo": "in", "glob": "/*"}}, stdin=[
-        "echo started; echo second", f"while [ ! -e {go} ]; do sleep 0.02; done", "echo finished"]))
+    pps.create_pipeline(
+        pipeline(
+            "talk",
+            {"atom": {"repo": "in", "glob": "/*"}},
+            stdin=["echo started; echo second", f"while [ ! -e {go} ]; do sleep 0.02; done", "echo finished"],
+        )
+    )
     follow = subprocess.Popen([PFS, "get-logs", "-p", "talk", "-f", "--raw"], env=daemon.env, stdout=subprocess.PIPE)
     try:
+
         def live():
             return [line.message for line in pps.get_logs("talk")]
 
@@ -513,8 +664,9 @@ def test_records_of_split_files_show_with_their_header_and_footer(api, daemon):
     daemon.pfs("put-header", "bar", "master", "users", input=b"id,name\n")
     daemon.pfs("put-footer", "bar", "master", "users", input=b"# end\n")
     c = client.inspect_commit("bar", "master").id
-    pps.create_pipeline(pipeline("framed", {"atom": {"repo": "bar", "glob": "/users/*"}},
-                                 stdin=["cp $bar /pfs/out/$(basename $bar)"]))
+    pps.create_pipeline(
+        pipeline("framed", {"atom": {"repo": "bar", "glob": "/users/*"}}, stdin=["cp $bar /pfs/out/$(basename $bar)"])
+    )
     [job] = flush(pps, "bar", c)
     assert job.state == "success", job.reason
     assert read(client, "framed", "master", "0000000000000001") == b"id,name\n7,bob\n# end\n"

@@ -14,7 +14,7 @@ def _read(path, out: dict) -> None:
 
 @pytest.mark.parametrize("n", [10, SHARD + 10])  # one thread; two forked processes
 def test_a_reader_that_comes_at_once_is_fed_and_so_is_the_next(tmp_path, n):
-    feeder = PipeFeeder(lambda: (lambda i: iter([b"data %d\n" % i])), str(tmp_path / "own"))
+    feeder = PipeFeeder(lambda: lambda i: iter([b"data %d\n" % i]), str(tmp_path / "own"))
     for i in range(n):
         feeder.add(str(tmp_path / f"f{i:05d}"), i)
     feeder.start()

@@ -24,11 +24,13 @@ def test_a_command_gets_a_clean_environment(tmp_home, tmp_path):
         pfs("put-file", "data", "master", "a", "-f", "/dev/null")
         spec = tmp_path / "p.json"
         spec.write_text(
-            json.dumps({
-                "pipeline": {"name": "show"},
-                "transform": {"cmd": ["sh"], "stdin": ["env | sort"], "env": {"MINE": "yes"}},
-                "input": {"atom": {"repo": "data", "glob": "/"}},
-            })
+            json.dumps(
+                {
+                    "pipeline": {"name": "show"},
+                    "transform": {"cmd": ["sh"], "stdin": ["env | sort"], "env": {"MINE": "yes"}},
+                    "input": {"atom": {"repo": "data", "glob": "/"}},
+                }
+            )
         )
         pfs("create-pipeline", "-f", str(spec))
         pfs("flush-commit", "data@master")

@@ -33,7 +33,9 @@ MONTAGE = {
     "transform": {
         "cmd": ["sh"],
         "image": "v4tech/imagemagick",
-        "stdin": ["montage -shadow -background SkyBlue -geometry 300x300+2+2 $(find /pfs -type f | sort) /pfs/out/montage.png"],
+        "stdin": [
+            "montage -shadow -background SkyBlue -geometry 300x300+2+2 $(find /pfs -type f | sort) /pfs/out/montage.png"
+        ],
     },
 }
 
@@ -41,19 +43,38 @@ FULL = {
     "pipeline": {"name": "full"},
     "description": "every field",
     "transform": {
-        "image": "img:1", "cmd": ["sh"], "stdin": ["echo"], "env": {"A": "1"},
+        "image": "img:1",
+        "cmd": ["sh"],
+        "stdin": ["echo"],
+        "env": {"A": "1"},
         "secrets": [{"name": "s", "mount_path": "/s"}, {"name": "t", "env_var": "T", "key": "k"}],
-        "image_pull_secrets": ["reg"], "accept_return_code": [3], "debug": True, "user": "root",
+        "image_pull_secrets": ["reg"],
+        "accept_return_code": [3],
+        "debug": True,
+        "user": "root",
         "working_dir": "/tmp",
     },
     "parallelism_spec": {"coefficient": 0.5},
     "resource_requests": {"memory": "1.2G", "cpu": 0.5, "disk": "1G"},
     "resource_limits": {"memory": "2G", "cpu": 1, "gpu": 1},
-    "datum_timeout": "1m30s", "datum_tries": 2, "job_timeout": "1h",
-    "input": {"union": [{"pfs": {"repo": "a", "glob": "/*", "lazy": True}}, {"cron": {"name": "tick", "spec": "@every 10s", "start": "2026-01-01T00:00:00Z"}}]},
-    "output_branch": "out", "egress": {"URL": "s3://bucket/dir"}, "standby": True, "incremental": True,
-    "cache_size": "64M", "enable_stats": True, "service": {"internal_port": 8888, "external_port": 30888},
-    "max_queue_size": 2, "chunk_spec": {"number": 10, "size_bytes": 1000},
+    "datum_timeout": "1m30s",
+    "datum_tries": 2,
+    "job_timeout": "1h",
+    "input": {
+        "union": [
+            {"pfs": {"repo": "a", "glob": "/*", "lazy": True}},
+            {"cron": {"name": "tick", "spec": "@every 10s", "start": "2026-01-01T00:00:00Z"}},
+        ]
+    },
+    "output_branch": "out",
+    "egress": {"URL": "s3://bucket/dir"},
+    "standby": True,
+    "incremental": True,
+    "cache_size": "64M",
+    "enable_stats": True,
+    "service": {"internal_port": 8888, "external_port": 30888},
+    "max_queue_size": 2,
+    "chunk_spec": {"number": 10, "size_bytes": 1000},
     "scheduling_spec": {"node_selector": {"disk": "ssd"}, "priority_class_name": "high"},
     "pod_spec": "{}",
 }
@@ -83,7 +104,10 @@ def test_yaml_specs_parse():
         ({"transform": {"cmd": []}}, "transform.cmd"),
         ({"pipeline": {"name": "-bad"}}, "pipeline.name"),
         ({"input": {"atom": {"repo": "a", "glob": "/*"}, "cron": {"name": "t", "spec": "@daily"}}}, "exactly one"),
-        ({"input": {"cross": [{"atom": {"repo": "a", "glob": "/*"}}, {"atom": {"repo": "a", "glob": "/"}}]}}, "two inputs named"),
+        (
+            {"input": {"cross": [{"atom": {"repo": "a", "glob": "/*"}}, {"atom": {"repo": "a", "glob": "/"}}]}},
+            "two inputs named",
+        ),
         ({"input": {"cron": {"name": "t", "spec": "every day"}}}, "input.cron.spec"),
         ({"input": {"git": {"URL": "https://github.com/x/y.git"}}}, "git"),
         ({"datum_timeout": "soon"}, "datum_timeout"),

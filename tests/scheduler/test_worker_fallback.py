@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from helpers import PFS, Daemon, wait_for
 
 # What the daemon needs of the host: the system, /tmp (its home) and where pfs and its Python live.
@@ -42,8 +43,12 @@ done
 exec chroot {self.root} {PFS} serve
 """
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(["unshare", "--mount", "--fork", "--kill-child=SIGTERM", "sh", "-c", script],
-                                         env=self.env, stdout=log, stderr=log)
+            self.proc = subprocess.Popen(
+                ["unshare", "--mount", "--fork", "--kill-child=SIGTERM", "sh", "-c", script],
+                env=self.env,
+                stdout=log,
+                stderr=log,
+            )
         wait_for(self.answers, proc=self.proc, what="the chrooted daemon to answer")
         return self
 
@@ -65,8 +70,12 @@ def test_a_worker_in_a_chroot_fails_its_datums_saying_why(tmp_home):
         d.start()
         d.pfs("create-repo", "in")
         d.pfs("put-file", "in", "master", "a.txt", input=b"a\n")
-        spec = {"pipeline": {"name": "walk"}, "transform": {"cmd": ["sh"], "stdin": ["cp -r /pfs/in/. /pfs/out/"]},
-                "input": {"atom": {"repo": "in", "glob": "/*"}}, "datum_tries": 1}
+        spec = {
+            "pipeline": {"name": "walk"},
+            "transform": {"cmd": ["sh"], "stdin": ["cp -r /pfs/in/. /pfs/out/"]},
+            "input": {"atom": {"repo": "in", "glob": "/*"}},
+            "datum_tries": 1,
+        }
         (tmp_home / "walk.json").write_text(json.dumps(spec))
         d.pfs("create-pipeline", "-f", str(tmp_home / "walk.json"))
         [job] = json.loads(d.pfs("flush-job", "in@master", "--json").stdout)

@@ -23,8 +23,10 @@ def client(daemon):
 
 
 def test_top_level_import_is_lazy():
-    code = "import sys, pfsfuse.metadata.names; assert 'pfsfuse.sdk' not in sys.modules; " \
-           "from pfsfuse import Client; assert 'pfsfuse.sdk' in sys.modules; print(Client.__module__)"
+    code = (
+        "import sys, pfsfuse.metadata.names; assert 'pfsfuse.sdk' not in sys.modules; "
+        "from pfsfuse import Client; assert 'pfsfuse.sdk' in sys.modules; print(Client.__module__)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "pfsfuse.sdk.client"
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):

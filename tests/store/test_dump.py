@@ -46,7 +46,9 @@ def snapshot(store: Store) -> dict:
             "commits": [msgspec.structs.replace(c, tree=type(c.tree)(c.tree.size, c.tree.count)) for c in commits],
             "branches": store.list_branch(repo.name),
             "files": {
-                (c.id, f.path, f.type, f.target): b"".join(store.get_file(repo.name, c.id, f.path)) if f.type == "file" else b""
+                (c.id, f.path, f.type, f.target): b"".join(store.get_file(repo.name, c.id, f.path))
+                if f.type == "file"
+                else b""
                 for c in commits
                 for f in store.walk_file(repo.name, c.id)
             },

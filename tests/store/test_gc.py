@@ -47,7 +47,9 @@ def small_packs(store, monkeypatch):
     """Packs of 1 MiB, each indexed as soon as it is durable: many packs, and chunks indexed
     while their write is still running."""
     monkeypatch.setattr(packs, "_SYNC_PACKS", 1)
-    monkeypatch.setattr(store.chunks, "writer", lambda target=MiB: packs.PackWriter(store.objects, store.chunks.hash, target))
+    monkeypatch.setattr(
+        store.chunks, "writer", lambda target=MiB: packs.PackWriter(store.objects, store.chunks.hash, target)
+    )
     return store
 
 

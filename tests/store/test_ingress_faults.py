@@ -4,7 +4,6 @@ and gives exactly the object's bytes."""
 import os
 
 from helpers import BUCKET, FaultProxy
-
 from pfsfuse import ingress
 from pfsfuse.chunks import S3Store, open_store
 from pfsfuse.metadata.errors import Unavailable

@@ -28,7 +28,9 @@ def test_copying_a_directory_checks_every_path_below_it(store):
     before = store.inspect_commit("r", "master")
     # Renamed to a longer name, its deepest file would pass 4096 bytes: refused, nothing written.
     with pytest.raises(NameTooLong, match="longer than 4096"):
-        store.write_files("r", "master", [Copy("e" * 250 + "/d", "r", "master", "d"), Put("other", stream=io.BytesIO(b"o"))])
+        store.write_files(
+            "r", "master", [Copy("e" * 250 + "/d", "r", "master", "d"), Put("other", stream=io.BytesIO(b"o"))]
+        )
     assert store.inspect_commit("r", "master").tree == before.tree
     # To a name of the same length, or one that still fits, it is a reference as before.
     store.write_files("r", "master", [Copy("e", "r", "master", "d"), Copy("e" * 60 + "/d", "r", "master", "d")])

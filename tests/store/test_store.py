@@ -20,9 +20,7 @@ from pfsfuse.store import Store
 
 
 def put(store, repo, ref, files: dict[str, bytes], append=False):
-    return store.write_files(
-        repo, ref, [Put(p, stream=io.BytesIO(d), append=append) for p, d in files.items()]
-    )
+    return store.write_files(repo, ref, [Put(p, stream=io.BytesIO(d), append=append) for p, d in files.items()])
 
 
 def read(store, repo, ref, path) -> bytes:
@@ -193,9 +191,7 @@ def test_delete_file_and_glob_and_diff(store):
     store.create_repo("r")
     put(store, "r", "master", {"a/1.csv": b"1", "a/2.csv": b"22", "b/3.txt": b"333", "top": b"t"})
     put(store, "r", "master", {"a/2.csv": b"changed", "a/4.csv": b"4"})
-    assert [f.path for f in store.glob_file("r", "master", "/a/*.csv")] == [
-        "a/1.csv", "a/2.csv", "a/4.csv"
-    ]
+    assert [f.path for f in store.glob_file("r", "master", "/a/*.csv")] == ["a/1.csv", "a/2.csv", "a/4.csv"]
     assert [f.path for f in store.glob_file("r", "master", "/*")] == ["a", "b", "top"]
     d = store.diff_file("r", "master")
     assert [f.path for f in d.new] == ["a/2.csv", "a/4.csv"]
@@ -217,9 +213,7 @@ def test_large_file_ranges_and_dedup(store, tmp_path):
     again = store.write_files("big", "master", [Put("copy.bin", local=str(src))])
     assert again.stored == 0  # every chunk was already stored
     assert read(store, "big", "master", "copy.bin") == data
-    assert b"".join(store.get_file("big", "master", "big.bin", 5 << 20, 1000)) == data[
-        5 << 20 : (5 << 20) + 1000
-    ]
+    assert b"".join(store.get_file("big", "master", "big.bin", 5 << 20, 1000)) == data[5 << 20 : (5 << 20) + 1000]
     plan = store.read_plan("big", "master", "big.bin")
     assert sum(r.size for r, _ in plan.chunks) == len(data) and len(plan.chunks) > 2
     # A 1 KiB edit in the middle stores at most two new chunks.

@@ -114,11 +114,7 @@ class _Pattern:
             entries: Iterator[tuple[str, Node]] = tree.list_dir(src, d)
         else:
             # Only literal names: look them up instead of listing a possibly huge directory.
-            entries = (
-                (name, node)
-                for name in sorted(wanted)
-                if (node := tree.child(src, d, name)) is not None
-            )
+            entries = ((name, node) for name in sorted(wanted) if (node := tree.child(src, d, name)) is not None)
         for name, node in entries:
             nxt = self.step(states, name)
             if nxt:

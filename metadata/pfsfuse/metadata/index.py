@@ -166,9 +166,7 @@ class Index:
             for dep in dependents:
                 repo, _, branch = dep.partition("@")
                 b = v.branch(repo, branch)
-                v.put_branch(
-                    Branch(b.repo, b.name, b.head, [p for p in b.provenance if p.repo != name])
-                )
+                v.put_branch(Branch(b.repo, b.name, b.head, [p for p in b.provenance if p.repo != name]))
             # Downstream commits keep existing but lose their provenance on this repo.
             for key, _ in self.db.scan(SUBVENANCE, _repo_key(name)):
                 down = split_commit_key(key[len(_repo_key(name)) + 16 :])
@@ -223,9 +221,7 @@ class Index:
         while todo:
             p = todo.pop()
             if p == start:
-                raise InvalidArgument(
-                    f"branch {start.repo}@{start.name} cannot be provenant on itself"
-                )
+                raise InvalidArgument(f"branch {start.repo}@{start.name} cannot be provenant on itself")
             if p in seen:
                 continue
             seen.add(p)
@@ -240,9 +236,7 @@ class Index:
             if b is None:
                 raise NotFound(f"branch {name} not found in repo {repo}")
             me = BranchRef(repo, name)
-            dependents = [
-                o for r in self.repos() for o in v.branches(r.name) if me in o.provenance
-            ]
+            dependents = [o for r in self.repos() for o in v.branches(r.name) if me in o.provenance]
             if dependents and not force:
                 raise FailedPrecondition(
                     f"branch {repo}@{name} is provenance of "
@@ -303,9 +297,7 @@ class Index:
     ) -> Commit:
         """Record a new open commit on top of `parent` and move `branch` to it (within `v`)."""
         if parent is not None and parent.finished is None:
-            raise FailedPrecondition(
-                f"parent commit {parent.id} in repo {repo} is still open; finish it first"
-            )
+            raise FailedPrecondition(f"parent commit {parent.id} in repo {repo} is still open; finish it first")
         prov = sorted(set(provenance), key=lambda p: (p.repo, p.id))
         c = Commit(
             repo=repo,
@@ -350,8 +342,7 @@ class Index:
                 b = v.branch(repo, branch)
                 if b and b.head and v.commit(repo, b.head).finished is None:
                     raise FailedPrecondition(
-                        f"branch {branch} in repo {repo} already has an open commit {b.head}; "
-                        "finish it first"
+                        f"branch {branch} in repo {repo} already has an open commit {b.head}; finish it first"
                     )
             for p in provenance:
                 self.commit(p.repo, p.id)

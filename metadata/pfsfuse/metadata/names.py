@@ -15,17 +15,13 @@ MAX_TARGET = 4095  # a symlink's target, as on Linux (PATH_MAX less its NUL)
 
 def repo_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise InvalidArgument(
-            f"invalid repo name {name!r}: use 1-63 letters, digits, '_' or '-'"
-        )
+        raise InvalidArgument(f"invalid repo name {name!r}: use 1-63 letters, digits, '_' or '-'")
     return name
 
 
 def branch_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise InvalidArgument(
-            f"invalid branch name {name!r}: use 1-63 letters, digits, '_' or '-'"
-        )
+        raise InvalidArgument(f"invalid branch name {name!r}: use 1-63 letters, digits, '_' or '-'")
     if COMMIT_ID.fullmatch(name):
         raise InvalidArgument(f"invalid branch name {name!r}: it looks like a commit id")
     return name

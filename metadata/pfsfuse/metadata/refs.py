@@ -31,9 +31,7 @@ def parse(ref: str) -> tuple[str, int]:
         try:
             names.branch_name(base)
         except InvalidArgument:
-            raise InvalidArgument(
-                f"invalid commit reference {ref!r}: expected a commit id or branch name"
-            ) from None
+            raise InvalidArgument(f"invalid commit reference {ref!r}: expected a commit id or branch name") from None
     return base, steps
 
 

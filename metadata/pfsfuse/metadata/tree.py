@@ -101,9 +101,7 @@ def lookup(src: PageReader, root: DirNode, path: str) -> Node | None:
     return node
 
 
-def list_dir(
-    src: PageReader, d: DirNode, start_after: str | None = None
-) -> Iterator[tuple[str, Node]]:
+def list_dir(src: PageReader, d: DirNode, start_after: str | None = None) -> Iterator[tuple[str, Node]]:
     """The entries of `d` in name order, after `start_after` if given, reading pages as it goes."""
     if d.root is None:
         return
@@ -132,9 +130,7 @@ def floor(src: PageReader, d: DirNode, name: str) -> tuple[str, Node] | None:
     return page.entries[i] if i >= 0 else None
 
 
-def framed_chunks(
-    src: PageReader, parent: DirNode, chunks: Sequence[ChunkRef] = ()
-) -> list[ChunkRef]:
+def framed_chunks(src: PageReader, parent: DirNode, chunks: Sequence[ChunkRef] = ()) -> list[ChunkRef]:
     """`chunks` between the header and the footer of `parent`: how a file of `parent` reads."""
     out = list(file_chunks(src, parent.header)) if parent.header is not None else []
     out.extend(chunks)
@@ -549,9 +545,7 @@ class _Cursor:
         self.page = page
 
 
-def diff_entries(
-    src: PageReader, new: DirNode, old: DirNode
-) -> Iterator[tuple[str, Node | None, Node | None]]:
+def diff_entries(src: PageReader, new: DirNode, old: DirNode) -> Iterator[tuple[str, Node | None, Node | None]]:
     """(name, new node, old node) for the entries of two directories that differ, in name order.
 
     Each side is a stack of pending (key, level, value), the front last: an entry (level -1, the

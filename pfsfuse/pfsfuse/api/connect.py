@@ -45,9 +45,7 @@ def connect(home: Home | None = None, start: bool = True) -> RemoteClient:
     while not _answers(client):
         code = proc.poll()
         if code:
-            raise Unavailable(
-                f"the pfs daemon exited with status {code}: {_last_line(home.log)}"
-            )
+            raise Unavailable(f"the pfs daemon exited with status {code}: {_last_line(home.log)}")
         if code == 0:
             # Another daemon held PFS_HOME (starting, or shutting down): try again.
             proc = _start(home)

@@ -17,8 +17,8 @@ import msgspec
 
 from pfsfuse import chunks
 from pfsfuse.api import wire
-from pfsfuse.api.transport import Transport
 from pfsfuse.api.client import Client
+from pfsfuse.api.transport import Transport
 from pfsfuse.api.types import (
     DiffResult,
     FileInfo,
@@ -194,9 +194,7 @@ class RemoteClient(Client):
                         stream.close()
                 yield wire.END
 
-    def get_file(
-        self, repo: str, ref: str, path: str, offset: int = 0, length: int | None = None
-    ) -> Iterator[bytes]:
+    def get_file(self, repo: str, ref: str, path: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
         # A glob's files are concatenated by the daemon, which walks the tree as it sends them.
         if self.chunk_store is not None and not glob.is_pattern(path):
             return self._read_direct(self.read_plan(repo, ref, path), offset, length)

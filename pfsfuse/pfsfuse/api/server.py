@@ -162,9 +162,7 @@ def _ops(body: _BlockingBody, call: door.Call, trusted: bool):
             call.check(door.reads(op.src_repo))
         if isinstance(op, Put):
             if op.local is not None and not trusted:
-                raise InvalidArgument(
-                    f"{op.local}: local paths are only accepted over the daemon's unix socket"
-                )
+                raise InvalidArgument(f"{op.local}: local paths are only accepted over the daemon's unix socket")
             if header.data:
                 op = msgspec.structs.replace(op, stream=io.BufferedReader(_FramedFile(body), _PIECE))
         yield op
@@ -226,8 +224,7 @@ def endpoints(
                 call.gate.repo_gone(call.args.name)
             return door.json(result)
 
-        return door.Endpoint(f"/rpc/{method}", handler, ACCESS[method], wire.schema(method),
-                             by_hash=method in _BY_HASH)
+        return door.Endpoint(f"/rpc/{method}", handler, ACCESS[method], wire.schema(method), by_hash=method in _BY_HASH)
 
     async def write(call: door.Call) -> Response:
         q = call.args
@@ -279,11 +276,13 @@ def endpoints(
     return [
         *(rpc(method) for method in sorted(wire.RPC)),
         door.Endpoint("/write", write, lambda q: door.writes(q.repo), wire.WriteQuery, query=True),
-        door.Endpoint("/chunk", chunk, lambda q: door.SIGNED_IN, wire.ChunkQuery, query=True,
-                      method="GET", by_hash=True),
+        door.Endpoint(
+            "/chunk", chunk, lambda q: door.SIGNED_IN, wire.ChunkQuery, query=True, method="GET", by_hash=True
+        ),
         door.Endpoint("/get", get, lambda q: door.reads(q.repo), wire.GetQuery, query=True, method="GET"),
-        door.Endpoint("/subscribe", subscribe, lambda q: door.reads(q.repo), wire.SubscribeQuery,
-                      query=True, method="GET"),
+        door.Endpoint(
+            "/subscribe", subscribe, lambda q: door.reads(q.repo), wire.SubscribeQuery, query=True, method="GET"
+        ),
         door.Endpoint("/extract", extract, lambda q: door.ADMIN, wire.ExtractQuery, query=True, method="GET"),
         door.Endpoint("/restore", restore, lambda q: door.ADMIN),
         door.Endpoint("/shutdown", stop, lambda q: door.ADMIN),

@@ -81,9 +81,7 @@ def split_address(address: str) -> tuple[str, str, int, bool]:
     rest = address.removeprefix("https://").removeprefix("http://").rstrip("/")
     host, _, port = rest.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise InvalidArgument(
-            f"{address!r}: expected host:port, https://host:port or unix:/path"
-        )
+        raise InvalidArgument(f"{address!r}: expected host:port, https://host:port or unix:/path")
     return "", host.strip("[]"), int(port), tls
 
 
@@ -132,9 +130,7 @@ class _Connection:
                 return event
             self.http.receive_data(self.sock.recv(n))  # b"" at the end: h11 tells if too soon
 
-    def request(
-        self, method: str, path: str, body: bytes | Iterable[bytes] | None, token: str | None
-    ) -> _Answer:
+    def request(self, method: str, path: str, body: bytes | Iterable[bytes] | None, token: str | None) -> _Answer:
         if self.finished():
             self.http.start_next_cycle()
         headers = [("Host", "pfs")]

@@ -58,9 +58,7 @@ def schema(method: str, api: type = Client) -> type[msgspec.Struct]:
             fields.append((name, types[name]))
         else:
             fields.append((name, types[name], p.default))
-    return msgspec.defstruct(
-        f"{method}_args", fields, kw_only=True, omit_defaults=True, forbid_unknown_fields=True
-    )
+    return msgspec.defstruct(f"{method}_args", fields, kw_only=True, omit_defaults=True, forbid_unknown_fields=True)
 
 
 def encode_args(method: str, args: dict[str, typing.Any], api: type = Client) -> bytes:

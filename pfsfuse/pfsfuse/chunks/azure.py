@@ -49,21 +49,15 @@ class AzureStore(CloudStore):
         options = dict(transport=transport, retry_total=0)  # @retrying retries
         env = os.environ
         if env.get("AZURE_STORAGE_CONNECTION_STRING"):
-            service = BlobServiceClient.from_connection_string(
-                env["AZURE_STORAGE_CONNECTION_STRING"], **options
-            )
-        elif env.get("AZURE_STORAGE_ACCOUNT") and (
-            env.get("AZURE_STORAGE_KEY") or env.get("AZURE_STORAGE_SAS_TOKEN")
-        ):
+            service = BlobServiceClient.from_connection_string(env["AZURE_STORAGE_CONNECTION_STRING"], **options)
+        elif env.get("AZURE_STORAGE_ACCOUNT") and (env.get("AZURE_STORAGE_KEY") or env.get("AZURE_STORAGE_SAS_TOKEN")):
             account = env["AZURE_STORAGE_ACCOUNT"]
             credential = (
                 {"account_name": account, "account_key": env["AZURE_STORAGE_KEY"]}
                 if env.get("AZURE_STORAGE_KEY")
                 else env["AZURE_STORAGE_SAS_TOKEN"]
             )
-            service = BlobServiceClient(
-                f"https://{account}.blob.core.windows.net", credential=credential, **options
-            )
+            service = BlobServiceClient(f"https://{account}.blob.core.windows.net", credential=credential, **options)
         else:
             raise StorageError(
                 f"{url}: no Azure credentials: set AZURE_STORAGE_CONNECTION_STRING, or "
@@ -121,8 +115,8 @@ class AzureStore(CloudStore):
 
     @retrying
     def _list_page(self, prefix: str, token: str | None) -> tuple[list[str], str | None]:
-        pages = self.container.list_blob_names(
-            name_starts_with=prefix, results_per_page=self.page_size
-        ).by_page(continuation_token=token)
+        pages = self.container.list_blob_names(name_starts_with=prefix, results_per_page=self.page_size).by_page(
+            continuation_token=token
+        )
         names = list(next(pages))
         return names, pages.continuation_token

@@ -92,9 +92,7 @@ class ChunkCache:
                 return
             self._queued += len(data)
             if self._writer is None:
-                self._writer = threading.Thread(
-                    target=self._write_behind, name="pfs-cache-writer", daemon=True
-                )
+                self._writer = threading.Thread(target=self._write_behind, name="pfs-cache-writer", daemon=True)
                 self._writer.start()
         self._queue.put((pack, offset, data))
 

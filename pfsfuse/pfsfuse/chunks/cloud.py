@@ -57,9 +57,7 @@ class CloudStore(ObjectStore):
         unknown = query.keys() - self.options
         if parts.scheme != self.scheme or not parts.netloc or parts.fragment or unknown:
             allowed = "".join(f", ?{o}=" for o in sorted(self.options))
-            raise ValueError(
-                f"unsupported storage URL {url!r}: expected {self.scheme}://bucket/prefix{allowed}"
-            )
+            raise ValueError(f"unsupported storage URL {url!r}: expected {self.scheme}://bucket/prefix{allowed}")
         self.bucket = parts.netloc
         prefix = unquote(parts.path).strip("/")
         if prefix:

@@ -41,9 +41,7 @@ class GCSStore(CloudStore):
         except google.auth.exceptions.GoogleAuthError as exc:
             raise StorageError(f"{url}: no Google Cloud credentials: {one_line(exc)}") from exc
         # requests keeps 10 connections per host by default: as many as calls may run at once.
-        adapter = requests.adapters.HTTPAdapter(
-            pool_connections=4, pool_maxsize=self.max_in_flight, max_retries=0
-        )
+        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=self.max_in_flight, max_retries=0)
         for scheme in ("https://", "http://"):
             self.client._http.mount(scheme, adapter)  # the client's requests session
         self._bucket = self.client.bucket(self.bucket)

@@ -34,8 +34,7 @@ def check_key(key: str) -> str:
         raise TypeError(f"object key must be str, not {type(key).__name__}")
     if "\0" in key or any(not name or name.startswith(".") for name in key.split("/")):
         raise ValueError(
-            f"invalid object key {key!r}: expected '/'-separated names, none empty or starting "
-            "with '.', without NUL"
+            f"invalid object key {key!r}: expected '/'-separated names, none empty or starting with '.', without NUL"
         )
     return key
 
@@ -197,7 +196,11 @@ def retrying(method):
                     raise
                 log.warning(
                     "%s: %s failed (%s), retry %d in %.2fs",
-                    self.url, name, one_line(exc), attempt, delay,
+                    self.url,
+                    name,
+                    one_line(exc),
+                    attempt,
+                    delay,
                 )
                 sleep(delay)
 

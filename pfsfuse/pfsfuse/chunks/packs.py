@@ -340,9 +340,7 @@ class ChunkReader:
         try:
             while todo or pending:
                 while (
-                    todo
-                    and len(pending) < self._ahead
-                    and (not pending or in_flight + todo[0][1] <= self._ahead_bytes)
+                    todo and len(pending) < self._ahead and (not pending or in_flight + todo[0][1] <= self._ahead_bytes)
                 ):
                     run, size = todo.popleft()
                     pending.append((self._pool.submit(self._read_run, run), size))
@@ -366,9 +364,7 @@ class ChunkReader:
         missing = [i for i, data in enumerate(datas) if data is None]
         if missing:
             first, last = run[missing[0]][2], run[missing[-1]][2]
-            stored = self.objects.view(
-                pack_key(first.pack), first.offset, last.offset + last.length - first.offset
-            )
+            stored = self.objects.view(pack_key(first.pack), first.offset, last.offset + last.length - first.offset)
             for i in missing:
                 h, size, loc = run[i]
                 start = loc.offset - first.offset

@@ -12,11 +12,22 @@ from .cloud import TEMP_STATUSES, CloudStore
 from .objects import ObjectNotFound, retrying
 
 # Error codes S3 sends with a 4xx status that still mean "try again later".
-_TEMP_CODES = frozenset({
-    "RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete", "SlowDown",
-    "Throttling", "ThrottlingException", "RequestThrottled", "RequestLimitExceeded",
-    "BandwidthLimitExceeded", "TooManyRequestsException", "InternalError", "ServiceUnavailable",
-})
+_TEMP_CODES = frozenset(
+    {
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "PriorRequestNotComplete",
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestThrottled",
+        "RequestLimitExceeded",
+        "BandwidthLimitExceeded",
+        "TooManyRequestsException",
+        "InternalError",
+        "ServiceUnavailable",
+    }
+)
 _NOT_FOUND = frozenset({"NoSuchKey", "404", "NotFound"})
 _EMPTY_RANGE = "InvalidRange"  # 416: the range starts at or after the end of the object
 
@@ -43,9 +54,7 @@ class S3Store(CloudStore):
         super().__init__(url)
         session = boto3.session.Session()
         endpoint = (
-            self.query.get("endpoint")
-            or os.environ.get("AWS_ENDPOINT_URL_S3")
-            or os.environ.get("AWS_ENDPOINT_URL")
+            self.query.get("endpoint") or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         )
         config = botocore.config.Config(
             connect_timeout=self.connect_timeout,

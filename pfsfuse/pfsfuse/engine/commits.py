@@ -71,9 +71,7 @@ class Commits(EngineCore):
             seen.update(c.id for c in self._finished_on(repo, branch, seen))
         return self._follow(repo, branch, seen, cancel)
 
-    def _follow(
-        self, repo: str, branch: str, seen: set[str], cancel: threading.Event
-    ) -> Iterator[Commit]:
+    def _follow(self, repo: str, branch: str, seen: set[str], cancel: threading.Event) -> Iterator[Commit]:
         while not cancel.is_set():
             with self.changed:
                 generation = self.generation
@@ -81,9 +79,7 @@ class Commits(EngineCore):
                 seen.add(c.id)
                 yield c
             with self.changed:
-                self.changed.wait_for(
-                    lambda: self.generation != generation or cancel.is_set(), timeout=1.0
-                )
+                self.changed.wait_for(lambda: self.generation != generation or cancel.is_set(), timeout=1.0)
 
     def _finished_on(self, repo: str, branch: str, seen: set[str]) -> Iterator[Commit]:
         """Finished commits from the branch head back to the first already seen one."""

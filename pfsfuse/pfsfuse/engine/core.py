@@ -76,9 +76,7 @@ class EngineCore:
     def exclusively(self) -> Iterator[None]:
         """Runs a garbage collection, extract or restore: one at a time."""
         if not self.exclusive.acquire(blocking=False):
-            raise FailedPrecondition(
-                "a garbage collection, extract or restore is already running; try again later"
-            )
+            raise FailedPrecondition("a garbage collection, extract or restore is already running; try again later")
         try:
             yield
         finally:

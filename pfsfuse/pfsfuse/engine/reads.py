@@ -20,9 +20,7 @@ _READ_BATCH = 1024  # chunks located at a time when reading many files
 
 def file_info(path: str, node: Node) -> FileInfo:
     if isinstance(node, DirNode):
-        return FileInfo(
-            path, "dir", node.size, node.root.hex() if node.root else "", children=node.count
-        )
+        return FileInfo(path, "dir", node.size, node.root.hex() if node.root else "", children=node.count)
     if isinstance(node, SymlinkNode):
         return FileInfo(path, "symlink", node.size, target=node.target)
     return FileInfo(path, "file", node.size, node.hash.hex(), executable=node.executable)
@@ -37,9 +35,7 @@ class Reads(EngineCore):
             raise NotFound(f"path {path} not found in {repo}@{ref}")
         return node
 
-    def _content(
-        self, repo: str, ref: str, path: str
-    ) -> tuple[FileInfo | None, Iterable[ChunkRef], int | None]:
+    def _content(self, repo: str, ref: str, path: str) -> tuple[FileInfo | None, Iterable[ChunkRef], int | None]:
         """What get-file of `path` reads: (the file or directory, its chunks, their size), or
         for a glob pattern (None, the chunks as they are found, None)."""
         c = self.index.resolve(repo, ref)
@@ -111,9 +107,7 @@ class Reads(EngineCore):
                 size = min(size, length)
         return size, self._read_many(chunks, offset, length)
 
-    def get_file(
-        self, repo: str, ref: str, path: str, offset: int = 0, length: int | None = None
-    ) -> Iterator[bytes]:
+    def get_file(self, repo: str, ref: str, path: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
         return self.read(repo, ref, path, offset, length)[1]
 
     def read_plan(self, repo: str, ref: str, path: str) -> ReadPlan:
@@ -171,11 +165,7 @@ class Reads(EngineCore):
                 else:
                     run.append([node, older.id])
             newer = older
-        return [
-            msgspec.structs.replace(file_info(p, n), commit=cid)
-            for p, _ in found
-            for n, cid in versions[p]
-        ]
+        return [msgspec.structs.replace(file_info(p, n), commit=cid) for p, _ in found for n, cid in versions[p]]
 
     def walk_file(self, repo: str, ref: str, path: str = "") -> list[FileInfo]:
         path = names.path(path)
@@ -207,9 +197,7 @@ class Reads(EngineCore):
         old_repo = old_repo or new_repo
         old_path = new_path if old_path is None else names.path(old_path)
         if old_ref is None:
-            old_commit = (
-                self.index.commit(new_repo, new_commit.parent) if new_commit.parent else None
-            )
+            old_commit = self.index.commit(new_repo, new_commit.parent) if new_commit.parent else None
         else:
             old_commit = self.index.resolve(old_repo, old_ref)
 
@@ -260,4 +248,3 @@ class Reads(EngineCore):
 
     def chunk_list(self, file_hash: bytes) -> list[ChunkRef]:
         return list(tree.file_chunks(self.db, FileNode(0, file_hash, None)))
-

@@ -89,8 +89,7 @@ class Writes(EngineCore):
                 target = self.index.resolve(repo, ref, v)
                 if target.finished is not None:
                     raise FailedPrecondition(
-                        f"commit {target.id} in repo {repo} is finished; "
-                        "write to a branch or an open commit"
+                        f"commit {target.id} in repo {repo} is finished; write to a branch or an open commit"
                     )
             w = _Write(self.index, v, target)
             yield w
@@ -135,10 +134,7 @@ class Writes(EngineCore):
         if op.split is not None:
             splitter = split.Splitter(stream, op.split, op.target_datums, op.target_bytes)
             records = [staging.put_buffer(r) for r in splitter]
-            frame = [
-                None if part is None else staging.put_buffer(part)
-                for part in (splitter.header, splitter.footer)
-            ]
+            frame = [None if part is None else staging.put_buffer(part) for part in (splitter.header, splitter.footer)]
             return _Staged(records=records, header=frame[0], footer=frame[1])
         if op.frame is not None:
             if op.frame not in ("header", "footer"):
@@ -298,9 +294,7 @@ class _Batch:
         """Set (or, with no data, remove) the header or footer of the directory at `path`."""
         old = self.node(path)
         if old is not None and not isinstance(old, DirNode):
-            raise FailedPrecondition(
-                f"{path} is a file: a {which} belongs on a directory, such as a split file's"
-            )
+            raise FailedPrecondition(f"{path} is a file: a {which} belongs on a directory, such as a split file's")
         if old is None:
             if not refs:
                 raise NotFound(f"no directory {path} in {self.w.commit.repo}@{self.w.commit.id}")
@@ -356,4 +350,3 @@ class _Write:
 
     def set_tree(self, new: DirNode) -> None:
         self.commit = self._index.set_tree(self.view, self.commit, new)
-

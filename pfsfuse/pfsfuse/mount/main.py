@@ -248,8 +248,10 @@ def unmount(mountpoint: str, timeout: float = 120.0, busy_wait: float = 3.0) -> 
     while pid is not None and alive(pid):
         if time.monotonic() > deadline:
             if busy:
-                done.note = (f"{mountpoint} is detached, but files are still open in it: its commits are "
-                             "finished once they are closed")
+                done.note = (
+                    f"{mountpoint} is detached, but files are still open in it: its commits are "
+                    "finished once they are closed"
+                )
                 break
             raise Unavailable(f"the mount process {pid} did not exit within {timeout:.0f} s")
         time.sleep(0.05)

@@ -13,8 +13,13 @@ import click
 @click.command()
 @click.argument("listen", metavar="HOST:PORT")
 @click.option("--address", metavar="ADDR", help="The daemon (unix:/path or host:port); default as the pfs command.")
-@click.option("--credentials", "pairs", metavar="KEY:SECRET", multiple=True,
-              help="Require SigV4 signatures with these key pairs (default: accept any credentials).")
+@click.option(
+    "--credentials",
+    "pairs",
+    metavar="KEY:SECRET",
+    multiple=True,
+    help="Require SigV4 signatures with these key pairs (default: accept any credentials).",
+)
 def main(listen: str, address: str | None, pairs: tuple[str, ...]) -> None:
     """Serve the daemon's repos over S3: bucket BRANCH.REPO, or COMMIT.REPO read-only."""
     import hypercorn.trio

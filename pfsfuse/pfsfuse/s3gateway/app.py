@@ -55,7 +55,11 @@ def _el(tag: str, value) -> str:
 def _iso(ts: float) -> str:
     # Milliseconds, as S3 gives: `aws s3 sync` re-sends a file modified in the same second as
     # the commit if they were cut off.
-    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return (
+        datetime.datetime.fromtimestamp(ts, datetime.UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
 
 
 def _commit_time(c: Commit | None) -> float:
@@ -213,8 +217,12 @@ class Gateway:
         items = [it for it in items if it[0] > after] if after else items
         page, truncated = items[:max_keys], len(items) > max_keys
         enc = (lambda s: quote(s, safe="/")) if url else (lambda s: s)
-        parts = [_el("Name", name), _el("Prefix", enc(prefix)), _el("MaxKeys", max_keys),
-                 _el("IsTruncated", "true" if truncated else "false")]
+        parts = [
+            _el("Name", name),
+            _el("Prefix", enc(prefix)),
+            _el("MaxKeys", max_keys),
+            _el("IsTruncated", "true" if truncated else "false"),
+        ]
         if delimiter:
             parts.append(_el("Delimiter", enc(delimiter)))
         if url:
@@ -318,8 +326,11 @@ class Gateway:
         info = self.object_info(src, src_key)
         result = self.client.write((repo, ref), [Copy(path, src.repo, src.commit_id, info.path)])
         inner = _el("ETag", self.etag(info)) + _el("LastModified", _iso(_commit_time(src.commit)))
-        return _xml("CopyObjectResult", inner, headers={"x-pfs-commit": result.commit,
-                                                        "x-amz-copy-source-version-id": src.commit_id})
+        return _xml(
+            "CopyObjectResult",
+            inner,
+            headers={"x-pfs-commit": result.commit, "x-amz-copy-source-version-id": src.commit_id},
+        )
 
     def delete(self, name: str, key: str) -> Response:
         repo, ref = self.writable(name, check_repo=True)
@@ -360,8 +371,9 @@ class Gateway:
         up = self.uploads.get(upload_id, name, key)
         root = _parse_xml(xml)
         try:
-            wanted = [(int(_find(p, "PartNumber") or ""), _find(p, "ETag") or "")
-                      for p in root if _local(p.tag) == "Part"]
+            wanted = [
+                (int(_find(p, "PartNumber") or ""), _find(p, "ETag") or "") for p in root if _local(p.tag) == "Part"
+            ]
         except ValueError:
             raise S3Error(400, "MalformedXML", "a part number is not an integer") from None
         stream, etag = self.uploads.assemble(up, wanted)
@@ -436,10 +448,32 @@ def _range(header: str, size: int) -> tuple[int, int] | None:
 
 
 # Sub-resources this gateway does not serve: a clear NotImplemented rather than a wrong answer.
-_UNSUPPORTED = {"acl", "policy", "cors", "tagging", "lifecycle", "website", "replication",
-                "encryption", "object-lock", "retention", "legal-hold", "notification", "logging",
-                "torrent", "restore", "select", "attributes", "versions", "accelerate",
-                "analytics", "inventory", "metrics", "ownershipControls", "publicAccessBlock"}
+_UNSUPPORTED = {
+    "acl",
+    "policy",
+    "cors",
+    "tagging",
+    "lifecycle",
+    "website",
+    "replication",
+    "encryption",
+    "object-lock",
+    "retention",
+    "legal-hold",
+    "notification",
+    "logging",
+    "torrent",
+    "restore",
+    "select",
+    "attributes",
+    "versions",
+    "accelerate",
+    "analytics",
+    "inventory",
+    "metrics",
+    "ownershipControls",
+    "publicAccessBlock",
+}
 
 
 def make_app(client: Client, auth: sigv4.Authenticator | None = None) -> Starlette:
@@ -559,11 +593,14 @@ def make_app(client: Client, auth: sigv4.Authenticator | None = None) -> Starlet
             gw.close()  # parts of unfinished uploads go with the gateway
 
     methods = ["GET", "HEAD", "PUT", "POST", "DELETE"]
-    app = Starlette(routes=[
-        Route("/", handle, methods=methods),
-        Route("/{bucket}", handle, methods=methods),
-        Route("/{bucket}/", handle, methods=methods),
-        Route("/{bucket}/{key:path}", handle, methods=methods),
-    ], lifespan=lifespan)
+    app = Starlette(
+        routes=[
+            Route("/", handle, methods=methods),
+            Route("/{bucket}", handle, methods=methods),
+            Route("/{bucket}/", handle, methods=methods),
+            Route("/{bucket}/{key:path}", handle, methods=methods),
+        ],
+        lifespan=lifespan,
+    )
     app.state.gateway = gw
     return app

@@ -60,7 +60,7 @@ class _Chunked:
                     return
                 take = self.buf[: self.left]
                 self.out(take)
-                self.buf, self.left = self.buf[len(take):], self.left - len(take)
+                self.buf, self.left = self.buf[len(take) :], self.left - len(take)
                 if self.left == 0:
                     self.state = "crlf"
                 continue
@@ -98,12 +98,15 @@ async def receive(request: Request, signed_sha256: str | None) -> Body:
     file = tempfile.SpooledTemporaryFile(_SPOOL)
     md5 = hashlib.md5()
     sha = hashlib.sha256() if signed_sha256 else None
-    wanted: dict[str, str] = {k[len("x-amz-checksum-"):]: v for k, v in h.items()
-                              if k.startswith("x-amz-checksum-") and k != "x-amz-checksum-type"}
+    wanted: dict[str, str] = {
+        k[len("x-amz-checksum-") :]: v
+        for k, v in h.items()
+        if k.startswith("x-amz-checksum-") and k != "x-amz-checksum-type"
+    }
     algo = (h.get("x-amz-sdk-checksum-algorithm") or "").lower()
     trailer = (h.get("x-amz-trailer") or "").lower()
     if trailer.startswith("x-amz-checksum-"):
-        algo = trailer[len("x-amz-checksum-"):]
+        algo = trailer[len("x-amz-checksum-") :]
     sums = {a: _CHECKSUMS[a]() for a in {*wanted, algo} if a in _CHECKSUMS}
     size = 0
 
@@ -117,7 +120,9 @@ async def receive(request: Request, signed_sha256: str | None) -> Body:
 
     raw_hash = sha
     chunked = None
-    if "aws-chunked" in (h.get("content-encoding") or "") or (h.get("x-amz-content-sha256") or "").startswith("STREAMING-"):
+    if "aws-chunked" in (h.get("content-encoding") or "") or (h.get("x-amz-content-sha256") or "").startswith(
+        "STREAMING-"
+    ):
         chunked = _Chunked(out)
     try:
         async for piece in request.stream():
@@ -129,8 +134,9 @@ async def receive(request: Request, signed_sha256: str | None) -> Body:
                 out(piece)
         if chunked is not None:
             chunked.finish()
-            wanted.update({k[len("x-amz-checksum-"):]: v for k, v in chunked.trailers.items()
-                           if k.startswith("x-amz-checksum-")})
+            wanted.update(
+                {k[len("x-amz-checksum-") :]: v for k, v in chunked.trailers.items() if k.startswith("x-amz-checksum-")}
+            )
             declared = h.get("x-amz-decoded-content-length")
             if declared is not None and declared.isdigit() and int(declared) != size:
                 raise S3Error(400, "IncompleteBody", f"expected {declared} bytes, got {size}")

@@ -78,23 +78,25 @@ def check(auth: Authenticator, method: str, raw_path: str, query: str, headers, 
     if secret is None:
         raise S3Error(403, "InvalidAccessKeyId", f"unknown access key {key!r}")
     try:
-        when = datetime.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.timezone.utc)
+        when = datetime.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.UTC)
     except ValueError:
         raise S3Error(403, "AccessDenied", "missing or malformed X-Amz-Date") from None
-    now = now or datetime.datetime.now(datetime.timezone.utc)
+    now = now or datetime.datetime.now(datetime.UTC)
     if expires is not None:
         if now > when + expires:
             raise S3Error(403, "AccessDenied", "the presigned URL has expired")
     elif abs(now - when) > _SKEW:
         raise S3Error(403, "RequestTimeTooSkewed", "the request time is too far from the server's")
-    canonical = "\n".join([
-        method,
-        raw_path,
-        _canonical_query(query),
-        "".join(f"{h}:{' '.join(headers.get(h, '').split())}\n" for h in signed.split(";")),
-        signed,
-        payload,
-    ])
+    canonical = "\n".join(
+        [
+            method,
+            raw_path,
+            _canonical_query(query),
+            "".join(f"{h}:{' '.join(headers.get(h, '').split())}\n" for h in signed.split(";")),
+            signed,
+            payload,
+        ]
+    )
     to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
     date, region, service, _ = (scope.split("/") + ["", "", "", ""])[:4]
     k = hmac.new(f"AWS4{secret}".encode(), date.encode(), hashlib.sha256).digest()
@@ -108,6 +110,4 @@ def check(auth: Authenticator, method: str, raw_path: str, query: str, headers, 
 
 def _canonical_query(query: str) -> str:
     pairs = parse_qsl(query, keep_blank_values=True)
-    return "&".join(
-        f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in sorted(pairs)
-    )
+    return "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in sorted(pairs))

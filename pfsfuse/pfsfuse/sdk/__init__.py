@@ -27,7 +27,24 @@ from pfsfuse.metadata.records import Branch, BranchRef, Commit, CommitRef
 from pfsfuse.sdk.client import Client, CommitContext
 
 __all__ = [
-    "AlreadyExists", "Branch", "BranchRef", "Client", "Commit", "CommitContext", "CommitRef", "Copy",
-    "DataLoss", "Delete", "DiffResult", "FailedPrecondition", "FileInfo", "InvalidArgument",
-    "NotFound", "PfsError", "Put", "RepoInfo", "Unavailable", "WriteResult",
+    "AlreadyExists",
+    "Branch",
+    "BranchRef",
+    "Client",
+    "Commit",
+    "CommitContext",
+    "CommitRef",
+    "Copy",
+    "DataLoss",
+    "Delete",
+    "DiffResult",
+    "FailedPrecondition",
+    "FileInfo",
+    "InvalidArgument",
+    "NotFound",
+    "PfsError",
+    "Put",
+    "RepoInfo",
+    "Unavailable",
+    "WriteResult",
 ]

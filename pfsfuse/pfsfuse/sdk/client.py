@@ -46,7 +46,9 @@ def _stream(value: Body) -> IO[bytes]:
         return value  # type: ignore[return-value]
     if isinstance(value, Iterable) and not isinstance(value, str):
         return io.BufferedReader(PiecesIO(iter(value)))
-    raise InvalidArgument(f"file contents must be bytes, a binary file or an iterable of bytes, not {type(value).__name__}")
+    raise InvalidArgument(
+        f"file contents must be bytes, a binary file or an iterable of bytes, not {type(value).__name__}"
+    )
 
 
 class Client:
@@ -57,8 +59,9 @@ class Client:
     names one explicitly. Use it as a context manager, or call `close()`.
     """
 
-    def __init__(self, address: str | None = None, *, home: str | os.PathLike | None = None,
-                 start_daemon: bool = False):
+    def __init__(
+        self, address: str | None = None, *, home: str | os.PathLike | None = None, start_daemon: bool = False
+    ):
         from pfsfuse.api.remote import RemoteClient
 
         if address is None:
@@ -119,8 +122,14 @@ class Client:
 
     # -- commits ------------------------------------------------------------------------------
 
-    def start_commit(self, repo_name: str, branch: str | None = None, parent: str | HasCommit | None = None,
-                     description: str = "", provenance: Iterable[CommitArg] = ()) -> Commit:
+    def start_commit(
+        self,
+        repo_name: str,
+        branch: str | None = None,
+        parent: str | HasCommit | None = None,
+        description: str = "",
+        provenance: Iterable[CommitArg] = (),
+    ) -> Commit:
         """Open a commit on `branch` (or, without one, a commit with `parent`, a ref in the same
         repo or a commit record, as its parent)."""
         parent_id = refs.commit(parent)[1] if parent is not None and not isinstance(parent, str) else parent
@@ -133,8 +142,9 @@ class Client:
     def inspect_commit(self, commit: CommitArg) -> Commit:
         return self._api.inspect_commit(*refs.commit(commit))
 
-    def list_commit(self, repo_name: str, to_commit: str | None = None, from_commit: str | None = None,
-                    number: int | None = None) -> Iterator[Commit]:
+    def list_commit(
+        self, repo_name: str, to_commit: str | None = None, from_commit: str | None = None, number: int | None = None
+    ) -> Iterator[Commit]:
         """Commits of `repo_name` newest first: the ancestry of `to_commit` (a branch or commit),
         back to but not including `from_commit`, at most `number`."""
         return iter(self._api.list_commit(repo_name, to_commit, number, from_commit))
@@ -143,15 +153,17 @@ class Client:
         """Delete a commit and the commits downstream of it; returns every commit deleted."""
         return self._api.delete_commit(*refs.commit(commit))
 
-    def subscribe_commit(self, repo_name: str, branch: str, from_commit_id: str | None = None,
-                         new_only: bool = False) -> Iterator[Commit]:
+    def subscribe_commit(
+        self, repo_name: str, branch: str, from_commit_id: str | None = None, new_only: bool = False
+    ) -> Iterator[Commit]:
         """Finished commits on `branch`, oldest first, then each new one as it is finished
         (blocks; close the iterator to stop)."""
         return self._api.subscribe_commit(repo_name, branch, from_commit_id, new_only)
 
     @contextlib.contextmanager
-    def commit(self, repo_name: str, branch: str | None = None, parent: str | HasCommit | None = None,
-               description: str = "") -> Iterator[CommitContext]:
+    def commit(
+        self, repo_name: str, branch: str | None = None, parent: str | HasCommit | None = None, description: str = ""
+    ) -> Iterator[CommitContext]:
         """`with client.commit("images", "master") as c:` opens a commit, finishes it when the
         block succeeds and deletes it (nothing lands) when the block raises."""
         opened = self.start_commit(repo_name, branch, parent, description)
@@ -165,8 +177,13 @@ class Client:
 
     # -- branches -----------------------------------------------------------------------------
 
-    def create_branch(self, repo_name: str, branch_name: str, commit: str | None = None,
-                      provenance: Iterable[str | tuple[str, str] | BranchRef] = ()) -> Branch:
+    def create_branch(
+        self,
+        repo_name: str,
+        branch_name: str,
+        commit: str | None = None,
+        provenance: Iterable[str | tuple[str, str] | BranchRef] = (),
+    ) -> Branch:
         """Point `branch_name` at `commit` (a commit id or branch); `provenance` names branches
         as `"repo@branch"` or `(repo, branch)`."""
         prov = [p if isinstance(p, BranchRef) else BranchRef(*refs.commit(p)) for p in provenance] or None
@@ -199,17 +216,20 @@ class Client:
     def delete_file(self, commit: CommitArg, path: str) -> WriteResult:
         return self.write(commit, [Delete(refs.file(commit, path)[2])])
 
-    def copy_file(self, source_commit: CommitArg, source_path: str, dest_commit: CommitArg,
-                  dest_path: str, overwrite: bool = True) -> WriteResult:
+    def copy_file(
+        self, source_commit: CommitArg, source_path: str, dest_commit: CommitArg, dest_path: str, overwrite: bool = True
+    ) -> WriteResult:
         """Copy a file or directory by reference: no data is copied."""
         src_repo, src_ref, src_path = refs.file(source_commit, source_path)
-        return self.write(dest_commit, [Copy(refs.file(dest_commit, dest_path)[2], src_repo, src_ref,
-                                             src_path, overwrite=overwrite)])
+        return self.write(
+            dest_commit, [Copy(refs.file(dest_commit, dest_path)[2], src_repo, src_ref, src_path, overwrite=overwrite)]
+        )
 
     # -- reading files ------------------------------------------------------------------------
 
-    def get_file(self, commit: CommitArg | FileArg, path: str | None = None, offset: int = 0,
-                 length: int | None = None) -> io.BufferedReader:
+    def get_file(
+        self, commit: CommitArg | FileArg, path: str | None = None, offset: int = 0, length: int | None = None
+    ) -> io.BufferedReader:
         """A file's bytes (from `offset`, at most `length`) as a binary stream; a glob pattern
         gives its files one after the other. Close it (or use `with`) when done early."""
         if offset < 0 or (length is not None and length < 0):
@@ -241,15 +261,28 @@ class Client:
     def glob_file(self, commit: CommitArg | FileArg, pattern: str | None = None) -> Iterator[FileInfo]:
         return iter(self._api.glob_file(*refs.file(commit, pattern)))
 
-    def diff_file(self, new_commit: CommitArg, new_path: str = "", old_commit: CommitArg | None = None,
-                  old_path: str | None = None, shallow: bool = False) -> DiffResult:
+    def diff_file(
+        self,
+        new_commit: CommitArg,
+        new_path: str = "",
+        old_commit: CommitArg | None = None,
+        old_path: str | None = None,
+        shallow: bool = False,
+    ) -> DiffResult:
         """What changed between two versions of a path: by default, `new_commit`'s parent."""
         new_repo, new_ref, new_p = refs.file(new_commit, new_path)
         old_repo = old_ref = None
         if old_commit is not None:
             old_repo, old_ref = refs.commit(old_commit)
-        return self._api.diff_file(new_repo, new_ref, new_p, old_repo, old_ref,
-                                   None if old_path is None else refs.file(new_commit, old_path)[2], shallow)
+        return self._api.diff_file(
+            new_repo,
+            new_ref,
+            new_p,
+            old_repo,
+            old_ref,
+            None if old_path is None else refs.file(new_commit, old_path)[2],
+            shallow,
+        )
 
     # -- pipelines ----------------------------------------------------------------------------
 
@@ -262,8 +295,9 @@ class Client:
             self._pipelines = RemotePipelines(self.address)
         return self._pipelines
 
-    def create_pipeline(self, spec: Mapping[str, Any] | str | bytes | Any, update: bool = False,
-                        reprocess: bool = False):
+    def create_pipeline(
+        self, spec: Mapping[str, Any] | str | bytes | Any, update: bool = False, reprocess: bool = False
+    ):
         """Create (or with `update`, replace) a pipeline from its spec: a dict in Pachyderm's
         JSON layout, JSON or YAML text, or a `PipelineSpec`."""
         from pfsfuse.scheduler import spec as specs
@@ -278,7 +312,9 @@ class Client:
         elif isinstance(spec, specs.PipelineSpec):
             parsed = specs.validate(spec)
         else:
-            raise InvalidArgument(f"a pipeline spec is a dict, JSON/YAML text or a PipelineSpec, not {type(spec).__name__}")
+            raise InvalidArgument(
+                f"a pipeline spec is a dict, JSON/YAML text or a PipelineSpec, not {type(spec).__name__}"
+            )
         return self.pipelines.create_pipeline(parsed, update, reprocess)
 
     def inspect_pipeline(self, pipeline_name: str):
@@ -328,8 +364,9 @@ class Client:
     def restart_datum(self, job_id: str, datum_id: str):
         return self.pipelines.restart_datum(job_id, datum_id)
 
-    def get_logs(self, pipeline_name: str | None = None, job_id: str | None = None,
-                 datum_id: str | None = None) -> Iterator:
+    def get_logs(
+        self, pipeline_name: str | None = None, job_id: str | None = None, datum_id: str | None = None
+    ) -> Iterator:
         """Log lines of a pipeline, job or datum (`LogLine`: pipeline, job, datum, ts, message)."""
         return iter(self.pipelines.get_logs(pipeline_name, job_id, datum_id))
 

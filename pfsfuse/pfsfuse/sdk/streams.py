@@ -40,4 +40,3 @@ class PiecesIO(io.RawIOBase):
 def reader(pieces: Iterator[bytes]) -> io.BufferedReader:
     """A buffered binary stream (read, readline, iteration, `with`) over `pieces`."""
     return io.BufferedReader(PiecesIO(iter(pieces)), _BUFFER)
-

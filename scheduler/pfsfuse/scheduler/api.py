@@ -70,7 +70,9 @@ class Pipelines(ABC):
     def restart_datum(self, job_id: str, datum: str) -> DatumInfo: ...
 
     @abstractmethod
-    def get_logs(self, pipeline: str | None = None, job: str | None = None, datum: str | None = None) -> list[LogLine]: ...
+    def get_logs(
+        self, pipeline: str | None = None, job: str | None = None, datum: str | None = None
+    ) -> list[LogLine]: ...
 
     # -- for workers
     @abstractmethod
@@ -153,7 +155,9 @@ class RemotePipelines(Pipelines):
         return self._rpc("datum_done", pipeline=pipeline, worker=worker, results=results)
 
     def datum_log(self, pipeline, worker, job, key, try_, line, text):
-        return self._rpc("datum_log", pipeline=pipeline, worker=worker, job=job, key=key, try_=try_, line=line, text=text)
+        return self._rpc(
+            "datum_log", pipeline=pipeline, worker=worker, job=job, key=key, try_=try_, line=line, text=text
+        )
 
 
 def _input_repos(i: Input | None) -> list[str]:
@@ -222,14 +226,13 @@ def endpoints(scheduler) -> list:
             if method == "create_pipeline":
                 spec = result.spec
                 inputs = [r for r, _, _ in atoms(spec.input, spec.name)]
-                c.gate.pipeline_made(c.caller, spec.name, [result.output_repo, result.meta_repo], inputs,
-                                     new=not c.args.update)
+                c.gate.pipeline_made(
+                    c.caller, spec.name, [result.output_repo, result.meta_repo], inputs, new=not c.args.update
+                )
             elif method == "delete_pipeline":
                 c.gate.pipeline_gone(c.args.name)
             return door.json(result)
 
         return call
 
-    return [
-        door.Endpoint(f"/pps/{m}", handler(m), access[m], wire.schema(m, Pipelines)) for m in sorted(METHODS)
-    ]
+    return [door.Endpoint(f"/pps/{m}", handler(m), access[m], wire.schema(m, Pipelines)) for m in sorted(METHODS)]

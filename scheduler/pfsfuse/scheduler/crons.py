@@ -8,7 +8,7 @@ import logging
 import math
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import trio
 
@@ -34,9 +34,11 @@ async def run(client: Client, p: PipelineInfo, c: specs.CronInput, scope: trio.C
     with scope:
         for tick in ticks(c.spec, start):
             await trio.sleep(max(0.0, tick - time.time()))
-            stamp = datetime.fromtimestamp(tick, timezone.utc).isoformat().replace("+00:00", "Z")
+            stamp = datetime.fromtimestamp(tick, UTC).isoformat().replace("+00:00", "Z")
             path = stamp if p.spec.incremental else "time"
-            write = functools.partial(client.write_files, repo, "master", [Put(path, stream=io.BytesIO(stamp.encode()))])
+            write = functools.partial(
+                client.write_files, repo, "master", [Put(path, stream=io.BytesIO(stamp.encode()))]
+            )
             try:
                 await trio.to_thread.run_sync(write)
             except PfsError as e:
@@ -55,6 +57,6 @@ def ticks(schedule: str, start: float) -> Iterator[float]:
             n = max(n + 1, math.floor((time.time() - start) / value) + 1)
     from croniter import croniter
 
-    it = croniter(value, datetime.fromtimestamp(max(start, time.time()), timezone.utc))
+    it = croniter(value, datetime.fromtimestamp(max(start, time.time()), UTC))
     while True:
         yield it.get_next(float)

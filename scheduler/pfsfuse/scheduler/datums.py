@@ -18,7 +18,6 @@ from pfsfuse.metadata.records import Commit, DirNode, FileNode, Node, SymlinkNod
 from pfsfuse.scheduler.records import DatumInput
 from pfsfuse.scheduler.spec import Input, PipelineSpec, atom, cron_repo, input_name
 
-
 FEW_DIRS = 64
 
 
@@ -59,7 +58,15 @@ def _datums(client: Client, i: Input, pipeline: str, heads) -> list[list[DatumIn
     if a is not None:
         return _glob(client, a.repo, heads.get((a.repo, a.branch)), a.glob, input_name(a), a.lazy, a.empty_files)
     if i.cron is not None:
-        return _glob(client, cron_repo(i.cron, pipeline), heads.get((cron_repo(i.cron, pipeline), "master")), "/", i.cron.name, False, False)
+        return _glob(
+            client,
+            cron_repo(i.cron, pipeline),
+            heads.get((cron_repo(i.cron, pipeline), "master")),
+            "/",
+            i.cron.name,
+            False,
+            False,
+        )
     if i.union is not None:
         return [d for sub in i.union for d in _datums(client, sub, pipeline, heads)]
     parts = [_datums(client, sub, pipeline, heads) for sub in i.cross]
@@ -71,7 +78,9 @@ def _glob(client: Client, repo: str, commit: Commit | None, pattern: str, name: 
         return []
     matches = client.glob_nodes(repo, commit.id, pattern)
     framed = _framed_dirs(client, repo, commit.id, {_dir(p) for p, n in matches if isinstance(n, FileNode)})
-    return [[DatumInput(name, repo, commit.id, path, node, lazy, empty, _dir(path) in framed)] for path, node in matches]
+    return [
+        [DatumInput(name, repo, commit.id, path, node, lazy, empty, _dir(path) in framed)] for path, node in matches
+    ]
 
 
 def _framed_dirs(client: Client, repo: str, commit: str, dirs: set[str]) -> set[str]:

@@ -60,7 +60,12 @@ def stats(client: Client, jobs: JobStore, p: PipelineInfo, job: JobInfo) -> None
     """enable_stats: per-datum timing, sizes and logs in the output repo's `stats` branch."""
     ops = [Put(f"{job.id}/job.json", stream=io.BytesIO(msgspec.json.encode(job)))]
     for d in jobs.datums(job.id):
-        ops.append(Put(f"{job.id}/{d.key}/stats.json", stream=io.BytesIO(msgspec.json.encode(msgspec.structs.replace(d, log="")))))
+        ops.append(
+            Put(
+                f"{job.id}/{d.key}/stats.json",
+                stream=io.BytesIO(msgspec.json.encode(msgspec.structs.replace(d, log=""))),
+            )
+        )
         ops.append(Put(f"{job.id}/{d.key}/logs", stream=io.BytesIO(d.log.encode())))
     client.write_files(p.output_repo, "stats", ops)
 

@@ -25,10 +25,8 @@ from pfsfuse.api.client import Client
 from pfsfuse.api.types import Copy, Delete
 from pfsfuse.metadata.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PfsError
 from pfsfuse.metadata.records import BranchRef, Commit, CommitRef
-from pfsfuse.scheduler import crons
+from pfsfuse.scheduler import crons, incremental, outputs
 from pfsfuse.scheduler import datums as datum_math
-from pfsfuse.scheduler import outputs
-from pfsfuse.scheduler import incremental
 from pfsfuse.scheduler import spec as specs
 from pfsfuse.scheduler.executor import Executor
 from pfsfuse.scheduler.jobs import JobStore
@@ -133,9 +131,7 @@ class Scheduler:
     async def _watch_store(self) -> None:
         generation = -1
         while True:
-            generation = await trio.to_thread.run_sync(
-                self._wait_change, generation, 1.0, abandon_on_cancel=True
-            )
+            generation = await trio.to_thread.run_sync(self._wait_change, generation, 1.0, abandon_on_cancel=True)
             self.wake()
 
     async def _resume(self) -> None:
@@ -148,12 +144,19 @@ class Scheduler:
                 if p.state not in ACTIVE or p.version != j.pipeline_version:
                     await self._end(p, j, "killed", "the daemon stopped during the job")
                     continue
-                if j.output_commit and await self._io(self._head, p.output_repo, p.spec.output_branch) == j.output_commit:
+                if (
+                    j.output_commit
+                    and await self._io(self._head, p.output_repo, p.spec.output_branch) == j.output_commit
+                ):
                     await self._end(p, j, "success")  # the daemon stopped just after publishing it
                     continue
                 try:
-                    heads = {(c.repo, b): await self._io(self.client.inspect_commit, c.repo, c.id)
-                             for c in j.inputs for r, b, _ in specs.atoms(p.spec.input, p.name) if r == c.repo}
+                    heads = {
+                        (c.repo, b): await self._io(self.client.inspect_commit, c.repo, c.id)
+                        for c in j.inputs
+                        for r, b, _ in specs.atoms(p.spec.input, p.name)
+                        if r == c.repo
+                    }
                 except NotFound:
                     await self._end(p, j, "killed", "an input commit was deleted")
                     continue
@@ -229,7 +232,9 @@ class Scheduler:
             if scope.cancelled_caught:
                 job = await self._end(p, self.jobs.job(job.id), "killed", "the job was stopped")
         except trio.TooSlowError:
-            job = await self._end(p, self.jobs.job(job.id), "failure", f"the job ran longer than its job_timeout {p.spec.job_timeout}")
+            job = await self._end(
+                p, self.jobs.job(job.id), "failure", f"the job ran longer than its job_timeout {p.spec.job_timeout}"
+            )
         except PfsError as e:
             job = await self._end(p, self.jobs.job(job.id), "failure", str(e))
         except Exception as e:
@@ -272,7 +277,12 @@ class Scheduler:
                 infos.append(DatumInfo(job.id, key, "success", inputs))
                 continue
             task = DatumTask(
-                job.id, key, inputs, job.meta_commit, job.output_commit, incremental=spec.incremental,
+                job.id,
+                key,
+                inputs,
+                job.meta_commit,
+                job.output_commit,
+                incremental=spec.incremental,
                 fingerprint=datum_math.fingerprint(inputs) if spec.incremental else "",
             )
             if key in prev_keys:  # an incremental datum run before
@@ -307,7 +317,9 @@ class Scheduler:
             job = msgspec.structs.replace(job, state="egress")
             self.jobs.put_job(job)
             await self._io(outputs.egress, self.client, p, job)
-        return await self._end(p, job, "success", "" if all_datums else "the input's glob matched nothing: the output is empty")
+        return await self._end(
+            p, job, "success", "" if all_datums else "the input's glob matched nothing: the output is empty"
+        )
 
     def _head(self, repo: str, branch: str) -> str | None:
         try:
@@ -369,14 +381,25 @@ class Scheduler:
         which drops the job's datums not started yet. Returns the job with its counts updated and
         the datum's record."""
         info = DatumInfo(
-            job.id, result.key, "success" if result.ok else "failed", task.inputs, task.try_,
-            result.started, result.finished, result.reason, result.downloaded, result.uploaded,
-            result.log, result.log_line,
+            job.id,
+            result.key,
+            "success" if result.ok else "failed",
+            task.inputs,
+            task.try_,
+            result.started,
+            result.finished,
+            result.reason,
+            result.downloaded,
+            result.uploaded,
+            result.log,
+            result.log_line,
         )
         if result.ok:
             del left[result.key]
             job = msgspec.structs.replace(
-                job, processed=job.processed + 1, downloaded=job.downloaded + result.downloaded,
+                job,
+                processed=job.processed + 1,
+                downloaded=job.downloaded + result.downloaded,
                 uploaded=job.uploaded + result.uploaded,
             )
         elif task.try_ < p.spec.datum_tries:
@@ -412,7 +435,9 @@ class Scheduler:
                 if job.output_commit:
                     if state == "success":
                         await self._io(self._finish_quietly, p.output_repo, job.output_commit)
-                        await self._io(self.client.create_branch, p.output_repo, p.spec.output_branch, job.output_commit)
+                        await self._io(
+                            self.client.create_branch, p.output_repo, p.spec.output_branch, job.output_commit
+                        )
                     else:
                         await self._io(self._delete_quietly, p.output_repo, job.output_commit)
             except PfsError as e:
@@ -462,7 +487,9 @@ class Scheduler:
         await self._io(self._prepare_repos, spec, old is None and not restore)
         if old is not None:
             await self._stop_job(spec.name)
-            info = msgspec.structs.replace(old, spec=spec, version=old.version + 1, state="running", reason="", last_inputs=[])
+            info = msgspec.structs.replace(
+                old, spec=spec, version=old.version + 1, state="running", reason="", last_inputs=[]
+            )
         else:
             # A restored pipeline's output head came from the inputs it has: no job for them.
             last = await self._io(self._output_inputs, spec) if restore else []
@@ -642,7 +669,9 @@ class Scheduler:
             with trio.move_on_after(0.5):
                 await self._jobs_changed.wait()
 
-    async def get_logs(self, pipeline: str | None = None, job: str | None = None, datum: str | None = None) -> list[LogLine]:
+    async def get_logs(
+        self, pipeline: str | None = None, job: str | None = None, datum: str | None = None
+    ) -> list[LogLine]:
         """The logs of finished datums, and what running ones printed so far."""
         jobs = [self.jobs.job(job)] if job else list(self.jobs.jobs(pipeline))
         lines = []
@@ -754,4 +783,3 @@ def _parents(path: str) -> Iterator[str]:
     while "/" in path:
         path = path.rpartition("/")[0]
         yield path
-

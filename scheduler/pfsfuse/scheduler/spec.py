@@ -212,7 +212,9 @@ def _yaml_all(raw: str, source: str) -> list[PipelineSpec]:
         raise InvalidArgument(f"{source} is neither JSON nor YAML: {str(e).splitlines()[0]}") from None
     if not docs:
         raise InvalidArgument(f"{source} holds no pipeline spec")
-    return [_named(_convert, doc, source if len(docs) == 1 else f"{source} (spec {n})") for n, doc in enumerate(docs, 1)]
+    return [
+        _named(_convert, doc, source if len(docs) == 1 else f"{source} (spec {n})") for n, doc in enumerate(docs, 1)
+    ]
 
 
 def _convert(doc, where: str) -> PipelineSpec:
@@ -227,7 +229,10 @@ def validate(spec: PipelineSpec) -> PipelineSpec:
         raise InvalidArgument(f"pipeline spec: `{where}` {why}")
 
     if not _NAME.fullmatch(spec.name):
-        bad("pipeline.name", f"{spec.name!r} must be 1-50 letters, digits, '_' or '-', starting and ending with a letter or digit")
+        bad(
+            "pipeline.name",
+            f"{spec.name!r} must be 1-50 letters, digits, '_' or '-', starting and ending with a letter or digit",
+        )
     if not spec.transform.cmd:
         bad("transform.cmd", "must name a command")
     p = spec.parallelism_spec

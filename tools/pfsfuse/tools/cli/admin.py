@@ -7,9 +7,9 @@ import click
 from pfsfuse.api.connect import connect
 from pfsfuse.home import Home
 from pfsfuse.metadata.errors import NotFound
-from pfsfuse.version import VERSION
 from pfsfuse.tools.cli.app import App, json_option, pass_app
 from pfsfuse.tools.cli.output import size
+from pfsfuse.version import VERSION
 
 
 def _tls(ctx, param, value: str | None) -> tuple[str, str] | None:
@@ -23,8 +23,14 @@ def _tls(ctx, param, value: str | None) -> tuple[str, str] | None:
 
 @click.command("serve")
 @click.option("--listen", metavar="HOST:PORT", help="Also serve the API on TCP (needs auth activated, or --insecure).")
-@click.option("--tls", metavar="CERT,KEY", callback=_tls, help="Serve TCP over HTTPS with this PEM certificate and key.")
-@click.option("--insecure", is_flag=True, help="Serve --listen or --s3 even though auth is not activated: anyone reaching them may do anything.")
+@click.option(
+    "--tls", metavar="CERT,KEY", callback=_tls, help="Serve TCP over HTTPS with this PEM certificate and key."
+)
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="Serve --listen or --s3 even though auth is not activated: anyone reaching them may do anything.",
+)
 @click.option("--storage", metavar="URL", help="Object store for a new store (default: file://$PFS_HOME/chunks).")
 @click.option(
     "--executor",
@@ -81,7 +87,11 @@ def fsck(app: App, as_json: bool) -> None:
 @click.command("garbage-collect")
 @click.option("--dry-run", is_flag=True, help="Report what would be freed; delete nothing.")
 @click.option(
-    "--orphan-age", type=click.FloatRange(min=0), default=3600.0, show_default=True, metavar="SECONDS",
+    "--orphan-age",
+    type=click.FloatRange(min=0),
+    default=3600.0,
+    show_default=True,
+    metavar="SECONDS",
     help="Delete packs no index entry refers to (left by a crashed write) once first seen this long ago.",
 )
 @json_option
@@ -102,9 +112,7 @@ def garbage_collect(app: App, dry_run: bool, orphan_age: float, as_json: bool) -
         f"{r.pages} tree pages, in {r.seconds:.1f} s"
     )
     if r.orphans_waiting:
-        app.out.line(
-            f"{r.orphans_waiting} unindexed packs kept until they are {orphan_age:g} s old (--orphan-age)"
-        )
+        app.out.line(f"{r.orphans_waiting} unindexed packs kept until they are {orphan_age:g} s old (--orphan-age)")
 
 
 @click.command("version")
@@ -151,10 +159,17 @@ def delete_all(app: App, yes: bool) -> None:
 
 
 @click.command("bench")
-@click.argument("suite", type=click.Choice(["store", "split", "gc", "mount", "objstore", "pipelines", "auth"]), default="store")
+@click.argument(
+    "suite", type=click.Choice(["store", "split", "gc", "mount", "objstore", "pipelines", "auth"]), default="store"
+)
 @click.option("--runs", default=3, show_default=True, help="Runs per figure (the median is shown).")
 @click.option("--dir", "workdir", type=click.Path(file_okay=False), help="Where to put scratch data (default /tmp).")
-@click.option("--only", multiple=True, metavar="SECTION", help="Run only this section of the suite, e.g. get_big_file_cold (repeatable).")
+@click.option(
+    "--only",
+    multiple=True,
+    metavar="SECTION",
+    help="Run only this section of the suite, e.g. get_big_file_cold (repeatable).",
+)
 @pass_app
 def bench(app: App, suite: str, runs: int, workdir: str | None, only: tuple[str, ...]) -> None:
     """Benchmark against a reference on this machine (scratch store; needs several GiB free)."""

@@ -20,9 +20,7 @@ def _branch_ref(text: str) -> BranchRef:
 @click.argument("repo")
 @click.argument("branch")
 @click.option("--head", help="The commit the branch points at (an id or ref, e.g. staging^1).")
-@click.option(
-    "-p", "--provenance", multiple=True, help="REPO@BRANCH this branch derives from (repeatable)."
-)
+@click.option("-p", "--provenance", multiple=True, help="REPO@BRANCH this branch derives from (repeatable).")
 @pass_app
 def create_branch(app: App, repo: str, branch: str, head: str | None, provenance: tuple[str, ...]) -> None:
     """Create a branch, or move an existing one to --head."""

@@ -47,9 +47,7 @@ def finish_commit(app: App, repo: str, ref: str, message: str | None) -> None:
 @click.option("--from", "since", help="Only commits after this one.")
 @json_option
 @pass_app
-def list_commit(
-    app: App, repo: str, ref: str | None, number: int | None, since: str | None, as_json: bool
-) -> None:
+def list_commit(app: App, repo: str, ref: str | None, number: int | None, since: str | None, as_json: bool) -> None:
     """List the commits of a repo, newest first, or the history of REF."""
     commits = app.client.list_commit(repo, ref, number, since)
     if as_json:
@@ -100,9 +98,7 @@ def delete_commit(app: App, repo: str, ref: str) -> None:
 @click.option("--new", "new_only", is_flag=True, help="Only commits finished from now on.")
 @json_option
 @pass_app
-def subscribe_commit(
-    app: App, repo: str, branch: str, since: str | None, new_only: bool, as_json: bool
-) -> None:
+def subscribe_commit(app: App, repo: str, branch: str, since: str | None, new_only: bool, as_json: bool) -> None:
     """Print each commit finished on BRANCH, oldest first, and keep waiting for new ones."""
     if not as_json:
         app.out.line("\t".join(HEADERS), flush=True)

@@ -26,7 +26,11 @@ _PART_NAME = "part-{:08d}"
 @click.command("extract")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the dump to this file (default: stdout).")
 @click.option("--url", help="Write the dump to an object store: file:///dir, s3://bucket/prefix, gs://..., az://...")
-@click.option("--no-objects", is_flag=True, help="Leave the data out: then only this store (same store.json and object store, new index) can restore it.")
+@click.option(
+    "--no-objects",
+    is_flag=True,
+    help="Leave the data out: then only this store (same store.json and object store, new index) can restore it.",
+)
 @pass_app
 def extract(app: App, output: str | None, url: str | None, no_objects: bool) -> None:
     """Dump every pipeline, repo, commit (with its provenance and description) and branch, and
@@ -58,7 +62,13 @@ def extract(app: App, output: str | None, url: str | None, no_objects: bool) -> 
 
 
 @click.command("restore")
-@click.option("-i", "--input", "source", type=click.Path(exists=True, dir_okay=False), help="Read the dump from this file (default: stdin).")
+@click.option(
+    "-i",
+    "--input",
+    "source",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Read the dump from this file (default: stdin).",
+)
 @click.option("--url", help="Read the dump from an http(s) URL, or from the object store URL extract wrote it to.")
 @pass_app
 def restore(app: App, source: str | None, url: str | None) -> None:
@@ -126,8 +136,6 @@ def _read_exactly(f: BinaryIO, n: int) -> bytes:
         parts.append(piece)
         got += len(piece)
     return b"".join(parts)
-
-
 
 
 def _object_store(url: str):

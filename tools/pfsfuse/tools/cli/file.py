@@ -164,7 +164,10 @@ def _with_progress(sources: list[WriteOp], progress) -> Iterator[WriteOp]:
 @click.argument("ref")
 @click.argument("path", required=False)
 @click.option(
-    "-f", "--file", "files", multiple=True,
+    "-f",
+    "--file",
+    "files",
+    multiple=True,
     help="A local file, a directory (with -r), a URL (http(s)://, s3://, gs://, as://, wasb://, "
     "pfs://REPO/COMMIT/PATH; with -r, every object under a prefix), or - for stdin. Repeatable.",
 )
@@ -172,18 +175,43 @@ def _with_progress(sources: list[WriteOp], progress) -> Iterator[WriteOp]:
 @click.option("-r", "--recursive", is_flag=True, help="Put directories, or every object under a prefix, recursively.")
 @click.option("-a", "--append", is_flag=True, help="Append to existing files instead of overwriting.")
 @click.option("-o", "--overwrite", is_flag=True, help="Overwrite existing files (the default).")
-@click.option("-c", "--commit", is_flag=True, help="Accepted for pachctl; a branch without an open commit always gets one.")
+@click.option(
+    "-c", "--commit", is_flag=True, help="Accepted for pachctl; a branch without an open commit always gets one."
+)
 @click.option("-p", "--parallelism", type=int, default=None, hidden=True)
 @click.option(
-    "--split", type=click.Choice(["line", "json", "sql"]),
+    "--split",
+    type=click.Choice(["line", "json", "sql"]),
     help="Make PATH a directory of records: lines, JSON values, or a pg_dump's rows.",
 )
-@click.option("--target-file-datums", type=click.IntRange(min=0), default=0, help="With --split: at most this many datums a record (default 1).")
-@click.option("--target-file-bytes", type=click.IntRange(min=0), default=0, help="With --split: at most this many bytes a record, unless one datum is bigger.")
+@click.option(
+    "--target-file-datums",
+    type=click.IntRange(min=0),
+    default=0,
+    help="With --split: at most this many datums a record (default 1).",
+)
+@click.option(
+    "--target-file-bytes",
+    type=click.IntRange(min=0),
+    default=0,
+    help="With --split: at most this many bytes a record, unless one datum is bigger.",
+)
 @pass_app
 def put_file(
-    app: App, repo, ref, path, files, input_file, recursive, append, overwrite, commit, parallelism,
-    split, target_file_datums, target_file_bytes,
+    app: App,
+    repo,
+    ref,
+    path,
+    files,
+    input_file,
+    recursive,
+    append,
+    overwrite,
+    commit,
+    parallelism,
+    split,
+    target_file_datums,
+    target_file_bytes,
 ):
     """Put files into REF (a branch or an open commit).
 
@@ -233,7 +261,13 @@ def _put_frame(which: str):
     @click.argument("repo")
     @click.argument("ref")
     @click.argument("path")
-    @click.option("-f", "--file", "source", default="-", help="A local file, a URL (as put-file takes), or - for stdin (the default).")
+    @click.option(
+        "-f",
+        "--file",
+        "source",
+        default="-",
+        help="A local file, a URL (as put-file takes), or - for stdin (the default).",
+    )
     @pass_app
     def put(app: App, repo: str, ref: str, path: str, source: str) -> None:
         [op] = expand_sources(app.client, path, [source], False, by_reference=False)

@@ -10,12 +10,27 @@ from pfsfuse.tools.cli.app import App, pass_app
 @click.command("mount")
 @click.argument("mountpoint", type=click.Path())
 @click.option("--repos", default="", help="Only these repos (comma-separated).")
-@click.option("-c", "--commit", "pinned", multiple=True, metavar="REPO:REF", help="Show REF's files directly at MOUNTPOINT/REPO (repeatable).")
+@click.option(
+    "-c",
+    "--commit",
+    "pinned",
+    multiple=True,
+    metavar="REPO:REF",
+    help="Show REF's files directly at MOUNTPOINT/REPO (repeatable).",
+)
 @click.option("--read-only", is_flag=True, help="Refuse every write.")
 @click.option("--foreground", is_flag=True, help="Stay attached until unmounted.")
-@click.option("--idle", type=float, default=2.0, show_default=True, help="Seconds a branch stays quiet before the mount finishes its commit.")
+@click.option(
+    "--idle",
+    type=float,
+    default=2.0,
+    show_default=True,
+    help="Seconds a branch stays quiet before the mount finishes its commit.",
+)
 @pass_app
-def mount(app: App, mountpoint: str, repos: str, pinned: tuple[str, ...], read_only: bool, foreground: bool, idle: float) -> None:
+def mount(
+    app: App, mountpoint: str, repos: str, pinned: tuple[str, ...], read_only: bool, foreground: bool, idle: float
+) -> None:
     """Mount the store at MOUNTPOINT: MOUNTPOINT/<repo>/<branch or commit>/<path>.
 
     Writes under a branch go into its open commit, started on the first write and finished when

@@ -90,9 +90,7 @@ def _width(text: str) -> int:
         return len(text)
     import unicodedata  # an extension module: loaded only for text that needs it
 
-    return sum(
-        0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text
-    )
+    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
 
 def jsonable(obj):

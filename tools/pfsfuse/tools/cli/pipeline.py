@@ -91,7 +91,9 @@ def _create(app: App, file: str, update: bool, reprocess: bool, dry_run: str | N
 
 
 @click.command("create-pipeline")
-@click.option("-f", "--file", required=True, help="The pipeline specs: a JSON or YAML file (one spec or several), or a URL.")
+@click.option(
+    "-f", "--file", required=True, help="The pipeline specs: a JSON or YAML file (one spec or several), or a URL."
+)
 @click.option("--dry-run", is_flag=True, help="Print the Kubernetes objects the pipeline would be; create nothing.")
 @click.option(
     "-o",
@@ -112,7 +114,9 @@ def create_pipeline(app: App, file: str, dry_run: bool, output: str) -> None:
 
 
 @click.command("update-pipeline")
-@click.option("-f", "--file", required=True, help="The new pipeline specs: a JSON or YAML file (one spec or several), or a URL.")
+@click.option(
+    "-f", "--file", required=True, help="The new pipeline specs: a JSON or YAML file (one spec or several), or a URL."
+)
 @click.option("--reprocess", is_flag=True, help="Process every datum again with the new code.")
 @pass_app
 def update_pipeline(app: App, file: str, reprocess: bool) -> None:
@@ -195,7 +199,10 @@ def list_pipeline(app: App, show_spec: bool, as_json: bool) -> None:
         return app.out.json(pipelines)
     app.out.table(
         ["NAME", "INPUT", "OUTPUT", "CREATED", "STATE"],
-        ([p.name, _input_text(p.spec.input), f"{p.name}/{p.spec.output_branch}", ago(p.created), p.state] for p in pipelines),
+        (
+            [p.name, _input_text(p.spec.input), f"{p.name}/{p.spec.output_branch}", ago(p.created), p.state]
+            for p in pipelines
+        ),
     )
 
 
@@ -346,8 +353,12 @@ def list_datum(app: App, job_id: str, as_json: bool) -> None:
     app.out.table(
         ["ID", "FILES", "STATUS", "TIME"],
         (
-            [d.key, ", ".join(f"{i.repo}@{i.commit[:8]}:/{i.path}" for i in d.inputs), d.state,
-             duration(d.finished - d.started) if d.finished else "-"]
+            [
+                d.key,
+                ", ".join(f"{i.repo}@{i.commit[:8]}:/{i.path}" for i in d.inputs),
+                d.state,
+                duration(d.finished - d.started) if d.finished else "-",
+            ]
             for d in datums
         ),
     )
@@ -427,8 +438,16 @@ def _hash(node) -> str:
 @click.option("-f", "--follow", is_flag=True, help="Print lines as they come, until the jobs end.")
 @click.option("--raw", is_flag=True, help="Print the log lines only.")
 @pass_app
-def get_logs(app: App, pipeline: str | None, job: str | None, datum: str | None, inputs: str | None,
-             master: bool, follow: bool, raw: bool) -> None:
+def get_logs(
+    app: App,
+    pipeline: str | None,
+    job: str | None,
+    datum: str | None,
+    inputs: str | None,
+    master: bool,
+    follow: bool,
+    raw: bool,
+) -> None:
     """Print the logs of the commands pipelines ran (and are running)."""
     if master:
         if not pipeline:
@@ -447,7 +466,9 @@ def get_logs(app: App, pipeline: str | None, job: str | None, datum: str | None,
             if key in seen or (keys is not None and line.datum not in keys):
                 continue
             seen.add(key)
-            app.out.line(line.message if raw else f"{line.pipeline} {line.job[:8]} {line.datum[:8]} {line.message}", flush=follow)
+            app.out.line(
+                line.message if raw else f"{line.pipeline} {line.job[:8]} {line.datum[:8]} {line.message}", flush=follow
+            )
         if not follow or ended:
             return
         time.sleep(0.25)  # a poll interval for a person watching logs
@@ -464,9 +485,13 @@ def _master_log(app: App, pipeline: str, raw: bool) -> None:
         events.append((j.started, f"job {j.id} started on {inputs}"))
         if j.finished:
             progress = f"{j.processed} + {j.skipped} / {j.total} datums"
-            events.append((j.finished, f"job {j.id} ended: {j.state}, {progress}" + (f" ({j.reason})" if j.reason else "")))
+            events.append(
+                (j.finished, f"job {j.id} ended: {j.state}, {progress}" + (f" ({j.reason})" if j.reason else ""))
+            )
     for ts, message in sorted(events):
-        app.out.line(message if raw else f"{datetime.fromtimestamp(ts).isoformat(timespec='seconds')} {pipeline} {message}")
+        app.out.line(
+            message if raw else f"{datetime.fromtimestamp(ts).isoformat(timespec='seconds')} {pipeline} {message}"
+        )
 
 
 def _jobs_ended(app: App, pipeline: str | None, job: str | None) -> bool:

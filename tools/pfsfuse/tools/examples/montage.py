@@ -10,10 +10,7 @@ TILE = 300
 
 def main() -> None:
     paths = sorted(
-        os.path.join(d, f)
-        for root in ("/pfs/images", "/pfs/edges")
-        for d, _, files in os.walk(root)
-        for f in files
+        os.path.join(d, f) for root in ("/pfs/images", "/pfs/edges") for d, _, files in os.walk(root) for f in files
     )
     cols = max(1, math.ceil(math.sqrt(len(paths))))
     rows = max(1, math.ceil(len(paths) / cols))
