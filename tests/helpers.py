@@ -49,8 +49,8 @@ def read_line(stream, timeout: float = 30.0) -> bytes:
 
 def rows(output: str) -> list[list[str]]:
     """A table's rows (header dropped), split on runs of two or more spaces."""
-    lines = [l for l in output.splitlines() if l.strip()]
-    return [re.split(r"\s{2,}", l.strip()) for l in lines[1:]]
+    lines = [line for line in output.splitlines() if line.strip()]
+    return [re.split(r"\s{2,}", line.strip()) for line in lines[1:]]
 
 
 class Daemon:
@@ -91,7 +91,7 @@ class Daemon:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            raise AssertionError("the daemon did not stop within 20 s of SIGTERM")
+            raise AssertionError("the daemon did not stop within 20 s of SIGTERM") from None
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -251,7 +251,7 @@ class Mount:
                 self.result = subprocess.run(cmd, env=self.daemon.env, capture_output=True, timeout=self.timeout)
             except subprocess.TimeoutExpired:
                 self.cleanup()
-                raise AssertionError(f"pfs mount {self.dir} did not return within {self.timeout} s")
+                raise AssertionError(f"pfs mount {self.dir} did not return within {self.timeout} s") from None
             if self.result.returncode != 0:
                 self.cleanup()
                 raise AssertionError(
@@ -336,7 +336,7 @@ class Mount:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 if check:
-                    raise AssertionError("pfs mount --foreground did not exit within 20 s of its unmount")
+                    raise AssertionError("pfs mount --foreground did not exit within 20 s of its unmount") from None
         return r
 
     def cleanup(self) -> None:

@@ -224,7 +224,7 @@ def _chunks_of(store: EngineCore, rec: Record, seen: set[bytes], objects: bool, 
         out.add_all(ChunkRec(h, size, loc=loc) for h, size, loc in located)
         return
     try:
-        for (h, size, _), data in zip(located, store.chunks.reader.read_range(located)):
+        for (h, size, _), data in zip(located, store.chunks.reader.read_range(located), strict=True):
             out.add(ChunkRec(h, size, data=bytes(data)))
     except (CorruptPack, ObjectNotFound) as e:
         raise DataLoss(f"extract stopped: {e}") from None

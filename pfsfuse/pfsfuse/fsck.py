@@ -191,7 +191,7 @@ class _Checker:
 
     def inner(self, page: Inner, where: str) -> tuple[int, int] | None:
         size = count = 0
-        for first, h, csize, ccount in page.children:
+        for _first, h, csize, ccount in page.children:
             got = self.page(h, where)
             if got is not None and got != (csize, ccount):
                 self.problem(f"{where}: tree page {h.hex()} sizes do not add up")
@@ -216,7 +216,7 @@ class _Checker:
             self.chunks.setdefault(c.hash, (c, where))
 
     def verify_chunks(self) -> None:
-        for h, (ref, where) in self.chunks.items():
+        for ref, where in self.chunks.values():
             try:
                 self.store.read_chunk(ref)
             except PfsError as e:

@@ -314,7 +314,7 @@ class PfsFileSystem(AbstractFileSystem):
             # A directory deleted takes what is under it: skip paths inside one already listed.
             subs = sorted(set(subs))
             tops = [s for s in subs if not any(s.startswith(t + "/") for t in subs if t != s)]
-            self._write(f"{repo}@{ref}", lambda _: [Delete(s, missing_ok=True) for s in tops])
+            self._write(f"{repo}@{ref}", lambda _, tops=tops: [Delete(s, missing_ok=True) for s in tops])
 
     def mkdir(self, path, create_parents=True, **kwargs):
         if not create_parents and not self.exists(self._parent(path)):

@@ -185,7 +185,7 @@ class _Collection:
                     old[h] = _LOC_ENC.encode(loc)
                 # The whole pack, dead chunks too: back to back, it is read in a few requests.
                 located = [(h, raw, loc) for h, loc, raw in p.entries]
-                for (h, _, _), data in zip(located, self._read(located)):
+                for (h, _, _), data in zip(located, self._read(located), strict=True):
                     if h in keep:
                         self._repoint(writer.add(h, data), old)
             self._repoint(writer.flush(), old)

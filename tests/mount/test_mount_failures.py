@@ -89,7 +89,7 @@ def test_a_big_file_removed_before_its_commit(daemon, view, mounts, mnt):
     assert view.read("r", head, "twin.bin") == data
     assert m.process().poll() is None
     state = daemon.home / "mounts"
-    assert not [p for p in state.rglob(".pfs-write-*")], "a temporary file outlived its commit"
+    assert not list(state.rglob(".pfs-write-*")), "a temporary file outlived its commit"
 
 
 def test_a_repo_deleted_under_a_writer(daemon, view, mounts, mnt):

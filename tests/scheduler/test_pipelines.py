@@ -205,7 +205,8 @@ def test_lazy_pipes_with_20000_files_fetch_only_what_is_read(api, tmp_path, daem
             "pick",
             {"atom": {"repo": "many", "glob": "/", "lazy": True}},
             stdin=[
-                "test -p /pfs/many/many/f12345 && ls /pfs/many/many | wc -l > /pfs/out/count && cat /pfs/many/many/f12345 > /pfs/out/picked"
+                "test -p /pfs/many/many/f12345 && ls /pfs/many/many | wc -l > /pfs/out/count"
+                " && cat /pfs/many/many/f12345 > /pfs/out/picked"
             ],
         )
     )
@@ -598,7 +599,8 @@ def test_hard_links_to_inputs_are_references(api, daemon):
             stdin=[
                 "set -e",
                 "ln /pfs/raw/big.bin /pfs/out/big.bin && cmp /pfs/raw/big.bin /pfs/out/big.bin",
-                "mkdir /pfs/out/sub && ln /pfs/raw/d/small.txt /pfs/out/sub/tmp && mv /pfs/out/sub/tmp /pfs/out/sub/small.txt",
+                "mkdir /pfs/out/sub && ln /pfs/raw/d/small.txt /pfs/out/sub/tmp"
+                " && mv /pfs/out/sub/tmp /pfs/out/sub/small.txt",
                 "if echo x >> /pfs/out/big.bin; then exit 9; fi",  # a link to an input is read-only
                 "echo draft > /pfs/out/note.tmp && chmod +x /pfs/out/note.tmp && mv /pfs/out/note.tmp /pfs/out/note",
                 "ln /pfs/out/note /pfs/out/note2 && printf abcdef > /pfs/out/t && truncate -s 3 /pfs/out/t",

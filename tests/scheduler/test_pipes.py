@@ -20,7 +20,7 @@ def test_a_reader_that_comes_at_once_is_fed_and_so_is_the_next(tmp_path, n):
     feeder.start()
     try:
         got: dict = {}
-        for attempt in range(2):  # a pipe read again streams again
+        for _ in range(2):  # a pipe read again streams again
             t = threading.Thread(target=_read, args=(tmp_path / "f00007", got), daemon=True)
             t.start()
             t.join(timeout=10)

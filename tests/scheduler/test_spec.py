@@ -93,7 +93,10 @@ def test_documentation_specs_parse():
 
 
 def test_yaml_specs_parse():
-    text = "pipeline: {name: wc}\ntransform:\n  cmd: [sh]\n  stdin: [wc -l /pfs/data/*]\ninput:\n  atom: {repo: data, glob: '/*'}\n"
+    text = (
+        "pipeline: {name: wc}\ntransform:\n  cmd: [sh]\n  stdin: [wc -l /pfs/data/*]\n"
+        "input:\n  atom: {repo: data, glob: '/*'}\n"
+    )
     assert specs.parse(text).transform.stdin == ["wc -l /pfs/data/*"]
 
 

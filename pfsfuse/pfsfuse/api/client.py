@@ -190,5 +190,5 @@ class Client(ABC):
     @abstractmethod
     def version(self) -> str: ...
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional: most clients hold nothing to release)
         """Release connections or the store."""

@@ -123,7 +123,7 @@ def raise_error(status: int, body: bytes) -> typing.NoReturn:
     try:
         err = msgspec.json.decode(body, type=ErrorBody)
     except msgspec.DecodeError:
-        raise PfsError(f"daemon answered HTTP {status}: {body[:200].decode(errors='replace')}")
+        raise PfsError(f"daemon answered HTTP {status}: {body[:200].decode(errors='replace')}") from None
     raise KINDS.get(err.kind, PfsError)(err.message)
 
 

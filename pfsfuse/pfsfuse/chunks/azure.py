@@ -46,7 +46,7 @@ class AzureStore(CloudStore):
             connection_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,
         )
-        options = dict(transport=transport, retry_total=0)  # @retrying retries
+        options = {"transport": transport, "retry_total": 0}  # @retrying retries
         env = os.environ
         if env.get("AZURE_STORAGE_CONNECTION_STRING"):
             service = BlobServiceClient.from_connection_string(env["AZURE_STORAGE_CONNECTION_STRING"], **options)

@@ -77,7 +77,7 @@ class ChunkCache:
             datas = [os.pread(fd, length, offset) for offset, length in ranges]
         finally:
             os.close(fd)
-        return [data if len(data) == length else None for data, (_, length) in zip(datas, ranges)]
+        return [data if len(data) == length else None for data, (_, length) in zip(datas, ranges, strict=True)]
 
     def drop(self, pack: bytes) -> None:
         """Removes the cached bytes of `pack` (deleted from the store)."""

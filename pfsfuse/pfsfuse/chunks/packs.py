@@ -126,7 +126,8 @@ class PackWriter:
 
     def add(self, h: bytes, data) -> list[tuple[bytes, ChunkLoc]]:
         """Stores chunk `data` (bytes-like, copied) under its hash `h` (which the caller computed
-        from `data` with this store's hash), unless this writer already has it. Returns the (hash, location) of every chunk made durable since the last call."""
+        from `data` with this store's hash), unless this writer already has it. Returns the (hash,
+        location) of every chunk made durable since the last call."""
         if h in self._seen:
             return []
         stored, codec = self._compress(data)
@@ -302,7 +303,7 @@ class ChunkReader:
                     stored.append(loc.length)
             pos += size
         pieces = self._read_runs(runs, stored)
-        for (lo, hi), data in zip(cuts, pieces):
+        for (lo, hi), data in zip(cuts, pieces, strict=True):
             yield data if (lo, hi) == (0, len(data)) else data[lo:hi]
 
     def read_moving(
@@ -328,14 +329,14 @@ class ChunkReader:
                     raise
                 attempt += 1
                 locs = relocate([h for h, _, _ in chunks])
-                chunks = [(h, size, loc) for (h, size, _), loc in zip(chunks, locs)]
+                chunks = [(h, size, loc) for (h, size, _), loc in zip(chunks, locs, strict=True)]
 
     def _read_runs(self, runs, stored) -> Iterator[bytes]:
         if len(runs) == 1:
             yield from self._read_run(runs[0])
             return
         pending: deque[tuple[Future, int]] = deque()
-        todo = deque(zip(runs, stored))
+        todo = deque(zip(runs, stored, strict=True))
         in_flight = 0
         try:
             while todo or pending:
@@ -385,7 +386,7 @@ class ChunkReader:
         cached, or damaged on disk: fetched again, which rewrites them)."""
         pieces = self.cache.get(run[0][2].pack, [(loc.offset, loc.length) for _, _, loc in run])
         datas = []
-        for (h, size, loc), stored in zip(run, pieces):
+        for (h, size, loc), stored in zip(run, pieces, strict=True):
             try:
                 datas.append(None if stored is None else self._decode(h, size, loc, stored))
             except CorruptChunk:

@@ -79,7 +79,7 @@ class Commits(EngineCore):
                 seen.add(c.id)
                 yield c
             with self.changed:
-                self.changed.wait_for(lambda: self.generation != generation or cancel.is_set(), timeout=1.0)
+                self.changed.wait_for(lambda g=generation: self.generation != g or cancel.is_set(), timeout=1.0)
 
     def _finished_on(self, repo: str, branch: str, seen: set[str]) -> Iterator[Commit]:
         """Finished commits from the branch head back to the first already seen one."""

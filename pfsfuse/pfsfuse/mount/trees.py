@@ -178,13 +178,13 @@ class Trees:
             return
         missing = [r.hash for r in refs if self._locations.get(r.hash) is None]
         if missing:
-            for h, loc in zip(missing, self.client.chunk_locations(missing)):
+            for h, loc in zip(missing, self.client.chunk_locations(missing), strict=True):
                 self._locations.put(h, loc)
 
     def _relocate(self, hashes: list[bytes]) -> list:
         """Where chunks are now that a garbage collection moved them to new packs."""
         locs = self.client.chunk_locations(hashes)
-        for h, loc in zip(hashes, locs):
+        for h, loc in zip(hashes, locs, strict=True):
             self._locations.put(h, loc)
         return locs
 
@@ -198,7 +198,7 @@ class Trees:
         self.locate(refs)
         located = [(r.hash, r.size, self._locations.get(r.hash)) for r in refs]
         datas = list(self.store.reader.read_moving(located, self._relocate))
-        for r, data in zip(refs, datas):
+        for r, data in zip(refs, datas, strict=True):
             self._chunks.put(r.hash, data, r.size)
 
 

@@ -4,7 +4,7 @@ tuples, or the records the SDK returns. Checked here, before anything is sent.""
 from __future__ import annotations
 
 import re
-from typing import Protocol, Union
+from typing import Protocol
 
 from pfsfuse.metadata import names
 from pfsfuse.metadata import refs as ref_syntax
@@ -18,8 +18,8 @@ class HasCommit(Protocol):
     id: str
 
 
-CommitArg = Union[str, tuple[str, str], HasCommit]
-FileArg = Union[str, tuple[str, str, str]]
+CommitArg = str | tuple[str, str] | HasCommit
+FileArg = str | tuple[str, str, str]
 
 _REF = re.compile(r"(?P<repo>[^@:/]+)@(?P<ref>[^:]+)(?::(?P<path>.*))?", re.S)
 

@@ -31,7 +31,7 @@ class Executor(ABC):
     token: Callable[[str], str | None] | None = None
     trouble = None  # set by the daemon: trouble(pipeline, reason) when its workers cannot run ("" once they do)
 
-    def check(self, spec: PipelineSpec) -> None:
+    def check(self, spec: PipelineSpec) -> None:  # noqa: B027 (a default: no check)
         """Raise InvalidArgument if this executor cannot run the spec's workers."""
 
     @abstractmethod

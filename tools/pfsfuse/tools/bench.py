@@ -42,7 +42,8 @@ class Figure:
     def row(self) -> str:
         """The figure as a line of the table under HEADER."""
         ref = "" if self.reference is None else _number(self.reference)
-        return f"{self.name:72} {_number(self.ours):>12} {ref:>12} {self.ratio:>6}  {self.goal:<14} {'yes' if self.ok else 'NO'}"
+        ok = "yes" if self.ok else "NO"
+        return f"{self.name:72} {_number(self.ours):>12} {ref:>12} {self.ratio:>6}  {self.goal:<14} {ok}"
 
 
 HEADER = f"{'BENCHMARK':72} {'OURS':>12} {'REFERENCE':>12} {'RATIO':>6}  {'GOAL':<14} OK"
@@ -293,7 +294,7 @@ class Bench:
             for i in range(max(self.runs, 5)):
                 written.clear()
                 times.append(
-                    timed(lambda: store.write_files("huge", "master", [Put(f"d/new{i}", stream=io.BytesIO(b"x"))]))
+                    timed(lambda i=i: store.write_files("huge", "master", [Put(f"d/new{i}", stream=io.BytesIO(b"x"))]))
                 )
                 sizes.append(sum(written))
             store.db.write = original
@@ -322,7 +323,7 @@ class Bench:
             shutil.rmtree(out)
             ours.append(
                 timed(
-                    lambda: self.pfs(
+                    lambda run=run: self.pfs(
                         "put-file",
                         "split",
                         "master",

@@ -232,7 +232,7 @@ class MountBench:
                 if i and done[0] > slow:
                     continue
                 self.cold(which)
-                done.append(timed(lambda: fn(which)))
+                done.append(timed(lambda which=which: fn(which)))
                 if i == 0 and done[0] > slow:
                     print(f"note: {which}: one cold run only ({done[0]:.0f} s)", file=sys.stderr, flush=True)
         return {w: statistics.median(done) for w, done in times.items()}
@@ -360,7 +360,7 @@ class MountBench:
         roots = {"pfs": self.pfs_mnt / "meta" / "master" / "meta", "jfs": self.jfs_mnt / "meta", "disk": meta}
         figures = []
         for name, n in (("flat10k", self.n_10k), ("flat100k", self.n_100k)):
-            t = self.cold_medians(lambda w: run_quiet("ls", "-l", "--color=never", str(roots[w] / name)))
+            t = self.cold_medians(lambda w, name=name: run_quiet("ls", "-l", "--color=never", str(roots[w] / name)))
             figures.append(
                 TimeFigure(
                     f"ls -l of a {n:,}-entry directory, cold (s) vs JuiceFS{self.cold_note}",

@@ -87,8 +87,8 @@ class _Group(click.Group):
 def cli(ctx: click.Context) -> None:
     """pfs: Git for data, mounted as a file system (pachctl 1.7 verbs).
 
-    Talks to the daemon at $PFS_ADDRESS (or $ADDRESS, pachctl's name), or to the local one for $PFS_HOME (default ~/.pfs),
-    starting it when it is not running.
+    Talks to the daemon at $PFS_ADDRESS (or $ADDRESS, pachctl's name), or to the local one for
+    $PFS_HOME (default ~/.pfs), starting it when it is not running.
     """
     if os.environ.get("ADDRESS") and not os.environ.get("PFS_ADDRESS"):
         os.environ["PFS_ADDRESS"] = os.environ["ADDRESS"]  # pachctl 1.7's name (PFS_ADDRESS wins)

@@ -66,7 +66,7 @@ class Output:
         lines = [list(headers), *map(list, rows)]
         widths = [max(_width(line[i]) for line in lines) for i in range(len(headers))]
         for k, cells in enumerate(lines):
-            text = "  ".join(c + " " * (w - _width(c)) for c, w in zip(cells, widths)).rstrip()
+            text = "  ".join(c + " " * (w - _width(c)) for c, w in zip(cells, widths, strict=True)).rstrip()
             self.line(f"\x1b[1m{text}\x1b[0m" if k == 0 and sys.stdout.isatty() else text)
 
     def fields(self, pairs: Iterable[tuple[str, str]]) -> None:
