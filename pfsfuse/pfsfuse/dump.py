@@ -117,7 +117,8 @@ class EndRec(Struct, tag="end", array_like=True):
     chunks: int
 
 
-Record = Info | RepoRec | CommitRec | ChunkRec | FileRec | LinkRec | DeleteRec | DirRec | BranchRec | EndRec
+Change = FileRec | LinkRec | DeleteRec | DirRec  # a change to the current commit's tree
+Record = Info | RepoRec | CommitRec | ChunkRec | Change | BranchRec | EndRec
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(Record).decode
 
@@ -167,9 +168,11 @@ def _extract(store: EngineCore, objects: bool) -> Iterator[bytes]:
 
 
 def _parents_first(by_id: dict[str, Commit]) -> list[Commit]:
-    order, done = [], set()
-    for c in sorted(by_id.values(), key=lambda c: c.id):
+    order: list[Commit] = []
+    done: set[str] = set()
+    for first in sorted(by_id.values(), key=lambda c: c.id):
         chain = []
+        c: Commit | None = first
         while c is not None and c.id not in done:
             done.add(c.id)
             chain.append(c)
@@ -187,10 +190,10 @@ def _changes(store: EngineCore, new: DirNode, old: DirNode, prefix: str = "") ->
         for name, n, o in entries:
             path = names.join(base, name)
             if isinstance(n, DirNode):
-                keep = isinstance(o, DirNode)
-                if not keep or (n.header, n.footer) != (o.header, o.footer):
-                    yield DirRec(path, _chunk_list(db, n.header), _chunk_list(db, n.footer), keep)
-                stack.append((path, tree.diff_entries(db, n, o if keep else EMPTY_DIR)))
+                kept = o if isinstance(o, DirNode) else None
+                if kept is None or (n.header, n.footer) != (kept.header, kept.footer):
+                    yield DirRec(path, _chunk_list(db, n.header), _chunk_list(db, n.footer), kept is not None)
+                stack.append((path, tree.diff_entries(db, n, kept or EMPTY_DIR)))
                 break
             if n is None:
                 yield DeleteRec(path)
@@ -274,7 +277,7 @@ class _Restore:
         self.packs: set[bytes] = set()  # packs known to exist (a dump without objects)
         self.same_seed = False  # whether chunk ids in the dump are ours too
         self.current: Commit | None = None  # the commit whose tree changes are being read
-        self.changes: dict[str, Record] = {}
+        self.changes: dict[str, Change] = {}
         self.tree = EMPTY_DIR
 
     def run(self) -> RestoreResult:
@@ -362,7 +365,7 @@ class _Restore:
         self.tree = parent.tree if parent else EMPTY_DIR
         self.changes = {}
 
-    def _change(self, rec: Record) -> None:
+    def _change(self, rec: Change) -> None:
         """Note a change of the current commit's tree; nodes are made when it is applied."""
         if self.current is None:
             raise InvalidArgument(f"corrupt dump: a file change before any commit at byte {self.src.offset}")
@@ -395,7 +398,7 @@ class _Restore:
             self.tree = tree.apply(v.txn, self.tree, changes)
         self.changes = {}
 
-    def _node(self, txn, path: str, rec: Record) -> Node | None:
+    def _node(self, txn, path: str, rec: Change) -> Node | None:
         if isinstance(rec, FileRec):
             return tree.make_file(txn, rec.chunks, rec.executable)
         if isinstance(rec, LinkRec):
@@ -403,6 +406,8 @@ class _Restore:
         if isinstance(rec, DeleteRec):
             return None
         d = tree.lookup(txn, self.tree, path) if rec.keep else EMPTY_DIR
+        if not isinstance(d, DirNode):
+            raise InvalidArgument(f"corrupt dump: {path} is not a directory to keep")
         return msgspec.structs.replace(
             d,
             header=None if rec.header is None else tree.make_file(txn, rec.header),
@@ -436,9 +441,9 @@ class _Restore:
                     raise InvalidArgument(f"corrupt dump: commit {c.id} has unknown provenance {p.id}")
         known = {(b.repo, b.name) for b in self.branches}
         for b in self.branches:
-            for p in b.provenance:
-                if (p.repo, p.name) not in known:
-                    raise InvalidArgument(f"corrupt dump: branch {b.name} has unknown provenance {p.name}")
+            for bp in b.provenance:
+                if (bp.repo, bp.name) not in known:
+                    raise InvalidArgument(f"corrupt dump: branch {b.name} has unknown provenance {bp.name}")
         counts = (len(self.repos), len(self.commits), len(self.branches), self.result.chunks)
         if counts != (end.repos, end.commits, end.branches, end.chunks):
             raise InvalidArgument("corrupt dump: its end record does not match what it holds")

@@ -26,6 +26,13 @@ _COPY = re.compile(rb"^COPY [^\n]* FROM stdin;\n", re.M)
 _JSON = json.JSONDecoder()
 
 
+def _ws_end(text: str, at: int, end: int) -> int:
+    """Where the whitespace from `at` ends (the pattern matches the empty string too)."""
+    m = _WS.match(text, at, end)
+    assert m is not None
+    return m.end()
+
+
 class Splitter:
     """Iterating yields the records, each a memoryview valid until the next is asked for. For
     `sql`, `header` is set before the first record and `footer` once the last has been read."""
@@ -128,7 +135,7 @@ class Splitter:
         text = self._src.text()
         at, count = pos, 0
         while not self.datums or count < self.datums:
-            start = _WS.match(text, at, end).end()
+            start = _ws_end(text, at, end)
             if start == end:
                 if not eof:
                     return None
@@ -139,7 +146,7 @@ class Splitter:
                 if self._more_may_help(e, pos, end, eof):
                     return None
                 raise InvalidArgument(f"malformed JSON at byte {self._src.offset + e.pos}: {e.msg}") from None
-            after = _WS.match(text, stop, end).end()
+            after = _ws_end(text, stop, end)
             if after == end and not eof:
                 return None  # the value or its whitespace may go on in the next block
             if self.max_bytes and count and after - pos > self.max_bytes:

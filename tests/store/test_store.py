@@ -290,6 +290,19 @@ def test_write_ops_apply_in_order_as_one_commit(store):
         store.write_files("r", "master", [Copy("d", "r", "master", "a/y", overwrite=False)])
 
 
+def test_an_op_on_a_directory_sees_what_earlier_ops_of_the_batch_put_in_it(store):
+    from pfsfuse.api.types import Mkdir
+
+    store.create_repo("r")
+    put(store, "r", "master", {"src": b"kept"})
+    header = Put("d", stream=io.BytesIO(b"h\n"), frame="header")
+    store.write_files("r", "master", [Mkdir("d"), Copy("d/f", "r", "master", "src"), header])
+    assert read(store, "r", "master", "d/f") == b"h\nkept"  # the header reads before each file
+    # and a node written early in the batch is not taken as current once its parent is deleted
+    r = store.write_files("r", "master", [Put("e/x", stream=io.BytesIO(b"1")), Delete("e"), Mkdir("e/x")])
+    assert r is not None and store.inspect_file("r", "master", "e/x").type == "dir"
+
+
 def test_objects_by_hash(store):
     store.create_repo("r")
     put(store, "r", "master", {f"d/f{i:03d}": b"%d" % i for i in range(300)})

@@ -15,6 +15,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Callable, Iterator
+from typing import cast
 
 from pfsfuse.metadata import tree
 from pfsfuse.metadata.errors import InvalidArgument
@@ -122,6 +123,7 @@ class _Pattern:
 
 
 def _matcher(part: str) -> Callable[[str], bool]:
+    # Bound methods, not lambdas: called once per name listed. A match object is truthy.
     if not _WILDCARD.search(part):
-        return part.__eq__
-    return re.compile(fnmatch.translate(part)).match
+        return cast(Callable[[str], bool], part.__eq__)
+    return cast(Callable[[str], bool], re.compile(fnmatch.translate(part)).match)

@@ -92,7 +92,7 @@ class View:
         return self.index.branch(repo, name)
 
     def branches(self, repo: str) -> list[Branch]:
-        found = {b.name: b for b in self.index.branches(repo)}
+        found: dict[str, Branch | None] = {b.name: b for b in self.index.branches(repo)}
         for (r, name), b in self._branches.items():
             if r == repo:
                 found[name] = b
@@ -166,7 +166,8 @@ class Index:
             for dep in dependents:
                 repo, _, branch = dep.partition("@")
                 b = v.branch(repo, branch)
-                v.put_branch(Branch(b.repo, b.name, b.head, [p for p in b.provenance if p.repo != name]))
+                if b is not None:
+                    v.put_branch(Branch(b.repo, b.name, b.head, [p for p in b.provenance if p.repo != name]))
             # Downstream commits keep existing but lose their provenance on this repo.
             for key, _ in self.db.scan(SUBVENANCE, _repo_key(name)):
                 down = split_commit_key(key[len(_repo_key(name)) + 16 :])
@@ -331,6 +332,7 @@ class Index:
         if branch is not None:
             names.branch_name(branch)
         with self.mutation() as v:
+            base: Commit | None
             if parent is not None:
                 base = self.resolve(repo, parent, v)
             elif branch is not None:

@@ -108,11 +108,11 @@ def list_dir(src: PageReader, d: DirNode, start_after: str | None = None) -> Ite
     start = start_after or ""  # names are never empty
     cur = _Cursor(src, d.root, 0)
     cur.seek(start)
-    entries = cur.page.entries
+    entries = cur.leaf().entries
     yield from entries[bisect_right(entries, start, key=_key) :]
     while cur.end() is not None:
         cur.next()
-        yield from cur.page.entries
+        yield from cur.leaf().entries
 
 
 def floor(src: PageReader, d: DirNode, name: str) -> tuple[str, Node] | None:
@@ -518,7 +518,7 @@ class _Cursor:
         """Move to the page `key` belongs in: the last whose first name is <= key, or the first."""
         self.path = []
         page = self.src.page(self.root)
-        while _level(page) > self.level:
+        while isinstance(page, Inner) and page.level > self.level:
             i = max(bisect_right(page.children, key, key=_key) - 1, 0)
             self.path.append((page, i))
             page = self.src.page(page.children[i][1])
@@ -536,13 +536,19 @@ class _Cursor:
         depth = len(self.path)
         while self.path[-1][1] + 1 == len(self.path[-1][0].children):
             self.path.pop()
-        page, i = self.path.pop()
-        self.path.append((page, i + 1))
-        page = self.src.page(page.children[i + 1][1])
+        parent, i = self.path.pop()
+        self.path.append((parent, i + 1))
+        page = self.src.page(parent.children[i + 1][1])
         while len(self.path) < depth:
+            assert isinstance(page, Inner)  # above the cursor's level
             self.path.append((page, 0))
             page = self.src.page(page.children[0][1])
         self.page = page
+
+    def leaf(self) -> Leaf:
+        """The current page of a cursor at the bottom level."""
+        assert isinstance(self.page, Leaf), "a cursor over leaves"
+        return self.page
 
 
 def diff_entries(src: PageReader, new: DirNode, old: DirNode) -> Iterator[tuple[str, Node | None, Node | None]]:

@@ -14,6 +14,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import cast
 
 import msgspec
 import xxhash
@@ -191,6 +192,7 @@ class PackWriter:
         if len(self._uploads) >= _MAX_UPLOADS:
             self._finish_oldest()
         pack, self._pack = self._pack, None
+        assert pack is not None  # called with a pack to send
         if self._pool is None:
             # one more thread than uploads, for the flushes that make packs durable
             self._pool = ThreadPoolExecutor(_MAX_UPLOADS + 1, thread_name_prefix="pfs-pack-upload")
@@ -207,7 +209,7 @@ class PackWriter:
             self.abort()
             raise
         self._free.append(pack.data)  # written out: the buffer can take the next pack
-        pack.data = None
+        del pack.data  # which the pack must not touch any more
         self._unsynced.append(pack)
         self._unsynced_bytes += stored
         if len(self._unsynced) >= _SYNC_PACKS:
@@ -218,6 +220,7 @@ class PackWriter:
         their chunks, so their locations are returned when it completes."""
         if self._unsynced:
             keys = [pack_key(p.id) for p in self._unsynced]
+            assert self._pool is not None  # the packs were uploaded through it
             job = self._pool.submit(self.objects.sync, keys)
             self._syncs.append((self._unsynced, self._unsynced_bytes, job))
             self._unsynced, self._unsynced_bytes = [], 0
@@ -361,7 +364,7 @@ class ChunkReader:
     def _read_run(self, run: list[tuple[bytes, int, ChunkLoc]]) -> list[bytes]:
         """The chunks of `run`, which lie back to back in one pack: those not in the cache with
         one ranged get."""
-        datas = self._cached(run) if self.cache is not None else [None] * len(run)
+        datas: list[bytes | None] = self._cached(run) if self.cache is not None else [None] * len(run)
         missing = [i for i, data in enumerate(datas) if data is None]
         if missing:
             first, last = run[missing[0]][2], run[missing[-1]][2]
@@ -379,11 +382,12 @@ class ChunkReader:
                     datas[i] = self._decode(h, size, loc, piece)
                 if self.cache is not None:
                     self.cache.put(loc.pack, loc.offset, piece)
-        return datas
+        return [d for d in datas if d is not None]  # all of them by now
 
     def _cached(self, run: list[tuple[bytes, int, ChunkLoc]]) -> list[bytes | None]:
         """The chunks of `run` found whole and good in the cache; None for the others (never
         cached, or damaged on disk: fetched again, which rewrites them)."""
+        assert self.cache is not None  # called only with a cache
         pieces = self.cache.get(run[0][2].pack, [(loc.offset, loc.length) for _, _, loc in run])
         datas = []
         for (h, size, loc), stored in zip(run, pieces, strict=True):
@@ -393,12 +397,13 @@ class ChunkReader:
                 datas.append(None)
         return datas
 
-    def _decode(self, h: bytes, size: int, loc: ChunkLoc, stored: bytes) -> bytes:
+    def _decode(self, h: bytes, size: int, loc: ChunkLoc, stored: bytes | memoryview) -> bytes:
         where = f"chunk {h.hex()} at {loc.offset} in pack {loc.pack.hex()}"
         if len(stored) != loc.length:
             raise CorruptChunk(f"{where}: the pack ends {loc.length - len(stored)} bytes short")
         if loc.codec == RAW:
-            data = stored
+            # A local store's mapped pack gives a memoryview: read like bytes, and not copied.
+            data = cast(bytes, stored)
         elif loc.codec == ZSTD:
             data = self._decompress(stored, size, where)
         else:
@@ -407,7 +412,7 @@ class ChunkReader:
             raise CorruptChunk(f"{where}: content does not match the chunk's hash and size")
         return data
 
-    def _decompress(self, stored: bytes, size: int, where: str) -> bytes:
+    def _decompress(self, stored: bytes | memoryview, size: int, where: str) -> bytes:
         # Loaded at the first compressed chunk, not at import: zstd costs a client's start-up a
         # large extension module, which readers of incompressible data never need.
         import zstandard

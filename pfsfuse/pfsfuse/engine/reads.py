@@ -41,11 +41,14 @@ class Reads(EngineCore):
         c = self.index.resolve(repo, ref)
         path = names.path(path)
         where = f"{repo}@{ref}:{path or '/'}"
-        parent, node = None, c.tree
+        parent: DirNode = c.tree
+        node: Node | None = c.tree
         if path:
             parent_path, name = names.split(path)
-            parent = tree.lookup(self.db, c.tree, parent_path) if parent_path else c.tree
-            node = tree.child(self.db, parent, name) if isinstance(parent, DirNode) else None
+            found = tree.lookup(self.db, c.tree, parent_path) if parent_path else c.tree
+            node = None
+            if isinstance(found, DirNode):
+                parent, node = found, tree.child(self.db, found, name)
         if node is None and glob.is_pattern(path):
             return None, self._glob_chunks(c.tree, path), None
         if node is None:
@@ -63,7 +66,8 @@ class Reads(EngineCore):
     def _glob_chunks(self, root: DirNode, pattern: str) -> Iterator[ChunkRef]:
         """The chunks of the files matching `pattern`, in path order, with each directory's
         header before and footer after each run of its files."""
-        group, parent = None, None
+        group: str | None = None
+        parent: DirNode | None = None
         for path, node in glob.glob(self.db, root, pattern):
             if not isinstance(node, FileNode):
                 continue
@@ -72,8 +76,9 @@ class Reads(EngineCore):
                 if parent is not None and parent.footer is not None:
                     yield from tree.file_chunks(self.db, parent.footer)
                 group = parent_path
-                parent = tree.lookup(self.db, root, parent_path) if parent_path else root
-                if parent.header is not None:
+                found = tree.lookup(self.db, root, parent_path) if parent_path else root
+                parent = found if isinstance(found, DirNode) else None
+                if parent is not None and parent.header is not None:
                     yield from tree.file_chunks(self.db, parent.header)
             yield from tree.file_chunks(self.db, node)
         if parent is not None and parent.footer is not None:
@@ -135,6 +140,7 @@ class Reads(EngineCore):
         node = tree.lookup(self.db, c.tree, path) if path else c.tree
         if node is None:
             raise NotFound(f"path {path} not found in {repo}@{ref}")
+        found: list[tuple[str, Node]]
         if not isinstance(node, DirNode):
             found = [(path, node)]
         else:
@@ -148,7 +154,7 @@ class Reads(EngineCore):
         """Each path's versions, newest first, back through the ancestors of `c` until the path
         is missing or `limit` versions are found (-1: no limit). A version is reported with the
         oldest commit in the run of commits that hold it, the one that wrote it."""
-        versions = {p: [[n, c.id]] for p, n in found}
+        versions: dict[str, list[tuple[Node, str]]] = {p: [(n, c.id)] for p, n in found}
         active = set(versions)
         newer = c
         for older in self.ancestry(repo, self.index.commit(repo, c.parent) if c.parent else None):
@@ -159,11 +165,11 @@ class Reads(EngineCore):
                 run = versions[p]
                 node = run[-1][0] if same_tree else tree.lookup(self.db, older.tree, p)
                 if node == run[-1][0]:
-                    run[-1][1] = older.id
+                    run[-1] = (run[-1][0], older.id)
                 elif node is None or len(run) == limit:
                     active.discard(p)
                 else:
-                    run.append([node, older.id])
+                    run.append((node, older.id))
             newer = older
         return [msgspec.structs.replace(file_info(p, n), commit=cid) for p, _ in found for n, cid in versions[p]]
 

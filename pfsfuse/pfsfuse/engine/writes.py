@@ -211,10 +211,11 @@ class _Batch:
 
     def node(self, path: str) -> Node | None:
         """The node at `path` after the ops applied so far."""
-        if path in self.pending:
-            return self.pending[path]
+        # A pending node is current only if nothing pending below (dirty) or above changes it.
         if path in self.dirty or any(p in self.pending for p in _ancestors(path)):
             self.flush()
+        elif path in self.pending:
+            return self.pending[path]
         return tree.lookup(self.w.txn, self.root, path) if path else self.root
 
     def set(self, path: str, node: Node | None) -> None:
@@ -224,21 +225,9 @@ class _Batch:
 
     def apply(self, op: WriteOp, data: _Staged | None) -> None:
         path, txn = op.path, self.w.txn
-        if isinstance(op, Put) and op.split is not None:
-            self.split(path, data)
-        elif isinstance(op, Put) and op.frame is not None:
-            self.frame(path, op.frame, data.chunks)
-        elif isinstance(op, Put):
-            refs = data.chunks
-            old = self.node(path)
-            if isinstance(old, DirNode):
-                raise FailedPrecondition(f"cannot write file {path}: it is a directory")
-            if op.append and isinstance(old, FileNode):
-                refs = [*tree.file_chunks(txn, old), *refs]
-            executable = op.executable
-            if executable is None:
-                executable = isinstance(old, FileNode) and old.executable
-            self.set(path, tree.make_file(txn, refs, executable))
+        if isinstance(op, Put):
+            assert data is not None  # every Put's data is staged first
+            self.put(path, op, data)
         elif isinstance(op, Copy):
             node = self.source(op)
             if isinstance(node, DirNode) and names.byte_length(path) > names.byte_length(op.src_path):
@@ -274,6 +263,24 @@ class _Batch:
                 raise InvalidArgument(f"{path} is not a file: only a file's executable bit is kept")
             self.set(path, msgspec.structs.replace(old, executable=op.executable))
 
+    def put(self, path: str, op: Put, data: _Staged) -> None:
+        txn = self.w.txn
+        if op.split is not None:
+            self.split(path, data)
+        elif op.frame is not None:
+            self.frame(path, op.frame, data.chunks or [])
+        else:
+            refs = data.chunks or []
+            old = self.node(path)
+            if isinstance(old, DirNode):
+                raise FailedPrecondition(f"cannot write file {path}: it is a directory")
+            if op.append and isinstance(old, FileNode):
+                refs = [*tree.file_chunks(txn, old), *refs]
+            executable = op.executable
+            if executable is None:
+                executable = isinstance(old, FileNode) and old.executable
+            self.set(path, tree.make_file(txn, refs, executable))
+
     def split(self, path: str, data: _Staged) -> None:
         """Add records to the directory at `path` (made if missing), numbered on from its last."""
         txn = self.w.txn
@@ -283,11 +290,11 @@ class _Batch:
         d = old or EMPTY_DIR
         if data.header is not None:  # a pg_dump's statements around its rows
             d = msgspec.structs.replace(
-                d, header=tree.make_file(txn, data.header), footer=tree.make_file(txn, data.footer)
+                d, header=tree.make_file(txn, data.header), footer=tree.make_file(txn, data.footer or [])
             )
         # Record names are fixed-width and numbered on, so they come sorted.
         first = _next_record(txn, d)
-        records = [(f"{i:016x}", tree.make_file(txn, refs)) for i, refs in enumerate(data.records, first)]
+        records = [(f"{i:016x}", tree.make_file(txn, refs)) for i, refs in enumerate(data.records or (), first)]
         self.set(path, tree.update(txn, d, records))
 
     def frame(self, path: str, which: str, refs: list[ChunkRef]) -> None:

@@ -75,6 +75,8 @@ class Trees:
     # -- directories
 
     def _whole(self, d: DirNode) -> tuple[dict[str, Node], list[tuple[str, Node]]]:
+        if d.root is None:
+            return {}, []
         listing = self._dirs.get(d.root)
         if listing is None:
             items, after = [], None
@@ -92,7 +94,7 @@ class Trees:
         hit = self.cached_child(d, name)
         if hit is not None:
             return hit[0]
-        if d.count <= FULL_LISTING:
+        if d.count <= FULL_LISTING or d.root is None:
             return self._whole(d)[0].get(name)
         node = self.client.dir_child(d.root, name)
         self._children.put((d.root, name), (node,))
@@ -146,9 +148,12 @@ class Trees:
                 stack.extend(todo)
                 continue
             stack.pop()
+            assert top.root is not None  # known() answers for empty directories
             found[top.root] = max(len(name.encode()) + _below(n, known) for name, n in entries)
             self._longest.put(top.root, found[top.root])
-        return known(d)
+        result = known(d)
+        assert result is not None  # the walk ends with d's answer
+        return result
 
     def _entries(self, d: DirNode) -> list[tuple[str, Node]]:
         out: list[tuple[str, Node]] = []

@@ -77,7 +77,7 @@ class LocalFile:
 
     def __init__(self, tmpdir: str, executable: bool = False):
         self._tmpdir = tmpdir
-        self._buf: bytearray | None = bytearray()
+        self._buf = bytearray()  # the content until it spills to a file (_fd), then empty
         self._fd: int | None = None
         self.tmp_path: str | None = None
         self.size = 0
@@ -131,7 +131,7 @@ class LocalFile:
             os.close(fd)
             os.unlink(path)
             raise
-        self._fd, self.tmp_path, self._buf = fd, path, None
+        self._fd, self.tmp_path, self._buf = fd, path, bytearray()
 
     def put(self, path: str) -> Put:
         """The op that stores the current content at `path`."""
@@ -143,7 +143,8 @@ class LocalFile:
         """Free the content once the file is neither in the overlay, nor open, nor to be sent."""
         if self.dropped and self.handles == 0 and self.logged == 0 and self._fd is not None:
             os.close(self._fd)
-            os.unlink(self.tmp_path)
+            if self.tmp_path is not None:
+                os.unlink(self.tmp_path)
             self._fd = None
 
 
@@ -361,6 +362,7 @@ class Workspace:
                         raise
                     continue  # another writer started one since we looked: share it
                 self.commit_id, self.owned = c.id, True
+            assert self.commit_id is not None  # found, started, or the last try raised
             return self.commit_id
 
     async def flush(self) -> None:
@@ -430,7 +432,8 @@ class Workspace:
     def _forget(self, upto: int) -> None:
         """Drop overlay entries the daemon now has, unless changed again since."""
         for path in [p for p, s in self._seq.items() if s <= upto]:
-            if isinstance(self.overlay[path], LocalFile) and self.overlay[path].writers:
+            entry = self.overlay[path]
+            if isinstance(entry, LocalFile) and entry.writers:
                 continue  # written again since (after an fsync): keep reading it locally
             e = self.overlay.pop(path)
             del self._seq[path]

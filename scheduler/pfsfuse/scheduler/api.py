@@ -164,8 +164,8 @@ def _input_repos(i: Input | None) -> list[str]:
     """The repos an input reads that exist before the pipeline (not its cron or git repos)."""
     if i is None:
         return []
-    if atom(i) is not None:
-        return [atom(i).repo]
+    if (a := atom(i)) is not None:
+        return [a.repo]
     return [r for sub in (i.cross or i.union or []) for r in _input_repos(sub)]
 
 

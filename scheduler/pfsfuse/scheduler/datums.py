@@ -69,7 +69,7 @@ def _datums(client: Client, i: Input, pipeline: str, heads) -> list[list[DatumIn
         )
     if i.union is not None:
         return [d for sub in i.union for d in _datums(client, sub, pipeline, heads)]
-    parts = [_datums(client, sub, pipeline, heads) for sub in i.cross]
+    parts = [_datums(client, sub, pipeline, heads) for sub in i.cross or ()]
     return [[x for d in combo for x in d] for combo in itertools.product(*parts)]
 
 

@@ -24,7 +24,7 @@ import msgspec
 from pfsfuse.api.client import Client
 from pfsfuse.api.types import Copy, Mkdir, Put, WriteOp
 from pfsfuse.metadata.errors import NotFound
-from pfsfuse.metadata.records import DirNode, FileNode
+from pfsfuse.metadata.records import DirNode, FileNode, Node
 from pfsfuse.scheduler.records import DatumInput, DatumTask
 
 INPUTS = "inputs"  # <key>/inputs: [[name, repo, commit, path], ...] of the datum's last run
@@ -133,7 +133,7 @@ class Deltas:
         if (slot, repo, commit, directory) in self._frames:
             return []
         node = self._lookup(repo, commit, directory)
-        ops = []
+        ops: list[WriteOp] = []
         for kind in ("header", "footer"):
             part = getattr(node, kind, None) if isinstance(node, DirNode) else None
             if part is not None:
@@ -141,8 +141,8 @@ class Deltas:
         self._frames[(slot, repo, commit, directory)] = ops
         return ops
 
-    def _lookup(self, repo: str, commit: str, path: str):
-        node = self.client.inspect_commit(repo, commit).tree
+    def _lookup(self, repo: str, commit: str, path: str) -> Node | None:
+        node: Node | None = self.client.inspect_commit(repo, commit).tree
         for name in filter(None, path.split("/")):
             if not isinstance(node, DirNode) or node.root is None:
                 return None

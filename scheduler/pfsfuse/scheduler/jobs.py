@@ -5,7 +5,7 @@ Job ids are time-ordered like commit ids, so listing jobs newest first is a reve
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from pfsfuse.metadata import records
 from pfsfuse.metadata.db import DB
@@ -68,7 +68,7 @@ class JobStore:
             if pipeline is None or j.pipeline == pipeline:
                 yield j
 
-    def put_job(self, j: JobInfo, datums: list[DatumInfo] = (), sync: bool = True) -> None:
+    def put_job(self, j: JobInfo, datums: Sequence[DatumInfo] = (), sync: bool = True) -> None:
         """sync=False for progress that a crash of the machine may lose: the datums' outputs are
         durable in the datum repo, and a resumed job finds them there."""
         with self.db.lock:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import msgspec
 
 from pfsfuse.api.client import Client
-from pfsfuse.api.types import Copy, Delete, Mkdir, Put
+from pfsfuse.api.types import Copy, Delete, Mkdir, Put, WriteOp
 from pfsfuse.scheduler.jobs import JobStore
 from pfsfuse.scheduler.records import JobInfo, PipelineInfo
 
@@ -29,12 +29,12 @@ def merge(client: Client, p: PipelineInfo, job: JobInfo, keys: list[str]) -> Non
         else:
             files.setdefault(path, []).append(key)
     order = {k: n for n, k in enumerate(sorted(keys))}
-    ops = [Delete("")]  # the output is made afresh from the datums, not from the parent commit
+    ops: list[WriteOp] = [Delete("")]  # the output is made afresh from the datums, not from the parent commit
     holding = {a for path in files for a in _parents(path)}
     for d in sorted(dirs - holding):
         ops.append(Mkdir(d))
     for path in sorted(files):
-        for n, key in enumerate(sorted(files[path], key=order.get)):
+        for n, key in enumerate(sorted(files[path], key=order.__getitem__)):
             ops.append(Copy(path, p.meta_repo, job.meta_commit, f"{key}/out/{path}", append=n > 0))
     client.write_files(p.output_repo, job.output_commit, ops)
 
@@ -43,6 +43,7 @@ def egress(client: Client, p: PipelineInfo, job: JobInfo) -> None:
     """Copy the output commit's files to the egress URL (an object store)."""
     from pfsfuse.chunks import open_store  # only pipelines with egress need a store client
 
+    assert p.spec.egress is not None  # called for pipelines with egress
     url = p.spec.egress.URL.rstrip("/")
     scheme, _, rest = url.partition("://")
     bucket_url, _, prefix = rest.partition("/") if scheme != "file" else (rest, "", "")

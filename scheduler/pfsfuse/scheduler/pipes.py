@@ -68,7 +68,7 @@ class PipeFeeder:
         self._thread: threading.Thread | None = None
         self._children: list[int] = []
         self._stop_r = self._stop_w = -1
-        self._fed = [0]  # bytes each server streamed: memory shared with the forked ones
+        self._fed: list[int] | memoryview = [0]  # bytes each server streamed: memory shared with the forked ones
 
     def add(self, path: str, source: object, own: str | None = None) -> None:
         """A named pipe at `path` streaming `fetch(source)` to each reader that opens it. Given
@@ -104,7 +104,7 @@ class PipeFeeder:
                     try:
                         _die_with_parent()
                         server = _Server(shard, self._factory(), self._stop_r, self._fed, i)
-                        server.serve(lambda b: (os.write(ready_w, b), os.close(ready_w)))
+                        server.serve(functools.partial(_answer_once, ready_w))
                         code = 0
                     finally:
                         os._exit(code)
@@ -171,9 +171,9 @@ class _Server:
                         return
                     if fd == inotify.fileno():
                         for event in inotify.read(timeout=0):
-                            p = self.pipes.get(os.path.join(dirs.get(event.wd, ""), event.name))
-                            if p is not None:
-                                self._event(p, event.mask, poller, writing)
+                            watched = self.pipes.get(os.path.join(dirs.get(event.wd, ""), event.name))
+                            if watched is not None:
+                                self._event(watched, event.mask, poller, writing)
                     elif fd in writing:
                         self._write(writing[fd], poller, writing)
         finally:
@@ -199,6 +199,7 @@ class _Server:
         try:
             while True:
                 if not p.buf:
+                    assert p.data is not None  # a pipe being fed has its data
                     piece = next(p.data, None)
                     if piece is None:  # all written: closing our end gives the reader its EOF
                         self._unwatch(p, poller, writing)
@@ -226,6 +227,12 @@ def _raise_open_files(needed: int) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < needed:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))
+
+
+def _answer_once(fd: int, answer: bytes) -> None:
+    """A forked server's answer: written, then its end of the pipe closed."""
+    os.write(fd, answer)
+    os.close(fd)
 
 
 def _die_with_parent() -> None:

@@ -108,6 +108,11 @@ class Scheduler:
 
     # -- the service -----------------------------------------------------------------------------
 
+    def _service(self) -> trio.Nursery:
+        """The nursery of `run`, where jobs and crons run."""
+        assert self._nursery is not None, "the scheduler is not running"
+        return self._nursery
+
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
@@ -203,7 +208,7 @@ class Scheduler:
         return time.time() - since >= specs.duration(p.spec.scale_down_threshold)
 
     def _heads(self, p: PipelineInfo) -> dict[tuple[str, str], Commit | None]:
-        heads = {}
+        heads: dict[tuple[str, str], Commit | None] = {}
         for repo, branch, _ in specs.atoms(p.spec.input, p.name):
             try:
                 heads[(repo, branch)] = self.client.inspect_commit(repo, branch)
@@ -219,7 +224,7 @@ class Scheduler:
     def _start_job(self, p: PipelineInfo, job: JobInfo, heads) -> None:
         scope = trio.CancelScope()
         self._running[p.name] = scope
-        self._nursery.start_soon(self._job_task, p, job, heads, scope)
+        self._service().start_soon(self._job_task, p, job, heads, scope)
 
     # -- running a job -----------------------------------------------------------------------------
 
@@ -702,7 +707,7 @@ class Scheduler:
                 await q.changed.wait()
         if not self.executor.alive(pipeline, worker):
             return []  # a request left over from a worker that is gone: it cannot take work
-        out = []
+        out: list[DatumTask] = []
         while q.pending and len(out) < limit:
             t = q.pending.popleft()
             q.running[(t.job, t.key)] = (worker, t)
@@ -722,7 +727,7 @@ class Scheduler:
     async def datum_log(self, pipeline: str, worker: str, job: str, key: str, try_: int, line: int, text: str) -> None:
         q = self._queues.get(pipeline)
         held = q.running.get((job, key)) if q is not None else None
-        if held is None or held[0] != worker or held[1].try_ != try_:
+        if q is None or held is None or held[0] != worker or held[1].try_ != try_:
             return  # late: the datum is no longer this worker's
         live = q.live.get((job, key))
         if live is None or live.try_ != try_:
@@ -766,7 +771,7 @@ class Scheduler:
         for c in crons.inputs(p.spec.input):
             scope = trio.CancelScope()
             self._crons[f"{p.name}/{c.name}"] = scope
-            self._nursery.start_soon(crons.run, self.client, p, c, scope)
+            self._service().start_soon(crons.run, self.client, p, c, scope)
 
     def _stop_crons(self, pipeline: str) -> None:
         for name in [n for n in self._crons if n.startswith(pipeline + "/")]:

@@ -281,6 +281,7 @@ def _input(i: Input, where: str, pipeline: str, bad) -> None:
             _input(sub, f"{here}[{n}]", pipeline, bad)
     elif kind == "cron":
         c = i.cron
+        assert c is not None  # the kind says so
         if not _NAME.fullmatch(c.name):
             bad(f"{here}.name", f"{c.name!r} is not a valid input name")
         try:
@@ -326,8 +327,8 @@ def input_name(a: AtomInput) -> str:
 
 def input_names(i: Input) -> set[str]:
     """The /pfs/<name> directories an input can show."""
-    if atom(i) is not None:
-        return {input_name(atom(i))}
+    if (a := atom(i)) is not None:
+        return {input_name(a)}
     if i.cron is not None:
         return {i.cron.name}
     return set().union(*(input_names(s) for s in (i.cross or i.union or [])))
@@ -339,8 +340,7 @@ def cron_repo(c: CronInput, pipeline: str) -> str:
 
 def atoms(i: Input, pipeline: str) -> list[tuple[str, str, str]]:
     """Every (repo, branch, name) the input reads, crons included."""
-    if atom(i) is not None:
-        a = atom(i)
+    if (a := atom(i)) is not None:
         return [(a.repo, a.branch, input_name(a))]
     if i.cron is not None:
         return [(cron_repo(i.cron, pipeline), "master", i.cron.name)]

@@ -39,10 +39,10 @@ import time
 from pathlib import Path
 
 from pfsfuse.api.connect import connect
-from pfsfuse.api.types import Copy, Mkdir, Put, Symlink, WriteOp
+from pfsfuse.api.types import Copy, FileInfo, Mkdir, Put, Symlink, WriteOp
 from pfsfuse.home import Home
 from pfsfuse.metadata.errors import NotFound, PfsError
-from pfsfuse.metadata.records import DirNode, FileNode, SymlinkNode
+from pfsfuse.metadata.records import DirNode, FileNode, Node, SymlinkNode
 from pfsfuse.mount.view import PIPES, DatumView, Served, Shown
 from pfsfuse.scheduler import incremental
 from pfsfuse.scheduler import spec as specs
@@ -80,8 +80,8 @@ class Layout:
         self.out = scratch / "out"
         self.root = self.views
         self.private = os.geteuid() == 0
-        self.view = None
-        self.served = None
+        self.view: DatumView | None = None
+        self.served: Served | None = None
         self.unavailable = ""  # why the command cannot see its data at /pfs, if it cannot
         self.owner: tuple[int, int] | None = None  # the uid and gid /pfs/out belongs to
 
@@ -91,7 +91,7 @@ class Layout:
             try:
                 self._private_namespace()
             except OSError as e:
-                self._cannot_show(e.strerror)
+                self._cannot_show(e.strerror or str(e))
         if self.private and os.environ.get("PFS_WORKER_FUSE", "1") != "0":
             try:
                 self._serve()
@@ -105,7 +105,7 @@ class Layout:
             try:
                 self._bind_views()
             except OSError as e:
-                self._cannot_show(e.strerror)
+                self._cannot_show(e.strerror or str(e))
         elif not self.unavailable:
             log.warning("no private /pfs; the command sees its data under %s ($PFS_ROOT)", self.views)
 
@@ -208,7 +208,8 @@ class Worker:
             self._fetch_small(tasks)
             serial += 1
             done = self.done / str(serial)
-            results, ops = [], {}
+            results: list[DatumResult] = []
+            ops: dict[str, list[WriteOp]] = {}
             self.busy = True
             try:
                 for t in tasks:
@@ -234,7 +235,7 @@ class Worker:
         return (
             self.view is not None
             and not (inp.lazy or inp.empty_files)
-            and type(node) is FileNode
+            and isinstance(node, FileNode)
             and node.chunks is not None
             and node.size <= SMALL
             and not inp.framed
@@ -244,9 +245,18 @@ class Worker:
     def _fetch_small(self, tasks: list[DatumTask]) -> None:
         """Fetch the batch's small input files into the view's cache, where their chunks are
         asked for in one request."""
-        chunks = list({c.hash: c for t in tasks for i in t.visible if self._small(i) for c in i.node.chunks}.values())
+        chunks = list(
+            {
+                c.hash: c
+                for t in tasks
+                for i in t.visible
+                if self._small(i) and isinstance(i.node, FileNode)
+                for c in i.node.chunks or ()
+            }.values()
+        )
         if not chunks:
             return
+        assert self.view is not None  # inputs are small only with a view
         try:
             self.view.trees.fetch(chunks)
         except (PfsError, OSError) as e:
@@ -279,6 +289,7 @@ class Worker:
             feeder.stop()
             downloaded += feeder.fed
             if self.view is not None:
+                assert self.layout.served is not None  # it serves the view
                 linked = self.layout.served.call(self.view.done)
                 downloaded += self.view.fetched - fetched
         if not ok:
@@ -292,7 +303,9 @@ class Worker:
     def _show(self, t: DatumTask, feeder: PipeFeeder) -> int:
         """Show the datum's inputs in the view; returns the bytes of its small inputs (fetched
         with the batch's)."""
-        shown, pipes, small = [], [], 0
+        shown: list[Shown] = []
+        pipes: list[tuple[str, str, str]] = []
+        small = 0
         for inp in t.visible:
             how = "lazy" if inp.lazy else "empty" if inp.empty_files else "entry"
             shown.append(Shown(inp.name, inp.repo, inp.commit, inp.path, how))
@@ -303,6 +316,7 @@ class Worker:
                     feeder.add(str(self.root / inp.name / path), (inp.repo, inp.commit, path), own)
             elif self._small(inp):
                 small += inp.node.size
+        assert self.view is not None and self.layout.served is not None  # _show runs with a view
         self.layout.served.wait(self.view.show, shown, pipes)
         return small
 
@@ -321,7 +335,7 @@ class Worker:
             base = self.views / inp.name
             target = base / inp.path if inp.path else base
             target.parent.mkdir(parents=True, exist_ok=True)
-            entries = [(inp.path, inp.node)]
+            entries: list[tuple[str, Node | FileInfo]] = [(inp.path, inp.node)]
             if isinstance(inp.node, DirNode):
                 entries = [(f.path, f) for f in self.client.walk_file(inp.repo, inp.commit, inp.path)]
             for path, entry in entries:
@@ -329,7 +343,7 @@ class Worker:
                 kind = entry.type if not isinstance(entry, (FileNode, DirNode, SymlinkNode)) else _kind(entry)
                 if kind == "dir":
                     local.mkdir(parents=True, exist_ok=True)
-                elif kind == "symlink":
+                elif isinstance(entry, (SymlinkNode, FileInfo)) and kind == "symlink":
                     os.symlink(entry.target, local)
                 elif inp.lazy:
                     feeder.add(str(local), (inp.repo, inp.commit, path))
@@ -414,6 +428,7 @@ class Worker:
         finally:
             self.command = None
         if not in_time:
+            assert proc.stdin is not None and proc.stdout is not None  # both are pipes
             os.killpg(proc.pid, signal.SIGKILL)
             proc.stdin.close()
             if not proc.stdout.closed:
@@ -543,6 +558,7 @@ def _exchange(proc: subprocess.Popen, stdin: bytes, deadline: float | None, live
     """Like `communicate`, and the output so far goes to `live` every LIVE_EVERY seconds; returns
     the output and whether that was before the deadline. (communicate with a timeout would wait
     for the exit with sleeps.)"""
+    assert proc.stdin is not None and proc.stdout is not None  # both are pipes
     out, out_fd = bytearray(), proc.stdout.fileno()
     poller = select.poll()
     streams = {out_fd: proc.stdout}
@@ -558,6 +574,7 @@ def _exchange(proc: subprocess.Popen, stdin: bytes, deadline: float | None, live
     while streams:
         until = update if deadline is None else min(update, deadline)
         for fd, _ in poller.poll(max(until - time.monotonic(), 0) * 1000):
+            piece: bytes | memoryview
             if fd == out_fd:
                 piece = os.read(fd, 1 << 16)
                 out += piece
