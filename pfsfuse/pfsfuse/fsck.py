@@ -22,6 +22,7 @@ from pfsfuse.metadata.records import (
     FileNode,
     Inner,
     Leaf,
+    Node,
     Page,
     SymlinkNode,
 )
@@ -113,8 +114,9 @@ class _Checker:
             return len(name.encode()) + (1 + below if below else 0)
 
         parts = []
-        while isinstance(d, DirNode) and d.root is not None:
-            name, d = max(tree.list_dir(self.db, d), key=length)
+        node: Node = d
+        while isinstance(node, DirNode) and node.root is not None:
+            name, node = max(tree.list_dir(self.db, node), key=length)
             parts.append(name)
         return "/".join(parts)
 
@@ -162,6 +164,7 @@ class _Checker:
         except Exception:
             self.problem(f"{where}: tree page {h.hex()} cannot be decoded")
             return None
+        result: tuple[int, int] | None
         if isinstance(page, Leaf):
             result = self.leaf(page, where)
         else:

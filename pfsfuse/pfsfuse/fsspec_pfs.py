@@ -17,6 +17,7 @@ import os
 import re
 import threading
 from collections.abc import Iterator
+from typing import IO
 
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 from fsspec.transaction import Transaction
@@ -358,9 +359,10 @@ class PfsFile(AbstractBufferedFile):
         super().__init__(
             fs, path, mode, block_size, autocommit, cache_type=cache_type, cache_options=cache_options, **kwargs
         )
-        self._spool: io.BufferedRandom | None = None
+        self._spool: IO[bytes] | None = None
 
     def _fetch_range(self, start: int, end: int) -> bytes:
+        assert self._pinned is not None  # set when opened for reading
         repo, commit, sub = self._pinned
         with _as_oserror(self.path), self.fs.client.get_file((repo, commit), sub, start, end - start) as f:
             return f.read()
@@ -372,6 +374,7 @@ class PfsFile(AbstractBufferedFile):
         self._spool = tempfile.TemporaryFile()
 
     def _upload_chunk(self, final: bool = False) -> bool:
+        assert self._spool is not None  # made by _initiate_upload
         self._spool.write(self.buffer.getbuffer())
         if final and self.autocommit:
             self.commit()

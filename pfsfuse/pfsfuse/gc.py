@@ -24,6 +24,7 @@ deleted. Readers holding an old location look the chunk up again (`EngineCore.re
 
 from __future__ import annotations
 
+import functools
 import re
 import struct
 import time
@@ -48,6 +49,11 @@ _LOC = msgspec.msgpack.Decoder(ChunkLoc)
 _LOC_ENC = msgspec.msgpack.Encoder()
 _BATCH = 50_000  # index entries deleted per critical section, so writers are not held up long
 _TIME = struct.Struct(">d")
+
+
+def _stays(gone: set[bytes], indexed: dict[bytes, ChunkLoc], h: bytes, loc: ChunkLoc) -> bool:
+    """Whether a pack's chunk is kept: live, and still indexed at this place in this pack."""
+    return h not in gone and indexed.get(h) == loc
 
 
 class _Pack:
@@ -98,8 +104,7 @@ class _Collection:
                 by_pack[loc.pack][h] = loc
             packs = self._read_trailers([p for p in listed if p in by_pack])
             for p in packs:
-                refs = by_pack[p.pack]
-                n, size = p.plan(lambda h, loc, refs=refs: h not in gone and refs.get(h) == loc)
+                n, size = p.plan(functools.partial(_stays, gone, by_pack[p.pack]))
                 self.result.chunks += n
                 self.result.chunk_bytes += size
             self._rewrite([p for p in packs if p.keep and len(p.keep) < len(p.entries)])
@@ -162,7 +167,8 @@ class _Collection:
         removed = []
         for i in range(0, len(dead), _BATCH):
             with self.db.lock, self.guard.lock:
-                batch = [h for h in dead[i : i + _BATCH] if h not in self.guard.claimed]
+                claimed = self.guard.claimed or set()  # recorded while not a dry run
+                batch = [h for h in dead[i : i + _BATCH] if h not in claimed]
                 with self.store.index.mutation() as v:
                     for h in batch:
                         v.txn.delete("chunks", h)
@@ -228,7 +234,7 @@ class _Collection:
         else:
             writes_done = not self.guard.running_since(listed_after)
             with self.guard.lock:
-                indexed = set(self.guard.indexed_packs)
+                indexed = set(self.guard.indexed_packs or ())
         doomed, waiting = [], {}
         for p in unindexed:
             if p in indexed:
@@ -239,9 +245,9 @@ class _Collection:
             else:
                 waiting[p] = first
         # Sizes are for the report only: an orphan may be a torn upload without a trailer.
-        for p in self._read_trailers(doomed, strict=False):
-            self.result.chunks += len(p.entries)
-            self.result.chunk_bytes += sum(loc.length for _, loc, _ in p.entries)
+        for pack in self._read_trailers(doomed, strict=False):
+            self.result.chunks += len(pack.entries)
+            self.result.chunk_bytes += sum(loc.length for _, loc, _ in pack.entries)
         self._delete(doomed, "orphan_packs")
         self.result.orphans_waiting = len(waiting)
         if not self.dry_run:
@@ -255,7 +261,8 @@ class _Collection:
         dead = [(h, len(v)) for h, v in self.db.scan("pages") if h not in live]
         with self.db.lock:
             if not self.dry_run:
-                dead = [(h, n) for h, n in dead if h not in self.db.written]
+                written = self.db.written or set()  # recorded while not a dry run
+                dead = [(h, n) for h, n in dead if h not in written]
                 with self.store.index.mutation() as v:
                     for h, _ in dead:
                         v.txn.delete("pages", h)

@@ -22,7 +22,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import quote, unquote, urlsplit
 
 import msgspec
@@ -267,7 +267,7 @@ def _azure_pieces(store, src: ObjectURL) -> Callable[[int], Iterator[bytes]]:
         nonlocal etag
         from azure.core import MatchConditions
 
-        pinned = {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {}
+        pinned: dict[str, Any] = {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {}
         try:
             download = store.container.download_blob(src.key, offset=offset or None, max_concurrency=1, **pinned)
         except Exception as e:  # noqa: BLE001

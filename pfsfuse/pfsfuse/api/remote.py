@@ -84,7 +84,7 @@ class RemoteClient(Client):
         data = self._http.call("POST", f"/rpc/{method}", wire.encode_args(method, args))
         return msgspec.json.decode(data, type=wire.hints(method)["return"])
 
-    def _stream(self, url: str, args: msgspec.Struct) -> Iterator[bytes]:
+    def _stream(self, url: str, args: wire.Query) -> Iterator[bytes]:
         with self._http.stream(url, wire.query(args)) as pieces:
             yield from pieces
 
@@ -202,6 +202,7 @@ class RemoteClient(Client):
         return self._stream("/get", args)
 
     def _read_direct(self, plan: ReadPlan, offset: int, length: int | None) -> Iterator[bytes]:
+        assert self.chunk_store is not None  # read directly only when the store is readable
         located = [(ref.hash, ref.size, loc) for ref, loc in plan.chunks]
         try:
             yield from self.chunk_store.reader.read_moving(located, self.chunk_locations, offset, length)

@@ -117,7 +117,7 @@ class _Connection:
         return bool(select.select([self.sock], [], [], 0)[0])
 
     def _send(self, event) -> None:
-        for piece in self.http.send_with_data_passthrough(event):
+        for piece in self.http.send_with_data_passthrough(event) or ():
             self.sock.sendall(piece)
 
     def next_event(self, n: int = _PIECE):

@@ -74,16 +74,16 @@ def as_kwargs(args: msgspec.Struct) -> dict[str, typing.Any]:
 Hex = Annotated[str, msgspec.Meta(pattern="^(?:[0-9a-fA-F]{2}){1,64}$")]
 
 
-class _Query(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
+class Query(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
     pass
 
 
-class WriteQuery(_Query):
+class WriteQuery(Query):
     repo: str
     ref: str
 
 
-class GetQuery(_Query):
+class GetQuery(Query):
     repo: str
     ref: str
     path: str = ""
@@ -91,23 +91,23 @@ class GetQuery(_Query):
     length: Count | None = None
 
 
-class ChunkQuery(_Query):
+class ChunkQuery(Query):
     hash: Hex
     size: Count
 
 
-class SubscribeQuery(_Query):
+class SubscribeQuery(Query):
     repo: str
     branch: str
     since: str | None = None
     new_only: bool = False
 
 
-class ExtractQuery(_Query):
+class ExtractQuery(Query):
     objects: bool = True
 
 
-def query(args: _Query) -> dict[str, str]:
+def query(args: Query) -> dict[str, str]:
     """A query Struct as the parameters of a URL."""
     out = {}
     for name, value in msgspec.to_builtins(args).items():

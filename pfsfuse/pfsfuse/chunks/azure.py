@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import os
+from typing import Any, cast
 
 import azure.core.exceptions as az
 import requests
 import requests.adapters
 import requests.exceptions
+from azure.core.paging import PageIterator
 from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import BlobServiceClient
 
 from .cloud import TEMP_STATUSES, CloudStore
 from .objects import ObjectNotFound, StorageError, retrying
+
+
+def _code(exc: az.HttpResponseError) -> str | None:
+    """The storage service's error code, which the SDK sets on the exceptions it raises."""
+    return getattr(exc, "error_code", None)
 
 
 class AzureStore(CloudStore):
@@ -83,10 +90,10 @@ class AzureStore(CloudStore):
                 size = self.container.get_blob_client(name).get_blob_properties().size
                 offset = max(size + offset, 0)
             # Without a range the SDK also reads empty blobs (a range on those fails).
-            ranged = {"offset": offset, "length": length} if offset or length is not None else {}
+            ranged: dict[str, Any] = {"offset": offset, "length": length} if offset or length is not None else {}
             return self.container.download_blob(name, max_concurrency=1, **ranged).readall()
         except az.ResourceNotFoundError as exc:
-            if exc.error_code == "BlobNotFound":
+            if _code(exc) == "BlobNotFound":
                 raise ObjectNotFound(f"{self.url}: no object {key!r}") from None
             raise
         except az.HttpResponseError as exc:
@@ -110,13 +117,12 @@ class AzureStore(CloudStore):
         try:
             self.container.delete_blob(self._name(key))
         except az.ResourceNotFoundError as exc:
-            if exc.error_code != "BlobNotFound":
+            if _code(exc) != "BlobNotFound":
                 raise
 
     @retrying
     def _list_page(self, prefix: str, token: str | None) -> tuple[list[str], str | None]:
-        pages = self.container.list_blob_names(name_starts_with=prefix, results_per_page=self.page_size).by_page(
-            continuation_token=token
-        )
+        listing = self.container.list_blob_names(name_starts_with=prefix, results_per_page=self.page_size)
+        pages = cast(PageIterator, listing.by_page(continuation_token=token))  # typed as a plain iterator
         names = list(next(pages))
         return names, pages.continuation_token

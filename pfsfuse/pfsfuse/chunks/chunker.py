@@ -68,6 +68,7 @@ class Chunker:
                         yield last
                     return
                 # Move the unfinished last chunk to the front and read on behind it.
+                assert last is not None  # a full buffer cuts into at least one chunk
                 tail = len(last)
                 view[:tail] = view[filled - tail : filled]
                 filled = tail
@@ -103,6 +104,7 @@ class Chunker:
                             yield last
                         return
                     n = ahead.result()
+                    assert last is not None  # a full buffer cuts into at least one chunk
                     tail = len(last)
                     views[1 - cur][MAX_SIZE - tail : MAX_SIZE] = last
                     cur, start, end = 1 - cur, MAX_SIZE - tail, MAX_SIZE + n

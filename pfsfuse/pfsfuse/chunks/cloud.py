@@ -50,6 +50,10 @@ class CloudStore(ObjectStore):
     page_size = 1000  # keys per listing request
     temp_errors: tuple[type[BaseException], ...] = _NETWORK  # always temporary; plus each SDK's
 
+    @classmethod
+    def from_url(cls, url: str) -> CloudStore:
+        return cls(url)
+
     def __init__(self, url: str):
         super().__init__()
         parts = urlsplit(url)

@@ -74,7 +74,7 @@ class ObjectStore(ABC):
     def from_url(cls, url: str) -> ObjectStore:
         """The store at `url`, whose scheme names this backend (see backends.BACKENDS). Raises
         ValueError for a URL the backend does not take."""
-        return cls(url)
+        raise NotImplementedError(f"{cls.__name__} is not opened by URL")
 
     def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
         """Bytes [offset, offset + length) of the object (to its end if length is None), fewer if

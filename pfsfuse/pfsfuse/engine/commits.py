@@ -3,6 +3,7 @@ finish on it (subscribe-commit)."""
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Iterator
 
@@ -41,7 +42,7 @@ class Commits(EngineCore):
             self.index.repo(repo)
         else:
             found = self.ancestry(repo, self.index.resolve(repo, ref))
-        out = []
+        out: list[Commit] = []
         for c in found:
             if c.id == stop or (number is not None and len(out) >= number):
                 break
@@ -79,7 +80,10 @@ class Commits(EngineCore):
                 seen.add(c.id)
                 yield c
             with self.changed:
-                self.changed.wait_for(lambda g=generation: self.generation != g or cancel.is_set(), timeout=1.0)
+                self.changed.wait_for(functools.partial(self._moved_on, generation, cancel), timeout=1.0)
+
+    def _moved_on(self, generation: int, cancel: threading.Event) -> bool:
+        return self.generation != generation or cancel.is_set()
 
     def _finished_on(self, repo: str, branch: str, seen: set[str]) -> Iterator[Commit]:
         """Finished commits from the branch head back to the first already seen one."""

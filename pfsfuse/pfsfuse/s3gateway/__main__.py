@@ -51,7 +51,9 @@ def main(listen: str, address: str | None, pairs: tuple[str, ...]) -> None:
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(signals)
-            await hypercorn.trio.serve(make_app(client, auth), hypercorn_config(listen), shutdown_trigger=stop.wait)
+            app = make_app(client, auth)
+            # hypercorn's ASGI types do not name Starlette's (equivalent) signature
+            await hypercorn.trio.serve(app, hypercorn_config(listen), shutdown_trigger=stop.wait)  # type: ignore[arg-type]
             nursery.cancel_scope.cancel()
 
     try:

@@ -8,6 +8,8 @@ import base64
 import hashlib
 import tempfile
 import zlib
+from collections.abc import Callable
+from typing import Any
 
 from starlette.requests import Request
 
@@ -28,7 +30,7 @@ class _Crc32:
 
 
 # The algorithms whose checksums are verified here; others (CRC32C, CRC64NVME) pass unchecked.
-_CHECKSUMS = {"crc32": _Crc32, "sha1": hashlib.sha1, "sha256": hashlib.sha256}
+_CHECKSUMS: dict[str, Callable[[], Any]] = {"crc32": _Crc32, "sha1": hashlib.sha1, "sha256": hashlib.sha256}
 
 
 class Body:

@@ -11,6 +11,7 @@ import shutil
 import tempfile
 import threading
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 from pfsfuse.s3gateway.errors import S3Error
 
@@ -89,7 +90,7 @@ class _Joined:
 
     def __init__(self, paths: list[str]):
         self._paths = list(paths)
-        self._file = None
+        self._file: BinaryIO | None = None
 
     def read(self, n: int = -1) -> bytes:
         while True:

@@ -12,7 +12,7 @@ import contextlib
 import io
 import os
 from collections.abc import Iterable, Iterator, Mapping
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import msgspec
 
@@ -33,6 +33,9 @@ from pfsfuse.metadata.records import Branch, BranchRef, Commit, CommitRef
 from pfsfuse.sdk import refs
 from pfsfuse.sdk.refs import CommitArg, FileArg, HasCommit
 from pfsfuse.sdk.streams import PiecesIO, reader
+
+if TYPE_CHECKING:
+    from pfsfuse.scheduler.api import RemotePipelines
 
 _PAGE = 1000  # list_file entries fetched per request
 
@@ -64,6 +67,7 @@ class Client:
     ):
         from pfsfuse.api.remote import RemoteClient
 
+        self._api: _Api
         if address is None:
             from pfsfuse.api.connect import connect
 
@@ -73,7 +77,7 @@ class Client:
             self._api = RemoteClient(address, Home(home or os.path.dirname(address[5:])))
         else:
             self._api = RemoteClient(address)
-        self._pipelines = None
+        self._pipelines: RemotePipelines | None = None
 
     @classmethod
     def wrap(cls, api: _Api) -> Client:
@@ -287,7 +291,7 @@ class Client:
     # -- pipelines ----------------------------------------------------------------------------
 
     @property
-    def pipelines(self):
+    def pipelines(self) -> RemotePipelines:
         """The daemon's pipeline API (`pfsfuse.scheduler.api.Pipelines`)."""
         if self._pipelines is None:
             from pfsfuse.scheduler.api import RemotePipelines

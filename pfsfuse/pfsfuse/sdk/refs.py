@@ -4,7 +4,7 @@ tuples, or the records the SDK returns. Checked here, before anything is sent.""
 from __future__ import annotations
 
 import re
-from typing import Protocol
+from typing import Protocol, cast
 
 from pfsfuse.metadata import names
 from pfsfuse.metadata import refs as ref_syntax
@@ -41,7 +41,7 @@ def commit(value: CommitArg) -> tuple[str, str]:
 def file(value: CommitArg | FileArg, path: str | None = None) -> tuple[str, str, str]:
     """(repo, ref, path) of `"repo@ref:path"` or `(repo, ref, path)`, or of a commit and `path`."""
     if path is not None:
-        return (*commit(value), _path(path))
+        return (*commit(cast(CommitArg, value)), _path(path))  # commit() refuses a file's triple
     if isinstance(value, str):
         m = _REF.fullmatch(value)
         if m is None:

@@ -22,6 +22,7 @@ itself works.
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import os
 import shutil
@@ -32,9 +33,14 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pfsfuse.api.types import Put
+
 from pfsfuse.tools.bench import HEADER, PFS, Figure, MiB, drop_caches, ratio, run_sections, start_daemon, timed
+
+if TYPE_CHECKING:
+    from pfsfuse.api.remote import RemoteClient
 
 JUICEFS_CACHE = Path.home() / ".cache" / "pfsfuse-bench" / "juicefs"
 
@@ -84,6 +90,10 @@ def run_quiet(*cmd: str, env=None, timeout: float = 3600) -> None:
         raise RuntimeError(f"{' '.join(cmd)} exited {r.returncode}: {r.stderr.decode(errors='replace').strip()}")
 
 
+def _ls_l(roots: dict[str, Path], name: str, which: str) -> None:
+    run_quiet("ls", "-l", "--color=never", str(roots[which] / name))
+
+
 class MountBench:
     def __init__(self, work: Path, runs: int, small: bool = False):
         self.work = work
@@ -104,7 +114,7 @@ class MountBench:
         self.src = work / "src"
         self.disk = work / "disk"
         self.big_commit = ""
-        self.client = None
+        self._client: RemoteClient | None = None
         self.cold_note = "" if os.geteuid() == 0 else " (page cache NOT dropped: not root)"
 
     # -- our side ------------------------------------------------------------------------------
@@ -117,7 +127,12 @@ class MountBench:
         from pfsfuse.api.remote import RemoteClient
         from pfsfuse.home import Home
 
-        self.client = RemoteClient(f"unix:{self.home}/pfs.sock", Home(self.home))
+        self._client = RemoteClient(f"unix:{self.home}/pfs.sock", Home(self.home))
+
+    @property
+    def client(self) -> RemoteClient:
+        assert self._client is not None, "start_daemon first"
+        return self._client
 
     def pfs_mount(self) -> None:
         self.pfs_mnt.mkdir(exist_ok=True)
@@ -156,6 +171,7 @@ class MountBench:
         )
 
     def jfs_mount(self, empty_cache: bool = False) -> None:
+        assert self.juicefs is not None  # found before anything is mounted
         cache = self.jfs_dir / "cache"
         if empty_cache:
             shutil.rmtree(cache, ignore_errors=True)
@@ -200,8 +216,8 @@ class MountBench:
             try:
                 self.jfs_unmount()
             finally:
-                if self.client is not None:
-                    self.client.close()
+                if self._client is not None:
+                    self._client.close()
                 if self.daemon is not None and self.daemon.poll() is None:
                     self.daemon.terminate()
                     try:
@@ -232,7 +248,7 @@ class MountBench:
                 if i and done[0] > slow:
                     continue
                 self.cold(which)
-                done.append(timed(lambda which=which: fn(which)))
+                done.append(timed(functools.partial(fn, which)))
                 if i == 0 and done[0] > slow:
                     print(f"note: {which}: one cold run only ({done[0]:.0f} s)", file=sys.stderr, flush=True)
         return {w: statistics.median(done) for w, done in times.items()}
@@ -358,9 +374,9 @@ class MountBench:
             if p.wait() != 0:
                 raise RuntimeError("cp -r into JuiceFS failed")
         roots = {"pfs": self.pfs_mnt / "meta" / "master" / "meta", "jfs": self.jfs_mnt / "meta", "disk": meta}
-        figures = []
+        figures: list[Figure] = []
         for name, n in (("flat10k", self.n_10k), ("flat100k", self.n_100k)):
-            t = self.cold_medians(lambda w, name=name: run_quiet("ls", "-l", "--color=never", str(roots[w] / name)))
+            t = self.cold_medians(functools.partial(_ls_l, roots, name))
             figures.append(
                 TimeFigure(
                     f"ls -l of a {n:,}-entry directory, cold (s) vs JuiceFS{self.cold_note}",

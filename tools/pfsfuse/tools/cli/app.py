@@ -6,20 +6,20 @@ import re
 
 import click
 
-from pfsfuse.api.client import Client
 from pfsfuse.api.connect import connect
+from pfsfuse.api.remote import RemoteClient
 from pfsfuse.tools.cli.output import Output
 
 
 class App:
     def __init__(self):
-        self._client: Client | None = None
+        self._client: RemoteClient | None = None
         self._pipelines = None
         self._auth = None
         self.out = Output()
 
     @property
-    def client(self) -> Client:
+    def client(self) -> RemoteClient:
         if self._client is None:
             self._client = connect()
         return self._client

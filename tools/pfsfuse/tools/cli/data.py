@@ -79,6 +79,7 @@ def restore(app: App, source: str | None, url: str | None) -> None:
     if not source and not url and sys.stdin.isatty():
         raise click.UsageError("give -i FILE or --url, or pipe the dump into stdin")
     with contextlib.ExitStack() as stack:
+        dump: BinaryIO
         if url:
             dump = io.BufferedReader(_Pieces(stack.enter_context(_from_url(url))), 1 << 20)
         elif source:
@@ -150,7 +151,7 @@ def _object_store(url: str):
 def _to_object_store(url: str, pieces: Iterable[bytes]) -> None:
     """The dump as objects part-00000000, part-00000001, ... of PART bytes under `url`."""
     store = _object_store(url)
-    written = []
+    written: list[str] = []
     try:
         if next(iter(store.list("part-")), None) is not None:
             raise FailedPrecondition(f"{url} already holds a dump: extract to a new place")

@@ -48,7 +48,7 @@ def expand_sources(
         if not path:
             raise click.UsageError("put-file from stdin needs a PATH")
         return [Put(path, stream=sys.stdin.buffer)]
-    out = []
+    out: list[WriteOp] = []
     for source in sources:
         if source == "-":
             if not path:
@@ -99,7 +99,7 @@ def _pfs_ops(client: Client, url: str, dest: str, recursive: bool, by_reference:
         files = [f for f in client.walk_file(repo, commit, info.path) if f.type != "dir"]
     else:
         files = [info]
-    ops = []
+    ops: list[WriteOp] = []
     for f in files:
         target = posixpath.join(dest, f.path[len(info.path) :].lstrip("/")) if f is not info else dest
         if by_reference:

@@ -63,7 +63,7 @@ def unmount(app: App, mountpoint: str | None, all_: bool) -> None:
 
     if all_ == (mountpoint is not None):
         raise click.UsageError("give either a mount point or --all")
-    done = mounting.unmount_all() if all_ else [mounting.unmount(mountpoint)]
+    done = mounting.unmount_all() if mountpoint is None else [mounting.unmount(mountpoint)]
     if all_:
         for d in done:
             click.echo(f"unmounted {d.mountpoint}")

@@ -70,5 +70,5 @@ def delete_repo(app: App, name: str | None, force: bool, all_: bool) -> None:
     if all_:
         for r in app.client.list_repo():
             app.client.delete_repo(r.name, force=True)
-    else:
+    elif name is not None:
         app.client.delete_repo(name, force=force)
