@@ -117,6 +117,20 @@ def test_yaml_specs_parse():
         ({"parallelism_spec": {"constant": 2, "coefficient": 1}}, "parallelism_spec"),
         ({"datum_tries": "three"}, "datum_tries"),
         ({"surprise": 1}, "surprise"),
+        # every number is bounded where it is decoded
+        ({"parallelism_spec": {"coefficient": 1e308}}, "parallelism_spec.coefficient"),
+        ({"parallelism_spec": {"constant": -1}}, "parallelism_spec.constant"),
+        ({"parallelism_spec": {"constant": 100_000}}, "parallelism_spec.constant"),
+        ({"datum_tries": 0}, "datum_tries"),
+        ({"datum_tries": 10**9}, "datum_tries"),
+        ({"datum_timeout": "99999999h"}, "datum_timeout"),
+        ({"datum_timeout": "1" + "0" * 400 + "s"}, "datum_timeout"),
+        ({"resource_limits": {"cpu": -2}}, "resource_limits.cpu"),
+        ({"resource_requests": {"gpu": 10**6}}, "resource_requests.gpu"),
+        ({"service": {"internal_port": 70000}}, "service.internal_port"),
+        ({"transform": {"cmd": ["true"], "accept_return_code": [256]}}, "accept_return_code"),
+        ({"max_queue_size": 0}, "max_queue_size"),
+        ({"input": {"cron": {"name": "t", "spec": "@every 1ms"}}}, "at least 1s"),
     ],
 )
 def test_bad_specs_name_the_field(change, message):

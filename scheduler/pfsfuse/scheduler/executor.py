@@ -3,7 +3,9 @@ datums from the daemon's pipeline API, so the same worker runs as a local proces
 
 `LocalExecutor` runs workers as processes on this machine (a Kubernetes executor creates pods
 instead). A worker that dies is reported to the scheduler, whose datums it held then count as
-failed tries, and is started again while the pipeline still needs it.
+failed tries, and is started again while the pipeline still needs it, after a backoff that grows
+while workers keep dying young. CRASH_LOOP young deaths in a row are a crash loop: the pipeline
+is `crashing`, saying why, and its jobs fail rather than wait for workers that never come.
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ import trio
 from pfsfuse.scheduler.spec import PipelineSpec
 
 log = logging.getLogger("pfsfuse.scheduler")
+
+YOUNG = 10.0  # seconds: a worker dying sooner did not get going
+CRASH_LOOP = 5  # young deaths in a row
+BACKOFF, MAX_BACKOFF = 0.5, 30.0  # seconds before a dead worker is replaced, doubling while they die young
 
 
 class Executor(ABC):
@@ -49,6 +55,9 @@ class Executor(ABC):
     @abstractmethod
     async def stop(self, pipeline: str) -> None: ...
 
+    def running(self, pipeline: str) -> None:  # noqa: B027 (a default: nothing to clear)
+        """A worker of the pipeline took work: a crash loop the executor reported is over."""
+
     async def forget(self, pipeline: str) -> None:
         """The pipeline was deleted: its workers and whatever else the executor kept for it go."""
         await self.stop(pipeline)
@@ -65,6 +74,8 @@ class LocalExecutor(Executor):
         self._procs: dict[str, dict[str, trio.Process]] = {}
         self._wanted: dict[str, int] = {}
         self._serial = 0
+        self._young_deaths: dict[str, int] = {}  # pipeline -> young deaths in a row
+        self._started: dict[str, float] = {}  # worker -> when it was started
 
     async def configure(self, spec: PipelineSpec) -> None:
         await self.stop(spec.name)
@@ -76,6 +87,7 @@ class LocalExecutor(Executor):
             self._serial += 1
             worker = f"{pipeline}-{self._serial}"
             procs[worker] = await self._spawn(pipeline, worker)
+            self._started[worker] = trio.current_time()
             self.nursery.start_soon(self._watch, pipeline, worker, procs[worker])
 
     async def _spawn(self, pipeline: str, worker: str) -> trio.Process:
@@ -110,8 +122,12 @@ class LocalExecutor(Executor):
             return
         del procs[worker]
         log.warning("worker %s of %s died (%s)", worker, pipeline, why)
+        young = trio.current_time() - self._started.pop(worker, 0.0) < YOUNG
+        deaths = self._young_deaths[pipeline] = self._young_deaths.get(pipeline, 0) + 1 if young else 0
+        if deaths == CRASH_LOOP and self.trouble is not None:
+            self.trouble(pipeline, f"crash loop: its workers keep dying ({why}): {_last_line(self.home, worker)}")
         if self._wanted.get(pipeline):
-            await trio.sleep(0.5)  # a worker that cannot start must not spin
+            await trio.sleep(min(BACKOFF * 2 ** max(deaths - 1, 0), MAX_BACKOFF))  # no spinning
             # The pipeline may have been stopped, updated or deleted meanwhile.
             wanted = self._wanted.get(pipeline)
             if wanted:
@@ -121,8 +137,14 @@ class LocalExecutor(Executor):
         proc = self._procs.get(pipeline, {}).get(worker)
         return proc is not None and proc.returncode is None
 
+    def running(self, pipeline: str) -> None:
+        """A worker of the pipeline took work: whatever killed the ones before, it is over."""
+        if self._young_deaths.pop(pipeline, 0) >= CRASH_LOOP and self.trouble is not None:
+            self.trouble(pipeline, "")
+
     async def stop(self, pipeline: str) -> None:
         self._wanted.pop(pipeline, None)
+        self._young_deaths.pop(pipeline, None)
         procs = self._procs.pop(pipeline, {})
         for proc in procs.values():
             _signal_group(proc, signal.SIGTERM)
@@ -136,6 +158,17 @@ class LocalExecutor(Executor):
     async def stop_all(self) -> None:
         for pipeline in list(self._procs):
             await self.stop(pipeline)
+
+
+def _last_line(home: Path, worker: str) -> str:
+    """The last line a worker logged: most often why it died."""
+    try:
+        with open(home / "workers" / f"{worker}.log", "rb") as f:
+            f.seek(max(f.seek(0, os.SEEK_END) - 4096, 0))
+            lines = f.read().decode(errors="replace").strip().splitlines()
+    except OSError:
+        return "no log"
+    return lines[-1][:300] if lines else "no log"
 
 
 def _signal_group(proc: trio.Process, sig: int) -> None:

@@ -101,6 +101,7 @@ class DatumResult(Struct, omit_defaults=True):
     uploaded: int = 0
     log: str = ""  # the command's output (the tail, when long, from a line's start)
     log_line: int = 0  # the number of the log's first line in the whole output
+    final: bool = False  # no try left to give it, whatever datum_tries says (its workers cannot run)
 
 
 class DatumInfo(Struct, omit_defaults=True):

@@ -45,6 +45,7 @@ log = logging.getLogger("pfsfuse.scheduler")
 DATUMS_BRANCH = "datums"
 ACTIVE = ("running", "standby", "crashing")  # states whose inputs start jobs (crashing: workers fail to start)
 LOG_TAIL = 64 << 10
+RETRY_BACKOFF, MAX_RETRY_BACKOFF = 0.2, 10.0  # seconds before a failed datum's next try, doubling
 
 
 class _Queue:
@@ -407,23 +408,30 @@ class Scheduler:
                 downloaded=job.downloaded + result.downloaded,
                 uploaded=job.uploaded + result.uploaded,
             )
-        elif task.try_ < p.spec.datum_tries:
+        elif task.try_ < p.spec.datum_tries and not result.final:
             retry = msgspec.structs.replace(task, try_=task.try_ + 1)
             left[result.key] = retry
-            q.pending.append(retry)
-            q.notify()
+            self._service().start_soon(self._retry, q, left, retry)
             job = msgspec.structs.replace(job, restarts=job.restarts + 1)
             info = msgspec.structs.replace(info, state="pending")
         else:
             del left[result.key]
             job = msgspec.structs.replace(job, failed=job.failed + 1)
-            # No new datums for a failing job: let the running ones finish, then fail.
-            dropped = [t for t in q.pending if t.job == job.id]
+            # No new datums for a failing job (nor retries): let the running ones finish, then fail.
             q.pending = deque(t for t in q.pending if t.job != job.id)
-            for t in dropped:
-                left.pop(t.key, None)
+            running = {key for (j, key) in q.running if j == job.id}
+            for key in [k for k in left if k not in running]:
+                del left[key]
         q.live.pop((job.id, result.key), None)  # its log is the datum's now
         return job, info
+
+    async def _retry(self, q: _Queue, left: dict[str, DatumTask], task: DatumTask) -> None:
+        """Queue a failed datum again after a backoff that doubles with each try (whatever made
+        it fail may need a moment to pass), unless its job has let it go meanwhile."""
+        await trio.sleep(min(RETRY_BACKOFF * 2 ** (task.try_ - 2), MAX_RETRY_BACKOFF))
+        if left.get(task.key) is task:
+            q.pending.append(task)
+            q.notify()
 
     async def _end(self, p: PipelineInfo, job: JobInfo, state: str, reason: str = "") -> JobInfo:
         """Finish a job: on success its output commit becomes the output branch's head; otherwise
@@ -712,6 +720,8 @@ class Scheduler:
             t = q.pending.popleft()
             q.running[(t.job, t.key)] = (worker, t)
             out.append(t)
+        if out:
+            self.executor.running(pipeline)
         return out
 
     async def datum_done(self, pipeline: str, worker: str, results: list[DatumResult]) -> None:
@@ -764,6 +774,21 @@ class Scheduler:
             self._set_state(p, "crashing", reason)
         elif not reason and p.state == "crashing":
             self._set_state(p, "running")
+        if reason.startswith("crash loop"):
+            self._fail_waiting(pipeline, f"the pipeline's workers cannot run: {reason}")
+
+    def _fail_waiting(self, pipeline: str, reason: str) -> None:
+        """Fail the datums waiting for a worker, for good: their jobs end, saying why, instead of
+        waiting for workers that never come."""
+        q = self._queues.get(pipeline)
+        if q is None:
+            return
+        waiting, q.pending = list(q.pending), deque()
+        now = time.time()
+        for t in waiting:
+            send = q.results.get(t.job)
+            if send is not None:
+                send.send_nowait(DatumResult(t.job, t.key, False, reason, now, now, final=True))
 
     # -- cron inputs ---------------------------------------------------------------------------------
 

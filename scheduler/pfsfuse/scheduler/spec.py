@@ -3,17 +3,20 @@
 Unknown fields are refused with the field's location (`$.transform.cmnd`), as are wrong types
 and values that cannot work (an empty cmd, two input kinds in one input, a bad glob or schedule).
 Fields that only matter on Kubernetes (secrets, resources, scheduling) are kept as given.
+Every number has bounds (a `coefficient` of 1e308 or a negative port is refused where it is
+decoded), and so do durations and cron periods.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
-from msgspec import Struct
+from msgspec import Meta, Struct
 
 from pfsfuse.metadata import names
 from pfsfuse.metadata.errors import InvalidArgument
@@ -22,6 +25,22 @@ _NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_-]{0,48}[A-Za-z0-9])?")
 _SALT = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+# Limits: what one spec may ask of the machine or cluster that runs it.
+MAX_WORKERS = 256  # parallelism_spec.constant, and what a coefficient may come to
+MAX_COEFFICIENT = 64.0  # workers per CPU
+MAX_TRIES = 100  # datum_tries
+MAX_DURATION = 366 * 86400.0  # datum_timeout, job_timeout, scale_down_threshold, cron periods
+MIN_CRON_PERIOD = 1.0  # seconds between two ticks of a cron input
+_Workers = Annotated[int, Meta(ge=0, le=MAX_WORKERS)]
+_Coefficient = Annotated[float, Meta(ge=0.0, le=MAX_COEFFICIENT)]
+_Tries = Annotated[int, Meta(ge=1, le=MAX_TRIES)]
+_Port = Annotated[int, Meta(ge=0, le=65535)]
+_ReturnCode = Annotated[int, Meta(ge=0, le=255)]
+_Cpus = Annotated[float, Meta(ge=0.0, le=4096.0)]
+_Gpus = Annotated[int, Meta(ge=0, le=64)]
+_QueueSize = Annotated[int, Meta(ge=1, le=10_000)]
+_Count = Annotated[int, Meta(ge=0, le=1 << 50)]
 
 
 class _Spec(Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -46,21 +65,21 @@ class Transform(_Spec):
     env: dict[str, str] = {}
     secrets: list[Secret] = []
     image_pull_secrets: list[str] = []
-    accept_return_code: list[int] = []
+    accept_return_code: list[_ReturnCode] = []
     debug: bool = False
     user: str = ""
     working_dir: str = ""
 
 
 class ParallelismSpec(_Spec):
-    constant: int = 0
-    coefficient: float = 0.0
+    constant: _Workers = 0
+    coefficient: _Coefficient = 0.0
 
 
 class Resources(_Spec):
     memory: str = ""
-    cpu: float = 0.0
-    gpu: int = 0
+    cpu: _Cpus = 0.0
+    gpu: _Gpus = 0
     disk: str = ""
 
 
@@ -102,13 +121,13 @@ class Egress(_Spec):
 
 
 class Service(_Spec):
-    internal_port: int = 0
-    external_port: int = 0
+    internal_port: _Port = 0
+    external_port: _Port = 0
 
 
 class ChunkSpec(_Spec):
-    number: int = 0
-    size_bytes: int = 0
+    number: _Count = 0
+    size_bytes: _Count = 0
 
 
 class SchedulingSpec(_Spec):
@@ -125,7 +144,7 @@ class PipelineSpec(_Spec):
     resource_requests: Resources | None = None
     resource_limits: Resources | None = None
     datum_timeout: str = ""
-    datum_tries: int = 3
+    datum_tries: _Tries = 3
     job_timeout: str = ""
     output_branch: str = "master"
     egress: Egress | None = None
@@ -135,7 +154,7 @@ class PipelineSpec(_Spec):
     cache_size: str = ""
     enable_stats: bool = False
     service: Service | None = None
-    max_queue_size: int = 1
+    max_queue_size: _QueueSize = 1
     chunk_spec: ChunkSpec | None = None
     scheduling_spec: SchedulingSpec | None = None
     pod_spec: str = ""  # a merge patch of the worker pod's spec (Kubernetes only)
@@ -239,8 +258,6 @@ def validate(spec: PipelineSpec) -> PipelineSpec:
     if p is not None:
         if p.constant and p.coefficient:
             bad("parallelism_spec", "sets both constant and coefficient; set one")
-        if p.constant < 0 or p.coefficient < 0:
-            bad("parallelism_spec", "must not be negative")
     for field in ("datum_timeout", "job_timeout", "scale_down_threshold"):
         if getattr(spec, field):
             try:
@@ -249,8 +266,6 @@ def validate(spec: PipelineSpec) -> PipelineSpec:
                 bad(field, str(e))
     if spec.salt and not _SALT.fullmatch(spec.salt):
         bad("salt", "must be 1-64 letters, digits, '_' or '-'")
-    if spec.datum_tries < 1:
-        bad("datum_tries", "must be at least 1")
     names.branch_name(spec.output_branch)
     _input(spec.input, "input", spec.name, bad)
     crossed = _cross_names(spec.input)
@@ -357,6 +372,8 @@ def duration(text: str) -> float:
         pos = m.end()
     if pos != len(text) or not text:
         raise InvalidArgument(f"{text!r} is not a duration such as 30s, 5m or 2h")
+    if not math.isfinite(total) or total > MAX_DURATION:
+        raise InvalidArgument(f"{text!r} is longer than the limit of {MAX_DURATION / 86400:.0f} days")
     return total
 
 
@@ -364,13 +381,17 @@ def schedule(spec: str) -> tuple[str, Any]:
     """("every", seconds) for '@every 10s', else ("cron", expression) checked by croniter."""
     if spec.startswith("@every "):
         seconds = duration(spec[len("@every ") :].strip())
-        if seconds <= 0:
-            raise InvalidArgument(f"{spec!r}: the period must be positive")
+        if seconds < MIN_CRON_PERIOD:
+            raise InvalidArgument(f"{spec!r}: the period must be at least {MIN_CRON_PERIOD:g}s")
         return "every", seconds
     from croniter import croniter  # only cron inputs need it
 
     if not croniter.is_valid(spec):
         raise InvalidArgument(f"{spec!r} is not a cron schedule such as '*/10 * * * *' or '@daily'")
+    ticks = croniter(spec, 0.0)
+    first = ticks.get_next(float)
+    if ticks.get_next(float) - first < MIN_CRON_PERIOD:  # a seconds field may tick faster
+        raise InvalidArgument(f"{spec!r}: the period must be at least {MIN_CRON_PERIOD:g}s")
     return "cron", spec
 
 
@@ -381,4 +402,4 @@ def workers(spec: PipelineSpec, cpus: int) -> int:
         return max(1, cpus)
     if p.constant:
         return p.constant
-    return max(1, round(p.coefficient * cpus))
+    return max(1, min(MAX_WORKERS, round(p.coefficient * cpus)))
