@@ -13,6 +13,12 @@ import pytest
 
 from helpers import BUCKET, Daemon, Emulator, azurite_connection_string
 
+# The suite's pipelines run their commands as root: they call this checkout's Python, which may
+# live where other users cannot reach it (a pyenv under /root). tests/scheduler/test_sandbox.py
+# clears these to check the unprivileged default.
+os.environ.setdefault("PFS_PIPELINE_USER", "root")
+os.environ.setdefault("PFS_ALLOW_ROOT_COMMANDS", "1")
+
 
 @pytest.fixture
 def tmp_home() -> Iterator[Path]:

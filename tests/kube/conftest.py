@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,7 +32,9 @@ def _cluster(tmp_home: Path, run: bool, nodes=None) -> Iterator[Cluster]:
             "PFS_KUBE_NAMESPACE": "default",
         }
         daemon.env.pop("KUBERNETES_SERVICE_HOST", None)
-        overrides = {"PFS_ADDRESS": f"unix:{home}/pfs.sock"} if run else None
+        # The workers run here as processes: the suite's pipeline user too (see tests/conftest.py).
+        same = {k: os.environ[k] for k in ("PFS_PIPELINE_USER", "PFS_ALLOW_ROOT_COMMANDS") if k in os.environ}
+        overrides = {"PFS_ADDRESS": f"unix:{home}/pfs.sock", **same} if run else None
         with Kubelet(api, nodes, run=overrides, scratch=tmp_home / "pods") as kubelet:
             try:
                 yield Cluster(api, kubelet, daemon.start())

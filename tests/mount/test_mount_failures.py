@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import subprocess
 
@@ -250,3 +251,36 @@ def test_a_full_disk_under_the_mount_fails_the_write_not_the_mount(daemon, view,
         if m is not None:
             m.cleanup()
         subprocess.run(["umount", "-l", str(state)], check=True, timeout=30)
+
+
+def test_a_laptop_mount_unmounts_while_pipeline_workers_run(daemon, view, mounts, mnt, tmp_home):
+    """A root worker's private mount namespace holds no copy of the host's branch mounts, which
+    would keep `pfs unmount` busy for as long as the worker runs."""
+    view.client.create_repo("in")
+    view.put("in", "master", {"a": b"a\n"})
+    m = mounts()
+    assert (mnt / "in" / "master" / "a").read_bytes() == b"a\n"
+    began, go = tmp_home / "began", tmp_home / "go"
+    spec = tmp_home / "slow.json"
+    spec.write_text(
+        json.dumps(
+            {
+                "pipeline": {"name": "slow"},
+                "transform": {"cmd": ["sh"], "stdin": [f"touch {began}; while [ ! -e {go} ]; do sleep 0.05; done"]},
+                "input": {"atom": {"repo": "in", "glob": "/"}},
+            }
+        )
+    )
+    daemon.pfs("create-pipeline", "-f", str(spec))
+    try:
+        wait_for(began.exists, 60, what="the worker to run the datum")
+        workers = subprocess.run(["pgrep", "-f", "pfsfuse.scheduler.worker slow"], capture_output=True, text=True)
+        for pid in workers.stdout.split():
+            with open(f"/proc/{pid}/mountinfo") as f:
+                held = [line.split()[4] for line in f]
+            assert str(mnt) not in held and "/pfs" in held, held  # its own /pfs only
+        m.unmount()  # asserts it succeeded and the directory is no longer mounted
+        wait_for(lambda: not m.alive(), 5, what="the mount process to end")  # no copy holds it open
+    finally:
+        go.touch()
+    daemon.pfs("flush-commit", "in@master")

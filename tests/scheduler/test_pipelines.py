@@ -551,7 +551,7 @@ def test_only_pfs_out_is_writable(api):
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root can run a command as another user")
 def test_a_command_run_as_another_user_writes_its_output(api):
     """transform.user: /pfs/out and what an incremental datum finds there (its previous output)
-    belong to that user; an unknown user fails the datum, saying so."""
+    belong to that user; an unknown user is refused at create-pipeline, saying so."""
     client, pps = api
     client.create_repo("in")
     first = put(client, "in", {"a.txt": b"a\n"})
@@ -577,11 +577,10 @@ def test_a_command_run_as_another_user_writes_its_output(api):
     assert read(client, "tally", "master", "who") == b"nobody\n"
     assert read(client, "tally", "master", "d/runs") == b"run\nrun\n"  # appended to the previous output
 
-    pps.create_pipeline(
-        pipeline("ghost", {"atom": {"repo": "in", "glob": "/*"}}, datum_tries=1, stdin=["true"], user="no-such-user")
-    )
-    [job] = pps.flush_job([CommitRef("in", second)], ["ghost"])
-    assert job.state == "failure" and "no user 'no-such-user'" in job.reason, job.reason
+    with pytest.raises(InvalidArgument, match="no user 'no-such-user' on this machine"):  # refused up front
+        pps.create_pipeline(
+            pipeline("ghost", {"atom": {"repo": "in", "glob": "/*"}}, stdin=["true"], user="no-such-user")
+        )
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="without root /pfs is a scratch directory, not our file system")

@@ -4,7 +4,11 @@ spec's, never the daemon's token, PFS_HOME or object-store credentials."""
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import subprocess
+
+import pytest
 
 from helpers import PFS, Daemon
 
@@ -83,3 +87,71 @@ def test_a_pipeline_whose_workers_cannot_start_fails_its_job_instead_of_hanging(
     finally:
         d.stop()
         d.kill()
+
+
+@pytest.fixture
+def strict(tmp_home):
+    """A daemon as an operator runs it by default: commands never run as root."""
+    d = Daemon(tmp_home / "home")
+    for name in ("PFS_PIPELINE_USER", "PFS_ALLOW_ROOT_COMMANDS"):  # the suite's (conftest.py)
+        d.env.pop(name, None)
+    try:
+        yield d.start()
+    finally:
+        try:
+            d.stop()
+        finally:
+            d.kill()
+
+
+def _pipeline(tmp_path, name: str, transform: dict) -> str:
+    spec = tmp_path / f"{name}.json"
+    spec.write_text(
+        json.dumps(
+            {"pipeline": {"name": name}, "transform": transform, "input": {"atom": {"repo": "data", "glob": "/"}}}
+        )
+    )
+    return str(spec)
+
+
+def test_commands_run_unprivileged_and_cannot_read_the_store_or_the_host_secrets(strict, tmp_path):
+    daemon = strict
+    daemon.pfs("create-repo", "data")
+    daemon.pfs("put-file", "data", "master", "a", input=b"x")
+    pid = (daemon.home / "daemon.pid").read_text().split()[0]
+    stores = [daemon.home / "store.json", daemon.home / "index" / "CURRENT", f"/proc/{pid}/environ", "/etc/shadow"]
+    probe = [f"if cat {p} >/dev/null 2>&1; then echo READ {p}; else echo DENIED {p}; fi" for p in stores]
+    daemon.pfs(
+        "create-pipeline",
+        "-f",
+        _pipeline(tmp_path, "probe", {"cmd": ["sh"], "stdin": ["id -u; id -g", *probe, "cp /pfs/data/a /pfs/out/a"]}),
+    )
+    daemon.pfs("flush-commit", "data@master")
+    logs = daemon.pfs("get-logs", "-p", "probe").stdout.decode()
+    assert "READ" not in logs and logs.count("DENIED") == len(stores), logs
+    nobody = pwd.getpwnam("nobody")
+    said = [line.split()[-1] for line in logs.splitlines()]  # after get-logs' pipeline, job and datum
+    assert said[:2] == [str(nobody.pw_uid), str(nobody.pw_gid)], logs
+    assert daemon.pfs("get-file", "probe", "master", "a").stdout == b"x"  # /pfs/out is the command's
+
+
+def test_transform_user_sets_uid_gid_and_groups_and_root_needs_the_operator(strict, tmp_path):
+    daemon = strict
+    daemon.pfs("create-repo", "data")
+    daemon.pfs("put-file", "data", "master", "a", input=b"x")
+    user = pwd.getpwnam("daemon")
+    daemon.pfs(
+        "create-pipeline", "-f", _pipeline(tmp_path, "as-daemon", {"cmd": ["sh"], "stdin": ["id"], "user": "daemon"})
+    )
+    daemon.pfs("flush-commit", "data@master")
+    logs = daemon.pfs("get-logs", "-p", "as-daemon").stdout.decode()
+    groups = sorted(os.getgrouplist("daemon", user.pw_gid))
+    assert f"uid={user.pw_uid}(daemon) gid={user.pw_gid}" in logs, logs
+    assert sorted(int(g.split("(")[0]) for g in logs.split("groups=")[1].split()[0].split(",")) == groups, logs
+    for user_, message in (
+        ("root", "may not run as root"),
+        ("no-such-user", "no user 'no-such-user'"),
+        ("a:b:c", "expected"),
+    ):
+        r = daemon.pfs("create-pipeline", "-f", _pipeline(tmp_path, "bad", {"cmd": ["id"], "user": user_}), check=False)
+        assert r.returncode != 0 and message in r.stderr.decode() and b"Traceback" not in r.stderr, r.stderr

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import trio
 
+from pfsfuse.scheduler import identity
 from pfsfuse.scheduler.spec import PipelineSpec
 
 log = logging.getLogger("pfsfuse.scheduler")
@@ -76,6 +77,9 @@ class LocalExecutor(Executor):
         self._serial = 0
         self._young_deaths: dict[str, int] = {}  # pipeline -> young deaths in a row
         self._started: dict[str, float] = {}  # worker -> when it was started
+
+    def check(self, spec: PipelineSpec) -> None:
+        identity.resolve(spec.transform.user)  # a user this machine has, and root only if allowed
 
     async def configure(self, spec: PipelineSpec) -> None:
         await self.stop(spec.name)

@@ -20,6 +20,7 @@ from msgspec import Meta, Struct
 
 from pfsfuse.metadata import names
 from pfsfuse.metadata.errors import InvalidArgument
+from pfsfuse.scheduler import identity
 
 _NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_-]{0,48}[A-Za-z0-9])?")
 _SALT = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -254,6 +255,8 @@ def validate(spec: PipelineSpec) -> PipelineSpec:
         )
     if not spec.transform.cmd:
         bad("transform.cmd", "must name a command")
+    if spec.transform.user:
+        identity.check(spec.transform.user)
     p = spec.parallelism_spec
     if p is not None:
         if p.constant and p.coefficient:

@@ -27,13 +27,13 @@ import errno
 import io
 import logging
 import os
-import pwd
 import queue
 import select
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -41,12 +41,13 @@ from pathlib import Path
 from pfsfuse.api.connect import connect
 from pfsfuse.api.types import Copy, FileInfo, Mkdir, Put, Symlink, WriteOp
 from pfsfuse.home import Home
-from pfsfuse.metadata.errors import NotFound, PfsError
+from pfsfuse.metadata.errors import InvalidArgument, NotFound, PfsError
 from pfsfuse.metadata.records import DirNode, FileNode, Node, SymlinkNode
 from pfsfuse.mount.view import PIPES, DatumView, Served, Shown
-from pfsfuse.scheduler import incremental
+from pfsfuse.scheduler import identity, incremental
 from pfsfuse.scheduler import spec as specs
 from pfsfuse.scheduler.api import RemotePipelines
+from pfsfuse.scheduler.identity import RunAs
 from pfsfuse.scheduler.pipes import PipeFeeder
 from pfsfuse.scheduler.records import DatumInput, DatumResult, DatumTask, meta_repo
 
@@ -60,6 +61,21 @@ _MS_BIND, _MS_REC, _MS_PRIVATE = 4096, 16384, 1 << 18
 _CLONE_NEWNS = 0x00020000
 _LIBC = ctypes.CDLL(None, use_errno=True)
 _LIBC.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
+_MNT_DETACH = 2
+
+
+def _detach_fuse_mounts() -> None:
+    """Drop this private namespace's copies of the FUSE file systems mounted on the host (a
+    laptop's branch mounts): a copy held here would keep `pfs unmount` of the original busy for
+    as long as the worker runs, and the command has no business in them."""
+    with open("/proc/self/mountinfo") as f:
+        fuse = [
+            fields[4] for fields in (line.split() for line in f) if fields[fields.index("-") + 1].startswith("fuse")
+        ]
+    for target in reversed(fuse):  # the deepest first
+        path = target.encode().decode("unicode_escape").encode("latin-1")  # mountinfo escapes " \t\n\\"
+        if _LIBC.umount2(path, _MNT_DETACH) != 0:
+            log.warning("cannot detach the mount %s from the worker's namespace: %s", target, _os_error("umount2"))
 
 
 class Layout:
@@ -120,6 +136,7 @@ class Layout:
         if _LIBC.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:  # nothing we mount leaks out
             chroot = " (/ is not a mount point: a chroot?)" if ctypes.get_errno() == errno.EINVAL else ""
             raise _os_error(f"cannot make / a private mount{chroot}")
+        _detach_fuse_mounts()
 
     def _serve(self) -> None:
         """/pfs, in our mount namespace, is a view this process serves."""
@@ -136,14 +153,10 @@ class Layout:
             raise _os_error(f"cannot bind {self.views} to /pfs")
         self.root = Path("/pfs")
 
-    def own(self, user: str) -> None:
-        """Give /pfs/out, now and from now on, to `user` (transform.user, run as root), so that
-        the command can write there; "" gives it back to the worker."""
-        try:
-            pw = pwd.getpwnam(user) if user and os.geteuid() == 0 else None
-        except KeyError:
-            pw = None  # the command cannot start either, and says so
-        self.owner = None if pw is None else (pw.pw_uid, pw.pw_gid)
+    def own(self, run_as: RunAs | None) -> None:
+        """Give /pfs/out, now and from now on, to whom the command runs as, so that it can write
+        there; None gives it back to the worker."""
+        self.owner = None if run_as is None else (run_as.uid, run_as.gid)
         os.chown(self.out, *(self.owner or (os.geteuid(), os.getegid())))
 
     def give(self, path: Path) -> None:
@@ -189,6 +202,9 @@ class Worker:
         self.command: subprocess.Popen | None = None
         self._job = None
         self._env: dict[str, str] = {}
+        self.run_as: RunAs | None = None  # whom commands run as (None: as this worker)
+        self.refused = ""  # why no command of this spec may run here
+        self.home: str | None = None  # the command's $HOME when it runs as another user
 
     def run(self) -> None:
         batch, serial = 1, 0
@@ -202,8 +218,8 @@ class Worker:
             if tasks[0].job != self._job:
                 self.spec = self.pps.inspect_pipeline(self.pipeline).spec  # maybe updated
                 self._job = tasks[0].job
+                self._run_as()
                 self._env = self._base_env()
-                self.layout.own(self.spec.transform.user)
             started = time.monotonic()
             self._fetch_small(tasks)
             serial += 1
@@ -227,6 +243,23 @@ class Worker:
     def close(self) -> None:
         self.reporter.close()
         self.layout.close()
+        if self.home is not None:
+            shutil.rmtree(self.home, ignore_errors=True)
+
+    def _run_as(self) -> None:
+        """Whom the spec's commands run as, with /pfs/out and a home directory theirs."""
+        try:
+            self.run_as, self.refused = identity.resolve(self.spec.transform.user), ""
+        except InvalidArgument as e:
+            self.run_as, self.refused = None, str(e)
+        self.layout.own(self.run_as)
+        if self.home is not None:
+            shutil.rmtree(self.home, ignore_errors=True)
+            self.home = None
+        if self.run_as is not None:
+            # Not under the scratch directory, which only the worker may enter.
+            self.home = tempfile.mkdtemp(prefix="pfs-home-")
+            os.chown(self.home, self.run_as.uid, self.run_as.gid)
 
     def _small(self, inp: DatumInput) -> bool:
         """Whether to fetch this input before the command runs rather than as it is read: a file
@@ -266,8 +299,9 @@ class Worker:
 
     def datum(self, t: DatumTask, done: Path) -> tuple[DatumResult, list[WriteOp]]:
         started = time.time()
-        if self.layout.unavailable:
-            return DatumResult(t.job, t.key, False, self.layout.unavailable, started, started), []
+        if self.layout.unavailable or self.refused:
+            why = self.layout.unavailable or self.refused
+            return DatumResult(t.job, t.key, False, why, started, started), []
         feeder = PipeFeeder(self._fetcher, str(self.layout.tmp / "pipes"))
         downloaded, linked = 0, {}
         fetched = self.view.fetched if self.view is not None else 0
@@ -391,7 +425,8 @@ class Worker:
         # Commands find this installation's python3 (and its packages) first on PATH.
         path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", os.defpath)])
         kept = {k: v for k, v in os.environ.items() if k in _INHERITED or k.startswith("LC_")}
-        return {**kept, "PATH": path, "HOME": str(self.scratch), **self.spec.transform.env, "PFS_ROOT": str(self.root)}
+        home = self.home or str(self.scratch)
+        return {**kept, "PATH": path, "HOME": home, **self.spec.transform.env, "PFS_ROOT": str(self.root)}
 
     def _run(self, t: DatumTask) -> tuple[bool, str, str, int]:
         """Run the command; returns whether it succeeded, why not, the tail of its output and the
@@ -409,13 +444,11 @@ class Worker:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
-                cwd=tf.working_dir or None,
+                cwd=tf.working_dir or self.home,  # not the daemon's, which the user may not enter
                 env=env,
                 start_new_session=True,
-                user=tf.user or None,
+                **_identity(self.run_as),
             )
-        except KeyError:  # subprocess looks the user up
-            return False, f"cannot run {tf.cmd[0]}: no user {tf.user!r} on this machine", "", 0
         except (OSError, ValueError) as e:
             return False, f"cannot run {tf.cmd[0]}: {e}", "", 0
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -630,10 +663,20 @@ def _failed(r: DatumResult, reason: str) -> DatumResult:
     return msgspec.structs.replace(r, ok=False, reason=reason)
 
 
+def _identity(run_as: RunAs | None) -> dict:
+    """Popen's arguments that run the command as `run_as`."""
+    if run_as is None:
+        return {}
+    return {"user": run_as.uid, "group": run_as.gid, "extra_groups": list(run_as.groups)}
+
+
 def main() -> None:
     pipeline, name = sys.argv[1], sys.argv[2]
     ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: a worker ends with its daemon
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(levelname)s %(message)s")
+    # The datum's files are readable by the user the command runs as (the scratch directory, in
+    # the daemon's PFS_HOME, is not: its files are reached through /pfs only).
+    os.umask(0o022)
     scratch = Home().path / "workers" / name
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)

@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pfsfuse.api.types import Put
-
 from pfsfuse.tools.bench import HEADER, PFS, Figure, MiB, drop_caches, ratio, run_sections, start_daemon, timed
 
 if TYPE_CHECKING:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from pfsfuse.api.connect import connect
@@ -19,6 +21,18 @@ def _tls(ctx, param, value: str | None) -> tuple[str, str] | None:
     if not cert or not key:
         raise click.BadParameter("expected CERT,KEY: a certificate file and its key file, both PEM")
     return cert, key
+
+
+def _user(ctx, param, value: str | None) -> str | None:
+    from pfsfuse.metadata.errors import InvalidArgument
+    from pfsfuse.scheduler import identity
+
+    if value:
+        try:
+            identity.check(value)
+        except InvalidArgument as e:
+            raise click.BadParameter(str(e)) from None
+    return value
 
 
 @click.command("serve")
@@ -39,6 +53,17 @@ def _tls(ctx, param, value: str | None) -> tuple[str, str] | None:
     help="Run workers as processes here or as pods ($PFS_KUBE_* settings); default: kubernetes inside a cluster.",
 )
 @click.option("--s3", metavar="HOST:PORT", help="Also serve the repos over S3 (buckets BRANCH.REPO).")
+@click.option(
+    "--pipeline-user",
+    metavar="USER[:GROUP]",
+    callback=_user,
+    help="Whom commands run as when their spec names no transform.user (default: $PFS_PIPELINE_USER, or nobody).",
+)
+@click.option(
+    "--allow-root-commands",
+    is_flag=True,
+    help="Let a spec's transform.user be root: such a command can read anything here, the store included.",
+)
 def serve(
     listen: str | None,
     tls: tuple[str, str] | None,
@@ -46,6 +71,8 @@ def serve(
     storage: str | None,
     executor: str | None,
     s3: str | None,
+    pipeline_user: str | None,
+    allow_root_commands: bool,
 ) -> None:
     """Run the daemon that owns $PFS_HOME, in the foreground."""
     import logging
@@ -53,6 +80,11 @@ def serve(
     from pfsfuse import daemon  # the server stack: only this verb needs it
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # The workers, started by the daemon, take these from its environment.
+    if pipeline_user:
+        os.environ["PFS_PIPELINE_USER"] = pipeline_user
+    if allow_root_commands:
+        os.environ["PFS_ALLOW_ROOT_COMMANDS"] = "1"
     daemon.serve(Home(), storage, listen, tls=tls, insecure=insecure, executor=executor, s3=s3)
 
 
