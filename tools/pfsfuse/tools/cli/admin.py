@@ -39,6 +39,7 @@ def _tls(ctx, param, value: str | None) -> tuple[str, str] | None:
     help="Run workers as processes here or as pods ($PFS_KUBE_* settings); default: kubernetes inside a cluster.",
 )
 @click.option("--s3", metavar="HOST:PORT", help="Also serve the repos over S3 (buckets BRANCH.REPO).")
+@click.option("--console", metavar="HOST:PORT", help="Also serve the web console (see `pfs console`).")
 def serve(
     listen: str | None,
     tls: tuple[str, str] | None,
@@ -46,6 +47,7 @@ def serve(
     storage: str | None,
     executor: str | None,
     s3: str | None,
+    console: str | None,
 ) -> None:
     """Run the daemon that owns $PFS_HOME, in the foreground."""
     import logging
@@ -53,7 +55,38 @@ def serve(
     from pfsfuse import daemon  # the server stack: only this verb needs it
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    daemon.serve(Home(), storage, listen, tls=tls, insecure=insecure, executor=executor, s3=s3)
+    daemon.serve(Home(), storage, listen, tls=tls, insecure=insecure, executor=executor, s3=s3, console=console)
+
+
+@click.command("console")
+@click.option("--open", "open_", is_flag=True, help="Open it in a web browser too.")
+def console(open_: bool) -> None:
+    """Print the URL of the local daemon's web console (`pfs serve --console HOST:PORT`), with a
+    one-time sign-in link when auth is active."""
+    from pfsfuse import console as web
+    from pfsfuse.api.auth import RemoteAuth
+    from pfsfuse.api.connect import token
+
+    home = Home()
+    base = web.address(home.path)
+    if base is None:
+        raise click.ClickException(
+            f"the daemon of {home.path} serves no console: start it with pfs serve --console 127.0.0.1:PORT"
+        )
+    link = base + "/"
+    mine = token(home)
+    if mine:
+        auth = RemoteAuth(f"unix:{home.socket}", mine)
+        try:
+            otp = auth.get_otp(auth.who_am_i().subject, 300.0)
+            link = f"{base}/signin?otp={otp.token}"
+        finally:
+            auth.close()
+    click.echo(link)
+    if open_:
+        import webbrowser
+
+        webbrowser.open(link)
 
 
 @click.command("shutdown")
