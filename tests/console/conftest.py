@@ -1,6 +1,6 @@
 """A daemon serving the web console, with auth active, real repos, pipelines and jobs, and a
 headless Chromium (Debian's, driven by Playwright) signed in as the admin or as a user without
-access. Screenshots of each view are kept in the pytest tmp dir (`shots`)."""
+access. Screenshots of each view are kept in .artifacts/console/ (`shots`)."""
 
 from __future__ import annotations
 
@@ -127,8 +127,13 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def shots(tmp_path_factory) -> Path:
-    return Path(tmp_path_factory.mktemp("screenshots"))
+def shots() -> Path:
+    """Where each view's screenshot is kept: .artifacts/console/ of the checkout (git ignores it),
+    or $PFS_ARTIFACTS/console. Not pytest's tmp dir, which other runs prune."""
+    root = Path(os.environ.get("PFS_ARTIFACTS") or Path(__file__).resolve().parents[2] / ".artifacts")
+    where = root / "console"
+    where.mkdir(parents=True, exist_ok=True)
+    return where
 
 
 def _signed_in(browser, site: Site, token: str):

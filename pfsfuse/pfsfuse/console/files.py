@@ -7,6 +7,7 @@ import posixpath
 from pfsfuse.console import previews
 from pfsfuse.console.conn import Conn
 from pfsfuse.console.markup import esc, form, size, table, url, when
+from pfsfuse.metadata.errors import NotFound
 
 PAGE = 200  # directory entries a page
 COMMITS = 50  # commits a page of the log
@@ -53,7 +54,14 @@ def _repo_bar(conn: Conn, repo: str, ref: str) -> str:
 def browse(conn: Conn, csrf: str, repo: str, ref: str, path: str, after: str | None) -> str:
     """A directory (paged, `after` the last name shown) or a file's preview."""
     conn.check(repo)
-    commit = conn.api.inspect_commit(repo, ref)
+    try:
+        commit = conn.api.inspect_commit(repo, ref)
+    except NotFound:
+        branches = [b.name for b in conn.api.list_branch(repo)]
+        if path or (branches and ref not in branches):
+            raise
+        conn.api.inspect_repo(repo)  # a repo or branch without commits yet: say so, not "not found"
+        return f'<h1>{esc(repo)}</h1>{_repo_bar(conn, repo, ref)}<p class="muted">no commits on {esc(ref)} yet</p>'
     info = conn.api.inspect_file(repo, commit.id, path) if path else None
     head = (
         f"<h1>{esc(repo)}</h1>{_repo_bar(conn, repo, ref)}{_crumbs(repo, ref, path)}"
