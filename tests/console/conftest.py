@@ -112,6 +112,8 @@ def site(tmp_path_factory):
         yield s
     finally:
         s.close()
+    log = s.daemon.log.read_text(errors="replace")
+    assert "Traceback" not in log, log[log.index("Traceback") - 2000 :][:6000]  # no page failed with a 500
 
 
 @pytest.fixture(scope="module")

@@ -97,12 +97,15 @@ def pipeline(conn: Conn, csrf: str, name: str) -> str:
 
 def job(conn: Conn, job_id: str) -> str:
     j = conn.job(job_id)
-    datums = conn.pps.list_datum(j.id)[:DATUMS]
+    every = conn.pps.list_datum(j.id)
+    # failed datums first: they are what a reader of this page looks for
+    datums = sorted(every, key=lambda d: d.state != "failed")[:DATUMS]
+    shown = f'<p class="muted">{len(datums)} of {len(every)} datums, failed first</p>' if len(every) > DATUMS else ""
     rows = [
         [
             f"<code>{esc(d.key[:16])}</code>",
             state(d.state),
-            esc(", ".join(f"{i.repo}:{i.path}" for i in d.inputs)),
+            esc(", ".join(f"{i.repo}:/{i.path}" for i in d.inputs)),
             esc(d.tries),
             esc(d.reason),
         ]
@@ -121,7 +124,7 @@ def job(conn: Conn, job_id: str) -> str:
             if j.output_commit
             else ""
         )
-        + "</div><h2>Datums</h2>"
+        + f"</div><h2>Datums</h2>{shown}"
         + (
             table(["datum", "state", "inputs", "tries", "reason"], rows, "datums")
             if rows

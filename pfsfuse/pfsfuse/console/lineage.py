@@ -7,7 +7,7 @@ from pfsfuse.console.markup import esc, url
 from pfsfuse.scheduler.records import PipelineInfo
 from pfsfuse.scheduler.spec import Input
 
-W, H, GAP_X, GAP_Y, PAD = 180, 48, 80, 24, 16
+W, H, GAP_X, GAP_Y, PAD = 220, 48, 70, 24, 16
 
 
 def input_repos(inp: Input | None) -> list[str]:
@@ -64,7 +64,8 @@ def svg(repos: list[str], pipelines: list[PipelineInfo], last_jobs: dict[str, st
         if p is None:
             href, cls, sub = url("repos", n, "master", ""), "node repo", "repo"
         else:
-            href, cls = url("pipelines", n), f"node pipeline state-{esc(p.state)}"
+            job = f" job-{esc(last_jobs[n])}" if n in last_jobs else ""
+            href, cls = url("pipelines", n), f"node pipeline state-{esc(p.state)}{job}"
             sub = f"pipeline · {p.state}" + (f" · job {last_jobs[n]}" if n in last_jobs else "")
         parts.append(
             f'<a href="{esc(href)}" class="{cls}" data-node="{esc(n)}"><rect x="{x}" y="{y}" width="{W}" height="{H}" '
