@@ -78,7 +78,7 @@ def test_parquet_preview_reads_only_what_it_shows(admin, site):
     m = re.match(r"read ([\d.]+) (\w+) of ([\d.]+) (\w+)", read)
     assert m, read
     unit = {"B": 1, "KiB": 1024, "MiB": 1024**2}
-    assert float(m[1]) * unit[m[2]] < float(m[3]) * unit[m[4]] / 2, read
+    assert float(m[1]) * unit[m[2]] < float(m[3]) * unit[m[4]] / 5, read  # the footer and one row group of ten
 
 
 def test_big_directory_is_paged(admin, site, shots):

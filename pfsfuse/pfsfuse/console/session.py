@@ -82,6 +82,9 @@ class Sessions:
 
     def _add(self, s: Session) -> tuple[str, Session]:
         sid = secrets.token_urlsafe(32)
+        now = time.monotonic()
         with self._lock:
+            for old in [k for k, v in self._by_id.items() if now - v.used > _IDLE]:
+                del self._by_id[old]  # forgotten here, so that idle sessions do not pile up
             self._by_id[sid] = s
         return sid, s
