@@ -247,3 +247,28 @@ def test_sign_in_refuses_a_bad_code_and_pfs_console_prints_a_link(browser, site)
         assert "not valid" in page.locator(".error").inner_text()
     finally:
         ctx.close()
+
+
+def test_nothing_is_served_without_a_session_and_sign_out_ends_it(browser, site):
+    import httpx
+
+    with httpx.Client(base_url=site.url) as anon:
+        assert anon.get("/repos/images/master/notes.txt").headers["location"].startswith("/signin?next=")
+        assert anon.get("/raw/images/master/notes.txt").status_code == 401
+        assert anon.post("/actions/delete-commit", data={"repo": "images", "commit": "master"}).status_code == 401
+        assert anon.get("/jobs/x/logs.json").status_code == 401
+        assert anon.get("/signin?next=https://evil.example/").status_code == 200
+    ctx = browser.new_context()
+    try:
+        page = ctx.new_page()
+        page.goto(site.url + "/signin?next=//evil.example/")
+        page.fill("input[name=code]", site.admin)
+        page.click("button[type=submit]")
+        page.wait_for_url(site.url + "/")  # never off the site
+        old = {c["name"]: c["value"] for c in ctx.cookies()}["pfs_console"]
+        with page.expect_navigation(url=re.compile(r"/signin$")):
+            page.click("button:has-text('Sign out')")
+        with httpx.Client(base_url=site.url, cookies={"pfs_console": old}) as replay:
+            assert replay.get("/raw/images/master/notes.txt").status_code == 401
+    finally:
+        ctx.close()
