@@ -25,6 +25,9 @@ def test_console_on_loopback_without_auth_needs_no_sign_in(tmp_home):
     try:
         d.pfs("create-repo", "open")
         assert d.pfs("console").stdout.decode().strip() == f"http://127.0.0.1:{port}/"
+        d.env["PFS_AUTH_TOKEN"] = "pfs_left_from_elsewhere"  # auth is off: no sign-in link to make
+        assert d.pfs("console").stdout.decode().strip() == f"http://127.0.0.1:{port}/"
+        del d.env["PFS_AUTH_TOKEN"]
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", follow_redirects=True) as web:
             r = web.get("/repos")
             assert r.status_code == 200 and 'href="/repos/open/master/"' in r.text

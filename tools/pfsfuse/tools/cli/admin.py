@@ -6,7 +6,7 @@ import click
 
 from pfsfuse.api.connect import connect
 from pfsfuse.home import Home
-from pfsfuse.metadata.errors import NotFound
+from pfsfuse.metadata.errors import FailedPrecondition, NotFound
 from pfsfuse.tools.cli.app import App, json_option, pass_app
 from pfsfuse.tools.cli.output import size
 from pfsfuse.version import VERSION
@@ -80,6 +80,8 @@ def console(open_: bool) -> None:
         try:
             otp = auth.get_otp(auth.who_am_i().subject, 300.0)
             link = f"{base}/signin?otp={otp.token}"
+        except FailedPrecondition:
+            pass  # auth is not active: the console needs no sign-in
         finally:
             auth.close()
     click.echo(link)
