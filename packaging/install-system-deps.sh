@@ -7,6 +7,8 @@ pkgs=(fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv)
 if [ "${1:-}" = --test ]; then
   # pgrep (procps), mount/umount (mount), getfattr (attr), rsync and sqlite3, which the tests run
   pkgs+=(procps mount attr rsync sqlite3)
+  # the browser Playwright drives in the web console's tests (Playwright's own builds are not fetched)
+  pkgs+=(chromium)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -101,6 +101,11 @@ RULES = [
         forbidden=("pfsfuse.tools",),
         allowed=("pfsfuse.tools",),
     ),
+    Rule(
+        "the web console is a client: it reaches the store only through the API, with the user's token",
+        importers=("pfsfuse.console",),
+        forbidden=(*SERVER_SIDE, "pfsfuse.metadata.db", "pfsfuse.metadata.index", "pfsfuse.auth", "pfsfuse.tools"),
+    ),
 ]
 
 

@@ -72,12 +72,14 @@ def serve(
     insecure: bool = False,
     executor: str | None = None,
     s3: str | None = None,
+    console: str | None = None,
 ) -> None:
     """Run the daemon until SIGTERM, SIGINT or a shutdown request. `listen` (HOST:PORT) also
     serves TCP, with HTTPS when `tls` is (certificate file, key file); TCP is refused while auth
     is not active unless `insecure`: anyone who reaches the port could do anything. Workers run
     as processes here (`executor` "local") or as pods ("kubernetes", the default in a cluster).
-    With `s3` (HOST:PORT), the S3 gateway serves too, as a client of the daemon's own socket."""
+    With `s3` (HOST:PORT), the S3 gateway serves too, and with `console` (HOST:PORT) the web
+    console, each as a client of the daemon's own socket."""
     if tls is not None and not listen:
         raise InvalidArgument("--tls serves the TCP listener: give --listen HOST:PORT too")
     for path in tls or ():
@@ -91,7 +93,8 @@ def serve(
         store = _open(home, storage)
         try:
             auth = Auth(store.db)
-            for exposed in (listen, s3):
+            # The console signs its users in; on loopback without auth, it is as open as the socket.
+            for exposed in (listen, s3, console if console and not _loopback(console) else None):
                 if exposed and not auth.active and not insecure:
                     raise FailedPrecondition(
                         f"refusing to serve {exposed} without auth: anyone reaching it could read, change and "
@@ -100,7 +103,7 @@ def serve(
                     )
             if listen and tls is None:
                 log.warning("serving %s over plain HTTP: tokens and data travel unencrypted (--tls CERT,KEY)", listen)
-            trio.run(_serve, store, auth, home, listen, tls, make_executor, s3)
+            trio.run(_serve, store, auth, home, listen, tls, make_executor, s3, console)
         finally:
             store.close()
     finally:
@@ -149,6 +152,7 @@ async def _serve(
     tls: tuple[str, str] | None,
     make_executor,
     s3: str | None = None,
+    console: str | None = None,
 ) -> None:
     stop = trio.Event()
     if home.socket.exists():
@@ -181,11 +185,31 @@ async def _serve(
 
                     gateway = s3gateway.make_app(Client(f"unix:{home.socket}", home=home.path))
                     await servers.start(_serve_one, gateway, s3gateway.hypercorn_config(s3), stop)
+                if console:
+                    from pfsfuse import console as web
+
+                    site = web.make_app(f"unix:{home.socket}", home)
+                    await servers.start(_serve_one, site, web.hypercorn_config(console), stop)
+                    web.publish(home.path, console)  # for `pfs console`
                 await servers.start(_until, scheduler.run, stop)
                 log.info("serving %s on %s%s", home.path, home.socket, f" and {listen}" if listen else "")
             nursery.cancel_scope.cancel()
     finally:
         home.socket.unlink(missing_ok=True)
+        (home.path / "console").unlink(missing_ok=True)
+
+
+def _loopback(bind: str) -> bool:
+    """Whether HOST:PORT binds only this machine: the console's sign-in is then enough."""
+    import ipaddress
+
+    host = bind.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 async def _until(service, stop: trio.Event, task_status=trio.TASK_STATUS_IGNORED) -> None:

@@ -8,7 +8,7 @@ import click
 
 from pfsfuse.api.connect import connect
 from pfsfuse.home import Home
-from pfsfuse.metadata.errors import NotFound
+from pfsfuse.metadata.errors import FailedPrecondition, NotFound
 from pfsfuse.tools.cli.app import App, json_option, pass_app
 from pfsfuse.tools.cli.output import size
 from pfsfuse.version import VERSION
@@ -64,6 +64,7 @@ def _user(ctx, param, value: str | None) -> str | None:
     is_flag=True,
     help="Let a spec's transform.user be root: such a command can read anything here, the store included.",
 )
+@click.option("--console", metavar="HOST:PORT", help="Also serve the web console (see `pfs console`).")
 def serve(
     listen: str | None,
     tls: tuple[str, str] | None,
@@ -73,6 +74,7 @@ def serve(
     s3: str | None,
     pipeline_user: str | None,
     allow_root_commands: bool,
+    console: str | None,
 ) -> None:
     """Run the daemon that owns $PFS_HOME, in the foreground."""
     import logging
@@ -85,7 +87,40 @@ def serve(
         os.environ["PFS_PIPELINE_USER"] = pipeline_user
     if allow_root_commands:
         os.environ["PFS_ALLOW_ROOT_COMMANDS"] = "1"
-    daemon.serve(Home(), storage, listen, tls=tls, insecure=insecure, executor=executor, s3=s3)
+    daemon.serve(Home(), storage, listen, tls=tls, insecure=insecure, executor=executor, s3=s3, console=console)
+
+
+@click.command("console")
+@click.option("--open", "open_", is_flag=True, help="Open it in a web browser too.")
+def console(open_: bool) -> None:
+    """Print the URL of the local daemon's web console (`pfs serve --console HOST:PORT`), with a
+    one-time sign-in link when auth is active."""
+    from pfsfuse import console as web
+    from pfsfuse.api.auth import RemoteAuth
+    from pfsfuse.api.connect import token
+
+    home = Home()
+    base = web.address(home.path)
+    if base is None:
+        raise click.ClickException(
+            f"the daemon of {home.path} serves no console: start it with pfs serve --console 127.0.0.1:PORT"
+        )
+    link = base + "/"
+    mine = token(home)
+    if mine:
+        auth = RemoteAuth(f"unix:{home.socket}", mine)
+        try:
+            otp = auth.get_otp(auth.who_am_i().subject, 300.0)
+            link = f"{base}/signin?otp={otp.token}"
+        except FailedPrecondition:
+            pass  # auth is not active: the console needs no sign-in
+        finally:
+            auth.close()
+    click.echo(link)
+    if open_:
+        import webbrowser
+
+        webbrowser.open(link)
 
 
 @click.command("shutdown")

@@ -55,7 +55,17 @@ VERBS = {
     "data": ["extract", "restore"],
     "auth": ["auth"],
     "deploy": ["deploy", "undeploy"],
-    "admin": ["serve", "shutdown", "inspect-cluster", "delete-all", "fsck", "garbage-collect", "version", "bench"],
+    "admin": [
+        "serve",
+        "console",
+        "shutdown",
+        "inspect-cluster",
+        "delete-all",
+        "fsck",
+        "garbage-collect",
+        "version",
+        "bench",
+    ],
 }
 _MODULE = {verb: module for module, verbs in VERBS.items() for verb in verbs}
 
