@@ -124,7 +124,14 @@ def test_commands_run_unprivileged_and_cannot_read_the_store_or_the_host_secrets
     daemon.pfs(
         "create-pipeline",
         "-f",
-        _pipeline(tmp_path, "probe", {"cmd": ["sh"], "stdin": ["id -u; id -g", *probe, "cp /pfs/data/a /pfs/out/a"]}),
+        _pipeline(
+            tmp_path,
+            "probe",
+            {
+                "cmd": ["sh"],
+                "stdin": ["id -u; id -g", *probe, "cp /pfs/data/a /pfs/out/a", "ln /pfs/data/a /pfs/out/b"],
+            },
+        ),
     )
     daemon.pfs("flush-commit", "data@master")
     logs = daemon.pfs("get-logs", "-p", "probe").stdout.decode()
@@ -133,6 +140,7 @@ def test_commands_run_unprivileged_and_cannot_read_the_store_or_the_host_secrets
     said = [line.split()[-1] for line in logs.splitlines()]  # after get-logs' pipeline, job and datum
     assert said[:2] == [str(nobody.pw_uid), str(nobody.pw_gid)], logs
     assert daemon.pfs("get-file", "probe", "master", "a").stdout == b"x"  # /pfs/out is the command's
+    assert daemon.pfs("get-file", "probe", "master", "b").stdout == b"x"  # and it may link its inputs there
 
 
 def test_transform_user_sets_uid_gid_and_groups_and_root_needs_the_operator(strict, tmp_path):

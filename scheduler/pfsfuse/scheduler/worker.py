@@ -157,7 +157,10 @@ class Layout:
         """Give /pfs/out, now and from now on, to whom the command runs as, so that it can write
         there; None gives it back to the worker."""
         self.owner = None if run_as is None else (run_as.uid, run_as.gid)
-        os.chown(self.out, *(self.owner or (os.geteuid(), os.getegid())))
+        ids = self.owner or (os.geteuid(), os.getegid())
+        os.chown(self.out, *ids)
+        if self.view is not None:  # the inputs are the command's too (read-only): it may hard-link them
+            self.view.attrs.uid, self.view.attrs.gid = ids
 
     def give(self, path: Path) -> None:
         """An entry the worker made in /pfs/out (a previous output) belongs to the owner too."""
