@@ -1,13 +1,14 @@
 """The API over the daemon's HTTP socket (unix or TCP).
 
-A client that can read the store's config (the owner of PFS_HOME on the daemon's host) reads file
-data straight from the object store and verifies each chunk itself; any other client streams the
-bytes through the daemon.
+A client that can read the store's config (the owner of PFS_HOME on the daemon's host, or any
+client given a copy of it in PFS_STORE_DIR, as worker pods are) reads file data straight from the
+object store and verifies each chunk itself; any other client streams the bytes through the daemon.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, BinaryIO
@@ -27,6 +28,7 @@ from pfsfuse.api.types import (
     ReadPlan,
     RepoInfo,
     RestoreResult,
+    Traffic,
     WriteOp,
     WriteResult,
 )
@@ -41,13 +43,15 @@ if TYPE_CHECKING:
 
 _PIECE = 1 << 20
 _HEADER = msgspec.msgpack.Encoder()
+log = logging.getLogger(__name__)
 
 
 class RemoteClient(Client):
     def __init__(self, address: str, home: Home | None = None, token: str | None = None):
         """`address` is `unix:/path/to/pfs.sock`, `host:port` or `https://host:port`. `home` is
-        the daemon's PFS_HOME when it is on this host, which allows reading chunks directly.
-        `token` identifies the caller when the daemon has auth activated."""
+        the daemon's PFS_HOME when it is on this host, or a directory holding a copy of its
+        store.json (PFS_STORE_DIR), which allows reading chunks directly. `token` identifies the
+        caller when the daemon has auth activated."""
         self.address = address
         self.token = token
         self.unix = address.startswith("unix:")
@@ -65,7 +69,11 @@ class RemoteClient(Client):
         if cfg is None:
             return None
         from pfsfuse.chunks import ChunkStore, StorageError, cache_for, open_store
+        from pfsfuse.chunks.backends import credentials_in
 
+        assert self._home is not None
+        for name, value in credentials_in(self._home.path).items():
+            os.environ.setdefault(name, value)  # the SDKs read them from there
         try:
             return ChunkStore(open_store(cfg.storage), cfg.seed, cache=cache_for(cfg.storage))
         except (StorageError, ValueError):
@@ -197,16 +205,30 @@ class RemoteClient(Client):
     def get_file(self, repo: str, ref: str, path: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
         # A glob's files are concatenated by the daemon, which walks the tree as it sends them.
         if self.chunk_store is not None and not glob.is_pattern(path):
-            return self._read_direct(self.read_plan(repo, ref, path), offset, length)
+            return self._read_direct(repo, ref, self.read_plan(repo, ref, path), offset, length)
         args = wire.GetQuery(repo=repo, ref=ref, path=path, offset=offset, length=length)
         return self._stream("/get", args)
 
-    def _read_direct(self, plan: ReadPlan, offset: int, length: int | None) -> Iterator[bytes]:
+    def _read_direct(self, repo: str, ref: str, plan: ReadPlan, offset: int, length: int | None) -> Iterator[bytes]:
+        store = self.chunk_store
+        assert store is not None
         located = [(ref.hash, ref.size, loc) for ref, loc in plan.chunks]
+        done = 0
         try:
-            yield from self.chunk_store.reader.read_moving(located, self.chunk_locations, offset, length)
+            for piece in store.reader.read_moving(located, self.chunk_locations, offset, length):
+                done += len(piece)
+                yield piece
+            return
         except (chunks.ObjectNotFound, chunks.CorruptChunk) as e:
             raise DataLoss(f"{plan.info.path}: {e}") from None
+        except chunks.StorageError as e:
+            # Unreachable or refused (credentials): the daemon serves the rest, from where we are.
+            log.warning("reading the object store directly failed (%s): reading through the daemon", e)
+        rest = None if length is None else length - done
+        if rest == 0:
+            return
+        args = wire.GetQuery(repo=repo, ref=ref, path=plan.info.path, offset=offset + done, length=rest)
+        yield from self._stream("/get", args)
 
     def read_plan(self, repo: str, ref: str, path: str) -> ReadPlan:
         return self._rpc("read_plan", repo=repo, ref=ref, path=path)
@@ -300,6 +322,10 @@ class RemoteClient(Client):
     def restore(self, dump_file: BinaryIO) -> RestoreResult:
         pieces = iter(lambda: dump_file.read(_PIECE), b"")
         return msgspec.json.decode(self._http.call("POST", "/restore", pieces), type=RestoreResult)
+
+    def traffic(self) -> Traffic:
+        """The file data bytes the daemon served and received for its clients (admins only)."""
+        return msgspec.json.decode(self._http.call("GET", "/traffic"), type=Traffic)
 
     def shutdown(self) -> None:
         self._http.call("POST", "/shutdown", b"")

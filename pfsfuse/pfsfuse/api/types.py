@@ -116,6 +116,14 @@ class DiffResult(Struct):
     old: list[FileInfo]
 
 
+class Traffic(Struct):
+    """File data bytes the daemon moved for its API clients since it started: a client that reads
+    and writes the object store itself makes neither grow."""
+
+    served: int = 0  # sent: get-file, chunks, extract
+    received: int = 0  # put-file data and restore bodies
+
+
 class GcResult(Struct):
     """What a garbage collection freed (or, in a dry run, would free)."""
 
