@@ -167,7 +167,9 @@ def delete_all(app: App, yes: bool) -> None:
 
 @click.command("bench")
 @click.argument(
-    "suite", type=click.Choice(["store", "split", "gc", "mount", "objstore", "pipelines", "auth"]), default="store"
+    "suite",
+    type=click.Choice(["store", "split", "gc", "mount", "objstore", "pipelines", "auth", "direct"]),
+    default="store",
 )
 @click.option("--runs", default=3, show_default=True, help="Runs per figure (the median is shown).")
 @click.option("--dir", "workdir", type=click.Path(file_okay=False), help="Where to put scratch data (default /tmp).")
