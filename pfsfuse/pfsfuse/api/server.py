@@ -64,7 +64,7 @@ class _BlockingBody:
     def _fill(self) -> bool:
         while not self._buf and not self._eof:
             try:
-                self._buf = memoryview(trio.from_thread.run(self._receive.receive))
+                self._buf = memoryview(b"".join(trio.from_thread.run(self._receive.receive)))
             except trio.EndOfChannel:
                 self._eof = True
         return bool(self._buf)
@@ -135,16 +135,19 @@ class _RawBody(io.RawIOBase):
 
 
 async def _pump(request: Request, send: trio.MemorySendChannel) -> None:
-    """Feed a request body to a worker thread in pieces of about _PIECE bytes."""
+    """Feed a request body to a worker thread in batches of about _PIECE bytes. The pieces are
+    joined by the thread: the event loop, which every connection shares, copies nothing."""
     async with send:
-        buf = bytearray()
+        batch: list[bytes] = []
+        size = 0
         async for piece in request.stream():
-            buf += piece
-            if len(buf) >= _PIECE:
-                await send.send(bytes(buf))
-                buf.clear()
-        if buf:
-            await send.send(bytes(buf))
+            batch.append(piece)
+            size += len(piece)
+            if size >= _PIECE:
+                await send.send(batch)
+                batch, size = [], 0
+        if batch:
+            await send.send(batch)
 
 
 async def _pieces(pieces, counter: Counter):
