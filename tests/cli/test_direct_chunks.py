@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import BUCKET, PFS, Daemon, FaultProxy, free_port
+from helpers import BUCKET, PFS, Daemon, FaultProxy, free_port, rows
 
 
 class Deployed:
@@ -69,7 +69,7 @@ def deployed(tmp_home, moto):
         d.stop()
 
 
-def test_a_client_with_the_store_dir_reads_chunks_itself(deployed):
+def test_a_client_with_the_store_dir_reads_chunks_itself(deployed, monkeypatch):
     data = os.urandom(5 << 20)
     deployed.pfs(deployed.remote, "create-repo", "r")
     deployed.pfs(deployed.remote, "put-file", "r", "master", "big", input=data)
@@ -82,6 +82,7 @@ def test_a_client_with_the_store_dir_reads_chunks_itself(deployed):
 
     from pfsfuse import Client
 
+    monkeypatch.setenv("PFS_CACHE_DIR", str(deployed.tmp / "cache"))  # the SDK's, in this process
     with Client(f"127.0.0.1:{deployed.port}", store_dir=deployed.store_dir) as sdk:
         assert b"".join(sdk.get_file(("r", "master"), "big")) == data
     assert deployed.traffic().served == before.served
@@ -138,3 +139,97 @@ def test_a_chunk_damaged_in_transit_is_fetched_again_and_a_damaged_pack_is_an_er
         assert b"Traceback" not in r.stderr and b"does not match" in r.stderr
         assert len(r.stderr.decode().strip().splitlines()) == 1
     assert deployed.traffic().served == before
+
+
+def test_a_client_with_the_store_dir_writes_chunks_itself(deployed, tmp_home, monkeypatch):
+    big = os.urandom(5 << 20)
+    tree = tmp_home / "tree"
+    (tree / "sub").mkdir(parents=True)
+    small = {"a": b"alpha\n", "sub/b": os.urandom(300 << 10), "empty": b""}
+    for name, data in small.items():
+        (tree / name).write_bytes(data)
+    deployed.pfs(deployed.remote, "create-repo", "r")
+    before = deployed.traffic()
+    deployed.pfs(deployed.direct, "put-file", "r", "master", "big", input=big)
+    deployed.pfs(deployed.direct, "put-file", "r", "master", "big", "--append", input=b"tail")
+    deployed.pfs(deployed.direct, "put-file", "r", "master", "t", "-r", "-f", str(tree))
+    deployed.pfs(deployed.direct, "put-file", "r", "master", "again", input=big)  # chunks the store has
+    from pfsfuse import Client
+
+    monkeypatch.setenv("PFS_CACHE_DIR", str(deployed.tmp / "cache"))  # the SDK's, in this process
+    with Client(f"127.0.0.1:{deployed.port}", store_dir=deployed.store_dir) as sdk:
+        sdk.put_file_bytes(("r", "master"), "sdk", iter([b"from ", b"the SDK"]))
+    after = deployed.traffic()
+    assert (after.received, after.served) == (before.received, before.served)  # metadata only
+
+    # Read back through the daemon (no store dir): what the direct writer stored is the data.
+    get = lambda path: deployed.pfs(deployed.remote, "get-file", "r", "master", path).stdout  # noqa: E731
+    assert get("big") == big + b"tail"
+    assert get("again") == big
+    assert get("sdk") == b"from the SDK"
+    for name, data in small.items():
+        assert get(f"t/{name}") == data
+    assert deployed.daemon.pfs("fsck").returncode == 0
+
+
+def test_a_failed_direct_write_commits_nothing(deployed):
+    deployed.pfs(deployed.remote, "create-repo", "r")
+    deployed.pfs(deployed.remote, "put-file", "r", "master", "kept", input=b"kept")
+    commits = lambda: [row[1] for row in rows(deployed.pfs(deployed.remote, "list-commit", "r").stdout.decode())]  # noqa: E731
+    before = commits()
+    config = json.loads((deployed.store_dir / "store.json").read_text())
+    config["storage"] = config["storage"].replace(f"/{BUCKET}/", "/no-such-bucket/")
+    (deployed.store_dir / "store.json").write_text(json.dumps(config))
+    r = deployed.pfs(deployed.direct, "put-file", "r", "master", "lost", input=os.urandom(1 << 20), ok=False)
+    assert r.returncode != 0 and b"Traceback" not in r.stderr
+    assert b"cannot store chunks" in r.stderr and len(r.stderr.decode().strip().splitlines()) == 1
+    assert commits() == before
+    assert deployed.pfs(deployed.remote, "inspect-file", "r", "master", "lost", ok=False).returncode != 0
+
+
+def test_chunk_locations_without_the_stores_seed_are_refused(deployed):
+    from pfsfuse.api.remote import RemoteClient
+    from pfsfuse.api.types import Put
+    from pfsfuse.chunks import ChunkLoc
+    from pfsfuse.metadata.errors import NotFound, PermissionDenied
+    from pfsfuse.metadata.records import ChunkRef
+
+    deployed.pfs(deployed.remote, "create-repo", "r")
+    forged = [(ChunkRef(b"\1" * 16, 3), ChunkLoc(b"\2" * 16, 0, 3, 0))]
+    client = RemoteClient(f"127.0.0.1:{deployed.port}")
+    try:
+        with pytest.raises(PermissionDenied, match="holding the store's config"):
+            client.write_files("r", "master", [Put("x", chunks=forged, proof=b"\0" * 32)])
+        with pytest.raises(NotFound):
+            client.inspect_file("r", "master", "x")
+    finally:
+        client.close()
+
+
+def test_a_collection_between_a_direct_upload_and_its_record_keeps_the_packs(deployed, monkeypatch):
+    from pfsfuse.api.remote import RemoteClient
+    from pfsfuse.api.types import Put, located_bytes
+    from pfsfuse.home import Home
+    from pfsfuse.metadata.records import ChunkRef
+
+    deployed.pfs(deployed.remote, "create-repo", "r")
+    data = os.urandom(3 << 20)
+    monkeypatch.setenv("PFS_CACHE_DIR", str(deployed.tmp / "cache"))
+    client = RemoteClient(f"127.0.0.1:{deployed.port}", Home(deployed.store_dir))
+    try:
+        store = client.chunk_store
+        assert store is not None
+        refs, where = [], {}
+        with store.writer() as writer:  # what a direct write does before it sends the locations
+            for piece in store.chunker.cut_buf(data):
+                refs.append(ChunkRef(store.hash(piece), len(piece)))
+                where.update(writer.add(refs[-1].hash, piece))
+            where.update(writer.flush())
+        gc = client.garbage_collect()  # the packs are stored, not yet indexed
+        assert gc.orphan_packs == 0 and gc.orphans_waiting >= 1
+        located = [(r, where[r.hash]) for r in refs]
+        client.write_files("r", "master", [Put("f", chunks=located, proof=store.sign(located_bytes(located)))])
+    finally:
+        client.close()
+    assert deployed.pfs(deployed.remote, "get-file", "r", "master", "f").stdout == data
+    assert deployed.daemon.pfs("fsck").returncode == 0

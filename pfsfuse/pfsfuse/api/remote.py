@@ -7,6 +7,7 @@ object store and verifies each chunk itself; any other client streams the bytes 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -31,11 +32,12 @@ from pfsfuse.api.types import (
     Traffic,
     WriteOp,
     WriteResult,
+    located_bytes,
 )
 from pfsfuse.chunks.location import ChunkLoc
 from pfsfuse.home import Home
 from pfsfuse.metadata import glob
-from pfsfuse.metadata.errors import DataLoss
+from pfsfuse.metadata.errors import DataLoss, Unavailable
 from pfsfuse.metadata.records import Branch, BranchRef, ChunkRef, Commit, CommitRef, Node
 
 if TYPE_CHECKING:
@@ -46,11 +48,18 @@ _HEADER = msgspec.msgpack.Encoder()
 log = logging.getLogger(__name__)
 
 
+def _plain_data(op: Put) -> bool:
+    """Whether a Put's data is stored as it is (not split, framed or fetched by the daemon)."""
+    has_data = op.stream is not None or op.local is not None
+    return has_data and op.url is None and op.split is None and op.frame is None and op.chunks is None
+
+
 class RemoteClient(Client):
     def __init__(self, address: str, home: Home | None = None, token: str | None = None):
         """`address` is `unix:/path/to/pfs.sock`, `host:port` or `https://host:port`. `home` is
         the daemon's PFS_HOME when it is on this host, or a directory holding a copy of its
-        store.json (PFS_STORE_DIR), which allows reading chunks directly. `token` identifies the
+        store.json (PFS_STORE_DIR), which allows reading chunks directly (and, over TCP, writing
+        them: PFS_DIRECT_WRITES=0 sends the bytes to the daemon instead). `token` identifies the
         caller when the daemon has auth activated."""
         self.address = address
         self.token = token
@@ -178,13 +187,47 @@ class RemoteClient(Client):
     # -- files --------------------------------------------------------------------------------
 
     def write_files(self, repo: str, ref: str, ops: Iterable[WriteOp]) -> WriteResult:
+        if not self.unix and os.environ.get("PFS_DIRECT_WRITES", "1") != "0" and self.chunk_store is not None:
+            ops = self._store_directly(ops)
         params = urlencode(wire.query(wire.WriteQuery(repo=repo, ref=ref)))
         data = self._http.call("POST", f"/write?{params}", self._frames(ops))
         return msgspec.json.decode(data, type=WriteResult)
 
+    def _store_directly(self, ops: Iterable[WriteOp]) -> list[WriteOp]:
+        """The ops with the data of each plain Put cut, hashed and stored in packs here, before
+        the request: the daemon gets only where the chunks lie, signed. If storing fails, no
+        request is made, so nothing is committed (the packs stored are garbage)."""
+        store = self.chunk_store
+        assert store is not None
+        out: list[WriteOp] = []
+        files: list[tuple[int, list[ChunkRef]]] = []  # index in `out`, the file's chunks
+        where: dict[bytes, ChunkLoc] = {}
+        try:
+            with store.writer() as writer:
+                for op in ops:
+                    if isinstance(op, Put) and _plain_data(op):
+                        refs = []
+                        with open(op.local, "rb") if op.local is not None else contextlib.nullcontext(op.stream) as f:
+                            for piece in store.chunker.cut(f):
+                                h = store.hash(piece)
+                                refs.append(ChunkRef(h, len(piece)))
+                                where.update(writer.add(h, piece))
+                        files.append((len(out), refs))
+                    out.append(op)
+                where.update(writer.flush())
+        except chunks.StorageError as e:
+            raise Unavailable(f"cannot store chunks in the object store: {e}") from None
+        for i, refs in files:
+            located = [(r, where[r.hash]) for r in refs]
+            op = out[i]
+            assert isinstance(op, Put)
+            proof = store.sign(located_bytes(located))
+            out[i] = msgspec.structs.replace(op, local=None, stream=None, chunks=located, proof=proof)
+        return out
+
     def _frames(self, ops: Iterable[WriteOp]) -> Iterator[bytes]:
         for op in ops:
-            if not isinstance(op, Put) or op.url is not None:
+            if not isinstance(op, Put) or op.url is not None or op.chunks is not None:
                 yield wire.frame(_HEADER.encode(wire.OpHeader(op)))
             elif op.local is not None and self.unix:
                 # The daemon shares this host and reads the file itself: no bytes on the socket.

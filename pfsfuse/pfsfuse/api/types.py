@@ -60,6 +60,17 @@ class Put(Struct, tag="put", omit_defaults=True):
     # "header" or "footer": the data becomes that of directory `path` (empty, or a lone
     # newline, removes it).
     frame: str | None = None
+    # Data the client stored in packs itself (direct writes): the file's chunks and where they
+    # lie, and `proof`, their encoding (`located_bytes`) signed with the store's seed.
+    chunks: list[tuple[ChunkRef, ChunkLoc]] | None = None
+    proof: bytes = b""
+
+
+def located_bytes(located: list[tuple[ChunkRef, ChunkLoc]]) -> bytes:
+    """The bytes a direct write's proof signs: the same on the client and the daemon."""
+    import msgspec
+
+    return msgspec.msgpack.encode(located)
 
 
 class Copy(Struct, tag="copy", omit_defaults=True):
