@@ -9,6 +9,9 @@ One daemon listens on TCP over a store in moto's S3 (started here on 127.0.0.1).
   PFS_STORE_DIR (direct: the daemon serves read plans only) against without it (the daemon
   streams every byte). Aggregate MiB/s; goal: direct >= 1x. The daemon's traffic counter must
   show no chunk bytes served to the direct clients.
+- write: 4 long-lived clients put a file each at once, each onto its own branch of the daemon over
+  moto, new data each run, with PFS_STORE_DIR (direct: the clients store the packs and send only their locations)
+  against without it. Aggregate MiB/s; goal: direct >= 1x, and no bytes received by the daemon.
 - put: 1, 2 and 4 `pfs put-file` processes over TCP at once, each onto its own branch, to a second
   daemon over a local store (so that moto's own speed is not what is measured). Aggregate MiB/s
   against one client's; goal: 4 clients >= 2x one (needs free cores: on a 2-core machine the
@@ -30,13 +33,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pfsfuse.api.remote import RemoteClient
+from pfsfuse.api.types import Traffic
 from pfsfuse.home import Home
 from pfsfuse.tools.bench import PFS, Figure, MiB, run_sections
 from pfsfuse.tools.bench_objstore import BUCKET, Moto
 
 SIZE = 64 * MiB  # per client
+WRITE_SIZE = 32 * MiB  # per client and run, all kept in moto's memory
 CLIENTS = 4
-SECTIONS = ["read", "put"]
+SECTIONS = ["read", "write", "put"]
 
 
 def _free_port() -> int:
@@ -105,10 +110,10 @@ class DirectBench:
         if r.returncode:
             raise RuntimeError(f"pfs {' '.join(args)}: {r.stderr.decode(errors='replace').strip()}")
 
-    def _served(self) -> int:
+    def _traffic(self) -> Traffic:
         client = RemoteClient(f"unix:{self.home / 'pfs.sock'}", Home(self.home))
         try:
-            return client.traffic().served
+            return client.traffic()
         finally:
             client.close()
 
@@ -125,8 +130,8 @@ class DirectBench:
         self._pfs(self.remote, "put-file", "reads", "master", "tiny", input=b"x")
         direct = {**self.remote, "PFS_STORE_DIR": str(self.store_dir), "PFS_CACHE_SIZE": "0"}
         readers = {
-            "direct": [_Reader(direct) for _ in range(CLIENTS)],
-            "daemon": [_Reader(self.remote) for _ in range(CLIENTS)],
+            "direct": [_Client(direct) for _ in range(CLIENTS)],
+            "daemon": [_Client(self.remote) for _ in range(CLIENTS)],
         }
         times: dict[str, list[float]] = {"direct": [], "daemon": []}
         leaked = 0
@@ -136,10 +141,14 @@ class DirectBench:
                     r.read("tiny")  # connects, and opens the object store where it may
             for _ in range(self.runs):
                 for name, group in readers.items():
-                    before = self._served()
-                    times[name].append(self._at_once(CLIENTS, lambda i, group=group: group[i].read("f")))
+                    before = self._traffic().served
+
+                    def job(i: int, group: list[_Client] = group) -> None:
+                        group[i].read("f")
+
+                    times[name].append(self._at_once(CLIENTS, job))
                     if name == "direct":
-                        leaked += self._served() - before
+                        leaked += self._traffic().served - before
         finally:
             for group in readers.values():
                 for r in group:
@@ -153,13 +162,61 @@ class DirectBench:
             Figure("chunk bytes pfsd served to the direct clients", leaked, None, "B", "0", leaked == 0),
         ]
 
+    def write(self) -> list[Figure]:
+        self._pfs(self.remote, "create-repo", "writes")
+        direct = {**self.remote, "PFS_STORE_DIR": str(self.store_dir), "PFS_CACHE_SIZE": "0"}
+        clients = {
+            "direct": [_Client(direct) for _ in range(CLIENTS)],
+            "daemon": [_Client(self.remote) for _ in range(CLIENTS)],
+        }
+        times: dict[str, list[float]] = {"direct": [], "daemon": []}
+        received = 0
+        try:
+            tiny = self.work / "tiny"
+            tiny.write_bytes(b"x")
+            for name, group in clients.items():
+                for i, c in enumerate(group):
+                    c.put(f"warm-{name}-{i}", tiny)  # connects, and opens the object store where it may
+            for run in range(self.runs):
+                for name, group in clients.items():
+                    srcs = self._sources(WRITE_SIZE, fresh=True)  # nothing the store has already
+                    before = self._traffic().received
+
+                    def put(
+                        i: int, group: list[_Client] = group, srcs: list[Path] = srcs, tag: str = f"{name}-{run}"
+                    ) -> None:
+                        group[i].put(f"{tag}-{i}", srcs[i])
+
+                    times[name].append(self._at_once(CLIENTS, put))
+                    if name == "direct":
+                        received += self._traffic().received - before
+        finally:
+            for group in clients.values():
+                for c in group:
+                    c.close()
+        total = CLIENTS * WRITE_SIZE / MiB
+        rate = {k: total / statistics.median(v) for k, v in times.items()}
+        spread = {k: f"{total / max(v):.0f}-{total / min(v):.0f}" for k, v in times.items()}
+        name = f"put-file, {CLIENTS} TCP clients, direct vs via pfsd (MiB/s {spread['direct']} vs {spread['daemon']})"
+        return [
+            Figure(name, rate["direct"], rate["daemon"], "MiB/s", ">= 1x", rate["direct"] >= rate["daemon"]),
+            Figure("bytes pfsd received from the direct writers", received, None, "B", "0", received == 0),
+        ]
+
+    def _sources(self, size: int = SIZE, fresh: bool = False) -> list[Path]:
+        """A file per client, of different data: no client deduplicates another's; `fresh`: new
+        data, which no earlier run stored."""
+        srcs = []
+        for i in range(CLIENTS):
+            src = self.work / f"put-{i}.bin"
+            if fresh or not src.exists() or src.stat().st_size != size:
+                src.write_bytes(os.urandom(size))
+            srcs.append(src)
+        return srcs
+
     def put(self) -> list[Figure]:
         self._pfs(self.local, "create-repo", "puts")
-        srcs = []
-        for i in range(CLIENTS):  # different data per client: no client deduplicates another's
-            src = self.work / f"put-{i}.bin"
-            src.write_bytes(os.urandom(SIZE))
-            srcs.append(src)
+        srcs = self._sources()
         rates: dict[int, list[float]] = {}
         for n in (1, 2, 4):
             rates[n] = []
@@ -180,8 +237,9 @@ class DirectBench:
         return out
 
 
-class _Reader:
-    """A long-lived client process (`python -m pfsfuse.tools.bench_direct`) reading on request."""
+class _Client:
+    """A long-lived client process (`python -m pfsfuse.tools.bench_direct`), as a worker sidecar
+    is: it reads reads@master:PATH, or puts a local file into writes@BRANCH:f, on request."""
 
     def __init__(self, env: dict):
         import sys
@@ -194,12 +252,18 @@ class _Reader:
             text=True,
         )
 
-    def read(self, path: str) -> None:
+    def _ask(self, line: str) -> None:
         assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(f"{path}\n")
+        self.proc.stdin.write(f"{line}\n")
         self.proc.stdin.flush()
         if not self.proc.stdout.readline().strip().isdigit():
-            raise RuntimeError(f"a reading client failed on {path}")
+            raise RuntimeError(f"a benchmark client failed on {line!r}")
+
+    def read(self, path: str) -> None:
+        self._ask(f"read {path}")
+
+    def put(self, branch: str, src: Path) -> None:
+        self._ask(f"put {branch} {src}")
 
     def close(self) -> None:
         if self.proc.stdin is not None:
@@ -207,15 +271,20 @@ class _Reader:
         self.proc.wait(timeout=30)
 
 
-def _serve_reads() -> None:
-    """The reading client: for each path on stdin, reads reads@master:path and prints its size."""
+def _serve() -> None:
+    """The benchmark's client: for each request on stdin, the bytes it read or wrote."""
     import sys
 
     from pfsfuse.api.connect import connect
+    from pfsfuse.api.types import Put
 
     client = connect(start=False)
     for line in sys.stdin:
-        print(sum(len(p) for p in client.get_file("reads", "master", line.strip())), flush=True)
+        verb, *args = line.split()
+        if verb == "read":
+            print(sum(len(p) for p in client.get_file("reads", "master", args[0])), flush=True)
+        else:
+            print(client.write_files("writes", args[0], [Put("f", local=args[1])]).bytes, flush=True)
     client.close()
 
 
@@ -231,4 +300,4 @@ def run(
 
 
 if __name__ == "__main__":
-    _serve_reads()
+    _serve()
