@@ -255,7 +255,7 @@ class RemoteClient(Client):
     def _read_direct(self, repo: str, ref: str, plan: ReadPlan, offset: int, length: int | None) -> Iterator[bytes]:
         store = self.chunk_store
         assert store is not None
-        located = [(ref.hash, ref.size, loc) for ref, loc in plan.chunks]
+        located = [(c.hash, c.size, loc) for c, loc in plan.chunks]
         done = 0
         try:
             for piece in store.reader.read_moving(located, self.chunk_locations, offset, length):
