@@ -233,3 +233,24 @@ def test_a_collection_between_a_direct_upload_and_its_record_keeps_the_packs(dep
         client.close()
     assert deployed.pfs(deployed.remote, "get-file", "r", "master", "f").stdout == data
     assert deployed.daemon.pfs("fsck").returncode == 0
+
+
+def test_a_mount_with_the_store_dir_moves_no_file_bytes_through_the_daemon(deployed, tmp_home):
+    from types import SimpleNamespace
+
+    from helpers import Mount, fuse_unavailable
+
+    if reason := fuse_unavailable():
+        pytest.skip(reason)
+    data = os.urandom(3 << 20)
+    deployed.pfs(deployed.remote, "create-repo", "r")
+    deployed.pfs(deployed.direct, "put-file", "r", "master", "f", input=data)
+    before = deployed.traffic()
+    mountpoint = tmp_home / "mnt"
+    mountpoint.mkdir()
+    # The mount is a client like any other: PFS_ADDRESS on TCP and PFS_STORE_DIR.
+    with Mount(SimpleNamespace(env=deployed.direct, home=deployed.daemon.home), mountpoint) as m:
+        assert (m.path / "r" / "master" / "f").read_bytes() == data
+        (m.path / "r" / "master" / "new").write_bytes(data[::-1])
+    assert deployed.traffic() == before
+    assert deployed.pfs(deployed.remote, "get-file", "r", "master", "new").stdout == data[::-1]
