@@ -500,6 +500,7 @@ class FaultProxy:
     - "stall": half the body, then nothing for `hang` seconds.
 
     `rates` maps each fault to its probability per request. `faults` counts the faults made.
+    Setting `garble` to N flips a byte in the bodies of the next N GET answers that have one.
     """
 
     def __init__(self, upstream: str, rates: dict[str, float], hang: float = 2.0, seed: int = 0):
@@ -512,6 +513,7 @@ class FaultProxy:
         self.hang = hang
         self.faults: dict[str, int] = {}
         self.requests = 0
+        self.garble = 0
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._closing = threading.Event()  # wakes hung requests at exit
@@ -615,6 +617,13 @@ class FaultProxy:
                 self._closing.wait(self.hang)
             h.close_connection = True
             return
+        with self._lock:
+            garble = self.garble > 0 and h.command == "GET" and bool(data)
+            self.garble -= garble
+        if garble:
+            flipped = bytearray(data)
+            flipped[len(data) // 2] ^= 0xFF
+            data = bytes(flipped)
         h.wfile.write(data)
 
 

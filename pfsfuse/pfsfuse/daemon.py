@@ -166,10 +166,15 @@ async def _serve(
             executor.token = auth.pipeline_token
             executor.trouble = scheduler.worker_trouble
             routes = [*pipeline_endpoints(scheduler), *auth_api.endpoints(auth)]
+            counter = server.Counter()  # one count for both listeners
 
             def app(trusted: bool):
                 storage = server.endpoints(
-                    store, stop.set, trusted=trusted, deletable=lambda repo: pipeline_deletable(scheduler, repo)
+                    store,
+                    stop.set,
+                    trusted=trusted,
+                    deletable=lambda repo: pipeline_deletable(scheduler, repo),
+                    counter=counter,
                 )
                 return server.make_app([*storage, *routes], auth)
 

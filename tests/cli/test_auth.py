@@ -138,6 +138,7 @@ def _verbs(c: RemoteClient, a: RemoteAuth, role: str):
         ("owner", "delete-repo", lambda: c.delete_repo(f"del-{role}")),
         ("admin", "fsck", lambda: c.fsck()),
         ("admin", "garbage-collect", lambda: c.garbage_collect(dry_run=True)),
+        ("admin", "traffic", lambda: c.traffic()),
         ("admin", "list-admins+modify", lambda: a.modify_admins(add=["robot:extra"])),
     ]
 

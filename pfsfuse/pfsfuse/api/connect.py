@@ -1,5 +1,9 @@
 """Finding the daemon: PFS_ADDRESS if set, else the local daemon of PFS_HOME, started on demand.
 
+A TCP client given PFS_STORE_DIR (a directory holding a copy of the store's store.json, and the
+object store's credentials unless the environment has them) reads and verifies chunks in the object
+store itself, asking the daemon only where they are.
+
 Kept apart from the daemon itself so that a client does not import the server's stack.
 """
 
@@ -31,8 +35,9 @@ def connect(home: Home | None = None, start: bool = True) -> RemoteClient:
         if address.startswith("unix:"):
             # A socket inside a PFS_HOME we can read: read chunks directly, as for our own home.
             return RemoteClient(address, Home(os.path.dirname(address[5:])), token(home))
+        store_dir = os.environ.get("PFS_STORE_DIR")
         try:
-            return RemoteClient(address, token=token(home))
+            return RemoteClient(address, Home(store_dir) if store_dir else None, token(home))
         except InvalidArgument as e:
             raise InvalidArgument(f"PFS_ADDRESS={e}") from None
     client = RemoteClient(f"unix:{home.socket}", home, token(home))

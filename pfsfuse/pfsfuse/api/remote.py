@@ -1,13 +1,15 @@
 """The API over the daemon's HTTP socket (unix or TCP).
 
-A client that can read the store's config (the owner of PFS_HOME on the daemon's host) reads file
-data straight from the object store and verifies each chunk itself; any other client streams the
-bytes through the daemon.
+A client that can read the store's config (the owner of PFS_HOME on the daemon's host, or any
+client given a copy of it in PFS_STORE_DIR, as worker pods are) reads file data straight from the
+object store and verifies each chunk itself; any other client streams the bytes through the daemon.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import os
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, BinaryIO
@@ -27,13 +29,15 @@ from pfsfuse.api.types import (
     ReadPlan,
     RepoInfo,
     RestoreResult,
+    Traffic,
     WriteOp,
     WriteResult,
+    located_bytes,
 )
 from pfsfuse.chunks.location import ChunkLoc
 from pfsfuse.home import Home
 from pfsfuse.metadata import glob
-from pfsfuse.metadata.errors import DataLoss
+from pfsfuse.metadata.errors import DataLoss, Unavailable
 from pfsfuse.metadata.records import Branch, BranchRef, ChunkRef, Commit, CommitRef, Node
 
 if TYPE_CHECKING:
@@ -41,13 +45,22 @@ if TYPE_CHECKING:
 
 _PIECE = 1 << 20
 _HEADER = msgspec.msgpack.Encoder()
+log = logging.getLogger(__name__)
+
+
+def _plain_data(op: Put) -> bool:
+    """Whether a Put's data is stored as it is (not split, framed or fetched by the daemon)."""
+    has_data = op.stream is not None or op.local is not None
+    return has_data and op.url is None and op.split is None and op.frame is None and op.chunks is None
 
 
 class RemoteClient(Client):
     def __init__(self, address: str, home: Home | None = None, token: str | None = None):
         """`address` is `unix:/path/to/pfs.sock`, `host:port` or `https://host:port`. `home` is
-        the daemon's PFS_HOME when it is on this host, which allows reading chunks directly.
-        `token` identifies the caller when the daemon has auth activated."""
+        the daemon's PFS_HOME when it is on this host, or a directory holding a copy of its
+        store.json (PFS_STORE_DIR), which allows reading chunks directly (and, over TCP, writing
+        them: PFS_DIRECT_WRITES=0 sends the bytes to the daemon instead). `token` identifies the
+        caller when the daemon has auth activated."""
         self.address = address
         self.token = token
         self.unix = address.startswith("unix:")
@@ -65,7 +78,11 @@ class RemoteClient(Client):
         if cfg is None:
             return None
         from pfsfuse.chunks import ChunkStore, StorageError, cache_for, open_store
+        from pfsfuse.chunks.backends import credentials_in
 
+        assert self._home is not None
+        for name, value in credentials_in(self._home.path).items():
+            os.environ.setdefault(name, value)  # the SDKs read them from there
         try:
             return ChunkStore(open_store(cfg.storage), cfg.seed, cache=cache_for(cfg.storage))
         except (StorageError, ValueError):
@@ -170,13 +187,47 @@ class RemoteClient(Client):
     # -- files --------------------------------------------------------------------------------
 
     def write_files(self, repo: str, ref: str, ops: Iterable[WriteOp]) -> WriteResult:
+        if not self.unix and os.environ.get("PFS_DIRECT_WRITES", "1") != "0" and self.chunk_store is not None:
+            ops = self._store_directly(ops)
         params = urlencode(wire.query(wire.WriteQuery(repo=repo, ref=ref)))
         data = self._http.call("POST", f"/write?{params}", self._frames(ops))
         return msgspec.json.decode(data, type=WriteResult)
 
+    def _store_directly(self, ops: Iterable[WriteOp]) -> list[WriteOp]:
+        """The ops with the data of each plain Put cut, hashed and stored in packs here, before
+        the request: the daemon gets only where the chunks lie, signed. If storing fails, no
+        request is made, so nothing is committed (the packs stored are garbage)."""
+        store = self.chunk_store
+        assert store is not None
+        out: list[WriteOp] = []
+        files: list[tuple[int, list[ChunkRef]]] = []  # index in `out`, the file's chunks
+        where: dict[bytes, ChunkLoc] = {}
+        try:
+            with store.writer() as writer:
+                for op in ops:
+                    if isinstance(op, Put) and _plain_data(op):
+                        refs = []
+                        with open(op.local, "rb") if op.local is not None else contextlib.nullcontext(op.stream) as f:
+                            for piece in store.chunker.cut(f):
+                                h = store.hash(piece)
+                                refs.append(ChunkRef(h, len(piece)))
+                                where.update(writer.add(h, piece))
+                        files.append((len(out), refs))
+                    out.append(op)
+                where.update(writer.flush())
+        except chunks.StorageError as e:
+            raise Unavailable(f"cannot store chunks in the object store: {e}") from None
+        for i, refs in files:
+            located = [(r, where[r.hash]) for r in refs]
+            op = out[i]
+            assert isinstance(op, Put)
+            proof = store.sign(located_bytes(located))
+            out[i] = msgspec.structs.replace(op, local=None, stream=None, chunks=located, proof=proof)
+        return out
+
     def _frames(self, ops: Iterable[WriteOp]) -> Iterator[bytes]:
         for op in ops:
-            if not isinstance(op, Put) or op.url is not None:
+            if not isinstance(op, Put) or op.url is not None or op.chunks is not None:
                 yield wire.frame(_HEADER.encode(wire.OpHeader(op)))
             elif op.local is not None and self.unix:
                 # The daemon shares this host and reads the file itself: no bytes on the socket.
@@ -197,17 +248,30 @@ class RemoteClient(Client):
     def get_file(self, repo: str, ref: str, path: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
         # A glob's files are concatenated by the daemon, which walks the tree as it sends them.
         if self.chunk_store is not None and not glob.is_pattern(path):
-            return self._read_direct(self.read_plan(repo, ref, path), offset, length)
+            return self._read_direct(repo, ref, self.read_plan(repo, ref, path), offset, length)
         args = wire.GetQuery(repo=repo, ref=ref, path=path, offset=offset, length=length)
         return self._stream("/get", args)
 
-    def _read_direct(self, plan: ReadPlan, offset: int, length: int | None) -> Iterator[bytes]:
-        assert self.chunk_store is not None  # read directly only when the store is readable
-        located = [(ref.hash, ref.size, loc) for ref, loc in plan.chunks]
+    def _read_direct(self, repo: str, ref: str, plan: ReadPlan, offset: int, length: int | None) -> Iterator[bytes]:
+        store = self.chunk_store
+        assert store is not None
+        located = [(c.hash, c.size, loc) for c, loc in plan.chunks]
+        done = 0
         try:
-            yield from self.chunk_store.reader.read_moving(located, self.chunk_locations, offset, length)
+            for piece in store.reader.read_moving(located, self.chunk_locations, offset, length):
+                done += len(piece)
+                yield piece
+            return
         except (chunks.ObjectNotFound, chunks.CorruptChunk) as e:
             raise DataLoss(f"{plan.info.path}: {e}") from None
+        except chunks.StorageError as e:
+            # Unreachable or refused (credentials): the daemon serves the rest, from where we are.
+            log.warning("reading the object store directly failed (%s): reading through the daemon", e)
+        rest = None if length is None else length - done
+        if rest == 0:
+            return
+        args = wire.GetQuery(repo=repo, ref=ref, path=plan.info.path, offset=offset + done, length=rest)
+        yield from self._stream("/get", args)
 
     def read_plan(self, repo: str, ref: str, path: str) -> ReadPlan:
         return self._rpc("read_plan", repo=repo, ref=ref, path=path)
@@ -301,6 +365,10 @@ class RemoteClient(Client):
     def restore(self, dump_file: BinaryIO) -> RestoreResult:
         pieces = iter(lambda: dump_file.read(_PIECE), b"")
         return msgspec.json.decode(self._http.call("POST", "/restore", pieces), type=RestoreResult)
+
+    def traffic(self) -> Traffic:
+        """The file data bytes the daemon served and received for its clients (admins only)."""
+        return msgspec.json.decode(self._http.call("GET", "/traffic"), type=Traffic)
 
     def shutdown(self) -> None:
         self._http.call("POST", "/shutdown", b"")

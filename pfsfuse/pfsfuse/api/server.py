@@ -20,12 +20,33 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from pfsfuse.api import door, wire
-from pfsfuse.api.types import Copy, Put
+from pfsfuse.api.types import Copy, Put, Traffic
 from pfsfuse.metadata.errors import InvalidArgument
 from pfsfuse.metadata.records import ChunkRef
 from pfsfuse.store import Store
 
 _PIECE = 1 << 20
+
+
+class Counter:
+    """The `Traffic` of one daemon, counted by its routes (on the trio side and in threads)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._served = 0
+        self._received = 0
+
+    def sent(self, n: int) -> None:
+        with self._lock:
+            self._served += n
+
+    def got(self, n: int) -> None:
+        with self._lock:
+            self._received += n
+
+    def traffic(self) -> Traffic:
+        with self._lock:
+            return Traffic(self._served, self._received)
 
 
 async def _in_thread(fn, *args, **kwargs):
@@ -43,7 +64,7 @@ class _BlockingBody:
     def _fill(self) -> bool:
         while not self._buf and not self._eof:
             try:
-                self._buf = memoryview(trio.from_thread.run(self._receive.receive))
+                self._buf = memoryview(b"".join(trio.from_thread.run(self._receive.receive)))
             except trio.EndOfChannel:
                 self._eof = True
         return bool(self._buf)
@@ -72,8 +93,9 @@ class _BlockingBody:
 class _FramedFile(io.RawIOBase):
     """One file's data frames inside a put-file body."""
 
-    def __init__(self, body: _BlockingBody):
+    def __init__(self, body: _BlockingBody, counter: Counter):
         self._body = body
+        self._counter = counter
         self._left = 0
         self._done = False
 
@@ -91,14 +113,16 @@ class _FramedFile(io.RawIOBase):
             raise InvalidArgument("the put-file request body ended early")
         b[: len(piece)] = piece
         self._left -= len(piece)
+        self._counter.got(len(piece))
         return len(piece)
 
 
 class _RawBody(io.RawIOBase):
     """A request body as a file, for a worker thread."""
 
-    def __init__(self, body: _BlockingBody):
+    def __init__(self, body: _BlockingBody, counter: Counter):
         self._body = body
+        self._counter = counter
 
     def readable(self) -> bool:
         return True
@@ -106,25 +130,30 @@ class _RawBody(io.RawIOBase):
     def readinto(self, b) -> int:
         piece = self._body.read(len(b))
         b[: len(piece)] = piece
+        self._counter.got(len(piece))
         return len(piece)
 
 
 async def _pump(request: Request, send: trio.MemorySendChannel) -> None:
-    """Feed a request body to a worker thread in pieces of about _PIECE bytes."""
+    """Feed a request body to a worker thread in batches of about _PIECE bytes. The pieces are
+    joined by the thread: the event loop, which every connection shares, copies nothing."""
     async with send:
-        buf = bytearray()
+        batch: list[bytes] = []
+        size = 0
         async for piece in request.stream():
-            buf += piece
-            if len(buf) >= _PIECE:
-                await send.send(bytes(buf))
-                buf.clear()
-        if buf:
-            await send.send(bytes(buf))
+            batch.append(piece)
+            size += len(piece)
+            if size >= _PIECE:
+                await send.send(batch)
+                batch, size = [], 0
+        if batch:
+            await send.send(batch)
 
 
-async def _pieces(pieces):
+async def _pieces(pieces, counter: Counter):
     """A blocking iterator of bytes as an async one, each step in a worker thread."""
     while (piece := await _in_thread(next, pieces, None)) is not None:
+        counter.sent(len(piece))
         yield piece
 
 
@@ -151,7 +180,7 @@ async def _consume(request: Request, fn) -> Response:
     return door.json(result)
 
 
-def _ops(body: _BlockingBody, call: door.Call, trusted: bool):
+def _ops(body: _BlockingBody, call: door.Call, trusted: bool, counter: Counter):
     while not body.at_end():
         try:
             header = _HEADER.decode(body.read_exactly(wire.read_u32(body.read_exactly)))
@@ -164,7 +193,7 @@ def _ops(body: _BlockingBody, call: door.Call, trusted: bool):
             if op.local is not None and not trusted:
                 raise InvalidArgument(f"{op.local}: local paths are only accepted over the daemon's unix socket")
             if header.data:
-                op = msgspec.structs.replace(op, stream=io.BufferedReader(_FramedFile(body), _PIECE))
+                op = msgspec.structs.replace(op, stream=io.BufferedReader(_FramedFile(body, counter), _PIECE))
         yield op
 
 
@@ -208,10 +237,13 @@ def endpoints(
     *,
     trusted: bool,
     deletable: Callable[[str], None] = lambda repo: None,
+    counter: Counter | None = None,
 ) -> list[door.Endpoint]:
     """The storage API's routes. `trusted` is true for the unix socket: only PFS_HOME's owner can
     reach it, so its clients may name files on this host for the daemon to read. `deletable`
-    raises if a repo must not be deleted by a client (a live pipeline's output)."""
+    raises if a repo must not be deleted by a client (a live pipeline's output). `counter`
+    counts the file data moved, shared by the daemon's listeners."""
+    counter = counter or Counter()
 
     def rpc(method: str):
         async def handler(call: door.Call):
@@ -228,25 +260,30 @@ def endpoints(
 
     async def write(call: door.Call) -> Response:
         q = call.args
-        return await _consume(call.request, lambda body: store.write_files(q.repo, q.ref, _ops(body, call, trusted)))
+        return await _consume(
+            call.request, lambda body: store.write_files(q.repo, q.ref, _ops(body, call, trusted, counter))
+        )
 
     async def get(call: door.Call) -> Response:
         q = call.args
         size, pieces = await _in_thread(store.read, q.repo, q.ref, q.path, q.offset, q.length)
         # The size of a glob's output is not known up front: then the body is chunked.
         headers = {} if size is None else {"content-length": str(size)}
-        return StreamingResponse(_pieces(pieces), media_type="application/octet-stream", headers=headers)
+        return StreamingResponse(_pieces(pieces, counter), media_type="application/octet-stream", headers=headers)
 
     async def extract(call: door.Call) -> Response:
         pieces = await _in_thread(store.extract, call.args.objects)
-        return StreamingResponse(_pieces(pieces), media_type="application/octet-stream")
+        return StreamingResponse(_pieces(pieces, counter), media_type="application/octet-stream")
 
     async def restore(call: door.Call) -> Response:
-        return await _consume(call.request, lambda body: store.restore(io.BufferedReader(_RawBody(body), _PIECE)))
+        return await _consume(
+            call.request, lambda body: store.restore(io.BufferedReader(_RawBody(body, counter), _PIECE))
+        )
 
     async def chunk(call: door.Call) -> Response:
         ref = ChunkRef(bytes.fromhex(call.args.hash), call.args.size)
         data = await _in_thread(store.read_chunk, ref)
+        counter.sent(len(data))
         # Chunks never change: let any HTTP cache keep them.
         headers = {"cache-control": "public, max-age=31536000, immutable"}
         return Response(data, media_type="application/octet-stream", headers=headers)
@@ -269,6 +306,9 @@ def endpoints(
 
         return StreamingResponse(body(), media_type="application/x-ndjson")
 
+    async def traffic(call: door.Call) -> Response:
+        return door.json(counter.traffic())
+
     async def stop(call: door.Call) -> Response:
         shutdown()
         return door.json({})
@@ -286,6 +326,7 @@ def endpoints(
         door.Endpoint("/extract", extract, lambda q: door.ADMIN, wire.ExtractQuery, query=True, method="GET"),
         door.Endpoint("/restore", restore, lambda q: door.ADMIN),
         door.Endpoint("/shutdown", stop, lambda q: door.ADMIN),
+        door.Endpoint("/traffic", traffic, lambda q: door.ADMIN, method="GET"),
     ]
 
 

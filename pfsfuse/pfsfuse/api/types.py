@@ -60,6 +60,17 @@ class Put(Struct, tag="put", omit_defaults=True):
     # "header" or "footer": the data becomes that of directory `path` (empty, or a lone
     # newline, removes it).
     frame: str | None = None
+    # Data the client stored in packs itself (direct writes): the file's chunks and where they
+    # lie, and `proof`, their encoding (`located_bytes`) signed with the store's seed.
+    chunks: list[tuple[ChunkRef, ChunkLoc]] | None = None
+    proof: bytes = b""
+
+
+def located_bytes(located: list[tuple[ChunkRef, ChunkLoc]]) -> bytes:
+    """The bytes a direct write's proof signs: the same on the client and the daemon."""
+    import msgspec
+
+    return msgspec.msgpack.encode(located)
 
 
 class Copy(Struct, tag="copy", omit_defaults=True):
@@ -114,6 +125,14 @@ class ReadPlan(Struct):
 class DiffResult(Struct):
     new: list[FileInfo]
     old: list[FileInfo]
+
+
+class Traffic(Struct):
+    """File data bytes the daemon moved for its API clients since it started: a client that reads
+    and writes the object store itself makes neither grow."""
+
+    served: int = 0  # sent: get-file, chunks, extract
+    received: int = 0  # put-file data and restore bodies
 
 
 class GcResult(Struct):

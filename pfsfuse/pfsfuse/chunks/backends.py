@@ -8,6 +8,8 @@ A backend class is built with `Class.from_url(url)`.
 from __future__ import annotations
 
 import importlib
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -31,3 +33,33 @@ def open_store(url: str) -> ObjectStore:
         raise ValueError(f"unsupported storage URL {url!r}: supported schemes are {schemes}")
     module, _, name = target.partition(":")
     return getattr(importlib.import_module(module), name).from_url(url)
+
+
+# The object stores' credentials, as files named like their environment variables in a store
+# directory (PFS_STORE_DIR: the storage Secret `pfs deploy` makes, mounted as a volume), and a
+# Google service account key as google.json.
+CREDENTIAL_ENV = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_ENDPOINT_URL",
+    "AZURE_STORAGE_ACCOUNT",
+    "AZURE_STORAGE_KEY",
+    "AZURE_STORAGE_SAS_TOKEN",
+    "AZURE_STORAGE_CONNECTION_STRING",
+)
+GOOGLE_KEY = "google.json"
+
+
+def credentials_in(directory: str | os.PathLike) -> dict[str, str]:
+    """The credentials a store directory holds, as environment variables."""
+    found = {}
+    for name in CREDENTIAL_ENV:
+        try:
+            found[name] = (Path(directory) / name).read_text().strip()
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            continue
+    if os.access(Path(directory) / GOOGLE_KEY, os.R_OK):
+        found["GOOGLE_APPLICATION_CREDENTIALS"] = str(Path(directory) / GOOGLE_KEY)
+    return found

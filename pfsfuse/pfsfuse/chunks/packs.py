@@ -469,8 +469,16 @@ class ChunkStore:
         def chunk_hash(data) -> bytes:  # a closure, not a partial, so no repr shows the seed
             return xxhash.xxh3_128_digest(data, seed=seed)
 
+        def sign(data: bytes) -> bytes:
+            import hmac  # here only: it loads OpenSSL, which readers need not
+
+            return hmac.digest(seed.to_bytes(8, "big"), data, "sha256")
+
         self.objects = objects
         self.hash: Callable[[bytes], bytes] = chunk_hash
+        # What a client that stored chunks itself attaches to their locations: proof that it
+        # holds the seed, as only those trusted with the store do (see engine Staging.adopt).
+        self.sign: Callable[[bytes], bytes] = sign
         self._new_chunker = lambda: Chunker(seed)
         self.reader = ChunkReader(objects, chunk_hash, cache=cache)
 

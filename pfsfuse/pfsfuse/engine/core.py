@@ -15,7 +15,7 @@ from pfsfuse.chunks import ChunkLoc, ChunkStore, CorruptChunk, ObjectNotFound, S
 from pfsfuse.engine.guard import Guard
 from pfsfuse.home import Home
 from pfsfuse.metadata.db import DB
-from pfsfuse.metadata.errors import DataLoss, FailedPrecondition, Unavailable
+from pfsfuse.metadata.errors import DataLoss, FailedPrecondition, PermissionDenied, Unavailable
 from pfsfuse.metadata.index import Index
 from pfsfuse.metadata.records import ChunkRef, Commit
 from pfsfuse.version import VERSION
@@ -159,6 +159,20 @@ class Staging:
     def put_buffer(self, buf) -> list[ChunkRef]:
         """Cuts `buf` into chunks and stages them."""
         return self.put_all(self._engine.chunks.chunker.cut_buf(buf))
+
+    def adopt(self, located: list[tuple[ChunkRef, ChunkLoc]], signed: bytes, proof: bytes) -> list[ChunkRef]:
+        """Stages chunks that a client stored in durable packs itself: indexed where it put them,
+        unless the store has them already. Only from a client whose `proof` (of the `signed`
+        bytes) shows it holds the store's seed: any other could make later writers of the same
+        content refer to whatever it pleases."""
+        import hmac
+
+        engine = self._engine
+        if not hmac.compare_digest(proof, engine.chunks.sign(signed)):
+            raise PermissionDenied("chunk locations are accepted only from clients holding the store's config")
+        new = [(r.hash, loc) for r, loc in located if not engine.guard.claim(self._claims, r.hash, engine.indexed)]
+        engine.record_locations(new)
+        return [r for r, _ in located]
 
     def flush(self) -> None:
         """Stores the last pack and indexes every chunk staged: the commit change may follow."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import msgspec
 
 from pfsfuse import ingress, split
-from pfsfuse.api.types import Chmod, Copy, Delete, Mkdir, Put, Symlink, WriteOp, WriteResult
+from pfsfuse.api.types import Chmod, Copy, Delete, Mkdir, Put, Symlink, WriteOp, WriteResult, located_bytes
 from pfsfuse.chunks import StorageError
 from pfsfuse.engine.core import EngineCore, Staging
 from pfsfuse.engine.sources import open_source
@@ -110,8 +110,11 @@ class Writes(EngineCore):
                     op = _checked(op)
                     data = None
                     if isinstance(op, Put):
-                        with open_source(op) as stream:
-                            data = self._stage(op, stream, staging)
+                        if op.chunks is not None:  # stored by the client itself
+                            data = _Staged(chunks=staging.adopt(op.chunks, located_bytes(op.chunks), op.proof))
+                        else:
+                            with open_source(op) as stream:
+                                data = self._stage(op, stream, staging)
                         files += 1
                         total += data.size
                     staged.append((op, data))
@@ -161,6 +164,8 @@ def _checked(op: WriteOp) -> WriteOp:
         raise InvalidArgument(f"{path}: a put splits a file or sets a header or footer, not both")
     if isinstance(op, Put) and op.split is not None:
         names.check_depth(path, _RECORD_NAME)
+    if isinstance(op, Put) and op.chunks is not None and (op.split or op.frame or op.url or op.local):
+        raise InvalidArgument(f"{path}: a put of stored chunks takes no other source, split or frame")
     if isinstance(op, Symlink):
         names.link_target(op.target)
     changes = {"path": path}

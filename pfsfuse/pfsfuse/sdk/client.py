@@ -59,11 +59,18 @@ class Client:
 
     `Client()` finds the daemon as the `pfs` command does: `PFS_ADDRESS` if set (`unix:/path` or
     `host:port`), else the daemon of `PFS_HOME` (started when `start_daemon` is true). `address`
-    names one explicitly. Use it as a context manager, or call `close()`.
+    names one explicitly. Over TCP, `store_dir` (default `PFS_STORE_DIR`), a directory holding a
+    copy of the store's store.json, lets it read chunks from the object store itself. Use it as a
+    context manager, or call `close()`.
     """
 
     def __init__(
-        self, address: str | None = None, *, home: str | os.PathLike | None = None, start_daemon: bool = False
+        self,
+        address: str | None = None,
+        *,
+        home: str | os.PathLike | None = None,
+        start_daemon: bool = False,
+        store_dir: str | os.PathLike | None = None,
     ):
         from pfsfuse.api.remote import RemoteClient
 
@@ -76,7 +83,8 @@ class Client:
             # A socket inside a PFS_HOME: its store may be readable here for direct chunk reads.
             self._api = RemoteClient(address, Home(home or os.path.dirname(address[5:])))
         else:
-            self._api = RemoteClient(address)
+            store_dir = store_dir or os.environ.get("PFS_STORE_DIR")
+            self._api = RemoteClient(address, Home(store_dir) if store_dir else None)
         self._pipelines: RemotePipelines | None = None
 
     @classmethod

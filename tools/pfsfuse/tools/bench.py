@@ -410,7 +410,7 @@ SUITES = {
 
 
 # Suites with a module of their own: pfsfuse.tools.bench_<suite>, with its SECTIONS and run().
-MODULES = ["mount", "objstore", "pipelines", "auth"]
+MODULES = ["mount", "objstore", "pipelines", "auth", "direct"]
 
 
 def run(

@@ -8,7 +8,7 @@ import click
 
 from pfsfuse.api.connect import connect
 from pfsfuse.home import Home
-from pfsfuse.metadata.errors import FailedPrecondition, NotFound
+from pfsfuse.metadata.errors import FailedPrecondition, NotFound, PermissionDenied, Unauthenticated
 from pfsfuse.tools.cli.app import App, json_option, pass_app
 from pfsfuse.tools.cli.output import size
 from pfsfuse.version import VERSION
@@ -198,6 +198,11 @@ def inspect_cluster(app: App) -> None:
     client = app.client
     home = Home(client.address[5:].rpartition("/")[0]) if client.address.startswith("unix:") else None
     config = home.config() if home is not None else None  # readable only on the daemon's host
+    try:
+        traffic = client.traffic()
+        served, received = size(traffic.served), size(traffic.received)
+    except (PermissionDenied, Unauthenticated):  # admins only
+        served = received = "-"
     app.out.fields(
         [
             ("Address", client.address),
@@ -205,6 +210,8 @@ def inspect_cluster(app: App) -> None:
             ("Storage", config.storage if config is not None else "-"),
             ("Repos", str(len(client.list_repo()))),
             ("Pipelines", str(len(app.pipelines.list_pipeline()))),
+            ("Data served", served),  # file bytes sent by the daemon itself (direct readers use none)
+            ("Data received", received),
         ]
     )
 
@@ -227,7 +234,9 @@ def delete_all(app: App, yes: bool) -> None:
 
 @click.command("bench")
 @click.argument(
-    "suite", type=click.Choice(["store", "split", "gc", "mount", "objstore", "pipelines", "auth"]), default="store"
+    "suite",
+    type=click.Choice(["store", "split", "gc", "mount", "objstore", "pipelines", "auth", "direct"]),
+    default="store",
 )
 @click.option("--runs", default=3, show_default=True, help="Runs per figure (the median is shown).")
 @click.option("--dir", "workdir", type=click.Path(file_okay=False), help="Where to put scratch data (default /tmp).")
