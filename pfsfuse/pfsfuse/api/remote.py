@@ -18,7 +18,7 @@ import msgspec
 from pfsfuse import chunks
 from pfsfuse.api import wire
 from pfsfuse.api.client import Client
-from pfsfuse.api.transport import Transport
+from pfsfuse.api.transport import Token, Transport
 from pfsfuse.api.types import (
     DiffResult,
     FileInfo,
@@ -44,7 +44,7 @@ _HEADER = msgspec.msgpack.Encoder()
 
 
 class RemoteClient(Client):
-    def __init__(self, address: str, home: Home | None = None, token: str | None = None):
+    def __init__(self, address: str, home: Home | None = None, token: Token = None):
         """`address` is `unix:/path/to/pfs.sock`, `host:port` or `https://host:port`. `home` is
         the daemon's PFS_HOME when it is on this host, which allows reading chunks directly.
         `token` identifies the caller when the daemon has auth activated."""
