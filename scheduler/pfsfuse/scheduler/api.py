@@ -231,6 +231,13 @@ def endpoints(scheduler) -> list:
                 )
             elif method == "delete_pipeline":
                 c.gate.pipeline_gone(c.args.name)
+            # Listings show only what the caller may read: a pipeline's ACL is its output repo's.
+            elif method == "list_pipeline":
+                result = [p for p in result if c.may_read(p.name)]
+            elif method in ("list_job", "flush_job"):
+                result = [j for j in result if c.may_read(j.pipeline)]
+            elif method == "flush_commit":
+                result = [commit for commit in result if c.may_read(commit.repo)]
             return door.json(result)
 
         return call
