@@ -4,6 +4,7 @@ freed, without restarting the daemon."""
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import Daemon
+from helpers import Daemon, Mount, fuse_unavailable
 from pfsfuse.api.types import Put
 from pfsfuse.metadata.errors import NoSpace
 
@@ -57,6 +58,37 @@ def test_writes_fail_cleanly_and_recover(small_disk):
         files = d.pfs("list-file", "r", "master").stdout.decode()
         assert "big" in files and "before" in files
         assert "no problems found" in d.pfs("fsck").stdout.decode()
+    finally:
+        d.stop()
+        d.kill()
+
+
+@pytest.mark.skipif(fuse_unavailable() is not None, reason=str(fuse_unavailable()))
+def test_the_mount_says_enospc_and_recovers(small_disk, tmp_home):
+    d = Daemon(small_disk / "home")
+    where = tmp_home / "mnt"
+    where.mkdir()
+    try:
+        d.start()
+        d.pfs("create-repo", "r")
+        d.pfs("put-file", "r", "master", "before", input=b"kept")
+        with Mount(d, where):
+            filler = small_disk / "filler"
+            subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=1M"], capture_output=True)
+            # The mount writes back: the daemon's refusal comes at fsync(2) (or a later close).
+            with pytest.raises(OSError) as e:
+                with open(where / "r" / "master" / "big", "wb") as f:
+                    f.write(os.urandom(4 << 20))
+                    f.flush()
+                    os.fsync(f.fileno())
+            assert e.value.errno == errno.ENOSPC
+            assert (where / "r" / "master" / "before").read_bytes() == b"kept"
+            filler.unlink()
+            with open(where / "r" / "master" / "big", "wb") as f:
+                f.write(b"fits now")
+                f.flush()
+                os.fsync(f.fileno())
+            assert d.pfs("get-file", "r", "master", "big").stdout == b"fits now"
     finally:
         d.stop()
         d.kill()
