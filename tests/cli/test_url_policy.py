@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import Daemon, free_port
+from helpers import Daemon, free_port, wait_for
 from pfsfuse import urlpolicy
 from pfsfuse.metadata.errors import InvalidArgument, PermissionDenied
 
@@ -205,7 +205,9 @@ def test_egress_follows_the_policy(tmp_home, tmp_path):
         err = _refusal(d, "create-pipeline", "-f", _spec(tmp_path, f"file://{tmp_path}"))
         assert f"file:// may write only under {exports}" in err
         d.pfs("create-pipeline", "-f", _spec(tmp_path, f"file://{exports}/sub"))
-        assert "p" in d.pfs("list-pipeline").stdout.decode()
+        d.pfs("put-file", "in", "master", "f", input=b"egressed")
+        wait_for(lambda: (exports / "sub" / "f").exists(), timeout=120, what="the job's egress")
+        assert (exports / "sub" / "f").read_bytes() == b"egressed"
     finally:
         d.stop()
         d.kill()
