@@ -85,3 +85,27 @@ def test_sigv4_with_tokens_and_acls(served):
     with pytest.raises(ClientError) as e:
         as_bob.get_object(Bucket="master.shared", Key="a.txt")
     assert _code(e) == "ExpiredToken"
+
+
+def test_standalone_gateway_with_tokens(daemon):
+    from s3kit import Gateway
+
+    daemon.pfs("auth", "activate", "--admins=admin")
+    daemon.pfs("create-repo", "shared")
+    daemon.pfs("create-repo", "secret")
+    daemon.pfs("put-file", "shared", "master", "a.txt", input=b"for bob")
+    bob = _token(daemon.pfs("auth", "get-auth-token", "bob").stdout)
+    daemon.pfs("auth", "set", "bob", "reader", "shared")
+    gw = Gateway(daemon, "--tokens")
+    try:
+        as_bob = s3_client(gw.url, bob, bob)
+        assert [b["Name"] for b in as_bob.list_buckets()["Buckets"]] == ["master.shared"]
+        assert as_bob.get_object(Bucket="master.shared", Key="a.txt")["Body"].read() == b"for bob"
+        with pytest.raises(ClientError) as e:
+            as_bob.put_object(Bucket="master.shared", Key="b.txt", Body=b"x")
+        assert _code(e) == "AccessDenied"
+        with pytest.raises(ClientError) as e:
+            s3_client(gw.url, "pfs_made_up", "pfs_made_up").list_buckets()
+        assert _code(e) == "ExpiredToken"
+    finally:
+        gw.stop()
