@@ -47,7 +47,11 @@ def serve(
     executor: str | None,
     s3: str | None,
 ) -> None:
-    """Run the daemon that owns $PFS_HOME, in the foreground."""
+    """Run the daemon that owns $PFS_HOME, in the foreground.
+
+    What put-file's URLs and pipelines' egress may reach is set in $PFS_HOME/policy.toml
+    (docs/security.md); with --listen, by default no loopback, link-local or private address
+    and no file://."""
     import logging
 
     from pfsfuse import daemon  # the server stack: only this verb needs it
