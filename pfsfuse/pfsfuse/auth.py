@@ -51,6 +51,12 @@ class Auth:
         self._admins: set[str] | None = None if config is None else set(config.admins)
         self._pipeline_tokens: dict[str, str] = {}  # this daemon's workers' tokens, by pipeline
 
+    def reload(self) -> None:
+        """Read the records again: a restore has replaced them."""
+        with self._lock:
+            config, self._tokens, self._acls = self._records.load()
+            self._admins = None if config is None else set(config.admins)
+
     @property
     def active(self) -> bool:
         return self._admins is not None

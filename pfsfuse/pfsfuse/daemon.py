@@ -17,6 +17,7 @@ import hypercorn.config
 import hypercorn.trio
 import trio
 
+from pfsfuse import urlpolicy
 from pfsfuse.api import auth as auth_api
 from pfsfuse.api import server
 from pfsfuse.auth import Auth
@@ -101,6 +102,8 @@ def serve(
                         "delete everything. Activate auth first (pfs auth activate --admins=USER, over the unix "
                         "socket), or pass --insecure to serve it open anyway"
                     )
+            # Before the first request: what put-file's URLs and egress may reach on a caller's behalf.
+            urlpolicy.install(urlpolicy.load(home.path, listening=bool(listen)))
             if listen and tls is None:
                 log.warning("serving %s over plain HTTP: tokens and data travel unencrypted (--tls CERT,KEY)", listen)
             trio.run(_serve, store, auth, home, listen, tls, make_executor, s3, console)
@@ -186,9 +189,13 @@ async def _serve(
                     await servers.start(_serve_one, app(False), _hypercorn_config(listen, tls), stop)
                 if s3:
                     from pfsfuse import s3gateway
+                    from pfsfuse.api.remote import RemoteClient
                     from pfsfuse.sdk import Client
 
-                    gateway = s3gateway.make_app(Client(f"unix:{home.socket}", home=home.path))
+                    # Each request acts as the caller whose token signed it (docs/security.md).
+                    api = RemoteClient(f"unix:{home.socket}", home, token=s3gateway.caller_token)
+                    creds = s3gateway.TokenCredentials(lambda: auth.active, auth.identify)
+                    gateway = s3gateway.make_app(Client.wrap(api), creds)
                     await servers.start(_serve_one, gateway, s3gateway.hypercorn_config(s3), stop)
                 if console:
                     from pfsfuse import console as web

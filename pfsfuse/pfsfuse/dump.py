@@ -4,8 +4,9 @@ stream, and its replay into an empty store with the same commit ids.
 A dump is MAGIC, then frames: u32 length | u32 crc32 of the payload | msgpack record. The records
 come in an order that can be replayed as it is read: Info; the repos; each repo's commits, parents
 first, each followed by the changes that turn its parent's tree into its own (a chunk's data comes
-once, before the first file that uses it); the branches; and End, without which a dump is
-truncated.
+once, before the first file that uses it); the branches; the auth records (format 2: admins, ACLs
+and the hashes of lasting tokens, never one-time passwords or pipelines' tokens); and End, without
+which a dump is truncated.
 
 Chunk ids and tree hashes are keyed with the store's secret seed, which a dump does not carry:
 restore hashes every chunk again with its own store's seed and rebuilds the trees from the
@@ -34,6 +35,7 @@ from msgspec import Struct
 from pfsfuse.api.types import RestoreResult
 from pfsfuse.chunks import ChunkLoc, CorruptPack, ObjectNotFound, pack_key
 from pfsfuse.metadata import names, tree
+from pfsfuse.metadata.auth import Acl, AuthConfig, AuthRecords, TokenRecord
 from pfsfuse.metadata.errors import DataLoss, FailedPrecondition, InvalidArgument
 from pfsfuse.metadata.records import (
     EMPTY_DIR,
@@ -52,7 +54,7 @@ if TYPE_CHECKING:
     from pfsfuse.engine.core import EngineCore, Staging
 
 MAGIC = b"PFSDUMP\n"
-FORMAT = 1
+FORMAT = 2  # 2: with the auth records; format 1 dumps are read too
 _FRAME = struct.Struct(">II")
 _MAX_FRAME = 64 << 20
 _PIECE = 1 << 20  # bytes of frames yielded at a time
@@ -110,6 +112,15 @@ class BranchRec(Struct, tag="branch", array_like=True):
     branch: Branch
 
 
+class AuthRec(Struct, tag="auth", array_like=True):
+    """Auth as it was: active with these admins (None: not active), each repo's ACL, and the
+    tokens by the SHA-256 of their secret (which a dump therefore never holds)."""
+
+    admins: list[str] | None
+    acls: dict[str, Acl]
+    tokens: dict[bytes, TokenRecord]
+
+
 class EndRec(Struct, tag="end", array_like=True):
     repos: int
     commits: int
@@ -118,7 +129,7 @@ class EndRec(Struct, tag="end", array_like=True):
 
 
 Change = FileRec | LinkRec | DeleteRec | DirRec  # a change to the current commit's tree
-Record = Info | RepoRec | CommitRec | ChunkRec | Change | BranchRec | EndRec
+Record = Info | RepoRec | CommitRec | ChunkRec | Change | BranchRec | AuthRec | EndRec
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(Record).decode
 
@@ -145,6 +156,7 @@ def _extract(store: EngineCore, objects: bool) -> Iterator[bytes]:
             repos = idx.repos()
             commits = {r.name: list(idx.commits(r.name)) for r in repos}
             branches = [b for r in repos for b in idx.branches(r.name)]
+            auth = _auth_of(store)
         out = _Frames()
         out.add(Info(FORMAT, VERSION, time.time(), objects, seed_check(store.config.seed)))
         out.add_all(RepoRec(r) for r in repos)
@@ -163,8 +175,20 @@ def _extract(store: EngineCore, objects: bool) -> Iterator[bytes]:
                     if out.full():
                         yield out.take()
         out.add_all(BranchRec(b) for b in branches)
+        out.add(auth)
         out.add(EndRec(len(repos), n_commits, len(branches), len(chunks)))
         yield out.take()
+
+
+def _auth_of(store: EngineCore) -> AuthRec:
+    """What a restore needs to give the same people the same access: not one-time passwords
+    (short-lived, for one person), expired tokens, or pipelines' tokens (minted again)."""
+    config, tokens, acls = AuthRecords(store.db).load()
+    now = time.time()
+    lasting = {
+        h: t for h, t in tokens.items() if not t.one_time and t.expires > now and not t.subject.startswith("pipeline:")
+    }
+    return AuthRec(None if config is None else config.admins, acls, lasting)
 
 
 def _parents_first(by_id: dict[str, Commit]) -> list[Commit]:
@@ -279,6 +303,7 @@ class _Restore:
         self.current: Commit | None = None  # the commit whose tree changes are being read
         self.changes: dict[str, Change] = {}
         self.tree = EMPTY_DIR
+        self.auth: AuthRec | None = None
 
     def run(self) -> RestoreResult:
         if self.store.index.repos():
@@ -300,6 +325,9 @@ class _Restore:
             end = self._replay(staging)
             staging.flush()
             self._check(end)
+            # Auth first: should the rest fail, no repo is left open without its ACL, and a store
+            # with no repos can be restored into again.
+            self._restore_auth()
             self.store.index.restore(list(self.repos.values()), list(self.commits.values()), self.branches)
         self.result.repos, self.result.commits = len(self.repos), len(self.commits)
         self.result.branches = len(self.branches)
@@ -326,6 +354,9 @@ class _Restore:
             elif isinstance(rec, BranchRec):
                 self._finish_commit()  # the commits come before the branches
                 self._branch(rec.branch)
+            elif isinstance(rec, AuthRec):
+                self._finish_commit()
+                self.auth = rec
             elif isinstance(rec, Info):
                 raise InvalidArgument(f"corrupt dump: a second info record at byte {self.src.offset}")
             else:
@@ -428,6 +459,25 @@ class _Restore:
         if b.head is not None and (b.repo, b.head) not in self.commits:
             raise InvalidArgument(f"corrupt dump: branch {b.repo}@{b.name} has no commit {b.head}")
         self.branches.append(b)
+
+    def _restore_auth(self) -> None:
+        """The dump's ACLs and admins, and its tokens beside any this store has (its admins keep
+        theirs, and become admins of the restored store too)."""
+        rec = self.auth
+        if rec is None or rec.admins is None:
+            return
+        for repo in rec.acls:
+            names.repo_name(repo)
+        records = AuthRecords(self.db)
+        config, _, _ = records.load()
+        if config is None:  # the dump's admins alone could then use it, and no one here could finish
+            raise FailedPrecondition(
+                "this dump has auth records, and auth is not active here: activate it first "
+                "(pfs auth activate --admins=YOU), then restore; your admins stay admins"
+            )
+        admins = sorted(set(rec.admins) | set(config.admins if config else ()))
+        records.write(config=AuthConfig(admins), tokens=rec.tokens, acls=rec.acls)
+        self.result.auth = True
 
     def _check(self, end: EndRec) -> None:
         """What cannot be checked as records arrive: links between commits and branches."""

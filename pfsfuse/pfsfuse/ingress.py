@@ -23,15 +23,18 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import msgspec
 
+from pfsfuse import urlpolicy
 from pfsfuse.api.types import Put, WriteOp
 from pfsfuse.chunks import StorageError, open_store
-from pfsfuse.metadata.errors import InvalidArgument, NotFound, PfsError, Unavailable
+from pfsfuse.metadata.errors import InvalidArgument, NotFound, PermissionDenied, PfsError, Unavailable
 
 if TYPE_CHECKING:
+    import httpcore
+
     from pfsfuse.chunks import CloudStore
 
 HTTP_SCHEMES = ("http", "https")
@@ -115,6 +118,7 @@ def expand(ops: Iterable[WriteOp]) -> Iterator[WriteOp]:
             continue
         if op.url is None or not is_object_url(op.url):
             raise InvalidArgument(f"{op.path}: only an object-store URL is put recursively")
+        urlpolicy.current().check_url(op.url, "put-file")
         src = parse(op.url)
         found = False
         for key in _list(src):
@@ -137,7 +141,9 @@ def _list(src: ObjectURL) -> Iterator[str]:
 
 @contextlib.contextmanager
 def open_url(url: str) -> Iterator[BinaryIO]:
-    """A readable stream of the data at `url`, closed on leaving."""
+    """A readable stream of the data at `url`, closed on leaving; the daemon's URL policy
+    decides whether it may be read."""
+    urlpolicy.current().check_url(url, "put-file")
     if urlsplit(url).scheme in HTTP_SCHEMES:
         with _http(url) as stream:
             yield stream
@@ -338,15 +344,55 @@ class _Pieces(io.RawIOBase):
 # -- http(s) --------------------------------------------------------------------------------------
 
 
+MAX_REDIRECTS = 10
+
+
 @contextlib.contextmanager
 def _http(url: str) -> Iterator[BinaryIO]:
-    import httpx
+    """GET `url`, following redirects by hand so that the policy checks each one, through a
+    connection pool that connects only to the addresses the policy allows."""
+    import httpcore
 
+    policy = urlpolicy.current()
     try:
-        with httpx.stream("GET", url, follow_redirects=True, timeout=HTTP_TIMEOUT) as r:
-            if r.status_code != 200:
-                raise Unavailable(f"cannot fetch {url}: HTTP {r.status_code}")
-            with reader(r.iter_bytes(1 << 20)) as stream:
-                yield stream
-    except httpx.HTTPError as e:
+        for _ in range(MAX_REDIRECTS + 1):
+            policy.check_url(url, "put-file")
+            if urlsplit(url).scheme not in HTTP_SCHEMES:
+                raise InvalidArgument(f"put-file: a redirect to {url!r} leaves http(s)")
+            timeouts = {"connect": HTTP_TIMEOUT, "read": HTTP_TIMEOUT, "write": HTTP_TIMEOUT, "pool": HTTP_TIMEOUT}
+            with (
+                httpcore.ConnectionPool(network_backend=_guarded(policy, url)) as pool,
+                pool.stream("GET", url, extensions={"timeout": timeouts}) as r,
+            ):
+                if r.status in (301, 302, 303, 307, 308):
+                    location = next((v for k, v in r.headers if k.lower() == b"location"), None)
+                    if location is None:
+                        raise Unavailable(f"cannot fetch {url}: HTTP {r.status} without a Location")
+                    url = urljoin(url, location.decode("latin-1"))
+                    continue
+                if r.status != 200:
+                    raise Unavailable(f"cannot fetch {url}: HTTP {r.status}")
+                with reader(r.iter_stream()) as stream:
+                    yield stream
+                return
+        raise Unavailable(f"cannot fetch {url}: more than {MAX_REDIRECTS} redirects")
+    except httpcore.UnsupportedProtocol:
+        raise InvalidArgument(f"cannot fetch {url}: unsupported URL") from None
+    except (httpcore.NetworkError, httpcore.TimeoutException, httpcore.ProtocolError) as e:
         raise Unavailable(f"cannot fetch {url}: {e or type(e).__name__}") from None
+
+
+def _guarded(policy: urlpolicy.Policy, url: str) -> httpcore.NetworkBackend:
+    """A network backend that connects only to addresses the policy allows, checked on the
+    addresses it then connects to (a name cannot be rebound between the check and the connection)."""
+    import httpcore
+
+    class Guarded(httpcore.SyncBackend):
+        def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+            addrs = policy.check_host(host, url, "put-file")
+            return super().connect_tcp(addrs[0], port, timeout, local_address, socket_options)
+
+        def connect_unix_socket(self, path, timeout=None, socket_options=None):
+            raise PermissionDenied(f"put-file {url!r}: unix sockets are not reachable")
+
+    return Guarded()

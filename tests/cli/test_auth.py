@@ -18,7 +18,7 @@ import pytest
 from helpers import PFS, Daemon
 from pfsfuse.api.auth import RemoteAuth
 from pfsfuse.api.remote import RemoteClient
-from pfsfuse.api.types import Put
+from pfsfuse.api.types import Copy, Put
 from pfsfuse.home import Home
 from pfsfuse.metadata.errors import PermissionDenied, Unauthenticated
 from pfsfuse.metadata.records import CommitRef
@@ -131,6 +131,13 @@ def _verbs(c: RemoteClient, a: RemoteAuth, role: str):
         ("reader", "get-file", lambda: b"".join(c.get_file("data", "master", "a"))),
         ("reader", "list-commit", lambda: c.list_commit("data")),
         ("reader", "auth get", lambda: a.get_acl("data")),
+        ("reader", "inspect-commit", lambda: c.inspect_commit("data", "master")),
+        ("reader", "list-branch", lambda: c.list_branch("data")),
+        ("reader", "glob-file", lambda: c.glob_file("data", "master", "*")),
+        ("reader", "diff-file", lambda: c.diff_file("data", "master")),
+        ("reader", "subscribe-commit", lambda: next(iter(c.subscribe_commit("data", "master")))),
+        ("writer", "start/finish-commit", lambda: c.finish_commit("data", c.start_commit("data", "master").id)),
+        ("writer", "copy-file", lambda: c.write_files("data", "master", [Copy(f"copy-{role}", "data", "master", "a")])),
         ("writer", "put-file", lambda: c.write_files("data", "master", [Put(f"by-{role}", stream=io.BytesIO(b"x"))])),
         ("writer", "create-branch", lambda: c.create_branch("data", f"b-{role}", "master")),
         ("writer", "delete-branch", lambda: c.delete_branch("data", f"b-{role}")),
@@ -140,6 +147,7 @@ def _verbs(c: RemoteClient, a: RemoteAuth, role: str):
         ("admin", "garbage-collect", lambda: c.garbage_collect(dry_run=True)),
         ("admin", "traffic", lambda: c.traffic()),
         ("admin", "list-admins+modify", lambda: a.modify_admins(add=["robot:extra"])),
+        ("admin", "extract", lambda: b"".join(c.extract(objects=False))),
     ]
 
 
@@ -184,9 +192,16 @@ def test_acl_matrix_through_the_cli(cluster, transport, tmp_path):
     verbs = [
         ("reader", ["list-file", "data", "master"]),
         ("reader", ["get-file", "data", "master", "a"]),
+        ("reader", ["inspect-repo", "data"]),
+        ("reader", ["list-commit", "data"]),
+        ("reader", ["list-branch", "data"]),
+        ("reader", ["glob-file", "data", "master", "*"]),
+        ("reader", ["diff-file", "data", "master"]),
         ("writer", ["put-file", "data", "master", "cli", "-f", str(src)]),
+        ("writer", ["copy-file", "data", "master", "a", "data", "master", "cli-copy", "-o"]),
         ("owner", ["auth", "set", "robot:guest", "writer", "data"]),
         ("admin", ["fsck"]),
+        ("admin", ["extract", "--no-objects", "-o", str(tmp_path / "dump")]),
     ]
     address = cluster.unix if transport == "unix" else cluster.https
     for role in ROLES:

@@ -14,7 +14,7 @@ import msgspec
 from msgspec import Meta, Struct
 
 from pfsfuse.api import wire
-from pfsfuse.api.transport import Transport
+from pfsfuse.api.transport import Token, Transport
 from pfsfuse.api.types import Seconds
 
 # A user (`alice`), a robot (`robot:ci`) or a pipeline's own identity (`pipeline:edges`).
@@ -87,7 +87,7 @@ METHODS = frozenset(AuthAPI.__abstractmethods__)
 
 
 class RemoteAuth(AuthAPI):
-    def __init__(self, address: str, token: str | None = None):
+    def __init__(self, address: str, token: Token = None):
         self._http = Transport(address, token=token)
 
     def close(self) -> None:

@@ -89,6 +89,8 @@ class Gate(Protocol):
 
     def pipeline_gone(self, name: str) -> None: ...
 
+    def reload(self) -> None: ...
+
 
 @dataclass
 class Call:
@@ -102,6 +104,14 @@ class Call:
     def check(self, need: Need) -> None:
         """A further check, for what only the body reveals (a write's copy sources)."""
         self.gate.check(self.caller, need)
+
+    def may_read(self, repo: str) -> bool:
+        """Whether the caller may read `repo`: what a listing shows them of it."""
+        try:
+            self.gate.check(self.caller, reads(repo))
+        except PfsError:
+            return False
+        return True
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import msgspec
 from pfsfuse import chunks
 from pfsfuse.api import wire
 from pfsfuse.api.client import Client
-from pfsfuse.api.transport import Transport
+from pfsfuse.api.transport import Token, Transport
 from pfsfuse.api.types import (
     DiffResult,
     FileInfo,
@@ -55,7 +55,7 @@ def _plain_data(op: Put) -> bool:
 
 
 class RemoteClient(Client):
-    def __init__(self, address: str, home: Home | None = None, token: str | None = None):
+    def __init__(self, address: str, home: Home | None = None, token: Token = None):
         """`address` is `unix:/path/to/pfs.sock`, `host:port` or `https://host:port`. `home` is
         the daemon's PFS_HOME when it is on this host, or a directory holding a copy of its
         store.json (PFS_STORE_DIR), which allows reading chunks directly (and, over TCP, writing

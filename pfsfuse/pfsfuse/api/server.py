@@ -250,7 +250,9 @@ def endpoints(
             if method == "delete_repo":
                 deletable(call.args.name)
             result = await _in_thread(getattr(store, method), **wire.as_kwargs(call.args))
-            if method == "create_repo":
+            if method == "list_repo":  # a listing shows only the repos the caller may read
+                result = [r for r in result if call.may_read(r.name)]
+            elif method == "create_repo":
                 call.gate.repo_made(call.caller, call.args.name)  # a new repo's creator owns it
             elif method == "delete_repo":
                 call.gate.repo_gone(call.args.name)
@@ -276,9 +278,11 @@ def endpoints(
         return StreamingResponse(_pieces(pieces, counter), media_type="application/octet-stream")
 
     async def restore(call: door.Call) -> Response:
-        return await _consume(
+        response = await _consume(
             call.request, lambda body: store.restore(io.BufferedReader(_RawBody(body, counter), _PIECE))
         )
+        call.gate.reload()  # the dump's ACLs, admins and tokens, if it had them
+        return response
 
     async def chunk(call: door.Call) -> Response:
         ref = ChunkRef(bytes.fromhex(call.args.hash), call.args.size)

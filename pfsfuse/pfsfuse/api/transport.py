@@ -14,7 +14,7 @@ import os
 import select
 import socket
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from urllib.parse import urlencode
 
 import h11
@@ -170,10 +170,14 @@ class _Connection:
         return self.http.our_state is h11.DONE and self.http.their_state is h11.DONE
 
 
+Token = str | Callable[[], str | None] | None
+
+
 class Transport:
-    def __init__(self, address: str, timeout: float | None = None, token: str | None = None):
+    def __init__(self, address: str, timeout: float | None = None, token: Token = None):
         """`address` is `unix:/path`, `host:port` or `https://host:port`; `timeout` bounds each
-        socket operation; `token` is sent with every request."""
+        socket operation; `token` is sent with every request (a function: asked each time, for
+        a client that acts for many callers, as the S3 gateway's)."""
         split_address(address)  # a bad address is an error now, not at the first request
         self.address = address
         self.token = token
@@ -201,7 +205,7 @@ class Transport:
                 except OSError as e:
                     raise Unavailable(f"cannot reach the pfs daemon at {self.address}: {e}") from None
             try:
-                return conn.request(method, path, body, self.token)
+                return conn.request(method, path, body, self.token() if callable(self.token) else self.token)
             except _ERRORS as e:
                 self.close()
                 if attempt or streaming:

@@ -156,3 +156,4 @@ class RestoreResult(Struct):
     branches: int = 0
     chunks: int = 0  # chunks restored
     bytes: int = 0  # their raw bytes
+    auth: bool = False  # whether the dump's auth records (ACLs, admins, tokens) were restored

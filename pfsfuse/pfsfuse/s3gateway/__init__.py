@@ -5,10 +5,18 @@
 (`python -m pfsfuse.s3gateway HOST:PORT`); `pfs serve --s3 HOST:PORT` runs it in the daemon.
 """
 
-from pfsfuse.s3gateway.app import make_app
-from pfsfuse.s3gateway.sigv4 import AcceptAny, Authenticator, StaticCredentials
+from pfsfuse.s3gateway.app import caller_token, make_app
+from pfsfuse.s3gateway.sigv4 import AcceptAny, Authenticator, StaticCredentials, TokenCredentials
 
-__all__ = ["AcceptAny", "Authenticator", "StaticCredentials", "make_app", "hypercorn_config"]
+__all__ = [
+    "AcceptAny",
+    "Authenticator",
+    "StaticCredentials",
+    "TokenCredentials",
+    "caller_token",
+    "make_app",
+    "hypercorn_config",
+]
 
 
 def hypercorn_config(bind: str):

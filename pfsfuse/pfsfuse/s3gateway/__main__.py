@@ -20,7 +20,13 @@ import click
     multiple=True,
     help="Require SigV4 signatures with these key pairs (default: accept any credentials).",
 )
-def main(listen: str, address: str | None, pairs: tuple[str, ...]) -> None:
+@click.option(
+    "--tokens",
+    is_flag=True,
+    help="The daemon has auth active: take pfs tokens as credentials (access key = secret key = a token), "
+    "each request acting as its token's subject.",
+)
+def main(listen: str, address: str | None, pairs: tuple[str, ...], tokens: bool) -> None:
     """Serve the daemon's repos over S3: bucket BRANCH.REPO, or COMMIT.REPO read-only."""
     import hypercorn.trio
     import trio
@@ -39,6 +45,10 @@ def main(listen: str, address: str | None, pairs: tuple[str, ...]) -> None:
     except PfsError as e:
         click.echo(f"pfs s3 gateway: {e}", err=True)
         sys.exit(1)
+    if tokens:
+        if pairs:
+            raise click.UsageError("give --tokens or --credentials, not both")
+        client, auth = _as_callers(client)
 
     async def run() -> None:
         stop = trio.Event()
@@ -60,6 +70,27 @@ def main(listen: str, address: str | None, pairs: tuple[str, ...]) -> None:
         trio.run(run)
     finally:
         client.close()
+
+
+def _as_callers(client):
+    """A client that sends each request's own token, and credentials checked by the daemon: a
+    token the daemon does not know (expired, revoked) is refused."""
+    from pfsfuse.api.auth import RemoteAuth
+    from pfsfuse.api.remote import RemoteClient
+    from pfsfuse.s3gateway import TokenCredentials, caller_token
+    from pfsfuse.sdk import Client
+
+    address = client.address
+    client.close()
+
+    def identify(token: str) -> object:
+        a = RemoteAuth(address, token)
+        try:
+            return a.who_am_i()
+        finally:
+            a.close()
+
+    return Client.wrap(RemoteClient(address, token=caller_token)), TokenCredentials(lambda: True, identify)
 
 
 if __name__ == "__main__":

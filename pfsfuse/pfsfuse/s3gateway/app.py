@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import collections
 import contextlib
+import contextvars
 import datetime
 import threading
 import xml.etree.ElementTree as ET
@@ -472,6 +473,14 @@ _UNSUPPORTED = {
 }
 
 
+# The token of the request being served: the daemon's client of the gateway sends it.
+_caller: contextvars.ContextVar[str | None] = contextvars.ContextVar("s3_caller", default=None)
+
+
+def caller_token() -> str | None:
+    return _caller.get()
+
+
 def make_app(client: Client, auth: sigv4.Authenticator | None = None) -> Starlette:
     """The gateway for the daemon `client` talks to; `auth` checks signatures (default: any
     credentials, as when the daemon's auth is not activated)."""
@@ -485,6 +494,8 @@ def make_app(client: Client, auth: sigv4.Authenticator | None = None) -> Starlet
             raw_path = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1").split("?")[0]
             query = request.scope.get("query_string", b"").decode("latin-1")
             signed = sigv4.check(gw.auth, request.method, raw_path, query, request.headers)
+            # The daemon then checks the caller's token on every call, as for any client.
+            _caller.set(sigv4.access_key(query, request.headers) if gw.auth.active else None)
             unsupported = _UNSUPPORTED & set(request.query_params)
             if unsupported:
                 raise S3Error(501, "NotImplemented", f"?{sorted(unsupported)[0]} is not supported by this gateway")
@@ -578,7 +589,8 @@ def make_app(client: Client, auth: sigv4.Authenticator | None = None) -> Starlet
             headers["content-range"] = f"bytes {start}-{end - 1}/{info.size}"
         if head:
             return Response(status_code=status, headers=headers, media_type="application/octet-stream")
-        pieces = gw.client.api.get_file(b.repo, b.commit_id, info.path, start, end - start)
+        # In a thread: it may ask the daemon now, and in `pfs serve --s3` this loop is the daemon's.
+        pieces = await _run(gw.client.api.get_file, b.repo, b.commit_id, info.path, start, end - start)
         return StreamingResponse(pieces, status_code=status, headers=headers, media_type="application/octet-stream")
 
     @contextlib.asynccontextmanager

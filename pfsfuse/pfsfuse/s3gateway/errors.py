@@ -12,7 +12,9 @@ from pfsfuse.metadata.errors import (
     InvalidArgument,
     NameTooLong,
     NotFound,
+    PermissionDenied,
     PfsError,
+    Unauthenticated,
     Unavailable,
 )
 
@@ -43,6 +45,8 @@ def from_pfs(e: PfsError, resource: str, missing: str = "NoSuchKey") -> S3Error:
         return S3Error(409, "BucketAlreadyOwnedByYou", str(e), resource)
     if isinstance(e, FailedPrecondition):
         return S3Error(409, "OperationAborted", str(e), resource)
+    if isinstance(e, (PermissionDenied, Unauthenticated)):  # the daemon's ACL check, as on every route
+        return S3Error(403, "AccessDenied", str(e), resource)
     if isinstance(e, Unavailable):
         return S3Error(503, "ServiceUnavailable", str(e), resource)
     return S3Error(500, "InternalError", str(e), resource)

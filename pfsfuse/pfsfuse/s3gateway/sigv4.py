@@ -2,8 +2,8 @@
 
 Who holds which secret is the `Authenticator`'s business: with auth not activated the gateway
 uses `AcceptAny` (any credentials, or none, as Pachyderm's gateway did); `StaticCredentials`
-holds fixed key pairs. An authenticator that derives secrets from the daemon's auth tokens plugs
-in here, through `secret_for`.
+holds fixed key pairs; `TokenCredentials` takes a pfs auth token as both the access key and the
+secret key, as Pachyderm's gateway did, once the daemon's auth is active.
 """
 
 from __future__ import annotations
@@ -12,9 +12,11 @@ import datetime
 import hashlib
 import hmac
 import re
+from collections.abc import Callable
 from typing import Protocol
 from urllib.parse import parse_qsl, quote
 
+from pfsfuse.metadata.errors import Unauthenticated
 from pfsfuse.s3gateway.errors import S3Error
 
 _AUTH = re.compile(
@@ -26,7 +28,9 @@ UNSIGNED = {"UNSIGNED-PAYLOAD", "STREAMING-UNSIGNED-PAYLOAD-TRAILER"}
 
 
 class Authenticator(Protocol):
-    active: bool  # False: every request is let through, signed or not, checked or not
+    @property
+    def active(self) -> bool:
+        """False: every request is let through, signed or not, checked or not."""
 
     def secret_for(self, access_key: str) -> str | None:
         """The secret key of `access_key`, None if there is no such key."""
@@ -47,6 +51,36 @@ class StaticCredentials:
 
     def secret_for(self, access_key: str) -> str | None:
         return self._pairs.get(access_key)
+
+
+class TokenCredentials:
+    """The daemon's auth tokens as S3 credentials: access key = secret key = the token. A token
+    that is expired, revoked or unknown is refused before the signature is looked at."""
+
+    def __init__(self, is_active: Callable[[], bool], identify: Callable[[str], object]):
+        self._is_active, self._identify = is_active, identify
+
+    @property
+    def active(self) -> bool:  # auth may be activated or deactivated while the gateway runs
+        return self._is_active()
+
+    def secret_for(self, access_key: str) -> str | None:
+        try:
+            self._identify(access_key)
+        except Unauthenticated:
+            raise S3Error(
+                403, "ExpiredToken", "the access key is not a valid pfs token (expired or revoked): log in again"
+            ) from None
+        return access_key
+
+
+def access_key(query: str, headers) -> str | None:
+    """The access key a request is signed with (checked by `check`), None if unsigned."""
+    q = dict(parse_qsl(query, keep_blank_values=True))
+    if "X-Amz-Credential" in q:
+        return q["X-Amz-Credential"].partition("/")[0]
+    m = _AUTH.fullmatch(headers.get("authorization", "").strip())
+    return m["key"] if m else None
 
 
 def check(auth: Authenticator, method: str, raw_path: str, query: str, headers, now=None) -> str | None:

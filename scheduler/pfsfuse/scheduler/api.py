@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 import msgspec
 
 from pfsfuse.api import wire
-from pfsfuse.api.transport import Transport
+from pfsfuse.api.transport import Token, Transport
 from pfsfuse.api.types import Count, Seconds
 from pfsfuse.metadata.errors import FailedPrecondition
 from pfsfuse.metadata.records import Commit, CommitRef
@@ -90,7 +90,7 @@ METHODS = frozenset(Pipelines.__abstractmethods__)
 
 
 class RemotePipelines(Pipelines):
-    def __init__(self, address: str, token: str | None = None):
+    def __init__(self, address: str, token: Token = None):
         self._http = Transport(address, token=token)
 
     def close(self) -> None:
@@ -231,6 +231,13 @@ def endpoints(scheduler) -> list:
                 )
             elif method == "delete_pipeline":
                 c.gate.pipeline_gone(c.args.name)
+            # Listings show only what the caller may read: a pipeline's ACL is its output repo's.
+            elif method == "list_pipeline":
+                result = [p for p in result if c.may_read(p.name)]
+            elif method in ("list_job", "flush_job"):
+                result = [j for j in result if c.may_read(j.pipeline)]
+            elif method == "flush_commit":
+                result = [commit for commit in result if c.may_read(commit.repo)]
             return door.json(result)
 
         return call

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import msgspec
 
+from pfsfuse import urlpolicy
 from pfsfuse.api.client import Client
 from pfsfuse.api.types import Copy, Delete, Mkdir, Put, WriteOp
 from pfsfuse.scheduler.jobs import JobStore
@@ -45,6 +46,7 @@ def egress(client: Client, p: PipelineInfo, job: JobInfo) -> None:
 
     assert p.spec.egress is not None  # called for pipelines with egress
     url = p.spec.egress.URL.rstrip("/")
+    urlpolicy.current().check_url(url, "egress")  # again: the policy or DNS may have changed since
     scheme, _, rest = url.partition("://")
     bucket_url, _, prefix = rest.partition("/") if scheme != "file" else (rest, "", "")
     store = open_store(f"{scheme}://{bucket_url}")

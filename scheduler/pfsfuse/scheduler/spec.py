@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta, Struct
 
+from pfsfuse import urlpolicy
 from pfsfuse.metadata import names
 from pfsfuse.metadata.errors import InvalidArgument
 from pfsfuse.scheduler import identity
@@ -270,11 +271,22 @@ def validate(spec: PipelineSpec) -> PipelineSpec:
     if spec.salt and not _SALT.fullmatch(spec.salt):
         bad("salt", "must be 1-64 letters, digits, '_' or '-'")
     names.branch_name(spec.output_branch)
+    if spec.egress is not None:
+        _egress(spec.egress.URL, bad)
     _input(spec.input, "input", spec.name, bad)
     crossed = _cross_names(spec.input)
     if crossed:
         bad("input.cross", f"has two inputs named {crossed!r}: name one of them with `name`")
     return spec
+
+
+def _egress(url: str, bad) -> None:
+    """A URL egress can write to, and one the daemon's URL policy allows (in a client, which
+    serves no one else, any)."""
+    scheme = url.partition("://")[0]
+    if "://" not in url or scheme not in ("s3", "gs", "gcs", "as", "wasb", "az", "file"):
+        bad("egress.URL", f"{url!r} is not an object-store URL (s3://, gs://, as://, wasb:// or file://)")
+    urlpolicy.current().check_url(url, "egress")
 
 
 def _input(i: Input, where: str, pipeline: str, bad) -> None:

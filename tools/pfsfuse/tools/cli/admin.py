@@ -76,7 +76,11 @@ def serve(
     allow_root_commands: bool,
     console: str | None,
 ) -> None:
-    """Run the daemon that owns $PFS_HOME, in the foreground."""
+    """Run the daemon that owns $PFS_HOME, in the foreground.
+
+    What put-file's URLs and pipelines' egress may reach is set in $PFS_HOME/policy.toml
+    (docs/security.md); with --listen, by default no loopback, link-local or private address
+    and no file://."""
     import logging
 
     from pfsfuse import daemon  # the server stack: only this verb needs it
