@@ -7,7 +7,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 bin="$root/.venv/bin"
 if [ ! -x "$bin/ruff" ] || [ ! -x "$bin/mypy" ]; then
-  echo "lint: ruff or mypy is missing from .venv: run packaging/setup.sh" >&2
+  echo "lint: ruff or mypy is missing from .venv: run packaging/test-setup.sh" >&2
   exit 2
 fi
 status=0
