@@ -163,3 +163,25 @@ def test_transform_user_sets_uid_gid_and_groups_and_root_needs_the_operator(stri
     ):
         r = daemon.pfs("create-pipeline", "-f", _pipeline(tmp_path, "bad", {"cmd": ["id"], "user": user_}), check=False)
         assert r.returncode != 0 and message in r.stderr.decode() and b"Traceback" not in r.stderr, r.stderr
+
+
+def test_the_workers_of_all_pipelines_are_bounded_per_machine(tmp_home, tmp_path):
+    d = Daemon(tmp_home / "home")
+    d.env["PFS_MAX_WORKERS"] = "3"
+    d.start()
+    try:
+        d.pfs("create-repo", "data")
+        for name in ("first", "second"):  # two workers each
+            spec = {"pipeline": {"name": name}, "transform": {"cmd": ["true"]}, "parallelism_spec": {"constant": 2}}
+            spec["input"] = {"atom": {"repo": "data", "glob": "/"}}
+            (tmp_path / f"{name}.json").write_text(json.dumps(spec))
+        d.pfs("create-pipeline", "-f", str(tmp_path / "first.json"))
+        r = d.pfs("create-pipeline", "-f", str(tmp_path / "second.json"), check=False)
+        assert r.returncode != 0 and b"at most 3 (pfs serve --max-workers)" in r.stderr, r.stderr
+        d.pfs("delete-pipeline", "first")
+        d.pfs("create-pipeline", "-f", str(tmp_path / "second.json"))  # room again
+    finally:
+        try:
+            d.stop()
+        finally:
+            d.kill()

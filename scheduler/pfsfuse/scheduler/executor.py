@@ -21,7 +21,9 @@ from pathlib import Path
 
 import trio
 
+from pfsfuse.metadata.errors import InvalidArgument
 from pfsfuse.scheduler import identity
+from pfsfuse.scheduler import spec as specs
 from pfsfuse.scheduler.spec import PipelineSpec
 
 log = logging.getLogger("pfsfuse.scheduler")
@@ -75,14 +77,28 @@ class LocalExecutor(Executor):
         self._procs: dict[str, dict[str, trio.Process]] = {}
         self._wanted: dict[str, int] = {}
         self._serial = 0
+        self._specs: dict[str, PipelineSpec] = {}  # every pipeline's: their workers share the machine
         self._young_deaths: dict[str, int] = {}  # pipeline -> young deaths in a row
         self._started: dict[str, float] = {}  # worker -> when it was started
 
     def check(self, spec: PipelineSpec) -> None:
         identity.resolve(spec.transform.user)  # a user this machine has, and root only if allowed
+        cpus = os.cpu_count() or 1
+        others = sum(specs.workers(s, cpus) for name, s in self._specs.items() if name != spec.name)
+        wanted, most = specs.workers(spec, cpus), max_workers()
+        if others + wanted > most:
+            raise InvalidArgument(
+                f"pipeline spec: `parallelism_spec` asks for {wanted} workers and the other pipelines have "
+                f"{others}: this machine runs at most {most} (pfs serve --max-workers)"
+            )
 
     async def configure(self, spec: PipelineSpec) -> None:
+        self._specs[spec.name] = spec
         await self.stop(spec.name)
+
+    async def forget(self, pipeline: str) -> None:
+        self._specs.pop(pipeline, None)
+        await self.stop(pipeline)
 
     async def ensure(self, pipeline: str, workers: int) -> None:
         self._wanted[pipeline] = max(workers, self._wanted.get(pipeline, 0))
@@ -162,6 +178,12 @@ class LocalExecutor(Executor):
     async def stop_all(self) -> None:
         for pipeline in list(self._procs):
             await self.stop(pipeline)
+
+
+def max_workers() -> int:
+    """The most workers all pipelines together may ask of this machine: $PFS_MAX_WORKERS (pfs
+    serve --max-workers), else 8 per CPU and at least 64."""
+    return int(os.environ.get("PFS_MAX_WORKERS") or max(64, 8 * (os.cpu_count() or 1)))
 
 
 def _last_line(home: Path, worker: str) -> str:

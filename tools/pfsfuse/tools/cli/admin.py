@@ -64,6 +64,11 @@ def _user(ctx, param, value: str | None) -> str | None:
     is_flag=True,
     help="Let a spec's transform.user be root: such a command can read anything here, the store included.",
 )
+@click.option(
+    "--max-workers",
+    type=click.IntRange(1, 100_000),
+    help="The most workers all pipelines together may run here (default: $PFS_MAX_WORKERS, or 8 per CPU, at least 64).",
+)
 @click.option("--console", metavar="HOST:PORT", help="Also serve the web console (see `pfs console`).")
 def serve(
     listen: str | None,
@@ -74,6 +79,7 @@ def serve(
     s3: str | None,
     pipeline_user: str | None,
     allow_root_commands: bool,
+    max_workers: int | None,
     console: str | None,
 ) -> None:
     """Run the daemon that owns $PFS_HOME, in the foreground.
@@ -91,6 +97,8 @@ def serve(
         os.environ["PFS_PIPELINE_USER"] = pipeline_user
     if allow_root_commands:
         os.environ["PFS_ALLOW_ROOT_COMMANDS"] = "1"
+    if max_workers:
+        os.environ["PFS_MAX_WORKERS"] = str(max_workers)
     daemon.serve(Home(), storage, listen, tls=tls, insecure=insecure, executor=executor, s3=s3, console=console)
 
 
