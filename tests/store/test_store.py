@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from pfsfuse.api.types import Copy, Delete, Put
+from pfsfuse.api.types import Chmod, Copy, Delete, Mkdir, Put, SetStat, Symlink
 from pfsfuse.home import Home
 from pfsfuse.metadata.errors import (
     AlreadyExists,
@@ -15,7 +15,7 @@ from pfsfuse.metadata.errors import (
     InvalidArgument,
     NotFound,
 )
-from pfsfuse.metadata.records import BranchRef
+from pfsfuse.metadata.records import BranchRef, Stat
 from pfsfuse.store import Store
 
 
@@ -254,8 +254,6 @@ def test_close_releases_the_store_for_the_next_owner(tmp_path):
 
 
 def test_write_ops_apply_in_order_as_one_commit(store):
-    from pfsfuse.api.types import Chmod, Mkdir, Symlink
-
     store.create_repo("r")
     put(store, "r", "master", {"a/x": b"1", "a/y": b"2"})
     r = store.write_files(
@@ -305,3 +303,54 @@ def test_objects_by_hash(store):
     assert store.read_chunk(node.chunks[0]) == b"7"
     [loc] = store.chunk_locations([node.chunks[0].hash])
     assert loc.length == 1
+
+
+def test_a_header_after_a_copy_into_a_new_directory_keeps_the_copy(store):
+    # Mkdir d, Copy d/f, then a header on d in one batch: the header op must see d/f.
+    store.create_repo("r")
+    put(store, "r", "master", {"src": b"data"})
+    store.write_files(
+        "r",
+        "master",
+        [Mkdir("d"), Copy("d/f", "r", "master", "src"), Put("d", stream=io.BytesIO(b"head\n"), frame="header")],
+    )
+    assert read(store, "r", "master", "d/f") == b"head\ndata"
+    assert [f.path for f in store.list_file("r", "master", "d")] == ["d/f"]
+
+
+def test_stat_is_kept_apart_from_content_identity(store):
+    store.create_repo("r")
+    st = Stat(0o4750, 1234, 99, 1_000_000_123, 2_000_000_456)
+    store.write_files(
+        "r",
+        "master",
+        [
+            Put("f", stream=io.BytesIO(b"x"), stat=st),
+            Put("plain", stream=io.BytesIO(b"x")),
+            Mkdir("d", Stat(0o1777, 5, 6, 7, 8)),
+            Symlink("l", "f", Stat(0o777, 1, 2, 3, 4)),
+        ],
+    )
+    f = store.inspect_file("r", "master", "f")
+    plain = store.inspect_file("r", "master", "plain")
+    assert (f.mode, f.uid, f.gid, f.mtime, f.ctime) == (0o4750, 1234, 99, 1_000_000_123, 2_000_000_456)
+    assert f.executable and f.hash == plain.hash  # same content, same identity
+    assert plain.mode is None  # stored without a stat: shown with defaults
+    assert store.inspect_file("r", "master", "d").mode == 0o1777
+    assert store.inspect_file("r", "master", "l").uid == 1
+    # a stat change leaves the content hash alone
+    store.write_files("r", "master", [SetStat("f", Stat(0o600, 1, 1, 5, 6)), SetStat("d", Stat(0o700, 0, 0, 1, 1))])
+    f2 = store.inspect_file("r", "master", "f")
+    assert (f2.mode, f2.hash, f2.executable) == (0o600, f.hash, False)
+    assert store.inspect_file("r", "master", "d").mode == 0o700
+    # new content without a stat keeps the mode and owner, with the mtime made now
+    store.write_files("r", "master", [Put("f", stream=io.BytesIO(b"new"))])
+    f3 = store.inspect_file("r", "master", "f")
+    assert (f3.mode, f3.uid) == (0o600, 1) and f3.mtime > 5
+    # a chmod +x of a file with a stat keeps its other bits
+    store.write_files("r", "master", [Chmod("f", True)])
+    assert store.inspect_file("r", "master", "f").mode == 0o700
+    with pytest.raises(NotFound):
+        store.write_files("r", "master", [SetStat("nope", st)])
+    with pytest.raises(InvalidArgument):
+        store.write_files("r", "master", [SetStat("f", Stat(0o17777, 0, 0, 0, 0))])

@@ -371,7 +371,7 @@ def _depth(path: str) -> int:
 
 def _update(dst: PageWriter, d: DirNode, changes: list[tuple[str, Node | None]]) -> DirNode:
     """`d` with its entries changed: `changes` are sorted (name, node or None to delete). The
-    directory keeps its header and footer."""
+    directory keeps its header, footer and stat."""
     items = [(name, None if node is None else (name, node)) for name, node in changes]
     if d.root is None:
         new = _build(dst, [item for _, item in items if item is not None], 0)
@@ -384,8 +384,8 @@ def _update(dst: PageWriter, d: DirNode, changes: list[tuple[str, Node | None]])
         if not items:
             return d
         new = _build(dst, _merge(_items(dst.page(d.root)), items), top)
-    if d.framed:
-        new = msgspec.structs.replace(new, header=d.header, footer=d.footer)
+    if d.framed or d.stat is not None:
+        new = msgspec.structs.replace(new, header=d.header, footer=d.footer, stat=d.stat)
     return new
 
 

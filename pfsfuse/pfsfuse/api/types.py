@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from msgspec import Meta, Struct
 
 from pfsfuse.chunks import ChunkLoc
-from pfsfuse.metadata.records import ChunkRef
+from pfsfuse.metadata.records import ChunkRef, Stat
 
 # Numbers a caller sends, bounded at the API's boundary (decoding fails on anything else).
 Count = Annotated[int, Meta(ge=0, le=2**63 - 1)]
@@ -33,6 +33,12 @@ class FileInfo(Struct, omit_defaults=True):
     target: str = ""  # symlinks
     executable: bool = False
     commit: str = ""  # list-file --history: the commit that wrote this version
+    # The entry's kept mode (permission bits), owner and times (ns), where it has them.
+    mode: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+    mtime: int | None = None
+    ctime: int | None = None
 
 
 # The operations of `write_files`, applied in order as one atomic change of a commit.
@@ -60,6 +66,7 @@ class Put(Struct, tag="put", omit_defaults=True):
     # "header" or "footer": the data becomes that of directory `path` (empty, or a lone
     # newline, removes it).
     frame: str | None = None
+    stat: Stat | None = None  # None keeps the stat of the file it replaces, its mtime made now
 
 
 class Copy(Struct, tag="copy", omit_defaults=True):
@@ -79,14 +86,16 @@ class Delete(Struct, tag="delete", omit_defaults=True):
 
 
 class Mkdir(Struct, tag="mkdir"):
-    """Make an empty directory unless one is there."""
+    """Make an empty directory unless one is there (with `stat`, given the stat either way)."""
 
     path: str
+    stat: Stat | None = None
 
 
 class Symlink(Struct, tag="symlink"):
     path: str
     target: LinkTarget
+    stat: Stat | None = None
 
 
 class Chmod(Struct, tag="chmod"):
@@ -94,7 +103,14 @@ class Chmod(Struct, tag="chmod"):
     executable: bool
 
 
-WriteOp = Put | Copy | Delete | Mkdir | Symlink | Chmod
+class SetStat(Struct, tag="stat"):
+    """Give the entry at `path` (of any kind) a mode, owner and times: its content is unchanged."""
+
+    path: str
+    stat: Stat
+
+
+WriteOp = Put | Copy | Delete | Mkdir | Symlink | Chmod | SetStat
 
 
 class WriteResult(Struct):

@@ -20,10 +20,15 @@ _READ_BATCH = 1024  # chunks located at a time when reading many files
 
 def file_info(path: str, node: Node) -> FileInfo:
     if isinstance(node, DirNode):
-        return FileInfo(path, "dir", node.size, node.root.hex() if node.root else "", children=node.count)
-    if isinstance(node, SymlinkNode):
-        return FileInfo(path, "symlink", node.size, target=node.target)
-    return FileInfo(path, "file", node.size, node.hash.hex(), executable=node.executable)
+        info = FileInfo(path, "dir", node.size, node.root.hex() if node.root else "", children=node.count)
+    elif isinstance(node, SymlinkNode):
+        info = FileInfo(path, "symlink", node.size, target=node.target)
+    else:
+        info = FileInfo(path, "file", node.size, node.hash.hex(), executable=node.executable)
+    st = node.stat
+    if st is not None:
+        info.mode, info.uid, info.gid, info.mtime, info.ctime = st.mode, st.uid, st.gid, st.mtime, st.ctime
+    return info
 
 
 class Reads(EngineCore):

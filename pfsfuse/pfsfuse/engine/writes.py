@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import msgspec
 
 from pfsfuse import ingress, split
-from pfsfuse.api.types import Chmod, Copy, Delete, Mkdir, Put, Symlink, WriteOp, WriteResult
+from pfsfuse.api.types import Chmod, Copy, Delete, Mkdir, Put, SetStat, Symlink, WriteOp, WriteResult
 from pfsfuse.chunks import StorageError
 from pfsfuse.engine.core import EngineCore, Staging
 from pfsfuse.engine.sources import open_source
@@ -37,6 +37,7 @@ from pfsfuse.metadata.records import (
     DirNode,
     FileNode,
     Node,
+    Stat,
     SymlinkNode,
 )
 
@@ -163,6 +164,12 @@ def _checked(op: WriteOp) -> WriteOp:
         names.check_depth(path, _RECORD_NAME)
     if isinstance(op, Symlink):
         names.link_target(op.target)
+    stat = getattr(op, "stat", None)
+    if stat is not None:
+        try:  # built in-process, the record's bounds are not checked yet
+            msgspec.convert(msgspec.to_builtins(stat), Stat)
+        except msgspec.ValidationError as e:
+            raise InvalidArgument(f"{path}: bad mode, owner or time: {e}") from None
     changes = {"path": path}
     if isinstance(op, Copy):
         changes["src_path"] = names.path(op.src_path)
@@ -211,10 +218,11 @@ class _Batch:
 
     def node(self, path: str) -> Node | None:
         """The node at `path` after the ops applied so far."""
-        if path in self.pending:
-            return self.pending[path]
+        # A pending directory with changes below it is stale: those changes are not in it.
         if path in self.dirty or any(p in self.pending for p in _ancestors(path)):
             self.flush()
+        if path in self.pending:
+            return self.pending[path]
         return tree.lookup(self.w.txn, self.root, path) if path else self.root
 
     def set(self, path: str, node: Node | None) -> None:
@@ -238,7 +246,12 @@ class _Batch:
             executable = op.executable
             if executable is None:
                 executable = isinstance(old, FileNode) and old.executable
-            self.set(path, tree.make_file(txn, refs, executable))
+            stat = op.stat
+            if stat is None and isinstance(old, FileNode) and old.stat is not None:
+                stat = _touched(old.stat, x=executable if op.executable is not None else None)
+            if stat is not None:
+                executable = bool(stat.mode & 0o111)
+            self.set(path, msgspec.structs.replace(tree.make_file(txn, refs, executable), stat=stat))
         elif isinstance(op, Copy):
             node = self.source(op)
             if isinstance(node, DirNode) and names.byte_length(path) > names.byte_length(op.src_path):
@@ -251,7 +264,8 @@ class _Batch:
                 if not (isinstance(old, FileNode) and isinstance(node, FileNode)):
                     raise FailedPrecondition(f"cannot append {op.src_path} to {path}: both must be files")
                 chunks = [*tree.file_chunks(txn, old), *tree.file_chunks(txn, node)]
-                node = tree.make_file(txn, chunks, old.executable)
+                stat = None if old.stat is None else _touched(old.stat)
+                node = msgspec.structs.replace(tree.make_file(txn, chunks, old.executable), stat=stat)
             self.set(path, node)
         elif isinstance(op, Delete):
             if not path:
@@ -263,16 +277,27 @@ class _Batch:
         elif isinstance(op, Mkdir):
             old = self.node(path)
             if old is None:
-                self.set(path, EMPTY_DIR)
+                self.set(path, DirNode(stat=op.stat))
             elif not isinstance(old, DirNode):
                 raise AlreadyExists(f"{path} exists and is not a directory")
+            elif op.stat is not None and op.stat != old.stat:
+                self.set(path, msgspec.structs.replace(old, stat=op.stat))
         elif isinstance(op, Symlink):
-            self.set(path, SymlinkNode(op.target))
+            self.set(path, SymlinkNode(op.target, op.stat))
         elif isinstance(op, Chmod):
             old = self.node(path)
             if not isinstance(old, FileNode):
                 raise InvalidArgument(f"{path} is not a file: only a file's executable bit is kept")
-            self.set(path, msgspec.structs.replace(old, executable=op.executable))
+            stat = None if old.stat is None else _touched(old.stat, x=op.executable, content=False)
+            self.set(path, msgspec.structs.replace(old, executable=op.executable, stat=stat))
+        elif isinstance(op, SetStat):
+            old = self.node(path)
+            if old is None:
+                raise NotFound(f"path {path} not found in {self.w.commit.repo}@{self.w.commit.id}")
+            changes: dict = {"stat": op.stat}
+            if isinstance(old, FileNode):
+                changes["executable"] = bool(op.stat.mode & 0o111)
+            self.set(path, msgspec.structs.replace(old, **changes))
 
     def split(self, path: str, data: _Staged) -> None:
         """Add records to the directory at `path` (made if missing), numbered on from its last."""
@@ -328,6 +353,18 @@ def _next_record(src, d: DirNode) -> int:
     # Other names sort among the records: look at them all.
     found = [int(name, 16) for name, _ in tree.list_dir(src, d) if _RECORD.fullmatch(name)]
     return max(found, default=-1) + 1
+
+
+def _touched(stat: Stat, x: bool | None = None, content: bool = True) -> Stat:
+    """`stat` after a change made without one: its ctime (and for new content its mtime) now, and
+    with `x` the execute bits set (where read is) or cleared."""
+    now = time.time_ns()
+    mode = stat.mode
+    if x is not None:
+        mode = mode | ((mode & 0o444) >> 2) if x else mode & ~0o111
+        if x and not mode & 0o111:
+            mode |= 0o100
+    return Stat(mode, stat.uid, stat.gid, now if content else stat.mtime, now)
 
 
 def _ancestors(path: str) -> Iterator[str]:

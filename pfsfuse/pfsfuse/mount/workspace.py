@@ -25,7 +25,7 @@ from pfsfuse.api.client import Client
 from pfsfuse.api.types import Put, WriteOp
 from pfsfuse.metadata import names
 from pfsfuse.metadata.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PfsError
-from pfsfuse.metadata.records import DirNode, Node
+from pfsfuse.metadata.records import DirNode, FileNode, Node, Stat, SymlinkNode
 
 SPILL = 8 << 20  # files larger than this are written to a temporary file, not kept in memory
 # How the daemon refuses a change for good (a path past a limit, a source gone): sent again, it
@@ -72,22 +72,46 @@ class _Gone:
 GONE = _Gone()  # the overlay's mark of a deleted path (and everything under it)
 
 
+def stat_of(entry, mtime: float = 0.0) -> Stat:
+    """An entry's stat; for one stored without it (older records, put-file), what the mount
+    shows for it: the mounting user's, dated `mtime` (its commit's)."""
+    st = getattr(entry, "stat", None)
+    if st is not None:
+        return st
+    if isinstance(entry, SymlinkNode):
+        mode = 0o777
+    elif isinstance(entry, FileNode):
+        mode = 0o755 if entry.executable else 0o644
+    else:
+        mode = 0o755
+    ns = int(mtime * 1e9)
+    return Stat(mode, os.getuid(), os.getgid(), ns, ns)
+
+
 class LocalFile:
     """The content of a file the mount is writing."""
 
-    def __init__(self, tmpdir: str, executable: bool = False):
+    def __init__(self, tmpdir: str, stat: Stat):
         self._tmpdir = tmpdir
         self._buf: bytearray | None = bytearray()
         self._fd: int | None = None
         self.tmp_path: str | None = None
         self.size = 0
-        self.executable = executable
+        self.stat = stat
         self.writers = 0  # open handles that may write
         self.handles = 0  # open handles of any kind
         self.dropped = False  # no longer in the overlay: close once no handle is left
         self.logged = 0  # puts of its content logged and not sent yet: it must stay till then
         self.path = ""  # where it is in the branch
-        self.mtime = time.time()
+
+    @property
+    def executable(self) -> bool:
+        return bool(self.stat.mode & 0o111)
+
+    def touch(self) -> None:
+        """The content changed: so did its mtime and ctime."""
+        now = time.time_ns()
+        self.stat = Stat(self.stat.mode, self.stat.uid, self.stat.gid, now, now)
 
     def pread(self, off: int, n: int) -> bytes:
         if self._fd is not None:
@@ -106,7 +130,7 @@ class LocalFile:
             self._buf[off:end] = data
             n = len(data)
         self.size = max(self.size, off + n)
-        self.mtime = time.time()
+        self.touch()
         return n
 
     def truncate(self, size: int) -> None:
@@ -119,7 +143,7 @@ class LocalFile:
         else:
             self._buf.extend(bytes(size - len(self._buf)))
         self.size = size
-        self.mtime = time.time()
+        self.touch()
 
     def _spill(self) -> None:
         fd, path = tempfile.mkstemp(prefix=".pfs-write-", dir=self._tmpdir)
@@ -136,8 +160,8 @@ class LocalFile:
     def put(self, path: str) -> Put:
         """The op that stores the current content at `path`."""
         if self._fd is not None:
-            return Put(path, local=self.tmp_path, executable=self.executable)
-        return Put(path, stream=io.BytesIO(bytes(self._buf)), executable=self.executable)
+            return Put(path, local=self.tmp_path, executable=self.executable, stat=self.stat)
+        return Put(path, stream=io.BytesIO(bytes(self._buf)), executable=self.executable, stat=self.stat)
 
     def release(self) -> None:
         """Free the content once the file is neither in the overlay, nor open, nor to be sent."""
