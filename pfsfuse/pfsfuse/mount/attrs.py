@@ -51,6 +51,8 @@ class Attrs:
             a.entry_timeout = a.attr_timeout = ttl
         a.st_ino = inode.ino
         st = getattr(entry, "stat", None)
+        if isinstance(entry, DirNode) and r is not None and r.workspace is not None:
+            st = r.workspace.dir_stat(inode.path) or st
         if entry is None or isinstance(entry, DirNode):
             kind, perm = stat.S_IFDIR, 0o755 if writable else 0o555
             a.st_size = 4096
@@ -88,10 +90,15 @@ class Attrs:
                 ws.changed_file(f)
             entry = f
         old = stat_of(entry, r.mtime)
+        if isinstance(entry, DirNode):
+            old = ws.dir_stat(path) or old
         new = self.changed_stat(old, attr, fields, ctx)
         if new == old:
             return entry
-        if isinstance(entry, LocalFile):
+        if isinstance(entry, DirNode):
+            ws.restat_dir(path, new, SetStat(path, new))
+            entry = msgspec.structs.replace(entry, stat=new)
+        elif isinstance(entry, LocalFile):
             entry.stat = new
             if not entry.writers:
                 ws.changed_file(entry)

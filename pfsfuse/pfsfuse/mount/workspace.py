@@ -193,6 +193,9 @@ class Workspace:
         self.overlay: dict[str, Entry] = {}
         self._seq: dict[str, int] = {}  # path -> the last logged op that changed it
         self.children: dict[str, set[str]] = {}  # dir -> names with overlay entries
+        # A directory's new stat, kept apart from the overlay: a directory there decides what is
+        # under it, and one read before its entries changed would hide them. path -> (seq, stat)
+        self.dir_stats: dict[str, tuple[int, Stat]] = {}
         self.ops: list[tuple[int, WriteOp | _LocalPut]] = []
         self._next = 0
         self.commit_id: str | None = None
@@ -312,9 +315,22 @@ class Workspace:
         self._log(op)
         self._set(path, node)
 
+    def restat_dir(self, path: str, stat: Stat, op: WriteOp) -> None:
+        """A directory's mode, owner or times changed (`op` stores them)."""
+        self._log(op)
+        self.dir_stats[path] = (self._next - 1, stat)
+        self.changed = time.monotonic()
+
+    def dir_stat(self, path: str) -> Stat | None:
+        """The stat of the directory at `path` changed here and not yet sent, if any."""
+        found = self.dir_stats.get(path)
+        return None if found is None else found[1]
+
     def delete(self, path: str, op: WriteOp) -> None:
         self._log(op)
         self._set(path, GONE)
+        for p in [p for p in self.dir_stats if p == path or p.startswith(path + "/")]:
+            del self.dir_stats[p]
 
     def moved(self, old: str, new: str, f: LocalFile, op: WriteOp) -> None:
         """A local file open for writing renamed: it will be put at its new name when closed;
@@ -359,6 +375,7 @@ class Workspace:
         self.overlay.clear()
         self._seq.clear()
         self.children.clear()
+        self.dir_stats.clear()
         self.pending_bytes = 0
         self.commit_id, self.owned = None, False
 
@@ -453,6 +470,8 @@ class Workspace:
 
     def _forget(self, upto: int) -> None:
         """Drop overlay entries the daemon now has, unless changed again since."""
+        for path in [p for p, (s, _) in self.dir_stats.items() if s <= upto]:
+            del self.dir_stats[path]
         for path in [p for p, s in self._seq.items() if s <= upto]:
             if isinstance(self.overlay[path], LocalFile) and self.overlay[path].writers:
                 continue  # written again since (after an fsync): keep reading it locally
