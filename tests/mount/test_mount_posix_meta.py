@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,47 @@ def test_tar_and_rsync_round_trips_keep_modes_owners_times_and_links(tool, daemo
     back.mkdir()
     subprocess.run(f"tar -C {dst} -cf - . | tar -C {back} -xpf -", shell=True, check=True)
     assert _snapshot(back) == expected
+
+
+@pytest.fixture
+def other_user() -> Iterator[str]:
+    """A user of this machine that is not us, made for the test and removed after it."""
+    name = f"pfs{os.getpid()}"
+    sh("useradd", "--no-create-home", "--shell", "/bin/sh", name)
+    try:
+        yield name
+    finally:
+        subprocess.run(["userdel", name], check=False)
+
+
+def _as(user: str, *argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_allow_other_serves_other_users_by_the_stored_modes(daemon, view, mounts, mnt, tmp_home, other_user):
+    view.client.create_repo("r")
+    view.put("r", "master", {"seed": b""})
+    os.chmod(tmp_home, 0o711)  # (the other user passes through to the mount point)
+    m = mounts("--allow-other", "--idle", "1")
+    b = mnt / "r" / "master"
+    (b / "public.txt").write_bytes(b"for everyone\n")
+    (b / "secret.txt").write_bytes(b"for root\n")
+    os.chmod(b / "secret.txt", 0o600)
+    os.mkdir(b / "drop")
+    os.chmod(b / "drop", 0o1777)
+    assert _as(other_user, "cat", str(b / "public.txt")).stdout == "for everyone\n"
+    denied = _as(other_user, "cat", str(b / "secret.txt"))
+    assert denied.returncode != 0 and "Permission denied" in denied.stderr
+    assert _as(other_user, "touch", str(b / "mine.txt")).returncode != 0  # the branch is 0755, root's
+    made = _as(other_user, "sh", "-c", f"echo hi > {b}/drop/theirs.txt && chmod 640 {b}/drop/theirs.txt")
+    assert made.returncode == 0, made.stderr
+    uid = int(_as(other_user, "id", "-u").stdout)
+    st = os.stat(b / "drop" / "theirs.txt")
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (uid, 0o640)
+    view.wait_committed("r", "master", lambda c: view.exists("r", c, "drop/theirs.txt"), m)
+    assert view.info("r", "master", "drop/theirs.txt").uid == uid
