@@ -145,6 +145,9 @@ def test_tar_and_rsync_round_trips_keep_modes_owners_times_and_links(tool, daemo
     back.mkdir()
     subprocess.run(f"tar -C {dst} -cf - . | tar -C {back} -xpf -", shell=True, check=True)
     assert _snapshot(back) == expected
+    got = tmp_home / "got"  # and out of the store without the mount
+    daemon.pfs("get-file", "r", "master", "copy", "-r", "-o", str(got))
+    assert _snapshot(got) == expected
 
 
 @pytest.fixture
