@@ -354,3 +354,21 @@ def test_stat_is_kept_apart_from_content_identity(store):
         store.write_files("r", "master", [SetStat("nope", st)])
     with pytest.raises(InvalidArgument):
         store.write_files("r", "master", [SetStat("f", Stat(0o17777, 0, 0, 0, 0))])
+
+
+def test_a_directory_mtime_moves_when_its_entries_change_unless_set_after(store):
+    store.create_repo("r")
+    old = Stat(0o755, 0, 0, 10**9, 10**9)
+    store.write_files("r", "master", [Mkdir("d", old), Mkdir("kept", old)])
+    assert store.inspect_file("r", "master", "d").mtime == 10**9
+    store.write_files(
+        "r",
+        "master",
+        [Put("d/new", stream=io.BytesIO(b"x")), Put("kept/new", stream=io.BytesIO(b"x")), SetStat("kept", old)],
+    )
+    assert store.inspect_file("r", "master", "d").mtime > 10**9  # an entry came: now
+    assert store.inspect_file("r", "master", "kept").mtime == 10**9  # given after it (tar's utime)
+    store.write_files("r", "master", [SetStat("d", old), Put("d/new", stream=io.BytesIO(b"y"))])
+    assert store.inspect_file("r", "master", "d").mtime == 10**9  # new content, no new entry
+    store.write_files("r", "master", [Delete("d/new")])
+    assert store.inspect_file("r", "master", "d").mtime > 10**9

@@ -210,6 +210,11 @@ class _Batch:
         self.pending: dict[str, Node | None] = {}
         self.dirty: set[str] = set()  # ancestors of pending paths
         self.longest: dict[bytes, int] = {}  # page -> its longest path, for directory copies
+        # directory -> when (the op count) it last gained or lost an entry, and when it was last
+        # given a stat: one given after its entries changed (tar's utime at the end) is kept.
+        self.entries_changed: dict[str, int] = {}
+        self.stat_given: dict[str, int] = {}
+        self.ops = 0
 
     def flush(self) -> None:
         if self.pending:
@@ -225,13 +230,18 @@ class _Batch:
             return self.pending[path]
         return tree.lookup(self.w.txn, self.root, path) if path else self.root
 
-    def set(self, path: str, node: Node | None) -> None:
+    def set(self, path: str, node: Node | None, new_entry: bool = False) -> None:
         self.pending.pop(path, None)  # re-insert: changes apply in the order they were made
         self.pending[path] = node
         self.dirty.update(_ancestors(path))
+        if new_entry or node is None:
+            self.entries_changed[names.split(path)[0]] = self.ops
+        if isinstance(node, DirNode) and node.stat is not None:
+            self.stat_given[path] = self.ops
 
     def apply(self, op: WriteOp, data: _Staged | None) -> None:
         path, txn = op.path, self.w.txn
+        self.ops += 1
         if isinstance(op, Put) and op.split is not None:
             self.split(path, data)
         elif isinstance(op, Put) and op.frame is not None:
@@ -251,7 +261,7 @@ class _Batch:
                 stat = _touched(old.stat, x=executable if op.executable is not None else None)
             if stat is not None:
                 executable = bool(stat.mode & 0o111)
-            self.set(path, msgspec.structs.replace(tree.make_file(txn, refs, executable), stat=stat))
+            self.set(path, msgspec.structs.replace(tree.make_file(txn, refs, executable), stat=stat), old is None)
         elif isinstance(op, Copy):
             node = self.source(op)
             if isinstance(node, DirNode) and names.byte_length(path) > names.byte_length(op.src_path):
@@ -266,7 +276,7 @@ class _Batch:
                 chunks = [*tree.file_chunks(txn, old), *tree.file_chunks(txn, node)]
                 stat = None if old.stat is None else _touched(old.stat)
                 node = msgspec.structs.replace(tree.make_file(txn, chunks, old.executable), stat=stat)
-            self.set(path, node)
+            self.set(path, node, new_entry=True)
         elif isinstance(op, Delete):
             if not path:
                 self.pending, self.dirty, self.root = {}, set(), EMPTY_DIR
@@ -277,13 +287,13 @@ class _Batch:
         elif isinstance(op, Mkdir):
             old = self.node(path)
             if old is None:
-                self.set(path, DirNode(stat=op.stat))
+                self.set(path, DirNode(stat=op.stat), new_entry=True)
             elif not isinstance(old, DirNode):
                 raise AlreadyExists(f"{path} exists and is not a directory")
             elif op.stat is not None and op.stat != old.stat:
                 self.set(path, msgspec.structs.replace(old, stat=op.stat))
         elif isinstance(op, Symlink):
-            self.set(path, SymlinkNode(op.target, op.stat))
+            self.set(path, SymlinkNode(op.target, op.stat), new_entry=True)
         elif isinstance(op, Chmod):
             old = self.node(path)
             if not isinstance(old, FileNode):
@@ -339,6 +349,17 @@ class _Batch:
         return node
 
     def finish(self) -> DirNode:
+        """The new tree, where a directory with a stat that gained or lost entries has its mtime
+        and ctime moved to now, as on a disk."""
+        self.flush()
+        now = time.time_ns()
+        for path, when in sorted(self.entries_changed.items()):
+            if not path or self.stat_given.get(path, -1) >= when:  # (the root has no stat)
+                continue
+            d = self.node(path)
+            if isinstance(d, DirNode) and d.stat is not None:
+                st = d.stat
+                self.set(path, msgspec.structs.replace(d, stat=Stat(st.mode, st.uid, st.gid, now, now)))
         self.flush()
         return self.root
 

@@ -120,12 +120,10 @@ def _stat(st: os.stat_result) -> Stat:
 def _walk(directory: str, dest: str) -> Iterator[WriteOp]:
     """A local directory's files, symlinks (as symlinks) and directories, with their modes,
     owners and times. Other kinds (FIFOs, sockets, devices) have no content to put: left out."""
-    for root, dirs, files in os.walk(directory):
-        dirs.sort()
+    # Bottom-up: a directory is given its stat after its entries are in (which move its mtime).
+    for root, dirs, files in sorted(os.walk(directory, topdown=False), key=lambda w: _walk_key(w[0])):
         rel = os.path.relpath(root, directory)
         here = dest if rel == "." else posixpath.join(dest, rel)
-        if here:
-            yield Mkdir(here, _stat(os.stat(root)))
         for name in sorted(files + [d for d in dirs if os.path.islink(os.path.join(root, d))]):
             local = os.path.join(root, name)
             st = os.lstat(local)
@@ -134,6 +132,13 @@ def _walk(directory: str, dest: str) -> Iterator[WriteOp]:
                 yield Symlink(target, os.readlink(local), _stat(st))
             elif stat.S_ISREG(st.st_mode):
                 yield Put(target, local=local, stat=_stat(st))
+        if here:
+            yield Mkdir(here, _stat(os.stat(root)))
+
+
+def _walk_key(path: str) -> tuple[int, str]:
+    """Deepest directories first, each level in name order."""
+    return (-path.count(os.sep), path)
 
 
 class _Counting:
