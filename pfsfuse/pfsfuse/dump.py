@@ -44,6 +44,7 @@ from pfsfuse.metadata.records import (
     FileNode,
     Node,
     Repo,
+    Stat,
     SymlinkNode,
 )
 from pfsfuse.version import VERSION
@@ -85,11 +86,13 @@ class FileRec(Struct, tag="file", array_like=True):
     path: str
     chunks: list[ChunkRef]
     executable: bool = False
+    stat: Stat | None = None  # (absent from older dumps)
 
 
 class LinkRec(Struct, tag="link", array_like=True):
     path: str
     target: str
+    stat: Stat | None = None
 
 
 class DeleteRec(Struct, tag="delete", array_like=True):
@@ -104,6 +107,7 @@ class DirRec(Struct, tag="dir", array_like=True):
     header: list[ChunkRef] | None
     footer: list[ChunkRef] | None
     keep: bool
+    stat: Stat | None = None
 
 
 class BranchRec(Struct, tag="branch", array_like=True):
@@ -188,16 +192,16 @@ def _changes(store: EngineCore, new: DirNode, old: DirNode, prefix: str = "") ->
             path = names.join(base, name)
             if isinstance(n, DirNode):
                 keep = isinstance(o, DirNode)
-                if not keep or (n.header, n.footer) != (o.header, o.footer):
-                    yield DirRec(path, _chunk_list(db, n.header), _chunk_list(db, n.footer), keep)
+                if not keep or (n.header, n.footer, n.stat) != (o.header, o.footer, o.stat):
+                    yield DirRec(path, _chunk_list(db, n.header), _chunk_list(db, n.footer), keep, n.stat)
                 stack.append((path, tree.diff_entries(db, n, o if keep else EMPTY_DIR)))
                 break
             if n is None:
                 yield DeleteRec(path)
             elif isinstance(n, FileNode):
-                yield FileRec(path, list(tree.file_chunks(db, n)), n.executable)
+                yield FileRec(path, list(tree.file_chunks(db, n)), n.executable, n.stat)
             else:
-                yield LinkRec(path, n.target)
+                yield LinkRec(path, n.target, n.stat)
         else:
             stack.pop()
 
@@ -397,9 +401,9 @@ class _Restore:
 
     def _node(self, txn, path: str, rec: Record) -> Node | None:
         if isinstance(rec, FileRec):
-            return tree.make_file(txn, rec.chunks, rec.executable)
+            return msgspec.structs.replace(tree.make_file(txn, rec.chunks, rec.executable), stat=rec.stat)
         if isinstance(rec, LinkRec):
-            return SymlinkNode(names.link_target(rec.target))
+            return SymlinkNode(names.link_target(rec.target), rec.stat)
         if isinstance(rec, DeleteRec):
             return None
         d = tree.lookup(txn, self.tree, path) if rec.keep else EMPTY_DIR
@@ -407,6 +411,7 @@ class _Restore:
             d,
             header=None if rec.header is None else tree.make_file(txn, rec.header),
             footer=None if rec.footer is None else tree.make_file(txn, rec.footer),
+            stat=rec.stat,
         )
 
     def _finish_commit(self) -> None:
