@@ -372,3 +372,14 @@ def test_a_directory_mtime_moves_when_its_entries_change_unless_set_after(store)
     assert store.inspect_file("r", "master", "d").mtime == 10**9  # new content, no new entry
     store.write_files("r", "master", [Delete("d/new")])
     assert store.inspect_file("r", "master", "d").mtime > 10**9
+
+
+def test_diff_file_reports_content_not_stats(store):
+    store.create_repo("r")
+    put(store, "r", "master", {"d/f": b"x", "g": b"y"})
+    store.write_files("r", "master", [SetStat("d/f", Stat(0o600, 1, 1, 1, 1)), SetStat("g", Stat(0o600, 1, 1, 1, 1))])
+    for path in ("", "d", "g"):
+        d = store.diff_file("r", "master", path, "r", "master^", path)
+        assert (d.new, d.old) == ([], []), path
+    put(store, "r", "master", {"d/f": b"changed"})
+    assert [f.path for f in store.diff_file("r", "master", "", "r", "master^", "").new] == ["d/f"]

@@ -196,7 +196,8 @@ def _longest_entry(node: Node, memo: dict[bytes, int]) -> int:
 def diff(
     src: PageReader, new: DirNode, old: DirNode, prefix: str = ""
 ) -> Iterator[tuple[str, Node | None, Node | None]]:
-    """(path, new node, old node) for every non-directory path that differs, in path order.
+    """(path, new node, old node) for every non-directory path whose content differs (not only
+    its stat), in path order.
 
     A side is None where the path is absent (or is a directory on that side). Directories on both
     sides are descended, not reported; empty directories are not reported. Equal subtrees and,
@@ -219,10 +220,17 @@ def diff(
                 if n is not None:
                     yield path, n, None
                 yield from _files(src, o, path, new_side=False)
-            else:
+            elif not same_content(n, o):
                 yield path, n, o
         else:
             stack.pop()
+
+
+def same_content(a: Node | None, b: Node | None) -> bool:
+    """Whether two nodes differ at most in their stats: a touched file is the same file."""
+    if a is None or b is None or type(a) is not type(b):
+        return a is b
+    return msgspec.structs.replace(a, stat=None) == msgspec.structs.replace(b, stat=None)
 
 
 def refs(src: PageReader, d: DirNode, seen: set[bytes]) -> Iterator[tuple[str, bytes]]:

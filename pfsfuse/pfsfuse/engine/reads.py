@@ -217,7 +217,7 @@ class Reads(EngineCore):
             if shallow:
                 newer, older = dict(tree.list_dir(self.db, new)), dict(tree.list_dir(self.db, old))
                 for name in sorted(newer.keys() | older.keys()):
-                    if newer.get(name) != older.get(name):
+                    if not tree.same_content(newer.get(name), older.get(name)):
                         if name in newer:
                             result.new.append(file_info(names.join(new_path, name), newer[name]))
                         if name in older:
@@ -228,7 +228,7 @@ class Reads(EngineCore):
                     result.new.append(file_info(names.join(new_path, path), n))
                 if o is not None:
                     result.old.append(file_info(names.join(old_path, path), o))
-        elif new != old:
+        elif not tree.same_content(new, old):
             result.new.extend(self._files_under(new_path, new))
             result.old.extend(self._files_under(old_path, old))
         return result
