@@ -44,6 +44,7 @@ from pfsfuse.metadata.records import (
     FileNode,
     Node,
     Repo,
+    SpecialNode,
     Stat,
     SymlinkNode,
 )
@@ -95,6 +96,11 @@ class LinkRec(Struct, tag="link", array_like=True):
     stat: Stat | None = None
 
 
+class SpecialRec(Struct, tag="special", array_like=True):
+    path: str
+    node: SpecialNode
+
+
 class DeleteRec(Struct, tag="delete", array_like=True):
     path: str
 
@@ -121,7 +127,9 @@ class EndRec(Struct, tag="end", array_like=True):
     chunks: int
 
 
-Record = Info | RepoRec | CommitRec | ChunkRec | FileRec | LinkRec | DeleteRec | DirRec | BranchRec | EndRec
+Record = (
+    Info | RepoRec | CommitRec | ChunkRec | FileRec | LinkRec | SpecialRec | DeleteRec | DirRec | BranchRec | EndRec
+)
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(Record).decode
 
@@ -200,6 +208,8 @@ def _changes(store: EngineCore, new: DirNode, old: DirNode, prefix: str = "") ->
                 yield DeleteRec(path)
             elif isinstance(n, FileNode):
                 yield FileRec(path, list(tree.file_chunks(db, n)), n.executable, n.stat)
+            elif isinstance(n, SpecialNode):
+                yield SpecialRec(path, n)
             else:
                 yield LinkRec(path, n.target, n.stat)
         else:
@@ -402,6 +412,8 @@ class _Restore:
     def _node(self, txn, path: str, rec: Record) -> Node | None:
         if isinstance(rec, FileRec):
             return msgspec.structs.replace(tree.make_file(txn, rec.chunks, rec.executable), stat=rec.stat)
+        if isinstance(rec, SpecialRec):
+            return rec.node
         if isinstance(rec, LinkRec):
             return SymlinkNode(names.link_target(rec.target), rec.stat)
         if isinstance(rec, DeleteRec):

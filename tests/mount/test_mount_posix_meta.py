@@ -6,6 +6,7 @@ that owners can be given away as tar and rsync do."""
 from __future__ import annotations
 
 import os
+import socket
 import stat
 import subprocess
 from collections.abc import Iterator
@@ -36,6 +37,8 @@ def _snapshot(top: Path) -> dict[str, tuple]:
             st = os.lstat(p)
             if stat.S_ISLNK(st.st_mode):
                 what = os.readlink(p)
+            elif stat.S_ISCHR(st.st_mode):
+                what = st.st_rdev
             elif stat.S_ISREG(st.st_mode):
                 what = p.read_bytes()
             else:
@@ -61,6 +64,8 @@ def _source(top: Path) -> Path:
     (top / "shared" / "group-file").write_bytes(b"g\n")
     (top / "sticky").mkdir()
     os.symlink("../private", top / "shared" / "link")
+    os.mkfifo(top / "shared" / "pipe", 0o620)
+    os.mknod(top / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
     modes = {"setuid": 0o4755, "private": 0o600, "shared": 0o2750, "shared/group-file": 0o640, "sticky": 0o1777}
     for i, rel in enumerate(["setuid", "private", "shared/group-file", "shared/link", "sticky", "shared"]):
         os.chown(top / rel, 1000 + i, 2000 + i, follow_symlinks=False)
@@ -192,3 +197,29 @@ def test_allow_other_serves_other_users_by_the_stored_modes(daemon, view, mounts
     assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (uid, 0o640)
     view.wait_committed("r", "master", lambda c: view.exists("r", c, "drop/theirs.txt"), m)
     assert view.info("r", "master", "drop/theirs.txt").uid == uid
+
+
+def test_fifos_sockets_and_devices_are_made_and_kept(daemon, view, mounts, mnt):
+    view.client.create_repo("r")
+    view.put("r", "master", {"seed": b""})
+    m = mounts("--idle", "1")
+    b = mnt / "r" / "master"
+    os.mkfifo(b / "pipe", 0o640)
+    os.mknod(b / "tty", 0o600 | stat.S_IFCHR, os.makedev(5, 0))
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(b / "sock"))
+    kinds = {"pipe": stat.S_IFIFO, "tty": stat.S_IFCHR, "sock": stat.S_IFSOCK}
+
+    def check() -> None:
+        for name, kind in kinds.items():
+            assert stat.S_IFMT(os.lstat(b / name).st_mode) == kind, name
+        assert os.lstat(b / "tty").st_rdev == os.makedev(5, 0)
+        assert stat.S_IMODE(os.lstat(b / "pipe").st_mode) == 0o640
+
+    check()
+    view.wait_committed("r", "master", lambda c: view.exists("r", c, "sock"), m)
+    assert {n: view.info("r", "master", n).type for n in kinds} == {"pipe": "fifo", "tty": "char", "sock": "socket"}
+    check()
+    m.__exit__(None, None, None)
+    mounts()
+    check()

@@ -9,7 +9,7 @@ import os
 import msgspec
 import pytest
 
-from pfsfuse.api.types import Copy, Delete, Mkdir, Put, Symlink
+from pfsfuse.api.types import Copy, Delete, Mkdir, Mknod, Put, Symlink
 from pfsfuse.home import Home
 from pfsfuse.metadata.errors import FailedPrecondition, InvalidArgument
 from pfsfuse.metadata.records import BranchRef, CommitRef, Stat
@@ -34,7 +34,13 @@ def fill(store: Store) -> None:
         Put("users", stream=io.BytesIO(b"1,a\n2,b\n"), split="line"),
         Mkdir("empty", Stat(0o1777, 5, 6, 7, 8)),
     )
-    w("images", "master", Put("users", stream=io.BytesIO(b"id,name\n"), frame="header"), Symlink("link", "a/x.txt"))
+    w(
+        "images",
+        "master",
+        Put("users", stream=io.BytesIO(b"id,name\n"), frame="header"),
+        Symlink("link", "a/x.txt"),
+        Mknod("pipe", "fifo"),
+    )
     w("images", "master", Delete("a"), Put("big.bin", stream=data(1000), append=True))
     store.create_branch("images", "v1", head="master^")
     up = store.inspect_commit("images", "master")

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from pfsfuse.api.types import Chmod, Copy, Delete, Mkdir, Put, SetStat, Symlink
+from pfsfuse.api.types import Chmod, Copy, Delete, Mkdir, Mknod, Put, SetStat, Symlink
 from pfsfuse.home import Home
 from pfsfuse.metadata.errors import (
     AlreadyExists,
@@ -383,3 +383,17 @@ def test_diff_file_reports_content_not_stats(store):
         assert (d.new, d.old) == ([], []), path
     put(store, "r", "master", {"d/f": b"changed"})
     assert [f.path for f in store.diff_file("r", "master", "", "r", "master^", "").new] == ["d/f"]
+
+
+def test_fifos_sockets_and_devices_are_kept(store):
+    store.create_repo("r")
+    st = Stat(0o640, 1, 2, 3, 4)
+    store.write_files(
+        "r", "master", [Mknod("p", "fifo", stat=st), Mknod("s", "socket"), Mknod("d/tty", "char", os.makedev(4, 1))]
+    )
+    kinds = {f.path: (f.type, f.rdev, f.mode) for f in store.walk_file("r", "master") if f.type != "dir"}
+    assert kinds == {"p": ("fifo", 0, 0o640), "s": ("socket", 0, None), "d/tty": ("char", os.makedev(4, 1), None)}
+    with pytest.raises(InvalidArgument):
+        read(store, "r", "master", "p")  # no content
+    with pytest.raises(InvalidArgument):
+        store.write_files("r", "master", [Mknod("q", "fifo", 5)])

@@ -7,7 +7,8 @@ with a format byte so that a later release can migrate old records.
 
 from __future__ import annotations
 
-from typing import Annotated
+import stat as _stat
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Struct
@@ -68,7 +69,29 @@ class DirNode(Struct, tag="d", array_like=True, frozen=True):
         return self.header is not None or self.footer is not None
 
 
-Node = FileNode | DirNode | SymlinkNode
+SpecialKind = Literal["fifo", "socket", "char", "block"]
+# The file type bits of each kind (st_mode & S_IFMT).
+SPECIAL_MODES: dict[SpecialKind, int] = {
+    "fifo": _stat.S_IFIFO,
+    "socket": _stat.S_IFSOCK,
+    "char": _stat.S_IFCHR,
+    "block": _stat.S_IFBLK,
+}
+
+
+class SpecialNode(Struct, tag="s", array_like=True, frozen=True):
+    """A FIFO, socket or device node: it has no content; its kind and device number are all."""
+
+    kind: SpecialKind
+    rdev: Annotated[int, msgspec.Meta(ge=0, le=(1 << 63) - 1)] = 0  # devices: major and minor
+    stat: Stat | None = None
+
+    @property
+    def size(self) -> int:
+        return 0
+
+
+Node = FileNode | DirNode | SymlinkNode | SpecialNode
 
 EMPTY_DIR = DirNode()
 

@@ -349,7 +349,7 @@ class _Batch:
                 dirs[path] = node
             elif path in self.puts:
                 if node is not None:
-                    kind = "file" if isinstance(node, FileNode) else "symlink"
+                    kind = "file" if isinstance(node, FileNode) else getattr(node, "kind", "symlink")
                     raise FailedPrecondition(f"{path} is a {kind}, not a directory")
                 dirs[path] = EMPTY_DIR
         # Bottom-up: each directory's new node is a change to its parent.

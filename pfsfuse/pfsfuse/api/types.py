@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from msgspec import Meta, Struct
 
 from pfsfuse.chunks import ChunkLoc
-from pfsfuse.metadata.records import ChunkRef, Stat
+from pfsfuse.metadata.records import ChunkRef, SpecialKind, Stat
 
 # Numbers a caller sends, bounded at the API's boundary (decoding fails on anything else).
 Count = Annotated[int, Meta(ge=0, le=2**63 - 1)]
@@ -26,13 +26,14 @@ class RepoInfo(Struct, omit_defaults=True):
 
 class FileInfo(Struct, omit_defaults=True):
     path: str  # canonical: no leading '/', '' for the root
-    type: str  # "file", "dir" or "symlink"
+    type: str  # "file", "dir", "symlink", or "fifo", "socket", "char", "block" (no content)
     size: int = 0
     hash: str = ""  # hex content hash (files: the chunk-list hash; dirs: the top page)
     children: int = 0  # directories: direct entries
     target: str = ""  # symlinks
     executable: bool = False
     commit: str = ""  # list-file --history: the commit that wrote this version
+    rdev: int = 0  # a device node's device number
     # The entry's kept mode (permission bits), owner and times (ns), where it has them.
     mode: int | None = None
     uid: int | None = None
@@ -110,7 +111,16 @@ class SetStat(Struct, tag="stat"):
     stat: Stat
 
 
-WriteOp = Put | Copy | Delete | Mkdir | Symlink | Chmod | SetStat
+class Mknod(Struct, tag="mknod"):
+    """Make a FIFO, socket or device node at `path` (replacing what is there)."""
+
+    path: str
+    kind: SpecialKind
+    rdev: int = 0
+    stat: Stat | None = None
+
+
+WriteOp = Put | Copy | Delete | Mkdir | Symlink | Chmod | SetStat | Mknod
 
 
 class WriteResult(Struct):

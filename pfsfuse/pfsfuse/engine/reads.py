@@ -13,7 +13,7 @@ from pfsfuse.api.types import DiffResult, FileInfo, ReadPlan
 from pfsfuse.engine.core import EngineCore
 from pfsfuse.metadata import glob, names, tree
 from pfsfuse.metadata.errors import InvalidArgument, NotFound
-from pfsfuse.metadata.records import ChunkRef, Commit, DirNode, FileNode, Node, SymlinkNode
+from pfsfuse.metadata.records import ChunkRef, Commit, DirNode, FileNode, Node, SpecialNode, SymlinkNode
 
 _READ_BATCH = 1024  # chunks located at a time when reading many files
 
@@ -23,6 +23,8 @@ def file_info(path: str, node: Node) -> FileInfo:
         info = FileInfo(path, "dir", node.size, node.root.hex() if node.root else "", children=node.count)
     elif isinstance(node, SymlinkNode):
         info = FileInfo(path, "symlink", node.size, target=node.target)
+    elif isinstance(node, SpecialNode):
+        info = FileInfo(path, node.kind, rdev=node.rdev)
     else:
         info = FileInfo(path, "file", node.size, node.hash.hex(), executable=node.executable)
     st = node.stat
@@ -57,6 +59,8 @@ class Reads(EngineCore):
             raise NotFound(f"path {path} not found in {repo}@{ref}")
         if isinstance(node, SymlinkNode):
             raise InvalidArgument(f"{where} is a symlink to {node.target}")
+        if isinstance(node, SpecialNode):
+            raise InvalidArgument(f"{where} is a {node.kind}: it has no content")
         if isinstance(node, DirNode):
             if not node.framed:
                 raise InvalidArgument(f"{where} is a directory; use -r")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import msgspec
 
 from pfsfuse import ingress, split
-from pfsfuse.api.types import Chmod, Copy, Delete, Mkdir, Put, SetStat, Symlink, WriteOp, WriteResult
+from pfsfuse.api.types import Chmod, Copy, Delete, Mkdir, Mknod, Put, SetStat, Symlink, WriteOp, WriteResult
 from pfsfuse.chunks import StorageError
 from pfsfuse.engine.core import EngineCore, Staging
 from pfsfuse.engine.sources import open_source
@@ -37,6 +37,7 @@ from pfsfuse.metadata.records import (
     DirNode,
     FileNode,
     Node,
+    SpecialNode,
     Stat,
     SymlinkNode,
 )
@@ -294,6 +295,10 @@ class _Batch:
                 self.set(path, msgspec.structs.replace(old, stat=op.stat))
         elif isinstance(op, Symlink):
             self.set(path, SymlinkNode(op.target, op.stat), new_entry=True)
+        elif isinstance(op, Mknod):
+            if op.kind not in ("char", "block") and op.rdev:
+                raise InvalidArgument(f"{path}: only a device node has a device number")
+            self.set(path, SpecialNode(op.kind, op.rdev, op.stat), new_entry=True)
         elif isinstance(op, Chmod):
             old = self.node(path)
             if not isinstance(old, FileNode):

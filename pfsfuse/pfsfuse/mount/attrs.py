@@ -14,7 +14,7 @@ import pyfuse3
 
 from pfsfuse.api.types import SetStat
 from pfsfuse.metadata import names
-from pfsfuse.metadata.records import DirNode, FileNode, Stat, SymlinkNode
+from pfsfuse.metadata.records import SPECIAL_MODES, DirNode, FileNode, SpecialNode, Stat, SymlinkNode
 from pfsfuse.mount.boundary import BLOCK, fail
 from pfsfuse.mount.inodes import Inode
 from pfsfuse.mount.reading import Reader
@@ -59,11 +59,15 @@ class Attrs:
         elif isinstance(entry, SymlinkNode):
             kind, perm = stat.S_IFLNK, 0o777
             a.st_size = entry.size
+        elif isinstance(entry, SpecialNode):
+            kind, perm = SPECIAL_MODES[entry.kind], 0o644
+            a.st_size = 0
         else:
             x = 0o111 if entry.executable else 0
             kind, perm = stat.S_IFREG, (0o644 if writable else 0o444) | x
             a.st_size = entry.size
         a.st_blocks = (a.st_size + 511) // 512
+        a.st_rdev = entry.rdev if isinstance(entry, SpecialNode) else 0
         if st is None:  # stored without one: the mounting user's, dated by the commit
             a.st_mode = kind | perm
             a.st_uid, a.st_gid = self.uid, self.gid

@@ -16,6 +16,7 @@ import bisect
 import errno
 import itertools
 import os
+import stat
 import time
 from collections.abc import Callable
 
@@ -23,10 +24,10 @@ import pyfuse3
 import trio
 
 from pfsfuse.api.client import Client
-from pfsfuse.api.types import Delete, Mkdir
+from pfsfuse.api.types import Delete, Mkdir, Mknod
 from pfsfuse.metadata import names, refs
 from pfsfuse.metadata.errors import NotFound, PfsError
-from pfsfuse.metadata.records import EMPTY_DIR, DirNode, FileNode, Stat, SymlinkNode
+from pfsfuse.metadata.records import EMPTY_DIR, SPECIAL_MODES, DirNode, FileNode, SpecialNode, Stat, SymlinkNode
 from pfsfuse.mount.attrs import Attrs
 from pfsfuse.mount.boundary import Threads, component, fail, translate
 from pfsfuse.mount.inodes import Inode, InodeTable
@@ -327,6 +328,24 @@ class Filesystem(pyfuse3.Operations):
             raise fail(errno.EEXIST)
         node = DirNode(stat=_new_stat(mode, ctx))
         ws.put_node(path, node, Mkdir(path, node.stat))
+        return self.attributes(self._new_inode(parent, path), node, r)
+
+    @translate
+    async def mknod(self, parent_ino, name, mode, rdev, ctx):
+        """A FIFO, socket or device node (a regular file, as `mknod` may make, is a create)."""
+        parent, r, ws, path = await self._parent(parent_ino, name)
+        if await self.resolver.entry(r, path) is not None:
+            raise fail(errno.EEXIST)
+        kind = next((k for k, bits in SPECIAL_MODES.items() if stat.S_IFMT(mode) == bits), None)
+        if kind is None:
+            if not stat.S_ISREG(mode):
+                raise fail(errno.EINVAL)
+            f = LocalFile(self.tmpdir, _new_stat(mode, ctx))
+            ws.created(path, f)
+            ws.closed(f, wrote=True)  # not open: an empty file, logged now
+            return self.attributes(self._new_inode(parent, path), f, r)
+        node = SpecialNode(kind, rdev if kind in ("char", "block") else 0, _new_stat(mode, ctx))
+        ws.put_node(path, node, Mknod(path, node.kind, node.rdev, node.stat))
         return self.attributes(self._new_inode(parent, path), node, r)
 
     @translate

@@ -82,8 +82,10 @@ def stat_of(entry, mtime: float = 0.0) -> Stat:
         mode = 0o777
     elif isinstance(entry, FileNode):
         mode = 0o755 if entry.executable else 0o644
-    else:
+    elif isinstance(entry, DirNode):
         mode = 0o755
+    else:
+        mode = 0o644
     ns = int(mtime * 1e9)
     return Stat(mode, os.getuid(), os.getgid(), ns, ns)
 

@@ -55,11 +55,7 @@ def _el(tag: str, value) -> str:
 def _iso(ts: float) -> str:
     # Milliseconds, as S3 gives: `aws s3 sync` re-sends a file modified in the same second as
     # the commit if they were cut off.
-    return (
-        datetime.datetime.fromtimestamp(ts, datetime.UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _commit_time(c: Commit | None) -> float:

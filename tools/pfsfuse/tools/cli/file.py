@@ -17,10 +17,10 @@ import msgspec
 
 from pfsfuse import ingress
 from pfsfuse.api.client import Client
-from pfsfuse.api.types import Copy, Delete, FileInfo, Mkdir, Put, Symlink, WriteOp
+from pfsfuse.api.types import Copy, Delete, FileInfo, Mkdir, Mknod, Put, Symlink, WriteOp
 from pfsfuse.metadata import glob
 from pfsfuse.metadata.errors import InvalidArgument, NotFound
-from pfsfuse.metadata.records import Stat
+from pfsfuse.metadata.records import SPECIAL_MODES, Stat
 from pfsfuse.tools.cli.app import App, RefPathCommand, json_option, pass_app
 from pfsfuse.tools.cli.output import Output, size
 
@@ -118,8 +118,8 @@ def _stat(st: os.stat_result) -> Stat:
 
 
 def _walk(directory: str, dest: str) -> Iterator[WriteOp]:
-    """A local directory's files, symlinks (as symlinks) and directories, with their modes,
-    owners and times. Other kinds (FIFOs, sockets, devices) have no content to put: left out."""
+    """A local directory's files, symlinks (as symlinks), FIFOs, sockets, device nodes and
+    directories, with their modes, owners and times."""
     # Bottom-up: a directory is given its stat after its entries are in (which move its mtime).
     for root, dirs, files in sorted(os.walk(directory, topdown=False), key=lambda w: _walk_key(w[0])):
         rel = os.path.relpath(root, directory)
@@ -132,6 +132,9 @@ def _walk(directory: str, dest: str) -> Iterator[WriteOp]:
                 yield Symlink(target, os.readlink(local), _stat(st))
             elif stat.S_ISREG(st.st_mode):
                 yield Put(target, local=local, stat=_stat(st))
+            else:
+                kind = next(k for k, bits in SPECIAL_MODES.items() if stat.S_IFMT(st.st_mode) == bits)
+                yield Mknod(target, kind, st.st_rdev if kind in ("char", "block") else 0, _stat(st))
         if here:
             yield Mkdir(here, _stat(os.stat(root)))
 
@@ -358,6 +361,14 @@ def _get_tree(app: App, repo: str, ref: str, root: str, output: str) -> None:
         elif f.type == "symlink":
             os.symlink(f.target, target)
             _restore(target, f)
+        elif f.type in SPECIAL_MODES:
+            try:
+                bits = next(b for k, b in SPECIAL_MODES.items() if k == f.type)
+                os.mknod(target, bits | (f.mode or 0o644), f.rdev)
+            except PermissionError:  # a device node, not as root: tar says so and goes on
+                click.echo(f"pfs: cannot make {f.type} device {target}: permission denied", err=True)
+                continue
+            _restore(target, f)
         else:
             with open(target, "wb") as out:
                 _write(app.client.get_file(repo, ref, f.path), out, f.size)
@@ -453,10 +464,14 @@ def inspect_file(app: App, repo: str, ref: str, path: str, as_json: bool) -> Non
         fields.append(("Executable", "yes" if f.executable else "no"))
     elif f.type == "dir":
         fields.append(("Children", str(f.children)))
-    else:
+    elif f.type == "symlink":
         fields.append(("Target", f.target))
+    elif f.rdev:
+        fields.append(("Device", f"{os.major(f.rdev)},{os.minor(f.rdev)}"))
     if f.mode is not None:
-        kind = {"file": stat.S_IFREG, "dir": stat.S_IFDIR}.get(f.type, stat.S_IFLNK)
+        kinds: dict[str, int] = {"file": stat.S_IFREG, "dir": stat.S_IFDIR, "symlink": stat.S_IFLNK}
+        kinds.update(SPECIAL_MODES.items())
+        kind = kinds[f.type]
         fields.append(("Mode", f"{stat.filemode(kind | f.mode)} ({f.mode:04o})"))
         fields.append(("Owner", f"{f.uid}:{f.gid}"))
         fields.append(("Modified", time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime((f.mtime or 0) / 1e9))))
