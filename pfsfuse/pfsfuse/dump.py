@@ -46,6 +46,8 @@ from pfsfuse.metadata.records import (
     FileNode,
     Node,
     Repo,
+    SpecialNode,
+    Stat,
     SymlinkNode,
 )
 from pfsfuse.version import VERSION
@@ -87,11 +89,18 @@ class FileRec(Struct, tag="file", array_like=True):
     path: str
     chunks: list[ChunkRef]
     executable: bool = False
+    stat: Stat | None = None  # (absent from older dumps)
 
 
 class LinkRec(Struct, tag="link", array_like=True):
     path: str
     target: str
+    stat: Stat | None = None
+
+
+class SpecialRec(Struct, tag="special", array_like=True):
+    path: str
+    node: SpecialNode
 
 
 class DeleteRec(Struct, tag="delete", array_like=True):
@@ -106,6 +115,7 @@ class DirRec(Struct, tag="dir", array_like=True):
     header: list[ChunkRef] | None
     footer: list[ChunkRef] | None
     keep: bool
+    stat: Stat | None = None
 
 
 class BranchRec(Struct, tag="branch", array_like=True):
@@ -128,7 +138,7 @@ class EndRec(Struct, tag="end", array_like=True):
     chunks: int
 
 
-Change = FileRec | LinkRec | DeleteRec | DirRec  # a change to the current commit's tree
+Change = FileRec | LinkRec | SpecialRec | DeleteRec | DirRec  # a change to the current commit's tree
 Record = Info | RepoRec | CommitRec | ChunkRec | Change | BranchRec | AuthRec | EndRec
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(Record).decode
@@ -215,16 +225,18 @@ def _changes(store: EngineCore, new: DirNode, old: DirNode, prefix: str = "") ->
             path = names.join(base, name)
             if isinstance(n, DirNode):
                 kept = o if isinstance(o, DirNode) else None
-                if kept is None or (n.header, n.footer) != (kept.header, kept.footer):
-                    yield DirRec(path, _chunk_list(db, n.header), _chunk_list(db, n.footer), kept is not None)
+                if kept is None or (n.header, n.footer, n.stat) != (kept.header, kept.footer, kept.stat):
+                    yield DirRec(path, _chunk_list(db, n.header), _chunk_list(db, n.footer), kept is not None, n.stat)
                 stack.append((path, tree.diff_entries(db, n, kept or EMPTY_DIR)))
                 break
             if n is None:
                 yield DeleteRec(path)
             elif isinstance(n, FileNode):
-                yield FileRec(path, list(tree.file_chunks(db, n)), n.executable)
+                yield FileRec(path, list(tree.file_chunks(db, n)), n.executable, n.stat)
+            elif isinstance(n, SpecialNode):
+                yield SpecialRec(path, n)
             else:
-                yield LinkRec(path, n.target)
+                yield LinkRec(path, n.target, n.stat)
         else:
             stack.pop()
 
@@ -431,9 +443,11 @@ class _Restore:
 
     def _node(self, txn, path: str, rec: Change) -> Node | None:
         if isinstance(rec, FileRec):
-            return tree.make_file(txn, rec.chunks, rec.executable)
+            return msgspec.structs.replace(tree.make_file(txn, rec.chunks, rec.executable), stat=rec.stat)
+        if isinstance(rec, SpecialRec):
+            return rec.node
         if isinstance(rec, LinkRec):
-            return SymlinkNode(names.link_target(rec.target))
+            return SymlinkNode(names.link_target(rec.target), rec.stat)
         if isinstance(rec, DeleteRec):
             return None
         d = tree.lookup(txn, self.tree, path) if rec.keep else EMPTY_DIR
@@ -443,6 +457,7 @@ class _Restore:
             d,
             header=None if rec.header is None else tree.make_file(txn, rec.header),
             footer=None if rec.footer is None else tree.make_file(txn, rec.footer),
+            stat=rec.stat,
         )
 
     def _finish_commit(self) -> None:

@@ -64,21 +64,23 @@ def _grew(daemon, before: int) -> int:
 
 
 def test_ln_s_into_the_mount_stores_references(daemon, view, stored, big_file, mounts, mnt):
+    # A link into another ref stores a reference to the data; one into its own branch is what
+    # the user means by a symlink (it follows later changes) and stays one.
     cid = stored["commit"]
     m = mounts("--idle", "1")
     b = mnt / "r" / "master"
     before = chunk_bytes(daemon)
     os.mkdir(b / "links")
     links = {
-        "links/abs.bin": str(b / "big.bin"),  # absolute, into the branch
-        "links/rel.bin": "../big.bin",  # relative to the link's directory
         "links/commit.bin": str(mnt / "r" / cid / "big.bin"),  # absolute, into a commit id
         "links/relcommit.bin": f"../../{cid}/big.bin",  # relative, into a commit id
     }
-    for link, target in links.items():
+    own = {"links/abs.bin": str(b / "big.bin"), "links/rel.bin": "../big.bin"}  # into the branch
+    for link, target in {**links, **own}.items():
         sh("ln", "-s", target, str(b / link))
-    sh("ln", "-s", "../d", str(b / "links" / "dir"))  # a directory
+    sh("ln", "-s", f"../../{cid}/d", str(b / "links" / "dir"))  # a directory
     assert (b / "links" / "rel.bin").stat().st_size == SIZE
+    assert os.readlink(b / "links" / "rel.bin") == "../big.bin"
     assert _sha(b / "links" / "abs.bin") == _sha(big_file)
     assert (b / "links" / "dir" / "y" / "z.txt").read_bytes() == b"z\n"
     head = view.wait_committed("r", "master", lambda c: view.exists("r", c, "links/dir"), m)
@@ -86,6 +88,9 @@ def test_ln_s_into_the_mount_stores_references(daemon, view, stored, big_file, m
     for link in links:
         info = view.info("r", head, link)
         assert (info.type, info.size, info.hash) == ("file", SIZE, stored["hash"]), link
+    for link, target in own.items():
+        assert view.info("r", head, link).target == target
+        assert os.path.islink(b / link) and os.readlink(b / link) == target
     d = view.info("r", head, "links/dir")
     assert (d.type, d.hash) == ("dir", stored["dir_hash"])
     assert view.read("r", head, "links/dir/y/z.txt") == b"z\n"

@@ -9,10 +9,10 @@ import os
 import msgspec
 import pytest
 
-from pfsfuse.api.types import Copy, Delete, Mkdir, Put, Symlink
+from pfsfuse.api.types import Copy, Delete, Mkdir, Mknod, Put, Symlink
 from pfsfuse.home import Home
 from pfsfuse.metadata.errors import FailedPrecondition, InvalidArgument
-from pfsfuse.metadata.records import BranchRef, CommitRef
+from pfsfuse.metadata.records import BranchRef, CommitRef, Stat
 from pfsfuse.store import Store
 
 
@@ -22,9 +22,25 @@ def fill(store: Store) -> None:
     store.create_repo("edges")
     w = lambda repo, ref, *ops: store.write_files(repo, ref, list(ops))  # noqa: E731
     data = lambda n: io.BytesIO(os.urandom(n))  # noqa: E731
-    w("images", "master", Put("big.bin", stream=data(6 << 20)), Put("a/x.txt", stream=io.BytesIO(b"x")))
-    w("images", "master", Put("users", stream=io.BytesIO(b"1,a\n2,b\n"), split="line"), Mkdir("empty"))
-    w("images", "master", Put("users", stream=io.BytesIO(b"id,name\n"), frame="header"), Symlink("link", "a/x.txt"))
+    w(
+        "images",
+        "master",
+        Put("big.bin", stream=data(6 << 20)),
+        Put("a/x.txt", stream=io.BytesIO(b"x"), stat=Stat(0o4750, 1, 2, 3, 4)),
+    )
+    w(
+        "images",
+        "master",
+        Put("users", stream=io.BytesIO(b"1,a\n2,b\n"), split="line"),
+        Mkdir("empty", Stat(0o1777, 5, 6, 7, 8)),
+    )
+    w(
+        "images",
+        "master",
+        Put("users", stream=io.BytesIO(b"id,name\n"), frame="header"),
+        Symlink("link", "a/x.txt"),
+        Mknod("pipe", "fifo"),
+    )
     w("images", "master", Delete("a"), Put("big.bin", stream=data(1000), append=True))
     store.create_branch("images", "v1", head="master^")
     up = store.inspect_commit("images", "master")
@@ -46,7 +62,9 @@ def snapshot(store: Store) -> dict:
             "commits": [msgspec.structs.replace(c, tree=type(c.tree)(c.tree.size, c.tree.count)) for c in commits],
             "branches": store.list_branch(repo.name),
             "files": {
-                (c.id, f.path, f.type, f.target): b"".join(store.get_file(repo.name, c.id, f.path))
+                (c.id, f.path, f.type, f.target, f.mode, f.uid, f.gid, f.mtime): b"".join(
+                    store.get_file(repo.name, c.id, f.path)
+                )
                 if f.type == "file"
                 else b""
                 for c in commits

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from pfsfuse.api.types import Copy, Delete, Put
+from pfsfuse.api.types import Chmod, Copy, Delete, Mkdir, Mknod, Put, SetStat, Symlink
 from pfsfuse.home import Home
 from pfsfuse.metadata.errors import (
     AlreadyExists,
@@ -15,7 +15,7 @@ from pfsfuse.metadata.errors import (
     InvalidArgument,
     NotFound,
 )
-from pfsfuse.metadata.records import BranchRef
+from pfsfuse.metadata.records import BranchRef, Stat
 from pfsfuse.store import Store
 
 
@@ -254,8 +254,6 @@ def test_close_releases_the_store_for_the_next_owner(tmp_path):
 
 
 def test_write_ops_apply_in_order_as_one_commit(store):
-    from pfsfuse.api.types import Chmod, Mkdir, Symlink
-
     store.create_repo("r")
     put(store, "r", "master", {"a/x": b"1", "a/y": b"2"})
     r = store.write_files(
@@ -318,3 +316,97 @@ def test_objects_by_hash(store):
     assert store.read_chunk(node.chunks[0]) == b"7"
     [loc] = store.chunk_locations([node.chunks[0].hash])
     assert loc.length == 1
+
+
+def test_a_header_after_a_copy_into_a_new_directory_keeps_the_copy(store):
+    # Mkdir d, Copy d/f, then a header on d in one batch: the header op must see d/f.
+    store.create_repo("r")
+    put(store, "r", "master", {"src": b"data"})
+    store.write_files(
+        "r",
+        "master",
+        [Mkdir("d"), Copy("d/f", "r", "master", "src"), Put("d", stream=io.BytesIO(b"head\n"), frame="header")],
+    )
+    assert read(store, "r", "master", "d/f") == b"head\ndata"
+    assert [f.path for f in store.list_file("r", "master", "d")] == ["d/f"]
+
+
+def test_stat_is_kept_apart_from_content_identity(store):
+    store.create_repo("r")
+    st = Stat(0o4750, 1234, 99, 1_000_000_123, 2_000_000_456)
+    store.write_files(
+        "r",
+        "master",
+        [
+            Put("f", stream=io.BytesIO(b"x"), stat=st),
+            Put("plain", stream=io.BytesIO(b"x")),
+            Mkdir("d", Stat(0o1777, 5, 6, 7, 8)),
+            Symlink("l", "f", Stat(0o777, 1, 2, 3, 4)),
+        ],
+    )
+    f = store.inspect_file("r", "master", "f")
+    plain = store.inspect_file("r", "master", "plain")
+    assert (f.mode, f.uid, f.gid, f.mtime, f.ctime) == (0o4750, 1234, 99, 1_000_000_123, 2_000_000_456)
+    assert f.executable and f.hash == plain.hash  # same content, same identity
+    assert plain.mode is None  # stored without a stat: shown with defaults
+    assert store.inspect_file("r", "master", "d").mode == 0o1777
+    assert store.inspect_file("r", "master", "l").uid == 1
+    # a stat change leaves the content hash alone
+    store.write_files("r", "master", [SetStat("f", Stat(0o600, 1, 1, 5, 6)), SetStat("d", Stat(0o700, 0, 0, 1, 1))])
+    f2 = store.inspect_file("r", "master", "f")
+    assert (f2.mode, f2.hash, f2.executable) == (0o600, f.hash, False)
+    assert store.inspect_file("r", "master", "d").mode == 0o700
+    # new content without a stat keeps the mode and owner, with the mtime made now
+    store.write_files("r", "master", [Put("f", stream=io.BytesIO(b"new"))])
+    f3 = store.inspect_file("r", "master", "f")
+    assert (f3.mode, f3.uid) == (0o600, 1) and f3.mtime > 5
+    # a chmod +x of a file with a stat keeps its other bits
+    store.write_files("r", "master", [Chmod("f", True)])
+    assert store.inspect_file("r", "master", "f").mode == 0o700
+    with pytest.raises(NotFound):
+        store.write_files("r", "master", [SetStat("nope", st)])
+    with pytest.raises(InvalidArgument):
+        store.write_files("r", "master", [SetStat("f", Stat(0o17777, 0, 0, 0, 0))])
+
+
+def test_a_directory_mtime_moves_when_its_entries_change_unless_set_after(store):
+    store.create_repo("r")
+    old = Stat(0o755, 0, 0, 10**9, 10**9)
+    store.write_files("r", "master", [Mkdir("d", old), Mkdir("kept", old)])
+    assert store.inspect_file("r", "master", "d").mtime == 10**9
+    store.write_files(
+        "r",
+        "master",
+        [Put("d/new", stream=io.BytesIO(b"x")), Put("kept/new", stream=io.BytesIO(b"x")), SetStat("kept", old)],
+    )
+    assert store.inspect_file("r", "master", "d").mtime > 10**9  # an entry came: now
+    assert store.inspect_file("r", "master", "kept").mtime == 10**9  # given after it (tar's utime)
+    store.write_files("r", "master", [SetStat("d", old), Put("d/new", stream=io.BytesIO(b"y"))])
+    assert store.inspect_file("r", "master", "d").mtime == 10**9  # new content, no new entry
+    store.write_files("r", "master", [Delete("d/new")])
+    assert store.inspect_file("r", "master", "d").mtime > 10**9
+
+
+def test_diff_file_reports_content_not_stats(store):
+    store.create_repo("r")
+    put(store, "r", "master", {"d/f": b"x", "g": b"y"})
+    store.write_files("r", "master", [SetStat("d/f", Stat(0o600, 1, 1, 1, 1)), SetStat("g", Stat(0o600, 1, 1, 1, 1))])
+    for path in ("", "d", "g"):
+        d = store.diff_file("r", "master", path, "r", "master^", path)
+        assert (d.new, d.old) == ([], []), path
+    put(store, "r", "master", {"d/f": b"changed"})
+    assert [f.path for f in store.diff_file("r", "master", "", "r", "master^", "").new] == ["d/f"]
+
+
+def test_fifos_sockets_and_devices_are_kept(store):
+    store.create_repo("r")
+    st = Stat(0o640, 1, 2, 3, 4)
+    store.write_files(
+        "r", "master", [Mknod("p", "fifo", stat=st), Mknod("s", "socket"), Mknod("d/tty", "char", os.makedev(4, 1))]
+    )
+    kinds = {f.path: (f.type, f.rdev, f.mode) for f in store.walk_file("r", "master") if f.type != "dir"}
+    assert kinds == {"p": ("fifo", 0, 0o640), "s": ("socket", 0, None), "d/tty": ("char", os.makedev(4, 1), None)}
+    with pytest.raises(InvalidArgument):
+        read(store, "r", "master", "p")  # no content
+    with pytest.raises(InvalidArgument):
+        store.write_files("r", "master", [Mknod("q", "fifo", 5)])

@@ -7,10 +7,28 @@ with a format byte so that a later release can migrate old records.
 
 from __future__ import annotations
 
+import stat as _stat
+from typing import Annotated, Literal
+
 import msgspec
 from msgspec import Struct
 
 FORMAT = 1
+
+_U32 = Annotated[int, msgspec.Meta(ge=0, lt=1 << 32)]
+_NS = Annotated[int, msgspec.Meta(ge=-(1 << 63), le=(1 << 63) - 1)]
+
+
+class Stat(Struct, array_like=True, frozen=True):
+    """What a disk keeps about an entry beside its content: never part of a content hash, so a
+    touched or chmodded file keeps its identity (and its datums). Entries without one (older
+    records, put-file without it) show defaults."""
+
+    mode: Annotated[int, msgspec.Meta(ge=0, le=0o7777)]  # permission bits, setuid/setgid/sticky too
+    uid: _U32
+    gid: _U32
+    mtime: _NS  # nanoseconds since the epoch
+    ctime: _NS
 
 
 class ChunkRef(Struct, array_like=True, frozen=True):
@@ -25,10 +43,12 @@ class FileNode(Struct, tag="f", array_like=True, frozen=True):
     hash: bytes
     chunks: tuple[ChunkRef, ...] | None = ()
     executable: bool = False
+    stat: Stat | None = None
 
 
 class SymlinkNode(Struct, tag="l", array_like=True, frozen=True):
     target: str
+    stat: Stat | None = None
 
     @property
     def size(self) -> int:
@@ -42,13 +62,36 @@ class DirNode(Struct, tag="d", array_like=True, frozen=True):
     # Read before and after each file of the directory (a split file's header and footer).
     header: FileNode | None = None
     footer: FileNode | None = None
+    stat: Stat | None = None
 
     @property
     def framed(self) -> bool:
         return self.header is not None or self.footer is not None
 
 
-Node = FileNode | DirNode | SymlinkNode
+SpecialKind = Literal["fifo", "socket", "char", "block"]
+# The file type bits of each kind (st_mode & S_IFMT).
+SPECIAL_MODES: dict[SpecialKind, int] = {
+    "fifo": _stat.S_IFIFO,
+    "socket": _stat.S_IFSOCK,
+    "char": _stat.S_IFCHR,
+    "block": _stat.S_IFBLK,
+}
+
+
+class SpecialNode(Struct, tag="s", array_like=True, frozen=True):
+    """A FIFO, socket or device node: it has no content; its kind and device number are all."""
+
+    kind: SpecialKind
+    rdev: Annotated[int, msgspec.Meta(ge=0, le=(1 << 63) - 1)] = 0  # devices: major and minor
+    stat: Stat | None = None
+
+    @property
+    def size(self) -> int:
+        return 0
+
+
+Node = FileNode | DirNode | SymlinkNode | SpecialNode
 
 EMPTY_DIR = DirNode()
 

@@ -196,7 +196,8 @@ def _longest_entry(node: Node, memo: dict[bytes, int]) -> int:
 def diff(
     src: PageReader, new: DirNode, old: DirNode, prefix: str = ""
 ) -> Iterator[tuple[str, Node | None, Node | None]]:
-    """(path, new node, old node) for every non-directory path that differs, in path order.
+    """(path, new node, old node) for every non-directory path whose content differs (not only
+    its stat), in path order.
 
     A side is None where the path is absent (or is a directory on that side). Directories on both
     sides are descended, not reported; empty directories are not reported. Equal subtrees and,
@@ -219,10 +220,17 @@ def diff(
                 if n is not None:
                     yield path, n, None
                 yield from _files(src, o, path, new_side=False)
-            else:
+            elif not same_content(n, o):
                 yield path, n, o
         else:
             stack.pop()
+
+
+def same_content(a: Node | None, b: Node | None) -> bool:
+    """Whether two nodes differ at most in their stats: a touched file is the same file."""
+    if a is None or b is None or type(a) is not type(b):
+        return a is b
+    return msgspec.structs.replace(a, stat=None) == msgspec.structs.replace(b, stat=None)
 
 
 def refs(src: PageReader, d: DirNode, seen: set[bytes]) -> Iterator[tuple[str, bytes]]:
@@ -341,7 +349,7 @@ class _Batch:
                 dirs[path] = node
             elif path in self.puts:
                 if node is not None:
-                    kind = "file" if isinstance(node, FileNode) else "symlink"
+                    kind = "file" if isinstance(node, FileNode) else getattr(node, "kind", "symlink")
                     raise FailedPrecondition(f"{path} is a {kind}, not a directory")
                 dirs[path] = EMPTY_DIR
         # Bottom-up: each directory's new node is a change to its parent.
@@ -371,7 +379,7 @@ def _depth(path: str) -> int:
 
 def _update(dst: PageWriter, d: DirNode, changes: list[tuple[str, Node | None]]) -> DirNode:
     """`d` with its entries changed: `changes` are sorted (name, node or None to delete). The
-    directory keeps its header and footer."""
+    directory keeps its header, footer and stat."""
     items = [(name, None if node is None else (name, node)) for name, node in changes]
     if d.root is None:
         new = _build(dst, [item for _, item in items if item is not None], 0)
@@ -384,8 +392,8 @@ def _update(dst: PageWriter, d: DirNode, changes: list[tuple[str, Node | None]])
         if not items:
             return d
         new = _build(dst, _merge(_items(dst.page(d.root)), items), top)
-    if d.framed:
-        new = msgspec.structs.replace(new, header=d.header, footer=d.footer)
+    if d.framed or d.stat is not None:
+        new = msgspec.structs.replace(new, header=d.header, footer=d.footer, stat=d.stat)
     return new
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from msgspec import Meta, Struct
 
 from pfsfuse.chunks import ChunkLoc
-from pfsfuse.metadata.records import ChunkRef
+from pfsfuse.metadata.records import ChunkRef, SpecialKind, Stat
 
 # Numbers a caller sends, bounded at the API's boundary (decoding fails on anything else).
 Count = Annotated[int, Meta(ge=0, le=2**63 - 1)]
@@ -26,13 +26,20 @@ class RepoInfo(Struct, omit_defaults=True):
 
 class FileInfo(Struct, omit_defaults=True):
     path: str  # canonical: no leading '/', '' for the root
-    type: str  # "file", "dir" or "symlink"
+    type: str  # "file", "dir", "symlink", or "fifo", "socket", "char", "block" (no content)
     size: int = 0
     hash: str = ""  # hex content hash (files: the chunk-list hash; dirs: the top page)
     children: int = 0  # directories: direct entries
     target: str = ""  # symlinks
     executable: bool = False
     commit: str = ""  # list-file --history: the commit that wrote this version
+    rdev: int = 0  # a device node's device number
+    # The entry's kept mode (permission bits), owner and times (ns), where it has them.
+    mode: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+    mtime: int | None = None
+    ctime: int | None = None
 
 
 # The operations of `write_files`, applied in order as one atomic change of a commit.
@@ -64,6 +71,7 @@ class Put(Struct, tag="put", omit_defaults=True):
     # lie, and `proof`, their encoding (`located_bytes`) signed with the store's seed.
     chunks: list[tuple[ChunkRef, ChunkLoc]] | None = None
     proof: bytes = b""
+    stat: Stat | None = None  # None keeps the stat of the file it replaces, its mtime made now
 
 
 def located_bytes(located: list[tuple[ChunkRef, ChunkLoc]]) -> bytes:
@@ -90,14 +98,16 @@ class Delete(Struct, tag="delete", omit_defaults=True):
 
 
 class Mkdir(Struct, tag="mkdir"):
-    """Make an empty directory unless one is there."""
+    """Make an empty directory unless one is there (with `stat`, given the stat either way)."""
 
     path: str
+    stat: Stat | None = None
 
 
 class Symlink(Struct, tag="symlink"):
     path: str
     target: LinkTarget
+    stat: Stat | None = None
 
 
 class Chmod(Struct, tag="chmod"):
@@ -105,7 +115,23 @@ class Chmod(Struct, tag="chmod"):
     executable: bool
 
 
-WriteOp = Put | Copy | Delete | Mkdir | Symlink | Chmod
+class SetStat(Struct, tag="stat"):
+    """Give the entry at `path` (of any kind) a mode, owner and times: its content is unchanged."""
+
+    path: str
+    stat: Stat
+
+
+class Mknod(Struct, tag="mknod"):
+    """Make a FIFO, socket or device node at `path` (replacing what is there)."""
+
+    path: str
+    kind: SpecialKind
+    rdev: int = 0
+    stat: Stat | None = None
+
+
+WriteOp = Put | Copy | Delete | Mkdir | Symlink | Chmod | SetStat | Mknod
 
 
 class WriteResult(Struct):

@@ -13,17 +13,24 @@ from pfsfuse.api.types import DiffResult, FileInfo, ReadPlan
 from pfsfuse.engine.core import EngineCore
 from pfsfuse.metadata import glob, names, tree
 from pfsfuse.metadata.errors import InvalidArgument, NotFound
-from pfsfuse.metadata.records import ChunkRef, Commit, DirNode, FileNode, Node, SymlinkNode
+from pfsfuse.metadata.records import ChunkRef, Commit, DirNode, FileNode, Node, SpecialNode, SymlinkNode
 
 _READ_BATCH = 1024  # chunks located at a time when reading many files
 
 
 def file_info(path: str, node: Node) -> FileInfo:
     if isinstance(node, DirNode):
-        return FileInfo(path, "dir", node.size, node.root.hex() if node.root else "", children=node.count)
-    if isinstance(node, SymlinkNode):
-        return FileInfo(path, "symlink", node.size, target=node.target)
-    return FileInfo(path, "file", node.size, node.hash.hex(), executable=node.executable)
+        info = FileInfo(path, "dir", node.size, node.root.hex() if node.root else "", children=node.count)
+    elif isinstance(node, SymlinkNode):
+        info = FileInfo(path, "symlink", node.size, target=node.target)
+    elif isinstance(node, SpecialNode):
+        info = FileInfo(path, node.kind, rdev=node.rdev)
+    else:
+        info = FileInfo(path, "file", node.size, node.hash.hex(), executable=node.executable)
+    st = node.stat
+    if st is not None:
+        info.mode, info.uid, info.gid, info.mtime, info.ctime = st.mode, st.uid, st.gid, st.mtime, st.ctime
+    return info
 
 
 class Reads(EngineCore):
@@ -55,6 +62,8 @@ class Reads(EngineCore):
             raise NotFound(f"path {path} not found in {repo}@{ref}")
         if isinstance(node, SymlinkNode):
             raise InvalidArgument(f"{where} is a symlink to {node.target}")
+        if isinstance(node, SpecialNode):
+            raise InvalidArgument(f"{where} is a {node.kind}: it has no content")
         if isinstance(node, DirNode):
             if not node.framed:
                 raise InvalidArgument(f"{where} is a directory; use -r")
@@ -218,7 +227,7 @@ class Reads(EngineCore):
             if shallow:
                 newer, older = dict(tree.list_dir(self.db, new)), dict(tree.list_dir(self.db, old))
                 for name in sorted(newer.keys() | older.keys()):
-                    if newer.get(name) != older.get(name):
+                    if not tree.same_content(newer.get(name), older.get(name)):
                         if name in newer:
                             result.new.append(file_info(names.join(new_path, name), newer[name]))
                         if name in older:
@@ -229,7 +238,7 @@ class Reads(EngineCore):
                     result.new.append(file_info(names.join(new_path, path), n))
                 if o is not None:
                     result.old.append(file_info(names.join(old_path, path), o))
-        elif new != old:
+        elif not tree.same_content(new, old):
             result.new.extend(self._files_under(new_path, new))
             result.old.extend(self._files_under(old_path, old))
         return result

@@ -15,7 +15,19 @@ from dataclasses import dataclass
 import msgspec
 
 from pfsfuse import ingress, split
-from pfsfuse.api.types import Chmod, Copy, Delete, Mkdir, Put, Symlink, WriteOp, WriteResult, located_bytes
+from pfsfuse.api.types import (
+    Chmod,
+    Copy,
+    Delete,
+    Mkdir,
+    Mknod,
+    Put,
+    SetStat,
+    Symlink,
+    WriteOp,
+    WriteResult,
+    located_bytes,
+)
 from pfsfuse.chunks import StorageError
 from pfsfuse.engine.core import EngineCore, Staging
 from pfsfuse.engine.sources import open_source
@@ -37,6 +49,8 @@ from pfsfuse.metadata.records import (
     DirNode,
     FileNode,
     Node,
+    SpecialNode,
+    Stat,
     SymlinkNode,
 )
 
@@ -168,6 +182,12 @@ def _checked(op: WriteOp) -> WriteOp:
         raise InvalidArgument(f"{path}: a put of stored chunks takes no other source, split or frame")
     if isinstance(op, Symlink):
         names.link_target(op.target)
+    stat = getattr(op, "stat", None)
+    if stat is not None:
+        try:  # built in-process, the record's bounds are not checked yet
+            msgspec.convert(msgspec.to_builtins(stat), Stat)
+        except msgspec.ValidationError as e:
+            raise InvalidArgument(f"{path}: bad mode, owner or time: {e}") from None
     changes = {"path": path}
     if isinstance(op, Copy):
         changes["src_path"] = names.path(op.src_path)
@@ -208,6 +228,11 @@ class _Batch:
         self.pending: dict[str, Node | None] = {}
         self.dirty: set[str] = set()  # ancestors of pending paths
         self.longest: dict[bytes, int] = {}  # page -> its longest path, for directory copies
+        # directory -> when (the op count) it last gained or lost an entry, and when it was last
+        # given a stat: one given after its entries changed (tar's utime at the end) is kept.
+        self.entries_changed: dict[str, int] = {}
+        self.stat_given: dict[str, int] = {}
+        self.ops = 0
 
     def flush(self) -> None:
         if self.pending:
@@ -223,13 +248,18 @@ class _Batch:
             return self.pending[path]
         return tree.lookup(self.w.txn, self.root, path) if path else self.root
 
-    def set(self, path: str, node: Node | None) -> None:
+    def set(self, path: str, node: Node | None, new_entry: bool = False) -> None:
         self.pending.pop(path, None)  # re-insert: changes apply in the order they were made
         self.pending[path] = node
         self.dirty.update(_ancestors(path))
+        if new_entry or node is None:
+            self.entries_changed[names.split(path)[0]] = self.ops
+        if isinstance(node, DirNode) and node.stat is not None:
+            self.stat_given[path] = self.ops
 
     def apply(self, op: WriteOp, data: _Staged | None) -> None:
         path, txn = op.path, self.w.txn
+        self.ops += 1
         if isinstance(op, Put):
             assert data is not None  # every Put's data is staged first
             self.put(path, op, data)
@@ -245,8 +275,9 @@ class _Batch:
                 if not (isinstance(old, FileNode) and isinstance(node, FileNode)):
                     raise FailedPrecondition(f"cannot append {op.src_path} to {path}: both must be files")
                 chunks = [*tree.file_chunks(txn, old), *tree.file_chunks(txn, node)]
-                node = tree.make_file(txn, chunks, old.executable)
-            self.set(path, node)
+                stat = None if old.stat is None else _touched(old.stat)
+                node = msgspec.structs.replace(tree.make_file(txn, chunks, old.executable), stat=stat)
+            self.set(path, node, new_entry=True)
         elif isinstance(op, Delete):
             if not path:
                 self.pending, self.dirty, self.root = {}, set(), EMPTY_DIR
@@ -257,16 +288,31 @@ class _Batch:
         elif isinstance(op, Mkdir):
             old = self.node(path)
             if old is None:
-                self.set(path, EMPTY_DIR)
+                self.set(path, DirNode(stat=op.stat), new_entry=True)
             elif not isinstance(old, DirNode):
                 raise AlreadyExists(f"{path} exists and is not a directory")
+            elif op.stat is not None and op.stat != old.stat:
+                self.set(path, msgspec.structs.replace(old, stat=op.stat))
         elif isinstance(op, Symlink):
-            self.set(path, SymlinkNode(op.target))
+            self.set(path, SymlinkNode(op.target, op.stat), new_entry=True)
+        elif isinstance(op, Mknod):
+            if op.kind not in ("char", "block") and op.rdev:
+                raise InvalidArgument(f"{path}: only a device node has a device number")
+            self.set(path, SpecialNode(op.kind, op.rdev, op.stat), new_entry=True)
         elif isinstance(op, Chmod):
             old = self.node(path)
             if not isinstance(old, FileNode):
                 raise InvalidArgument(f"{path} is not a file: only a file's executable bit is kept")
-            self.set(path, msgspec.structs.replace(old, executable=op.executable))
+            stat = None if old.stat is None else _touched(old.stat, x=op.executable, content=False)
+            self.set(path, msgspec.structs.replace(old, executable=op.executable, stat=stat))
+        elif isinstance(op, SetStat):
+            old = self.node(path)
+            if old is None:
+                raise NotFound(f"path {path} not found in {self.w.commit.repo}@{self.w.commit.id}")
+            changes: dict = {"stat": op.stat}
+            if isinstance(old, FileNode):
+                changes["executable"] = bool(op.stat.mode & 0o111)
+            self.set(path, msgspec.structs.replace(old, **changes))
 
     def put(self, path: str, op: Put, data: _Staged) -> None:
         txn = self.w.txn
@@ -284,7 +330,12 @@ class _Batch:
             executable = op.executable
             if executable is None:
                 executable = isinstance(old, FileNode) and old.executable
-            self.set(path, tree.make_file(txn, refs, executable))
+            stat = op.stat
+            if stat is None and isinstance(old, FileNode) and old.stat is not None:
+                stat = _touched(old.stat, x=executable if op.executable is not None else None)
+            if stat is not None:
+                executable = bool(stat.mode & 0o111)
+            self.set(path, msgspec.structs.replace(tree.make_file(txn, refs, executable), stat=stat), old is None)
 
     def split(self, path: str, data: _Staged) -> None:
         """Add records to the directory at `path` (made if missing), numbered on from its last."""
@@ -326,6 +377,17 @@ class _Batch:
         return node
 
     def finish(self) -> DirNode:
+        """The new tree, where a directory with a stat that gained or lost entries has its mtime
+        and ctime moved to now, as on a disk."""
+        self.flush()
+        now = time.time_ns()
+        for path, when in sorted(self.entries_changed.items()):
+            if not path or self.stat_given.get(path, -1) >= when:  # (the root has no stat)
+                continue
+            d = self.node(path)
+            if isinstance(d, DirNode) and d.stat is not None:
+                st = d.stat
+                self.set(path, msgspec.structs.replace(d, stat=Stat(st.mode, st.uid, st.gid, now, now)))
         self.flush()
         return self.root
 
@@ -340,6 +402,18 @@ def _next_record(src, d: DirNode) -> int:
     # Other names sort among the records: look at them all.
     found = [int(name, 16) for name, _ in tree.list_dir(src, d) if _RECORD.fullmatch(name)]
     return max(found, default=-1) + 1
+
+
+def _touched(stat: Stat, x: bool | None = None, content: bool = True) -> Stat:
+    """`stat` after a change made without one: its ctime (and for new content its mtime) now, and
+    with `x` the execute bits set (where read is) or cleared."""
+    now = time.time_ns()
+    mode = stat.mode
+    if x is not None:
+        mode = mode | ((mode & 0o444) >> 2) if x else mode & ~0o111
+        if x and not mode & 0o111:
+            mode |= 0o100
+    return Stat(mode, stat.uid, stat.gid, now if content else stat.mtime, now)
 
 
 def _ancestors(path: str) -> Iterator[str]:

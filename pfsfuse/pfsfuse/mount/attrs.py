@@ -1,5 +1,6 @@
-"""Metadata the kernel sees: attributes (mode, size, times, how long to cache them), the changes
-setattr may make (size, the executable bit), extended attributes (user.pfs.*) and statfs."""
+"""Metadata the kernel sees: attributes (mode, owner, size, times, how long to cache them), the
+changes setattr may make (size, mode, owner, times: kept in the commit as the entry's stat),
+extended attributes (user.pfs.*) and statfs."""
 
 from __future__ import annotations
 
@@ -11,15 +12,15 @@ import time
 import msgspec
 import pyfuse3
 
-from pfsfuse.api.types import Chmod
+from pfsfuse.api.types import SetStat
 from pfsfuse.metadata import names
-from pfsfuse.metadata.records import DirNode, FileNode, SymlinkNode
+from pfsfuse.metadata.records import SPECIAL_MODES, DirNode, FileNode, SpecialNode, Stat, SymlinkNode
 from pfsfuse.mount.boundary import BLOCK, fail
 from pfsfuse.mount.inodes import Inode
 from pfsfuse.mount.reading import Reader
 from pfsfuse.mount.resolve import LISTING_TTL, Ref, Resolver
 from pfsfuse.mount.trees import Trees
-from pfsfuse.mount.workspace import LocalFile, Workspace
+from pfsfuse.mount.workspace import LocalFile, Workspace, stat_of
 from pfsfuse.mount.writing import Writer
 
 
@@ -46,30 +47,41 @@ class Attrs:
             a = pyfuse3.EntryAttributes()
             a.generation = 0
             a.st_nlink = 1  # "unknown" for directories: find must not assume leaf directories
-            a.st_uid, a.st_gid = self.uid, self.gid
             a.st_blksize = BLOCK
             a.entry_timeout = a.attr_timeout = ttl
         a.st_ino = inode.ino
-        if isinstance(entry, LocalFile):
-            mtime = entry.mtime
+        st = getattr(entry, "stat", None)
+        if isinstance(entry, DirNode) and r is not None and r.workspace is not None:
+            st = r.workspace.dir_stat(inode.path) or st
         if entry is None or isinstance(entry, DirNode):
-            a.st_mode = stat.S_IFDIR | (0o755 if writable else 0o555)
+            kind, perm = stat.S_IFDIR, 0o755 if writable else 0o555
             a.st_size = 4096
         elif isinstance(entry, SymlinkNode):
-            a.st_mode = stat.S_IFLNK | 0o777
+            kind, perm = stat.S_IFLNK, 0o777
             a.st_size = entry.size
+        elif isinstance(entry, SpecialNode):
+            kind, perm = SPECIAL_MODES[entry.kind], 0o644
+            a.st_size = 0
         else:
             x = 0o111 if entry.executable else 0
-            a.st_mode = stat.S_IFREG | (0o644 if writable else 0o444) | x
+            kind, perm = stat.S_IFREG, (0o644 if writable else 0o444) | x
             a.st_size = entry.size
         a.st_blocks = (a.st_size + 511) // 512
-        ns = int(mtime * 1e9)
-        a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = ns
+        a.st_rdev = entry.rdev if isinstance(entry, SpecialNode) else 0
+        if st is None:  # stored without one: the mounting user's, dated by the commit
+            a.st_mode = kind | perm
+            a.st_uid, a.st_gid = self.uid, self.gid
+            a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = int(mtime * 1e9)
+        else:
+            a.st_mode = kind | st.mode
+            a.st_uid, a.st_gid = st.uid, st.gid
+            a.st_atime_ns = a.st_mtime_ns = st.mtime
+            a.st_ctime_ns = st.ctime
         return a
 
-    async def change(self, ws: Workspace, path: str, entry, attr, fields):
+    async def change(self, ws: Workspace, path: str, entry, r: Ref, attr, fields, ctx):
         """Apply setattr to the entry at `path` of a branch; returns the entry as it is now.
-        Times, owners and the other mode bits are not versioned: accepted and not kept."""
+        Mode, owner and mtime are kept in the entry's stat (atime is not: it shows the mtime)."""
         if fields.update_size:
             if isinstance(entry, DirNode):
                 raise fail(errno.EISDIR)
@@ -81,16 +93,55 @@ class Attrs:
             elif not open_file:
                 ws.changed_file(f)
             entry = f
-        if fields.update_mode and not isinstance(entry, (DirNode, SymlinkNode)):
-            executable = bool(attr.st_mode & 0o111)
-            if isinstance(entry, LocalFile):
-                entry.executable = executable
-                if not entry.writers:
-                    ws.changed_file(entry)
-            elif entry.executable != executable:
-                entry = msgspec.structs.replace(entry, executable=executable)
-                ws.put_node(path, entry, Chmod(path, executable))
+        old = stat_of(entry, r.mtime)
+        if isinstance(entry, DirNode):
+            old = ws.dir_stat(path) or old
+        new = self.changed_stat(old, attr, fields, ctx)
+        if new == old:
+            return entry
+        if isinstance(entry, DirNode):
+            ws.restat_dir(path, new, SetStat(path, new))
+            entry = msgspec.structs.replace(entry, stat=new)
+        elif isinstance(entry, LocalFile):
+            entry.stat = new
+            if not entry.writers:
+                ws.changed_file(entry)
+        else:
+            changes: dict = {"stat": new}
+            if isinstance(entry, FileNode):
+                changes["executable"] = bool(new.mode & 0o111)
+            entry = msgspec.structs.replace(entry, **changes)
+            ws.put_node(path, entry, SetStat(path, new))
         return entry
+
+    def changed_stat(self, old: Stat, attr, fields, ctx) -> Stat:
+        """`old` with setattr's changes, checked as a disk checks them: only the owner (or root)
+        changes the mode or times, only root gives a file away, and the owner gives it only to
+        a group of their own."""
+        mode, uid, gid, mtime = old.mode, old.uid, old.gid, old.mtime
+        if fields.update_mode:
+            mode = attr.st_mode & 0o7777
+        if fields.update_uid:
+            uid = attr.st_uid
+        if fields.update_gid:
+            gid = attr.st_gid
+        if fields.update_mtime:
+            mtime = attr.st_mtime_ns
+        root, owner = ctx.uid == 0, ctx.uid == old.uid
+        if (
+            (uid != old.uid and not root)
+            or (gid != old.gid and not root and not (owner and gid in self._groups(ctx)))
+            or ((mode != old.mode or fields.update_mtime) and not (root or owner))
+        ):
+            raise fail(errno.EPERM)
+        if (mode, uid, gid, mtime) == (old.mode, old.uid, old.gid, old.mtime) and not fields.update_ctime:
+            return old
+        ctime = attr.st_ctime_ns if fields.update_ctime else time.time_ns()
+        return Stat(mode, uid, gid, mtime, ctime)
+
+    def _groups(self, ctx) -> set[int]:
+        """The groups of the caller: ours when the caller is the mounting user."""
+        return {ctx.gid, *os.getgroups()} if ctx.uid == self.uid else {ctx.gid}
 
     async def extended(self, inode: Inode, entry, r: Ref | None) -> dict[str, bytes]:
         """The extended attributes of an inode, whose entry and ref (`describe`) are given."""

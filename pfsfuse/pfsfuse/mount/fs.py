@@ -16,6 +16,7 @@ import bisect
 import errno
 import itertools
 import os
+import stat
 import time
 from collections.abc import Callable
 
@@ -23,10 +24,10 @@ import pyfuse3
 import trio
 
 from pfsfuse.api.client import Client
-from pfsfuse.api.types import Delete, Mkdir
+from pfsfuse.api.types import Delete, Mkdir, Mknod
 from pfsfuse.metadata import names, refs
 from pfsfuse.metadata.errors import NotFound, PfsError
-from pfsfuse.metadata.records import EMPTY_DIR, DirNode, FileNode, SymlinkNode
+from pfsfuse.metadata.records import EMPTY_DIR, SPECIAL_MODES, DirNode, FileNode, SpecialNode, Stat, SymlinkNode
 from pfsfuse.mount.attrs import Attrs
 from pfsfuse.mount.boundary import Threads, component, fail, translate
 from pfsfuse.mount.inodes import Inode, InodeTable
@@ -214,7 +215,7 @@ class Filesystem(pyfuse3.Operations):
         entry, r = await self.describe(inode)
         if r is None:
             raise fail(errno.EPERM)
-        entry = await self.attrs.change(workspace_of(r), inode.path, entry, attr, fields)
+        entry = await self.attrs.change(workspace_of(r), inode.path, entry, r, attr, fields, ctx)
         return self.attributes(inode, entry, r)
 
     @translate
@@ -325,8 +326,27 @@ class Filesystem(pyfuse3.Operations):
         parent, r, ws, path = await self._parent(parent_ino, name)
         if await self.resolver.entry(r, path) is not None:
             raise fail(errno.EEXIST)
-        ws.put_node(path, EMPTY_DIR, Mkdir(path))
-        return self.attributes(self._new_inode(parent, path), EMPTY_DIR, r)
+        node = DirNode(stat=_new_stat(mode, ctx))
+        ws.put_node(path, node, Mkdir(path, node.stat))
+        return self.attributes(self._new_inode(parent, path), node, r)
+
+    @translate
+    async def mknod(self, parent_ino, name, mode, rdev, ctx):
+        """A FIFO, socket or device node (a regular file, as `mknod` may make, is a create)."""
+        parent, r, ws, path = await self._parent(parent_ino, name)
+        if await self.resolver.entry(r, path) is not None:
+            raise fail(errno.EEXIST)
+        kind = next((k for k, bits in SPECIAL_MODES.items() if stat.S_IFMT(mode) == bits), None)
+        if kind is None:
+            if not stat.S_ISREG(mode):
+                raise fail(errno.EINVAL)
+            f = LocalFile(self.tmpdir, _new_stat(mode, ctx))
+            ws.created(path, f)
+            ws.closed(f, wrote=True)  # not open: an empty file, logged now
+            return self.attributes(self._new_inode(parent, path), f, r)
+        node = SpecialNode(kind, rdev if kind in ("char", "block") else 0, _new_stat(mode, ctx))
+        ws.put_node(path, node, Mknod(path, node.kind, node.rdev, node.stat))
+        return self.attributes(self._new_inode(parent, path), node, r)
 
     @translate
     async def rmdir(self, parent_ino, name, ctx):
@@ -388,7 +408,7 @@ class Filesystem(pyfuse3.Operations):
         existing = await self.resolver.entry(r, path)
         if isinstance(existing, DirNode):
             raise fail(errno.EISDIR)
-        f = LocalFile(self.tmpdir, executable=bool(mode & 0o111))
+        f = LocalFile(self.tmpdir, _new_stat(mode, ctx))
         ws.created(path, f)
         inode = self._new_inode(parent, path)
         fh = self.handles.add(Handle(inode, r, file=f, wrote=True))
@@ -455,7 +475,7 @@ class Filesystem(pyfuse3.Operations):
             text = names.link_target(target.decode())
         except UnicodeDecodeError:
             raise fail(errno.EINVAL) from None  # the store keeps text (UTF-8) targets
-        node = SymlinkNode(text)  # what the kernel must see now: it asked for a symlink
+        node = SymlinkNode(text, _new_stat(0o777, ctx))  # what the kernel must see now: it asked for a symlink
         referred = await self.writer.symlink(ws, parent, path, node)
         inode = self._new_inode(parent, path)
         if referred:
@@ -497,3 +517,9 @@ class Filesystem(pyfuse3.Operations):
                 raise fail(errno.ENOTDIR)
         await self.writer.move(entry, old_ref, old_ws, old, new_ws, new)
         self.inodes.renamed((old_parent.repo, old_parent.ref, old), (new_parent.repo, new_parent.ref, new))
+
+
+def _new_stat(mode: int, ctx) -> Stat:
+    """The stat of an entry made now by the caller of `ctx` (the kernel applied the umask)."""
+    now = time.time_ns()
+    return Stat(mode & 0o7777, ctx.uid, ctx.gid, now, now)

@@ -80,6 +80,7 @@ def run(
     read_only: bool,
     idle: float,
     ready=lambda: None,
+    allow_other: bool = False,
 ) -> None:
     """Mount and serve until unmounted or signalled; `ready` is called once requests are served."""
     path = check_mountpoint(mountpoint)
@@ -104,6 +105,8 @@ def run(
     options = set(pyfuse3.default_options) | {"fsname=pfsfuse", "subtype=pfs"}
     if read_only:
         options.add("ro")
+    if allow_other:  # other users too, the kernel checking the stored modes and owners
+        options |= {"allow_other", "default_permissions"}
     pyfuse3.init(fs, path, options)
     state.with_suffix(".pid").write_text(f"{os.getpid()}\n{path}\n")
     try:
@@ -289,6 +292,7 @@ def main() -> None:
     p.add_argument("-c", "--commit", action="append", default=[])
     p.add_argument("--read-only", action="store_true")
     p.add_argument("--idle", type=float, default=2.0)
+    p.add_argument("--allow-other", action="store_true")
     p.add_argument("--ready-fd", type=int)
     a = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -301,7 +305,7 @@ def main() -> None:
 
     try:
         repos = [r for r in a.repos.split(",") if r]
-        run(a.mountpoint, repos, parse_pinned(a.commit), a.read_only, a.idle, ready)
+        run(a.mountpoint, repos, parse_pinned(a.commit), a.read_only, a.idle, ready, a.allow_other)
     except (PfsError, RuntimeError, OSError) as e:
         if isinstance(e, OSError) and e.errno == errno.EPERM:
             e = FailedPrecondition(f"cannot mount {a.mountpoint}: permission denied (is /dev/fuse usable?)")

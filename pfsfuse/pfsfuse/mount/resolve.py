@@ -71,7 +71,15 @@ def framed(parent: DirNode, node):
     if not parent.framed or not isinstance(node, FileNode) or isinstance(node, Framed):
         return node
     extra = sum(p.size for p in (parent.header, parent.footer) if p is not None)
-    return Framed(node.size + extra, node.hash, node.chunks, node.executable, parent.header, parent.footer)
+    return Framed(
+        node.size + extra,
+        node.hash,
+        node.chunks,
+        node.executable,
+        node.stat,
+        header=parent.header,
+        footer=parent.footer,
+    )
 
 
 @dataclass

@@ -25,7 +25,7 @@ from pfsfuse.api.client import Client
 from pfsfuse.api.types import Put, WriteOp
 from pfsfuse.metadata import names
 from pfsfuse.metadata.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PfsError
-from pfsfuse.metadata.records import DirNode, Node
+from pfsfuse.metadata.records import DirNode, FileNode, Node, Stat, SymlinkNode
 
 SPILL = 8 << 20  # files larger than this are written to a temporary file, not kept in memory
 # How the daemon refuses a change for good (a path past a limit, a source gone): sent again, it
@@ -72,22 +72,48 @@ class _Gone:
 GONE = _Gone()  # the overlay's mark of a deleted path (and everything under it)
 
 
+def stat_of(entry, mtime: float = 0.0) -> Stat:
+    """An entry's stat; for one stored without it (older records, put-file), what the mount
+    shows for it: the mounting user's, dated `mtime` (its commit's)."""
+    st = getattr(entry, "stat", None)
+    if st is not None:
+        return st
+    if isinstance(entry, SymlinkNode):
+        mode = 0o777
+    elif isinstance(entry, FileNode):
+        mode = 0o755 if entry.executable else 0o644
+    elif isinstance(entry, DirNode):
+        mode = 0o755
+    else:
+        mode = 0o644
+    ns = int(mtime * 1e9)
+    return Stat(mode, os.getuid(), os.getgid(), ns, ns)
+
+
 class LocalFile:
     """The content of a file the mount is writing."""
 
-    def __init__(self, tmpdir: str, executable: bool = False):
+    def __init__(self, tmpdir: str, stat: Stat):
         self._tmpdir = tmpdir
         self._buf = bytearray()  # the content until it spills to a file (_fd), then empty
         self._fd: int | None = None
         self.tmp_path: str | None = None
         self.size = 0
-        self.executable = executable
+        self.stat = stat
         self.writers = 0  # open handles that may write
         self.handles = 0  # open handles of any kind
         self.dropped = False  # no longer in the overlay: close once no handle is left
         self.logged = 0  # puts of its content logged and not sent yet: it must stay till then
         self.path = ""  # where it is in the branch
-        self.mtime = time.time()
+
+    @property
+    def executable(self) -> bool:
+        return bool(self.stat.mode & 0o111)
+
+    def touch(self) -> None:
+        """The content changed: so did its mtime and ctime."""
+        now = time.time_ns()
+        self.stat = Stat(self.stat.mode, self.stat.uid, self.stat.gid, now, now)
 
     def pread(self, off: int, n: int) -> bytes:
         if self._fd is not None:
@@ -106,7 +132,7 @@ class LocalFile:
             self._buf[off:end] = data
             n = len(data)
         self.size = max(self.size, off + n)
-        self.mtime = time.time()
+        self.touch()
         return n
 
     def truncate(self, size: int) -> None:
@@ -119,7 +145,7 @@ class LocalFile:
         else:
             self._buf.extend(bytes(size - len(self._buf)))
         self.size = size
-        self.mtime = time.time()
+        self.touch()
 
     def _spill(self) -> None:
         fd, path = tempfile.mkstemp(prefix=".pfs-write-", dir=self._tmpdir)
@@ -136,8 +162,8 @@ class LocalFile:
     def put(self, path: str) -> Put:
         """The op that stores the current content at `path`."""
         if self._fd is not None:
-            return Put(path, local=self.tmp_path, executable=self.executable)
-        return Put(path, stream=io.BytesIO(bytes(self._buf)), executable=self.executable)
+            return Put(path, local=self.tmp_path, executable=self.executable, stat=self.stat)
+        return Put(path, stream=io.BytesIO(bytes(self._buf)), executable=self.executable, stat=self.stat)
 
     def release(self) -> None:
         """Free the content once the file is neither in the overlay, nor open, nor to be sent."""
@@ -170,6 +196,9 @@ class Workspace:
         self.overlay: dict[str, Entry] = {}
         self._seq: dict[str, int] = {}  # path -> the last logged op that changed it
         self.children: dict[str, set[str]] = {}  # dir -> names with overlay entries
+        # A directory's new stat, kept apart from the overlay: a directory there decides what is
+        # under it, and one read before its entries changed would hide them. path -> (seq, stat)
+        self.dir_stats: dict[str, tuple[int, Stat]] = {}
         self.ops: list[tuple[int, WriteOp | _LocalPut]] = []
         self._next = 0
         self.commit_id: str | None = None
@@ -289,9 +318,22 @@ class Workspace:
         self._log(op)
         self._set(path, node)
 
+    def restat_dir(self, path: str, stat: Stat, op: WriteOp) -> None:
+        """A directory's mode, owner or times changed (`op` stores them)."""
+        self._log(op)
+        self.dir_stats[path] = (self._next - 1, stat)
+        self.changed = time.monotonic()
+
+    def dir_stat(self, path: str) -> Stat | None:
+        """The stat of the directory at `path` changed here and not yet sent, if any."""
+        found = self.dir_stats.get(path)
+        return None if found is None else found[1]
+
     def delete(self, path: str, op: WriteOp) -> None:
         self._log(op)
         self._set(path, GONE)
+        for p in [p for p in self.dir_stats if p == path or p.startswith(path + "/")]:
+            del self.dir_stats[p]
 
     def moved(self, old: str, new: str, f: LocalFile, op: WriteOp) -> None:
         """A local file open for writing renamed: it will be put at its new name when closed;
@@ -336,6 +378,7 @@ class Workspace:
         self.overlay.clear()
         self._seq.clear()
         self.children.clear()
+        self.dir_stats.clear()
         self.pending_bytes = 0
         self.commit_id, self.owned = None, False
 
@@ -431,6 +474,8 @@ class Workspace:
 
     def _forget(self, upto: int) -> None:
         """Drop overlay entries the daemon now has, unless changed again since."""
+        for path in [p for p, (s, _) in self.dir_stats.items() if s <= upto]:
+            del self.dir_stats[path]
         for path in [p for p, s in self._seq.items() if s <= upto]:
             entry = self.overlay[path]
             if isinstance(entry, LocalFile) and entry.writers:

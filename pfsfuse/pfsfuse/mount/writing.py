@@ -23,7 +23,7 @@ from pfsfuse.mount.inodes import Inode
 from pfsfuse.mount.reading import Reader
 from pfsfuse.mount.resolve import Ref, Resolver
 from pfsfuse.mount.trees import Trees
-from pfsfuse.mount.workspace import LocalFile, Workspace
+from pfsfuse.mount.workspace import LocalFile, Workspace, stat_of
 
 log = logging.getLogger("pfsfuse.mount")
 
@@ -74,7 +74,7 @@ class Writer:
             entry = await self._resolver.entry(await self._resolver.ref(ws.repo, ws.branch), path)
             if not isinstance(entry, FileNode):
                 raise fail(errno.ENOENT)
-        f = LocalFile(self._tmpdir, executable=entry.executable)
+        f = LocalFile(self._tmpdir, stat_of(entry, time.time()))
         if not truncate:
             try:
                 await self._reader.copy_into(f, entry)
@@ -90,8 +90,9 @@ class Writer:
     async def symlink(self, ws: Workspace, parent: Inode, path: str, node: SymlinkNode) -> bool:
         """Make `path` a link to `node.target`; True when it is stored as a reference to the data
         the target names (copying nothing: a regular file once the daemon has it). A directory
-        whose paths would grow too long there stays a symlink."""
-        source = await self.source_of(node.target, parent)
+        whose paths would grow too long there stays a symlink, and so does a relative link or one
+        into its own branch: there the user means a symlink (it must follow later changes)."""
+        source = None if self.means_symlink(node.target, parent) else await self.source_of(node.target, parent)
         try:
             referred = source is not None and await self.refer(ws, path, source, shown=node)
         except NameTooLong:
@@ -99,19 +100,36 @@ class Writer:
         if referred:
             ws.reshaped.add(path)  # the kernel must look it up again once it is a file
         else:
-            ws.put_node(path, node, Symlink(path, node.target))
+            ws.put_node(path, node, Symlink(path, node.target, node.stat))
         return referred
 
-    async def source_of(self, target: str, parent: Inode):
-        """`reference` of what a link target names, when it is a file or directory in the mount."""
-        pinned = self._resolver.pinned
+    def means_symlink(self, target: str, parent: Inode) -> bool:
+        """Whether a link target names a path of the link's own repo and ref (or none in the
+        mount): there the user means a symlink, which follows later changes."""
+        parts = self._in_mount(target, parent)
+        if parts is None:
+            return True
+        if parent.repo in self._resolver.pinned:
+            return parts[0] == parent.repo
+        return parts[:2] == [parent.repo, parent.ref]
+
+    def _in_mount(self, target: str, parent: Inode) -> list[str] | None:
+        """The components of what a link target names below the mountpoint, or None."""
         if not target.startswith("/"):
-            here = [parent.repo] if parent.repo in pinned else [parent.repo, parent.ref]
+            here = [parent.repo] if parent.repo in self._resolver.pinned else [parent.repo, parent.ref]
             target = posixpath.join(self._mountpoint, *here, parent.path, target)
         rel = posixpath.relpath(posixpath.normpath(target), self._mountpoint)
         parts = rel.split("/")
         if rel.startswith("..") or not parts or parts[0] in ("", "."):
             return None
+        return parts
+
+    async def source_of(self, target: str, parent: Inode):
+        """`reference` of what a link target names, when it is a file or directory in the mount."""
+        parts = self._in_mount(target, parent)
+        if parts is None:
+            return None
+        pinned = self._resolver.pinned
         repo = parts[0]
         if repo in pinned:
             ref, path = pinned[repo], "/".join(parts[1:])

@@ -42,7 +42,7 @@ from pfsfuse.api.connect import connect
 from pfsfuse.api.types import Copy, FileInfo, Mkdir, Put, Symlink, WriteOp
 from pfsfuse.home import Home
 from pfsfuse.metadata.errors import InvalidArgument, NotFound, PfsError
-from pfsfuse.metadata.records import DirNode, FileNode, Node, SymlinkNode
+from pfsfuse.metadata.records import DirNode, FileNode, Node, SpecialNode, SymlinkNode
 from pfsfuse.mount.view import PIPES, DatumView, Served, Shown
 from pfsfuse.scheduler import identity, incremental
 from pfsfuse.scheduler import spec as specs
@@ -377,11 +377,15 @@ class Worker:
                 entries = [(f.path, f) for f in self.client.walk_file(inp.repo, inp.commit, inp.path)]
             for path, entry in entries:
                 local = base / path if path else base
-                kind = entry.type if not isinstance(entry, (FileNode, DirNode, SymlinkNode)) else _kind(entry)
+                kind = (
+                    entry.type if not isinstance(entry, (FileNode, DirNode, SymlinkNode, SpecialNode)) else _kind(entry)
+                )
                 if kind == "dir":
                     local.mkdir(parents=True, exist_ok=True)
                 elif isinstance(entry, (SymlinkNode, FileInfo)) and kind == "symlink":
                     os.symlink(entry.target, local)
+                elif kind != "file":
+                    continue  # a FIFO, socket or device node: nothing to read
                 elif inp.lazy:
                     feeder.add(str(local), (inp.repo, inp.commit, path))
                 else:
@@ -648,6 +652,8 @@ def _empty(directory: Path, keep: str = "") -> None:
 
 
 def _kind(node) -> str:
+    if isinstance(node, SpecialNode):
+        return node.kind
     return "dir" if isinstance(node, DirNode) else "symlink" if isinstance(node, SymlinkNode) else "file"
 
 

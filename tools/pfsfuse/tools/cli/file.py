@@ -6,7 +6,9 @@ from __future__ import annotations
 import inspect
 import os
 import posixpath
+import stat
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from urllib.parse import unquote, urlsplit
 
@@ -15,9 +17,10 @@ import msgspec
 
 from pfsfuse import ingress
 from pfsfuse.api.client import Client
-from pfsfuse.api.types import Copy, Delete, FileInfo, Put, WriteOp
+from pfsfuse.api.types import Copy, Delete, FileInfo, Mkdir, Mknod, Put, Symlink, WriteOp
 from pfsfuse.metadata import glob
 from pfsfuse.metadata.errors import InvalidArgument, NotFound
+from pfsfuse.metadata.records import SPECIAL_MODES, Stat
 from pfsfuse.tools.cli.app import App, RefPathCommand, json_option, pass_app
 from pfsfuse.tools.cli.output import Output, size
 
@@ -70,7 +73,7 @@ def expand_sources(
                 raise InvalidArgument(f"{source} is a directory; use -r")
             out.extend(_walk(source, dest))
         elif os.path.exists(source):
-            out.append(Put(dest, local=source))
+            out.append(Put(dest, local=source, stat=_stat(os.stat(source))))
         else:
             raise NotFound(f"{source}: no such file or directory")
     return out
@@ -109,13 +112,36 @@ def _pfs_ops(client: Client, url: str, dest: str, recursive: bool, by_reference:
     return ops
 
 
-def _walk(directory: str, dest: str) -> Iterator[Put]:
-    for root, dirs, files in os.walk(directory):
-        dirs.sort()
+def _stat(st: os.stat_result) -> Stat:
+    """What the store keeps of a local entry beside its content (as tar does)."""
+    return Stat(stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _walk(directory: str, dest: str) -> Iterator[WriteOp]:
+    """A local directory's files, symlinks (as symlinks), FIFOs, sockets, device nodes and
+    directories, with their modes, owners and times."""
+    # Bottom-up: a directory is given its stat after its entries are in (which move its mtime).
+    for root, dirs, files in sorted(os.walk(directory, topdown=False), key=lambda w: _walk_key(w[0])):
         rel = os.path.relpath(root, directory)
-        for name in sorted(files):
-            target = posixpath.join(dest, name) if rel == "." else posixpath.join(dest, rel, name)
-            yield Put(target, local=os.path.join(root, name))
+        here = dest if rel == "." else posixpath.join(dest, rel)
+        for name in sorted(files + [d for d in dirs if os.path.islink(os.path.join(root, d))]):
+            local = os.path.join(root, name)
+            st = os.lstat(local)
+            target = posixpath.join(here, name) if here else name
+            if stat.S_ISLNK(st.st_mode):
+                yield Symlink(target, os.readlink(local), _stat(st))
+            elif stat.S_ISREG(st.st_mode):
+                yield Put(target, local=local, stat=_stat(st))
+            else:
+                kind = next(k for k, bits in SPECIAL_MODES.items() if stat.S_IFMT(st.st_mode) == bits)
+                yield Mknod(target, kind, st.st_rdev if kind in ("char", "block") else 0, _stat(st))
+        if here:
+            yield Mkdir(here, _stat(os.stat(root)))
+
+
+def _walk_key(path: str) -> tuple[int, str]:
+    """Deepest directories first, each level in name order."""
+    return (-path.count(os.sep), path)
 
 
 class _Counting:
@@ -240,7 +266,8 @@ def put_file(
     options = {"append": append}
     if split:
         options = {"split": split, "target_datums": target_file_datums, "target_bytes": target_file_bytes}
-    expanded = [msgspec.structs.replace(p, **options) for p in expanded]
+    # (directories and symlinks of put-file -r neither append nor split)
+    expanded = [msgspec.structs.replace(p, **options) if isinstance(p, (Put, Copy)) else p for p in expanded]
     total = sum(os.path.getsize(s.local) for s in expanded if isinstance(s, Put) and s.local)
     if sys.stderr.isatty() and total >= PROGRESS_MIN:
         with _progress() as progress:
@@ -324,18 +351,44 @@ def get_file(app: App, repo: str, ref: str, path: str, output: str | None, recur
 
 
 def _get_tree(app: App, repo: str, ref: str, root: str, output: str) -> None:
+    dirs = []
     for f in app.client.walk_file(repo, ref, root):
         rel = posixpath.relpath(f.path, root) if root else f.path or "."
         target = os.path.join(output, rel)
         if f.type == "dir":
             os.makedirs(target, exist_ok=True)
+            dirs.append((target, f))  # given their modes and times once their entries are in
         elif f.type == "symlink":
             os.symlink(f.target, target)
+            _restore(target, f)
+        elif f.type in SPECIAL_MODES:
+            try:
+                bits = next(b for k, b in SPECIAL_MODES.items() if k == f.type)
+                os.mknod(target, bits | (f.mode or 0o644), f.rdev)
+            except PermissionError:  # a device node, not as root: tar says so and goes on
+                click.echo(f"pfs: cannot make {f.type} device {target}: permission denied", err=True)
+                continue
+            _restore(target, f)
         else:
             with open(target, "wb") as out:
                 _write(app.client.get_file(repo, ref, f.path), out, f.size)
-            if f.executable:
+            if f.mode is None and f.executable:
                 os.chmod(target, 0o755)
+            _restore(target, f)
+    for target, f in reversed(dirs):
+        _restore(target, f)
+
+
+def _restore(target: str, f: FileInfo) -> None:
+    """Give a written entry its kept owner (where we may, as tar does: as root), mode and
+    times."""
+    link = f.type == "symlink"
+    if f.uid is not None and f.gid is not None and os.geteuid() == 0:
+        os.chown(target, f.uid, f.gid, follow_symlinks=False)
+    if f.mode is not None and not link:
+        os.chmod(target, f.mode)
+    if f.mtime is not None and (not link or os.utime in os.supports_follow_symlinks):
+        os.utime(target, ns=(f.mtime, f.mtime), follow_symlinks=False)
 
 
 def _file_rows(files: Iterable[FileInfo]) -> Iterator[list[str]]:
@@ -411,8 +464,17 @@ def inspect_file(app: App, repo: str, ref: str, path: str, as_json: bool) -> Non
         fields.append(("Executable", "yes" if f.executable else "no"))
     elif f.type == "dir":
         fields.append(("Children", str(f.children)))
-    else:
+    elif f.type == "symlink":
         fields.append(("Target", f.target))
+    elif f.rdev:
+        fields.append(("Device", f"{os.major(f.rdev)},{os.minor(f.rdev)}"))
+    if f.mode is not None:
+        kinds: dict[str, int] = {"file": stat.S_IFREG, "dir": stat.S_IFDIR, "symlink": stat.S_IFLNK}
+        kinds.update(SPECIAL_MODES.items())
+        kind = kinds[f.type]
+        fields.append(("Mode", f"{stat.filemode(kind | f.mode)} ({f.mode:04o})"))
+        fields.append(("Owner", f"{f.uid}:{f.gid}"))
+        fields.append(("Modified", time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime((f.mtime or 0) / 1e9))))
     app.out.fields(fields)
 
 

@@ -27,9 +27,22 @@ from pfsfuse.tools.cli.app import App, pass_app
     show_default=True,
     help="Seconds a branch stays quiet before the mount finishes its commit.",
 )
+@click.option(
+    "--allow-other",
+    is_flag=True,
+    help="Serve other users too, the kernel checking each entry's mode and owner (as root, or "
+    "with user_allow_other in /etc/fuse.conf).",
+)
 @pass_app
 def mount(
-    app: App, mountpoint: str, repos: str, pinned: tuple[str, ...], read_only: bool, foreground: bool, idle: float
+    app: App,
+    mountpoint: str,
+    repos: str,
+    pinned: tuple[str, ...],
+    read_only: bool,
+    foreground: bool,
+    idle: float,
+    allow_other: bool,
 ) -> None:
     """Mount the store at MOUNTPOINT: MOUNTPOINT/<repo>/<branch or commit>/<path>.
 
@@ -40,13 +53,15 @@ def mount(
 
     pins = mounting.parse_pinned(list(pinned))
     if foreground:
-        mounting.run(mountpoint, [r for r in repos.split(",") if r], pins, read_only, idle)
+        mounting.run(mountpoint, [r for r in repos.split(",") if r], pins, read_only, idle, allow_other=allow_other)
         return
     args = [mountpoint, "--repos", repos, "--idle", str(idle)]
     for spec in pinned:
         args += ["-c", spec]
     if read_only:
         args.append("--read-only")
+    if allow_other:
+        args.append("--allow-other")
     mounting.mount_background(mountpoint, args)
 
 

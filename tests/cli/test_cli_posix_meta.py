@@ -1,0 +1,53 @@
+"""put-file -r and get-file -r keep what a disk keeps beside the content (modes, owners, times,
+symlinks), as tar does; inspect-file shows it. The owners come back only for root, as with tar."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+T = 1_300_000_000_987_654_321
+
+
+def _tree(top: Path) -> Path:
+    (top / "sub").mkdir(parents=True)
+    (top / "run.sh").write_bytes(b"#!/bin/sh\n")
+    (top / "sub" / "private").write_bytes(b"p\n")
+    os.symlink("../run.sh", top / "sub" / "link")
+    os.chmod(top / "run.sh", 0o4750)
+    os.chmod(top / "sub" / "private", 0o600)
+    os.chmod(top / "sub", 0o2770)
+    for i, rel in enumerate(["run.sh", "sub/private", "sub/link", "sub"]):
+        os.utime(top / rel, ns=(T + i, T + i), follow_symlinks=False)
+    return top
+
+
+def _seen(top: Path) -> dict[str, tuple]:
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            st = os.lstat(p)
+            link = os.readlink(p) if stat.S_ISLNK(st.st_mode) else None
+            out[str(p.relative_to(top))] = (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns, link)
+    return out
+
+
+def test_put_and_get_file_r_keep_modes_times_and_links(pfs, tmp_path):
+    src = _tree(tmp_path / "src")
+    pfs("create-repo", "r")
+    pfs("put-file", "r", "master", "t", "-r", "-f", str(src))
+    out = tmp_path / "out"
+    pfs("get-file", "r", "master", "t", "-r", "-o", str(out))
+    assert _seen(out) == _seen(src)
+    info = json.loads(pfs("inspect-file", "r", "master", "t/run.sh", "--json").output)
+    assert (info["mode"], info["mtime"], info["uid"]) == (0o4750, T, os.getuid())
+    shown = pfs("inspect-file", "r", "master", "t/run.sh").output
+    assert "-rwsr-x---" in shown and f"{os.getuid()}:{os.getgid()}" in shown
+    assert json.loads(pfs("inspect-file", "r", "master", "t/sub/link", "--json").output)["target"] == "../run.sh"
+    # a file put alone keeps its mode and time too
+    pfs("put-file", "r", "master", "one", "-f", str(src / "sub" / "private"))
+    one = json.loads(pfs("inspect-file", "r", "master", "one", "--json").output)
+    assert (one["mode"], one["mtime"]) == (0o600, T + 1)

@@ -1,0 +1,225 @@
+"""The mount keeps what a disk keeps about an entry: the full mode, the owner and the times, in
+the commit (a remount shows them again), apart from the content hash; `tar` and `rsync -a` round
+trips through the mount come back as they went in. The tests run as root (as the suite does), so
+that owners can be given away as tar and rsync do."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mountkit import sh
+
+from helpers import fuse_unavailable
+
+pytestmark = [
+    pytest.mark.fuse,
+    pytest.mark.skipif(fuse_unavailable() is not None, reason=str(fuse_unavailable())),
+    pytest.mark.skipif(os.geteuid() != 0, reason="giving files to other owners needs root"),
+]
+
+T1 = 1_500_000_000_123_456_789  # an mtime with nanoseconds
+T2 = 1_400_000_000_000_000_000
+
+
+def _snapshot(top: Path) -> dict[str, tuple]:
+    """What a disk shows of every entry under `top` (not `top` itself): kind, permission bits,
+    owner, mtime (whole seconds, as tar keeps it) and the content or link target."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            st = os.lstat(p)
+            if stat.S_ISLNK(st.st_mode):
+                what = os.readlink(p)
+            elif stat.S_ISCHR(st.st_mode):
+                what = st.st_rdev
+            elif stat.S_ISREG(st.st_mode):
+                what = p.read_bytes()
+            else:
+                what = None
+            rel = str(p.relative_to(top))
+            out[rel] = (
+                stat.S_IFMT(st.st_mode),
+                stat.S_IMODE(st.st_mode),
+                st.st_uid,
+                st.st_gid,
+                st.st_mtime_ns // 10**9,
+                what,
+            )
+    return out
+
+
+def _source(top: Path) -> Path:
+    """A tree with every permission bit a disk keeps, owners other than ours and old times."""
+    top.mkdir()
+    (top / "setuid").write_bytes(b"#!/bin/sh\n")
+    (top / "private").write_bytes(b"secret\n")
+    (top / "shared").mkdir()
+    (top / "shared" / "group-file").write_bytes(b"g\n")
+    (top / "sticky").mkdir()
+    os.symlink("../private", top / "shared" / "link")
+    os.mkfifo(top / "shared" / "pipe", 0o620)
+    os.mknod(top / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    modes = {"setuid": 0o4755, "private": 0o600, "shared": 0o2750, "shared/group-file": 0o640, "sticky": 0o1777}
+    for i, rel in enumerate(["setuid", "private", "shared/group-file", "shared/link", "sticky", "shared"]):
+        os.chown(top / rel, 1000 + i, 2000 + i, follow_symlinks=False)
+        os.utime(top / rel, ns=(T2 + i * 10**9, T2 + i * 10**9), follow_symlinks=False)
+    for rel, mode in modes.items():  # (after chown, which clears setuid and setgid)
+        os.chmod(top / rel, mode)
+    return top
+
+
+def test_chmod_chown_and_utime_are_kept_in_the_commit(daemon, view, mounts, mnt, tmp_home):
+    view.client.create_repo("r")
+    view.put("r", "master", {"old.txt": b"stored before\n"})
+    m = mounts("--idle", "1")
+    b = mnt / "r" / "master"
+    old_umask = os.umask(0)
+    try:
+        fd = os.open(b / "new.bin", os.O_CREAT | os.O_WRONLY, 0o640)
+        os.write(fd, b"data")
+        os.close(fd)
+        os.mkdir(b / "d", 0o1777)
+        os.symlink("new.bin", b / "link")
+        assert os.readlink(b / "link") == "new.bin"  # a symlink from the first moment
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(os.stat(b / "new.bin").st_mode) == 0o640
+    assert stat.S_IMODE(os.stat(b / "d").st_mode) == 0o1777
+    os.chown(b / "new.bin", 1234, 4321)
+    os.chmod(b / "new.bin", 0o4751)  # (after: a chown clears setuid, on a disk too)
+    os.utime(b / "new.bin", ns=(T1, T1))
+    os.chmod(b / "old.txt", 0o600)  # stored without a stat: it gets one, its content unchanged
+    os.utime(b / "d", ns=(T2, T2))
+    os.chown(b / "link", 77, 88, follow_symlinks=False)
+    before = view.info("r", "master", "old.txt").hash
+    expected = {
+        "new.bin": (0o4751, 1234, 4321, T1),
+        "d": (0o1777, 0, 0, T2),
+        "old.txt": (0o600, 0, 0, None),
+        "link": (0o777, 77, 88, None),
+    }
+
+    def check(top: Path) -> None:
+        for rel, (mode, uid, gid, mtime) in expected.items():
+            st = os.lstat(top / rel)
+            assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (mode, uid, gid), rel
+            if mtime is not None:
+                assert st.st_mtime_ns == mtime, rel
+        assert os.path.islink(top / "link") and os.readlink(top / "link") == "new.bin"
+
+    check(b)
+    head = view.wait_committed(
+        "r", "master", lambda c: view.exists("r", c, "link") and view.info("r", c, "link").uid == 77, m
+    )
+    info = view.info("r", head, "new.bin")
+    assert (info.mode, info.uid, info.gid, info.mtime) == (0o4751, 1234, 4321, T1)
+    assert view.info("r", head, "old.txt").hash == before  # chmod is not a content change
+    assert view.info("r", head, "link").type == "symlink"
+    check(b)  # once the daemon has it
+    m.__exit__(None, None, None)
+    mounts()
+    check(b)  # a new mount of the store
+    check(mnt / "r" / head)  # and the commit itself
+
+
+@pytest.mark.parametrize("tool", ["tar", "rsync"])
+def test_tar_and_rsync_round_trips_keep_modes_owners_times_and_links(tool, daemon, view, mounts, mnt, tmp_home):
+    src = _source(tmp_home / "src")
+    expected = _snapshot(src)
+    view.client.create_repo("r")
+    view.put("r", "master", {"seed": b""})
+    m = mounts("--idle", "1")
+    dst = mnt / "r" / "master" / "copy"
+    if tool == "tar":
+        dst.mkdir()
+        subprocess.run(f"tar -C {src} -cf - . | tar -C {dst} -xpf -", shell=True, check=True)
+    else:
+        sh("rsync", "-a", f"{src}/", f"{dst}/")
+    assert _snapshot(dst) == expected
+    m.__exit__(None, None, None)
+    mounts()
+    assert _snapshot(dst) == expected  # kept in the commit
+    back = tmp_home / "back"
+    back.mkdir()
+    subprocess.run(f"tar -C {dst} -cf - . | tar -C {back} -xpf -", shell=True, check=True)
+    assert _snapshot(back) == expected
+    got = tmp_home / "got"  # and out of the store without the mount
+    daemon.pfs("get-file", "r", "master", "copy", "-r", "-o", str(got))
+    assert _snapshot(got) == expected
+
+
+@pytest.fixture
+def other_user() -> Iterator[str]:
+    """A user of this machine that is not us, made for the test and removed after it."""
+    name = f"pfs{os.getpid()}"
+    sh("useradd", "--no-create-home", "--shell", "/bin/sh", name)
+    try:
+        yield name
+    finally:
+        subprocess.run(["userdel", name], check=False)
+
+
+def _as(user: str, *argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_allow_other_serves_other_users_by_the_stored_modes(daemon, view, mounts, mnt, tmp_home, other_user):
+    view.client.create_repo("r")
+    view.put("r", "master", {"seed": b""})
+    os.chmod(tmp_home, 0o711)  # (the other user passes through to the mount point)
+    m = mounts("--allow-other", "--idle", "1")
+    b = mnt / "r" / "master"
+    (b / "public.txt").write_bytes(b"for everyone\n")
+    (b / "secret.txt").write_bytes(b"for root\n")
+    os.chmod(b / "secret.txt", 0o600)
+    os.mkdir(b / "drop")
+    os.chmod(b / "drop", 0o1777)
+    assert _as(other_user, "cat", str(b / "public.txt")).stdout == "for everyone\n"
+    denied = _as(other_user, "cat", str(b / "secret.txt"))
+    assert denied.returncode != 0 and "Permission denied" in denied.stderr
+    assert _as(other_user, "touch", str(b / "mine.txt")).returncode != 0  # the branch is 0755, root's
+    made = _as(other_user, "sh", "-c", f"echo hi > {b}/drop/theirs.txt && chmod 640 {b}/drop/theirs.txt")
+    assert made.returncode == 0, made.stderr
+    uid = int(_as(other_user, "id", "-u").stdout)
+    st = os.stat(b / "drop" / "theirs.txt")
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (uid, 0o640)
+    view.wait_committed("r", "master", lambda c: view.exists("r", c, "drop/theirs.txt"), m)
+    assert view.info("r", "master", "drop/theirs.txt").uid == uid
+
+
+def test_fifos_sockets_and_devices_are_made_and_kept(daemon, view, mounts, mnt):
+    view.client.create_repo("r")
+    view.put("r", "master", {"seed": b""})
+    m = mounts("--idle", "1")
+    b = mnt / "r" / "master"
+    os.mkfifo(b / "pipe", 0o640)
+    os.mknod(b / "tty", 0o600 | stat.S_IFCHR, os.makedev(5, 0))
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(b / "sock"))
+    kinds = {"pipe": stat.S_IFIFO, "tty": stat.S_IFCHR, "sock": stat.S_IFSOCK}
+
+    def check() -> None:
+        for name, kind in kinds.items():
+            assert stat.S_IFMT(os.lstat(b / name).st_mode) == kind, name
+        assert os.lstat(b / "tty").st_rdev == os.makedev(5, 0)
+        assert stat.S_IMODE(os.lstat(b / "pipe").st_mode) == 0o640
+
+    check()
+    view.wait_committed("r", "master", lambda c: view.exists("r", c, "sock"), m)
+    assert {n: view.info("r", "master", n).type for n in kinds} == {"pipe": "fifo", "tty": "char", "sock": "socket"}
+    check()
+    m.__exit__(None, None, None)
+    mounts()
+    check()
