@@ -47,6 +47,7 @@ from pfsfuse.mount.view import PIPES, DatumView, Served, Shown
 from pfsfuse.scheduler import incremental
 from pfsfuse.scheduler import spec as specs
 from pfsfuse.scheduler.api import RemotePipelines
+from pfsfuse.scheduler.kube import podworker
 from pfsfuse.scheduler.pipes import PipeFeeder
 from pfsfuse.scheduler.records import DatumInput, DatumResult, DatumTask, meta_repo
 
@@ -87,6 +88,10 @@ class Layout:
 
     def setup(self) -> None:
         self.tmp.mkdir()
+        if podworker.in_pod():  # /pfs is the emptyDir the user's container shares: no namespace
+            self.private = False
+            podworker.check_fuse_mode()
+            return self._serve()
         if self.private:
             try:
                 self._private_namespace()
@@ -180,6 +185,8 @@ class Worker:
         self.layout.setup()
         self.views, self.out, self.root = self.layout.views, self.layout.out, self.layout.root
         self.view = self.layout.view
+        # In a pod, commands run in the user's container, through the launcher.
+        self.pod = podworker.PodCommands.start() if podworker.in_pod() else None
         self.client = connect(start=False)
         self.pps = RemotePipelines(os.environ["PFS_ADDRESS"], self.client.token)
         self.spec = self.pps.inspect_pipeline(pipeline).spec
@@ -225,6 +232,8 @@ class Worker:
 
     def close(self) -> None:
         self.reporter.close()
+        if self.pod is not None:
+            self.pod.close()
         self.layout.close()
 
     def _small(self, inp: DatumInput) -> bool:
@@ -376,6 +385,8 @@ class Worker:
         object-store credentials)."""
         # Commands find this installation's python3 (and its packages) first on PATH.
         path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", os.defpath)])
+        if self.pod is not None:
+            return self.pod.env(self.spec.transform.env, self.root)
         kept = {k: v for k, v in os.environ.items() if k in _INHERITED or k.startswith("LC_")}
         return {**kept, "PATH": path, "HOME": str(self.scratch), **self.spec.transform.env, "PFS_ROOT": str(self.root)}
 
@@ -389,6 +400,14 @@ class Worker:
             env[f"{inp.name}_COMMIT"] = inp.commit
         stdin = "".join(line if line.endswith("\n") else line + "\n" for line in tf.stdin).encode()
         timeout = specs.duration(self.spec.datum_timeout) if self.spec.datum_timeout else None
+        if self.pod is not None:
+            live = LiveLog(self.pps, self.pipeline, self.name, t)
+            ok, reason, output = self.pod.run(
+                tf.cmd, env, tf.user, tf.working_dir, stdin, timeout, tf.accept_return_code, live.send, LIVE_EVERY
+            )
+            if reason == "timeout":
+                reason = f"the command ran longer than datum_timeout {self.spec.datum_timeout}"
+            return (ok, reason, *_tail(output))
         try:
             proc = self.command = subprocess.Popen(
                 tf.cmd,

@@ -1,0 +1,136 @@
+"""End to end, as root: `pfs serve --executor kubernetes` over a store in moto's S3, against the
+fake API server, with a kubelet that runs the worker pods for real (runckubelet.py): runc
+containers from a busybox rootfs without Python run the beginner tutorial's pipelines (in shell:
+busybox cannot run OpenCV) through the static launcher, reading /pfs from the worker sidecar's FUSE
+file system through mount propagation."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fakeapi import FakeApi
+from runckubelet import RuncKubelet, build_images, missing
+
+from helpers import BUCKET, Daemon, wait_for
+from pfsfuse.api.types import Put
+from pfsfuse.metadata.records import CommitRef
+from pfsfuse.scheduler import spec as specs
+from pfsfuse.scheduler.api import RemotePipelines
+
+pytestmark = [pytest.mark.slow, pytest.mark.fuse]
+
+IMAGES = {"liberty.png": b"the statue of liberty\n", "kitten.png": b"a small kitten sat\n", "sf.png": b"fog\n"}
+# The tutorial's edges (OpenCV) and montage (ImageMagick), as a busybox image can run them.
+EDGES = {
+    "pipeline": {"name": "edges"},
+    "transform": {
+        "image": "pachyderm/opencv",
+        "cmd": ["sh"],
+        "stdin": [
+            'for f in /pfs/images/*; do tr a-z A-Z < "$f" > /pfs/out/"$(basename "$f")"; echo "edged $f"; done',
+            "test ! -e /usr/bin/python3 && echo no python here",
+        ],
+    },
+    "input": {"atom": {"repo": "images", "glob": "/*"}},
+}
+MONTAGE = {
+    "pipeline": {"name": "montage"},
+    "transform": {
+        "image": "v4tech/imagemagick",
+        "cmd": ["sh"],
+        "stdin": [
+            "find /pfs/images /pfs/edges -type f | sort | xargs cat > /pfs/out/montage",
+            "cat /pfs/images/* /pfs/edges/* | wc -w > /pfs/out/words",
+        ],
+    },
+    "input": {"cross": [{"atom": {"repo": "images", "glob": "/"}}, {"atom": {"repo": "edges", "glob": "/"}}]},
+}
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> dict[str, Path]:
+    why = missing()
+    if why:
+        pytest.skip(f"cannot run pods with runc: {why}")
+    return build_images(tmp_path_factory.mktemp("images"))
+
+
+@pytest.fixture
+def cluster(images, tmp_home: Path, moto) -> Iterator[tuple[FakeApi, Daemon]]:
+    with FakeApi() as api:
+        home = tmp_home / "home"
+        storage = f"s3://{BUCKET}/t-{home.name}-{id(api):x}/objects?endpoint={moto.url}"
+        daemon = Daemon(home, ["--executor", "kubernetes", "--storage", storage])
+        daemon.env = {
+            **daemon.env,
+            "KUBECONFIG": api.kubeconfig(tmp_home / "kubeconfig"),
+            "PFS_KUBE_NAMESPACE": "default",
+        }
+        daemon.env.pop("KUBERNETES_SERVICE_HOST", None)
+        run = {"PFS_ADDRESS": f"unix:{home}/pfs.sock"}
+        with RuncKubelet(api, tmp_home / "pods", run, images):
+            try:
+                daemon.start()
+                # As `pfs deploy` makes it: store.json and the credentials, for the sidecar alone.
+                store = {"store.json": (home / "store.json").read_text(), "AWS_ENDPOINT_URL": moto.url}
+                store |= dict.fromkeys(("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"), "testing")
+                api.create("secrets", "default", _secret("pfs-storage", store))
+                yield api, daemon
+            finally:
+                try:
+                    daemon.stop()
+                finally:
+                    daemon.kill()
+
+
+def _secret(name: str, data: dict[str, str]) -> dict:
+    encoded = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": "default"}, "data": encoded}
+
+
+def test_the_beginner_tutorial_runs_in_runc_pods(cluster):
+    api, daemon = cluster
+    client = daemon.client()
+    pps = RemotePipelines(f"unix:{daemon.home}/pfs.sock")
+    try:
+        client.create_repo("images")
+        c = client.write_files("images", "master", [Put(p, stream=io.BytesIO(d)) for p, d in IMAGES.items()]).commit
+        pps.create_pipeline(specs.parse(json.dumps(EDGES)))
+        pps.create_pipeline(specs.parse(json.dumps(MONTAGE)))
+        jobs = pps.flush_job([CommitRef("images", c)])
+        assert {j.pipeline for j in jobs} == {"edges", "montage"}
+        assert all(j.state == "success" for j in jobs), [
+            (d.reason, d.log) for j in jobs for d in pps.list_datum(j.id)
+        ] + list(api.logs.values())
+        for name, data in IMAGES.items():
+            assert b"".join(client.get_file("edges", "master", name)) == data.upper()
+        montage = b"".join(client.get_file("montage", "master", "montage"))
+        # sorted paths: /pfs/edges/... before /pfs/images/...
+        assert montage == b"".join(IMAGES[n].upper() for n in sorted(IMAGES)) + b"".join(
+            IMAGES[n] for n in sorted(IMAGES)
+        )
+        words = sum(len(d.split()) for d in IMAGES.values()) * 2
+        assert b"".join(client.get_file("montage", "master", "words")).strip() == str(words).encode()
+        [edges] = [j for j in jobs if j.pipeline == "edges"]
+        logs = [d.log for d in pps.list_datum(edges.id)]
+        assert all("no python here" in log for log in logs), logs
+        assert sorted(line for log in logs for line in log.splitlines() if line.startswith("edged")) == sorted(
+            f"edged /pfs/images/{n}" for n in IMAGES
+        )
+        info = daemon.pfs("inspect-pipeline", "edges").stdout.decode()
+        assert "kubernetes (namespace default, fuse mode privileged)" in info
+        assert "pachyderm/opencv\n" in info and "not pulled" not in info
+        # The pods ran the user's image with the launcher, beside the privileged worker sidecar.
+        pods = api.list("pods", "default", "pfs.io/pipeline=edges")
+        assert pods and pods[0]["spec"]["containers"][0]["command"] == ["/pfs-bin/launcher"]
+        pps.delete_pipeline("montage")
+        pps.delete_pipeline("edges")
+        wait_for(lambda: not api.list("pods", "default"), what="the worker pods to go")
+    finally:
+        pps.close()
+        client.close()
