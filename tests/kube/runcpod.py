@@ -24,6 +24,11 @@ import sys
 import time
 from pathlib import Path
 
+# containerd's default capabilities, which pods get unless their securityContext says otherwise
+CAPS = (
+    "CHOWN DAC_OVERRIDE FSETID FOWNER MKNOD NET_RAW SETGID SETUID SETFCAP SETPCAP NET_BIND_SERVICE SYS_CHROOT KILL "
+    "AUDIT_WRITE"
+)
 GRACE = 3.0  # within the kubelet's 5 s before its SIGKILL
 
 
@@ -114,7 +119,12 @@ def _runc(state: Path, bundles: Path, pod: str, c: dict, plan: dict, dirs: dict[
         "env": [f"{k}={v}" for k, v in plan["env"][c["name"]].items()],
         "cwd": c.get("workingDir") or "/",
         "user": {"uid": uid, "gid": sc.get("runAsGroup", uid)},
+        "noNewPrivileges": sc.get("allowPrivilegeEscalation") is False,
     }
+    given = sc.get("capabilities") or {}
+    caps = set() if "ALL" in given.get("drop", []) else set(CAPS.split()) - set(given.get("drop", []))
+    caps = sorted(f"CAP_{c}" for c in caps | set(given.get("add", [])))
+    config["process"]["capabilities"] = dict.fromkeys(("bounding", "effective", "permitted"), caps)
     mounts = [m for m in config["mounts"] if m["destination"] != "/tmp"]
     mounts.append({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev"]})
     for src, dest in image.get("binds", {}).items():

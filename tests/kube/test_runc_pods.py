@@ -22,7 +22,7 @@ from pfsfuse.metadata.records import CommitRef
 from pfsfuse.scheduler import spec as specs
 from pfsfuse.scheduler.api import RemotePipelines
 
-pytestmark = [pytest.mark.slow, pytest.mark.fuse]
+pytestmark = [pytest.mark.slow, pytest.mark.root, pytest.mark.fuse]
 
 IMAGES = {"liberty.png": b"the statue of liberty\n", "kitten.png": b"a small kitten sat\n", "sf.png": b"fog\n"}
 # The tutorial's edges (OpenCV) and montage (ImageMagick), as a busybox image can run them.
@@ -131,6 +131,51 @@ def test_the_beginner_tutorial_runs_in_runc_pods(cluster):
         pps.delete_pipeline("montage")
         pps.delete_pipeline("edges")
         wait_for(lambda: not api.list("pods", "default"), what="the worker pods to go")
+    finally:
+        pps.close()
+        client.close()
+
+
+def test_user_timeout_and_failures_in_runc_pods(cluster):
+    api, daemon = cluster
+    client = daemon.client()
+    pps = RemotePipelines(f"unix:{daemon.home}/pfs.sock")
+    try:
+        client.create_repo("in")
+        c = client.write_files("in", "master", [Put("a", stream=io.BytesIO(b"x"))]).commit
+        atom = {"atom": {"repo": "in", "glob": "/*"}}
+        # transform.user as numeric ids: the command runs as them and owns /pfs/out.
+        who = {
+            "image": "busybox",
+            "cmd": ["sh", "-c", "id -u > /pfs/out/uid; id -g > /pfs/out/gid"],
+            "user": "1000:1001",
+        }
+        pps.create_pipeline(specs.parse(json.dumps({"pipeline": {"name": "who"}, "transform": who, "input": atom})))
+        stuck = {"image": "busybox", "cmd": ["sh", "-c", "echo started; sleep 600"]}
+        raw = {
+            "pipeline": {"name": "stuck"},
+            "transform": stuck,
+            "input": atom,
+            "datum_timeout": "2s",
+            "datum_tries": 1,
+        }
+        pps.create_pipeline(specs.parse(json.dumps(raw)))
+        named = {"image": "busybox", "cmd": ["true"], "user": "nobody"}
+        raw = {"pipeline": {"name": "named"}, "transform": named, "input": atom, "datum_tries": 1}
+        pps.create_pipeline(specs.parse(json.dumps(raw)))
+        missing = {"image": "busybox", "cmd": ["python3", "-c", "print(1)"]}
+        raw = {"pipeline": {"name": "nopy"}, "transform": missing, "input": atom, "datum_tries": 1}
+        pps.create_pipeline(specs.parse(json.dumps(raw)))
+        jobs = {j.pipeline: j for j in pps.flush_job([CommitRef("in", c)])}
+        assert jobs["who"].state == "success", [d.reason for d in pps.list_datum(jobs["who"].id)]
+        assert b"".join(client.get_file("who", "master", "uid")) == b"1000\n"
+        assert b"".join(client.get_file("who", "master", "gid")) == b"1001\n"
+        [d] = pps.list_datum(jobs["stuck"].id)
+        assert jobs["stuck"].state == "failure" and "datum_timeout 2s" in d.reason and "started" in d.log
+        [d] = pps.list_datum(jobs["named"].id)
+        assert jobs["named"].state == "failure" and "numeric UID" in d.reason
+        [d] = pps.list_datum(jobs["nopy"].id)
+        assert jobs["nopy"].state == "failure" and "python3" in d.reason, d.reason
     finally:
         pps.close()
         client.close()

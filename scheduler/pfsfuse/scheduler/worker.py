@@ -145,10 +145,12 @@ class Layout:
         """Give /pfs/out, now and from now on, to `user` (transform.user, run as root), so that
         the command can write there; "" gives it back to the worker."""
         try:
-            pw = pwd.getpwnam(user) if user and os.geteuid() == 0 else None
+            pw = pwd.getpwnam(user) if user and os.geteuid() == 0 and not podworker.in_pod() else None
         except KeyError:
             pw = None  # the command cannot start either, and says so
         self.owner = None if pw is None else (pw.pw_uid, pw.pw_gid)
+        if podworker.in_pod():  # the user container's numeric ids
+            self.owner = podworker.owner(user)
         os.chown(self.out, *(self.owner or (os.geteuid(), os.getegid())))
 
     def give(self, path: Path) -> None:

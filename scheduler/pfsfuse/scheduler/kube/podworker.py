@@ -58,6 +58,16 @@ def user_ids(user: str) -> tuple[int, int]:
     return uid, int(m.group(2)) if m.group(2) else uid
 
 
+def owner(user: str) -> tuple[int, int] | None:
+    """Who /pfs/out belongs to for transform.user: None for the image's user (or a name, which
+    the command refuses)."""
+    try:
+        uid, gid = user_ids(user)
+    except FailedPrecondition:
+        return None
+    return None if uid < 0 else (uid, gid)
+
+
 class PodCommands:
     """The user container's end: one launcher, connected once the pod's /pfs is ready."""
 
