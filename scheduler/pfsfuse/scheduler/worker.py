@@ -409,6 +409,7 @@ class Worker:
             )
             if reason == "timeout":
                 reason = f"the command ran longer than datum_timeout {self.spec.datum_timeout}"
+            self.stopping = self.stopping or self.pod.gone
             return (ok, reason, *_tail(output))
         try:
             proc = self.command = subprocess.Popen(

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from pfsfuse.metadata.errors import FailedPrecondition, InvalidArgument
+from pfsfuse.metadata.errors import FailedPrecondition, InvalidArgument, Unavailable
 from pfsfuse.scheduler.kube.launcher import Launcher
 from pfsfuse.scheduler.kube.settings import FUSE_MODES
 
@@ -74,6 +74,7 @@ class PodCommands:
     def __init__(self, socket_path: str):
         self.launcher = Launcher(socket_path)
         self.ready = Path(socket_path).parent / "ready"
+        self.gone = False  # the launcher went (the user container ended): the worker stops
 
     @classmethod
     def start(cls, connect_seconds: float = CONNECT_SECONDS) -> PodCommands:
@@ -127,6 +128,9 @@ class PodCommands:
                 cmd, env, cwd=working_dir, uid=uid, gid=gid, stdin=stdin, timeout=timeout, output=got
             )
         except FailedPrecondition as e:
+            return False, str(e), bytes(out)
+        except Unavailable as e:
+            self.gone = True
             return False, str(e), bytes(out)
         if ended.status == "timeout":
             return False, "timeout", ended.output

@@ -54,7 +54,7 @@ VERBS = {
     "objects": ["get-object", "get-tag"],
     "data": ["extract", "restore"],
     "auth": ["auth"],
-    "deploy": ["deploy", "undeploy"],
+    "deploy": ["deploy", "undeploy", "port-forward"],
     "admin": ["serve", "shutdown", "inspect-cluster", "delete-all", "fsck", "garbage-collect", "version", "bench"],
 }
 _MODULE = {verb: module for module, verbs in VERBS.items() for verb in verbs}
