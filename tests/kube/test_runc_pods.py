@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -176,6 +177,40 @@ def test_user_timeout_and_failures_in_runc_pods(cluster):
         assert jobs["named"].state == "failure" and "numeric UID" in d.reason
         [d] = pps.list_datum(jobs["nopy"].id)
         assert jobs["nopy"].state == "failure" and "python3" in d.reason, d.reason
+    finally:
+        pps.close()
+        client.close()
+
+
+def test_live_logs_and_a_user_container_that_dies(cluster):
+    api, daemon = cluster
+    client = daemon.client()
+    pps = RemotePipelines(f"unix:{daemon.home}/pfs.sock")
+    try:
+        client.create_repo("in")
+        c = client.write_files("in", "master", [Put("a", stream=io.BytesIO(b"x"))]).commit
+        tf = {"image": "busybox", "cmd": ["sh", "-c", "echo begun; sleep 4; echo ok > /pfs/out/x"]}
+        raw = {"pipeline": {"name": "live"}, "transform": tf, "input": {"atom": {"repo": "in", "glob": "/*"}}}
+        pps.create_pipeline(specs.parse(json.dumps(raw)))
+
+        def begun() -> bool:
+            return any(line.message == "begun" for line in pps.get_logs(pipeline="live"))
+
+        # get-logs shows a running datum's output, as the launcher streams it.
+        wait_for(begun, what="the running command's output in get-logs")
+        [job] = pps.list_job("live")
+        assert job.state in ("starting", "running")
+        [pod] = api.list("pods", "default", "pfs.io/pipeline=live")
+        first = pod["metadata"]["name"]
+        # The user container dies mid-datum: the pod ends, another replaces it, the datum is retried.
+        runc = daemon.home.parent / "pods" / "runc"
+        subprocess.run(["runc", "--root", str(runc), "kill", f"{first}-user", "KILL"], check=True)
+        [job] = pps.flush_job([CommitRef("in", c)])
+        assert job.state == "success"
+        assert b"".join(client.get_file("live", "master", "x")) == b"ok\n"
+        [datum] = pps.list_datum(job.id)
+        assert datum.tries == 2
+        assert first not in [p["metadata"]["name"] for p in api.list("pods", "default", "pfs.io/pipeline=live")]
     finally:
         pps.close()
         client.close()

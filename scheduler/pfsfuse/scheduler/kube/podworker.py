@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-import time
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -114,24 +114,26 @@ class PodCommands:
         except FailedPrecondition as e:
             return False, str(e), b""
         out = bytearray()
-        update = time.monotonic() + live_every
+        done = threading.Event()
 
-        def got(piece: bytes) -> None:
-            nonlocal update
-            out.extend(piece)
-            if time.monotonic() >= update:
+        def ticks() -> None:  # the launcher's messages are waited for: the live log has a thread
+            while not done.wait(live_every):
                 live(bytes(out))
-                update = time.monotonic() + live_every
 
+        ticker = threading.Thread(target=ticks, name="pfs-live-log", daemon=True)
+        ticker.start()
         try:
             ended = self.launcher.run(
-                cmd, env, cwd=working_dir, uid=uid, gid=gid, stdin=stdin, timeout=timeout, output=got
+                cmd, env, cwd=working_dir, uid=uid, gid=gid, stdin=stdin, timeout=timeout, output=out.extend
             )
         except FailedPrecondition as e:
             return False, str(e), bytes(out)
         except Unavailable as e:
             self.gone = True
             return False, str(e), bytes(out)
+        finally:
+            done.set()
+            ticker.join()
         if ended.status == "timeout":
             return False, "timeout", ended.output
         code = ended.code
