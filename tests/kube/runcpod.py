@@ -4,13 +4,15 @@
 - the init containers run in order, each a runc container of its image's rootfs (the launcher's
   copy from "our image": the busybox rootfs with the built launcher at the path our image has it);
 - the native sidecar (the Python worker, which cannot run in a busybox rootfs) is a process in a
-  mount namespace of its own over the host's root file system, with /dev/fuse: its /pfs is the
+  mount namespace of its own over the host's root file system (privileged: with every capability
+  and /dev/fuse; otherwise with none at all, the device-plugin mode): its /pfs is the
   pod's `pfs` emptyDir, bound with shared propagation (Bidirectional), so that the FUSE file
   system it mounts there shows in the host's directory; its other mounts are host directories
   that the plan's environment overrides name;
 - once the sidecar's startup probe passes (the ready mark exists), the user container: a runc
   container of a busybox rootfs without Python, its volumes bound in, /pfs with slave propagation
-  (HostToContainer), running the launcher.
+  (HostToContainer), running the launcher; asking for `smarter-devices/fuse`, it gets /dev/fuse,
+  as the device plugin would give it.
 The pod ends with the sidecar (its exit status is the pod's); SIGTERM stops it as a kubelet does.
 """
 
@@ -63,7 +65,7 @@ def main() -> int:
         sidecar = next(c for c in pod["spec"]["initContainers"] if c.get("restartPolicy") == "Always")
         children.append(_sidecar(sidecar, plan, pfs))
         ready = Path(plan["ready"])
-        while not ready.exists():  # the startup probe
+        while "startupProbe" in sidecar and not ready.exists():  # the startup probe
             if children[0].poll() is not None or stopping:
                 return children[0].wait()
             time.sleep(0.05)
@@ -97,6 +99,10 @@ def _sidecar(c: dict, plan: dict, pfs: Path) -> subprocess.Popen:
     env = {**plan["env"][c["name"]], **plan["sidecar_env"]}
     argv = [sys.executable if c["command"][0] == "python" else c["command"][0], *c["command"][1:]]
     script = 'mount --bind "$0" /pfs && exec "$@"'
+    if not (c.get("securityContext") or {}).get("privileged"):
+        # Unprivileged (device-plugin mode): not one capability once /pfs is bound. (It stays uid
+        # 0 to read the host directories standing in for its volumes.)
+        argv = ["setpriv", "--bounding-set=-all", "--inh-caps=-all", *argv]
     return subprocess.Popen(
         ["unshare", "--mount", "--propagation", "unchanged", "sh", "-c", script, str(pfs), *argv], env=env
     )
@@ -136,6 +142,13 @@ def _runc(state: Path, bundles: Path, pod: str, c: dict, plan: dict, dirs: dict[
             {"destination": m["mountPath"], "type": "bind", "source": str(dirs[m["name"]]), "options": options}
         )
     config["mounts"] = mounts
+    if "smarter-devices/fuse" in (c.get("resources") or {}).get("limits", {}):  # what the device plugin gives
+        config["linux"].setdefault("devices", []).append(
+            {"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229, "fileMode": 0o666, "uid": 0, "gid": 0}
+        )
+        config["linux"]["resources"]["devices"].append(
+            {"allow": True, "type": "c", "major": 10, "minor": 229, "access": "rwm"}
+        )
     (bundle / "config.json").write_text(json.dumps(config))
     return ["runc", "--root", str(state), "run", "--bundle", str(bundle), cid]
 

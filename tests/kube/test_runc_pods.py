@@ -39,6 +39,11 @@ EDGES = {
     },
     "input": {"atom": {"repo": "images", "glob": "/*"}},
 }
+# Each datum's command writes its bounding capabilities (CapBnd) to /pfs/out/caps/NAME.
+CAPS = (
+    "mkdir -p /pfs/out/caps; "
+    'for f in /pfs/images/*; do grep CapBnd /proc/self/status > /pfs/out/caps/"$(basename "$f")"; done'
+)
 MONTAGE = {
     "pipeline": {"name": "montage"},
     "transform": {
@@ -62,7 +67,8 @@ def images(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture
-def cluster(images, tmp_home: Path, moto) -> Iterator[tuple[FakeApi, Daemon]]:
+def cluster(request, images, tmp_home: Path, moto) -> Iterator[tuple[FakeApi, Daemon]]:
+    fuse_mode = getattr(request, "param", "privileged")
     with FakeApi() as api:
         home = tmp_home / "home"
         storage = f"s3://{BUCKET}/t-{home.name}-{id(api):x}/objects?endpoint={moto.url}"
@@ -71,6 +77,7 @@ def cluster(images, tmp_home: Path, moto) -> Iterator[tuple[FakeApi, Daemon]]:
             **daemon.env,
             "KUBECONFIG": api.kubeconfig(tmp_home / "kubeconfig"),
             "PFS_KUBE_NAMESPACE": "default",
+            "PFS_KUBE_FUSE_MODE": fuse_mode,
         }
         daemon.env.pop("KUBERNETES_SERVICE_HOST", None)
         run = {"PFS_ADDRESS": f"unix:{home}/pfs.sock"}
@@ -211,6 +218,35 @@ def test_live_logs_and_a_user_container_that_dies(cluster):
         [datum] = pps.list_datum(job.id)
         assert datum.tries == 2
         assert first not in [p["metadata"]["name"] for p in api.list("pods", "default", "pfs.io/pipeline=live")]
+    finally:
+        pps.close()
+        client.close()
+
+
+@pytest.mark.parametrize("cluster", ["device-plugin"], indirect=True)
+def test_the_device_plugin_mode_passes_the_fuse_descriptor(cluster):
+    """The launcher mounts /dev/fuse at /pfs in the user container and passes the descriptor to
+    the sidecar, which has no capability at all and serves it; the commands run without
+    CAP_SYS_ADMIN."""
+    api, daemon = cluster
+    client = daemon.client()
+    pps = RemotePipelines(f"unix:{daemon.home}/pfs.sock")
+    try:
+        client.create_repo("images")
+        c = client.write_files("images", "master", [Put(p, stream=io.BytesIO(d)) for p, d in IMAGES.items()]).commit
+        edges = {**EDGES, "transform": {**EDGES["transform"], "stdin": [*EDGES["transform"]["stdin"], CAPS]}}
+        pps.create_pipeline(specs.parse(json.dumps(edges)))
+        [job] = pps.flush_job([CommitRef("images", c)])
+        assert job.state == "success", [(d.reason, d.log) for d in pps.list_datum(job.id)] + list(api.logs.values())
+        for name, data in IMAGES.items():
+            assert b"".join(client.get_file("edges", "master", name)) == data.upper()
+        caps = {int(b"".join(client.get_file("edges", "master", f"caps/{n}")).split()[1], 16) for n in IMAGES}
+        assert caps and all(not cap & (1 << 21) for cap in caps), caps  # CAP_SYS_ADMIN is bit 21
+        for pod in api.list("pods", "default", "pfs.io/pipeline=edges"):
+            sidecar = next(c for c in pod["spec"]["initContainers"] if c["name"] == "pfs-worker")
+            assert sidecar["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+            assert "startupProbe" not in sidecar
+        pps.delete_pipeline("edges")
     finally:
         pps.close()
         client.close()

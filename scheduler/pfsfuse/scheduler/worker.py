@@ -85,13 +85,14 @@ class Layout:
         self.served = None
         self.unavailable = ""  # why the command cannot see its data at /pfs, if it cannot
         self.owner: tuple[int, int] | None = None  # the uid and gid /pfs/out belongs to
+        self.pod: podworker.PodCommands | None = None  # in a pod: where commands run
 
     def setup(self) -> None:
         self.tmp.mkdir()
         if podworker.in_pod():  # /pfs is the emptyDir the user's container shares: no namespace
             self.private = False
-            podworker.check_fuse_mode()
-            return self._serve()
+            self.pod = podworker.PodCommands.start(self._serve)
+            return
         if self.private:
             try:
                 self._private_namespace()
@@ -126,12 +127,13 @@ class Layout:
             chroot = " (/ is not a mount point: a chroot?)" if ctypes.get_errno() == errno.EINVAL else ""
             raise _os_error(f"cannot make / a private mount{chroot}")
 
-    def _serve(self) -> None:
-        """/pfs, in our mount namespace, is a view this process serves."""
+    def _serve(self, fuse_fd: int | None = None) -> None:
+        """/pfs, in our mount namespace, is a view this process serves (`fuse_fd`: the one the
+        pod's launcher mounted)."""
         self.out.mkdir()
         os.makedirs("/pfs", exist_ok=True)
         self.view = DatumView(connect(start=False), "/pfs", str(self.out), str(self.tmp))
-        self.served = Served(self.view)
+        self.served = Served(self.view, fuse_fd=fuse_fd)
         self.root = Path("/pfs")
 
     def _bind_views(self) -> None:
@@ -187,8 +189,7 @@ class Worker:
         self.layout.setup()
         self.views, self.out, self.root = self.layout.views, self.layout.out, self.layout.root
         self.view = self.layout.view
-        # In a pod, commands run in the user's container, through the launcher.
-        self.pod = podworker.PodCommands.start() if podworker.in_pod() else None
+        self.pod = self.layout.pod  # in a pod, commands run in the user's container, through the launcher
         self.client = connect(start=False)
         self.pps = RemotePipelines(os.environ["PFS_ADDRESS"], self.client.token)
         self.spec = self.pps.inspect_pipeline(pipeline).spec

@@ -136,6 +136,8 @@ def worker_pod(
         if not _ENV_NAME.fullmatch(k):
             raise InvalidArgument(f"pipeline spec: `transform.env` has {k!r}, which is not a variable name")
     user_env.append({"name": "PFS_LAUNCHER_SOCKET", "value": f"{SOCKET_DIR}/worker.sock"})
+    if mode == "device-plugin":  # the launcher mounts /dev/fuse there and passes it to the sidecar
+        user_env.append({"name": "PFS_LAUNCHER_MOUNT", "value": "/pfs"})
 
     user = {
         "name": USER,

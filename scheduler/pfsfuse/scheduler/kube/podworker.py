@@ -33,14 +33,14 @@ def in_pod() -> bool:
     return bool(os.environ.get(SOCKET_ENV))
 
 
-def check_fuse_mode() -> None:
-    """The worker serves /pfs itself, with FUSE, in the privileged mode only: the device-plugin
-    mode's descriptor passing and the copy mode are not built yet."""
+def fuse_mode() -> str:
+    """How this pod serves /pfs (the copy mode is not built yet)."""
     mode = os.environ.get(MODE_ENV) or "privileged"
     if mode not in FUSE_MODES:
         raise InvalidArgument(f"${MODE_ENV} is {mode!r}, not one of {', '.join(FUSE_MODES)}")
-    if mode != "privileged":
-        raise FailedPrecondition(f"the {mode} fuse mode is not supported by the worker yet: deploy with privileged")
+    if mode == "copy":
+        raise FailedPrecondition("the copy fuse mode is not supported by the worker yet: deploy with another")
+    return mode
 
 
 def user_ids(user: str) -> tuple[int, int]:
@@ -77,13 +77,23 @@ class PodCommands:
         self.gone = False  # the launcher went (the user container ended): the worker stops
 
     @classmethod
-    def start(cls, connect_seconds: float = CONNECT_SECONDS) -> PodCommands:
-        """Once /pfs is served: the ready mark lets the user container start, whose launcher
-        then connects."""
+    def start(cls, serve: Callable[[int | None], None], connect_seconds: float = CONNECT_SECONDS) -> PodCommands:
+        """Privileged: `serve(None)` mounts /pfs, then the ready mark lets the user container
+        start, whose launcher then connects. Device-plugin: the launcher mounts /dev/fuse at /pfs
+        and connects with its descriptor, which `serve` is given."""
+        mode = fuse_mode()
         pod = cls(os.environ[SOCKET_ENV])
-        pod.ready.touch()
         try:
+            if mode == "privileged":
+                serve(None)
+                pod.ready.touch()
             pod.launcher.wait(connect_seconds)
+            if mode == "device-plugin":
+                if pod.launcher.fuse_fd is None:
+                    raise FailedPrecondition(
+                        "the launcher passed no /dev/fuse descriptor: is $PFS_LAUNCHER_MOUNT set in the user container?"
+                    )
+                serve(pod.launcher.fuse_fd)
         except BaseException:
             pod.close()
             raise
