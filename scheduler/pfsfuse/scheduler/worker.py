@@ -18,6 +18,8 @@ the command where that is (paths in the environment point there too); inputs are
 the command runs, and nothing is read-only there.
 `empty_files` gives empty files and `lazy` named pipes that fetch a file only when opened.
 Symlinks and hard links in /pfs/out to inputs become references to the input's data.
+As a worker pod's sidecar ($PFS_LAUNCHER_SOCKET set) /pfs is the emptyDir the user's container
+shares and each command runs there, through the launcher (`pfsfuse.scheduler.kube.podworker`).
 """
 
 from __future__ import annotations
