@@ -5,8 +5,10 @@ set -euo pipefail
 # FUSE 3 for the mount; a C compiler, pkg-config and the headers so that pip can build pyfuse3.
 pkgs=(fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv)
 if [ "${1:-}" = --test ]; then
-  # pgrep (procps), mount/umount (mount), getfattr (attr), rsync and sqlite3, which the tests run
-  pkgs+=(procps mount attr rsync sqlite3)
+  # pgrep (procps), mount/umount (mount), getfattr (attr), rsync and sqlite3, which the tests run;
+  # runc and busybox-static run worker pods for real (tests/kube/test_runc_pods.py), libc6-dev
+  # builds the static launcher
+  pkgs+=(procps mount attr rsync sqlite3 runc busybox-static libc6-dev)
   # the browser Playwright drives in the web console's tests (Playwright's own builds are not fetched)
   pkgs+=(chromium)
 fi

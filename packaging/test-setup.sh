@@ -24,7 +24,7 @@ install_azurite() {
   npm install --prefix "$root/.emulators" --no-audit --no-fund "azurite@$azurite"
 }
 
-step "system tools the tests call: procps, mount, attr, rsync, sqlite3, chromium, and Node.js for Azurite" \
+step "system tools the tests call: procps, mount, attr, rsync, sqlite3, chromium, runc, busybox-static, and Node.js for Azurite" \
   "$root/packaging/install-system-deps.sh" --test
 step "test dependencies: pytest, moto, gcp-storage-emulator, playwright" install_test_extras
 step "Azurite $azurite (the Azure Blob emulator) in .emulators" install_azurite

@@ -14,6 +14,11 @@
  *
  * The command leads its own process group, killed whole (SIGKILL) at the timeout. When the
  * worker goes (the socket closes) the launcher kills what runs and exits 0, which ends the pod.
+ *
+ * The device-plugin fuse mode ($PFS_LAUNCHER_MOUNT, e.g. /pfs): before connecting, the launcher
+ * opens /dev/fuse, mounts it there (it has CAP_SYS_ADMIN, the unprivileged sidecar has not),
+ * drops CAP_SYS_ADMIN for good (bounding set, then effective, permitted and inheritable), and
+ * passes the descriptor with its hello (SCM_RIGHTS): the worker serves the file system on it.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -25,7 +30,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/capability.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -247,6 +256,56 @@ static void run(struct request *r) {
     send_message('X', end, (uint32_t)strlen(end));
 }
 
+/* Mount /dev/fuse at `where`; returns the descriptor. */
+static int mount_fuse(const char *where) {
+    int fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+    if (fd < 0) die("cannot open /dev/fuse");
+    char options[128];
+    snprintf(options, sizeof options, "fd=%d,rootmode=40000,user_id=%d,group_id=%d,allow_other", fd, (int)getuid(),
+             (int)getgid());
+    if (mount("pfsfuse", where, "fuse.pfs", MS_NOSUID | MS_NODEV, options) < 0) die("cannot mount /dev/fuse");
+    return fd;
+}
+
+/* No CAP_SYS_ADMIN from here on, for this process and every command it runs. */
+static void drop_sys_admin(void) {
+    if (prctl(PR_CAPBSET_DROP, CAP_SYS_ADMIN, 0, 0, 0) < 0) die("cannot drop CAP_SYS_ADMIN from the bounding set");
+    struct __user_cap_header_struct head = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct caps[2];
+    if (syscall(SYS_capget, &head, caps) < 0) die("capget");
+    unsigned bit = 1u << (CAP_SYS_ADMIN % 32), word = CAP_SYS_ADMIN / 32;
+    caps[word].effective &= ~bit;
+    caps[word].permitted &= ~bit;
+    caps[word].inheritable &= ~bit;
+    if (syscall(SYS_capset, &head, caps) < 0) die("cannot drop CAP_SYS_ADMIN");
+}
+
+/* The hello, with the FUSE descriptor attached when there is one. */
+static void send_hello(int fuse_fd) {
+    char msg[32];
+    int n = snprintf(msg + 5, sizeof msg - 5, "%d", (int)getpid());
+    msg[0] = 'H';
+    msg[1] = msg[2] = msg[3] = 0;
+    msg[4] = (char)n;
+    struct iovec iov = {msg, (size_t)n + 5};
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int))];
+    } control;
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (fuse_fd >= 0) {
+        memset(&control, 0, sizeof control);
+        mh.msg_control = control.buf;
+        mh.msg_controllen = sizeof control.buf;
+        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &fuse_fd, sizeof(int));
+    }
+    if (sendmsg(sock, &mh, MSG_NOSIGNAL) != (ssize_t)iov.iov_len) die("cannot say hello");
+}
+
 int main(void) {
     const char *path = getenv("PFS_LAUNCHER_SOCKET");
     if (path == NULL || strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
@@ -254,6 +313,12 @@ int main(void) {
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
+    const char *where = getenv("PFS_LAUNCHER_MOUNT");
+    int fuse_fd = -1;
+    if (where != NULL && *where) {
+        fuse_fd = mount_fuse(where);
+        drop_sys_admin();
+    }
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
     strcpy(addr.sun_path, path);
     for (;;) { /* the worker sidecar may still be starting */
@@ -263,9 +328,8 @@ int main(void) {
         close(sock);
         usleep(100000);
     }
-    char hello[32];
-    snprintf(hello, sizeof hello, "%d", (int)getpid());
-    send_message('H', hello, (uint32_t)strlen(hello));
+    send_hello(fuse_fd);
+    if (fuse_fd >= 0) close(fuse_fd); /* the worker has its own copy now */
     for (;;) {
         char type;
         uint32_t len;

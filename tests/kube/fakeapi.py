@@ -25,6 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import jsonpatch
+from fakeforward import portforward
 from kubecheck import problem
 
 VERSION = "1.33"
@@ -49,7 +50,7 @@ RESOURCES = {
 }
 _PATH = re.compile(
     r"/(?:api/v1|apis/(?P<group>[^/]+)/(?P<gv>[^/]+))(?:/namespaces/(?P<ns>[^/]+))?"
-    r"/(?P<plural>[a-z]+)(?:/(?P<name>[^/]+))?(?:/(?P<sub>status|log))?"
+    r"/(?P<plural>[a-z]+)(?:/(?P<name>[^/]+))?(?:/(?P<sub>status|log|portforward))?"
 )
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
@@ -74,6 +75,7 @@ class FakeApi:
         self.forbidden: set[tuple[str, str]] = set()  # (verb, plural) refused as RBAC would
         self.requests: list[tuple[str, str]] = []  # (method, path), for assertions
         self.down = False  # answer nothing (a cluster that is unreachable)
+        self.forwards: dict[tuple[str, str, int], tuple[str, int]] = {}  # a pod's port: (host, port) here
         self._server: ThreadingHTTPServer | None = None
 
     # -- lifecycle
@@ -396,6 +398,11 @@ class _Handler(BaseHTTPRequestHandler):
                     if fake.get(plural, ns, name) is None:
                         raise ApiError(404, "NotFound", f'pods "{name}" not found')
                     return self._send(200, fake.logs.get((ns, name, query.get("container", "")), ""))
+                if sub == "portforward":
+                    if fake.get(plural, ns, name) is None:
+                        raise ApiError(404, "NotFound", f'pods "{name}" not found')
+                    port = int(query.get("ports", "0"))
+                    return portforward(self, fake.forwards.get((ns, name, port)), port, name)
                 obj = fake.get(plural, ns, name)
                 if obj is None:
                     raise ApiError(404, "NotFound", f'{plural} "{name}" not found')

@@ -5,7 +5,8 @@ labels match their nodeSelector, and then, by the user container's image:
     "oom"         the user container OOM-killed: the pod Failed
     "evicted"     the pod Failed, Evicted for memory pressure
     anything else the pod Running; with `run` set, its worker sidecar's command runs for real as a
-                  local process (the pod Succeeded or Failed with its exit status)
+                  local process, running datums itself (the pod Succeeded or Failed with its exit
+                  status)
 `lose_node` takes a node away with its pods, as the node lifecycle controller does.
 """
 
@@ -239,6 +240,9 @@ class Kubelet:
         home = self.scratch / name
         home.mkdir(parents=True, exist_ok=True)
         env |= {"PFS_HOME": str(home), "PFS_CACHE_DIR": str(home / "cache"), **self.run}
+        # No user container here: the worker runs datums itself, as the local executor's do
+        # (runckubelet.py runs them in the user's container, through the launcher).
+        env.pop("PFS_LAUNCHER_SOCKET", None)
         cmd = [sys.executable if sidecar["command"][0] == "python" else sidecar["command"][0], *sidecar["command"][1:]]
         out = open(home / "log", "wb")
         try:

@@ -445,6 +445,7 @@ def test_pipeline_cli(daemon, tmp_path):
     assert daemon.pfs("get-file", "up", "master", "a.txt").stdout == b"HELLO"
     info = daemon.pfs("inspect-pipeline", "up").stdout.decode()
     assert "alpine (runs on this host: transform.image is recorded, not pulled)" in info
+    assert "local (processes on the daemon's host)" in info
     assert (
         "cmnd"
         in daemon.pfs(

@@ -451,13 +451,16 @@ def _exists(name: str, dir_fd: int) -> bool:
 class Served:
     """A view mounted at its mountpoint and served by a thread of its own."""
 
-    def __init__(self, view: DatumView, timeout: float = 30.0):
+    def __init__(self, view: DatumView, timeout: float = 30.0, fuse_fd: int | None = None):
+        """`fuse_fd`: /dev/fuse already mounted (by another process, at the view's mountpoint in
+        its mount namespace): served as it is (libfuse's /dev/fd/N), and owned from then on."""
         self.view = view
         self._token: trio.lowlevel.TrioToken | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        self._fd = fuse_fd
         options = set(pyfuse3.default_options) | {"fsname=pfsfuse", "subtype=pfs", "allow_other"}
-        pyfuse3.init(view, view.mountpoint, options)
+        pyfuse3.init(view, view.mountpoint if fuse_fd is None else f"/dev/fd/{fuse_fd}", options)
         self._thread = threading.Thread(target=self._run, name="pfs-view", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout) or self._error is not None:
@@ -490,7 +493,8 @@ class Served:
         async with trio.open_nursery() as nursery:
             self.view.nursery = nursery
             nursery.start_soon(self._main, nursery)
-            await trio.to_thread.run_sync(os.stat, self.view.mountpoint)  # served once this is
+            if self._fd is None:  # (a mount elsewhere is served once the session is)
+                await trio.to_thread.run_sync(os.stat, self.view.mountpoint)  # served once this is
             self._ready.set()
 
     @staticmethod

@@ -40,6 +40,9 @@ class Executor(ABC):
     token: Callable[[str], str | None] | None = None
     trouble = None  # set by the daemon: trouble(pipeline, reason) when its workers cannot run ("" once they do)
 
+    # Where workers run, as inspect-pipeline shows it.
+    description = "local (processes on the daemon's host)"
+
     def check(self, spec: PipelineSpec) -> None:  # noqa: B027 (a default: no check)
         """Raise InvalidArgument if this executor cannot run the spec's workers."""
 

@@ -16,6 +16,7 @@ class PipelineInfo(Struct, omit_defaults=True):
     state: str = "running"  # running, paused (stop-pipeline), standby, failure
     reason: str = ""
     last_inputs: list[CommitRef] = []  # the inputs of the last job started
+    executor: str = ""  # where its workers run (the daemon's executor), as inspect-pipeline shows it
 
     @property
     def output_repo(self) -> str:

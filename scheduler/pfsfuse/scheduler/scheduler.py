@@ -557,10 +557,13 @@ class Scheduler:
             raise InvalidArgument(f"pipeline {spec.name} would make a cycle: {e}") from None
 
     async def inspect_pipeline(self, name: str) -> PipelineInfo:
-        return self.jobs.pipeline(name)
+        return self._described(self.jobs.pipeline(name))
 
     async def list_pipeline(self) -> list[PipelineInfo]:
-        return self.jobs.pipelines()
+        return [self._described(p) for p in self.jobs.pipelines()]
+
+    def _described(self, p: PipelineInfo) -> PipelineInfo:
+        return msgspec.structs.replace(p, executor=self.executor.description)
 
     async def delete_pipeline(self, name: str, force: bool = False) -> None:
         self.jobs.pipeline(name)

@@ -18,6 +18,8 @@ the command where that is (paths in the environment point there too); inputs are
 the command runs, and nothing is read-only there.
 `empty_files` gives empty files and `lazy` named pipes that fetch a file only when opened.
 Symlinks and hard links in /pfs/out to inputs become references to the input's data.
+As a worker pod's sidecar ($PFS_LAUNCHER_SOCKET set) /pfs is the emptyDir the user's container
+shares and each command runs there, through the launcher (`pfsfuse.scheduler.kube.podworker`).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from pfsfuse.scheduler import identity, incremental
 from pfsfuse.scheduler import spec as specs
 from pfsfuse.scheduler.api import RemotePipelines
 from pfsfuse.scheduler.identity import RunAs
+from pfsfuse.scheduler.kube import podworker
 from pfsfuse.scheduler.pipes import PipeFeeder
 from pfsfuse.scheduler.records import DatumInput, DatumResult, DatumTask, meta_repo
 
@@ -100,9 +103,14 @@ class Layout:
         self.served: Served | None = None
         self.unavailable = ""  # why the command cannot see its data at /pfs, if it cannot
         self.owner: tuple[int, int] | None = None  # the uid and gid /pfs/out belongs to
+        self.pod: podworker.PodCommands | None = None  # in a pod: where commands run
 
     def setup(self) -> None:
         self.tmp.mkdir()
+        if podworker.in_pod():  # /pfs is the emptyDir the user's container shares: no namespace
+            self.private = False
+            self.pod = podworker.PodCommands.start(self._serve)
+            return
         if self.private:
             try:
                 self._private_namespace()
@@ -138,12 +146,13 @@ class Layout:
             raise _os_error(f"cannot make / a private mount{chroot}")
         _detach_fuse_mounts()
 
-    def _serve(self) -> None:
-        """/pfs, in our mount namespace, is a view this process serves."""
+    def _serve(self, fuse_fd: int | None = None) -> None:
+        """/pfs, in our mount namespace, is a view this process serves (`fuse_fd`: the one the
+        pod's launcher mounted)."""
         self.out.mkdir()
         os.makedirs("/pfs", exist_ok=True)
         self.view = DatumView(connect(start=False), "/pfs", str(self.out), str(self.tmp))
-        self.served = Served(self.view)
+        self.served = Served(self.view, fuse_fd=fuse_fd)
         self.root = Path("/pfs")
 
     def _bind_views(self) -> None:
@@ -196,6 +205,7 @@ class Worker:
         self.layout.setup()
         self.views, self.out, self.root = self.layout.views, self.layout.out, self.layout.root
         self.view = self.layout.view
+        self.pod = self.layout.pod  # in a pod, commands run in the user's container, through the launcher
         self.client = connect(start=False)
         self.pps = RemotePipelines(os.environ["PFS_ADDRESS"], self.client.token)
         self.spec = self.pps.inspect_pipeline(pipeline).spec
@@ -245,12 +255,18 @@ class Worker:
 
     def close(self) -> None:
         self.reporter.close()
+        if self.pod is not None:
+            self.pod.close()
         self.layout.close()
         if self.home is not None:
             shutil.rmtree(self.home, ignore_errors=True)
 
     def _run_as(self) -> None:
         """Whom the spec's commands run as, with /pfs/out and a home directory theirs."""
+        if podworker.in_pod():  # the user's container runs them, as its numeric ids say
+            ids = podworker.owner(self.spec.transform.user)
+            self.layout.own(None if ids is None else RunAs(*ids, (), ""))
+            return
         try:
             self.run_as, self.refused = identity.resolve(self.spec.transform.user), ""
         except InvalidArgument as e:
@@ -431,6 +447,8 @@ class Worker:
         object-store credentials)."""
         # Commands find this installation's python3 (and its packages) first on PATH.
         path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", os.defpath)])
+        if self.pod is not None:
+            return self.pod.env(self.spec.transform.env, self.root)
         kept = {k: v for k, v in os.environ.items() if k in _INHERITED or k.startswith("LC_")}
         home = self.home or str(self.scratch)
         return {**kept, "PATH": path, "HOME": home, **self.spec.transform.env, "PFS_ROOT": str(self.root)}
@@ -445,6 +463,15 @@ class Worker:
             env[f"{inp.name}_COMMIT"] = inp.commit
         stdin = "".join(line if line.endswith("\n") else line + "\n" for line in tf.stdin).encode()
         timeout = specs.duration(self.spec.datum_timeout) if self.spec.datum_timeout else None
+        if self.pod is not None:
+            live = LiveLog(self.pps, self.pipeline, self.name, t)
+            ok, reason, output = self.pod.run(
+                tf.cmd, env, tf.user, tf.working_dir, stdin, timeout, tf.accept_return_code, live.send, LIVE_EVERY
+            )
+            if reason == "timeout":
+                reason = f"the command ran longer than datum_timeout {self.spec.datum_timeout}"
+            self.stopping = self.stopping or self.pod.gone
+            return (ok, reason, *_tail(output))
         try:
             proc = self.command = subprocess.Popen(
                 tf.cmd,

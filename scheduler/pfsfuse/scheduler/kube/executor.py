@@ -40,6 +40,10 @@ class KubeExecutor(Executor):
         from kubernetes import client
 
         self.settings = settings
+        self.description = (
+            f"kubernetes (namespace {settings.namespace}, fuse mode {settings.fuse_mode}): "
+            "worker pods run the command in transform.image"
+        )
         self.objects = Objects(api)
         self.core = client.CoreV1Api(api)
         self.nursery = nursery

@@ -42,6 +42,9 @@ class Launcher:
         self._listener.listen(1)
         self._conn: socket.socket | None = None
         self.pid = 0  # the launcher's, in the user container
+        # /dev/fuse, mounted at /pfs by the launcher (device-plugin mode): the FUSE session it is
+        # given to owns it
+        self.fuse_fd: int | None = None
 
     def wait(self, timeout: float) -> None:
         """Until the launcher has connected."""
@@ -53,8 +56,18 @@ class Launcher:
                 f"the launcher did not connect to {self.path} within {timeout:g} s: "
                 "is the user container running /pfs-bin/launcher?"
             ) from None
+        self._conn.settimeout(timeout)
+        try:  # the hello carries the FUSE descriptor, if the launcher mounted one
+            first, fds, _, _ = socket.recv_fds(self._conn, _HEAD.size, 1)
+        except TimeoutError:
+            raise Unavailable(f"the launcher connected to {self.path} but said nothing") from None
         self._conn.settimeout(None)
-        kind, data = self._receive()
+        if fds:
+            self.fuse_fd = fds[0]
+        if not first:
+            raise Unavailable("the launcher is gone (the user container ended)")
+        kind, size = _HEAD.unpack(first + self._exactly(_HEAD.size - len(first)))
+        data = self._exactly(size)
         if kind != b"H":
             raise FailedPrecondition(f"the launcher said {kind!r} instead of hello")
         self.pid = int(data)

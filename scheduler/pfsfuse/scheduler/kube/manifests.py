@@ -136,6 +136,8 @@ def worker_pod(
         if not _ENV_NAME.fullmatch(k):
             raise InvalidArgument(f"pipeline spec: `transform.env` has {k!r}, which is not a variable name")
     user_env.append({"name": "PFS_LAUNCHER_SOCKET", "value": f"{SOCKET_DIR}/worker.sock"})
+    if mode == "device-plugin":  # the launcher mounts /dev/fuse there and passes it to the sidecar
+        user_env.append({"name": "PFS_LAUNCHER_MOUNT", "value": "/pfs"})
 
     user = {
         "name": USER,
@@ -222,6 +224,8 @@ def _sidecar(spec: PipelineSpec, pod: str, settings: Settings) -> dict:
         {"name": "PFS_HOME", "value": "/var/lib/pfs"},
         {"name": "PFS_CACHE_DIR", "value": "/var/cache/pfs"},
         {"name": "PFS_FUSE_MODE", "value": mode},
+        {"name": "PFS_LAUNCHER_SOCKET", "value": f"{SOCKET_DIR}/worker.sock"},  # runs datums through the launcher
+        {"name": "PFS_STORE_DIR", "value": STORE_DIR},  # store.json: chunks straight from the object store
         *(
             {"name": k, "valueFrom": {"secretKeyRef": {"name": settings.storage_secret, "key": k, "optional": True}}}
             for k in CREDENTIAL_ENV

@@ -57,3 +57,33 @@ def undeploy(app: App, namespace: str, context: str | None) -> None:
     app.out.line(
         f"kept pfsd's volume data-pfsd-0 (the index): `kubectl -n {namespace} delete pvc data-pfsd-0` removes it"
     )
+
+
+@click.command("port-forward")
+@click.option("--namespace", default="default", show_default=True)
+@click.option("--context", default=None, help="The kubeconfig context (default: the current one).")
+@click.option("--port", default=30650, show_default=True, type=click.IntRange(0, 65535), help="The port here (0: any).")
+@click.option("--address", default="127.0.0.1", show_default=True, help="The address to listen on here.")
+@pass_app
+def port_forward(app: App, namespace: str, context: str | None, port: int, address: str) -> None:
+    """Reach a deployed pfsd from this machine, through the Kubernetes API server (until Ctrl-C)."""
+    from kubernetes import client
+
+    from pfsfuse.scheduler.kube.client import api_client
+    from pfsfuse.scheduler.kube.portforward import Forwarder, pfsd_pod
+
+    core = client.CoreV1Api(api_client(context))
+    pod, target = pfsd_pod(core, namespace)
+    try:
+        forwarder = Forwarder(core, namespace, pod, target, address, port)
+    except OSError as e:
+        raise click.ClickException(f"cannot listen on {address}:{port}: {e.strerror}") from None
+    host, bound = forwarder.address
+    app.out.line(f"forwarding {host}:{bound} to pod {pod} port {target} (Ctrl-C stops)", flush=True)
+    app.out.line(f"export PFS_ADDRESS={host}:{bound}", flush=True)
+    try:
+        forwarder.serve(lambda text: app.out.line(text, flush=True))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        forwarder.close()

@@ -54,7 +54,7 @@ VERBS = {
     "objects": ["get-object", "get-tag"],
     "data": ["extract", "restore"],
     "auth": ["auth"],
-    "deploy": ["deploy", "undeploy"],
+    "deploy": ["deploy", "undeploy", "port-forward"],
     "admin": [
         "serve",
         "console",

@@ -1,0 +1,162 @@
+"""The worker as a worker pod's sidecar: it serves /pfs on the emptyDir it shares with the user's
+container (no private mount namespace: the user's container must see the mount), writes the ready
+mark the sidecar's startup probe waits for, and runs each datum's command in the user's container
+through the static launcher (`Launcher`), over the unix socket in the shared emptyDir /run/pfs.
+
+The manifests (`manifests._sidecar`) set $PFS_LAUNCHER_SOCKET in the sidecar: that is what puts
+the worker in pod mode. $PFS_FUSE_MODE says how /pfs is served (`settings.FUSE_MODES`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from pfsfuse.metadata.errors import FailedPrecondition, InvalidArgument, Unavailable
+from pfsfuse.scheduler.kube.launcher import Launcher
+from pfsfuse.scheduler.kube.settings import FUSE_MODES
+
+SOCKET_ENV, MODE_ENV = "PFS_LAUNCHER_SOCKET", "PFS_FUSE_MODE"
+CONNECT_SECONDS = 600.0  # the user's image may take this long to pull and start
+# The command's PATH: the image's own is unknown to us (the launcher's environment is replaced by
+# the one sent), so the usual one, as container runtimes default to.
+IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_INHERITED = ("LANG", "LANGUAGE", "TZ", "TERM")
+_ID = re.compile(r"(\d+)(?::(\d+))?")
+
+
+def in_pod() -> bool:
+    """Whether this worker is a worker pod's sidecar."""
+    return bool(os.environ.get(SOCKET_ENV))
+
+
+def fuse_mode() -> str:
+    """How this pod serves /pfs (the copy mode is not built yet)."""
+    mode = os.environ.get(MODE_ENV) or "privileged"
+    if mode not in FUSE_MODES:
+        raise InvalidArgument(f"${MODE_ENV} is {mode!r}, not one of {', '.join(FUSE_MODES)}")
+    if mode == "copy":
+        raise FailedPrecondition("the copy fuse mode is not supported by the worker yet: deploy with another")
+    return mode
+
+
+def user_ids(user: str) -> tuple[int, int]:
+    """transform.user as the launcher takes it: "UID" or "UID:GID" (the user's image's
+    /etc/passwd is not ours to read, so names cannot be looked up); "" runs as the image says."""
+    if not user:
+        return -1, -1
+    m = _ID.fullmatch(user)
+    if m is None:
+        raise FailedPrecondition(
+            f"transform.user {user!r}: in a worker pod, give a numeric UID or UID:GID "
+            "(the user's image's user names cannot be looked up from the worker)"
+        )
+    uid = int(m.group(1))
+    return uid, int(m.group(2)) if m.group(2) else uid
+
+
+def owner(user: str) -> tuple[int, int] | None:
+    """Who /pfs/out belongs to for transform.user: None for the image's user (or a name, which
+    the command refuses)."""
+    try:
+        uid, gid = user_ids(user)
+    except FailedPrecondition:
+        return None
+    return None if uid < 0 else (uid, gid)
+
+
+class PodCommands:
+    """The user container's end: one launcher, connected once the pod's /pfs is ready."""
+
+    def __init__(self, socket_path: str):
+        self.launcher = Launcher(socket_path)
+        self.ready = Path(socket_path).parent / "ready"
+        self.gone = False  # the launcher went (the user container ended): the worker stops
+
+    @classmethod
+    def start(cls, serve: Callable[[int | None], None], connect_seconds: float = CONNECT_SECONDS) -> PodCommands:
+        """Privileged: `serve(None)` mounts /pfs, then the ready mark lets the user container
+        start, whose launcher then connects. Device-plugin: the launcher mounts /dev/fuse at /pfs
+        and connects with its descriptor, which `serve` is given."""
+        mode = fuse_mode()
+        pod = cls(os.environ[SOCKET_ENV])
+        try:
+            if mode == "privileged":
+                serve(None)
+                pod.ready.touch()
+            pod.launcher.wait(connect_seconds)
+            if mode == "device-plugin":
+                if pod.launcher.fuse_fd is None:
+                    raise FailedPrecondition(
+                        "the launcher passed no /dev/fuse descriptor: is $PFS_LAUNCHER_MOUNT set in the user container?"
+                    )
+                serve(pod.launcher.fuse_fd)
+        except BaseException:
+            pod.close()
+            raise
+        return pod
+
+    def env(self, base: dict[str, str], root: Path) -> dict[str, str]:
+        """The command's environment: `base` (the documented variables and transform.env) with
+        the image's usual PATH and no path of the sidecar's."""
+        kept = {k: v for k, v in os.environ.items() if k in _INHERITED or k.startswith("LC_")}
+        return {**kept, "PATH": IMAGE_PATH, "HOME": "/", **base, "PFS_ROOT": str(root)}
+
+    def run(
+        self,
+        cmd: list[str],
+        env: dict[str, str],
+        user: str,
+        working_dir: str,
+        stdin: bytes,
+        timeout: float | None,
+        accept: list[int],
+        live: Callable[[bytes], None],
+        live_every: float,
+    ) -> tuple[bool, str, bytes]:
+        """Run one datum's command in the user's container: whether it succeeded, why not, and
+        its output. The output so far goes to `live` every `live_every` seconds."""
+        try:
+            uid, gid = user_ids(user)
+        except FailedPrecondition as e:
+            return False, str(e), b""
+        out = bytearray()
+        done = threading.Event()
+
+        def ticks() -> None:  # the launcher's messages are waited for: the live log has a thread
+            while not done.wait(live_every):
+                live(bytes(out))
+
+        ticker = threading.Thread(target=ticks, name="pfs-live-log", daemon=True)
+        ticker.start()
+        try:
+            ended = self.launcher.run(
+                cmd, env, cwd=working_dir, uid=uid, gid=gid, stdin=stdin, timeout=timeout, output=out.extend
+            )
+        except FailedPrecondition as e:
+            return False, str(e), bytes(out)
+        except Unavailable as e:
+            self.gone = True
+            return False, str(e), bytes(out)
+        finally:
+            done.set()
+            ticker.join()
+        if ended.status == "timeout":
+            return False, "timeout", ended.output
+        code = ended.code
+        if code == 0 or (code is not None and code in accept):
+            return True, "", ended.output
+        how = f"exit status {code}" if code is not None else ended.status
+        hint = "; only /pfs/out is writable under /pfs" if b"Read-only file system" in ended.output else ""
+        return False, f"the command failed ({how}){hint}", ended.output
+
+    def close(self) -> None:
+        """The launcher exits, which ends the user container and with it the pod."""
+        self.launcher.close()
+        try:
+            self.ready.unlink()
+        except FileNotFoundError:
+            pass
