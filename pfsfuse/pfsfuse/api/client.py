@@ -110,6 +110,18 @@ class Client(ABC):
     def read_plan(self, repo: str, ref: str, path: str) -> ReadPlan: ...
 
     @abstractmethod
+    def read_plans(
+        self, repo: str, ref: str, path: str = "", start_after: str | None = None, limit: Count | None = None
+    ) -> list[ReadPlan]:
+        """A page of the read plans of `path` and everything under it, in path order (`path`
+        itself first; directories and symlinks have no chunks), after the entry at path
+        `start_after`: at most `limit` (and at most PLANS_PAGE) plans, for a checkout."""
+
+    def plan_bytes(self, repo: str, ref: str, plan: ReadPlan) -> Iterator[bytes]:
+        """A planned file's bytes: clients that read the store themselves follow the plan."""
+        return self.get_file(repo, ref, plan.info.path)
+
+    @abstractmethod
     def inspect_file(self, repo: str, ref: str, path: str) -> FileInfo: ...
 
     @abstractmethod

@@ -211,6 +211,16 @@ class RemoteClient(Client):
     def read_plan(self, repo: str, ref: str, path: str) -> ReadPlan:
         return self._rpc("read_plan", repo=repo, ref=ref, path=path)
 
+    def read_plans(
+        self, repo: str, ref: str, path: str = "", start_after: str | None = None, limit: int | None = None
+    ) -> list[ReadPlan]:
+        return self._rpc("read_plans", repo=repo, ref=ref, path=path, start_after=start_after, limit=limit)
+
+    def plan_bytes(self, repo: str, ref: str, plan: ReadPlan) -> Iterator[bytes]:
+        if self.chunk_store is not None:
+            return self._read_direct(plan, 0, None)
+        return self.get_file(repo, ref, plan.info.path)
+
     def inspect_file(self, repo: str, ref: str, path: str) -> FileInfo:
         return self._rpc("inspect_file", repo=repo, ref=ref, path=path)
 

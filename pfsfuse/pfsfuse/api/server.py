@@ -185,6 +185,7 @@ ACCESS: dict[str, Callable[[Any], door.Need]] = {
     "list_branch": lambda a: door.reads(a.repo),
     "delete_branch": lambda a: door.writes(a.repo),
     "read_plan": lambda a: door.reads(a.repo),
+    "read_plans": lambda a: door.reads(a.repo),
     "inspect_file": lambda a: door.reads(a.repo),
     "list_file": lambda a: door.reads(a.repo),
     "walk_file": lambda a: door.reads(a.repo),

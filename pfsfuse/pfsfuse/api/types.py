@@ -104,6 +104,9 @@ class WriteResult(Struct):
     stored: int = 0  # bytes of new chunks stored (after dedup and compression)
 
 
+PLANS_PAGE = 4096  # read plans in one answer of read_plans: bounds the daemon's memory
+
+
 class ReadPlan(Struct):
     """Where a file's bytes live, for clients that read the object store themselves."""
 

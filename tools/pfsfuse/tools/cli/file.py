@@ -324,18 +324,9 @@ def get_file(app: App, repo: str, ref: str, path: str, output: str | None, recur
 
 
 def _get_tree(app: App, repo: str, ref: str, root: str, output: str) -> None:
-    for f in app.client.walk_file(repo, ref, root):
-        rel = posixpath.relpath(f.path, root) if root else f.path or "."
-        target = os.path.join(output, rel)
-        if f.type == "dir":
-            os.makedirs(target, exist_ok=True)
-        elif f.type == "symlink":
-            os.symlink(f.target, target)
-        else:
-            with open(target, "wb") as out:
-                _write(app.client.get_file(repo, ref, f.path), out, f.size)
-            if f.executable:
-                os.chmod(target, 0o755)
+    from pfsfuse.api.checkout import checkout  # a thread pool: loaded only for a checkout
+
+    checkout(app.client, repo, ref, root, output)
 
 
 def _file_rows(files: Iterable[FileInfo]) -> Iterator[list[str]]:
