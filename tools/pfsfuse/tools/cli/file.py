@@ -23,6 +23,7 @@ from pfsfuse.tools.cli.output import Output, size
 
 PROGRESS_MIN = 64 << 20  # show a progress bar for transfers at least this large
 LIST_PAGE = 10_000
+FIRST_PAGE = 1000  # list-file's first request, and the rows its column widths come from
 
 
 def _dest(source: str) -> str:
@@ -370,19 +371,21 @@ def list_file(app: App, repo: str, ref: str, path: str, history: str | None, as_
     versions = _history(history)
 
     def pages() -> Iterator[FileInfo]:
-        after = None
+        after, limit = None, FIRST_PAGE  # a small first page: the first lines come at once
         while True:
-            page = app.client.list_file(repo, ref, path, after, LIST_PAGE, versions)
+            page = app.client.list_file(repo, ref, path, after, limit, versions)
             yield from page
             paths = {f.path for f in page}
-            if len(paths) < LIST_PAGE:
+            if len(paths) < limit:
                 return
-            after = posixpath.basename(page[-1].path)
+            after, limit = posixpath.basename(page[-1].path), LIST_PAGE
 
-    if versions and not as_json:
+    if as_json:
+        return app.out.json(list(pages()))
+    if versions:
         rows = ([f.commit, f.path or "/", f.type, size(f.size)] for f in pages())
-        return app.out.table(["COMMIT", "NAME", "TYPE", "SIZE"], rows)
-    _files_out(app.out, pages(), as_json)
+        return app.out.table(["COMMIT", "NAME", "TYPE", "SIZE"], rows, window=FIRST_PAGE)
+    app.out.table(["NAME", "TYPE", "SIZE"], _file_rows(pages()), window=FIRST_PAGE)
 
 
 @click.command("inspect-file", cls=RefPathCommand)
