@@ -32,7 +32,6 @@ from pfsfuse.api.types import (
 )
 from pfsfuse.chunks.location import ChunkLoc
 from pfsfuse.home import Home
-from pfsfuse.metadata import glob
 from pfsfuse.metadata.errors import DataLoss
 from pfsfuse.metadata.records import Branch, BranchRef, ChunkRef, Commit, CommitRef, Node
 
@@ -195,6 +194,8 @@ class RemoteClient(Client):
                 yield wire.END
 
     def get_file(self, repo: str, ref: str, path: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+        from pfsfuse.metadata import glob  # trees and patterns: loaded by the verbs that read files
+
         # A glob's files are concatenated by the daemon, which walks the tree as it sends them.
         if self.chunk_store is not None and not glob.is_pattern(path):
             return self._read_direct(self.read_plan(repo, ref, path), offset, length)
