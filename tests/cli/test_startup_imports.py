@@ -49,7 +49,7 @@ main()
 def _modules(env, *args: str) -> set[str]:
     r = subprocess.run([sys.executable, "-c", _PROBE, *args], env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    [line] = [l for l in r.stderr.splitlines() if l.startswith("MODULES ")]
+    [line] = [s for s in r.stderr.splitlines() if s.startswith("MODULES ")]
     return set(json.loads(line.removeprefix("MODULES ")))
 
 
