@@ -25,7 +25,7 @@ from pfsfuse.api.types import (
     WriteResult,
 )
 from pfsfuse.chunks.location import ChunkLoc
-from pfsfuse.metadata.records import Branch, BranchRef, ChunkRef, Commit, CommitRef, Node
+from pfsfuse.metadata.records import Branch, BranchRef, ChunkRef, Commit, CommitRef, Node, Page
 
 
 class Client(ABC):
@@ -169,6 +169,11 @@ class Client(ABC):
 
     @abstractmethod
     def dir_child(self, root: bytes, name: str) -> Node | None: ...
+
+    @abstractmethod
+    def tree_pages(self, hashes: Annotated[list[bytes], Meta(max_length=4096)]) -> list[Page]:
+        """Tree pages by hash (`pfsfuse.metadata.tree`), for clients that cache pages, not
+        listings: a lookup in a huge directory reads a page per level."""
 
     @abstractmethod
     def chunk_list(self, file_hash: bytes) -> list[ChunkRef]:

@@ -33,7 +33,7 @@ from pfsfuse.api.types import (
 from pfsfuse.chunks.location import ChunkLoc
 from pfsfuse.home import Home
 from pfsfuse.metadata.errors import DataLoss
-from pfsfuse.metadata.records import Branch, BranchRef, ChunkRef, Commit, CommitRef, Node
+from pfsfuse.metadata.records import Branch, BranchRef, ChunkRef, Commit, CommitRef, Node, Page
 
 if TYPE_CHECKING:
     from pfsfuse.chunks import ChunkStore
@@ -283,6 +283,9 @@ class RemoteClient(Client):
 
     def dir_child(self, root: bytes, name: str) -> Node | None:
         return self._rpc("dir_child", root=root, name=name)
+
+    def tree_pages(self, hashes: list[bytes]) -> list[Page]:
+        return self._rpc("tree_pages", hashes=hashes)
 
     def chunk_list(self, file_hash: bytes) -> list[ChunkRef]:
         return self._rpc("chunk_list", file_hash=file_hash)

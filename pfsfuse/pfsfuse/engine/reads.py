@@ -13,7 +13,7 @@ from pfsfuse.api.types import PLANS_PAGE, DiffResult, FileInfo, ReadPlan
 from pfsfuse.engine.core import EngineCore
 from pfsfuse.metadata import glob, names, tree
 from pfsfuse.metadata.errors import InvalidArgument, NotFound
-from pfsfuse.metadata.records import ChunkRef, Commit, DirNode, FileNode, Node, SymlinkNode
+from pfsfuse.metadata.records import ChunkRef, Commit, DirNode, FileNode, Node, Page, SymlinkNode
 
 _READ_BATCH = 1024  # chunks located at a time when reading many files
 
@@ -278,6 +278,15 @@ class Reads(EngineCore):
 
     def dir_child(self, root: bytes, name: str) -> Node | None:
         return tree.child(self.db, DirNode(root=root), name)
+
+    def tree_pages(self, hashes: list[bytes]) -> list[Page]:
+        out = []
+        for h in hashes:
+            try:
+                out.append(self.db.page(h))
+            except ValueError:  # the hash of a chunk list, not of a page
+                raise NotFound(f"no tree page {h.hex()}") from None
+        return out
 
     def chunk_list(self, file_hash: bytes) -> list[ChunkRef]:
         return list(tree.file_chunks(self.db, FileNode(0, file_hash, None)))
