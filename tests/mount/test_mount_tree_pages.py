@@ -4,9 +4,12 @@ listings agree with the daemon's, also once the pages they need were evicted."""
 from __future__ import annotations
 
 import io
+import os
+import subprocess
 
 import pytest
 
+from helpers import fuse_unavailable
 from pfsfuse.api.types import Put
 from pfsfuse.metadata.errors import NotFound
 from pfsfuse.metadata.records import DirNode
@@ -54,3 +57,25 @@ def test_tree_pages_by_hash(big_dir):
     assert root.children  # an Inner page: 5,000 entries do not fit one leaf
     with pytest.raises(NotFound):
         client.tree_pages([b"\x01" * 16])
+
+
+@pytest.mark.fuse
+@pytest.mark.slow
+@pytest.mark.skipif(fuse_unavailable() is not None, reason=str(fuse_unavailable()))
+def test_a_directory_past_the_full_listing_through_fuse(daemon, mounts, tmp_home):
+    """`ls` and `find` of a directory too big to be cached whole show what the daemon lists."""
+    n = trees_mod.FULL_LISTING + 2000
+    client = daemon.client()
+    try:
+        client.create_repo("r")
+        client.write_files("r", "master", (Put(f"big/f{i:06}", stream=io.BytesIO(b"%d" % i)) for i in range(n)))
+        want = [f"f{i:06}" for i in range(n)]
+    finally:
+        client.close()
+    mounts("--read-only")
+    big = tmp_home / "mnt" / "r" / "master" / "big"
+    assert sorted(os.listdir(big)) == want
+    found = subprocess.run(["find", str(big), "-type", "f", "-printf", "%f %s\n"], capture_output=True, check=True)
+    sizes = dict(line.split() for line in found.stdout.decode().splitlines())
+    assert sorted(sizes) == want and all(int(sizes[f"f{i:06}"]) == len(b"%d" % i) for i in range(0, n, 997))
+    assert (big / want[-1]).read_bytes() == b"%d" % (n - 1)
