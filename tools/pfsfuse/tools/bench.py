@@ -405,13 +405,18 @@ SUITES = {
 
 
 # Suites with a module of their own: pfsfuse.tools.bench_<suite>, with its SECTIONS and run().
-MODULES = ["mount", "objstore", "pipelines", "auth"]
+MODULES = ["mount", "objstore", "pipelines", "auth", "compare"]
+# Suites that are one section of another: `pfs bench checkout` is `compare --only checkout`.
+ALIASES = {"checkout": ("compare", "checkout")}
 
 
 def run(
     suite: str, runs: int, workdir: str | None, report: Callable[[Figure], None], only: list[str] | None = None
 ) -> list[Figure]:
     """The suite's sections (methods of its bench, each giving figures), or those named in `only`."""
+    if suite in ALIASES:
+        suite, section = ALIASES[suite]
+        only = [section]
     module = importlib.import_module(f"pfsfuse.tools.bench_{suite}") if suite in MODULES else None
     names = module.SECTIONS if module else SUITES[suite]
     for name in only or []:
