@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 from helpers import rows
-from pfsfuse.api.types import Put, Symlink
+from pfsfuse.api.types import Put, Symlink, WriteOp
 from pfsfuse.tools.cli import file as file_verbs
 from pfsfuse.tools.cli.output import Output, size
 
@@ -16,7 +16,7 @@ def test_streamed_listing_equals_the_whole_listing(pfs, daemon, monkeypatch):
     client = daemon.client()
     try:
         client.create_repo("r")
-        ops = [Put(f"d/f{i:04}", stream=io.BytesIO(b"x" * i)) for i in range(1500)]
+        ops: list[WriteOp] = [Put(f"d/f{i:04}", stream=io.BytesIO(b"x" * i)) for i in range(1500)]
         # Wider cells only after the first page: a long name, a symlink's type, a big size.
         ops += [Put(f"d/g-{'long' * 20}", stream=io.BytesIO(b"y" * 200_000)), Symlink("d/h", "f0001")]
         client.write_files("r", "master", ops)
