@@ -119,3 +119,30 @@ def test_read_plans_refuses_a_start_outside_the_path(tree_repo):
 
     with pytest.raises(InvalidArgument, match="is not under"):
         tree_repo.read_plans("r", "master", "data/d1", start_after="data/d0/x")
+
+
+def test_pages_end_early_for_files_of_many_chunks(tmp_path, monkeypatch):
+    """In-process: a page stops adding files past PLANS_CHUNKS chunks, and the checkout still
+    gets everything (it stops at an empty page, not a short one)."""
+    from pfsfuse.engine import reads
+    from pfsfuse.home import Home
+    from pfsfuse.store import Store
+
+    store = Store(Home(tmp_path / "home"))
+    try:
+        store.create_repo("r")
+        rnd = random.Random(3)
+        sizes = [0, 10, 3 << 20, 5, 4 << 20, 1]
+        store.write_files(
+            "r", "master", [Put(f"d/f{i}", stream=_stream(rnd.randbytes(n))) for i, n in enumerate(sizes)]
+        )
+        monkeypatch.setattr(reads, "PLANS_CHUNKS", 2)
+        pages = list(checkout_mod.plan_pages(store, "r", "master", "d"))
+        assert len(pages) > 2 and all(len(p) < 7 for p in pages)
+        assert [p.info.path for page in pages for p in page] == ["d"] + [f"d/f{i}" for i in range(len(sizes))]
+        checkout_mod.checkout(store, "r", "master", "d", str(tmp_path / "out"))
+        reference = tmp_path / "ref"
+        _file_by_file(store, "r", "master", "d", reference)
+        assert _tree(tmp_path / "out") == _tree(reference)
+    finally:
+        store.close()

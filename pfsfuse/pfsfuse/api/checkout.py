@@ -24,12 +24,9 @@ WORKERS = 8  # files written at once: enough to hide a read's latency, few enoug
 def plan_pages(client: Client, repo: str, ref: str, path: str) -> Iterator[list[ReadPlan]]:
     """The read plans of `path` and everything under it, a page at a time, in path order."""
     after = None
-    while True:
-        page = client.read_plans(repo, ref, path, after, PLANS_PAGE)
-        if page:
-            yield page
-        if len(page) < PLANS_PAGE:
-            return
+    # A short page is not the last (a page of big files ends early): the last one is empty.
+    while page := client.read_plans(repo, ref, path, after, PLANS_PAGE):
+        yield page
         after = page[-1].info.path
 
 

@@ -115,7 +115,8 @@ class Client(ABC):
     ) -> list[ReadPlan]:
         """A page of the read plans of `path` and everything under it, in path order (`path`
         itself first; directories and symlinks have no chunks), after the entry at path
-        `start_after`: at most `limit` (and at most PLANS_PAGE) plans, for a checkout."""
+        `start_after`: at most `limit` (and PLANS_PAGE) plans, fewer past PLANS_CHUNKS chunks, and
+        none after the last. For a checkout."""
 
     def plan_bytes(self, repo: str, ref: str, plan: ReadPlan) -> Iterator[bytes]:
         """A planned file's bytes: clients that read the store themselves follow the plan."""

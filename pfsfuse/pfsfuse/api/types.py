@@ -104,7 +104,10 @@ class WriteResult(Struct):
     stored: int = 0  # bytes of new chunks stored (after dedup and compression)
 
 
-PLANS_PAGE = 4096  # read plans in one answer of read_plans: bounds the daemon's memory
+# read_plans answers at most this many plans, and stops adding files once it has located this
+# many chunks: bounds on the daemon's memory and on an answer's size.
+PLANS_PAGE = 4096
+PLANS_CHUNKS = 65_536
 
 
 class ReadPlan(Struct):

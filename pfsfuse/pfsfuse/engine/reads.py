@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator
 
 import msgspec
 
-from pfsfuse.api.types import PLANS_PAGE, DiffResult, FileInfo, ReadPlan
+from pfsfuse.api.types import PLANS_CHUNKS, PLANS_PAGE, DiffResult, FileInfo, ReadPlan
 from pfsfuse.engine.core import EngineCore
 from pfsfuse.metadata import glob, names, tree
 from pfsfuse.metadata.errors import InvalidArgument, NotFound
@@ -125,24 +125,29 @@ class Reads(EngineCore):
         node = tree.lookup(self.db, root, path) if path else root
         if node is None:
             raise NotFound(f"path {path} not found in {repo}@{ref}")
-        found: list[tuple[str, Node, DirNode | None]] = []
+        found: Iterable[tuple[str, Node, DirNode | None]] = ()
         if start_after is None:
             parent = tree.lookup(self.db, root, names.split(path)[0]) if path else None
-            found.append((path, node, parent if isinstance(parent, DirNode) else None))
-        if isinstance(node, DirNode) and limit > len(found):
+            found = [(path, node, parent if isinstance(parent, DirNode) else None)]
+        if isinstance(node, DirNode):
             after = None
             if start_after is not None:
                 after = names.path(start_after)
                 if path and not after.startswith(path + "/"):
                     raise InvalidArgument(f"start_after {start_after!r} is not under {path!r}")
                 after = after[len(path) + 1 :] if path else after
-            found.extend(itertools.islice(tree.walk_after(self.db, node, path, after), limit - len(found)))
-        plans = []
+            found = itertools.chain(found, tree.walk_after(self.db, node, path, after))
+        plans: list[tuple[str, Node, list[ChunkRef]]] = []
+        located = 0
+        # A page ends at `limit` entries or, for files of many chunks, PLANS_CHUNKS chunks.
         for p, n, parent in found:
+            if len(plans) == limit or located >= PLANS_CHUNKS:
+                break
             chunks: list[ChunkRef] = []
             if isinstance(n, FileNode) and isinstance(parent, DirNode):
                 chunks = tree.framed_chunks(self.db, parent, tree.file_chunks(self.db, n))
             plans.append((p, n, chunks))
+            located += len(chunks)
         locs = iter(self.chunk_locations([r.hash for _, _, chunks in plans for r in chunks]))
         return [ReadPlan(file_info(p, n), [(r, next(locs)) for r in chunks]) for p, n, chunks in plans]
 
