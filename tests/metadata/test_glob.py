@@ -123,3 +123,45 @@ components = st.sampled_from(["a", "b", "x", "*", "?", "**", "[ab]", "f*", "*o*"
 def test_glob_agrees_with_match(fs, parts, lead):
     pattern = ("/" if lead else "") + "/".join(parts)
     assert paths(fs, pattern) == [p for p in all_paths(fs) if match(pattern, p)]
+
+
+class _CountingPages:
+    """The index, counting the tree pages read."""
+
+    def __init__(self, db):
+        self.db, self.pages = db, 0
+
+    def page(self, h):
+        self.pages += 1
+        return self.db.page(h)
+
+    def blob(self, h):
+        return self.db.blob(h)
+
+    def hash(self, data):
+        return self.db.hash(data)
+
+
+@pytest.fixture(scope="module")
+def flat(tmp_path_factory):
+    """One directory of 20,000 entries (hundreds of pages)."""
+    db = DB(str(tmp_path_factory.mktemp("flat") / "db"), seed=12345)
+    txn = db.txn()
+    names = [f"file{i:05}" for i in range(20_000)] + ["file1", "file12", "other", "fil", "file1z/x"]
+    root = tree.apply(txn, EMPTY_DIR, {f"big/{n}": tree.make_file(txn, []) for n in names})
+    txn.commit()
+    yield db, root
+    db.close()
+
+
+@pytest.mark.parametrize(
+    "pattern", ["big/file1234*", "big/file1*", "big/file12?", "big/fil*", "big/file1[23]9*", "big/o*", "big/zz*"]
+)
+def test_prefix_glob_seeks_and_equals_a_full_scan(flat, pattern):
+    db, root = flat
+    counted = _CountingPages(db)
+    got = [p for p, _ in glob(counted, root, pattern)]
+    assert got == [p for p, _ in tree.walk(db, root) if match(pattern, p)]
+    if pattern in ("big/file1234*", "big/o*", "big/zz*"):
+        assert got or pattern == "big/zz*"
+        assert counted.pages < 12  # a few pages per level, not the directory's hundreds

@@ -13,6 +13,7 @@ reported at most once and in path order (the order of `tree.walk`).
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
 from collections.abc import Callable, Iterator
 from typing import cast
@@ -112,7 +113,9 @@ class _Pattern:
         """(path, node, states after it) for the entries of `d` that keep some state alive."""
         wanted = {self.parts[i] for i in states if i < len(self.parts)}
         if any(_WILDCARD.search(part) for part in wanted):
-            entries: Iterator[tuple[str, Node]] = tree.list_dir(src, d)
+            # Names sharing a literal prefix are adjacent in name order: seek to the first.
+            prefix = os.path.commonprefix([_WILDCARD.split(part, 1)[0] for part in wanted])
+            entries: Iterator[tuple[str, Node]] = _prefixed(src, d, prefix) if prefix else tree.list_dir(src, d)
         else:
             # Only literal names: look them up instead of listing a possibly huge directory.
             entries = ((name, node) for name in sorted(wanted) if (node := tree.child(src, d, name)) is not None)
@@ -120,6 +123,17 @@ class _Pattern:
             nxt = self.step(states, name)
             if nxt:
                 yield join(base, name), node, nxt
+
+
+def _prefixed(src: tree.PageReader, d: DirNode, prefix: str) -> Iterator[tuple[str, Node]]:
+    """The entries of `d` whose names start with `prefix`, reading only the pages that hold them."""
+    node = tree.child(src, d, prefix)
+    if node is not None:
+        yield prefix, node
+    for name, node in tree.list_dir(src, d, prefix):
+        if not name.startswith(prefix):
+            return
+        yield name, node
 
 
 def _matcher(part: str) -> Callable[[str], bool]:

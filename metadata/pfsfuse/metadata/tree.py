@@ -155,6 +155,37 @@ def walk(src: PageReader, d: DirNode, prefix: str = "") -> Iterator[tuple[str, N
             stack.pop()
 
 
+def walk_after(
+    src: PageReader, d: DirNode, prefix: str = "", after: str | None = None
+) -> Iterator[tuple[str, Node, DirNode]]:
+    """(path, node, its directory) for the entries below `d` in path order, as `walk`, starting
+    after the entry at relative path `after` (which need not exist): a page of a long walk,
+    resumed by seeking one page per level instead of walking the part already sent."""
+    stack: list[tuple[str, DirNode, Iterator[tuple[str, Node]]]] = []
+    parts = after.split("/") if after else []
+    base, here = prefix, d
+    for i, name in enumerate(parts):
+        stack.append((base, here, list_dir(src, here, name)))
+        nxt = child(src, here, name)
+        if not isinstance(nxt, DirNode):
+            break
+        base, here = join(base, name), nxt
+        if i == len(parts) - 1:  # the last entry sent is a directory: its contents come next
+            stack.append((base, here, list_dir(src, here)))
+    if not parts:
+        stack.append((prefix, d, list_dir(src, d)))
+    while stack:
+        base, parent, entries = stack[-1]
+        for name, node in entries:
+            path = join(base, name)
+            yield path, node, parent
+            if isinstance(node, DirNode):
+                stack.append((path, node, list_dir(src, node)))
+                break
+        else:
+            stack.pop()
+
+
 def longest_path(src: PageReader, d: DirNode, memo: dict[bytes, int] | None = None) -> int:
     """The length in bytes of the longest path below `d`, relative to it (0 when it is empty).
 

@@ -25,7 +25,7 @@ from pfsfuse.api.types import (
     WriteResult,
 )
 from pfsfuse.chunks.location import ChunkLoc
-from pfsfuse.metadata.records import Branch, BranchRef, ChunkRef, Commit, CommitRef, Node
+from pfsfuse.metadata.records import Branch, BranchRef, ChunkRef, Commit, CommitRef, Node, Page
 
 
 class Client(ABC):
@@ -110,6 +110,19 @@ class Client(ABC):
     def read_plan(self, repo: str, ref: str, path: str) -> ReadPlan: ...
 
     @abstractmethod
+    def read_plans(
+        self, repo: str, ref: str, path: str = "", start_after: str | None = None, limit: Count | None = None
+    ) -> list[ReadPlan]:
+        """A page of the read plans of `path` and everything under it, in path order (`path`
+        itself first; directories and symlinks have no chunks), after the entry at path
+        `start_after`: at most `limit` (and PLANS_PAGE) plans, fewer past PLANS_CHUNKS chunks, and
+        none after the last. For a checkout."""
+
+    def plan_bytes(self, repo: str, ref: str, plan: ReadPlan) -> Iterator[bytes]:
+        """A planned file's bytes: clients that read the store themselves follow the plan."""
+        return self.get_file(repo, ref, plan.info.path)
+
+    @abstractmethod
     def inspect_file(self, repo: str, ref: str, path: str) -> FileInfo: ...
 
     @abstractmethod
@@ -157,6 +170,11 @@ class Client(ABC):
 
     @abstractmethod
     def dir_child(self, root: bytes, name: str) -> Node | None: ...
+
+    @abstractmethod
+    def tree_pages(self, hashes: Annotated[list[bytes], Meta(max_length=4096)]) -> list[Page]:
+        """Tree pages by hash (`pfsfuse.metadata.tree`), for clients that cache pages, not
+        listings: a lookup in a huge directory reads a page per level."""
 
     @abstractmethod
     def chunk_list(self, file_hash: bytes) -> list[ChunkRef]:

@@ -36,9 +36,8 @@ from pfsfuse.api.types import (
 )
 from pfsfuse.chunks.location import ChunkLoc
 from pfsfuse.home import Home
-from pfsfuse.metadata import glob
 from pfsfuse.metadata.errors import DataLoss, Unavailable
-from pfsfuse.metadata.records import Branch, BranchRef, ChunkRef, Commit, CommitRef, Node
+from pfsfuse.metadata.records import Branch, BranchRef, ChunkRef, Commit, CommitRef, Node, Page
 
 if TYPE_CHECKING:
     from pfsfuse.chunks import ChunkStore
@@ -246,6 +245,8 @@ class RemoteClient(Client):
                 yield wire.END
 
     def get_file(self, repo: str, ref: str, path: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+        from pfsfuse.metadata import glob  # trees and patterns: loaded by the verbs that read files
+
         # A glob's files are concatenated by the daemon, which walks the tree as it sends them.
         if self.chunk_store is not None and not glob.is_pattern(path):
             return self._read_direct(repo, ref, self.read_plan(repo, ref, path), offset, length)
@@ -275,6 +276,16 @@ class RemoteClient(Client):
 
     def read_plan(self, repo: str, ref: str, path: str) -> ReadPlan:
         return self._rpc("read_plan", repo=repo, ref=ref, path=path)
+
+    def read_plans(
+        self, repo: str, ref: str, path: str = "", start_after: str | None = None, limit: int | None = None
+    ) -> list[ReadPlan]:
+        return self._rpc("read_plans", repo=repo, ref=ref, path=path, start_after=start_after, limit=limit)
+
+    def plan_bytes(self, repo: str, ref: str, plan: ReadPlan) -> Iterator[bytes]:
+        if self.chunk_store is not None:
+            return self._read_direct(repo, ref, plan, 0, None)
+        return self.get_file(repo, ref, plan.info.path)
 
     def inspect_file(self, repo: str, ref: str, path: str) -> FileInfo:
         return self._rpc("inspect_file", repo=repo, ref=ref, path=path)
@@ -337,6 +348,9 @@ class RemoteClient(Client):
 
     def dir_child(self, root: bytes, name: str) -> Node | None:
         return self._rpc("dir_child", root=root, name=name)
+
+    def tree_pages(self, hashes: list[bytes]) -> list[Page]:
+        return self._rpc("tree_pages", hashes=hashes)
 
     def chunk_list(self, file_hash: bytes) -> list[ChunkRef]:
         return self._rpc("chunk_list", file_hash=file_hash)

@@ -214,6 +214,7 @@ ACCESS: dict[str, Callable[[Any], door.Need]] = {
     "list_branch": lambda a: door.reads(a.repo),
     "delete_branch": lambda a: door.writes(a.repo),
     "read_plan": lambda a: door.reads(a.repo),
+    "read_plans": lambda a: door.reads(a.repo),
     "inspect_file": lambda a: door.reads(a.repo),
     "list_file": lambda a: door.reads(a.repo),
     "walk_file": lambda a: door.reads(a.repo),
@@ -222,13 +223,14 @@ ACCESS: dict[str, Callable[[Any], door.Need]] = {
     "diff_file": lambda a: door.reads(a.new_repo, a.old_repo),
     "dir_entries": lambda a: door.SIGNED_IN,
     "dir_child": lambda a: door.SIGNED_IN,
+    "tree_pages": lambda a: door.SIGNED_IN,
     "chunk_list": lambda a: door.SIGNED_IN,
     "chunk_locations": lambda a: door.SIGNED_IN,
     "fsck": lambda a: door.ADMIN,
     "garbage_collect": lambda a: door.ADMIN,
     "version": lambda a: door.PUBLIC,
 }
-_BY_HASH = {"dir_entries", "dir_child", "chunk_list", "chunk_locations"}
+_BY_HASH = {"dir_entries", "dir_child", "tree_pages", "chunk_list", "chunk_locations"}
 
 
 def endpoints(

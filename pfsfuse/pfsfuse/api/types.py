@@ -141,6 +141,12 @@ class WriteResult(Struct):
     stored: int = 0  # bytes of new chunks stored (after dedup and compression)
 
 
+# read_plans answers at most this many plans, and stops adding files once it has located this
+# many chunks: bounds on the daemon's memory and on an answer's size.
+PLANS_PAGE = 4096
+PLANS_CHUNKS = 65_536
+
+
 class ReadPlan(Struct):
     """Where a file's bytes live, for clients that read the object store themselves."""
 

@@ -9,11 +9,11 @@ from collections.abc import Iterable, Iterator
 
 import msgspec
 
-from pfsfuse.api.types import DiffResult, FileInfo, ReadPlan
+from pfsfuse.api.types import PLANS_CHUNKS, PLANS_PAGE, DiffResult, FileInfo, ReadPlan
 from pfsfuse.engine.core import EngineCore
 from pfsfuse.metadata import glob, names, tree
 from pfsfuse.metadata.errors import InvalidArgument, NotFound
-from pfsfuse.metadata.records import ChunkRef, Commit, DirNode, FileNode, Node, SpecialNode, SymlinkNode
+from pfsfuse.metadata.records import ChunkRef, Commit, DirNode, FileNode, Node, Page, SpecialNode, SymlinkNode
 
 _READ_BATCH = 1024  # chunks located at a time when reading many files
 
@@ -129,6 +129,44 @@ class Reads(EngineCore):
         if info is None:
             raise InvalidArgument(f"{path}: read plans are for files, not glob patterns")
         return ReadPlan(info, [(r, self.location(r.hash)) for r in chunks])
+
+    def read_plans(
+        self, repo: str, ref: str, path: str = "", start_after: str | None = None, limit: int | None = None
+    ) -> list[ReadPlan]:
+        path = names.path(path)
+        limit = PLANS_PAGE if limit is None else min(limit, PLANS_PAGE)
+        root = self.index.resolve(repo, ref).tree
+        node = tree.lookup(self.db, root, path) if path else root
+        if node is None:
+            raise NotFound(f"path {path} not found in {repo}@{ref}")
+        found: Iterable[tuple[str, Node, DirNode | None]] = ()
+        if start_after is None:
+            parent = tree.lookup(self.db, root, names.split(path)[0]) if path else None
+            found = [(path, node, parent if isinstance(parent, DirNode) else None)]
+        if isinstance(node, DirNode):
+            after = None
+            if start_after is not None:
+                after = names.path(start_after)
+                if path and not after.startswith(path + "/"):
+                    raise InvalidArgument(f"start_after {start_after!r} is not under {path!r}")
+                after = after[len(path) + 1 :] if path else after
+            found = itertools.chain(found, tree.walk_after(self.db, node, path, after))
+        plans: list[tuple[str, Node, list[ChunkRef]]] = []
+        located = 0
+        # A page ends at `limit` entries or, for files of many chunks, PLANS_CHUNKS chunks.
+        for p, n, parent in found:
+            if len(plans) == limit or located >= PLANS_CHUNKS:
+                break
+            chunks: list[ChunkRef] = []
+            if isinstance(n, FileNode) and isinstance(parent, DirNode):
+                chunks = tree.framed_chunks(self.db, parent, tree.file_chunks(self.db, n))
+            plans.append((p, n, chunks))
+            located += len(chunks)
+        locs = iter(self.chunk_locations([r.hash for _, _, chunks in plans for r in chunks]))
+        return [ReadPlan(file_info(p, n), [(r, next(locs)) for r in chunks]) for p, n, chunks in plans]
+
+    def plan_bytes(self, repo: str, ref: str, plan: ReadPlan) -> Iterator[bytes]:
+        return self.read_chunks([r for r, _ in plan.chunks])
 
     def inspect_file(self, repo: str, ref: str, path: str) -> FileInfo:
         return file_info(names.path(path), self._node(repo, ref, path))
@@ -260,6 +298,15 @@ class Reads(EngineCore):
 
     def dir_child(self, root: bytes, name: str) -> Node | None:
         return tree.child(self.db, DirNode(root=root), name)
+
+    def tree_pages(self, hashes: list[bytes]) -> list[Page]:
+        out = []
+        for h in hashes:
+            try:
+                out.append(self.db.page(h))
+            except ValueError:  # the hash of a chunk list, not of a page
+                raise NotFound(f"no tree page {h.hex()}") from None
+        return out
 
     def chunk_list(self, file_hash: bytes) -> list[ChunkRef]:
         return list(tree.file_chunks(self.db, FileNode(0, file_hash, None)))

@@ -7,14 +7,21 @@ object store) and are called from worker threads.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import OrderedDict
 
 from pfsfuse.api.client import Client
-from pfsfuse.metadata.records import ChunkRef, DirNode, FileNode, Node
+from pfsfuse.metadata import tree
+from pfsfuse.metadata.records import ChunkRef, DirNode, FileNode, Inner, Leaf, Node, Page
 
 PAGE = 10_000  # entries per listing request
-FULL_LISTING = 50_000  # directories up to this size are cached whole; bigger ones by the page
+FULL_LISTING = 50_000  # directories up to this size are cached whole; bigger ones by tree page
+PAGE_CACHE = 1 << 18  # entries of big directories' tree pages kept: bounds the mount's memory
+
+
+class _Miss(Exception):
+    """A tree page not in the cache (see `Trees.cached_child`)."""
 
 
 class _LRU:
@@ -43,15 +50,6 @@ class _LRU:
             self._weight += weight
             self._evict()
 
-    def put_all(self, items) -> None:
-        """put(key, value) for each (key, value), under one lock, in a map whose values all weigh
-        1: a listing page caches thousands of entries at once."""
-        with self._lock:
-            n = len(self._items)
-            self._items.update((key, (value, 1)) for key, value in items)
-            self._weight += len(self._items) - n
-            self._evict()
-
     def _evict(self) -> None:
         while self._weight > self.capacity and len(self._items) > 1:
             _, (_, w) = self._items.popitem(last=False)
@@ -61,11 +59,15 @@ class _LRU:
 class Trees:
     """Reads of immutable tree objects through a client, with caches keyed by hash."""
 
-    def __init__(self, client: Client, cache_entries: int = 2_000_000, cache_bytes: int = 256 << 20):
+    def __init__(
+        self, client: Client, cache_entries: int = 2_000_000, cache_bytes: int = 256 << 20, page_cache: int = PAGE_CACHE
+    ):
         self.client = client
         self._dirs = _LRU(cache_entries)  # dir root -> ({name: node}, [(name, node)] sorted)
-        self._pages = _LRU(cache_entries)  # (dir root, start_after) -> [(name, node)]
-        self._children = _LRU(cache_entries)  # (dir root, name) -> (node | None,): big directories
+        # Big directories: their tree pages by hash (weighed in entries), read as the daemon's
+        # index reads them; a lookup reads a page per level, a listing the pages in turn.
+        self._tree_pages = _Pages(client, _LRU(page_cache))
+        self._cached_pages = _Pages(client, self._tree_pages.cache, only_cached=True)
         self._chunk_lists = _LRU(1_000_000)  # file hash -> chunk refs
         self._locations = _LRU(4_000_000)  # chunk hash -> ChunkLoc
         self._chunks = _LRU(cache_bytes)  # chunk hash -> bytes
@@ -96,9 +98,7 @@ class Trees:
             return hit[0]
         if d.count <= FULL_LISTING or d.root is None:
             return self._whole(d)[0].get(name)
-        node = self.client.dir_child(d.root, name)
-        self._children.put((d.root, name), (node,))
-        return node
+        return tree.child(self._tree_pages, d, name)
 
     def cached_child(self, d: DirNode, name: str) -> tuple[Node | None] | None:
         """(node,) when the answer is at hand without asking the daemon, else None."""
@@ -107,7 +107,10 @@ class Trees:
         if d.count <= FULL_LISTING:
             listing = self._dirs.get(d.root)
             return None if listing is None else (listing[0].get(name),)
-        return self._children.get((d.root, name))
+        try:
+            return (tree.child(self._cached_pages, d, name),)
+        except _Miss:
+            return None
 
     def page(self, d: DirNode, start_after: str | None) -> list[tuple[str, Node]]:
         """Up to PAGE entries after `start_after`, in name order."""
@@ -117,14 +120,7 @@ class Trees:
             items = self._whole(d)[1]
             lo = 0 if start_after is None else _bisect_after(items, start_after)
             return items[lo : lo + PAGE]
-        key = (d.root, start_after)
-        page = self._pages.get(key)
-        if page is None:
-            page = self.client.dir_entries(d.root, start_after, PAGE)
-            self._pages.put(key, page, max(1, len(page)))
-            # For lookups once the kernel's entries expire (under a branch, after 0.5 s).
-            self._children.put_all(((d.root, name), (node,)) for name, node in page)
-        return page
+        return list(itertools.islice(tree.list_dir(self._tree_pages, d, start_after), PAGE))
 
     def longest(self, d: DirNode) -> int:
         """Bytes of the longest path below `d`, relative to it (0 when it is empty): what a
@@ -205,6 +201,40 @@ class Trees:
         datas = list(self.store.reader.read_moving(located, self._relocate))
         for r, data in zip(refs, datas, strict=True):
             self._chunks.put(r.hash, data, r.size)
+
+
+class _Pages:
+    """Tree pages by hash (a `tree.PageReader`), cached, fetched from the daemon on a miss; with
+    `only_cached`, a miss raises _Miss instead."""
+
+    def __init__(self, client: Client, cache: _LRU, only_cached: bool = False):
+        self.client = client
+        self.cache = cache
+        self.only_cached = only_cached
+
+    def page(self, h: bytes) -> Page:
+        found = self.cache.get(h)
+        if found is not None:
+            return found
+        if self.only_cached:
+            raise _Miss
+        [found] = self._fetch([h])
+        if isinstance(found, Inner) and found.level == 1:
+            # Its leaves are what a lookup or a listing reads next: one request for them all.
+            self._fetch([c[1] for c in found.children if self.cache.get(c[1]) is None])
+        return found
+
+    def _fetch(self, hashes: list[bytes]) -> list[Page]:
+        pages = self.client.tree_pages(hashes) if hashes else []
+        for h, p in zip(hashes, pages, strict=True):
+            self.cache.put(h, p, max(1, len(p.entries) if isinstance(p, Leaf) else len(p.children)))
+        return pages
+
+    def blob(self, h: bytes) -> bytes:
+        raise NotImplementedError("the mount reads chunk lists with chunk_list")
+
+    def hash(self, data) -> bytes:
+        raise NotImplementedError("the mount reads trees, it does not write them")
 
 
 def _below(node: Node, known) -> int:

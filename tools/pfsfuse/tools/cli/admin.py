@@ -247,7 +247,9 @@ def delete_all(app: App, yes: bool) -> None:
 @click.command("bench")
 @click.argument(
     "suite",
-    type=click.Choice(["store", "split", "gc", "mount", "objstore", "pipelines", "auth", "direct"]),
+    type=click.Choice(
+        ["store", "split", "gc", "mount", "objstore", "pipelines", "auth", "direct", "compare", "checkout"]
+    ),
     default="store",
 )
 @click.option("--runs", default=3, show_default=True, help="Runs per figure (the median is shown).")
@@ -260,7 +262,11 @@ def delete_all(app: App, yes: bool) -> None:
 )
 @pass_app
 def bench(app: App, suite: str, runs: int, workdir: str | None, only: tuple[str, ...]) -> None:
-    """Benchmark against a reference on this machine (scratch store; needs several GiB free)."""
+    """Benchmark against a reference on this machine (scratch store; needs several GiB free).
+
+    `compare` runs version, change and checkout workloads through pfsfuse, git and DVC (those
+    installed); `checkout` is its checkout rows alone.
+    """
     from pfsfuse.tools import bench as benchmarks  # heavy, and only this verb needs it
 
     app.out.line(benchmarks.HEADER, flush=True)

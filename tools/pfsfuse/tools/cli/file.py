@@ -26,6 +26,7 @@ from pfsfuse.tools.cli.output import Output, size
 
 PROGRESS_MIN = 64 << 20  # show a progress bar for transfers at least this large
 LIST_PAGE = 10_000
+FIRST_PAGE = 1000  # list-file's first request, and the rows its column widths come from
 
 
 def _dest(source: str) -> str:
@@ -351,44 +352,12 @@ def get_file(app: App, repo: str, ref: str, path: str, output: str | None, recur
 
 
 def _get_tree(app: App, repo: str, ref: str, root: str, output: str) -> None:
-    dirs = []
-    for f in app.client.walk_file(repo, ref, root):
-        rel = posixpath.relpath(f.path, root) if root else f.path or "."
-        target = os.path.join(output, rel)
-        if f.type == "dir":
-            os.makedirs(target, exist_ok=True)
-            dirs.append((target, f))  # given their modes and times once their entries are in
-        elif f.type == "symlink":
-            os.symlink(f.target, target)
-            _restore(target, f)
-        elif f.type in SPECIAL_MODES:
-            try:
-                bits = next(b for k, b in SPECIAL_MODES.items() if k == f.type)
-                os.mknod(target, bits | (f.mode or 0o644), f.rdev)
-            except PermissionError:  # a device node, not as root: tar says so and goes on
-                click.echo(f"pfs: cannot make {f.type} device {target}: permission denied", err=True)
-                continue
-            _restore(target, f)
-        else:
-            with open(target, "wb") as out:
-                _write(app.client.get_file(repo, ref, f.path), out, f.size)
-            if f.mode is None and f.executable:
-                os.chmod(target, 0o755)
-            _restore(target, f)
-    for target, f in reversed(dirs):
-        _restore(target, f)
+    from pfsfuse.api.checkout import checkout  # a thread pool: loaded only for a checkout
 
-
-def _restore(target: str, f: FileInfo) -> None:
-    """Give a written entry its kept owner (where we may, as tar does: as root), mode and
-    times."""
-    link = f.type == "symlink"
-    if f.uid is not None and f.gid is not None and os.geteuid() == 0:
-        os.chown(target, f.uid, f.gid, follow_symlinks=False)
-    if f.mode is not None and not link:
-        os.chmod(target, f.mode)
-    if f.mtime is not None and (not link or os.utime in os.supports_follow_symlinks):
-        os.utime(target, ns=(f.mtime, f.mtime), follow_symlinks=False)
+    skipped: list[tuple[FileInfo, str]] = []
+    checkout(app.client, repo, ref, root, output, stats=True, skipped=skipped)
+    for f, target in skipped:  # as tar does: say so and go on
+        click.echo(f"pfs: cannot make {f.type} device {target}: permission denied", err=True)
 
 
 def _file_rows(files: Iterable[FileInfo]) -> Iterator[list[str]]:
@@ -432,19 +401,21 @@ def list_file(app: App, repo: str, ref: str, path: str, history: str | None, as_
     versions = _history(history)
 
     def pages() -> Iterator[FileInfo]:
-        after = None
+        after, limit = None, FIRST_PAGE  # a small first page: the first lines come at once
         while True:
-            page = app.client.list_file(repo, ref, path, after, LIST_PAGE, versions)
+            page = app.client.list_file(repo, ref, path, after, limit, versions)
             yield from page
             paths = {f.path for f in page}
-            if len(paths) < LIST_PAGE:
+            if len(paths) < limit:
                 return
-            after = posixpath.basename(page[-1].path)
+            after, limit = posixpath.basename(page[-1].path), LIST_PAGE
 
-    if versions and not as_json:
+    if as_json:
+        return app.out.json(list(pages()))
+    if versions:
         rows = ([f.commit, f.path or "/", f.type, size(f.size)] for f in pages())
-        return app.out.table(["COMMIT", "NAME", "TYPE", "SIZE"], rows)
-    _files_out(app.out, pages(), as_json)
+        return app.out.table(["COMMIT", "NAME", "TYPE", "SIZE"], rows, window=FIRST_PAGE)
+    app.out.table(["NAME", "TYPE", "SIZE"], _file_rows(pages()), window=FIRST_PAGE)
 
 
 @click.command("inspect-file", cls=RefPathCommand)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -59,15 +60,18 @@ def commit_duration(c: Commit) -> str:
 
 
 class Output:
-    def table(self, headers: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    def table(self, headers: Sequence[str], rows: Iterable[Sequence[str]], window: int | None = None) -> None:
         """Columns two spaces apart, each as wide as its widest cell, as pachctl's tabwriter
         prints them: never wrapped or cut, since scripts parse them. The header is bold on a
-        terminal."""
-        lines = [list(headers), *map(list, rows)]
+        terminal. With `window`, the widths come from the first `window` rows and the rest are
+        printed as they come (a wider cell pushes its line along): a listing of any length
+        starts at once and is never held whole."""
+        it = iter(rows)
+        lines = [list(headers), *map(list, itertools.islice(it, window))]
         widths = [max(_width(line[i]) for line in lines) for i in range(len(headers))]
-        for k, cells in enumerate(lines):
-            text = "  ".join(c + " " * (w - _width(c)) for c, w in zip(cells, widths, strict=True)).rstrip()
-            self.line(f"\x1b[1m{text}\x1b[0m" if k == 0 and sys.stdout.isatty() else text)
+        for k, cells in enumerate(itertools.chain(lines, it)):
+            text = "  ".join(c + " " * (w - _width(c)) for c, w in zip(cells, widths, strict=False)).rstrip()
+            self.line(f"\x1b[1m{text}\x1b[0m" if k == 0 and sys.stdout.isatty() else text, flush=k == len(lines) - 1)
 
     def fields(self, pairs: Iterable[tuple[str, str]]) -> None:
         for k, v in pairs:

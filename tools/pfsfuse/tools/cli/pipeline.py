@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-import urllib.request
 
 import click
 
@@ -20,6 +19,8 @@ LOCAL_IMAGE_NOTE = "runs on this host: transform.image is recorded, not pulled"
 
 def _read_spec(source: str) -> tuple[bytes, str]:
     if source.startswith(("http://", "https://")):
+        import urllib.request  # http, email, ssl: only for a spec given by URL
+
         try:
             with urllib.request.urlopen(source, timeout=30) as r:
                 return r.read(), source

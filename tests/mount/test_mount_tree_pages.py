@@ -1,0 +1,81 @@
+"""The mount's big directories are read by tree page through a bounded cache: lookups and
+listings agree with the daemon's, also once the pages they need were evicted."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+
+import pytest
+
+from helpers import fuse_unavailable
+from pfsfuse.api.types import Put
+from pfsfuse.metadata.errors import NotFound
+from pfsfuse.metadata.records import DirNode
+from pfsfuse.mount import trees as trees_mod
+
+
+@pytest.fixture
+def big_dir(daemon):
+    client = daemon.client()
+    try:
+        client.create_repo("r")
+        client.write_files("r", "master", [Put(f"big/f{i:05}", stream=io.BytesIO(b"%d" % i)) for i in range(5000)])
+        node = client.glob_nodes("r", "master", "big")[0][1]
+        assert isinstance(node, DirNode) and node.count == 5000
+        yield client, node
+    finally:
+        client.close()
+
+
+def test_lookups_and_listings_by_tree_page_after_eviction(big_dir, monkeypatch):
+    client, d = big_dir
+    monkeypatch.setattr(trees_mod, "FULL_LISTING", 100)  # 5,000 entries: a big directory here
+    monkeypatch.setattr(trees_mod, "PAGE", 700)
+    t = trees_mod.Trees(client, page_cache=2000)  # room for 2,000 of the 5,000 entries
+    want = client.dir_entries(d.root)
+    listed, after = [], None
+    while page := t.page(d, after):
+        listed.extend(page)
+        after = page[-1][0]
+    assert listed == want
+    assert t.page(d, "f04990") == want[4991:]
+    cache = t._tree_pages.cache
+    for _ in range(2):  # the second round reads pages evicted in the first
+        for name, node in want[::7] + [("f0", None), ("g", None), ("f04999x", None)]:
+            assert t.child(d, name) == node
+            hit = t.cached_child(d, name)
+            assert hit is None or hit == (node,)
+            assert cache._weight <= 2000 + 200  # at most one page over: the last one put
+    assert t.cached_child(d, want[-1][0]) == (want[-1][1],)  # just read: at hand
+
+
+def test_tree_pages_by_hash(big_dir):
+    client, d = big_dir
+    [root] = client.tree_pages([d.root])
+    assert root.children  # an Inner page: 5,000 entries do not fit one leaf
+    with pytest.raises(NotFound):
+        client.tree_pages([b"\x01" * 16])
+
+
+@pytest.mark.fuse
+@pytest.mark.slow
+@pytest.mark.skipif(fuse_unavailable() is not None, reason=str(fuse_unavailable()))
+def test_a_directory_past_the_full_listing_through_fuse(daemon, mounts, tmp_home):
+    """`ls` and `find` of a directory too big to be cached whole show what the daemon lists."""
+    n = trees_mod.FULL_LISTING + 2000
+    client = daemon.client()
+    try:
+        client.create_repo("r")
+        client.write_files("r", "master", (Put(f"big/f{i:06}", stream=io.BytesIO(b"%d" % i)) for i in range(n)))
+        want = [f"f{i:06}" for i in range(n)]
+    finally:
+        client.close()
+    mounts("--read-only")
+    big = tmp_home / "mnt" / "r" / "master" / "big"
+    assert sorted(os.listdir(big)) == want
+    found = subprocess.run(["find", str(big), "-type", "f", "-printf", "%f %s\n"], capture_output=True, check=True)
+    sizes = dict(line.split() for line in found.stdout.decode().splitlines())
+    assert sorted(sizes) == want and all(int(sizes[f"f{i:06}"]) == len(b"%d" % i) for i in range(0, n, 997))
+    assert (big / want[-1]).read_bytes() == b"%d" % (n - 1)
