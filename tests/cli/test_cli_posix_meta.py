@@ -51,3 +51,13 @@ def test_put_and_get_file_r_keep_modes_times_and_links(pfs, tmp_path):
     pfs("put-file", "r", "master", "one", "-f", str(src / "sub" / "private"))
     one = json.loads(pfs("inspect-file", "r", "master", "one", "--json").output)
     assert (one["mode"], one["mtime"]) == (0o600, T + 1)
+
+
+def test_put_file_r_into_the_root_of_a_repo(pfs, tmp_path):
+    src = _tree(tmp_path / "src")
+    pfs("create-repo", "r")
+    for root in ("/", ""):  # the repo's root is always there: no directory to make
+        pfs("put-file", "r", "master", root or "/", "-r", "-f", str(src))
+    out = tmp_path / "out"
+    pfs("get-file", "r", "master", "/", "-r", "-o", str(out))
+    assert _seen(out) == _seen(src)

@@ -291,8 +291,10 @@ class _Batch:
                 self.set(path, DirNode(stat=op.stat), new_entry=True)
             elif not isinstance(old, DirNode):
                 raise AlreadyExists(f"{path} exists and is not a directory")
-            elif op.stat is not None and op.stat != old.stat:
-                self.set(path, msgspec.structs.replace(old, stat=op.stat))
+            elif op.stat is not None:  # given even if unchanged: entries made before do not move it
+                if op.stat != old.stat:
+                    self.set(path, msgspec.structs.replace(old, stat=op.stat))
+                self.stat_given[path] = self.ops
         elif isinstance(op, Symlink):
             self.set(path, SymlinkNode(op.target, op.stat), new_entry=True)
         elif isinstance(op, Mknod):

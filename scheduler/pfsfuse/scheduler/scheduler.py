@@ -30,6 +30,7 @@ from pfsfuse.scheduler import datums as datum_math
 from pfsfuse.scheduler import spec as specs
 from pfsfuse.scheduler.executor import Executor
 from pfsfuse.scheduler.jobs import JobStore
+from pfsfuse.scheduler.queues import LiveOutput, Queue, output_lines
 from pfsfuse.scheduler.records import (
     DatumInfo,
     DatumResult,
@@ -44,40 +45,7 @@ log = logging.getLogger("pfsfuse.scheduler")
 
 DATUMS_BRANCH = "datums"
 ACTIVE = ("running", "standby", "crashing")  # states whose inputs start jobs (crashing: workers fail to start)
-LOG_TAIL = 64 << 10
 RETRY_BACKOFF, MAX_RETRY_BACKOFF = 0.2, 10.0  # seconds before a failed datum's next try, doubling
-
-
-class _Queue:
-    """A pipeline's datums waiting for a worker, and those being processed, by (job, key)."""
-
-    def __init__(self):
-        self.pending: deque[DatumTask] = deque()
-        self.running: dict[tuple[str, str], tuple[str, DatumTask]] = {}
-        self.results: dict[str, trio.MemorySendChannel] = {}  # job -> where its results go
-        self.live: dict[tuple[str, str], _Live] = {}  # running datums' latest output lines
-        self.changed = trio.Event()
-
-    def notify(self) -> None:
-        self.changed.set()
-        self.changed = trio.Event()
-
-
-class _Live:
-    """A running datum's latest output lines, as its worker sends them: the last LOG_TAIL bytes."""
-
-    def __init__(self, try_: int):
-        self.try_ = try_
-        self.lines: deque[tuple[float, int, str]] = deque()  # (when it came, its number, the line)
-        self.size = 0
-
-    def add(self, first: int, text: str) -> None:
-        now = time.time()
-        for n, line in enumerate(_lines(text), first):
-            self.lines.append((now, n, line))
-            self.size += len(line) + 1
-        while self.size > LOG_TAIL:
-            self.size -= len(self.lines.popleft()[2]) + 1
 
 
 class Scheduler:
@@ -89,7 +57,7 @@ class Scheduler:
         self.executor = executor
         self._wait_change = wait_change
         self.cpus = cpus or os.cpu_count() or 1
-        self._queues: dict[str, _Queue] = {}
+        self._queues: dict[str, Queue] = {}
         self._running: dict[str, trio.CancelScope] = {}  # pipeline -> its job's scope
         self._crons: dict[str, trio.CancelScope] = {}
         self._wake = trio.Event()
@@ -118,7 +86,7 @@ class Scheduler:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             for p in self.jobs.pipelines():
-                self._queues[p.name] = _Queue()
+                self._queues[p.name] = Queue()
                 self._start_crons(p)
                 await self.executor.configure(p.spec)
             await self._resume()
@@ -348,7 +316,7 @@ class Scheduler:
 
     async def _process(self, p: PipelineInfo, job: JobInfo, tasks: list[DatumTask]) -> JobInfo:
         """Hand the datums to workers and gather their results, retrying failed datums."""
-        q = self._queues.setdefault(p.name, _Queue())
+        q = self._queues.setdefault(p.name, Queue())
         send, receive = trio.open_memory_channel(math.inf)
         q.results[job.id] = send
         q.pending.extend(tasks)
@@ -377,7 +345,7 @@ class Scheduler:
     def _settle(
         self,
         p: PipelineInfo,
-        q: _Queue,
+        q: Queue,
         job: JobInfo,
         left: dict[str, DatumTask],
         task: DatumTask,
@@ -425,7 +393,7 @@ class Scheduler:
         q.live.pop((job.id, result.key), None)  # its log is the datum's now
         return job, info
 
-    async def _retry(self, q: _Queue, left: dict[str, DatumTask], task: DatumTask) -> None:
+    async def _retry(self, q: Queue, left: dict[str, DatumTask], task: DatumTask) -> None:
         """Queue a failed datum again after a backoff that doubles with each try (whatever made
         it fail may need a moment to pass), unless its job has let it go meanwhile."""
         await trio.sleep(min(RETRY_BACKOFF * 2 ** (task.try_ - 2), MAX_RETRY_BACKOFF))
@@ -509,7 +477,7 @@ class Scheduler:
             info = PipelineInfo(spec.name, spec, time.time(), last_inputs=last)
         await self.executor.configure(spec)  # old workers go before a job of the new spec starts
         self.jobs.put_pipeline(info)
-        self._queues.setdefault(spec.name, _Queue())
+        self._queues.setdefault(spec.name, Queue())
         if not spec.standby:  # a worker is ready when the first job comes; the job starts the others it needs
             await self.executor.ensure(spec.name, 1)
         self._stop_crons(spec.name)
@@ -698,7 +666,7 @@ class Scheduler:
             for d in self.jobs.datums(j.id):
                 if datum and d.key != datum:
                     continue
-                for n, line in enumerate(_lines(d.log), d.log_line):
+                for n, line in enumerate(output_lines(d.log), d.log_line):
                     lines.append(LogLine(j.pipeline, j.id, d.key, d.finished, line, d.tries, n))
                 if d.reason and d.state == "failed":
                     lines.append(LogLine(j.pipeline, j.id, d.key, d.finished, f"datum failed: {d.reason}", d.tries, -1))
@@ -744,7 +712,7 @@ class Scheduler:
             return  # late: the datum is no longer this worker's
         live = q.live.get((job, key))
         if live is None or live.try_ != try_:
-            live = q.live[(job, key)] = _Live(try_)
+            live = q.live[(job, key)] = LiveOutput(try_)
         live.add(line, text)
 
     def worker_lost(self, pipeline: str, worker: str, why: str, stopped: bool = False) -> None:
@@ -804,12 +772,6 @@ class Scheduler:
     def _stop_crons(self, pipeline: str) -> None:
         for name in [n for n in self._crons if n.startswith(pipeline + "/")]:
             self._crons.pop(name).cancel()
-
-
-def _lines(text: str) -> list[str]:
-    """Lines as the worker numbers them: split at newlines only (not str.splitlines' others)."""
-    lines = text.split("\n")
-    return lines[:-1] if lines[-1] == "" else lines
 
 
 def _parents(path: str) -> Iterator[str]:

@@ -136,7 +136,7 @@ def _walk(directory: str, dest: str) -> Iterator[WriteOp]:
             else:
                 kind = next(k for k, bits in SPECIAL_MODES.items() if stat.S_IFMT(st.st_mode) == bits)
                 yield Mknod(target, kind, st.st_rdev if kind in ("char", "block") else 0, _stat(st))
-        if here:
+        if here.strip("/"):  # not the repo's root, which is always there
             yield Mkdir(here, _stat(os.stat(root)))
 
 
