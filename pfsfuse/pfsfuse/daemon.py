@@ -196,12 +196,12 @@ async def _serve(
                     api = RemoteClient(f"unix:{home.socket}", home, token=s3gateway.caller_token)
                     creds = s3gateway.TokenCredentials(lambda: auth.active, auth.identify)
                     gateway = s3gateway.make_app(Client.wrap(api), creds)
-                    await servers.start(_serve_one, gateway, s3gateway.hypercorn_config(s3), stop)
+                    await servers.start(_serve_one, gateway, _hypercorn_config(s3), stop)
                 if console:
                     from pfsfuse import console as web
 
                     site = web.make_app(f"unix:{home.socket}", home)
-                    await servers.start(_serve_one, site, web.hypercorn_config(console), stop)
+                    await servers.start(_serve_one, site, _hypercorn_config(console), stop)
                     web.publish(home.path, console)  # for `pfs console`
                 await servers.start(_until, scheduler.run, stop)
                 log.info("serving %s on %s%s", home.path, home.socket, f" and {listen}" if listen else "")

@@ -7,19 +7,7 @@ decide what each user sees. `pfs serve --console HOST:PORT` runs it in the daemo
 
 from pfsfuse.console.app import make_app
 
-__all__ = ["address", "hypercorn_config", "make_app", "publish"]
-
-
-def hypercorn_config(bind: str):
-    """The console's server settings: `bind` is HOST:PORT."""
-    import hypercorn.config
-
-    cfg = hypercorn.config.Config()
-    cfg.bind = [bind]
-    cfg.graceful_timeout = 2.0
-    cfg.keep_alive_timeout = 75.0
-    cfg.accesslog = None
-    return cfg
+__all__ = ["address", "make_app", "publish"]
 
 
 def publish(home, bind: str) -> None:

@@ -18,6 +18,7 @@ import re
 
 import msgspec
 
+from pfsfuse.chunks import backends
 from pfsfuse.metadata.errors import InvalidArgument
 from pfsfuse.scheduler.kube.patch import apply_pod_patch, apply_pod_spec
 from pfsfuse.scheduler.kube.settings import FUSE_DEVICE, Settings, dns_name
@@ -37,21 +38,11 @@ STORE_DIR = "/etc/pfs/store"
 SIDECAR_UID = 65532  # our image's containers run as this user unless they must be root
 OWNER_UID_PLACEHOLDER = "set-when-the-configmap-is-created"
 
-# The object store's credentials, as `pfs deploy` names them in the storage Secret. The sidecar
-# gets the ones there are (optional references); GOOGLE_APPLICATION_CREDENTIALS names the key
-# file, which is in the same Secret, mounted at STORE_DIR.
-CREDENTIAL_ENV = (
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AWS_REGION",
-    "AWS_ENDPOINT_URL",
-    "AZURE_STORAGE_ACCOUNT",
-    "AZURE_STORAGE_KEY",
-    "AZURE_STORAGE_SAS_TOKEN",
-    "AZURE_STORAGE_CONNECTION_STRING",
-    "GOOGLE_APPLICATION_CREDENTIALS",
-)
+# The object store's credentials, as `pfs deploy` names them in the storage Secret (the names a
+# store directory holds them under). The sidecar gets the ones there are (optional references);
+# GOOGLE_APPLICATION_CREDENTIALS names the key file, which is in the same Secret, mounted at
+# STORE_DIR.
+CREDENTIAL_ENV = (*backends.CREDENTIAL_ENV, "GOOGLE_APPLICATION_CREDENTIALS")
 AUTH_TOKEN_ENV, AUTH_TOKEN_KEY = "PFS_AUTH_TOKEN", "token"
 
 # Kubernetes quantities ("500m", "1.5", "64Mi", "2G"); Pachyderm's "1G" etc. are among them.
