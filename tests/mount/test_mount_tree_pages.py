@@ -41,13 +41,12 @@ def test_lookups_and_listings_by_tree_page_after_eviction(big_dir, monkeypatch):
         after = page[-1][0]
     assert listed == want
     assert t.page(d, "f04990") == want[4991:]
-    cache = t._tree_pages.cache
     for _ in range(2):  # the second round reads pages evicted in the first
         for name, node in want[::7] + [("f0", None), ("g", None), ("f04999x", None)]:
             assert t.child(d, name) == node
             hit = t.cached_child(d, name)
             assert hit is None or hit == (node,)
-            assert cache._weight <= 2000 + 200  # at most one page over: the last one put
+            assert t.tree_page_weight() <= 2000 + 500 + 200  # leaves and inner pages, one page over
     assert t.cached_child(d, want[-1][0]) == (want[-1][1],)  # just read: at hand
 
 

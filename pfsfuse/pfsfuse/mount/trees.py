@@ -33,6 +33,10 @@ class _LRU:
         self._weight = 0
         self._lock = threading.Lock()
 
+    @property
+    def weight(self) -> int:
+        return self._weight
+
     def get(self, key):
         with self._lock:
             item = self._items.get(key)
@@ -65,14 +69,19 @@ class Trees:
         self.client = client
         self._dirs = _LRU(cache_entries)  # dir root -> ({name: node}, [(name, node)] sorted)
         # Big directories: their tree pages by hash (weighed in entries), read as the daemon's
-        # index reads them; a lookup reads a page per level, a listing the pages in turn.
-        self._tree_pages = _Pages(client, _LRU(page_cache))
-        self._cached_pages = _Pages(client, self._tree_pages.cache, only_cached=True)
+        # index reads them; a lookup reads a page per level, a listing the pages in turn. Inner
+        # pages have a cache of their own, so that prefetched leaves never evict the path to them.
+        self._tree_pages = _Pages(client, _LRU(page_cache // 4), _LRU(page_cache))
+        self._cached_pages = _Pages(client, self._tree_pages.inners, self._tree_pages.leaves, only_cached=True)
         self._chunk_lists = _LRU(1_000_000)  # file hash -> chunk refs
         self._locations = _LRU(4_000_000)  # chunk hash -> ChunkLoc
         self._chunks = _LRU(cache_bytes)  # chunk hash -> bytes
         self._longest = _LRU(cache_entries)  # dir root -> bytes of the longest path below it
         self.store = getattr(client, "chunk_store", None)  # direct object-store reads, if trusted
+
+    def tree_page_weight(self) -> int:
+        """Entries of big directories' tree pages held in memory (bounded by `page_cache`)."""
+        return self._tree_pages.weight()
 
     # -- directories
 
@@ -207,13 +216,14 @@ class _Pages:
     """Tree pages by hash (a `tree.PageReader`), cached, fetched from the daemon on a miss; with
     `only_cached`, a miss raises _Miss instead."""
 
-    def __init__(self, client: Client, cache: _LRU, only_cached: bool = False):
+    def __init__(self, client: Client, inners: _LRU, leaves: _LRU, only_cached: bool = False):
         self.client = client
-        self.cache = cache
+        self.inners = inners
+        self.leaves = leaves
         self.only_cached = only_cached
 
     def page(self, h: bytes) -> Page:
-        found = self.cache.get(h)
+        found = self.inners.get(h) or self.leaves.get(h)
         if found is not None:
             return found
         if self.only_cached:
@@ -221,14 +231,21 @@ class _Pages:
         [found] = self._fetch([h])
         if isinstance(found, Inner) and found.level == 1:
             # Its leaves are what a lookup or a listing reads next: one request for them all.
-            self._fetch([c[1] for c in found.children if self.cache.get(c[1]) is None])
+            self._fetch([c[1] for c in found.children if self.leaves.get(c[1]) is None])
         return found
 
     def _fetch(self, hashes: list[bytes]) -> list[Page]:
         pages = self.client.tree_pages(hashes) if hashes else []
         for h, p in zip(hashes, pages, strict=True):
-            self.cache.put(h, p, max(1, len(p.entries) if isinstance(p, Leaf) else len(p.children)))
+            if isinstance(p, Leaf):
+                self.leaves.put(h, p, max(1, len(p.entries)))
+            else:
+                self.inners.put(h, p, max(1, len(p.children)))
         return pages
+
+    def weight(self) -> int:
+        """Entries and children held: what bounds the memory of big directories' pages."""
+        return self.leaves.weight + self.inners.weight
 
     def blob(self, h: bytes) -> bytes:
         raise NotImplementedError("the mount reads chunk lists with chunk_list")
