@@ -13,6 +13,7 @@ import socket
 import stat
 import subprocess
 
+import msgspec
 import pytest
 
 from helpers import PFS, Daemon
@@ -20,7 +21,7 @@ from pfsfuse.api.auth import RemoteAuth
 from pfsfuse.api.remote import RemoteClient
 from pfsfuse.api.types import Copy, Put
 from pfsfuse.home import Home
-from pfsfuse.metadata.errors import PermissionDenied, Unauthenticated
+from pfsfuse.metadata.errors import FailedPrecondition, PermissionDenied, Unauthenticated
 from pfsfuse.metadata.records import CommitRef
 from pfsfuse.scheduler import spec as specs
 from pfsfuse.scheduler.api import RemotePipelines
@@ -350,3 +351,141 @@ def test_home_and_socket_are_private_whatever_the_umask(tmp_home):
     finally:
         d.stop()
         d.kill()
+
+
+def _copy_spec(name: str) -> specs.PipelineSpec:
+    return specs.validate(
+        specs.PipelineSpec(
+            pipeline=specs.PipelineName(name),
+            transform=specs.Transform(cmd=["sh"], stdin=["cp /pfs/data/a /pfs/out/a"]),
+            input=specs.Input(atom=specs.AtomInput(repo="data", glob="/")),
+        )
+    )
+
+
+def _admin_pipeline(cluster, name: str) -> str:
+    """Pipeline `name` made by the admin, each robot role given its scope on it; its job's id."""
+    pps, admin = RemotePipelines(cluster.unix, cluster.tokens["admin"]), cluster.auth(cluster.unix, "admin")
+    c = cluster.client(cluster.unix, "admin")
+    try:
+        if name not in {p.name for p in pps.list_pipeline()}:
+            pps.create_pipeline(_copy_spec(name))
+            for role in ("reader", "writer", "owner"):
+                admin.set_scope(name, f"robot:{role}", role)
+        jobs = pps.flush_job([CommitRef("data", c.inspect_branch("data", "master").head)], [name])
+        assert jobs and {j.state for j in jobs} == {"success"}, [x.message for x in pps.get_logs(name)]
+        return jobs[-1].id
+    finally:
+        pps.close()
+        admin.close()
+        c.close()
+
+
+def _settled(do):
+    """A call whose refusal for the job's state (already done) is not the one under test."""
+
+    def call():
+        try:
+            do()
+        except FailedPrecondition:
+            pass
+
+    return call
+
+
+# Each pipeline verb with the least role on the pipeline (its output repo) that may do it; for
+# create-pipeline, the least role on its input.
+def _pipeline_verbs(p: RemotePipelines, role: str, transport: str, job: str):
+    datum = lambda: p.list_datum(job)[0].key  # noqa: E731
+    return [
+        ("reader", "create-pipeline", lambda: p.create_pipeline(_copy_spec(f"new-{role}-{transport}"))),
+        ("reader", "inspect-pipeline", lambda: p.inspect_pipeline("pl")),
+        ("reader", "list-job", lambda: p.list_job("pl")),
+        ("reader", "inspect-job", lambda: p.inspect_job(job)),
+        ("reader", "list-datum", lambda: p.list_datum(job)),
+        ("reader", "inspect-datum", lambda: p.inspect_datum(job, datum())),
+        ("reader", "get-logs", lambda: p.get_logs("pl")),
+        ("reader", "get-logs --job", lambda: p.get_logs(job=job)),
+        ("writer", "stop-pipeline", lambda: p.stop_pipeline("pl")),
+        ("writer", "start-pipeline", lambda: p.start_pipeline("pl")),
+        ("writer", "stop-job", lambda: p.stop_job(job)),
+        ("writer", "restart-datum", _settled(lambda: p.restart_datum(job, datum()))),
+        ("owner", "update-pipeline", lambda: p.create_pipeline(_copy_spec("pl"), update=True)),
+        ("owner", "delete-pipeline", lambda: p.delete_pipeline("gone")),
+    ]
+
+
+@pytest.mark.parametrize("transport", ["unix", "https"])
+def test_pipeline_acl_matrix_through_the_api(cluster, transport, monkeypatch):
+    monkeypatch.setenv("PFS_CA", cluster.cert)
+    address = cluster.unix if transport == "unix" else cluster.https
+    job = _admin_pipeline(cluster, "pl")
+    admin = RemotePipelines(cluster.unix, cluster.tokens["admin"])
+    try:
+        for role in ROLES:
+            _admin_pipeline(cluster, "gone")  # again, for each role that may delete it
+            p = RemotePipelines(address, cluster.tokens[role])
+            try:
+                # a reader of `data` may make a pipeline on it; the rest is the role on `pl`
+                for least, verb, do in _pipeline_verbs(p, role, transport, job):
+                    if role == "anonymous":
+                        with pytest.raises(Unauthenticated):
+                            do()
+                    elif _RANK[role] >= _RANK[least]:
+                        do()
+                    else:
+                        with pytest.raises(PermissionDenied):
+                            do()
+                        assert verb != "delete-pipeline" or "gone" in {x.name for x in admin.list_pipeline()}
+                if role != "anonymous":  # a listing shows only the pipelines the caller may read
+                    shown = {x.name for x in p.list_pipeline()}
+                    assert ("pl" in shown) == (_RANK[role] >= _RANK["reader"]), (role, shown)
+            finally:
+                p.close()
+            new = f"new-{role}-{transport}"
+            if new in {x.name for x in admin.list_pipeline()}:
+                owner = {e.subject: e.scope for e in cluster.auth(cluster.unix, "admin").get_acl(new)}
+                assert owner.get(f"robot:{role}" if role != "admin" else "admin") == "owner", owner
+                admin.delete_pipeline(new)
+    finally:
+        admin.close()
+
+
+@pytest.mark.parametrize("transport", ["unix", "https"])
+def test_pipeline_acl_matrix_through_the_cli(cluster, transport, tmp_path):
+    job = _admin_pipeline(cluster, "pl")
+    spec = tmp_path / "spec.json"
+    verbs = [
+        ("reader", ["inspect-pipeline", "pl"]),
+        ("reader", ["list-job", "-p", "pl"]),
+        ("reader", ["inspect-job", job]),
+        ("reader", ["list-datum", job]),
+        ("reader", ["get-logs", "-p", "pl"]),
+        ("reader", ["create-pipeline", "-f", str(spec)]),
+        ("writer", ["stop-pipeline", "pl"]),
+        ("writer", ["start-pipeline", "pl"]),
+        ("owner", ["update-pipeline", "-f", str(tmp_path / "pl.json")]),
+    ]
+    (tmp_path / "pl.json").write_bytes(msgspec.json.encode(_copy_spec("pl")))
+    address = cluster.unix if transport == "unix" else cluster.https
+    admin = RemotePipelines(cluster.unix, cluster.tokens["admin"])
+    try:
+        for role in ROLES:
+            new = f"cli-{role}-{transport}"
+            spec.write_bytes(msgspec.json.encode(_copy_spec(new)))
+            env = {**os.environ, "PFS_HOME": str(tmp_path / "client"), "PFS_ADDRESS": address, "PFS_CA": cluster.cert}
+            env.pop("PFS_AUTH_TOKEN", None)
+            if cluster.tokens[role]:
+                env["PFS_AUTH_TOKEN"] = cluster.tokens[role]
+            for least, args in verbs:
+                r = subprocess.run([PFS, *args], env=env, capture_output=True, timeout=120)
+                allowed = role != "anonymous" and _RANK[role] >= _RANK[least]
+                assert (r.returncode == 0) == allowed, (role, args, r.stderr)
+                if not allowed:
+                    err = r.stderr.decode()
+                    assert "Traceback" not in err and err.count("\n") == 1, err
+                    assert ("log in" if role == "anonymous" else "is not a") in err, err
+            if new in {x.name for x in admin.list_pipeline()}:
+                admin.delete_pipeline(new)
+    finally:
+        admin.close()
