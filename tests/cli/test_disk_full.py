@@ -10,10 +10,11 @@ import os
 import subprocess
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from helpers import Daemon, Mount, fuse_unavailable
+from helpers import Daemon, Mount, fuse_unavailable, wait_for
 from pfsfuse.api.types import Put
 from pfsfuse.metadata.errors import NoSpace
 
@@ -89,6 +90,53 @@ def test_the_mount_says_enospc_and_recovers(small_disk, tmp_home):
                 f.flush()
                 os.fsync(f.fileno())
             assert d.pfs("get-file", "r", "master", "big").stdout == b"fits now"
+    finally:
+        d.stop()
+        d.kill()
+
+
+@pytest.mark.skipif(fuse_unavailable() is not None, reason=str(fuse_unavailable()))
+def test_a_file_closed_without_fsync_on_a_full_store_is_saved_later_or_reported(small_disk, tmp_home):
+    """The store's disk is full, the mount's is not: write(2) and close(2) succeed (the mount
+    writes back, as a disk's page cache does), the file reads back meanwhile, and it is saved once
+    space is freed. If it cannot be saved by unmount, `pfs unmount` says which file and fails."""
+    d = Daemon(small_disk / "home")
+    laptop = SimpleNamespace(  # the mount's own PFS_HOME, on a disk with room
+        home=tmp_home / "laptop",
+        env={**d.env, "PFS_HOME": str(tmp_home / "laptop"), "PFS_ADDRESS": f"unix:{small_disk}/home/pfs.sock"},
+    )
+    where = tmp_home / "mnt"
+    where.mkdir()
+    filler = small_disk / "filler"
+    body = os.urandom(1 << 20)
+    try:
+        d.start()
+        d.pfs("create-repo", "r")
+        d.pfs("put-file", "r", "master", "before", input=b"kept")
+        with Mount(laptop, where) as m:
+            subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=1M"], capture_output=True)
+            (where / "r" / "master" / "later").write_bytes(body)  # no fsync
+            assert (where / "r" / "master" / "later").read_bytes() == body
+            [log] = (tmp_home / "laptop" / "mounts").glob("*.log")
+            wait_for(lambda: "no space left on device" in log.read_text(), 30, what="the daemon's refusal")
+            assert d.pfs("get-file", "r", "master", "later", check=False).returncode != 0
+            filler.unlink()
+            wait_for(
+                lambda: d.pfs("get-file", "r", "master", "later", check=False).stdout == body,
+                60,
+                what="the file to be saved once space was freed",
+            )
+
+            subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=1M"], capture_output=True)
+            never = os.urandom(1 << 20)  # not deduplicated
+            (where / "r" / "master" / "never").write_bytes(never)
+            r = m.unmount(check=False)
+        out = (r.stdout + r.stderr).decode()
+        assert r.returncode != 0 and "no space left on device" in out, out
+        [line] = [x for x in out.splitlines() if "r@master:/never" in x]
+        assert "later" not in out, out
+        kept = Path(line.split("its content is kept in ")[1])  # nothing lost silently: rescued
+        assert kept.read_bytes() == never
     finally:
         d.stop()
         d.kill()

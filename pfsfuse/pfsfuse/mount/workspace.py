@@ -30,6 +30,7 @@ from pfsfuse.metadata.records import DirNode, FileNode, Node, Stat, SymlinkNode
 SPILL = 8 << 20  # files larger than this are written to a temporary file, not kept in memory
 # How the daemon refuses a change for good (a path past a limit, a source gone): sent again, it
 # would be refused again, and it must not hold up the changes made after it.
+RETRY_MAX = 5.0  # seconds between the background sender's tries while the daemon refuses or is away
 _REFUSED = (InvalidArgument, AlreadyExists, FailedPrecondition, NotFound)
 log = logging.getLogger("pfsfuse.mount")
 _MARKED = re.compile(r"written through pfs mount \(pid (\d+) on (.*)\)")
@@ -165,6 +166,16 @@ class LocalFile:
             return Put(path, local=self.tmp_path, executable=self.executable, stat=self.stat)
         return Put(path, stream=io.BytesIO(bytes(self._buf)), executable=self.executable, stat=self.stat)
 
+    def save_as(self, dest: str) -> None:
+        """Write the current content to a new file `dest` (a rescue: the daemon never got it)."""
+        with open(dest, "xb") as out:
+            if self._fd is None:
+                out.write(self._buf)
+                return
+            done = 0
+            while done < self.size:
+                done += os.copy_file_range(self._fd, out.fileno(), self.size - done, done, done)
+
     def release(self) -> None:
         """Free the content once the file is neither in the overlay, nor open, nor to be sent."""
         if self.dropped and self.handles == 0 and self.logged == 0 and self._fd is not None:
@@ -215,7 +226,20 @@ class Workspace:
         self.on_reshaped: Callable[[list[str]], None] = lambda paths: None
         self.refused = 0  # changes the daemon refused: fsync and close report them as EIO
         self.failing = ""  # the error sending changes last met, while it lasts
+        self.retry_at = 0.0  # while failing: when the background sender tries again
+        self._retry_in = 0.0
         self.on_lost: Callable[[str], None] = lambda what: None  # told of every change lost
+
+    def failed(self, e: PfsError) -> bool:
+        """Sending changes met `e`: back off (a full disk or a daemon away must not be sent the
+        same body every 50 ms). Whether it is a new error, to be said once."""
+        self._retry_in = min(max(2 * self._retry_in, 0.1), RETRY_MAX)
+        self.retry_at = time.monotonic() + self._retry_in
+        new, self.failing = str(e) != self.failing, str(e)
+        return new
+
+    def succeeded(self) -> None:
+        self.failing, self.retry_at, self._retry_in = "", 0.0, 0.0
 
     # -- reading through the overlay
 
@@ -520,6 +544,26 @@ class Workspace:
                 f"changes are in commit {commit} (pfs create-branch {self.repo} {self.branch} --head "
                 f"{commit} shows them again)"
             )
+
+    def rescue(self, into: str) -> list[str]:
+        """At an unmount that could not save everything: keep the content of each file not sent
+        under `into`/REPO/BRANCH/PATH, and say so for it and for every other change not saved."""
+        said: list[str] = []
+        latest = {op.path: op for _, op in self.ops}  # a path's last change is the one that counts
+        for path, op in latest.items():
+            where = f"{self.repo}@{self.branch}:/{path}"
+            if not isinstance(op, _LocalPut):
+                said.append(f"{where}: {type(op).__name__.lower()} not saved")
+                continue
+            dest = os.path.join(into, self.repo, self.branch, path)
+            try:
+                os.makedirs(os.path.dirname(dest), mode=0o700, exist_ok=True)
+                op.file.save_as(dest)
+            except OSError as e:
+                said.append(f"{where}: not saved, and its content could not be kept: {e.strerror}")
+            else:
+                said.append(f"{where}: not saved; its content is kept in {dest}")
+        return said
 
     @property
     def busy(self) -> bool:
