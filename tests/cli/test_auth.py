@@ -5,6 +5,7 @@ refusal, and the permissions of PFS_HOME and the socket."""
 from __future__ import annotations
 
 import datetime
+import errno
 import io
 import ipaddress
 import json
@@ -489,3 +490,52 @@ def test_pipeline_acl_matrix_through_the_cli(cluster, transport, tmp_path):
                 admin.delete_pipeline(new)
     finally:
         admin.close()
+
+
+def _as_nobody(attempt) -> list[str]:
+    """Run `attempt()` (a list of outcomes) in a forked child that became `nobody`."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.close(r)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            os.write(w, json.dumps(attempt()).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        out = f.read()
+    os.waitpid(pid, 0)
+    return json.loads(out)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="becoming another user needs root")
+def test_another_local_user_reaches_neither_the_socket_nor_the_home(tmp_home):
+    home = tmp_home / "home"
+    d = Daemon(home).start()
+    try:
+        d.pfs("create-repo", "r")
+
+        def attempt() -> list[str]:
+            outcomes = []
+            for what in ("pfs.sock", "store.json"):
+                try:
+                    if what.endswith(".sock"):
+                        with socket.socket(socket.AF_UNIX) as s:
+                            s.connect(str(home / what))
+                    else:
+                        (home / what).read_bytes()
+                    outcomes.append("reached")
+                except OSError as e:
+                    outcomes.append(errno.errorcode.get(e.errno or 0, str(e.errno)))
+            return outcomes
+
+        os.chmod(tmp_home, 0o711)  # the tests' own temporary directory must not be what stops it
+        assert _as_nobody(attempt) == ["EACCES", "EACCES"]
+        os.chmod(home, 0o711)  # even once someone opens the home for traversal, its files stay shut
+        assert _as_nobody(attempt) == ["EACCES", "EACCES"]
+    finally:
+        d.stop()
