@@ -160,3 +160,21 @@ def test_a_client_that_goes_away_mid_request_is_one_log_line(fuzz_daemon):
     new = d.log.read_text(errors="replace")[len(before) :]
     assert "Traceback" not in new and new.count("went away") == 1, new
     assert d.pfs("fsck").returncode == 0
+
+
+def test_arguments_past_the_limit_are_refused_without_being_held(fuzz_daemon):
+    """A route's JSON arguments are bounded (413), whether the size is announced or streamed."""
+    from pfsfuse.api.door import MAX_ARGUMENTS
+
+    d, http = fuzz_daemon
+    big = b'{"name": "' + b"x" * MAX_ARGUMENTS + b'"}'
+    r = http.post("/rpc/inspect_repo", content=big)
+    assert r.status_code == 413 and "over 64 MiB" in r.json()["message"], r.text[:200]
+
+    def streamed():
+        for _ in range(MAX_ARGUMENTS // (1 << 20) + 2):
+            yield b" " * (1 << 20)
+
+    r = http.post("/rpc/inspect_repo", content=streamed())  # chunked: no length announced
+    assert r.status_code == 413, r.text[:200]
+    assert d.pfs("list-repo").returncode == 0  # and it goes on serving

@@ -40,6 +40,13 @@ class NameTooLong(InvalidArgument):
     kind = "name_too_long"
 
 
+class TooLarge(InvalidArgument):
+    """A request bigger than the daemon takes (its arguments, not a file's data)."""
+
+    kind = "too_large"
+    status = 413
+
+
 class Unauthenticated(PfsError):
     """No valid token where one is needed: log in (`pfs auth login`)."""
 
@@ -88,6 +95,7 @@ KINDS: dict[str, type[PfsError]] = {
         AlreadyExists,
         InvalidArgument,
         NameTooLong,
+        TooLarge,
         Unauthenticated,
         PermissionDenied,
         FailedPrecondition,

@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from pfsfuse.api import wire
-from pfsfuse.metadata.errors import DataLoss, InvalidArgument, NotFound, PfsError, Unauthenticated
+from pfsfuse.metadata.errors import DataLoss, InvalidArgument, NotFound, PfsError, TooLarge, Unauthenticated
 
 log = logging.getLogger("pfsfuse.server")
 
@@ -140,6 +140,7 @@ def error(e: BaseException) -> Response:
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_ARGUMENTS = 64 << 20  # bytes of a route's JSON arguments: bounds what one request holds in memory
 
 
 def _bearer(request: Request) -> str | None:
@@ -158,11 +159,28 @@ async def _decode(endpoint: Endpoint, request: Request) -> Any:
     try:
         if endpoint.query:
             return msgspec.convert(dict(request.query_params), endpoint.schema, strict=False)
-        return msgspec.json.decode(await request.body() or b"{}", type=endpoint.schema)
+        return msgspec.json.decode(await _arguments(request) or b"{}", type=endpoint.schema)
     except (msgspec.ValidationError, msgspec.DecodeError) as e:
         raise InvalidArgument(f"{request.url.path}: {_plain(e)}") from None
     except RecursionError:
         raise InvalidArgument(f"{request.url.path}: the arguments are nested too deeply") from None
+
+
+async def _arguments(request: Request) -> bytes:
+    """The body, refused as soon as it is known to be past MAX_ARGUMENTS."""
+    too_large = TooLarge(f"{request.url.path}: the arguments are over {MAX_ARGUMENTS >> 20} MiB")
+    try:
+        if int(request.headers.get("content-length") or 0) > MAX_ARGUMENTS:
+            raise too_large
+    except ValueError:
+        raise InvalidArgument("the Content-Length header is not a number") from None
+    parts, size = [], 0
+    async for part in request.stream():
+        size += len(part)
+        if size > MAX_ARGUMENTS:
+            raise too_large
+        parts.append(part)
+    return b"".join(parts)
 
 
 def _plain(e: Exception) -> str:
