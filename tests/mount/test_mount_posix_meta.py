@@ -5,10 +5,12 @@ that owners can be given away as tar and rsync do."""
 
 from __future__ import annotations
 
+import grp
 import os
 import socket
 import stat
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -223,3 +225,64 @@ def test_fifos_sockets_and_devices_are_made_and_kept(daemon, view, mounts, mnt):
     m.__exit__(None, None, None)
     mounts()
     check()
+
+
+def test_other_users_calls_are_checked_as_a_disk_checks_them(daemon, view, mounts, mnt, tmp_home, other_user):
+    """Through --allow-other the kernel checks other users' calls: the owner gives a file to a
+    group it belongs to only as a supplementary group, and a non-owner's write clears setuid."""
+    group = f"{other_user}g"
+    sh("groupadd", group)
+    try:
+        sh("usermod", "-a", "-G", group, other_user)
+        view.client.create_repo("r")
+        view.put("r", "master", {"seed": b""})
+        os.chmod(tmp_home, 0o711)
+        mounts("--allow-other", "--idle", "1")
+        b = mnt / "r" / "master"
+        os.mkdir(b / "drop")
+        os.chmod(b / "drop", 0o1777)
+        made = _as(other_user, "sh", "-c", f"echo x > {b}/drop/f && chgrp {group} {b}/drop/f")
+        assert made.returncode == 0, made.stderr
+        assert os.stat(b / "drop" / "f").st_gid == grp.getgrnam(group).gr_gid
+        refused = _as(other_user, "chgrp", "root", str(b / "drop" / "f"))  # not one of its groups
+        assert refused.returncode != 0 and "not permitted" in refused.stderr
+
+        (b / "suid").write_bytes(b"#!/bin/sh\n")
+        os.chmod(b / "suid", 0o4777)
+        wrote = _as(other_user, "sh", "-c", f"echo more >> {b}/suid")
+        assert wrote.returncode == 0, wrote.stderr
+        assert stat.S_IMODE(os.stat(b / "suid").st_mode) == 0o777  # the kernel cleared setuid
+    finally:
+        subprocess.run(["groupdel", group], check=False)
+
+
+def test_a_directory_is_dated_by_its_entries_changes_at_once(daemon, view, mounts, mnt):
+    """mkdir, create, unlink, rename and rmdir move the directory's mtime and ctime when they
+    return, as on a disk (not when the daemon has the change); `open(O_TRUNC)` moves a file's."""
+    view.client.create_repo("r")
+    view.put("r", "master", {"seed": b"12345"})
+    mounts("--idle", "1")
+    b = mnt / "r" / "master"
+    os.mkdir(b / "d")
+    past = 1_000_000_000_000_000_000
+    steps = [
+        lambda: os.mkdir(b / "d" / "sub"),
+        lambda: (b / "d" / "f").write_bytes(b"x"),
+        lambda: os.rename(b / "d" / "f", b / "d" / "g"),
+        lambda: os.unlink(b / "d" / "g"),
+        lambda: os.rmdir(b / "d" / "sub"),
+    ]
+    for step in steps:
+        os.utime(b / "d", ns=(past, past))
+        before = time.time_ns()
+        step()
+        st = os.stat(b / "d")  # at once: no poll
+        assert st.st_mtime_ns >= before and st.st_ctime_ns >= before, step
+    os.utime(b / "seed", ns=(past, past))
+    with open(b / "seed", "r+b") as f:
+        f.truncate(0)
+    assert os.stat(b / "seed").st_mtime_ns > past
+    os.utime(b / "seed", ns=(past, past))
+    fd = os.open(b / "seed", os.O_WRONLY | os.O_TRUNC)
+    os.close(fd)
+    assert os.stat(b / "seed").st_mtime_ns > past

@@ -52,7 +52,7 @@ class Attrs:
         a.st_ino = inode.ino
         st = getattr(entry, "stat", None)
         if isinstance(entry, DirNode) and r is not None and r.workspace is not None:
-            st = r.workspace.dir_stat(inode.path) or st
+            st = r.workspace.dir_stat(inode.path, st)
         if entry is None or isinstance(entry, DirNode):
             kind, perm = stat.S_IFDIR, 0o755 if writable else 0o555
             a.st_size = 4096
@@ -95,7 +95,7 @@ class Attrs:
             entry = f
         old = stat_of(entry, r.mtime)
         if isinstance(entry, DirNode):
-            old = ws.dir_stat(path) or old
+            old = ws.dir_stat(path, old) or old
         new = self.changed_stat(old, attr, fields, ctx)
         if new == old:
             return entry
@@ -128,7 +128,11 @@ class Attrs:
         if fields.update_mtime:
             mtime = attr.st_mtime_ns
         root, owner = ctx.uid == 0, ctx.uid == old.uid
-        if (
+        # Other users reach the mount only with allow_other, which comes with default_permissions:
+        # the kernel has checked their call already, and knows better (their supplementary groups;
+        # setuid bits it clears itself when a non-owner writes).
+        checked_by_kernel = ctx.uid != self.uid
+        if not checked_by_kernel and (
             (uid != old.uid and not root)
             or (gid != old.gid and not root and not (owner and gid in self._groups(ctx)))
             or ((mode != old.mode or fields.update_mtime) and not (root or owner))
@@ -140,8 +144,8 @@ class Attrs:
         return Stat(mode, uid, gid, mtime, ctime)
 
     def _groups(self, ctx) -> set[int]:
-        """The groups of the caller: ours when the caller is the mounting user."""
-        return {ctx.gid, *os.getgroups()} if ctx.uid == self.uid else {ctx.gid}
+        """The groups of the caller (the mounting user: see `changed_stat`)."""
+        return {ctx.gid, *os.getgroups()}
 
     async def extended(self, inode: Inode, entry, r: Ref | None) -> dict[str, bytes]:
         """The extended attributes of an inode, whose entry and ref (`describe`) are given."""

@@ -328,6 +328,7 @@ class Filesystem(pyfuse3.Operations):
             raise fail(errno.EEXIST)
         node = DirNode(stat=_new_stat(mode, ctx))
         ws.put_node(path, node, Mkdir(path, node.stat))
+        ws.entries_changed(parent.path)
         return self.attributes(self._new_inode(parent, path), node, r)
 
     @translate
@@ -343,14 +344,16 @@ class Filesystem(pyfuse3.Operations):
             f = LocalFile(self.tmpdir, _new_stat(mode, ctx))
             ws.created(path, f)
             ws.closed(f, wrote=True)  # not open: an empty file, logged now
+            ws.entries_changed(parent.path)
             return self.attributes(self._new_inode(parent, path), f, r)
         node = SpecialNode(kind, rdev if kind in ("char", "block") else 0, _new_stat(mode, ctx))
         ws.put_node(path, node, Mknod(path, node.kind, node.rdev, node.stat))
+        ws.entries_changed(parent.path)
         return self.attributes(self._new_inode(parent, path), node, r)
 
     @translate
     async def rmdir(self, parent_ino, name, ctx):
-        _, r, ws, path = await self._parent(parent_ino, name)
+        parent, r, ws, path = await self._parent(parent_ino, name)
         entry = await self.resolver.entry(r, path)
         if entry is None:
             raise fail(errno.ENOENT)
@@ -359,6 +362,7 @@ class Filesystem(pyfuse3.Operations):
         if await self.resolver.merged(r, path):
             raise fail(errno.ENOTEMPTY)
         ws.delete(path, Delete(path, missing_ok=True))
+        ws.entries_changed(parent.path)
 
     # -- files --------------------------------------------------------------------------------------
 
@@ -410,6 +414,8 @@ class Filesystem(pyfuse3.Operations):
             raise fail(errno.EISDIR)
         f = LocalFile(self.tmpdir, _new_stat(mode, ctx))
         ws.created(path, f)
+        if existing is None:
+            ws.entries_changed(parent.path)
         inode = self._new_inode(parent, path)
         fh = self.handles.add(Handle(inode, r, file=f, wrote=True))
         return pyfuse3.FileInfo(fh=fh), self.attributes(inode, f, r)
@@ -456,13 +462,14 @@ class Filesystem(pyfuse3.Operations):
 
     @translate
     async def unlink(self, parent_ino, name, ctx):
-        _, r, ws, path = await self._parent(parent_ino, name)
+        parent, r, ws, path = await self._parent(parent_ino, name)
         entry = await self.resolver.entry(r, path)
         if entry is None:
             raise fail(errno.ENOENT)
         if isinstance(entry, DirNode):
             raise fail(errno.EISDIR)
         ws.delete(path, Delete(path, missing_ok=True))
+        ws.entries_changed(parent.path)
 
     # -- links and renames --------------------------------------------------------------------------
 
@@ -477,6 +484,7 @@ class Filesystem(pyfuse3.Operations):
             raise fail(errno.EINVAL) from None  # the store keeps text (UTF-8) targets
         node = SymlinkNode(text, _new_stat(0o777, ctx))  # what the kernel must see now: it asked for a symlink
         referred = await self.writer.symlink(ws, parent, path, node)
+        ws.entries_changed(parent.path)
         inode = self._new_inode(parent, path)
         if referred:
             inode.link = text
@@ -493,6 +501,7 @@ class Filesystem(pyfuse3.Operations):
             raise fail(errno.EPERM)
         if not await self.writer.refer(ws, path, source):
             raise fail(errno.EXDEV)
+        ws.entries_changed(parent.path)
         return self.attributes(self._new_inode(parent, path), source[0], r)
 
     @translate
@@ -516,6 +525,8 @@ class Filesystem(pyfuse3.Operations):
             elif isinstance(entry, DirNode):
                 raise fail(errno.ENOTDIR)
         await self.writer.move(entry, old_ref, old_ws, old, new_ws, new)
+        old_ws.entries_changed(old_parent.path)
+        new_ws.entries_changed(new_parent.path)
         self.inodes.renamed((old_parent.repo, old_parent.ref, old), (new_parent.repo, new_parent.ref, new))
 
 

@@ -210,6 +210,9 @@ class Workspace:
         # A directory's new stat, kept apart from the overlay: a directory there decides what is
         # under it, and one read before its entries changed would hide them. path -> (seq, stat)
         self.dir_stats: dict[str, tuple[int, Stat]] = {}
+        # A directory that gained or lost an entry here: (the op it waits for, when). Its mtime and
+        # ctime show that time at once, as on a disk, until the daemon has the change (and dates it).
+        self._entries_changed: dict[str, tuple[int, int]] = {}
         self.ops: list[tuple[int, WriteOp | _LocalPut]] = []
         self._next = 0
         self.commit_id: str | None = None
@@ -348,16 +351,26 @@ class Workspace:
         self.dir_stats[path] = (self._next - 1, stat)
         self.changed = time.monotonic()
 
-    def dir_stat(self, path: str) -> Stat | None:
-        """The stat of the directory at `path` changed here and not yet sent, if any."""
-        found = self.dir_stats.get(path)
-        return None if found is None else found[1]
+    def dir_stat(self, path: str, base: Stat | None) -> Stat | None:
+        """The stat of the directory at `path` with what changed here and is not sent yet (its
+        stat given, its entries changed); `base` is the one the daemon has."""
+        given = self.dir_stats.get(path)
+        touched = self._entries_changed.get(path)
+        st = base if given is None else given[1]
+        if st is not None and touched is not None and (given is None or touched[0] > given[0]):
+            st = Stat(st.mode, st.uid, st.gid, touched[1], touched[1])
+        return st
+
+    def entries_changed(self, path: str) -> None:
+        """The directory at `path` gained or lost an entry."""
+        self._entries_changed[path] = (self._next, time.time_ns())
 
     def delete(self, path: str, op: WriteOp) -> None:
         self._log(op)
         self._set(path, GONE)
-        for p in [p for p in self.dir_stats if p == path or p.startswith(path + "/")]:
-            del self.dir_stats[p]
+        for changed in (self.dir_stats, self._entries_changed):
+            for p in [p for p in changed if p == path or p.startswith(path + "/")]:
+                del changed[p]
 
     def moved(self, old: str, new: str, f: LocalFile, op: WriteOp) -> None:
         """A local file open for writing renamed: it will be put at its new name when closed;
@@ -403,6 +416,7 @@ class Workspace:
         self._seq.clear()
         self.children.clear()
         self.dir_stats.clear()
+        self._entries_changed.clear()
         self.pending_bytes = 0
         self.commit_id, self.owned = None, False
 
@@ -498,8 +512,9 @@ class Workspace:
 
     def _forget(self, upto: int) -> None:
         """Drop overlay entries the daemon now has, unless changed again since."""
-        for path in [p for p, (s, _) in self.dir_stats.items() if s <= upto]:
-            del self.dir_stats[path]
+        for changed in (self.dir_stats, self._entries_changed):
+            for path in [p for p, (s, _) in changed.items() if s <= upto]:
+                del changed[path]
         for path in [p for p, s in self._seq.items() if s <= upto]:
             entry = self.overlay[path]
             if isinstance(entry, LocalFile) and entry.writers:

@@ -76,7 +76,9 @@ class Writer:
             if not isinstance(entry, FileNode):
                 raise fail(errno.ENOENT)
         f = LocalFile(self._tmpdir, stat_of(entry, time.time()))
-        if not truncate:
+        if truncate:
+            f.touch()  # O_TRUNC: the content is new, and so are its mtime and ctime
+        else:
             try:
                 await self._reader.copy_into(f, entry)
             except BaseException:
