@@ -5,7 +5,10 @@ from __future__ import annotations
 import trio
 
 from pfsfuse.api.types import Chmod, Mkdir
-from pfsfuse.metadata.records import EMPTY_DIR
+from pfsfuse.metadata.records import EMPTY_DIR, DirNode
+from pfsfuse.mount.inodes import InodeTable
+from pfsfuse.mount.resolve import Resolver
+from pfsfuse.mount.trees import Trees
 from pfsfuse.mount.workspace import Workspace
 
 
@@ -64,5 +67,31 @@ async def test_a_change_the_daemon_refuses_holds_up_none_after_it(daemon, tmp_pa
             assert len(lost) == 1 and lost[0].startswith("r@master:/a: not saved: a is not a file"), lost
             assert await ws.finish()
         assert [f.path for f in client.list_file("r", "master", "")] == ["a", "b"]
+    finally:
+        client.close()
+
+
+async def test_an_entry_looked_up_after_a_flush_reads_the_commit_that_flush_made(daemon, tmp_path):
+    """A caller holds a branch's ref (resolved before a flush) and looks a path up after it: the
+    overlay no longer holds what the flush sent, so the lookup must read the commit after it."""
+    client = daemon.client()
+    try:
+        client.create_repo("r")
+        client.write_files("r", "master", [Mkdir("a")])
+
+        async def call(fn, *args):
+            return await trio.to_thread.run_sync(fn, *args)
+
+        trees = Trees(client)
+        resolver = Resolver(client, trees, call, InodeTable(), str(tmp_path), None, {}, False, lambda what: None)
+        with trio.fail_after(30):
+            r = await resolver.ref("r", "master")  # before the flush, as _parent holds it
+            ws = r.workspace
+            assert ws is not None
+            ws.put_node("a/x", EMPTY_DIR, Mkdir("a/x"))
+            assert await resolver.entry(r, "a/x") == EMPTY_DIR  # from the overlay
+            await ws.flush()
+            assert "a/x" not in ws.overlay  # the daemon has it now
+            assert isinstance(await resolver.entry(r, "a/x"), DirNode)
     finally:
         client.close()

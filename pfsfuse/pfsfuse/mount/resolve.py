@@ -207,9 +207,13 @@ class Resolver:
 
     async def entry(self, r: Ref, path: str):
         """What is at `path` under a ref: a node, a LocalFile being written, or None."""
+        ws = r.workspace
+        if ws is not None and r.flushed != ws.flushed:
+            # A flush since the caller resolved `r`: the overlay no longer holds what it sent,
+            # so the commit from before it would miss that (a rename seen as ENOENT).
+            r = await self.ref(r.repo, r.ref)
         if not path:
             return r.root
-        ws = r.workspace
         if ws is not None:
             found = ws.resolve(path)
             if found[0] == "entry":
