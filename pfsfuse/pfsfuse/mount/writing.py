@@ -74,7 +74,8 @@ class Writer:
             entry = await self._resolver.entry(await self._resolver.ref(ws.repo, ws.branch), path)
             if not isinstance(entry, FileNode):
                 raise fail(errno.ENOENT)
-        f = LocalFile(self._tmpdir, stat_of(entry, time.time()))
+        st = stat_of(entry, time.time())
+        f = LocalFile(self._tmpdir, st)
         if not truncate:
             try:
                 await self._reader.copy_into(f, entry)
@@ -82,10 +83,26 @@ class Writer:
                 f.dropped = True  # nobody has it: its temporary file goes
                 f.release()
                 raise
+            f.stat = st  # opening to write is not writing: the times stay until a write
+        else:
+            f.touch()  # O_TRUNC is a change, as on a disk
         ws.created(path, f)
         return f
 
     # -- references: links, symlinks to data, moves
+
+    async def hard_link(self, ws: Workspace, src: str, path: str, entry) -> bool:
+        """Make `path` another name of the file at `src` of the same branch, sent to the daemon
+        at once (it numbers the link). False when it cannot go yet: an earlier change waits for
+        a file open for writing."""
+        if isinstance(entry, LocalFile) and entry.writers and ws.overlay.get(src) is entry:
+            ws.synced(entry)  # being written: the daemon must have it to link it
+        await ws.flush()
+        if ws.ops:
+            return False
+        ws.send_next(Copy(path, ws.repo, ws.branch, src, overwrite=False, link=True))
+        await ws.flush()
+        return True
 
     async def symlink(self, ws: Workspace, parent: Inode, path: str, node: SymlinkNode) -> bool:
         """Make `path` a link to `node.target`; True when it is stored as a reference to the data
@@ -192,6 +209,9 @@ class Writer:
             if len(f.path.encode()) - len(old.encode()) + len(new.encode()) > names.MAX_PATH:
                 raise fail(errno.ENAMETOOLONG)
         source = await self.reference(old_ref.repo, old_ref.ref, old)
+        if source is not None and old_ws is new_ws and isinstance(source[0], FileNode) and source[0].stat is not None:
+            if source[0].stat.link:  # a name of a hard link moves: the new name is one of it
+                source = (source[0], msgspec.structs.replace(source[1], link=True), source[2])
         # None: still being written in another branch, no reference yet
         if source is None or not await self.refer(new_ws, new, source):
             raise fail(errno.EXDEV)
