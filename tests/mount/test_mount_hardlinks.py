@@ -127,6 +127,8 @@ def test_get_file_and_put_file_recursive_keep_hard_links(daemon, view, tmp_home)
     assert infos["one"].link is not None and infos["alone"].link is None
     assert {infos[p].link for p in ("one", "sub/one-again", "three")} == {infos["one"].link}
     assert infos["three"].nlink == 3
+    shown = daemon.pfs("inspect-file", "r", "master", "in/three").stdout.decode()
+    assert f"3 (hard link {infos['one'].link:x})" in shown
     got = tmp_home / "got"
     daemon.pfs("get-file", "r", "master", "in", "-r", "-o", str(got))
     assert _groups(got) == [{"one", "sub/one-again", "three"}]

@@ -76,3 +76,21 @@ def test_bad_hard_links_are_refused(store):
     with pytest.raises(InvalidArgument, match="same repo"):
         store.write_files("s", "master", [Copy("x", "r", "master", "d/a", link=True)])
     assert store.inspect_file("r", "master", "e").link is None
+
+
+def test_extract_and_restore_keep_hard_links(store, tmp_path):
+    from pfsfuse.home import Home
+    from pfsfuse.store import Store
+
+    store.create_repo("r")
+    store.write_files("r", "master", [Put("a", stream=io.BytesIO(b"x")), _link("r", "a", "b")])
+    twin = Store(Home(tmp_path / "twin"))
+    try:
+        twin.restore(io.BytesIO(b"".join(store.extract())))
+        a, b = twin.inspect_file("r", "master", "a"), twin.inspect_file("r", "master", "b")
+        assert a.link == b.link == store.inspect_file("r", "master", "a").link and b.nlink == 2
+        twin.write_files("r", "master", [Put("b", stream=io.BytesIO(b"y"))])  # still one file
+        assert _read(twin, "r", "master", "a") == b"y"
+        assert twin.fsck() == []
+    finally:
+        twin.close()

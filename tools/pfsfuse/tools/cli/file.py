@@ -460,6 +460,8 @@ def inspect_file(app: App, repo: str, ref: str, path: str, as_json: bool) -> Non
         fields.append(("Mode", f"{stat.filemode(kind | f.mode)} ({f.mode:04o})"))
         fields.append(("Owner", f"{f.uid}:{f.gid}"))
         fields.append(("Modified", time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime((f.mtime or 0) / 1e9))))
+    if f.nlink is not None:
+        fields.append(("Links", f"{f.nlink} (hard link {f.link:x})"))
     app.out.fields(fields)
 
 
