@@ -52,6 +52,10 @@ def test_ln_makes_another_name_of_the_file(daemon, view, mounts, mnt):
     m = mounts("--idle", "1")
     [a_, b_] = _ino_nlink(b / "a", b / "b")  # a new mount shows one file again
     assert a_ == b_ and a_.endswith(",2")
+    with open(b / "b", "r+b") as f:  # seen through the other name while still open
+        f.write(b"FIRST")
+        f.flush()
+        assert (b / "a").read_bytes() == b"FIRST\nsecond\n"
     (b / "a").write_bytes(b"rewritten\n")
     assert (b / "b").read_bytes() == b"rewritten\n"
     (b / "a").unlink()  # the other name stays, counted alone

@@ -481,7 +481,10 @@ class Filesystem(pyfuse3.Operations):
         ws.delete(path, Delete(path, missing_ok=True))
         if _link_of(entry):  # its other names count one less: the daemon counts them
             self.inodes.unnamed(r.repo, r.ref, path)
-            await ws.flush()
+            try:
+                await ws.flush()
+            except PfsError:
+                pass  # the name is gone here; the committer sends it when it can
 
     # -- links and renames --------------------------------------------------------------------------
 
