@@ -286,3 +286,26 @@ def test_a_directory_is_dated_by_its_entries_changes_at_once(daemon, view, mount
     fd = os.open(b / "seed", os.O_WRONLY | os.O_TRUNC)
     os.close(fd)
     assert os.stat(b / "seed").st_mtime_ns > past
+
+
+def test_atime_is_kept_as_set_and_reads_do_not_move_it(daemon, view, mounts, mnt, tmp_home):
+    view.client.create_repo("r")
+    view.put("r", "master", {"f": b"data\n"})
+    m = mounts("--idle", "1")
+    b = mnt / "r" / "master"
+    assert os.stat(b / "f").st_atime_ns == os.stat(b / "f").st_mtime_ns  # never set: the mtime
+    os.utime(b / "f", ns=(T2, T1))
+    (b / "f").read_bytes()
+    st = os.stat(b / "f")
+    assert (st.st_atime_ns, st.st_mtime_ns) == (T2, T1)
+    sh("touch", "-a", "-d", "@1300000000", str(b / "f"))  # the atime alone
+    assert (os.stat(b / "f").st_atime_ns, os.stat(b / "f").st_mtime_ns) == (1_300_000_000 * 10**9, T1)
+    head = view.wait_committed("r", "master", lambda c: view.info("r", c, "f").atime == 1_300_000_000 * 10**9, m)
+    assert view.info("r", head, "f").mtime == T1
+    m.__exit__(None, None, None)
+    mounts()
+    (b / "f").read_bytes()
+    assert os.stat(b / "f").st_atime_ns == 1_300_000_000 * 10**9  # kept in the commit
+    got = tmp_home / "got"
+    daemon.pfs("get-file", "r", "master", "/", "-r", "-o", str(got))
+    assert os.stat(got / "f").st_atime_ns == 1_300_000_000 * 10**9

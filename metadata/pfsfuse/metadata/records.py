@@ -17,18 +17,24 @@ FORMAT = 1
 
 _U32 = Annotated[int, msgspec.Meta(ge=0, lt=1 << 32)]
 _NS = Annotated[int, msgspec.Meta(ge=-(1 << 63), le=(1 << 63) - 1)]
+_LINK = Annotated[int, msgspec.Meta(ge=1, le=(1 << 63) - 1)]
 
 
 class Stat(Struct, array_like=True, frozen=True):
     """What a disk keeps about an entry beside its content: never part of a content hash, so a
     touched or chmodded file keeps its identity (and its datums). Entries without one (older
-    records, put-file without it) show defaults."""
+    records, put-file without it) show defaults; older stats (five fields) read as before."""
 
     mode: Annotated[int, msgspec.Meta(ge=0, le=0o7777)]  # permission bits, setuid/setgid/sticky too
     uid: _U32
     gid: _U32
     mtime: _NS  # nanoseconds since the epoch
     ctime: _NS
+    atime: _NS | None = None  # set by utimensat only (reads do not move it); None shows the mtime
+    # A hard link: the files of a commit with the same link id are names of one file, sharing
+    # content and stat; `nlink` counts them. Kept by the store, which ignores what a write says.
+    link: _LINK | None = None
+    nlink: Annotated[int, msgspec.Meta(ge=1)] | None = None
 
 
 class ChunkRef(Struct, array_like=True, frozen=True):

@@ -49,11 +49,14 @@ def checkout(
     """Write `path` of `repo@ref` (a directory, or a file) to `dest`, as a file-by-file copy
     would; returns the files written, each with its local path. With `stats`, special files
     (FIFOs, sockets, devices) are made too, and every entry gets its kept mode, times and, as
-    root (as tar does), owner; directories last, once their entries are in. Device nodes this
-    process may not make (not root) go to `skipped`."""
+    root (as tar does), owner; directories last, once their entries are in; the names of a
+    hard link are hard links again. Device nodes this process may not make (not root) go to
+    `skipped`."""
     root = names.path(path)
     written: list[tuple[FileInfo, str]] = []
     made: list[tuple[FileInfo, str]] = []  # every entry, for its stat
+    first_name: dict[int, str] = {}  # hard link id -> where its first name was written
+    links: list[tuple[str, str]] = []  # (that name, another name), linked once it is written
 
     def write(plan: ReadPlan, target: str) -> None:
         with open(target, "wb") as out:
@@ -80,8 +83,13 @@ def checkout(
                         if skipped is not None:
                             skipped.append((info, target))
                         continue
+                elif stats and info.link is not None and info.link in first_name:
+                    links.append((first_name[info.link], target))
+                    continue
                 else:
                     files.append((plan, target))
+                    if stats and info.link is not None:
+                        first_name[info.link] = target
                 made.append((info, target))
             # This page's directories exist: wait for the last page's files, then start these.
             for f in pending:
@@ -91,6 +99,8 @@ def checkout(
             written.extend((plan.info, target) for plan, target in files)
         for f in pending:
             f.result()
+    for src, target in links:
+        os.link(src, target)
     if stats:
         for info, target in reversed(made):  # a directory after what is in it
             _restore(info, target)
@@ -115,4 +125,5 @@ def _restore(info: FileInfo, target: str) -> None:
     if info.mode is not None and not link:
         os.chmod(target, info.mode & 0o7777)
     if info.mtime is not None and (not link or os.utime in os.supports_follow_symlinks):
-        os.utime(target, ns=(info.mtime, info.mtime), follow_symlinks=False)
+        atime = info.mtime if info.atime is None else info.atime
+        os.utime(target, ns=(atime, info.mtime), follow_symlinks=False)

@@ -40,6 +40,9 @@ class FileInfo(Struct, omit_defaults=True):
     gid: int | None = None
     mtime: int | None = None
     ctime: int | None = None
+    atime: int | None = None
+    link: int | None = None  # a hard link: the files of the commit with this id are one file
+    nlink: int | None = None  # its names
 
 
 # The operations of `write_files`, applied in order as one atomic change of a commit.
@@ -90,6 +93,9 @@ class Copy(Struct, tag="copy", omit_defaults=True):
     src_path: str
     overwrite: bool = True
     append: bool = False  # a file: append the source's content to the file at `path`
+    # A hard link (the source a file of the same commit): `path` becomes another name of it,
+    # sharing its content and stat from now on. A copy without it is a file of its own.
+    link: bool = False
 
 
 class Delete(Struct, tag="delete", omit_defaults=True):

@@ -30,6 +30,7 @@ def file_info(path: str, node: Node) -> FileInfo:
     st = node.stat
     if st is not None:
         info.mode, info.uid, info.gid, info.mtime, info.ctime = st.mode, st.uid, st.gid, st.mtime, st.ctime
+        info.atime, info.link, info.nlink = st.atime, st.link, st.nlink
     return info
 
 

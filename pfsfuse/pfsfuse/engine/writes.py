@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import re
+import secrets
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -232,6 +234,9 @@ class _Batch:
         # given a stat: one given after its entries changed (tar's utime at the end) is kept.
         self.entries_changed: dict[str, int] = {}
         self.stat_given: dict[str, int] = {}
+        # Hard links whose names changed, or whose file did: link id -> the file as it is now
+        # (None when only a name went). `finish` gives every name of each the same file.
+        self.linked: dict[int, FileNode | None] = {}
         self.ops = 0
 
     def flush(self) -> None:
@@ -256,6 +261,14 @@ class _Batch:
             self.entries_changed[names.split(path)[0]] = self.ops
         if isinstance(node, DirNode) and node.stat is not None:
             self.stat_given[path] = self.ops
+        if isinstance(node, FileNode) and node.stat is not None and node.stat.link is not None:
+            self.linked[node.stat.link] = node
+
+    def unname(self, old: Node | None) -> None:
+        """A name of `old` is going: if it is a hard link, its other names count one less."""
+        link = _link_of(old)
+        if link is not None:
+            self.linked.setdefault(link, None)
 
     def apply(self, op: WriteOp, data: _Staged | None) -> None:
         path, txn = op.path, self.w.txn
@@ -263,12 +276,14 @@ class _Batch:
         if isinstance(op, Put):
             assert data is not None  # every Put's data is staged first
             self.put(path, op, data)
+        elif isinstance(op, Copy) and op.link:
+            self.link(path, op)
         elif isinstance(op, Copy):
-            node = self.source(op)
+            node = _own(self.source(op), None)  # a copy is a file of its own, not another name
             if isinstance(node, DirNode) and names.byte_length(path) > names.byte_length(op.src_path):
                 # Every path below it grows: none may pass the limit (restore would refuse it).
                 names.check_depth(path, tree.longest_path(txn, node, self.longest))
-            old = self.node(path) if op.append or not op.overwrite else None
+            old = self.node(path)
             if not op.overwrite and old is not None:
                 raise AlreadyExists(f"{path} already exists; use -o to overwrite")
             if op.append and old is not None:
@@ -277,15 +292,19 @@ class _Batch:
                 chunks = [*tree.file_chunks(txn, old), *tree.file_chunks(txn, node)]
                 stat = None if old.stat is None else _touched(old.stat)
                 node = msgspec.structs.replace(tree.make_file(txn, chunks, old.executable), stat=stat)
+            else:
+                self.unname(old)
             self.set(path, node, new_entry=True)
         elif isinstance(op, Delete):
             if not path:
                 self.pending, self.dirty, self.root = {}, set(), EMPTY_DIR
-            elif self.node(path) is not None:
+            elif (gone := self.node(path)) is not None:
+                self.unname(gone)
                 self.set(path, None)
             elif not op.missing_ok:
                 raise NotFound(f"path {path} not found in {self.w.commit.repo}@{self.w.commit.id}")
         elif isinstance(op, Mkdir):
+            op = msgspec.structs.replace(op, stat=_own_stat(op.stat, None))
             old = self.node(path)
             if old is None:
                 self.set(path, DirNode(stat=op.stat), new_entry=True)
@@ -296,11 +315,13 @@ class _Batch:
                     self.set(path, msgspec.structs.replace(old, stat=op.stat))
                 self.stat_given[path] = self.ops
         elif isinstance(op, Symlink):
-            self.set(path, SymlinkNode(op.target, op.stat), new_entry=True)
+            self.unname(self.node(path))
+            self.set(path, SymlinkNode(op.target, _own_stat(op.stat, None)), new_entry=True)
         elif isinstance(op, Mknod):
             if op.kind not in ("char", "block") and op.rdev:
                 raise InvalidArgument(f"{path}: only a device node has a device number")
-            self.set(path, SpecialNode(op.kind, op.rdev, op.stat), new_entry=True)
+            self.unname(self.node(path))
+            self.set(path, SpecialNode(op.kind, op.rdev, _own_stat(op.stat, None)), new_entry=True)
         elif isinstance(op, Chmod):
             old = self.node(path)
             if not isinstance(old, FileNode):
@@ -311,7 +332,7 @@ class _Batch:
             old = self.node(path)
             if old is None:
                 raise NotFound(f"path {path} not found in {self.w.commit.repo}@{self.w.commit.id}")
-            changes: dict = {"stat": op.stat}
+            changes: dict = {"stat": _own_stat(op.stat, old.stat)}
             if isinstance(old, FileNode):
                 changes["executable"] = bool(op.stat.mode & 0o111)
             self.set(path, msgspec.structs.replace(old, **changes))
@@ -332,9 +353,11 @@ class _Batch:
             executable = op.executable
             if executable is None:
                 executable = isinstance(old, FileNode) and old.executable
-            stat = op.stat
-            if stat is None and isinstance(old, FileNode) and old.stat is not None:
+            stat = _own_stat(op.stat, old.stat if isinstance(old, FileNode) else None)
+            if op.stat is None and isinstance(old, FileNode) and old.stat is not None:
                 stat = _touched(old.stat, x=executable if op.executable is not None else None)
+            if not isinstance(old, FileNode):
+                self.unname(old)
             if stat is not None:
                 executable = bool(stat.mode & 0o111)
             self.set(path, msgspec.structs.replace(tree.make_file(txn, refs, executable), stat=stat), old is None)
@@ -367,6 +390,50 @@ class _Batch:
         node = tree.make_file(self.w.txn, refs) if refs else None
         self.set(path, msgspec.structs.replace(old, **{which: node}))
 
+    def link(self, path: str, op: Copy) -> None:
+        """Make `path` another name of the file at `op.src_path` of this commit (a hard link)."""
+        if op.src_repo != self.w.commit.repo:
+            raise InvalidArgument(f"{path}: a hard link names a file of the same repo and branch")
+        src = self.node(op.src_path)
+        if src is None:
+            raise NotFound(f"path {op.src_path} not found in {self.w.commit.repo}@{self.w.commit.id}")
+        if not isinstance(src, FileNode):
+            raise InvalidArgument(f"{path}: only a file can be hard-linked; {op.src_path} is not one")
+        old = self.node(path)
+        if old is not None and (not op.overwrite or isinstance(old, DirNode)):
+            raise AlreadyExists(f"{path} already exists")
+        if path == op.src_path or (old is not None and _link_of(old) == _link_of(src) is not None):
+            return  # already a name of it
+        self.unname(old)
+        now = time.time_ns()
+        st = src.stat or Stat(0o755 if src.executable else 0o644, os.getuid(), os.getgid(), now, now)
+        # A new name changes the file's ctime, as on a disk.
+        st = msgspec.structs.replace(st, ctime=now, link=st.link or secrets.randbelow((1 << 63) - 2) + 1)
+        node = msgspec.structs.replace(src, stat=st)
+        self.set(op.src_path, node)
+        self.set(path, node, new_entry=True)
+
+    def relink(self) -> None:
+        """Give every name of each hard link changed in this batch the file as it is now, and
+        their count. Finding the names takes a walk of the tree, only when a batch changes links."""
+        if not self.linked:
+            return
+        self.flush()
+        groups: dict[int, list[tuple[str, FileNode, Stat]]] = {}
+        for p, n in tree.walk(self.w.txn, self.root):
+            if isinstance(n, FileNode) and n.stat is not None and n.stat.link in self.linked:
+                groups.setdefault(n.stat.link, []).append((p, n, n.stat))
+        for link, members in groups.items():
+            for p, n, own in members:
+                base = self.linked[link] or n
+                st = base.stat or own
+                want = msgspec.structs.replace(base, stat=msgspec.structs.replace(st, nlink=len(members)))
+                if want != n:
+                    self.pending[p] = want
+                    self.dirty.update(_ancestors(p))
+        self.linked = {}
+        self.flush()
+
     def source(self, op: Copy) -> Node:
         """What a Copy refers to; a copy within the commit being written sees the earlier ops."""
         commit = self.store.index.resolve(op.src_repo, op.src_ref, self.w.view)
@@ -381,7 +448,7 @@ class _Batch:
     def finish(self) -> DirNode:
         """The new tree, where a directory with a stat that gained or lost entries has its mtime
         and ctime moved to now, as on a disk."""
-        self.flush()
+        self.relink()
         now = time.time_ns()
         for path, when in sorted(self.entries_changed.items()):
             if not path or self.stat_given.get(path, -1) >= when:  # (the root has no stat)
@@ -389,7 +456,7 @@ class _Batch:
             d = self.node(path)
             if isinstance(d, DirNode) and d.stat is not None:
                 st = d.stat
-                self.set(path, msgspec.structs.replace(d, stat=Stat(st.mode, st.uid, st.gid, now, now)))
+                self.set(path, msgspec.structs.replace(d, stat=msgspec.structs.replace(st, mtime=now, ctime=now)))
         self.flush()
         return self.root
 
@@ -415,7 +482,31 @@ def _touched(stat: Stat, x: bool | None = None, content: bool = True) -> Stat:
         mode = mode | ((mode & 0o444) >> 2) if x else mode & ~0o111
         if x and not mode & 0o111:
             mode |= 0o100
-    return Stat(mode, stat.uid, stat.gid, now if content else stat.mtime, now)
+    return msgspec.structs.replace(stat, mode=mode, mtime=now if content else stat.mtime, ctime=now)
+
+
+def _link_of(node: Node | None) -> int | None:
+    """The hard link id of a file that has one."""
+    if isinstance(node, FileNode) and node.stat is not None:
+        return node.stat.link
+    return None
+
+
+def _own_stat(stat: Stat | None, old: Stat | None) -> Stat | None:
+    """A stat a write gives, with the link id and count of the entry it replaces (the store
+    keeps those: a write through a name of a hard link is a write to the file)."""
+    if stat is None or old is None:
+        if stat is None or (stat.link is None and stat.nlink is None):
+            return stat
+        return msgspec.structs.replace(stat, link=None, nlink=None)
+    return msgspec.structs.replace(stat, link=old.link, nlink=old.nlink)
+
+
+def _own(node: Node, old: Stat | None) -> Node:
+    """`node` as a file of its own: not a name of a hard link."""
+    if _link_of(node) is None:
+        return node
+    return msgspec.structs.replace(node, stat=_own_stat(node.stat, old))
 
 
 def _ancestors(path: str) -> Iterator[str]:

@@ -46,11 +46,13 @@ class Attrs:
         if a is None:
             a = pyfuse3.EntryAttributes()
             a.generation = 0
-            a.st_nlink = 1  # "unknown" for directories: find must not assume leaf directories
             a.st_blksize = BLOCK
             a.entry_timeout = a.attr_timeout = ttl
         a.st_ino = inode.ino
         st = getattr(entry, "stat", None)
+        # 1 is "unknown" for directories: find must not assume leaf directories. A hard link
+        # counts its names.
+        a.st_nlink = 1 if st is None or st.nlink is None else st.nlink
         if isinstance(entry, DirNode) and r is not None and r.workspace is not None:
             st = r.workspace.dir_stat(inode.path, st)
         if entry is None or isinstance(entry, DirNode):
@@ -75,13 +77,15 @@ class Attrs:
         else:
             a.st_mode = kind | st.mode
             a.st_uid, a.st_gid = st.uid, st.gid
-            a.st_atime_ns = a.st_mtime_ns = st.mtime
+            a.st_mtime_ns = st.mtime
+            a.st_atime_ns = st.mtime if st.atime is None else st.atime
             a.st_ctime_ns = st.ctime
         return a
 
     async def change(self, ws: Workspace, path: str, entry, r: Ref, attr, fields, ctx):
         """Apply setattr to the entry at `path` of a branch; returns the entry as it is now.
-        Mode, owner and mtime are kept in the entry's stat (atime is not: it shows the mtime)."""
+        Mode, owner and times are kept in the entry's stat (atime only as utimensat sets it:
+        reads do not move it, as on a disk mounted noatime)."""
         if fields.update_size:
             if isinstance(entry, DirNode):
                 raise fail(errno.EISDIR)
@@ -118,7 +122,9 @@ class Attrs:
         """`old` with setattr's changes, checked as a disk checks them: only the owner (or root)
         changes the mode or times, only root gives a file away, and the owner gives it only to
         a group of their own."""
-        mode, uid, gid, mtime = old.mode, old.uid, old.gid, old.mtime
+        mode, uid, gid, mtime, atime = old.mode, old.uid, old.gid, old.mtime, old.atime
+        if fields.update_atime:
+            atime = attr.st_atime_ns
         if fields.update_mode:
             mode = attr.st_mode & 0o7777
         if fields.update_uid:
@@ -135,13 +141,14 @@ class Attrs:
         if not checked_by_kernel and (
             (uid != old.uid and not root)
             or (gid != old.gid and not root and not (owner and gid in self._groups(ctx)))
-            or ((mode != old.mode or fields.update_mtime) and not (root or owner))
+            or ((mode != old.mode or fields.update_mtime or fields.update_atime) and not (root or owner))
         ):
             raise fail(errno.EPERM)
-        if (mode, uid, gid, mtime) == (old.mode, old.uid, old.gid, old.mtime) and not fields.update_ctime:
+        new = (mode, uid, gid, mtime, atime)
+        if new == (old.mode, old.uid, old.gid, old.mtime, old.atime) and not fields.update_ctime:
             return old
         ctime = attr.st_ctime_ns if fields.update_ctime else time.time_ns()
-        return Stat(mode, uid, gid, mtime, ctime)
+        return msgspec.structs.replace(old, mode=mode, uid=uid, gid=gid, mtime=mtime, atime=atime, ctime=ctime)
 
     def _groups(self, ctx) -> set[int]:
         """The groups of the caller (the mounting user: see `changed_stat`)."""

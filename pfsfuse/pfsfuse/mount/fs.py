@@ -145,7 +145,18 @@ class Filesystem(pyfuse3.Operations):
         entry = await resolver.entry(r, path)
         if entry is None:
             raise fail(errno.ENOENT)
-        return self.inodes.of("entry", parent.repo, parent.ref, path), entry, r
+        linkid = _link_of(entry)
+        if not linkid:
+            return self.inodes.of("entry", parent.repo, parent.ref, path), entry, r
+        inode = self.inodes.linked(parent.repo, parent.ref, path, linkid)
+        if inode.path != path:
+            # The link's reads and writes go through one name (one being written, perhaps).
+            there = await resolver.entry(r, inode.path)
+            if _link_of(there) == linkid:
+                entry = there
+            else:
+                inode.path = path
+        return inode, entry, r
 
     def attributes(
         self, inode: Inode, entry, r: Ref | None, a: pyfuse3.EntryAttributes | None = None
@@ -294,7 +305,12 @@ class Filesystem(pyfuse3.Operations):
                 return
             for name, entry in batch:
                 if r is not None:  # a directory of a commit: its entries are at hand
-                    child = self.inodes.of("entry", inode.repo, inode.ref, names.join(inode.path, name))
+                    path = names.join(inode.path, name)
+                    linkid = _link_of(entry)
+                    if linkid:
+                        child = self.inodes.linked(inode.repo, inode.ref, path, linkid)
+                    else:
+                        child = self.inodes.of("entry", inode.repo, inode.ref, path)
                     entry, child_ref = framed(h.node, entry), r
                 else:
                     child, entry, child_ref = await self.child(inode, name)
@@ -470,6 +486,12 @@ class Filesystem(pyfuse3.Operations):
             raise fail(errno.EISDIR)
         ws.delete(path, Delete(path, missing_ok=True))
         ws.entries_changed(parent.path)
+        if _link_of(entry):  # its other names count one less: the daemon counts them
+            self.inodes.unnamed(r.repo, r.ref, path)
+            try:
+                await ws.flush()
+            except PfsError:
+                pass  # the name is gone here; the committer sends it when it can
 
     # -- links and renames --------------------------------------------------------------------------
 
@@ -496,6 +518,24 @@ class Filesystem(pyfuse3.Operations):
         parent, r, ws, path = await self._parent(new_parent_ino, new_name)
         if await self.resolver.entry(r, path) is not None:
             raise fail(errno.EEXIST)
+        if inode.kind == "entry" and (inode.repo, inode.ref) == (parent.repo, parent.ref):
+            # Within a branch, a link is another name of the file (stored so, copying nothing).
+            entry, _ = await self.describe(inode)
+            if isinstance(entry, DirNode):
+                raise fail(errno.EPERM)
+            if not await self.writer.hard_link(ws, inode.path, path, entry):
+                raise fail(errno.EXDEV)
+            r = await self.resolver.ref(parent.repo, parent.ref)
+            entry = await self.resolver.entry(r, path)
+            linkid = _link_of(entry)
+            if not linkid:
+                raise fail(errno.EIO)  # (the daemon refused it: said in the log)
+            linked = self.inodes.linked(inode.repo, inode.ref, inode.path, linkid)
+            linked = self.inodes.linked(inode.repo, inode.ref, path, linkid)
+            linked.lookups += 1
+            ws.entries_changed(parent.path)
+            return self.attributes(linked, entry, r)
+        # Between branches or commits: a copy, by reference.
         source = await self.writer.reference(inode.repo, inode.ref, inode.path) if inode.kind == "entry" else None
         if source is None:
             raise fail(errno.EPERM)
@@ -528,6 +568,12 @@ class Filesystem(pyfuse3.Operations):
         old_ws.entries_changed(old_parent.path)
         new_ws.entries_changed(new_parent.path)
         self.inodes.renamed((old_parent.repo, old_parent.ref, old), (new_parent.repo, new_parent.ref, new))
+
+
+def _link_of(entry) -> int | None:
+    """The hard link id of a file (or a file being written) that has one."""
+    st = entry.stat if isinstance(entry, (FileNode, LocalFile)) else None
+    return None if st is None else st.link
 
 
 def _new_stat(mode: int, ctx) -> Stat:

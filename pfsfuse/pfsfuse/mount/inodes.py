@@ -1,4 +1,5 @@
-"""The mount's inodes: numbers from hashes of paths, counted lookups, moved on rename."""
+"""The mount's inodes: numbers from hashes of paths, counted lookups, moved on rename. The names
+of a hard link share one inode, found by its link id."""
 
 from __future__ import annotations
 
@@ -21,6 +22,16 @@ class Inode:
     path: str = ""
     lookups: int = 0
     link: str = ""  # shown to the kernel as a symlink to this, stored as a reference to its data
+    # A hard link's id; `path` is the name its reads and writes go through, `names` all it has
+    # been looked up by (the kernel knows it by those).
+    linkid: int = 0
+    names: set[str] | None = None
+
+
+def _key(inode: Inode) -> tuple:
+    if inode.linkid:
+        return ("link", inode.repo, inode.ref, str(inode.linkid))
+    return (inode.kind, inode.repo, inode.ref, inode.path)
 
 
 class InodeTable:
@@ -38,13 +49,42 @@ class InodeTable:
         ino = self._by_key.get(key)
         if ino is not None:
             return self._inodes[ino]
+        inode = Inode(self._number(key), kind, repo, ref, path)
+        self._inodes[inode.ino] = inode
+        self._by_key[key] = inode.ino
+        return inode
+
+    def _number(self, key: tuple) -> int:
         ino = xxhash.xxh3_64_intdigest("\0".join(key).encode()) >> 1
         while ino <= pyfuse3.ROOT_INODE or ino in self._inodes:
             ino = (ino + 1) & ((1 << 63) - 1)
-        inode = Inode(ino, kind, repo, ref, path)
-        self._inodes[ino] = inode
-        self._by_key[key] = ino
+        return ino
+
+    def linked(self, repo: str, ref: str, path: str, linkid: int) -> Inode:
+        """The inode of the hard link `linkid`, known (also) by `path`: the inode the kernel
+        already has for `path` becomes the link's, so that a name linked here keeps its number."""
+        key = ("link", repo, ref, str(linkid))
+        ino = self._by_key.get(key)
+        if ino is not None:
+            inode = self._inodes[ino]
+        else:
+            ino = self._by_key.pop(("entry", repo, ref, path), None)
+            inode = self._inodes[ino] if ino is not None else Inode(self._number(key), "entry", repo, ref, path)
+            inode.linkid = linkid
+            self._inodes[inode.ino] = inode
+            self._by_key[key] = inode.ino
+        if inode.names is None:
+            inode.names = {inode.path}
+        inode.names.add(path)
         return inode
+
+    def unnamed(self, repo: str, ref: str, path: str) -> None:
+        """`path` was removed: a hard link's inode goes on by another of its names."""
+        for inode in self._inodes.values():
+            if inode.linkid and (inode.repo, inode.ref) == (repo, ref) and inode.names and path in inode.names:
+                inode.names.discard(path)
+                if inode.path == path and inode.names:
+                    inode.path = min(inode.names)
 
     def get(self, ino: int) -> Inode:
         """The inode the kernel names: ESTALE once it is forgotten."""
@@ -62,13 +102,13 @@ class InodeTable:
     def add(self, inode: Inode) -> None:
         """An inode numbered elsewhere (or again), under its path."""
         self._inodes[inode.ino] = inode
-        self._by_key[(inode.kind, inode.repo, inode.ref, inode.path)] = inode.ino
+        self._by_key[_key(inode)] = inode.ino
 
     def drop(self, ino: int) -> None:
         """Forget an inode whatever the kernel's count: later forgets for it are ignored."""
         inode = self._inodes.pop(ino, None)
         if inode is not None:
-            key = (inode.kind, inode.repo, inode.ref, inode.path)
+            key = _key(inode)
             if self._by_key.get(key) == ino:
                 del self._by_key[key]
 
@@ -80,7 +120,8 @@ class InodeTable:
             inode.lookups -= n
             if inode.lookups <= 0:
                 del self._inodes[ino]
-                self._by_key.pop((inode.kind, inode.repo, inode.ref, inode.path), None)
+                if self._by_key.get(_key(inode)) == ino:
+                    del self._by_key[_key(inode)]
 
     def invalidate(self, repo: str, ref: str, paths: list[str]) -> None:
         """Make the kernel look these names up again (what it cached is no longer so)."""
@@ -94,19 +135,28 @@ class InodeTable:
         """Inodes keep their numbers across a rename: move them (and what is under them) to the
         new paths, as the kernel did with its dentries."""
         repo, ref, path = old
+
+        def under(p: str) -> bool:
+            return p == path or p.startswith(path + "/")
+
         moved = [
             i
             for i in self._inodes.values()
             if i.kind == "entry"
             and (i.repo, i.ref) == (repo, ref)
-            and (i.path == path or i.path.startswith(path + "/"))
+            and (under(i.path) or any(map(under, i.names or ())))
         ]
         for i in moved:
-            del self._by_key[("entry", i.repo, i.ref, i.path)]
+            self._by_key.pop(_key(i), None)
         for i in moved:
+            if i.linkid and new[:2] != (repo, ref):
+                i.linkid, i.names = 0, None  # a link of another branch: moved there as a copy
             i.repo, i.ref = new[0], new[1]
-            i.path = new[2] + i.path[len(path) :]
+            if under(i.path):
+                i.path = new[2] + i.path[len(path) :]
+            if i.names is not None:
+                i.names = {new[2] + p[len(path) :] if under(p) else p for p in i.names}
             stale = self._by_key.pop(("entry", i.repo, i.ref, i.path), None)
             if stale is not None and stale != i.ino:
                 self._inodes.pop(stale, None)  # the replaced target's inode is gone
-            self._by_key[("entry", i.repo, i.ref, i.path)] = i.ino
+            self._by_key[_key(i)] = i.ino

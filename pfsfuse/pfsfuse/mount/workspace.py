@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import msgspec
 import trio
 
 from pfsfuse.api.client import Client
@@ -114,7 +115,7 @@ class LocalFile:
     def touch(self) -> None:
         """The content changed: so did its mtime and ctime."""
         now = time.time_ns()
-        self.stat = Stat(self.stat.mode, self.stat.uid, self.stat.gid, now, now)
+        self.stat = msgspec.structs.replace(self.stat, mtime=now, ctime=now)
 
     def pread(self, off: int, n: int) -> bytes:
         if self._fd is not None:
@@ -344,6 +345,12 @@ class Workspace:
         """A change the daemon applies by reference (copy, mkdir, symlink, chmod)."""
         self._log(op)
         self._set(path, node)
+
+    def send_next(self, op: WriteOp) -> None:
+        """A change the overlay need not show: the caller flushes it at once (a hard link,
+        which the daemon numbers)."""
+        self._log(op)
+        self.changed = time.monotonic()
 
     def restat_dir(self, path: str, stat: Stat, op: WriteOp) -> None:
         """A directory's mode, owner or times changed (`op` stores them)."""

@@ -54,7 +54,6 @@ class Writer:
         self._trees = trees
         self._io = io
         self._tmpdir = tmpdir
-        self._rescue = tmpdir + ".rescued"  # what an unmount could not save: kept, not deleted
         self._mountpoint = mountpoint
         self._idle = idle
         self._lost = lost
@@ -75,20 +74,35 @@ class Writer:
             entry = await self._resolver.entry(await self._resolver.ref(ws.repo, ws.branch), path)
             if not isinstance(entry, FileNode):
                 raise fail(errno.ENOENT)
-        f = LocalFile(self._tmpdir, stat_of(entry, time.time()))
-        if truncate:
-            f.touch()  # O_TRUNC: the content is new, and so are its mtime and ctime
-        else:
+        st = stat_of(entry, time.time())
+        f = LocalFile(self._tmpdir, st)
+        if not truncate:
             try:
                 await self._reader.copy_into(f, entry)
             except BaseException:
                 f.dropped = True  # nobody has it: its temporary file goes
                 f.release()
                 raise
+            f.stat = st  # opening to write is not writing: the times stay until a write
+        else:
+            f.touch()  # O_TRUNC is a change, as on a disk
         ws.created(path, f)
         return f
 
     # -- references: links, symlinks to data, moves
+
+    async def hard_link(self, ws: Workspace, src: str, path: str, entry) -> bool:
+        """Make `path` another name of the file at `src` of the same branch, sent to the daemon
+        at once (it numbers the link). False when it cannot go yet: an earlier change waits for
+        a file open for writing."""
+        if isinstance(entry, LocalFile) and entry.writers and ws.overlay.get(src) is entry:
+            ws.synced(entry)  # being written: the daemon must have it to link it
+        await ws.flush()
+        if ws.ops:
+            return False
+        ws.send_next(Copy(path, ws.repo, ws.branch, src, overwrite=False, link=True))
+        await ws.flush()
+        return True
 
     async def symlink(self, ws: Workspace, parent: Inode, path: str, node: SymlinkNode) -> bool:
         """Make `path` a link to `node.target`; True when it is stored as a reference to the data
@@ -195,6 +209,9 @@ class Writer:
             if len(f.path.encode()) - len(old.encode()) + len(new.encode()) > names.MAX_PATH:
                 raise fail(errno.ENAMETOOLONG)
         source = await self.reference(old_ref.repo, old_ref.ref, old)
+        if source is not None and old_ws is new_ws and isinstance(source[0], FileNode) and source[0].stat is not None:
+            if source[0].stat.link:  # a name of a hard link moves: the new name is one of it
+                source = (source[0], msgspec.structs.replace(source[1], link=True), source[2])
         # None: still being written in another branch, no reference yet
         if source is None or not await self.refer(new_ws, new, source):
             raise fail(errno.EXDEV)
@@ -211,7 +228,7 @@ class Writer:
         while True:
             await trio.sleep(0.05)
             for ws in self._resolver.workspaces():
-                if not (ws.busy or ws.overlay) or time.monotonic() < ws.retry_at:
+                if not (ws.busy or ws.overlay):
                     continue
                 try:
                     if ws.commit_id is None and (ws.writing or ws.ops):
@@ -224,10 +241,11 @@ class Writer:
                     if isinstance(e, NotFound) and await ws.repo_gone():
                         log.error("%s@%s: the repo is gone: changes not yet saved are dropped", ws.repo, ws.branch)
                         ws.discard()
-                    elif ws.failed(e):  # (said once, not at every retry)
+                    elif str(e) != ws.failing:  # (said once, not at every retry)
                         log.error("cannot write to %s@%s: %s (will retry)", ws.repo, ws.branch, e)
+                    ws.failing = str(e)
                 else:
-                    ws.succeeded()
+                    ws.failing = ""
 
     async def finish_all(self) -> None:
         """At unmount: everything pending reaches the daemon and our commits are finished."""
@@ -239,5 +257,3 @@ class Writer:
                 except PfsError as e:  # the others may still be saved
                     log.error("%s@%s: changes not saved at unmount: %s", ws.repo, ws.branch, e)
                     self._lost(f"{ws.repo}@{ws.branch}: changes not saved at unmount: {e}")
-                    for line in ws.rescue(self._rescue):
-                        self._lost(line)

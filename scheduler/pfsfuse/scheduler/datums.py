@@ -1,7 +1,9 @@
 """Cutting a job's input commits into datums: glob per atom input, then cross and union products.
 
 A datum's key is a hash of the pipeline's salt and of each input's name, matched path and content
-hash, so a datum whose inputs did not change keeps its key and its earlier output is reused. An
+hash, so a datum whose inputs did not change keeps its key and its earlier output is reused. A
+directory's content hash covers its entries' names and contents, not their stats (a touched file
+below it is the same datum). An
 incremental pipeline keys datums by name and path only (the content hash then decides whether the
 datum changed), so that a changed datum finds its previous output.
 """
@@ -14,11 +16,13 @@ import xxhash
 
 from pfsfuse.api.client import Client
 from pfsfuse.metadata import glob
-from pfsfuse.metadata.records import Commit, DirNode, FileNode, Node, SymlinkNode
+from pfsfuse.metadata.records import Commit, DirNode, FileNode, Node, SpecialNode, SymlinkNode
 from pfsfuse.scheduler.records import DatumInput
 from pfsfuse.scheduler.spec import Input, PipelineSpec, atom, cron_repo, input_name
 
 FEW_DIRS = 64
+_IDENTITIES = 4096  # directories' identities remembered, by top page (pages never change)
+_identities: dict[bytes, bytes] = {}
 
 
 def content(node: Node) -> bytes:
@@ -31,12 +35,44 @@ def content(node: Node) -> bytes:
     return b""
 
 
+def _entry(node: Node) -> bytes:
+    """What an entry below a directory datum adds to its identity: its content and kind, not its
+    stat (a directory's pages hold its entries' stats, so its own content is its frame)."""
+    if isinstance(node, DirNode):
+        return b"d" + b"".join(b"" if f is None else f.hash for f in (node.header, node.footer))
+    if isinstance(node, SpecialNode):
+        return f"s{node.kind}{node.rdev}".encode()
+    return (b"l" if isinstance(node, SymlinkNode) else b"f") + content(node)
+
+
+def identity(client: Client, repo: str, commit: str, path: str, node: DirNode) -> bytes:
+    """The content identity of the directory `node` at `path`: every entry below it, by name
+    and content. Worked out once per top page (a walk of the directory's tree)."""
+    if node.root is None or glob.is_pattern(path):
+        return _entry(node) + (node.root or b"")  # (a name that is a pattern: its pages' hash)
+    found = _identities.get(node.root)
+    if found is None:
+        h = xxhash.xxh3_128()
+        below = sorted(client.glob_nodes(repo, commit, f"/{path}/**" if path else "/**"))
+        for p, n in below:
+            h.update(p[len(path) :].encode() + b"\0" + _entry(n) + b"\0")
+        found = h.digest()
+        if len(_identities) >= _IDENTITIES:
+            _identities.clear()
+        _identities[node.root] = found
+    return _entry(node) + found
+
+
+def _content(i: DatumInput) -> bytes:
+    return i.identity or content(i.node)
+
+
 def key(salt: str, inputs: list[DatumInput], with_content: bool = True) -> str:
     h = xxhash.xxh3_128(salt.encode())
     for i in sorted(inputs, key=lambda i: (i.name, i.path)):
         h.update(b"\0" + i.name.encode() + b"\0" + i.path.encode() + b"\0")
         if with_content:
-            h.update(content(i.node))
+            h.update(_content(i))
     return h.hexdigest()
 
 
@@ -44,7 +80,7 @@ def fingerprint(inputs: list[DatumInput]) -> str:
     """The content of a datum's inputs, for incremental pipelines."""
     h = xxhash.xxh3_128()
     for i in sorted(inputs, key=lambda i: (i.name, i.path)):
-        h.update(i.name.encode() + b"\0" + i.path.encode() + b"\0" + content(i.node))
+        h.update(i.name.encode() + b"\0" + i.path.encode() + b"\0" + _content(i))
     return h.hexdigest()
 
 
@@ -79,7 +115,20 @@ def _glob(client: Client, repo: str, commit: Commit | None, pattern: str, name: 
     matches = client.glob_nodes(repo, commit.id, pattern)
     framed = _framed_dirs(client, repo, commit.id, {_dir(p) for p, n in matches if isinstance(n, FileNode)})
     return [
-        [DatumInput(name, repo, commit.id, path, node, lazy, empty, _dir(path) in framed)] for path, node in matches
+        [
+            DatumInput(
+                name,
+                repo,
+                commit.id,
+                path,
+                node,
+                lazy,
+                empty,
+                _dir(path) in framed,
+                identity(client, repo, commit.id, path, node) if isinstance(node, DirNode) else b"",
+            )
+        ]
+        for path, node in matches
     ]
 
 

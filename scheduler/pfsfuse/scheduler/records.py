@@ -69,6 +69,9 @@ class DatumInput(Struct, array_like=True, frozen=True):
     lazy: bool = False
     empty_files: bool = False
     framed: bool = True  # a file whose directory may have a header or footer (split files)
+    # A directory's content identity (its entries' names and contents, not their stats); empty
+    # for anything else, whose node says it.
+    identity: bytes = b""
 
 
 class DatumTask(Struct, omit_defaults=True):

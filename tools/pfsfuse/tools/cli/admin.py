@@ -248,7 +248,7 @@ def delete_all(app: App, yes: bool) -> None:
 @click.argument(
     "suite",
     type=click.Choice(
-        ["store", "split", "gc", "mount", "objstore", "pipelines", "auth", "direct", "compare", "checkout"]
+        ["store", "split", "gc", "mount", "posix", "objstore", "pipelines", "auth", "direct", "compare", "checkout"]
     ),
     default="store",
 )
@@ -265,7 +265,8 @@ def bench(app: App, suite: str, runs: int, workdir: str | None, only: tuple[str,
     """Benchmark against a reference on this machine (scratch store; needs several GiB free).
 
     `compare` runs version, change and checkout workloads through pfsfuse, git and DVC (those
-    installed); `checkout` is its checkout rows alone.
+    installed); `checkout` is its checkout rows alone. `posix` runs fio's random writes and a
+    sqlite workload on the mount beside JuiceFS and the disk, and `ls -l` with and without stats.
     """
     from pfsfuse.tools import bench as benchmarks  # heavy, and only this verb needs it
 

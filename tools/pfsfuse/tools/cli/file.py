@@ -120,7 +120,9 @@ def _stat(st: os.stat_result) -> Stat:
 
 def _walk(directory: str, dest: str) -> Iterator[WriteOp]:
     """A local directory's files, symlinks (as symlinks), FIFOs, sockets, device nodes and
-    directories, with their modes, owners and times."""
+    directories, with their modes, owners and times; a file's further names (hard links, as tar
+    finds them) become links to its first (a Copy with `link`, its repo and ref left to fill)."""
+    first_name: dict[tuple[int, int], str] = {}  # (device, inode) -> the target it was put at
     # Bottom-up: a directory is given its stat after its entries are in (which move its mtime).
     for root, dirs, files in sorted(os.walk(directory, topdown=False), key=lambda w: _walk_key(w[0])):
         rel = os.path.relpath(root, directory)
@@ -131,7 +133,11 @@ def _walk(directory: str, dest: str) -> Iterator[WriteOp]:
             target = posixpath.join(here, name) if here else name
             if stat.S_ISLNK(st.st_mode):
                 yield Symlink(target, os.readlink(local), _stat(st))
+            elif stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) in first_name:
+                yield Copy(target, "", "", first_name[(st.st_dev, st.st_ino)], link=True)
             elif stat.S_ISREG(st.st_mode):
+                if st.st_nlink > 1:
+                    first_name[(st.st_dev, st.st_ino)] = target
                 yield Put(target, local=local, stat=_stat(st))
             else:
                 kind = next(k for k, bits in SPECIAL_MODES.items() if stat.S_IFMT(st.st_mode) == bits)
@@ -267,8 +273,16 @@ def put_file(
     options = {"append": append}
     if split:
         options = {"split": split, "target_datums": target_file_datums, "target_bytes": target_file_bytes}
-    # (directories and symlinks of put-file -r neither append nor split)
-    expanded = [msgspec.structs.replace(p, **options) if isinstance(p, (Put, Copy)) else p for p in expanded]
+    # (directories and symlinks of put-file -r neither append nor split; its hard links are
+    # names of a file of this repo and branch)
+    expanded = [
+        msgspec.structs.replace(p, src_repo=repo, src_ref=ref)
+        if isinstance(p, Copy) and p.link
+        else msgspec.structs.replace(p, **options)
+        if isinstance(p, (Put, Copy))
+        else p
+        for p in expanded
+    ]
     total = sum(os.path.getsize(s.local) for s in expanded if isinstance(s, Put) and s.local)
     if sys.stderr.isatty() and total >= PROGRESS_MIN:
         with _progress() as progress:
@@ -446,6 +460,8 @@ def inspect_file(app: App, repo: str, ref: str, path: str, as_json: bool) -> Non
         fields.append(("Mode", f"{stat.filemode(kind | f.mode)} ({f.mode:04o})"))
         fields.append(("Owner", f"{f.uid}:{f.gid}"))
         fields.append(("Modified", time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime((f.mtime or 0) / 1e9))))
+    if f.nlink is not None:
+        fields.append(("Links", f"{f.nlink} (hard link {f.link:x})"))
     app.out.fields(fields)
 
 
