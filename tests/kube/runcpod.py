@@ -8,7 +8,8 @@
   and /dev/fuse; otherwise with none at all, the device-plugin mode): its /pfs is the
   pod's `pfs` emptyDir, bound with shared propagation (Bidirectional), so that the FUSE file
   system it mounts there shows in the host's directory; its other mounts are host directories
-  that the plan's environment overrides name;
+  that the plan's environment overrides name (a container's `subPath` mount binds that directory
+  of the volume);
 - once the sidecar's startup probe passes (the ready mark exists), the user container: a runc
   container of a busybox rootfs without Python, its volumes bound in, /pfs with slave propagation
   (HostToContainer), running the launcher; asking for `smarter-devices/fuse`, it gets /dev/fuse,
@@ -138,9 +139,9 @@ def _runc(state: Path, bundles: Path, pod: str, c: dict, plan: dict, dirs: dict[
     for m in c.get("volumeMounts", []):
         how = {"HostToContainer": "rslave", "Bidirectional": "rshared"}.get(m.get("mountPropagation", ""), "rprivate")
         options = ["rbind", how, *(["ro"] if m.get("readOnly") else [])]
-        mounts.append(
-            {"destination": m["mountPath"], "type": "bind", "source": str(dirs[m["name"]]), "options": options}
-        )
+        source = dirs[m["name"]] / m.get("subPath", "")
+        source.mkdir(mode=0o777, exist_ok=True)  # as the kubelet makes a missing subPath
+        mounts.append({"destination": m["mountPath"], "type": "bind", "source": str(source), "options": options})
     config["mounts"] = mounts
     if "smarter-devices/fuse" in (c.get("resources") or {}).get("limits", {}):  # what the device plugin gives
         config["linux"].setdefault("devices", []).append(

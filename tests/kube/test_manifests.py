@@ -126,6 +126,10 @@ def test_fuse_modes():
         assert all("mountPropagation" not in m for m in container(copy, c)["volumeMounts"])
         assert not container(copy, c)["securityContext"].get("privileged")
         assert "smarter-devices/fuse" not in container(copy, c).get("resources", {}).get("limits", {})
+    # The user's /pfs is a directory of the emptyDir the sidecar mounts whole (its own files beside).
+    assert {"name": "pfs", "mountPath": "/pfs", "subPath": "datum"} in container(copy, "user")["volumeMounts"]
+    assert {"name": "pfs", "mountPath": "/pfs"} in container(copy, "pfs-worker")["volumeMounts"]
+    assert container(copy, "pfs-worker")["securityContext"]["capabilities"] == {"drop": ["ALL"]}
 
 
 @pytest.mark.parametrize("mode", FUSE_MODES)

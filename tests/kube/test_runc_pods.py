@@ -250,3 +250,55 @@ def test_the_device_plugin_mode_passes_the_fuse_descriptor(cluster):
     finally:
         pps.close()
         client.close()
+
+
+@pytest.mark.parametrize("cluster", ["copy"], indirect=True)
+def test_the_copy_mode_lays_out_each_datum_without_fuse(cluster):
+    """No FUSE and no capability anywhere: the sidecar copies each datum's inputs into the
+    emptyDir the user's container sees at /pfs (lazy ones as named pipes), and uploads /pfs/out,
+    whoever the command wrote it as."""
+    api, daemon = cluster
+    client = daemon.client()
+    pps = RemotePipelines(f"unix:{daemon.home}/pfs.sock")
+    try:
+        client.create_repo("images")
+        c = client.write_files("images", "master", [Put(p, stream=io.BytesIO(d)) for p, d in IMAGES.items()]).commit
+        pps.create_pipeline(specs.parse(json.dumps(EDGES)))
+        pps.create_pipeline(specs.parse(json.dumps(MONTAGE)))
+        # Another user's files in a directory of its own, a lazy input read through its pipes.
+        mounts = "grep ' /pfs ' /proc/self/mounts > /pfs/out/mounts"
+        lines = ["mkdir -p /pfs/out/d/e && cat /pfs/images/* > /pfs/out/d/e/all && id -u > /pfs/out/uid", CAPS, mounts]
+        tf = {"image": "busybox", "cmd": ["sh"], "stdin": lines, "user": "1000:1001"}
+        lazy = {"atom": {"repo": "images", "glob": "/", "lazy": True}}
+        pps.create_pipeline(specs.parse(json.dumps({"pipeline": {"name": "who"}, "transform": tf, "input": lazy})))
+        jobs = pps.flush_job([CommitRef("images", c)])
+        assert {j.pipeline for j in jobs} == {"edges", "montage", "who"}
+        assert all(j.state == "success" for j in jobs), [
+            (d.reason, d.log) for j in jobs for d in pps.list_datum(j.id)
+        ] + list(api.logs.values())
+        for name, data in IMAGES.items():
+            assert b"".join(client.get_file("edges", "master", name)) == data.upper()
+        montage = b"".join(client.get_file("montage", "master", "montage"))
+        assert montage == b"".join(IMAGES[n].upper() for n in sorted(IMAGES)) + b"".join(
+            IMAGES[n] for n in sorted(IMAGES)
+        )
+        assert b"".join(client.get_file("who", "master", "d/e/all")) == b"".join(IMAGES[n] for n in sorted(IMAGES))
+        assert b"".join(client.get_file("who", "master", "uid")) == b"1000\n"
+        shown = b"".join(client.get_file("who", "master", "mounts"))
+        assert shown and b"fuse" not in shown, shown
+        caps = {int(b"".join(client.get_file("who", "master", f"caps/{n}")).split()[1], 16) for n in IMAGES}
+        assert caps and all(not cap & (1 << 21) for cap in caps), caps  # CAP_SYS_ADMIN is bit 21
+        for pod in api.list("pods", "default", "pfs.io/pipeline=who"):
+            sidecar = next(c for c in pod["spec"]["initContainers"] if c["name"] == "pfs-worker")
+            assert sidecar["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+            assert not sidecar["securityContext"].get("privileged")
+            # The saved outputs are gone from the emptyDir, the other user's directories too.
+            done = daemon.home.parent / "pods" / pod["metadata"]["name"] / "volumes" / "pfs" / "done"
+            wait_for(lambda d=done: not any(d.rglob("*")), what="the saved outputs to be cleared")
+        info = daemon.pfs("inspect-pipeline", "edges").stdout.decode()
+        assert "fuse mode copy" in info
+        for name in ("who", "montage", "edges"):
+            pps.delete_pipeline(name)
+    finally:
+        pps.close()
+        client.close()

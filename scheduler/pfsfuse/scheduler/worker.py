@@ -33,6 +33,7 @@ import queue
 import select
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -52,6 +53,7 @@ from pfsfuse.scheduler import spec as specs
 from pfsfuse.scheduler.api import RemotePipelines
 from pfsfuse.scheduler.identity import RunAs
 from pfsfuse.scheduler.kube import podworker
+from pfsfuse.scheduler.kube.settings import COPY_DIR
 from pfsfuse.scheduler.pipes import PipeFeeder
 from pfsfuse.scheduler.records import DatumInput, DatumResult, DatumTask, meta_repo
 
@@ -66,6 +68,9 @@ _CLONE_NEWNS = 0x00020000
 _LIBC = ctypes.CDLL(None, use_errno=True)
 _LIBC.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
 _MNT_DETACH = 2
+# A POSIX ACL's entries, as the system.posix_acl_* attributes hold them (linux/posix_acl_xattr.h)
+_ACL_USER_OBJ, _ACL_USER, _ACL_GROUP_OBJ, _ACL_MASK, _ACL_OTHER = 0x01, 0x02, 0x04, 0x10, 0x20
+_ACL_ANY = 0xFFFFFFFF
 
 
 def _detach_fuse_mounts() -> None:
@@ -105,12 +110,15 @@ class Layout:
         self.unavailable = ""  # why the command cannot see its data at /pfs, if it cannot
         self.owner: tuple[int, int] | None = None  # the uid and gid /pfs/out belongs to
         self.pod: podworker.PodCommands | None = None  # in a pod: where commands run
+        self.done = scratch / "done"  # outputs waiting to be saved, a directory per batch
+        self.shared = False  # copy mode in a pod: the user's container writes /pfs/out as any user
 
     def setup(self) -> None:
         self.tmp.mkdir()
         if podworker.in_pod():  # /pfs is the emptyDir the user's container shares: no namespace
             self.private = False
-            self.pod = podworker.PodCommands.start(self._serve)
+            copy = podworker.fuse_mode() == "copy"
+            self.pod = podworker.PodCommands.start(self._share if copy else self._serve)
             return
         if self.private:
             try:
@@ -156,6 +164,23 @@ class Layout:
         self.served = Served(self.view, fuse_fd=fuse_fd)
         self.root = Path("/pfs")
 
+    def _share(self, _fd: int | None = None) -> None:
+        """A pod's copy mode: this sidecar's /pfs is the whole emptyDir, the command's /pfs its
+        COPY_DIR, where each datum's inputs are copied. Finished outputs and the links to the
+        pipes are beside it: on the same file system, out of the command's sight."""
+        share = Path("/pfs")
+        for entry in os.scandir(share):  # left by a previous run of this sidecar in the pod
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                os.unlink(entry.path)
+        self.tmp, self.done, self.views = share, share / "done", share / COPY_DIR
+        self.out, self.root = self.views / "out", Path("/pfs")
+        self.out.mkdir(parents=True)
+        os.chmod(self.views, 0o755)
+        self.shared = True
+        self.give(self.out)
+
     def _bind_views(self) -> None:
         """/pfs, in our mount namespace, is the directory where datums are copied."""
         os.makedirs("/pfs", exist_ok=True)
@@ -167,6 +192,8 @@ class Layout:
         """Give /pfs/out, now and from now on, to whom the command runs as, so that it can write
         there; None gives it back to the worker."""
         self.owner = None if run_as is None else (run_as.uid, run_as.gid)
+        if self.shared:  # the sidecar may not chown: /pfs/out is open to all (`give`)
+            return
         ids = self.owner or (os.geteuid(), os.getegid())
         os.chown(self.out, *ids)
         if self.view is not None:  # the inputs are the command's too (read-only): it may hard-link them
@@ -174,7 +201,9 @@ class Layout:
 
     def give(self, path: Path) -> None:
         """An entry the worker made in /pfs/out (a previous output) belongs to the owner too."""
-        if self.owner is not None:
+        if self.shared:
+            _open_to_all(path)
+        elif self.owner is not None:
             os.chown(path, *self.owner, follow_symlinks=False)
 
     def take_out(self, dest: Path) -> None:
@@ -202,8 +231,8 @@ class Worker:
         self.name = name
         self.scratch = scratch  # host paths: what the daemon sees
         self.layout = Layout(scratch)
-        self.done = scratch / "done"  # outputs waiting to be saved, a directory per batch
         self.layout.setup()
+        self.done = self.layout.done
         self.views, self.out, self.root = self.layout.views, self.layout.out, self.layout.root
         self.view = self.layout.view
         self.pod = self.layout.pod  # in a pod, commands run in the user's container, through the launcher
@@ -544,7 +573,9 @@ class Worker:
                 elif (st.st_dev, st.st_ino) in sources:  # a hard link to an input
                     ops.append(Copy(dest, *sources[(st.st_dev, st.st_ino)]))
                 else:
-                    ops.append(Put(dest, local=local, executable=bool(st.st_mode & 0o111)))
+                    # A pod's emptyDir is not the daemon's to read, even beside it on one host.
+                    data = {"stream": _OpenedLater(local)} if self.layout.shared else {"local": local}
+                    ops.append(Put(dest, executable=bool(st.st_mode & 0o111), **data))
                     uploaded += st.st_size
         return ops, uploaded
 
@@ -674,6 +705,43 @@ def _exchange(proc: subprocess.Popen, stdin: bytes, deadline: float | None, live
 def _os_error(what: str) -> OSError:
     code = ctypes.get_errno()
     return OSError(code, f"{what}: {os.strerror(code)}")
+
+
+class _OpenedLater:
+    """A file opened at its first read and closed at its end: a batch's outputs may be many
+    files, sent one after another."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._file: io.BufferedReader | None = None
+
+    def read(self, n: int = -1) -> bytes:
+        if self._file is None:
+            self._file = open(self.path, "rb")
+        data = self._file.read(n)
+        if not data:
+            self._file.close()
+        return data
+
+
+def _open_to_all(path: Path) -> None:
+    """Let the command write `path`, whoever it runs as, and this worker clear what it leaves
+    there: a directory is open to all, and whatever is made in it will be this worker's to
+    remove too (a default ACL naming our uid; without ACLs, what another user makes in a
+    directory of its own stays until the pod ends)."""
+    if path.is_symlink():
+        return
+    if not path.is_dir():
+        os.chmod(path, 0o666)
+        return
+    os.chmod(path, 0o777)
+    entries = [(_ACL_USER_OBJ, 7, _ACL_ANY), (_ACL_USER, 7, os.geteuid()), (_ACL_GROUP_OBJ, 7, _ACL_ANY)]
+    entries += [(_ACL_MASK, 7, _ACL_ANY), (_ACL_OTHER, 7, _ACL_ANY)]
+    acl = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries)
+    try:
+        os.setxattr(path, "system.posix_acl_default", acl)
+    except OSError as e:
+        log.debug("no default ACL on %s: %s", path, e)
 
 
 def _empty(directory: Path, keep: str = "") -> None:

@@ -21,7 +21,7 @@ import msgspec
 from pfsfuse.chunks import backends
 from pfsfuse.metadata.errors import InvalidArgument
 from pfsfuse.scheduler.kube.patch import apply_pod_patch, apply_pod_spec
-from pfsfuse.scheduler.kube.settings import FUSE_DEVICE, Settings, dns_name
+from pfsfuse.scheduler.kube.settings import COPY_DIR, FUSE_DEVICE, Settings, dns_name
 from pfsfuse.scheduler.spec import PipelineSpec, Resources
 
 PIPELINE_LABEL = "pfs.io/pipeline"
@@ -104,6 +104,7 @@ def worker_pod(
             "name": "pfs",
             "mountPath": "/pfs",
             **({"mountPropagation": "HostToContainer"} if mode == "privileged" else {}),
+            **({"subPath": COPY_DIR} if mode == "copy" else {}),
         },
     ]
     user_env: list[dict] = [{"name": k, "value": v} for k, v in sorted(tf.env.items())]

@@ -34,12 +34,10 @@ def in_pod() -> bool:
 
 
 def fuse_mode() -> str:
-    """How this pod serves /pfs (the copy mode is not built yet)."""
+    """How this pod serves /pfs."""
     mode = os.environ.get(MODE_ENV) or "privileged"
     if mode not in FUSE_MODES:
         raise InvalidArgument(f"${MODE_ENV} is {mode!r}, not one of {', '.join(FUSE_MODES)}")
-    if mode == "copy":
-        raise FailedPrecondition("the copy fuse mode is not supported by the worker yet: deploy with another")
     return mode
 
 
@@ -79,12 +77,13 @@ class PodCommands:
     @classmethod
     def start(cls, serve: Callable[[int | None], None], connect_seconds: float = CONNECT_SECONDS) -> PodCommands:
         """Privileged: `serve(None)` mounts /pfs, then the ready mark lets the user container
-        start, whose launcher then connects. Device-plugin: the launcher mounts /dev/fuse at /pfs
+        start, whose launcher then connects (copy: `serve(None)` makes the emptyDir's layout).
+        Device-plugin: the launcher mounts /dev/fuse at /pfs
         and connects with its descriptor, which `serve` is given."""
         mode = fuse_mode()
         pod = cls(os.environ[SOCKET_ENV])
         try:
-            if mode == "privileged":
+            if mode in ("privileged", "copy"):
                 serve(None)
                 pod.ready.touch()
             pod.launcher.wait(connect_seconds)
