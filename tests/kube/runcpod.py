@@ -14,7 +14,8 @@
   container of a busybox rootfs without Python, its volumes bound in, /pfs with slave propagation
   (HostToContainer), running the launcher; asking for `smarter-devices/fuse`, it gets /dev/fuse,
   as the device plugin would give it.
-The pod ends with the sidecar (its exit status is the pod's); SIGTERM stops it as a kubelet does.
+The pod ends with the sidecar (its exit status is the pod's); SIGTERM stops it as a kubelet does:
+the user container first, then the sidecar.
 """
 
 from __future__ import annotations
@@ -50,9 +51,13 @@ def main() -> int:
     stopping = False
 
     def stop(*_):
+        # As the kubelet stops a pod: SIGTERM to the user container first, to the sidecar once
+        # that has ended (the loop below), the kubelet's SIGKILL after the grace period.
         nonlocal stopping
         stopping = True
-        if children and children[0].poll() is None:
+        if len(children) > 1 and children[1].poll() is None:
+            subprocess.run(["runc", "--root", str(state), "kill", f"{name}-user", "TERM"], stderr=subprocess.DEVNULL)
+        elif children and children[0].poll() is None:
             children[0].terminate()
 
     signal.signal(signal.SIGTERM, stop)

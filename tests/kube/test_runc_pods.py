@@ -10,6 +10,7 @@ import base64
 import io
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -299,6 +300,53 @@ def test_the_copy_mode_lays_out_each_datum_without_fuse(cluster):
         assert "fuse mode copy" in info
         for name in ("who", "montage", "edges"):
             pps.delete_pipeline(name)
+    finally:
+        pps.close()
+        client.close()
+
+
+def test_a_stopping_pod_finishes_its_datum_first(cluster):
+    """Kubernetes stops a pod (a drain, an eviction): SIGTERM to the user container, whose
+    launcher tells the worker. The running datum finishes and its output is saved, the worker
+    takes no more datums and ends well, and those it held go to the next pod untried."""
+    api, daemon = cluster
+    client = daemon.client()
+    pps = RemotePipelines(f"unix:{daemon.home}/pfs.sock")
+    try:
+        client.create_repo("in")
+        files = {n: n.encode() * 3 for n in ("a", "b", "c")}
+        c = client.write_files("in", "master", [Put(p, stream=io.BytesIO(d)) for p, d in files.items()]).commit
+        tf = {"image": "busybox", "cmd": ["sh", "-c", 'echo "begun $(ls /pfs/in)"; sleep 3; cp /pfs/in/* /pfs/out/']}
+        raw = {
+            "pipeline": {"name": "drain"},
+            "transform": tf,
+            "input": {"atom": {"repo": "in", "glob": "/*"}},
+            "parallelism_spec": {"constant": 1},
+            "datum_timeout": "30s",
+            "datum_tries": 1,  # a datum given back as a failed try would fail the job
+        }
+        pps.create_pipeline(specs.parse(json.dumps(raw)))
+
+        def begun() -> list:
+            return [line for line in pps.get_logs(pipeline="drain") if line.message.startswith("begun")]
+
+        wait_for(begun, what="a datum to begin")
+        [first] = begun()
+        [pod] = api.list("pods", "default", "pfs.io/pipeline=drain")
+        assert pod["spec"]["terminationGracePeriodSeconds"] == 60  # datum_timeout and a margin
+        stopped_at = time.time()
+        api.delete("pods", "default", pod["metadata"]["name"])  # graceful, as a drain does
+        [job] = pps.flush_job([CommitRef("in", c)])
+        datums = pps.list_datum(job.id)
+        assert job.state == "success", [(d.reason, d.log) for d in datums] + list(api.logs.values())
+        for name, data in files.items():
+            assert b"".join(client.get_file("drain", "master", name)) == data
+        assert len(datums) == 3 and all(d.tries == 1 for d in datums), [(d.key, d.tries) for d in datums]
+        # The datum running at the SIGTERM ran to its end in the first pod, and never again.
+        [interrupted] = [d for d in datums if d.key == first.datum]
+        assert interrupted.started < stopped_at < interrupted.finished
+        later = [p["metadata"]["name"] for p in api.list("pods", "default", "pfs.io/pipeline=drain")]
+        assert pod["metadata"]["name"] not in later
     finally:
         pps.close()
         client.close()

@@ -241,6 +241,9 @@ class Worker:
         self.spec = self.pps.inspect_pipeline(pipeline).spec
         self.reporter = Reporter(pipeline, name)
         self.busy = False  # running a datum: a stop waits for it
+        self.idle = threading.Event()  # waiting for datums (not busy)
+        self.idle.set()
+        self.batches = 0  # batches begun (counted after `idle` is cleared)
         self.stopping = False
         self.command: subprocess.Popen | None = None
         self._job = None
@@ -248,10 +251,12 @@ class Worker:
         self.run_as: RunAs | None = None  # whom commands run as (None: as this worker)
         self.refused = ""  # why no command of this spec may run here
         self.home: str | None = None  # the command's $HOME when it runs as another user
+        if self.pod is not None:
+            threading.Thread(target=self._watch_launcher, name="pfs-launcher-watch", daemon=True).start()
 
     def run(self) -> None:
         batch, serial = 1, 0
-        while not self.stopping:
+        while not self._ending():
             try:
                 tasks = self.pps.next_datums(self.pipeline, self.name, batch, 5.0)
             except NotFound:
@@ -270,8 +275,12 @@ class Worker:
             results: list[DatumResult] = []
             ops: dict[str, list[WriteOp]] = {}
             self.busy = True
+            self.idle.clear()
+            self.batches += 1
             try:
                 for t in tasks:
+                    if self._ending():
+                        break  # the datums not run go back to the queue untried once this worker ends
                     result, datum_ops = self.datum(t, done)
                     results.append(result)
                     if result.ok:
@@ -279,9 +288,34 @@ class Worker:
                 self.reporter.send(ops, results, done)
             finally:
                 self.busy = False
+                self.idle.set()
             # Quick datums are fetched (and saved) many at a time; slow ones one by one, for balance.
             each = (time.monotonic() - started) / len(tasks)
             batch = max(1, min(MAX_BATCH, int(BATCH_SECONDS / max(each, 1e-6))))
+
+    def _watch_launcher(self) -> None:
+        """In a pod, while the worker waits for datums: the launcher's word that the pod is
+        terminating (or its end) stops the worker at once, as SIGTERM does. (While a datum runs,
+        the worker reads that word itself, and stops after it.) Between commands the launcher
+        says nothing else, so the connection is readable only then."""
+        assert self.pod is not None
+        conn = self.pod.launcher.fileno()
+        while True:
+            batch = self.batches
+            if not self.idle.is_set():
+                self.idle.wait()
+                continue
+            # Readable, with no batch begun meanwhile: no command's output, the launcher's word.
+            if select.select([conn], [], [], 0.5)[0] and self.batches == batch and self.idle.is_set():
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+    def _ending(self) -> bool:
+        """Whether to take no more datums: this worker is asked to stop, or (in a pod) Kubernetes
+        is stopping the pod, or its launcher is gone."""
+        if self.pod is not None and self.pod.terminating():
+            self.stopping = True
+        return self.stopping
 
     def close(self) -> None:
         self.reporter.close()
@@ -799,7 +833,8 @@ def main() -> None:
         sys.exit(1)
 
     def stop(*_):
-        # Waiting for work: go now. Running a datum: end its command, report it, then go.
+        # Waiting for work: go now. Running a datum: end its command, report it, then go. (In a
+        # pod the command runs on: the pod's grace period is for it to finish.)
         worker.stopping = True
         if worker.command is not None:
             os.killpg(worker.command.pid, signal.SIGTERM)

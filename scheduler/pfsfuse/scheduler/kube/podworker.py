@@ -152,6 +152,16 @@ class PodCommands:
         hint = "; only /pfs/out is writable under /pfs" if b"Read-only file system" in ended.output else ""
         return False, f"the command failed ({how}){hint}", ended.output
 
+    def terminating(self) -> bool:
+        """Whether the worker should take no more datums: Kubernetes is stopping the pod (the
+        launcher got SIGTERM), or the launcher is gone."""
+        if not self.gone:
+            try:
+                self.launcher.check()
+            except (Unavailable, FailedPrecondition):
+                self.gone = True
+        return self.gone or self.launcher.terminating
+
     def close(self) -> None:
         """The launcher exits, which ends the user container and with it the pod."""
         self.launcher.close()
