@@ -8,8 +8,8 @@ server and runckubelet.py (runc pods of a busybox rootfs). A repo holds one file
 per pod; a pipeline with that parallelism gives each pod one file to read (`cat | wc -c` in the
 user's container, through the pod's /pfs). Direct: the worker sidecars have the storage Secret
 (`PFS_STORE_DIR`, as `pfs deploy` mounts it) and read the chunks from moto themselves; through
-pfsd: the same pods without it, so pfsd reads and sends every byte. Each pod starts with an empty
-chunk cache (a new emptyDir); pfsd keeps its own, so the runs alternate the two ways. Printed,
+pfsd: the same pods without it, so pfsd reads and sends every byte. Each run reads new random
+data (no cache, pfsd's or a pod's, has seen it), alternating which way goes first. Printed,
 medians over the runs with their range, and the ratio direct / through pfsd:
     aggregate MB/s   the bytes read by all pods / (the last datum's end - the first one's start)
     per pod MB/s     each datum's bytes / its time (its inputs shown, its command run)
@@ -67,10 +67,11 @@ def measure(daemon: Daemon, api: FakeApi, kubelet: RuncKubelet, args, tcp: str) 
     size = args.mib << 20
     try:
         client.create_repo("big")
-        puts = [Put(f"share{i}", stream=_Limited(open("/dev/urandom", "rb"), size)) for i in range(args.pods)]
-        commit = client.write_files("big", "master", puts).commit
         for run in range(args.runs):
             for way in WAYS if run % 2 == 0 else reversed(WAYS):
+                # Fresh data each time: no cache (pfsd's, the pods') has seen it.
+                puts = [Put(f"share{i}", stream=_Limited(open("/dev/urandom", "rb"), size)) for i in range(args.pods)]
+                commit = client.write_files("big", "master", puts).commit
                 # The sidecars' environment: TCP to pfsd, and the storage Secret or not.
                 kubelet.run = {"PFS_ADDRESS": tcp, **({} if way == "direct" else {"PFS_STORE_DIR": ""})}
                 name = f"read{run}{'d' if way == 'direct' else 'p'}"

@@ -19,7 +19,8 @@ the command runs, and nothing is read-only there.
 `empty_files` gives empty files and `lazy` named pipes that fetch a file only when opened.
 Symlinks and hard links in /pfs/out to inputs become references to the input's data.
 As a worker pod's sidecar ($PFS_LAUNCHER_SOCKET set) /pfs is the emptyDir the user's container
-shares and each command runs there, through the launcher (`pfsfuse.scheduler.kube.podworker`).
+shares and each command runs there, through the launcher (`pfsfuse.scheduler.kube.podworker`):
+FUSE served on it, or (the copy mode) each datum's files copied into a directory of it.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ import queue
 import select
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
@@ -68,9 +68,6 @@ _CLONE_NEWNS = 0x00020000
 _LIBC = ctypes.CDLL(None, use_errno=True)
 _LIBC.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
 _MNT_DETACH = 2
-# A POSIX ACL's entries, as the system.posix_acl_* attributes hold them (linux/posix_acl_xattr.h)
-_ACL_USER_OBJ, _ACL_USER, _ACL_GROUP_OBJ, _ACL_MASK, _ACL_OTHER = 0x01, 0x02, 0x04, 0x10, 0x20
-_ACL_ANY = 0xFFFFFFFF
 
 
 def _detach_fuse_mounts() -> None:
@@ -202,7 +199,7 @@ class Layout:
     def give(self, path: Path) -> None:
         """An entry the worker made in /pfs/out (a previous output) belongs to the owner too."""
         if self.shared:
-            _open_to_all(path)
+            podworker.open_to_all(path)
         elif self.owner is not None:
             os.chown(path, *self.owner, follow_symlinks=False)
 
@@ -252,7 +249,7 @@ class Worker:
         self.refused = ""  # why no command of this spec may run here
         self.home: str | None = None  # the command's $HOME when it runs as another user
         if self.pod is not None:
-            threading.Thread(target=self._watch_launcher, name="pfs-launcher-watch", daemon=True).start()
+            self.pod.watch(self.idle, lambda: self.batches)
 
     def run(self) -> None:
         batch, serial = 1, 0
@@ -292,23 +289,6 @@ class Worker:
             # Quick datums are fetched (and saved) many at a time; slow ones one by one, for balance.
             each = (time.monotonic() - started) / len(tasks)
             batch = max(1, min(MAX_BATCH, int(BATCH_SECONDS / max(each, 1e-6))))
-
-    def _watch_launcher(self) -> None:
-        """In a pod, while the worker waits for datums: the launcher's word that the pod is
-        terminating (or its end) stops the worker at once, as SIGTERM does. (While a datum runs,
-        the worker reads that word itself, and stops after it.) Between commands the launcher
-        says nothing else, so the connection is readable only then."""
-        assert self.pod is not None
-        conn = self.pod.launcher.fileno()
-        while True:
-            batch = self.batches
-            if not self.idle.is_set():
-                self.idle.wait()
-                continue
-            # Readable, with no batch begun meanwhile: no command's output, the launcher's word.
-            if select.select([conn], [], [], 0.5)[0] and self.batches == batch and self.idle.is_set():
-                os.kill(os.getpid(), signal.SIGTERM)
-                return
 
     def _ending(self) -> bool:
         """Whether to take no more datums: this worker is asked to stop, or (in a pod) Kubernetes
@@ -608,7 +588,7 @@ class Worker:
                     ops.append(Copy(dest, *sources[(st.st_dev, st.st_ino)]))
                 else:
                     # A pod's emptyDir is not the daemon's to read, even beside it on one host.
-                    data = {"stream": _OpenedLater(local)} if self.layout.shared else {"local": local}
+                    data = {"stream": podworker.OpenedLater(local)} if self.layout.shared else {"local": local}
                     ops.append(Put(dest, executable=bool(st.st_mode & 0o111), **data))
                     uploaded += st.st_size
         return ops, uploaded
@@ -739,43 +719,6 @@ def _exchange(proc: subprocess.Popen, stdin: bytes, deadline: float | None, live
 def _os_error(what: str) -> OSError:
     code = ctypes.get_errno()
     return OSError(code, f"{what}: {os.strerror(code)}")
-
-
-class _OpenedLater:
-    """A file opened at its first read and closed at its end: a batch's outputs may be many
-    files, sent one after another."""
-
-    def __init__(self, path: str):
-        self.path = path
-        self._file: io.BufferedReader | None = None
-
-    def read(self, n: int = -1) -> bytes:
-        if self._file is None:
-            self._file = open(self.path, "rb")
-        data = self._file.read(n)
-        if not data:
-            self._file.close()
-        return data
-
-
-def _open_to_all(path: Path) -> None:
-    """Let the command write `path`, whoever it runs as, and this worker clear what it leaves
-    there: a directory is open to all, and whatever is made in it will be this worker's to
-    remove too (a default ACL naming our uid; without ACLs, what another user makes in a
-    directory of its own stays until the pod ends)."""
-    if path.is_symlink():
-        return
-    if not path.is_dir():
-        os.chmod(path, 0o666)
-        return
-    os.chmod(path, 0o777)
-    entries = [(_ACL_USER_OBJ, 7, _ACL_ANY), (_ACL_USER, 7, os.geteuid()), (_ACL_GROUP_OBJ, 7, _ACL_ANY)]
-    entries += [(_ACL_MASK, 7, _ACL_ANY), (_ACL_OTHER, 7, _ACL_ANY)]
-    acl = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries)
-    try:
-        os.setxattr(path, "system.posix_acl_default", acl)
-    except OSError as e:
-        log.debug("no default ACL on %s: %s", path, e)
 
 
 def _empty(directory: Path, keep: str = "") -> None:

@@ -4,13 +4,23 @@ mark the sidecar's startup probe waits for, and runs each datum's command in the
 through the static launcher (`Launcher`), over the unix socket in the shared emptyDir /run/pfs.
 
 The manifests (`manifests._sidecar`) set $PFS_LAUNCHER_SOCKET in the sidecar: that is what puts
-the worker in pod mode. $PFS_FUSE_MODE says how /pfs is served (`settings.FUSE_MODES`).
+the worker in pod mode. $PFS_FUSE_MODE says how /pfs is served (`settings.FUSE_MODES`); in the
+copy mode there is no mount: the worker copies each datum's files into the emptyDir
+(`open_to_all` lets the user's command write /pfs/out as whatever user it runs as).
+
+Kubernetes stops a pod with SIGTERM to the user container first: the launcher tells the worker
+(`terminating`), which finishes the running datum, takes no more and ends.
 """
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import re
+import select
+import signal
+import struct
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +29,11 @@ from pfsfuse.metadata.errors import FailedPrecondition, InvalidArgument, Unavail
 from pfsfuse.scheduler.kube.launcher import Launcher
 from pfsfuse.scheduler.kube.settings import FUSE_MODES
 
+log = logging.getLogger("pfsfuse.worker")
+
+# A POSIX ACL's entries, as the system.posix_acl_* attributes hold them (linux/posix_acl_xattr.h)
+_ACL_USER_OBJ, _ACL_USER, _ACL_GROUP_OBJ, _ACL_MASK, _ACL_OTHER = 0x01, 0x02, 0x04, 0x10, 0x20
+_ACL_ANY = 0xFFFFFFFF
 SOCKET_ENV, MODE_ENV = "PFS_LAUNCHER_SOCKET", "PFS_FUSE_MODE"
 CONNECT_SECONDS = 600.0  # the user's image may take this long to pull and start
 # The command's PATH: the image's own is unknown to us (the launcher's environment is replaced by
@@ -162,6 +177,26 @@ class PodCommands:
                 self.gone = True
         return self.gone or self.launcher.terminating
 
+    def watch(self, idle: threading.Event, batches: Callable[[], int]) -> None:
+        """While the worker waits for datums (`idle`), the launcher's word that the pod is
+        terminating (or its end) stops it at once, as SIGTERM does; while a datum runs, the worker
+        reads that word itself and stops after it. Between commands the launcher says nothing
+        else: the connection is readable then only for that (`batches()` counts the batches
+        begun, so that a command's output is never taken for it)."""
+        conn = self.launcher.fileno()
+
+        def loop() -> None:
+            while True:
+                batch = batches()
+                if not idle.is_set():
+                    idle.wait()
+                    continue
+                if select.select([conn], [], [], 0.5)[0] and batches() == batch and idle.is_set():
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    return
+
+        threading.Thread(target=loop, name="pfs-launcher-watch", daemon=True).start()
+
     def close(self) -> None:
         """The launcher exits, which ends the user container and with it the pod."""
         self.launcher.close()
@@ -169,3 +204,40 @@ class PodCommands:
             self.ready.unlink()
         except FileNotFoundError:
             pass
+
+
+class OpenedLater:
+    """A file opened at its first read and closed at its end: a batch's outputs may be many
+    files, sent one after another."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._file: io.BufferedReader | None = None
+
+    def read(self, n: int = -1) -> bytes:
+        if self._file is None:
+            self._file = open(self.path, "rb")
+        data = self._file.read(n)
+        if not data:
+            self._file.close()
+        return data
+
+
+def open_to_all(path: Path) -> None:
+    """Let the command write `path`, whoever it runs as, and this worker clear what it leaves
+    there: a directory is open to all, and whatever is made in it will be this worker's to
+    remove too (a default ACL naming our uid; without ACLs, what another user makes in a
+    directory of its own stays until the pod ends)."""
+    if path.is_symlink():
+        return
+    if not path.is_dir():
+        os.chmod(path, 0o666)
+        return
+    os.chmod(path, 0o777)
+    entries = [(_ACL_USER_OBJ, 7, _ACL_ANY), (_ACL_USER, 7, os.geteuid()), (_ACL_GROUP_OBJ, 7, _ACL_ANY)]
+    entries += [(_ACL_MASK, 7, _ACL_ANY), (_ACL_OTHER, 7, _ACL_ANY)]
+    acl = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries)
+    try:
+        os.setxattr(path, "system.posix_acl_default", acl)
+    except OSError as e:
+        log.debug("no default ACL on %s: %s", path, e)
