@@ -20,6 +20,7 @@ from runckubelet import RuncKubelet, build_images, missing
 
 from helpers import BUCKET, Daemon, wait_for
 from pfsfuse.api.types import Put
+from pfsfuse.metadata.errors import NotFound
 from pfsfuse.metadata.records import CommitRef
 from pfsfuse.scheduler import spec as specs
 from pfsfuse.scheduler.api import RemotePipelines
@@ -272,8 +273,19 @@ def test_the_copy_mode_lays_out_each_datum_without_fuse(cluster):
         tf = {"image": "busybox", "cmd": ["sh"], "stdin": lines, "user": "1000:1001"}
         lazy = {"atom": {"repo": "images", "glob": "/", "lazy": True}}
         pps.create_pipeline(specs.parse(json.dumps({"pipeline": {"name": "who"}, "transform": tf, "input": lazy})))
+        # /pfs/out swapped for a symlink into the sidecar's own files (its environment holds the
+        # store's credentials): the datum fails, nothing is read through it.
+        swap = {"image": "busybox", "cmd": ["sh", "-c", "rm -rf /pfs/out && ln -s /proc/self /pfs/out"]}
+        raw = {"pipeline": {"name": "swap"}, "transform": swap, "input": lazy, "datum_tries": 1}
+        pps.create_pipeline(specs.parse(json.dumps(raw)))
         jobs = pps.flush_job([CommitRef("images", c)])
-        assert {j.pipeline for j in jobs} == {"edges", "montage", "who"}
+        assert {j.pipeline for j in jobs} == {"edges", "montage", "who", "swap"}
+        [swapped] = [j for j in jobs if j.pipeline == "swap"]
+        [d] = pps.list_datum(swapped.id)
+        assert swapped.state == "failure" and "replaced /pfs/out" in d.reason, d.reason
+        with pytest.raises(NotFound):  # no output commit at all
+            client.walk_file("swap", "master")
+        jobs = [j for j in jobs if j is not swapped]
         assert all(j.state == "success" for j in jobs), [
             (d.reason, d.log) for j in jobs for d in pps.list_datum(j.id)
         ] + list(api.logs.values())
@@ -298,7 +310,7 @@ def test_the_copy_mode_lays_out_each_datum_without_fuse(cluster):
             wait_for(lambda d=done: not any(d.rglob("*")), what="the saved outputs to be cleared")
         info = daemon.pfs("inspect-pipeline", "edges").stdout.decode()
         assert "fuse mode copy" in info
-        for name in ("who", "montage", "edges"):
+        for name in ("swap", "who", "montage", "edges"):
             pps.delete_pipeline(name)
     finally:
         pps.close()

@@ -34,6 +34,7 @@ import queue
 import select
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -53,7 +54,6 @@ from pfsfuse.scheduler import spec as specs
 from pfsfuse.scheduler.api import RemotePipelines
 from pfsfuse.scheduler.identity import RunAs
 from pfsfuse.scheduler.kube import podworker
-from pfsfuse.scheduler.kube.settings import COPY_DIR
 from pfsfuse.scheduler.pipes import PipeFeeder
 from pfsfuse.scheduler.records import DatumInput, DatumResult, DatumTask, meta_repo
 
@@ -162,21 +162,12 @@ class Layout:
         self.root = Path("/pfs")
 
     def _share(self, _fd: int | None = None) -> None:
-        """A pod's copy mode: this sidecar's /pfs is the whole emptyDir, the command's /pfs its
-        COPY_DIR, where each datum's inputs are copied. Finished outputs and the links to the
-        pipes are beside it: on the same file system, out of the command's sight."""
+        """A pod's copy mode: this sidecar's /pfs is the whole emptyDir, the command's /pfs a
+        directory of it (`podworker.lay_out`); finished outputs and the links to the pipes are
+        beside that: on the same file system, out of the command's sight."""
         share = Path("/pfs")
-        for entry in os.scandir(share):  # left by a previous run of this sidecar in the pod
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path, ignore_errors=True)
-            else:
-                os.unlink(entry.path)
-        self.tmp, self.done, self.views = share, share / "done", share / COPY_DIR
-        self.out, self.root = self.views / "out", Path("/pfs")
-        self.out.mkdir(parents=True)
-        os.chmod(self.views, 0o755)
-        self.shared = True
-        self.give(self.out)
+        self.tmp, self.done, self.views = share, share / "done", podworker.lay_out(share)
+        self.out, self.root, self.shared = self.views / "out", Path("/pfs"), True
 
     def _bind_views(self) -> None:
         """/pfs, in our mount namespace, is the directory where datums are copied."""
@@ -213,6 +204,13 @@ class Layout:
         os.rename(self.out, dest)
         self.out.mkdir()
         self.give(self.out)
+        if not stat.S_ISDIR(os.lstat(dest).st_mode):  # swapped in since `out_replaced`: not followed
+            log.warning("a process of the command replaced /pfs/out: its output is dropped")
+            os.unlink(dest)
+
+    def out_replaced(self) -> bool:
+        """Whether the command put something else at /pfs/out (`podworker.replace_out`)."""
+        return self.shared and podworker.replace_out(self.out)
 
     def close(self) -> None:
         if self.served is not None:
@@ -379,7 +377,10 @@ class Worker:
                 downloaded += self._prefill(t)
             feeder.start()
             ok, reason, output, first_line = self._run(t)
+            if self.layout.out_replaced():
+                ok, reason = False, "the command replaced /pfs/out, which must stay a directory"
         except (PfsError, OSError) as e:
+            self.layout.out_replaced()
             _empty(self.out)
             return DatumResult(t.job, t.key, False, f"cannot prepare the datum: {e}", started, time.time()), []
         finally:
@@ -588,7 +589,9 @@ class Worker:
                     ops.append(Copy(dest, *sources[(st.st_dev, st.st_ino)]))
                 else:
                     # A pod's emptyDir is not the daemon's to read, even beside it on one host.
-                    data = {"stream": podworker.OpenedLater(local)} if self.layout.shared else {"local": local}
+                    data = (
+                        {"stream": podworker.OpenedLater(local, str(out))} if self.layout.shared else {"local": local}
+                    )
                     ops.append(Put(dest, executable=bool(st.st_mode & 0o111), **data))
                     uploaded += st.st_size
         return ops, uploaded

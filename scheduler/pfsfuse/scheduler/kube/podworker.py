@@ -19,7 +19,9 @@ import logging
 import os
 import re
 import select
+import shutil
 import signal
+import stat
 import struct
 import threading
 from collections.abc import Callable
@@ -27,7 +29,7 @@ from pathlib import Path
 
 from pfsfuse.metadata.errors import FailedPrecondition, InvalidArgument, Unavailable
 from pfsfuse.scheduler.kube.launcher import Launcher
-from pfsfuse.scheduler.kube.settings import FUSE_MODES
+from pfsfuse.scheduler.kube.settings import COPY_DIR, FUSE_MODES
 
 log = logging.getLogger("pfsfuse.worker")
 
@@ -206,17 +208,54 @@ class PodCommands:
             pass
 
 
-class OpenedLater:
-    """A file opened at its first read and closed at its end: a batch's outputs may be many
-    files, sent one after another."""
+def lay_out(share: Path) -> Path:
+    """The copy mode's emptyDir (the sidecar's /pfs), emptied of what an earlier run of the
+    sidecar in this pod left; returns the command's /pfs in it (COPY_DIR), with an empty /pfs/out
+    open to all."""
+    for entry in os.scandir(share):
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            os.unlink(entry.path)
+    views = share / COPY_DIR
+    (views / "out").mkdir(parents=True, exist_ok=True)
+    os.chmod(views, 0o755)
+    open_to_all(views / "out")
+    return views
 
-    def __init__(self, path: str):
-        self.path = path
+
+def replace_out(out: Path) -> bool:
+    """In the copy mode the command may put something else at /pfs/out (a symlink there would
+    have the worker read or clear its own files): if it did, a fresh directory takes its place
+    (and the datum fails)."""
+    try:
+        if stat.S_ISDIR(os.lstat(out).st_mode):
+            return False
+        os.unlink(out)
+    except FileNotFoundError:
+        pass
+    out.mkdir()
+    open_to_all(out)
+    return True
+
+
+class OpenedLater:
+    """An output file opened at its first read and closed at its end: a batch's outputs may be
+    many files, sent one after another. It must be a file under `root` once opened: a process
+    the command left behind may have swapped a directory on its path for a symlink (to the
+    store's credentials, say)."""
+
+    def __init__(self, path: str, root: str):
+        self.path, self.root = path, root
         self._file: io.BufferedReader | None = None
 
     def read(self, n: int = -1) -> bytes:
         if self._file is None:
-            self._file = open(self.path, "rb")
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            if not os.path.realpath(f"/proc/self/fd/{fd}").startswith(self.root.rstrip("/") + "/"):
+                os.close(fd)
+                raise OSError(f"{self.path} is no longer a file of the output: replaced while it was saved")
+            self._file = os.fdopen(fd, "rb")
         data = self._file.read(n)
         if not data:
             self._file.close()
