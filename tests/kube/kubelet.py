@@ -7,7 +7,9 @@ labels match their nodeSelector, and then, by the user container's image:
     anything else the pod Running; with `run` set, its worker sidecar's command runs for real as a
                   local process, running datums itself (the pod Succeeded or Failed with its exit
                   status)
-`lose_node` takes a node away with its pods, as the node lifecycle controller does.
+`lose_node` takes a node away with its pods, as the node lifecycle controller does. A deleted pod's
+containers get SIGTERM and, after its grace period, SIGKILL (in a thread of their own); its final
+status (Succeeded or Failed) is recorded before it goes.
 """
 
 from __future__ import annotations
