@@ -211,13 +211,16 @@ class PodCommands:
 def lay_out(share: Path) -> Path:
     """The copy mode's emptyDir (the sidecar's /pfs), emptied of what an earlier run of the
     sidecar in this pod left; returns the command's /pfs in it (COPY_DIR), with an empty /pfs/out
-    open to all."""
-    for entry in os.scandir(share):
+    open to all. COPY_DIR itself stays: the user container's /pfs is bound to it."""
+    views = share / COPY_DIR
+    leftovers = [*os.scandir(share), *(os.scandir(views) if views.is_dir() else ())]
+    for entry in leftovers:
+        if entry.path == str(views):
+            continue
         if entry.is_dir(follow_symlinks=False):
             shutil.rmtree(entry.path, ignore_errors=True)
         else:
             os.unlink(entry.path)
-    views = share / COPY_DIR
     (views / "out").mkdir(parents=True, exist_ok=True)
     os.chmod(views, 0o755)
     open_to_all(views / "out")
