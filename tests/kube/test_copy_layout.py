@@ -59,3 +59,9 @@ def test_an_output_file_is_read_only_under_its_output(tmp_path: Path):
     (done / "d").symlink_to(secret)
     with pytest.raises(OSError, match="replaced"):
         podworker.OpenedLater(str(done / "d" / "f"), str(done)).read()
+
+
+def test_a_fifo_left_in_the_output_is_refused_not_waited_on(tmp_path: Path):
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(OSError, match="not a regular file"):
+        podworker.OpenedLater(str(tmp_path / "fifo"), str(tmp_path)).read()

@@ -278,14 +278,19 @@ def test_the_copy_mode_lays_out_each_datum_without_fuse(cluster):
         swap = {"image": "busybox", "cmd": ["sh", "-c", "rm -rf /pfs/out && ln -s /proc/self /pfs/out"]}
         raw = {"pipeline": {"name": "swap"}, "transform": swap, "input": lazy, "datum_tries": 1}
         pps.create_pipeline(specs.parse(json.dumps(raw)))
+        # A FIFO left in /pfs/out is refused, not waited on.
+        fifo = {"image": "busybox", "cmd": ["mkfifo", "/pfs/out/fifo"]}
+        raw = {"pipeline": {"name": "fifo"}, "transform": fifo, "input": lazy, "datum_tries": 1}
+        pps.create_pipeline(specs.parse(json.dumps(raw)))
         jobs = pps.flush_job([CommitRef("images", c)])
-        assert {j.pipeline for j in jobs} == {"edges", "montage", "who", "swap"}
-        [swapped] = [j for j in jobs if j.pipeline == "swap"]
-        [d] = pps.list_datum(swapped.id)
-        assert swapped.state == "failure" and "replaced /pfs/out" in d.reason, d.reason
-        with pytest.raises(NotFound):  # no output commit at all
-            client.walk_file("swap", "master")
-        jobs = [j for j in jobs if j is not swapped]
+        assert {j.pipeline for j in jobs} == {"edges", "montage", "who", "swap", "fifo"}
+        failing = {j.pipeline: j for j in jobs if j.pipeline in ("swap", "fifo")}
+        for name, why in (("swap", "replaced /pfs/out"), ("fifo", "not a regular file")):
+            [d] = pps.list_datum(failing[name].id)
+            assert failing[name].state == "failure" and why in d.reason, d.reason
+            with pytest.raises(NotFound):  # no output commit at all
+                client.walk_file(name, "master")
+        jobs = [j for j in jobs if j.pipeline not in failing]
         assert all(j.state == "success" for j in jobs), [
             (d.reason, d.log) for j in jobs for d in pps.list_datum(j.id)
         ] + list(api.logs.values())
@@ -310,7 +315,7 @@ def test_the_copy_mode_lays_out_each_datum_without_fuse(cluster):
             wait_for(lambda d=done: not any(d.rglob("*")), what="the saved outputs to be cleared")
         info = daemon.pfs("inspect-pipeline", "edges").stdout.decode()
         assert "fuse mode copy" in info
-        for name in ("swap", "who", "montage", "edges"):
+        for name in ("fifo", "swap", "who", "montage", "edges"):
             pps.delete_pipeline(name)
     finally:
         pps.close()

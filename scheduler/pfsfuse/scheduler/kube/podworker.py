@@ -254,10 +254,14 @@ class OpenedLater:
 
     def read(self, n: int = -1) -> bytes:
         if self._file is None:
-            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            # Non-blocking: a FIFO the command left opens at once (and is refused).
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
             if not os.path.realpath(f"/proc/self/fd/{fd}").startswith(self.root.rstrip("/") + "/"):
                 os.close(fd)
                 raise OSError(f"{self.path} is no longer a file of the output: replaced while it was saved")
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise OSError(f"{self.path} is not a regular file (a FIFO, socket or device cannot be saved)")
             self._file = os.fdopen(fd, "rb")
         data = self._file.read(n)
         if not data:
