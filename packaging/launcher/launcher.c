@@ -10,7 +10,13 @@
  *                           timeout in milliseconds (0: none), argc, argv..., envc, env...,
  *                           then the rest of the message is the command's stdin.
  *   launcher -> worker  'H' hello (once, on connecting); 'O' stdout bytes; 'E' stderr bytes;
- *                       'X' the end: "exit N", "signal N" or "timeout"; 'F' cannot run: a reason.
+ *                       'X' the end: "exit N", "signal N" or "timeout"; 'F' cannot run: a reason;
+ *                       'T' (at any time, once) the pod is terminating: the launcher got SIGTERM.
+ *
+ * Kubernetes stops a pod by sending SIGTERM to its containers, the user's first (the sidecar only
+ * once it has ended), and SIGKILL after the grace period. The launcher does not stop at SIGTERM:
+ * it tells the worker ('T'), which lets the running command finish, saves its output and closes
+ * the socket; then the launcher exits 0.
  *
  * The command leads its own process group, killed whole (SIGKILL) at the timeout. When the
  * worker goes (the socket closes) the launcher kills what runs and exits 0, which ends the pod.
@@ -44,6 +50,15 @@
 #define MAX_MESSAGE (64u << 20)
 
 static int sock = -1;
+static int term_pipe[2] = {-1, -1}; /* SIGTERM's handler writes a byte; the loops poll it */
+static int told; /* whether the worker was told that the pod is terminating */
+
+static void on_term(int sig) {
+    (void)sig;
+    int saved = errno;
+    (void)!write(term_pipe[1], "T", 1);
+    errno = saved;
+}
 
 static void die(const char *what) {
     fprintf(stderr, "pfs launcher: %s: %s\n", what, strerror(errno));
@@ -79,9 +94,23 @@ static void send_message(char type, const void *data, uint32_t len) {
     if (write_all(sock, head, 5) < 0 || write_all(sock, data, len) < 0) exit(0); /* the worker is gone */
 }
 
+/* Tell the worker, once, that the pod is terminating (after SIGTERM). */
+static void tell_terminating(void) {
+    char buf[16];
+    while (read(term_pipe[0], buf, sizeof buf) > 0) {}
+    if (!told) send_message('T', "", 0);
+    told = 1;
+}
+
 /* The next message, or exit(0) when the worker closed the socket. */
 static char *receive(char *type, uint32_t *len) {
     unsigned char head[5];
+    for (;;) { /* between commands: a SIGTERM is told at once */
+        struct pollfd fds[2] = {{sock, POLLIN, 0}, {term_pipe[0], POLLIN, 0}};
+        if (poll(fds, 2, -1) < 0 && errno != EINTR) die("poll");
+        if (fds[1].revents) tell_terminating();
+        if (fds[0].revents) break;
+    }
     if (read_all(sock, head, 5) < 0) exit(0);
     *type = (char)head[0];
     *len = (uint32_t)head[1] << 24 | (uint32_t)head[2] << 16 | (uint32_t)head[3] << 8 | head[4];
@@ -208,7 +237,8 @@ static void run(struct request *r) {
     int timed_out = 0;
     char buf[65536];
     while (out[0] >= 0 || err[0] >= 0) {
-        struct pollfd fds[4] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}, {in[1], POLLOUT, 0}, {sock, POLLIN, 0}};
+        struct pollfd fds[5] = {
+            {out[0], POLLIN, 0}, {err[0], POLLIN, 0}, {in[1], POLLOUT, 0}, {sock, POLLIN, 0}, {term_pipe[0], POLLIN, 0}};
         int wait = -1;
         if (deadline) {
             long long left = deadline - now_ms();
@@ -220,7 +250,8 @@ static void run(struct request *r) {
             }
             wait = (int)(left > 1000 ? 1000 : left);
         }
-        if (poll(fds, 4, wait) < 0 && errno != EINTR) die("poll");
+        if (poll(fds, 5, wait) < 0 && errno != EINTR) die("poll");
+        if (fds[4].revents) tell_terminating(); /* the command runs on to its end */
         for (int i = 0; i < 2; i++) {
             int *fd = i == 0 ? &out[0] : &err[0];
             if (*fd >= 0 && fds[i].revents) {
@@ -313,6 +344,11 @@ int main(void) {
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
+    /* As a container's PID 1, without a handler SIGTERM would do nothing at all. */
+    if (pipe2(term_pipe, O_CLOEXEC | O_NONBLOCK) < 0) die("pipe");
+    struct sigaction term = {.sa_handler = on_term, .sa_flags = SA_RESTART};
+    sigemptyset(&term.sa_mask);
+    sigaction(SIGTERM, &term, NULL);
     const char *where = getenv("PFS_LAUNCHER_MOUNT");
     int fuse_fd = -1;
     if (where != NULL && *where) {

@@ -251,7 +251,8 @@ class FakeApi:
             ):
                 if "deletionTimestamp" not in obj["metadata"]:
                     obj["metadata"]["deletionTimestamp"] = _now()
-                    obj["metadata"]["deletionGracePeriodSeconds"] = 30 if grace is None else grace
+                    spec_grace = obj["spec"].get("terminationGracePeriodSeconds", 30)
+                    obj["metadata"]["deletionGracePeriodSeconds"] = spec_grace if grace is None else grace
                     self._put(plural, namespace, obj, "MODIFIED")
                 return copy.deepcopy(obj)
             del self.objects[(plural, namespace, name)]

@@ -7,7 +7,9 @@ labels match their nodeSelector, and then, by the user container's image:
     anything else the pod Running; with `run` set, its worker sidecar's command runs for real as a
                   local process, running datums itself (the pod Succeeded or Failed with its exit
                   status)
-`lose_node` takes a node away with its pods, as the node lifecycle controller does.
+`lose_node` takes a node away with its pods, as the node lifecycle controller does. A deleted pod's
+containers get SIGTERM and, after its grace period, SIGKILL (in a thread of their own); its final
+status (Succeeded or Failed) is recorded before it goes.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class Kubelet:
         self.api = api
         self.run, self.scratch = run, scratch
         self.procs: dict[tuple[str, str], subprocess.Popen] = {}
+        self.ending: dict[tuple[str, str], threading.Thread] = {}  # pods stopping within their grace
         self.stopped = threading.Event()
         for name, labels in (nodes or {"node-1": {}}).items():
             api.create(
@@ -63,6 +66,8 @@ class Kubelet:
         self._thread.join(10)
         for proc in self.procs.values():
             _kill(proc)
+        for thread in list(self.ending.values()):
+            thread.join()
 
     def lose_node(self, node: str) -> None:
         n = self.api.get("nodes", "", node)
@@ -106,9 +111,13 @@ class Kubelet:
     def _step(self, key, pod: dict) -> None:
         spec, status = pod["spec"], pod.get("status", {})
         if pod["metadata"].get("deletionTimestamp"):  # stop the containers, then the pod goes
-            if key in self.procs:
-                _kill(self.procs.pop(key))
-            self.api.delete("pods", *key, grace=0)
+            if key in self.procs:  # within the grace period, in the background: others go on
+                grace = pod["metadata"].get("deletionGracePeriodSeconds", 30)
+                thread = threading.Thread(target=self._stop, args=(key, self.procs.pop(key), grace), daemon=True)
+                self.ending[key] = thread
+                thread.start()
+            elif key not in self.ending:
+                self.api.delete("pods", *key, grace=0)
             return
         if status.get("phase") in ("Succeeded", "Failed"):
             return
@@ -117,21 +126,8 @@ class Kubelet:
         user = spec["containers"][0]
         image = user["image"]
         if key in self.procs:
-            code = self.procs[key].poll()
-            if code is not None:
-                self._log(key, self.procs.pop(key))
-                state = {
-                    "terminated": {
-                        "exitCode": code if code >= 0 else 128 - code,
-                        "reason": "Completed" if code == 0 else "Error",
-                    }
-                }
-                pod["status"] = {
-                    **status,
-                    "phase": "Succeeded" if code == 0 else "Failed",
-                    "initContainerStatuses": [_cstatus("pfs-worker", pod, state)],
-                }
-                self._status(pod)
+            if self.procs[key].poll() is not None:
+                self._ended(key, pod, self.procs.pop(key))
             return
         if status.get("phase") == "Running":
             return
@@ -195,6 +191,37 @@ class Kubelet:
                 "containerStatuses": [_cstatus("user", pod, {"running": {"startedAt": _now()}}, ready=True)],
             }
         self._status(pod)
+
+    def _ended(self, key, pod: dict, proc: subprocess.Popen) -> None:
+        """The pod's status once its containers ended: Succeeded or Failed by the exit status."""
+        code = proc.wait()
+        self._log(key, proc)
+        state = {
+            "terminated": {
+                "exitCode": code if code >= 0 else 128 - code,
+                "reason": "Completed" if code == 0 else "Error",
+            }
+        }
+        pod["status"] = {
+            **pod.get("status", {}),
+            "phase": "Succeeded" if code == 0 else "Failed",
+            "initContainerStatuses": [_cstatus("pfs-worker", pod, state)],
+        }
+        self._status(pod)
+
+    def _stop(self, key, proc: subprocess.Popen, grace: float) -> None:
+        """A deleted pod: its containers stopped (SIGTERM, SIGKILL after the grace period), its
+        final status recorded, and then it goes."""
+        try:
+            _kill(proc, grace)
+            pod = self.api.get("pods", *key)
+            if pod is not None:
+                self._ended(key, pod, proc)
+                self.api.delete("pods", *key, grace=0)
+        except ApiError:
+            pass  # gone meanwhile
+        finally:
+            self.ending.pop(key, None)
 
     def _schedule(self, pod: dict) -> None:
         wanted = pod["spec"].get("nodeSelector") or {}
@@ -280,13 +307,13 @@ def _waiting(status: dict, name: str, init: bool = False) -> str:
     return ""
 
 
-def _kill(proc: subprocess.Popen) -> None:
+def _kill(proc: subprocess.Popen, grace: float = 5) -> None:
     """As a container runtime stops a container: SIGTERM to the group, SIGKILL after a grace."""
     if proc.poll() is not None:
         return
     try:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(5)
+        proc.wait(grace)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()

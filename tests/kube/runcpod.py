@@ -8,12 +8,14 @@
   and /dev/fuse; otherwise with none at all, the device-plugin mode): its /pfs is the
   pod's `pfs` emptyDir, bound with shared propagation (Bidirectional), so that the FUSE file
   system it mounts there shows in the host's directory; its other mounts are host directories
-  that the plan's environment overrides name;
+  that the plan's environment overrides name (a container's `subPath` mount binds that directory
+  of the volume);
 - once the sidecar's startup probe passes (the ready mark exists), the user container: a runc
   container of a busybox rootfs without Python, its volumes bound in, /pfs with slave propagation
   (HostToContainer), running the launcher; asking for `smarter-devices/fuse`, it gets /dev/fuse,
   as the device plugin would give it.
-The pod ends with the sidecar (its exit status is the pod's); SIGTERM stops it as a kubelet does.
+The pod ends with the sidecar (its exit status is the pod's); SIGTERM stops it as a kubelet does:
+the user container first, then the sidecar.
 """
 
 from __future__ import annotations
@@ -49,9 +51,13 @@ def main() -> int:
     stopping = False
 
     def stop(*_):
+        # As the kubelet stops a pod: SIGTERM to the user container first, to the sidecar once
+        # that has ended (the loop below), the kubelet's SIGKILL after the grace period.
         nonlocal stopping
         stopping = True
-        if children and children[0].poll() is None:
+        if len(children) > 1 and children[1].poll() is None:
+            subprocess.run(["runc", "--root", str(state), "kill", f"{name}-user", "TERM"], stderr=subprocess.DEVNULL)
+        elif children and children[0].poll() is None:
             children[0].terminate()
 
     signal.signal(signal.SIGTERM, stop)
@@ -138,9 +144,9 @@ def _runc(state: Path, bundles: Path, pod: str, c: dict, plan: dict, dirs: dict[
     for m in c.get("volumeMounts", []):
         how = {"HostToContainer": "rslave", "Bidirectional": "rshared"}.get(m.get("mountPropagation", ""), "rprivate")
         options = ["rbind", how, *(["ro"] if m.get("readOnly") else [])]
-        mounts.append(
-            {"destination": m["mountPath"], "type": "bind", "source": str(dirs[m["name"]]), "options": options}
-        )
+        source = dirs[m["name"]] / m.get("subPath", "")
+        source.mkdir(mode=0o777, exist_ok=True)  # as the kubelet makes a missing subPath
+        mounts.append({"destination": m["mountPath"], "type": "bind", "source": str(source), "options": options})
     config["mounts"] = mounts
     if "smarter-devices/fuse" in (c.get("resources") or {}).get("limits", {}):  # what the device plugin gives
         config["linux"].setdefault("devices", []).append(

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -127,3 +129,36 @@ def test_the_worker_waits_for_a_launcher_with_a_clear_error(tmp_path):
             side.wait(timeout=0.2)
     finally:
         side.close()
+
+
+def test_sigterm_lets_the_running_command_finish_and_says_so(launcher, tmp_path):
+    """Kubernetes' SIGTERM: the launcher does not stop (it would not even die of it, as PID 1),
+    the running command runs to its end, and the worker is told, mid-run or between commands."""
+    side, proc = launcher
+    mark = tmp_path / "started"
+    script = f"touch {mark}; sleep 1; echo finished"
+
+    def later():
+        wait_for(mark.exists, what="the command to start")
+        proc.send_signal(signal.SIGTERM)
+
+    killer = threading.Thread(target=later)
+    killer.start()
+    try:
+        ended = side.run(["sh", "-c", script], ENV)
+    finally:
+        killer.join()
+    assert ended.status == "exit 0" and ended.output == b"finished\n"
+    assert side.terminating and proc.poll() is None
+    side.check()  # told once: nothing more between commands
+    proc.send_signal(signal.SIGTERM)
+    assert side.run(["echo", "more"], ENV).output == b"more\n"
+
+
+def test_sigterm_between_commands_is_told_at_once(launcher):
+    side, proc = launcher
+    side.check()
+    assert not side.terminating
+    proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: (side.check(), side.terminating)[1], what="the launcher to say the pod is terminating")
+    assert side.run(["true"], ENV).status == "exit 0"  # until the worker goes, commands still run

@@ -126,6 +126,10 @@ def test_fuse_modes():
         assert all("mountPropagation" not in m for m in container(copy, c)["volumeMounts"])
         assert not container(copy, c)["securityContext"].get("privileged")
         assert "smarter-devices/fuse" not in container(copy, c).get("resources", {}).get("limits", {})
+    # The user's /pfs is a directory of the emptyDir the sidecar mounts whole (its own files beside).
+    assert {"name": "pfs", "mountPath": "/pfs", "subPath": "datum"} in container(copy, "user")["volumeMounts"]
+    assert {"name": "pfs", "mountPath": "/pfs"} in container(copy, "pfs-worker")["volumeMounts"]
+    assert container(copy, "pfs-worker")["securityContext"]["capabilities"] == {"drop": ["ALL"]}
 
 
 @pytest.mark.parametrize("mode", FUSE_MODES)
@@ -270,3 +274,9 @@ def test_create_pipeline_dry_run_reports_a_patch_that_does_not_apply(tmp_path):
     assert r.returncode == 1
     assert r.stderr.startswith("Error: pod_patch does not apply to the worker pod's spec")
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_the_grace_period_lets_a_datum_finish():
+    """A stopping pod's datum runs to its end (and its output is saved) within the grace period."""
+    grace = [pod_of(spec(datum_timeout=t))["spec"]["terminationGracePeriodSeconds"] for t in ("", "90s", "48h")]
+    assert grace == [300, 120, 3600]  # none: 5 minutes; the timeout and 30 s; at most an hour

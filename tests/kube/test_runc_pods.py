@@ -10,6 +10,7 @@ import base64
 import io
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from runckubelet import RuncKubelet, build_images, missing
 
 from helpers import BUCKET, Daemon, wait_for
 from pfsfuse.api.types import Put
+from pfsfuse.metadata.errors import NotFound
 from pfsfuse.metadata.records import CommitRef
 from pfsfuse.scheduler import spec as specs
 from pfsfuse.scheduler.api import RemotePipelines
@@ -247,6 +249,121 @@ def test_the_device_plugin_mode_passes_the_fuse_descriptor(cluster):
             assert sidecar["securityContext"]["capabilities"] == {"drop": ["ALL"]}
             assert "startupProbe" not in sidecar
         pps.delete_pipeline("edges")
+    finally:
+        pps.close()
+        client.close()
+
+
+@pytest.mark.parametrize("cluster", ["copy"], indirect=True)
+def test_the_copy_mode_lays_out_each_datum_without_fuse(cluster):
+    """No FUSE and no capability anywhere: the sidecar copies each datum's inputs into the
+    emptyDir the user's container sees at /pfs (lazy ones as named pipes), and uploads /pfs/out,
+    whoever the command wrote it as."""
+    api, daemon = cluster
+    client = daemon.client()
+    pps = RemotePipelines(f"unix:{daemon.home}/pfs.sock")
+    try:
+        client.create_repo("images")
+        c = client.write_files("images", "master", [Put(p, stream=io.BytesIO(d)) for p, d in IMAGES.items()]).commit
+        pps.create_pipeline(specs.parse(json.dumps(EDGES)))
+        pps.create_pipeline(specs.parse(json.dumps(MONTAGE)))
+        # Another user's files in a directory of its own, a lazy input read through its pipes.
+        mounts = "grep ' /pfs ' /proc/self/mounts > /pfs/out/mounts"
+        lines = ["mkdir -p /pfs/out/d/e && cat /pfs/images/* > /pfs/out/d/e/all && id -u > /pfs/out/uid", CAPS, mounts]
+        tf = {"image": "busybox", "cmd": ["sh"], "stdin": lines, "user": "1000:1001"}
+        lazy = {"atom": {"repo": "images", "glob": "/", "lazy": True}}
+        pps.create_pipeline(specs.parse(json.dumps({"pipeline": {"name": "who"}, "transform": tf, "input": lazy})))
+        # /pfs/out swapped for a symlink into the sidecar's own files (its environment holds the
+        # store's credentials): the datum fails, nothing is read through it.
+        swap = {"image": "busybox", "cmd": ["sh", "-c", "rm -rf /pfs/out && ln -s /proc/self /pfs/out"]}
+        raw = {"pipeline": {"name": "swap"}, "transform": swap, "input": lazy, "datum_tries": 1}
+        pps.create_pipeline(specs.parse(json.dumps(raw)))
+        # A FIFO left in /pfs/out is refused, not waited on.
+        fifo = {"image": "busybox", "cmd": ["mkfifo", "/pfs/out/fifo"]}
+        raw = {"pipeline": {"name": "fifo"}, "transform": fifo, "input": lazy, "datum_tries": 1}
+        pps.create_pipeline(specs.parse(json.dumps(raw)))
+        jobs = pps.flush_job([CommitRef("images", c)])
+        assert {j.pipeline for j in jobs} == {"edges", "montage", "who", "swap", "fifo"}
+        failing = {j.pipeline: j for j in jobs if j.pipeline in ("swap", "fifo")}
+        for name, why in (("swap", "replaced /pfs/out"), ("fifo", "not a regular file")):
+            [d] = pps.list_datum(failing[name].id)
+            assert failing[name].state == "failure" and why in d.reason, d.reason
+            with pytest.raises(NotFound):  # no output commit at all
+                client.walk_file(name, "master")
+        jobs = [j for j in jobs if j.pipeline not in failing]
+        assert all(j.state == "success" for j in jobs), [
+            (d.reason, d.log) for j in jobs for d in pps.list_datum(j.id)
+        ] + list(api.logs.values())
+        for name, data in IMAGES.items():
+            assert b"".join(client.get_file("edges", "master", name)) == data.upper()
+        montage = b"".join(client.get_file("montage", "master", "montage"))
+        assert montage == b"".join(IMAGES[n].upper() for n in sorted(IMAGES)) + b"".join(
+            IMAGES[n] for n in sorted(IMAGES)
+        )
+        assert b"".join(client.get_file("who", "master", "d/e/all")) == b"".join(IMAGES[n] for n in sorted(IMAGES))
+        assert b"".join(client.get_file("who", "master", "uid")) == b"1000\n"
+        shown = b"".join(client.get_file("who", "master", "mounts"))
+        assert shown and b"fuse" not in shown, shown
+        caps = {int(b"".join(client.get_file("who", "master", f"caps/{n}")).split()[1], 16) for n in IMAGES}
+        assert caps and all(not cap & (1 << 21) for cap in caps), caps  # CAP_SYS_ADMIN is bit 21
+        for pod in api.list("pods", "default", "pfs.io/pipeline=who"):
+            sidecar = next(c for c in pod["spec"]["initContainers"] if c["name"] == "pfs-worker")
+            assert sidecar["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+            assert not sidecar["securityContext"].get("privileged")
+            # The saved outputs are gone from the emptyDir, the other user's directories too.
+            done = daemon.home.parent / "pods" / pod["metadata"]["name"] / "volumes" / "pfs" / "done"
+            wait_for(lambda d=done: not any(d.rglob("*")), what="the saved outputs to be cleared")
+        info = daemon.pfs("inspect-pipeline", "edges").stdout.decode()
+        assert "fuse mode copy" in info
+        for name in ("fifo", "swap", "who", "montage", "edges"):
+            pps.delete_pipeline(name)
+    finally:
+        pps.close()
+        client.close()
+
+
+def test_a_stopping_pod_finishes_its_datum_first(cluster):
+    """Kubernetes stops a pod (a drain, an eviction): SIGTERM to the user container, whose
+    launcher tells the worker. The running datum finishes and its output is saved, the worker
+    takes no more datums and ends well, and those it held go to the next pod untried."""
+    api, daemon = cluster
+    client = daemon.client()
+    pps = RemotePipelines(f"unix:{daemon.home}/pfs.sock")
+    try:
+        client.create_repo("in")
+        files = {n: n.encode() * 3 for n in ("a", "b", "c")}
+        c = client.write_files("in", "master", [Put(p, stream=io.BytesIO(d)) for p, d in files.items()]).commit
+        tf = {"image": "busybox", "cmd": ["sh", "-c", 'echo "begun $(ls /pfs/in)"; sleep 3; cp /pfs/in/* /pfs/out/']}
+        raw = {
+            "pipeline": {"name": "drain"},
+            "transform": tf,
+            "input": {"atom": {"repo": "in", "glob": "/*"}},
+            "parallelism_spec": {"constant": 1},
+            "datum_timeout": "30s",
+            "datum_tries": 1,  # a datum given back as a failed try would fail the job
+        }
+        pps.create_pipeline(specs.parse(json.dumps(raw)))
+
+        def begun() -> list:
+            return [line for line in pps.get_logs(pipeline="drain") if line.message.startswith("begun")]
+
+        wait_for(begun, what="a datum to begin")
+        [first] = begun()
+        [pod] = api.list("pods", "default", "pfs.io/pipeline=drain")
+        assert pod["spec"]["terminationGracePeriodSeconds"] == 60  # datum_timeout and a margin
+        stopped_at = time.time()
+        api.delete("pods", "default", pod["metadata"]["name"])  # graceful, as a drain does
+        [job] = pps.flush_job([CommitRef("in", c)])
+        datums = pps.list_datum(job.id)
+        assert job.state == "success", [(d.reason, d.log) for d in datums] + list(api.logs.values())
+        for name, data in files.items():
+            assert b"".join(client.get_file("drain", "master", name)) == data
+        assert len(datums) == 3 and all(d.tries == 1 for d in datums), [(d.key, d.tries) for d in datums]
+        # The datum running at the SIGTERM ran to its end in the first pod, and never again.
+        [interrupted] = [d for d in datums if d.key == first.datum]
+        assert interrupted.started < stopped_at < interrupted.finished
+        later = [p["metadata"]["name"] for p in api.list("pods", "default", "pfs.io/pipeline=drain")]
+        assert pod["metadata"]["name"] not in later
     finally:
         pps.close()
         client.close()

@@ -75,7 +75,7 @@ class PipeFeeder:
         `own`, another name of an existing pipe in a directory nobody watches, we open it by
         that; else the pipe is made, and linked from the directory of our own links."""
         if own is None:
-            os.mkfifo(path, 0o444)
+            os.mkfifo(path, 0o644)  # ours to hold open read-write without privilege
             if not self._pipes:
                 os.makedirs(self._own_dir, exist_ok=True)
             own = os.path.join(self._own_dir, str(len(self._pipes)))

@@ -19,7 +19,8 @@ the command runs, and nothing is read-only there.
 `empty_files` gives empty files and `lazy` named pipes that fetch a file only when opened.
 Symlinks and hard links in /pfs/out to inputs become references to the input's data.
 As a worker pod's sidecar ($PFS_LAUNCHER_SOCKET set) /pfs is the emptyDir the user's container
-shares and each command runs there, through the launcher (`pfsfuse.scheduler.kube.podworker`).
+shares and each command runs there, through the launcher (`pfsfuse.scheduler.kube.podworker`):
+FUSE served on it, or (the copy mode) each datum's files copied into a directory of it.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import queue
 import select
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -105,12 +107,15 @@ class Layout:
         self.unavailable = ""  # why the command cannot see its data at /pfs, if it cannot
         self.owner: tuple[int, int] | None = None  # the uid and gid /pfs/out belongs to
         self.pod: podworker.PodCommands | None = None  # in a pod: where commands run
+        self.done = scratch / "done"  # outputs waiting to be saved, a directory per batch
+        self.shared = False  # copy mode in a pod: the user's container writes /pfs/out as any user
 
     def setup(self) -> None:
         self.tmp.mkdir()
         if podworker.in_pod():  # /pfs is the emptyDir the user's container shares: no namespace
             self.private = False
-            self.pod = podworker.PodCommands.start(self._serve)
+            copy = podworker.fuse_mode() == "copy"
+            self.pod = podworker.PodCommands.start(self._share if copy else self._serve)
             return
         if self.private:
             try:
@@ -156,6 +161,14 @@ class Layout:
         self.served = Served(self.view, fuse_fd=fuse_fd)
         self.root = Path("/pfs")
 
+    def _share(self, _fd: int | None = None) -> None:
+        """A pod's copy mode: this sidecar's /pfs is the whole emptyDir, the command's /pfs a
+        directory of it (`podworker.lay_out`); finished outputs and the links to the pipes are
+        beside that: on the same file system, out of the command's sight."""
+        share = Path("/pfs")
+        self.tmp, self.done, self.views = share, share / "done", podworker.lay_out(share)
+        self.out, self.root, self.shared = self.views / "out", Path("/pfs"), True
+
     def _bind_views(self) -> None:
         """/pfs, in our mount namespace, is the directory where datums are copied."""
         os.makedirs("/pfs", exist_ok=True)
@@ -167,6 +180,8 @@ class Layout:
         """Give /pfs/out, now and from now on, to whom the command runs as, so that it can write
         there; None gives it back to the worker."""
         self.owner = None if run_as is None else (run_as.uid, run_as.gid)
+        if self.shared:  # the sidecar may not chown: /pfs/out is open to all (`give`)
+            return
         ids = self.owner or (os.geteuid(), os.getegid())
         os.chown(self.out, *ids)
         if self.view is not None:  # the inputs are the command's too (read-only): it may hard-link them
@@ -174,7 +189,9 @@ class Layout:
 
     def give(self, path: Path) -> None:
         """An entry the worker made in /pfs/out (a previous output) belongs to the owner too."""
-        if self.owner is not None:
+        if self.shared:
+            podworker.open_to_all(path)
+        elif self.owner is not None:
             os.chown(path, *self.owner, follow_symlinks=False)
 
     def take_out(self, dest: Path) -> None:
@@ -187,6 +204,13 @@ class Layout:
         os.rename(self.out, dest)
         self.out.mkdir()
         self.give(self.out)
+        if not stat.S_ISDIR(os.lstat(dest).st_mode):  # swapped in since `out_replaced`: not followed
+            log.warning("a process of the command replaced /pfs/out: its output is dropped")
+            os.unlink(dest)
+
+    def out_replaced(self) -> bool:
+        """Whether the command put something else at /pfs/out (`podworker.replace_out`)."""
+        return self.shared and podworker.replace_out(self.out)
 
     def close(self) -> None:
         if self.served is not None:
@@ -202,8 +226,8 @@ class Worker:
         self.name = name
         self.scratch = scratch  # host paths: what the daemon sees
         self.layout = Layout(scratch)
-        self.done = scratch / "done"  # outputs waiting to be saved, a directory per batch
         self.layout.setup()
+        self.done = self.layout.done
         self.views, self.out, self.root = self.layout.views, self.layout.out, self.layout.root
         self.view = self.layout.view
         self.pod = self.layout.pod  # in a pod, commands run in the user's container, through the launcher
@@ -212,6 +236,9 @@ class Worker:
         self.spec = self.pps.inspect_pipeline(pipeline).spec
         self.reporter = Reporter(pipeline, name)
         self.busy = False  # running a datum: a stop waits for it
+        self.idle = threading.Event()  # waiting for datums (not busy)
+        self.idle.set()
+        self.batches = 0  # batches begun (counted after `idle` is cleared)
         self.stopping = False
         self.command: subprocess.Popen | None = None
         self._job = None
@@ -219,10 +246,12 @@ class Worker:
         self.run_as: RunAs | None = None  # whom commands run as (None: as this worker)
         self.refused = ""  # why no command of this spec may run here
         self.home: str | None = None  # the command's $HOME when it runs as another user
+        if self.pod is not None:
+            self.pod.watch(self.idle, lambda: self.batches)
 
     def run(self) -> None:
         batch, serial = 1, 0
-        while not self.stopping:
+        while not self._ending():
             try:
                 tasks = self.pps.next_datums(self.pipeline, self.name, batch, 5.0)
             except NotFound:
@@ -241,8 +270,12 @@ class Worker:
             results: list[DatumResult] = []
             ops: dict[str, list[WriteOp]] = {}
             self.busy = True
+            self.idle.clear()
+            self.batches += 1
             try:
                 for t in tasks:
+                    if self._ending():
+                        break  # the datums not run go back to the queue untried once this worker ends
                     result, datum_ops = self.datum(t, done)
                     results.append(result)
                     if result.ok:
@@ -250,9 +283,17 @@ class Worker:
                 self.reporter.send(ops, results, done)
             finally:
                 self.busy = False
+                self.idle.set()
             # Quick datums are fetched (and saved) many at a time; slow ones one by one, for balance.
             each = (time.monotonic() - started) / len(tasks)
             batch = max(1, min(MAX_BATCH, int(BATCH_SECONDS / max(each, 1e-6))))
+
+    def _ending(self) -> bool:
+        """Whether to take no more datums: this worker is asked to stop, or (in a pod) Kubernetes
+        is stopping the pod, or its launcher is gone."""
+        if self.pod is not None and self.pod.terminating():
+            self.stopping = True
+        return self.stopping
 
     def close(self) -> None:
         self.reporter.close()
@@ -336,7 +377,10 @@ class Worker:
                 downloaded += self._prefill(t)
             feeder.start()
             ok, reason, output, first_line = self._run(t)
+            if self.layout.out_replaced():
+                ok, reason = False, "the command replaced /pfs/out, which must stay a directory"
         except (PfsError, OSError) as e:
+            self.layout.out_replaced()
             _empty(self.out)
             return DatumResult(t.job, t.key, False, f"cannot prepare the datum: {e}", started, time.time()), []
         finally:
@@ -544,7 +588,11 @@ class Worker:
                 elif (st.st_dev, st.st_ino) in sources:  # a hard link to an input
                     ops.append(Copy(dest, *sources[(st.st_dev, st.st_ino)]))
                 else:
-                    ops.append(Put(dest, local=local, executable=bool(st.st_mode & 0o111)))
+                    # A pod's emptyDir is not the daemon's to read, even beside it on one host.
+                    data = (
+                        {"stream": podworker.OpenedLater(local, str(out))} if self.layout.shared else {"local": local}
+                    )
+                    ops.append(Put(dest, executable=bool(st.st_mode & 0o111), **data))
                     uploaded += st.st_size
         return ops, uploaded
 
@@ -731,7 +779,8 @@ def main() -> None:
         sys.exit(1)
 
     def stop(*_):
-        # Waiting for work: go now. Running a datum: end its command, report it, then go.
+        # Waiting for work: go now. Running a datum: end its command, report it, then go. (In a
+        # pod the command runs on: the pod's grace period is for it to finish.)
         worker.stopping = True
         if worker.command is not None:
             os.killpg(worker.command.pid, signal.SIGTERM)

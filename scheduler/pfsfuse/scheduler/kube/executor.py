@@ -201,7 +201,9 @@ class KubeExecutor(Executor):
         failed = (pod.get("status") or {}).get("phase") != "Succeeded"
         why = pods.trouble(pod) or ("the worker pod was deleted" if deleted else "the worker pod ended")
         if self.lost is not None and (known is not None or not deleted):
-            self.lost(pipeline, name, why, stopped)
+            # A worker that ended well (stopped by Kubernetes: a drain, an eviction's SIGTERM)
+            # saved what it ran: the datums it still held were not run, and go back untried.
+            self.lost(pipeline, name, why, stopped or not failed)
         if not stopped and failed:
             log.warning("worker pod %s of %s: %s", name, pipeline, why)
             self._report(pipeline, why)

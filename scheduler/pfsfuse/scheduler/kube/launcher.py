@@ -7,6 +7,7 @@ back. The wire format is the one described in launcher.c.
 from __future__ import annotations
 
 import os
+import select
 import socket
 import struct
 from collections.abc import Callable
@@ -45,6 +46,7 @@ class Launcher:
         # /dev/fuse, mounted at /pfs by the launcher (device-plugin mode): the FUSE session it is
         # given to owns it
         self.fuse_fd: int | None = None
+        self.terminating = False  # the launcher got SIGTERM: Kubernetes is stopping the pod
 
     def wait(self, timeout: float) -> None:
         """Until the launcher has connected."""
@@ -106,12 +108,29 @@ class Launcher:
                 out += data
                 if output is not None:
                     output(data)
+            elif kind == b"T":
+                self.terminating = True  # the command runs on
             elif kind == b"X":
                 return Ended(data.decode(), bytes(out))
             elif kind == b"F":
                 raise FailedPrecondition(f"cannot run {argv[0]}: {data.decode(errors='replace')}")
             else:
                 raise FailedPrecondition(f"the launcher sent an unknown message {kind!r}")
+
+    def fileno(self) -> int:
+        """The connection's descriptor: readable between commands when the launcher says the pod
+        is terminating, or is gone."""
+        return self._connected().fileno()
+
+    def check(self) -> None:
+        """Read, without waiting, what the launcher said between commands: that the pod is
+        terminating. Raises Unavailable if it is gone."""
+        conn = self._connected()
+        while select.select([conn], [], [], 0)[0]:
+            kind, _ = self._receive()
+            if kind != b"T":
+                raise FailedPrecondition(f"the launcher sent {kind!r} between commands")
+            self.terminating = True
 
     def close(self) -> None:
         """The launcher sees the socket close, stops what runs and exits (ending the pod)."""

@@ -14,6 +14,7 @@ A worker pod:
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import msgspec
@@ -21,8 +22,8 @@ import msgspec
 from pfsfuse.chunks import backends
 from pfsfuse.metadata.errors import InvalidArgument
 from pfsfuse.scheduler.kube.patch import apply_pod_patch, apply_pod_spec
-from pfsfuse.scheduler.kube.settings import FUSE_DEVICE, Settings, dns_name
-from pfsfuse.scheduler.spec import PipelineSpec, Resources
+from pfsfuse.scheduler.kube.settings import COPY_DIR, FUSE_DEVICE, Settings, dns_name
+from pfsfuse.scheduler.spec import PipelineSpec, Resources, duration
 
 PIPELINE_LABEL = "pfs.io/pipeline"
 VERSION_LABEL = "pfs.io/version"
@@ -38,6 +39,10 @@ STORE_DIR = "/etc/pfs/store"
 SIDECAR_UID = 65532  # our image's containers run as this user unless they must be root
 OWNER_UID_PLACEHOLDER = "set-when-the-configmap-is-created"
 
+# A stopping pod's grace period (terminationGracePeriodSeconds): without a datum_timeout, datums
+# of up to DEFAULT_GRACE seconds finish; with one, it and GRACE_MARGIN, at most MAX_GRACE.
+DEFAULT_GRACE, GRACE_MARGIN, MAX_GRACE = 300, 30, 3600
+
 # The object store's credentials, as `pfs deploy` names them in the storage Secret (the names a
 # store directory holds them under). The sidecar gets the ones there are (optional references);
 # GOOGLE_APPLICATION_CREDENTIALS names the key file, which is in the same Secret, mounted at
@@ -48,6 +53,14 @@ AUTH_TOKEN_ENV, AUTH_TOKEN_KEY = "PFS_AUTH_TOKEN", "token"
 # Kubernetes quantities ("500m", "1.5", "64Mi", "2G"); Pachyderm's "1G" etc. are among them.
 _QUANTITY = re.compile(r"[+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+|[numkMGTPE]|[KMGTPE]i)?")
 _ENV_NAME = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
+
+
+def grace_seconds(spec: PipelineSpec) -> int:
+    """How long Kubernetes lets a stopping worker pod finish its datum (and save its output)
+    before killing it: the spec's datum_timeout and a margin, bounded."""
+    if not spec.datum_timeout:
+        return DEFAULT_GRACE
+    return min(MAX_GRACE, math.ceil(duration(spec.datum_timeout)) + GRACE_MARGIN)
 
 
 def config_map_name(pipeline: str) -> str:
@@ -104,6 +117,7 @@ def worker_pod(
             "name": "pfs",
             "mountPath": "/pfs",
             **({"mountPropagation": "HostToContainer"} if mode == "privileged" else {}),
+            **({"subPath": COPY_DIR} if mode == "copy" else {}),
         },
     ]
     user_env: list[dict] = [{"name": k, "value": v} for k, v in sorted(tf.env.items())]
@@ -150,7 +164,7 @@ def worker_pod(
         "serviceAccountName": settings.worker_service_account,
         "automountServiceAccountToken": False,  # no worker talks to the Kubernetes API
         "enableServiceLinks": False,  # the user's environment is the spec's, not every Service's
-        "terminationGracePeriodSeconds": 30,
+        "terminationGracePeriodSeconds": grace_seconds(spec),
         "securityContext": {"fsGroup": SIDECAR_UID},  # the unprivileged sidecar reads the Secret's files
         "initContainers": [_launcher_copy(settings), _sidecar(spec, name, settings)],
         "containers": [user],

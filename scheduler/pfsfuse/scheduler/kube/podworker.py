@@ -4,21 +4,38 @@ mark the sidecar's startup probe waits for, and runs each datum's command in the
 through the static launcher (`Launcher`), over the unix socket in the shared emptyDir /run/pfs.
 
 The manifests (`manifests._sidecar`) set $PFS_LAUNCHER_SOCKET in the sidecar: that is what puts
-the worker in pod mode. $PFS_FUSE_MODE says how /pfs is served (`settings.FUSE_MODES`).
+the worker in pod mode. $PFS_FUSE_MODE says how /pfs is served (`settings.FUSE_MODES`); in the
+copy mode there is no mount: the worker copies each datum's files into the emptyDir
+(`open_to_all` lets the user's command write /pfs/out as whatever user it runs as).
+
+Kubernetes stops a pod with SIGTERM to the user container first: the launcher tells the worker
+(`terminating`), which finishes the running datum, takes no more and ends.
 """
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import re
+import select
+import shutil
+import signal
+import stat
+import struct
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from pfsfuse.metadata.errors import FailedPrecondition, InvalidArgument, Unavailable
 from pfsfuse.scheduler.kube.launcher import Launcher
-from pfsfuse.scheduler.kube.settings import FUSE_MODES
+from pfsfuse.scheduler.kube.settings import COPY_DIR, FUSE_MODES
 
+log = logging.getLogger("pfsfuse.worker")
+
+# A POSIX ACL's entries, as the system.posix_acl_* attributes hold them (linux/posix_acl_xattr.h)
+_ACL_USER_OBJ, _ACL_USER, _ACL_GROUP_OBJ, _ACL_MASK, _ACL_OTHER = 0x01, 0x02, 0x04, 0x10, 0x20
+_ACL_ANY = 0xFFFFFFFF
 SOCKET_ENV, MODE_ENV = "PFS_LAUNCHER_SOCKET", "PFS_FUSE_MODE"
 CONNECT_SECONDS = 600.0  # the user's image may take this long to pull and start
 # The command's PATH: the image's own is unknown to us (the launcher's environment is replaced by
@@ -34,12 +51,10 @@ def in_pod() -> bool:
 
 
 def fuse_mode() -> str:
-    """How this pod serves /pfs (the copy mode is not built yet)."""
+    """How this pod serves /pfs."""
     mode = os.environ.get(MODE_ENV) or "privileged"
     if mode not in FUSE_MODES:
         raise InvalidArgument(f"${MODE_ENV} is {mode!r}, not one of {', '.join(FUSE_MODES)}")
-    if mode == "copy":
-        raise FailedPrecondition("the copy fuse mode is not supported by the worker yet: deploy with another")
     return mode
 
 
@@ -79,12 +94,13 @@ class PodCommands:
     @classmethod
     def start(cls, serve: Callable[[int | None], None], connect_seconds: float = CONNECT_SECONDS) -> PodCommands:
         """Privileged: `serve(None)` mounts /pfs, then the ready mark lets the user container
-        start, whose launcher then connects. Device-plugin: the launcher mounts /dev/fuse at /pfs
+        start, whose launcher then connects (copy: `serve(None)` makes the emptyDir's layout).
+        Device-plugin: the launcher mounts /dev/fuse at /pfs
         and connects with its descriptor, which `serve` is given."""
         mode = fuse_mode()
         pod = cls(os.environ[SOCKET_ENV])
         try:
-            if mode == "privileged":
+            if mode in ("privileged", "copy"):
                 serve(None)
                 pod.ready.touch()
             pod.launcher.wait(connect_seconds)
@@ -153,6 +169,36 @@ class PodCommands:
         hint = "; only /pfs/out is writable under /pfs" if b"Read-only file system" in ended.output else ""
         return False, f"the command failed ({how}){hint}", ended.output
 
+    def terminating(self) -> bool:
+        """Whether the worker should take no more datums: Kubernetes is stopping the pod (the
+        launcher got SIGTERM), or the launcher is gone."""
+        if not self.gone:
+            try:
+                self.launcher.check()
+            except (Unavailable, FailedPrecondition):
+                self.gone = True
+        return self.gone or self.launcher.terminating
+
+    def watch(self, idle: threading.Event, batches: Callable[[], int]) -> None:
+        """While the worker waits for datums (`idle`), the launcher's word that the pod is
+        terminating (or its end) stops it at once, as SIGTERM does; while a datum runs, the worker
+        reads that word itself and stops after it. Between commands the launcher says nothing
+        else: the connection is readable then only for that (`batches()` counts the batches
+        begun, so that a command's output is never taken for it)."""
+        conn = self.launcher.fileno()
+
+        def loop() -> None:
+            while True:
+                batch = batches()
+                if not idle.is_set():
+                    idle.wait()
+                    continue
+                if select.select([conn], [], [], 0.5)[0] and batches() == batch and idle.is_set():
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    return
+
+        threading.Thread(target=loop, name="pfs-launcher-watch", daemon=True).start()
+
     def close(self) -> None:
         """The launcher exits, which ends the user container and with it the pod."""
         self.launcher.close()
@@ -160,3 +206,84 @@ class PodCommands:
             self.ready.unlink()
         except FileNotFoundError:
             pass
+
+
+def lay_out(share: Path) -> Path:
+    """The copy mode's emptyDir (the sidecar's /pfs), emptied of what an earlier run of the
+    sidecar in this pod left; returns the command's /pfs in it (COPY_DIR), with an empty /pfs/out
+    open to all. COPY_DIR itself stays: the user container's /pfs is bound to it."""
+    views = share / COPY_DIR
+    leftovers = [*os.scandir(share), *(os.scandir(views) if views.is_dir() else ())]
+    for entry in leftovers:
+        if entry.path == str(views):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            os.unlink(entry.path)
+    (views / "out").mkdir(parents=True, exist_ok=True)
+    os.chmod(views, 0o755)
+    open_to_all(views / "out")
+    return views
+
+
+def replace_out(out: Path) -> bool:
+    """In the copy mode the command may put something else at /pfs/out (a symlink there would
+    have the worker read or clear its own files): if it did, a fresh directory takes its place
+    (and the datum fails)."""
+    try:
+        if stat.S_ISDIR(os.lstat(out).st_mode):
+            return False
+        os.unlink(out)
+    except FileNotFoundError:
+        pass
+    out.mkdir()
+    open_to_all(out)
+    return True
+
+
+class OpenedLater:
+    """An output file opened at its first read and closed at its end: a batch's outputs may be
+    many files, sent one after another. It must be a file under `root` once opened: a process
+    the command left behind may have swapped a directory on its path for a symlink (to the
+    store's credentials, say)."""
+
+    def __init__(self, path: str, root: str):
+        self.path, self.root = path, root
+        self._file: io.BufferedReader | None = None
+
+    def read(self, n: int = -1) -> bytes:
+        if self._file is None:
+            # Non-blocking: a FIFO the command left opens at once (and is refused).
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            if not os.path.realpath(f"/proc/self/fd/{fd}").startswith(self.root.rstrip("/") + "/"):
+                os.close(fd)
+                raise OSError(f"{self.path} is no longer a file of the output: replaced while it was saved")
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise OSError(f"{self.path} is not a regular file (a FIFO, socket or device cannot be saved)")
+            self._file = os.fdopen(fd, "rb")
+        data = self._file.read(n)
+        if not data:
+            self._file.close()
+        return data
+
+
+def open_to_all(path: Path) -> None:
+    """Let the command write `path`, whoever it runs as, and this worker clear what it leaves
+    there: a directory is open to all, and whatever is made in it will be this worker's to
+    remove too (a default ACL naming our uid; without ACLs, what another user makes in a
+    directory of its own stays until the pod ends)."""
+    if path.is_symlink():
+        return
+    if not path.is_dir():
+        os.chmod(path, 0o666)
+        return
+    os.chmod(path, 0o777)
+    entries = [(_ACL_USER_OBJ, 7, _ACL_ANY), (_ACL_USER, 7, os.geteuid()), (_ACL_GROUP_OBJ, 7, _ACL_ANY)]
+    entries += [(_ACL_MASK, 7, _ACL_ANY), (_ACL_OTHER, 7, _ACL_ANY)]
+    acl = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries)
+    try:
+        os.setxattr(path, "system.posix_acl_default", acl)
+    except OSError as e:
+        log.debug("no default ACL on %s: %s", path, e)

@@ -23,8 +23,12 @@ from pfsfuse.version import VERSION
 #     launcher mounts /pfs there and passes the descriptor to the unprivileged sidecar
 #     (SCM_RIGHTS), then drops CAP_SYS_ADMIN before any datum.
 #   copy: no FUSE at all; the sidecar lays each datum's files out in the shared emptyDir (lazy
-#     inputs as named pipes), for clusters that allow neither.
+#     inputs as named pipes), for clusters that allow neither. The sidecar mounts the whole
+#     emptyDir at /pfs; the user container mounts its COPY_DIR at /pfs, so that the sidecar's own
+#     files (finished outputs, its links to the pipes) are on the same file system (renamed and
+#     linked, not copied) but out of the command's sight.
 FUSE_MODES = ("privileged", "device-plugin", "copy")
+COPY_DIR = "datum"
 FUSE_DEVICE = "smarter-devices/fuse"
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
