@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import socket
@@ -26,6 +27,8 @@ def test_first_command_starts_the_daemon_and_shutdown_stops_it(tmp_home):
         d.pfs("put-file", "r", "master", "f", input=b"x")
         assert d.pfs("get-file", "r", "master", "f").stdout == b"x"
         d.pfs("shutdown")
+        with open(d.home / "daemon.pid") as lock:  # on return its store is closed: no lock held
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         wait_for(lambda: not _alive(pid), what="the daemon to exit")
         assert not (d.home / "pfs.sock").exists()
         # and it comes back on demand, with the data intact

@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from pfsfuse.api.types import Chmod, Copy, Delete, Put, SetStat
+from pfsfuse.api.types import Chmod, Copy, Delete, Mknod, Put, SetStat, Symlink
 from pfsfuse.metadata.errors import AlreadyExists, InvalidArgument
 from pfsfuse.metadata.records import Stat
 
@@ -69,7 +69,7 @@ def test_bad_hard_links_are_refused(store):
     store.create_repo("r")
     store.create_repo("s")
     store.write_files("r", "master", [Put("d/a", stream=io.BytesIO(b"x")), Put("e", stream=io.BytesIO(b"y"))])
-    with pytest.raises(InvalidArgument, match="only a file"):
+    with pytest.raises(InvalidArgument, match="a directory cannot be hard-linked"):
         store.write_files("r", "master", [_link("r", "d", "d2")])
     with pytest.raises(AlreadyExists):
         store.write_files("r", "master", [Copy("e", "r", "master", "d/a", overwrite=False, link=True)])
@@ -94,3 +94,23 @@ def test_extract_and_restore_keep_hard_links(store, tmp_path):
         assert twin.fsck() == []
     finally:
         twin.close()
+
+
+def test_fifos_devices_and_symlinks_are_hard_linked_too(store):
+    """As on a disk, any entry but a directory may have several names."""
+    store.create_repo("r")
+    st = Stat(0o640, 1000, 1000, 10**18, 10**18)
+    store.write_files(
+        "r",
+        "master",
+        [Mknod("p", "fifo", 0, st), Mknod("tty", "char", 0x501, st), Symlink("l", "target", st)],
+    )
+    store.write_files("r", "master", [_link("r", n, f"{n}2") for n in ("p", "tty", "l")])
+    for name in ("p", "tty", "l"):
+        one, two = store.inspect_file("r", "master", name), store.inspect_file("r", "master", f"{name}2")
+        assert one.link is not None and one.link == two.link and one.nlink == two.nlink == 2, name
+        assert one.type == two.type
+    store.write_files("r", "master", [SetStat("p2", Stat(0o600, 7, 7, 5, 5))])  # through one name
+    assert (store.inspect_file("r", "master", "p").mode, store.inspect_file("r", "master", "p").uid) == (0o600, 7)
+    store.write_files("r", "master", [Delete("tty")])
+    assert store.inspect_file("r", "master", "tty2").nlink == 1

@@ -9,6 +9,7 @@ Kept apart from the daemon itself so that a client does not import the server's 
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sys
 import time
@@ -58,6 +59,35 @@ def connect(home: Home | None = None, start: bool = True) -> RemoteClient:
             raise Unavailable(f"the pfs daemon did not start within 30 s; see {home.log}")
         time.sleep(0.05)
     return client
+
+
+def local_home(home: Home | None = None) -> Home | None:
+    """The PFS_HOME of the daemon a client reaches, when it is on this host (a unix socket)."""
+    address = os.environ.get("PFS_ADDRESS")
+    if not address:
+        return home or Home()
+    return Home(os.path.dirname(address[5:])) if address.startswith("unix:") else None
+
+
+def wait_stopped(home: Home, timeout: float = 60.0) -> None:
+    """Return once the daemon of `home` has exited: its lock on the pid file is free, so the
+    store's files are closed and may be copied, moved or served by a new daemon."""
+    try:
+        fd = os.open(home.pidfile, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise Unavailable(f"the pfs daemon of {home.path} did not exit within {timeout:.0f} s") from None
+                time.sleep(0.05)
+    finally:
+        os.close(fd)
 
 
 def _answers(client: RemoteClient) -> bool:

@@ -236,7 +236,7 @@ class _Batch:
         self.stat_given: dict[str, int] = {}
         # Hard links whose names changed, or whose file did: link id -> the file as it is now
         # (None when only a name went). `finish` gives every name of each the same file.
-        self.linked: dict[int, FileNode | None] = {}
+        self.linked: dict[int, Node | None] = {}
         self.ops = 0
 
     def flush(self) -> None:
@@ -261,8 +261,9 @@ class _Batch:
             self.entries_changed[names.split(path)[0]] = self.ops
         if isinstance(node, DirNode) and node.stat is not None:
             self.stat_given[path] = self.ops
-        if isinstance(node, FileNode) and node.stat is not None and node.stat.link is not None:
-            self.linked[node.stat.link] = node
+        link = _link_of(node)
+        if link is not None:
+            self.linked[link] = node
 
     def unname(self, old: Node | None) -> None:
         """A name of `old` is going: if it is a hard link, its other names count one less."""
@@ -397,8 +398,8 @@ class _Batch:
         src = self.node(op.src_path)
         if src is None:
             raise NotFound(f"path {op.src_path} not found in {self.w.commit.repo}@{self.w.commit.id}")
-        if not isinstance(src, FileNode):
-            raise InvalidArgument(f"{path}: only a file can be hard-linked; {op.src_path} is not one")
+        if isinstance(src, DirNode):
+            raise InvalidArgument(f"{path}: a directory cannot be hard-linked ({op.src_path})")
         old = self.node(path)
         if old is not None and (not op.overwrite or isinstance(old, DirNode)):
             raise AlreadyExists(f"{path} already exists")
@@ -406,7 +407,7 @@ class _Batch:
             return  # already a name of it
         self.unname(old)
         now = time.time_ns()
-        st = src.stat or Stat(0o755 if src.executable else 0o644, os.getuid(), os.getgid(), now, now)
+        st = src.stat or Stat(_default_mode(src), os.getuid(), os.getgid(), now, now)
         # A new name changes the file's ctime, as on a disk.
         st = msgspec.structs.replace(st, ctime=now, link=st.link or secrets.randbelow((1 << 63) - 2) + 1)
         node = msgspec.structs.replace(src, stat=st)
@@ -419,15 +420,20 @@ class _Batch:
         if not self.linked:
             return
         self.flush()
-        groups: dict[int, list[tuple[str, FileNode, Stat]]] = {}
+        groups: dict[int, list[tuple[str, Node, Stat]]] = {}
         for p, n in tree.walk(self.w.txn, self.root):
-            if isinstance(n, FileNode) and n.stat is not None and n.stat.link in self.linked:
-                groups.setdefault(n.stat.link, []).append((p, n, n.stat))
+            link = _link_of(n)
+            if link is not None and link in self.linked:
+                assert not isinstance(n, DirNode) and n.stat is not None  # (it has a link id)
+                groups.setdefault(link, []).append((p, n, n.stat))
+        now = time.time_ns()
         for link, members in groups.items():
             for p, n, own in members:
                 base = self.linked[link] or n
                 st = base.stat or own
-                want = msgspec.structs.replace(base, stat=msgspec.structs.replace(st, nlink=len(members)))
+                if st.nlink != len(members):  # a name came or went: the file's ctime moves, as on a disk
+                    st = msgspec.structs.replace(st, nlink=len(members), ctime=now)
+                want = msgspec.structs.replace(base, stat=st)
                 if want != n:
                     self.pending[p] = want
                     self.dirty.update(_ancestors(p))
@@ -486,10 +492,17 @@ def _touched(stat: Stat, x: bool | None = None, content: bool = True) -> Stat:
 
 
 def _link_of(node: Node | None) -> int | None:
-    """The hard link id of a file that has one."""
-    if isinstance(node, FileNode) and node.stat is not None:
-        return node.stat.link
-    return None
+    """The hard link id of a file, symlink or special file that has one."""
+    if node is None or isinstance(node, DirNode) or node.stat is None:
+        return None
+    return node.stat.link
+
+
+def _default_mode(node: Node) -> int:
+    """The mode an entry stored without a stat shows (see the mount's `stat_of`)."""
+    if isinstance(node, FileNode):
+        return 0o755 if node.executable else 0o644
+    return 0o777 if isinstance(node, SymlinkNode) else 0o644
 
 
 def _own_stat(stat: Stat | None, old: Stat | None) -> Stat | None:

@@ -571,8 +571,8 @@ class Filesystem(pyfuse3.Operations):
 
 
 def _link_of(entry) -> int | None:
-    """The hard link id of a file (or a file being written) that has one."""
-    st = entry.stat if isinstance(entry, (FileNode, LocalFile)) else None
+    """The hard link id of a file, symlink or special file (or a file being written) with one."""
+    st = entry.stat if isinstance(entry, (FileNode, LocalFile, SymlinkNode, SpecialNode)) else None
     return None if st is None else st.link
 
 

@@ -6,7 +6,7 @@ import os
 
 import click
 
-from pfsfuse.api.connect import connect
+from pfsfuse.api.connect import connect, local_home, wait_stopped
 from pfsfuse.home import Home
 from pfsfuse.metadata.errors import FailedPrecondition, NotFound, PermissionDenied, Unauthenticated
 from pfsfuse.tools.cli.app import App, json_option, pass_app
@@ -138,12 +138,15 @@ def console(open_: bool) -> None:
 @click.command("shutdown")
 @pass_app
 def shutdown(app: App) -> None:
-    """Stop the daemon this client talks to."""
+    """Stop the daemon this client talks to; a local one is gone (its store closed) on return."""
     client = connect(start=False)
     try:
         client.shutdown()
     finally:
         client.close()
+    home = local_home()
+    if home is not None:
+        wait_stopped(home)
 
 
 @click.command("fsck")
