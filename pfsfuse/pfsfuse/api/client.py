@@ -13,6 +13,7 @@ from typing import Annotated, BinaryIO
 from msgspec import Meta
 
 from pfsfuse.api.types import (
+    ContentHash,
     Count,
     DiffResult,
     FileInfo,
@@ -26,6 +27,8 @@ from pfsfuse.api.types import (
 )
 from pfsfuse.chunks.location import ChunkLoc
 from pfsfuse.metadata.records import Branch, BranchRef, ChunkRef, Commit, CommitRef, Node, Page
+
+_ETAGS_MAX = 1000  # a page of an S3 listing
 
 
 class Client(ABC):
@@ -148,6 +151,11 @@ class Client(ABC):
     @abstractmethod
     def glob_nodes(self, repo: str, ref: str, pattern: str) -> list[tuple[str, Node]]:
         """What glob_file matches, as tree nodes (for walking, hashing, copying by reference)."""
+
+    @abstractmethod
+    def etags(self, repo: str, hashes: Annotated[list[ContentHash], Meta(max_length=_ETAGS_MAX)]) -> list[str]:
+        """The S3 ETag recorded for each file content hash in `repo` (by a Put's `etag`), "" where
+        none was."""
 
     @abstractmethod
     def diff_file(

@@ -318,6 +318,9 @@ class RemoteClient(Client):
     def glob_nodes(self, repo: str, ref: str, pattern: str) -> list[tuple[str, Node]]:
         return self._rpc("glob_nodes", repo=repo, ref=ref, pattern=pattern)
 
+    def etags(self, repo: str, hashes: list[str]) -> list[str]:
+        return self._rpc("etags", repo=repo, hashes=hashes)
+
     def diff_file(
         self,
         new_repo: str,

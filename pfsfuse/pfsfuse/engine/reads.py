@@ -11,7 +11,7 @@ import msgspec
 
 from pfsfuse.api.types import PLANS_CHUNKS, PLANS_PAGE, DiffResult, FileInfo, ReadPlan
 from pfsfuse.engine.core import EngineCore
-from pfsfuse.metadata import glob, names, tree
+from pfsfuse.metadata import etags, glob, names, tree
 from pfsfuse.metadata.errors import InvalidArgument, NotFound
 from pfsfuse.metadata.records import ChunkRef, Commit, DirNode, FileNode, Node, Page, SpecialNode, SymlinkNode
 
@@ -234,6 +234,14 @@ class Reads(EngineCore):
     def glob_nodes(self, repo: str, ref: str, pattern: str) -> list[tuple[str, Node]]:
         c = self.index.resolve(repo, ref)
         return list(glob.glob(self.db, c.tree, pattern))
+
+    def etags(self, repo: str, hashes: list[str]) -> list[str]:
+        self.index.repo(repo)
+        try:
+            keys = [bytes.fromhex(h) for h in hashes]
+        except ValueError:
+            raise InvalidArgument("a content hash is 32 hex digits") from None
+        return etags.lookup(self.db, repo, keys)
 
     def diff_file(
         self,

@@ -37,7 +37,6 @@ from pfsfuse.sdk import Client
 
 _NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 _MAX_KEYS = 1000
-_ETAGS = 100_000  # content hashes whose S3 ETag (MD5) this gateway remembers
 
 
 async def _run(fn, *args):
@@ -83,7 +82,6 @@ class Gateway:
         self.client = client
         self.auth = auth or sigv4.AcceptAny()
         self.uploads = Uploads()
-        self._etags: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._walks: collections.OrderedDict[tuple, list[FileInfo]] = collections.OrderedDict()
         self._lock = threading.Lock()
 
@@ -140,20 +138,17 @@ class Gateway:
             raise S3Error(400, "InvalidArgument", "an object key must not be empty", key)
         return path
 
-    def etag(self, info: FileInfo) -> str:
-        """The object's ETag: the MD5 of its bytes when this gateway wrote or copied them, else
+    def etags(self, repo: str, infos: list[FileInfo]) -> dict[str, str]:
+        """Each object's ETag by content hash: what an S3 client was told when it wrote the
+        bytes (kept by the daemon, so the same through any gateway, after any restart), else
         the content hash marked as a one-part multipart ETag (which S3 clients do not check
         against an MD5)."""
-        with self._lock:
-            known = self._etags.get(info.hash)
-        return f'"{known}"' if known else f'"{info.hash}-1"'
+        hashes = sorted({i.hash for i in infos if i.type == "file"})
+        known = dict(zip(hashes, self.client.api.etags(repo, hashes), strict=True)) if hashes else {}
+        return {h: f'"{known.get(h) or h + "-1"}"' for h in hashes}
 
-    def remember(self, content_hash: str, etag: str) -> None:
-        with self._lock:
-            self._etags[content_hash] = etag
-            self._etags.move_to_end(content_hash)
-            while len(self._etags) > _ETAGS:
-                self._etags.popitem(last=False)
+    def etag(self, repo: str, info: FileInfo) -> str:
+        return self.etags(repo, [info])[info.hash]
 
     def walk(self, b: _Bucket, directory: str) -> list[FileInfo]:
         """Everything under `directory`; kept for finished commits (paging through a listing)."""
@@ -237,13 +232,14 @@ class Gateway:
             if truncated:
                 parts.append(_el("NextMarker", enc(page[-1][0])))
         modified = _iso(_commit_time(b.commit))
+        tags = self.etags(b.repo, [info for _, info in page if info is not None])
         for key, info in page:
             if info is None:
                 parts.append(f"<CommonPrefixes>{_el('Prefix', enc(key))}</CommonPrefixes>")
             else:
                 parts.append(
                     f"<Contents>{_el('Key', enc(key))}{_el('LastModified', modified)}"
-                    f"{_el('ETag', self.etag(info))}{_el('Size', info.size)}"
+                    f"{_el('ETag', tags[info.hash])}{_el('Size', info.size)}"
                     f"<StorageClass>STANDARD</StorageClass></Contents>"
                 )
         return _xml("ListBucketResult", "".join(parts), headers=b.headers())
@@ -299,7 +295,7 @@ class Gateway:
     def object_headers(self, b: _Bucket, info: FileInfo) -> dict[str, str]:
         return {
             **b.headers(),
-            "etag": self.etag(info),
+            "etag": self.etag(b.repo, info),
             "last-modified": formatdate(_commit_time(b.commit), usegmt=True),
             "accept-ranges": "bytes",
         }
@@ -310,9 +306,7 @@ class Gateway:
         if key.endswith("/") and body.size == 0:  # a folder marker
             result = self.client.write((repo, ref), [Mkdir(path)])
             return {"etag": f'"{body.md5.hex()}"', "x-pfs-commit": result.commit}
-        result = self.client.write((repo, ref), [Put(path, stream=body.file)])
-        info = self.client.inspect_file((repo, result.commit), path)
-        self.remember(info.hash, body.md5.hex())
+        result = self.client.write((repo, ref), [Put(path, stream=body.file, etag=body.md5.hex())])
         return {"etag": f'"{body.md5.hex()}"', "x-pfs-commit": result.commit}
 
     def copy(self, name: str, key: str, source: str) -> Response:
@@ -322,7 +316,7 @@ class Gateway:
         src = self.bucket(src_bucket)
         info = self.object_info(src, src_key)
         result = self.client.write((repo, ref), [Copy(path, src.repo, src.commit_id, info.path)])
-        inner = _el("ETag", self.etag(info)) + _el("LastModified", _iso(_commit_time(src.commit)))
+        inner = _el("ETag", self.etag(src.repo, info)) + _el("LastModified", _iso(_commit_time(src.commit)))
         return _xml(
             "CopyObjectResult",
             inner,
@@ -376,12 +370,10 @@ class Gateway:
         stream, etag = self.uploads.assemble(up, wanted)
         try:
             path = self.key(key)
-            result = self.client.write((repo, ref), [Put(path, stream=stream)])
+            result = self.client.write((repo, ref), [Put(path, stream=stream, etag=etag)])
         finally:
             stream.close()
         self.uploads.drop(upload_id)
-        info = self.client.inspect_file((repo, result.commit), path)
-        self.remember(info.hash, etag)
         inner = _el("Location", f"/{name}/{key}") + _el("Bucket", name) + _el("Key", key) + _el("ETag", f'"{etag}"')
         return _xml("CompleteMultipartUploadResult", inner, headers={"x-pfs-commit": result.commit})
 
@@ -579,7 +571,7 @@ def make_app(client: Client, auth: sigv4.Authenticator | None = None) -> Starlet
     async def _get(request: Request, bucket: str, key: str, head: bool) -> Response:
         b = await _run(gw.bucket, bucket)
         info = await _run(gw.object_info, b, key)
-        headers = gw.object_headers(b, info)
+        headers = await _run(gw.object_headers, b, info)  # asks the daemon (see below)
         span = _range(request.headers.get("range", ""), info.size)
         start, end = span or (0, info.size)
         headers["content-length"] = str(end - start)
