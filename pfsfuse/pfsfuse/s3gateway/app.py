@@ -499,7 +499,7 @@ def make_app(client: Client, auth: sigv4.Authenticator | None = None) -> Starlet
             err = from_pfs(e, f"/{bucket}/{key}", "NoSuchKey" if key else "NoSuchBucket")
             return Response(status_code=err.status) if head else err.response()
 
-    async def _route(request: Request, bucket: str, key: str, signed: str | None) -> Response:
+    async def _route(request: Request, bucket: str, key: str, signed: sigv4.Signed | None) -> Response:
         m, q = request.method, request.query_params
         if not bucket:
             if m == "GET":
