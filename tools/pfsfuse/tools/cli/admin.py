@@ -251,7 +251,7 @@ def delete_all(app: App, yes: bool) -> None:
 @click.argument(
     "suite",
     type=click.Choice(
-        ["store", "split", "gc", "mount", "objstore", "pipelines", "auth", "direct", "compare", "checkout"]
+        ["store", "split", "gc", "mount", "objstore", "pipelines", "auth", "direct", "compare", "checkout", "sdk"]
     ),
     default="store",
 )
