@@ -123,7 +123,7 @@ class SdkBench:
             with fs.open("pfs://bench@master/big.bin", "rb", block_size=_BLOCK) as f:
                 assert _drain(f) == self.size
 
-        def cat(path: Path) -> Callable[[], None]:
+        def cat(path: Path) -> Callable[[], object]:
             return lambda: subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)
 
         times = {
