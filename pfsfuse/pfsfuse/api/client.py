@@ -121,9 +121,12 @@ class Client(ABC):
         `start_after`: at most `limit` (and PLANS_PAGE) plans, fewer past PLANS_CHUNKS chunks, and
         none after the last. For a checkout."""
 
-    def plan_bytes(self, repo: str, ref: str, plan: ReadPlan) -> Iterator[bytes]:
-        """A planned file's bytes: clients that read the store themselves follow the plan."""
-        return self.get_file(repo, ref, plan.info.path)
+    def plan_bytes(
+        self, repo: str, ref: str, plan: ReadPlan, offset: int = 0, length: int | None = None
+    ) -> Iterator[bytes]:
+        """A planned file's bytes (from `offset`, `length` of them): clients that read the store
+        themselves follow the plan, so ranges of one file cost one plan."""
+        return self.get_file(repo, ref, plan.info.path, offset, length)
 
     @abstractmethod
     def inspect_file(self, repo: str, ref: str, path: str) -> FileInfo: ...

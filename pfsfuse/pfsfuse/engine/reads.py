@@ -165,7 +165,11 @@ class Reads(EngineCore):
         locs = iter(self.chunk_locations([r.hash for _, _, chunks in plans for r in chunks]))
         return [ReadPlan(file_info(p, n), [(r, next(locs)) for r in chunks]) for p, n, chunks in plans]
 
-    def plan_bytes(self, repo: str, ref: str, plan: ReadPlan) -> Iterator[bytes]:
+    def plan_bytes(
+        self, repo: str, ref: str, plan: ReadPlan, offset: int = 0, length: int | None = None
+    ) -> Iterator[bytes]:
+        if offset or length is not None:
+            return self.get_file(repo, ref, plan.info.path, offset, length)
         return self.read_chunks([r for r, _ in plan.chunks])
 
     def inspect_file(self, repo: str, ref: str, path: str) -> FileInfo:
