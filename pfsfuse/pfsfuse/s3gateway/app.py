@@ -9,6 +9,7 @@ Every response that read or wrote data names its commit in `x-pfs-commit`. Path-
 from __future__ import annotations
 
 import base64
+import bisect
 import collections
 import contextlib
 import contextvars
@@ -82,7 +83,7 @@ class Gateway:
         self.client = client
         self.auth = auth or sigv4.AcceptAny()
         self.uploads = Uploads()
-        self._walks: collections.OrderedDict[tuple, list[FileInfo]] = collections.OrderedDict()
+        self._listings: collections.OrderedDict[tuple, list[tuple[str, FileInfo | None]]] = collections.OrderedDict()
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -150,20 +151,21 @@ class Gateway:
     def etag(self, repo: str, info: FileInfo) -> str:
         return self.etags(repo, [info])[info.hash]
 
-    def walk(self, b: _Bucket, directory: str) -> list[FileInfo]:
-        """Everything under `directory`; kept for finished commits (paging through a listing)."""
-        key = (b.repo, b.commit_id, directory)
+    def listing(self, b: _Bucket, prefix: str, delimiter: str) -> list[tuple[str, FileInfo | None]]:
+        """`_listing`, kept for finished commits: paging through a big listing reads the tree once
+        and finds each page's start by bisection."""
+        key = (b.repo, b.commit_id, prefix, delimiter)
         with self._lock:
-            hit = self._walks.get(key)
+            hit = self._listings.get(key)
         if hit is not None:
             return hit
-        infos = list(self.client.walk_file((b.repo, b.commit_id), directory))
+        items = self._listing(b, prefix, delimiter)
         if b.commit is not None and b.commit.finished is not None:
             with self._lock:
-                self._walks[key] = infos
-                while len(self._walks) > 8:
-                    self._walks.popitem(last=False)
-        return infos
+                self._listings[key] = items
+                while len(self._listings) > 8:
+                    self._listings.popitem(last=False)
+        return items
 
     # -- the service, buckets -------------------------------------------------------------------
 
@@ -205,9 +207,9 @@ class Gateway:
             after = _untoken(token) if token else q.get("start-after", "")
         else:
             after = q.get("marker", "")
-        items = self._listing(b, prefix, delimiter)
-        items = [it for it in items if it[0] > after] if after else items
-        page, truncated = items[:max_keys], len(items) > max_keys
+        items = self.listing(b, prefix, delimiter)
+        first = bisect.bisect_right(items, after, key=lambda it: it[0]) if after else 0
+        page, truncated = items[first : first + max_keys], len(items) > first + max_keys
         enc = (lambda s: quote(s, safe="/")) if url else (lambda s: s)
         parts = [
             _el("Name", name),
@@ -255,7 +257,7 @@ class Gateway:
             if delimiter == "/":
                 infos = list(self.client.list_file((b.repo, b.commit_id), directory))
             else:
-                infos = self.walk(b, directory)
+                infos = list(self.client.walk_file((b.repo, b.commit_id), directory))
         except (NotFound, InvalidArgument):
             return []
         out: dict[str, FileInfo | None] = {}
