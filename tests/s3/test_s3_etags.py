@@ -4,10 +4,14 @@ stay the same after the daemon restarts and through another gateway process."""
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 
+import pytest
 from s3kit import Gateway, s3_client
 from test_clients import aws
+
+from pfsfuse.sdk import InvalidArgument, Put
 
 
 def _md5(data: bytes) -> str:
@@ -85,3 +89,25 @@ def test_aws_sync_after_a_restart_sends_nothing(daemon, sdk, tmp_path):
         assert listed == {f"tree/f{i}.txt": _md5(f"file {i}\n".encode()) for i in range(3)}
     finally:
         gw.stop()
+
+
+def test_etags_belong_to_their_repo(sdk):
+    sdk.create_repo("a")
+    sdk.create_repo("b")
+    tag = "0123456789abcdef" * 2
+    sdk.write(("a", "master"), [Put("f", stream=io.BytesIO(b"x"), etag=tag)])
+    sdk.write(("b", "master"), [Put("f", stream=io.BytesIO(b"x"))])
+    h = sdk.inspect_file("a@master:f").hash
+    assert h == sdk.inspect_file("b@master:f").hash
+    assert sdk.api.etags("a", [h]) == [tag]
+    assert sdk.api.etags("b", [h]) == [""]  # a writer of a vouches for a's ETags only
+    for bad in (
+        Put("g", stream=io.BytesIO(b"y"), etag="not-an-etag"),
+        Put("f", stream=io.BytesIO(b"y"), etag=tag, append=True),
+    ):
+        with pytest.raises(InvalidArgument):
+            sdk.write(("a", "master"), [bad])
+    sdk.delete_repo("a")
+    sdk.create_repo("a")
+    sdk.write(("a", "master"), [Put("f", stream=io.BytesIO(b"x"))])
+    assert sdk.api.etags("a", [h]) == [""]  # gone with the repo
