@@ -354,7 +354,7 @@ class PfsFile(AbstractBufferedFile):
         # fetching the next chunks overlaps with verifying these (as get-file does).
         self._stream: Iterator[bytes] | None = None
         self._stream_at = 0  # the offset of the stream's next byte
-        self._rest = b""  # of the stream's last piece, not taken yet
+        self._rest: bytes | memoryview = b""  # of the stream's last piece, not taken yet
         if "r" in mode:
             repo, ref, sub = fs._split(path)
             info = fs.info(path)
@@ -377,10 +377,18 @@ class PfsFile(AbstractBufferedFile):
             if self._stream is None or self._stream_at != start:
                 self._end_stream()
                 self._stream, self._stream_at = iter(api.plan_bytes(repo, commit, self._plan, start)), start
-            out, self._rest = bytearray(self._rest), b""
-            while len(out) < end - start and (piece := next(self._stream, b"")):
-                out += piece
-            data, self._rest = bytes(out[: end - start]), bytes(out[end - start :])
+            # Pieces joined once: each fresh buffer costs page faults, which a VM makes dear.
+            need = end - start
+            parts: list = [self._rest] if self._rest else []
+            have = len(self._rest)
+            while have < need and (piece := next(self._stream, b"")):
+                parts.append(piece)
+                have += len(piece)
+            self._rest = b""
+            if have > need:
+                last = memoryview(parts[-1])
+                parts[-1], self._rest = last[: len(last) - (have - need)], last[len(last) - (have - need) :]
+            data = b"".join(parts)
             self._stream_at = start + len(data)
             return data
 
