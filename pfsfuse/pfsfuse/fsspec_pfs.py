@@ -344,7 +344,9 @@ class PfsFile(AbstractBufferedFile):
         mode="rb",
         block_size="default",
         autocommit=True,
-        cache_type="readahead",
+        # No block cache by default: sequential reads continue one stream, which reads ahead
+        # itself, and a cache's copies halved the rate of big reads.
+        cache_type="none",
         cache_options=None,
         **kwargs,
     ):
