@@ -81,8 +81,8 @@ def serve(
     as processes here (`executor` "local") or as pods ("kubernetes", the default in a cluster).
     With `s3` (HOST:PORT), the S3 gateway serves too, and with `console` (HOST:PORT) the web
     console, each as a client of the daemon's own socket."""
-    if tls is not None and not listen:
-        raise InvalidArgument("--tls serves the TCP listener: give --listen HOST:PORT too")
+    if tls is not None and not (listen or s3):
+        raise InvalidArgument("--tls serves the TCP listeners: give --listen or --s3 HOST:PORT too")
     for path in tls or ():
         if not os.access(path, os.R_OK):
             raise InvalidArgument(f"--tls: cannot read {path}")
@@ -196,7 +196,7 @@ async def _serve(
                     api = RemoteClient(f"unix:{home.socket}", home, token=s3gateway.caller_token)
                     creds = s3gateway.TokenCredentials(lambda: auth.active, auth.identify)
                     gateway = s3gateway.make_app(Client.wrap(api), creds)
-                    await servers.start(_serve_one, gateway, _hypercorn_config(s3), stop)
+                    await servers.start(_serve_one, gateway, _hypercorn_config(s3, tls), stop)
                 if console:
                     from pfsfuse import console as web
 

@@ -4,10 +4,8 @@ refusal, and the permissions of PFS_HOME and the socket."""
 
 from __future__ import annotations
 
-import datetime
 import errno
 import io
-import ipaddress
 import json
 import os
 import socket
@@ -17,7 +15,7 @@ import subprocess
 import msgspec
 import pytest
 
-from helpers import PFS, Daemon
+from helpers import PFS, Daemon, self_signed
 from pfsfuse.api.auth import RemoteAuth
 from pfsfuse.api.remote import RemoteClient
 from pfsfuse.api.types import Copy, Put
@@ -37,43 +35,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _self_signed(where) -> tuple[str, str]:
-    """A certificate for 127.0.0.1 and its key, as PEM files."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pfs test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = where / "cert.pem", where / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return str(cert_file), str(key_file)
-
-
 class Cluster:
     """A daemon with auth active, serving its unix socket and HTTPS; `data` holds a file, and each
     role has its scope on `data` and on a repo of its own to delete (`del-ROLE`)."""
 
     def __init__(self, tmp):
         self.tmp = tmp
-        self.cert, self.key = _self_signed(tmp)
+        self.cert, self.key = self_signed(tmp)
         self.daemon = Daemon(tmp / "home").start()
         self.unix = f"unix:{self.daemon.home}/pfs.sock"
         out = self.daemon.pfs("auth", "activate", "--admins=admin,robot:ops").stdout.decode()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import io
+import os
 
 import duckdb
 import pandas as pd
@@ -53,7 +54,16 @@ def test_ranges_read_ahead_checksum(pfs):
         assert f.read(100) == body[3_000_000:3_000_100]
         pfs.pipe_file("data@master/big", b"replaced")  # the open file stays on its commit
         assert f.read(50) == body[3_000_100:3_000_150]
-    pfs.pipe_file("data@master/copy", body)
+    # Sequential reads continue one stream; a seek back or ahead starts another where it lands.
+    body = os.urandom(5 << 20)
+    pfs.pipe_file("data@master/random", body)
+    with pfs.open("pfs://data@master/random", block_size=100_000) as f:
+        got = [f.read(n) for n in (1, 99_999, 333_333, 1_000_000)]
+        assert b"".join(got) == body[:1_433_333]
+        for at, n in ((10, 5000), (4_000_000, 2_000_000), (1_000_000, 700_000), (1_700_000, 300_000)):
+            f.seek(at)
+            assert f.read(n) == body[at : at + n], at
+    pfs.pipe_file("data@master/copy", bytes(range(256)) * 40_000)
     assert pfs.checksum("data@master/copy") != pfs.checksum("data@master/big")
     pfs.pipe_file("data@master/same", b"replaced")
     assert pfs.checksum("data@master/same") == pfs.checksum("data@master/big")

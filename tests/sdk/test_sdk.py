@@ -151,3 +151,13 @@ def test_pipeline_verbs(client, tmp_path):
     assert client.list_pipeline() == []
     with pytest.raises(InvalidArgument):
         client.create_pipeline({"pipeline": {"name": "x"}, "bogus": 1})
+
+
+def test_refs_split_is_what_the_cli_spreads():
+    from pfsfuse.sdk import refs
+
+    assert refs.split("images@master~2:a/b@c.txt") == ("images", "master~2", "a/b@c.txt")
+    assert refs.split("images@" + "0" * 32) == ("images", "0" * 32, None)
+    # not a ref: the CLI leaves such words alone
+    for word in ("images", "user@host.txt", "bad name@master", "images@", "@master:a", "images@mas ter"):
+        assert refs.split(word) is None, word

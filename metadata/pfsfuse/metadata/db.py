@@ -37,6 +37,7 @@ COLUMN_FAMILIES = (
     "chunks",  # chunk hash -> chunk location (opaque to this layer)
     "subvenance",  # upstream commit key + downstream commit key -> b""
     "gc",  # garbage collection: unindexed pack id -> when first seen (opaque to this layer)
+    "etags",  # repo + content hash -> S3 ETag (metadata/etags.py)
 )
 
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 
 import msgspec
 
-from pfsfuse.metadata import names, records, refs
+from pfsfuse.metadata import etags, names, records, refs
 from pfsfuse.metadata.db import DB, Txn
 from pfsfuse.metadata.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from pfsfuse.metadata.records import Branch, BranchRef, Commit, CommitRef, DirNode, Repo
@@ -180,6 +180,7 @@ class Index:
                 v.delete_commit(c)
             for b in self.branches(name):
                 v.delete_branch(b)
+            etags.drop_repo(self.db, v.txn, name)
             v.txn.delete("repos", name.encode())
 
     # -- branches -----------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from typing import Annotated, BinaryIO
 from msgspec import Meta
 
 from pfsfuse.api.types import (
+    ContentHash,
     Count,
     DiffResult,
     FileInfo,
@@ -26,6 +27,8 @@ from pfsfuse.api.types import (
 )
 from pfsfuse.chunks.location import ChunkLoc
 from pfsfuse.metadata.records import Branch, BranchRef, ChunkRef, Commit, CommitRef, Node, Page
+
+_ETAGS_MAX = 1000  # a page of an S3 listing
 
 
 class Client(ABC):
@@ -118,9 +121,12 @@ class Client(ABC):
         `start_after`: at most `limit` (and PLANS_PAGE) plans, fewer past PLANS_CHUNKS chunks, and
         none after the last. For a checkout."""
 
-    def plan_bytes(self, repo: str, ref: str, plan: ReadPlan) -> Iterator[bytes]:
-        """A planned file's bytes: clients that read the store themselves follow the plan."""
-        return self.get_file(repo, ref, plan.info.path)
+    def plan_bytes(
+        self, repo: str, ref: str, plan: ReadPlan, offset: int = 0, length: int | None = None
+    ) -> Iterator[bytes]:
+        """A planned file's bytes (from `offset`, `length` of them): clients that read the store
+        themselves follow the plan, so ranges of one file cost one plan."""
+        return self.get_file(repo, ref, plan.info.path, offset, length)
 
     @abstractmethod
     def inspect_file(self, repo: str, ref: str, path: str) -> FileInfo: ...
@@ -148,6 +154,11 @@ class Client(ABC):
     @abstractmethod
     def glob_nodes(self, repo: str, ref: str, pattern: str) -> list[tuple[str, Node]]:
         """What glob_file matches, as tree nodes (for walking, hashing, copying by reference)."""
+
+    @abstractmethod
+    def etags(self, repo: str, hashes: Annotated[list[ContentHash], Meta(max_length=_ETAGS_MAX)]) -> list[str]:
+        """The S3 ETag recorded for each file content hash in `repo` (by a Put's `etag`), "" where
+        none was."""
 
     @abstractmethod
     def diff_file(

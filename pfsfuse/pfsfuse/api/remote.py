@@ -282,10 +282,12 @@ class RemoteClient(Client):
     ) -> list[ReadPlan]:
         return self._rpc("read_plans", repo=repo, ref=ref, path=path, start_after=start_after, limit=limit)
 
-    def plan_bytes(self, repo: str, ref: str, plan: ReadPlan) -> Iterator[bytes]:
+    def plan_bytes(
+        self, repo: str, ref: str, plan: ReadPlan, offset: int = 0, length: int | None = None
+    ) -> Iterator[bytes]:
         if self.chunk_store is not None:
-            return self._read_direct(repo, ref, plan, 0, None)
-        return self.get_file(repo, ref, plan.info.path)
+            return self._read_direct(repo, ref, plan, offset, length)
+        return self.get_file(repo, ref, plan.info.path, offset, length)
 
     def inspect_file(self, repo: str, ref: str, path: str) -> FileInfo:
         return self._rpc("inspect_file", repo=repo, ref=ref, path=path)
@@ -317,6 +319,9 @@ class RemoteClient(Client):
 
     def glob_nodes(self, repo: str, ref: str, pattern: str) -> list[tuple[str, Node]]:
         return self._rpc("glob_nodes", repo=repo, ref=ref, pattern=pattern)
+
+    def etags(self, repo: str, hashes: list[str]) -> list[str]:
+        return self._rpc("etags", repo=repo, hashes=hashes)
 
     def diff_file(
         self,

@@ -220,6 +220,7 @@ ACCESS: dict[str, Callable[[Any], door.Need]] = {
     "walk_file": lambda a: door.reads(a.repo),
     "glob_file": lambda a: door.reads(a.repo),
     "glob_nodes": lambda a: door.reads(a.repo),
+    "etags": lambda a: door.reads(a.repo),
     "diff_file": lambda a: door.reads(a.new_repo, a.old_repo),
     "dir_entries": lambda a: door.SIGNED_IN,
     "dir_child": lambda a: door.SIGNED_IN,

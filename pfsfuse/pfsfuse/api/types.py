@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from msgspec import Meta, Struct
 
 from pfsfuse.chunks import ChunkLoc
+from pfsfuse.metadata import etags
 from pfsfuse.metadata.records import ChunkRef, SpecialKind, Stat
 
 # Numbers a caller sends, bounded at the API's boundary (decoding fails on anything else).
@@ -14,6 +15,7 @@ Count = Annotated[int, Meta(ge=0, le=2**63 - 1)]
 Seconds = Annotated[float, Meta(ge=0, le=10**9)]
 # A symlink's target, as the kernel takes it: not empty, no NUL, at most PATH_MAX bytes.
 LinkTarget = Annotated[str, Meta(min_length=1, max_length=4095, pattern="^[^\x00]+$")]
+ContentHash = Annotated[str, Meta(pattern="^[0-9a-f]{32}$")]  # FileInfo.hash of a file
 
 
 class RepoInfo(Struct, omit_defaults=True):
@@ -75,6 +77,9 @@ class Put(Struct, tag="put", omit_defaults=True):
     chunks: list[tuple[ChunkRef, ChunkLoc]] | None = None
     proof: bytes = b""
     stat: Stat | None = None  # None keeps the stat of the file it replaces, its mtime made now
+    # The S3 ETag a client was given for these bytes (the S3 gateway's), kept for the repo's
+    # file of this content (pfsfuse.metadata.etags).
+    etag: Annotated[str, Meta(pattern=etags.PATTERN)] | None = None
 
 
 def located_bytes(located: list[tuple[ChunkRef, ChunkLoc]]) -> bytes:

@@ -11,7 +11,7 @@ import msgspec
 
 from pfsfuse.api.types import PLANS_CHUNKS, PLANS_PAGE, DiffResult, FileInfo, ReadPlan
 from pfsfuse.engine.core import EngineCore
-from pfsfuse.metadata import glob, names, tree
+from pfsfuse.metadata import etags, glob, names, tree
 from pfsfuse.metadata.errors import InvalidArgument, NotFound
 from pfsfuse.metadata.records import ChunkRef, Commit, DirNode, FileNode, Node, Page, SpecialNode, SymlinkNode
 
@@ -166,7 +166,11 @@ class Reads(EngineCore):
         locs = iter(self.chunk_locations([r.hash for _, _, chunks in plans for r in chunks]))
         return [ReadPlan(file_info(p, n), [(r, next(locs)) for r in chunks]) for p, n, chunks in plans]
 
-    def plan_bytes(self, repo: str, ref: str, plan: ReadPlan) -> Iterator[bytes]:
+    def plan_bytes(
+        self, repo: str, ref: str, plan: ReadPlan, offset: int = 0, length: int | None = None
+    ) -> Iterator[bytes]:
+        if offset or length is not None:
+            return self.get_file(repo, ref, plan.info.path, offset, length)
         return self.read_chunks([r for r, _ in plan.chunks])
 
     def inspect_file(self, repo: str, ref: str, path: str) -> FileInfo:
@@ -235,6 +239,14 @@ class Reads(EngineCore):
     def glob_nodes(self, repo: str, ref: str, pattern: str) -> list[tuple[str, Node]]:
         c = self.index.resolve(repo, ref)
         return list(glob.glob(self.db, c.tree, pattern))
+
+    def etags(self, repo: str, hashes: list[str]) -> list[str]:
+        self.index.repo(repo)
+        try:
+            keys = [bytes.fromhex(h) for h in hashes]
+        except ValueError:
+            raise InvalidArgument("a content hash is 32 hex digits") from None
+        return etags.lookup(self.db, repo, keys)
 
     def diff_file(
         self,

@@ -33,7 +33,7 @@ from pfsfuse.api.types import (
 from pfsfuse.chunks import StorageError
 from pfsfuse.engine.core import EngineCore, Staging
 from pfsfuse.engine.sources import open_source
-from pfsfuse.metadata import names, tree
+from pfsfuse.metadata import etags, names, tree
 from pfsfuse.metadata.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -182,6 +182,10 @@ def _checked(op: WriteOp) -> WriteOp:
         names.check_depth(path, _RECORD_NAME)
     if isinstance(op, Put) and op.chunks is not None and (op.split or op.frame or op.url or op.local):
         raise InvalidArgument(f"{path}: a put of stored chunks takes no other source, split or frame")
+    if isinstance(op, Put) and op.etag is not None:
+        if op.split or op.frame or op.append or op.recursive:
+            raise InvalidArgument(f"{path}: an ETag names one whole file's bytes, not a split, frame or append")
+        etags.check(op.etag)
     if isinstance(op, Symlink):
         names.link_target(op.target)
     stat = getattr(op, "stat", None)
@@ -295,6 +299,8 @@ class _Batch:
                 node = msgspec.structs.replace(tree.make_file(txn, chunks, old.executable), stat=stat)
             else:
                 self.unname(old)
+                if isinstance(node, FileNode):
+                    etags.copy(self.store.db, txn, op.src_repo, self.w.commit.repo, node.hash)
             self.set(path, node, new_entry=True)
         elif isinstance(op, Delete):
             if not path:
@@ -361,7 +367,10 @@ class _Batch:
                 self.unname(old)
             if stat is not None:
                 executable = bool(stat.mode & 0o111)
-            self.set(path, msgspec.structs.replace(tree.make_file(txn, refs, executable), stat=stat), old is None)
+            node = tree.make_file(txn, refs, executable)
+            if op.etag is not None:
+                etags.record(txn, self.w.commit.repo, node.hash, op.etag)
+            self.set(path, msgspec.structs.replace(node, stat=stat), old is None)
 
     def split(self, path: str, data: _Staged) -> None:
         """Add records to the directory at `path` (made if missing), numbered on from its last."""

@@ -9,6 +9,7 @@ Every response that read or wrote data names its commit in `x-pfs-commit`. Path-
 from __future__ import annotations
 
 import base64
+import bisect
 import collections
 import contextlib
 import contextvars
@@ -37,7 +38,6 @@ from pfsfuse.sdk import Client
 
 _NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 _MAX_KEYS = 1000
-_ETAGS = 100_000  # content hashes whose S3 ETag (MD5) this gateway remembers
 
 
 async def _run(fn, *args):
@@ -83,8 +83,7 @@ class Gateway:
         self.client = client
         self.auth = auth or sigv4.AcceptAny()
         self.uploads = Uploads()
-        self._etags: collections.OrderedDict[str, str] = collections.OrderedDict()
-        self._walks: collections.OrderedDict[tuple, list[FileInfo]] = collections.OrderedDict()
+        self._listings: collections.OrderedDict[tuple, list[tuple[str, FileInfo | None]]] = collections.OrderedDict()
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -140,35 +139,33 @@ class Gateway:
             raise S3Error(400, "InvalidArgument", "an object key must not be empty", key)
         return path
 
-    def etag(self, info: FileInfo) -> str:
-        """The object's ETag: the MD5 of its bytes when this gateway wrote or copied them, else
+    def etags(self, repo: str, infos: list[FileInfo]) -> dict[str, str]:
+        """Each object's ETag by content hash: what an S3 client was told when it wrote the
+        bytes (kept by the daemon, so the same through any gateway, after any restart), else
         the content hash marked as a one-part multipart ETag (which S3 clients do not check
         against an MD5)."""
-        with self._lock:
-            known = self._etags.get(info.hash)
-        return f'"{known}"' if known else f'"{info.hash}-1"'
+        hashes = sorted({i.hash for i in infos if i.type == "file"})
+        known = dict(zip(hashes, self.client.api.etags(repo, hashes), strict=True)) if hashes else {}
+        return {h: f'"{known.get(h) or h + "-1"}"' for h in hashes}
 
-    def remember(self, content_hash: str, etag: str) -> None:
-        with self._lock:
-            self._etags[content_hash] = etag
-            self._etags.move_to_end(content_hash)
-            while len(self._etags) > _ETAGS:
-                self._etags.popitem(last=False)
+    def etag(self, repo: str, info: FileInfo) -> str:
+        return self.etags(repo, [info])[info.hash]
 
-    def walk(self, b: _Bucket, directory: str) -> list[FileInfo]:
-        """Everything under `directory`; kept for finished commits (paging through a listing)."""
-        key = (b.repo, b.commit_id, directory)
+    def listing(self, b: _Bucket, prefix: str, delimiter: str) -> list[tuple[str, FileInfo | None]]:
+        """`_listing`, kept for finished commits: paging through a big listing reads the tree once
+        and finds each page's start by bisection."""
+        key = (b.repo, b.commit_id, prefix, delimiter)
         with self._lock:
-            hit = self._walks.get(key)
+            hit = self._listings.get(key)
         if hit is not None:
             return hit
-        infos = list(self.client.walk_file((b.repo, b.commit_id), directory))
+        items = self._listing(b, prefix, delimiter)
         if b.commit is not None and b.commit.finished is not None:
             with self._lock:
-                self._walks[key] = infos
-                while len(self._walks) > 8:
-                    self._walks.popitem(last=False)
-        return infos
+                self._listings[key] = items
+                while len(self._listings) > 8:
+                    self._listings.popitem(last=False)
+        return items
 
     # -- the service, buckets -------------------------------------------------------------------
 
@@ -210,9 +207,9 @@ class Gateway:
             after = _untoken(token) if token else q.get("start-after", "")
         else:
             after = q.get("marker", "")
-        items = self._listing(b, prefix, delimiter)
-        items = [it for it in items if it[0] > after] if after else items
-        page, truncated = items[:max_keys], len(items) > max_keys
+        items = self.listing(b, prefix, delimiter)
+        first = bisect.bisect_right(items, after, key=lambda it: it[0]) if after else 0
+        page, truncated = items[first : first + max_keys], len(items) > first + max_keys
         enc = (lambda s: quote(s, safe="/")) if url else (lambda s: s)
         parts = [
             _el("Name", name),
@@ -237,13 +234,14 @@ class Gateway:
             if truncated:
                 parts.append(_el("NextMarker", enc(page[-1][0])))
         modified = _iso(_commit_time(b.commit))
+        tags = self.etags(b.repo, [info for _, info in page if info is not None])
         for key, info in page:
             if info is None:
                 parts.append(f"<CommonPrefixes>{_el('Prefix', enc(key))}</CommonPrefixes>")
             else:
                 parts.append(
                     f"<Contents>{_el('Key', enc(key))}{_el('LastModified', modified)}"
-                    f"{_el('ETag', self.etag(info))}{_el('Size', info.size)}"
+                    f"{_el('ETag', tags[info.hash])}{_el('Size', info.size)}"
                     f"<StorageClass>STANDARD</StorageClass></Contents>"
                 )
         return _xml("ListBucketResult", "".join(parts), headers=b.headers())
@@ -259,7 +257,7 @@ class Gateway:
             if delimiter == "/":
                 infos = list(self.client.list_file((b.repo, b.commit_id), directory))
             else:
-                infos = self.walk(b, directory)
+                infos = list(self.client.walk_file((b.repo, b.commit_id), directory))
         except (NotFound, InvalidArgument):
             return []
         out: dict[str, FileInfo | None] = {}
@@ -299,7 +297,7 @@ class Gateway:
     def object_headers(self, b: _Bucket, info: FileInfo) -> dict[str, str]:
         return {
             **b.headers(),
-            "etag": self.etag(info),
+            "etag": self.etag(b.repo, info),
             "last-modified": formatdate(_commit_time(b.commit), usegmt=True),
             "accept-ranges": "bytes",
         }
@@ -310,9 +308,7 @@ class Gateway:
         if key.endswith("/") and body.size == 0:  # a folder marker
             result = self.client.write((repo, ref), [Mkdir(path)])
             return {"etag": f'"{body.md5.hex()}"', "x-pfs-commit": result.commit}
-        result = self.client.write((repo, ref), [Put(path, stream=body.file)])
-        info = self.client.inspect_file((repo, result.commit), path)
-        self.remember(info.hash, body.md5.hex())
+        result = self.client.write((repo, ref), [Put(path, stream=body.file, etag=body.md5.hex())])
         return {"etag": f'"{body.md5.hex()}"', "x-pfs-commit": result.commit}
 
     def copy(self, name: str, key: str, source: str) -> Response:
@@ -322,7 +318,7 @@ class Gateway:
         src = self.bucket(src_bucket)
         info = self.object_info(src, src_key)
         result = self.client.write((repo, ref), [Copy(path, src.repo, src.commit_id, info.path)])
-        inner = _el("ETag", self.etag(info)) + _el("LastModified", _iso(_commit_time(src.commit)))
+        inner = _el("ETag", self.etag(src.repo, info)) + _el("LastModified", _iso(_commit_time(src.commit)))
         return _xml(
             "CopyObjectResult",
             inner,
@@ -376,12 +372,10 @@ class Gateway:
         stream, etag = self.uploads.assemble(up, wanted)
         try:
             path = self.key(key)
-            result = self.client.write((repo, ref), [Put(path, stream=stream)])
+            result = self.client.write((repo, ref), [Put(path, stream=stream, etag=etag)])
         finally:
             stream.close()
         self.uploads.drop(upload_id)
-        info = self.client.inspect_file((repo, result.commit), path)
-        self.remember(info.hash, etag)
         inner = _el("Location", f"/{name}/{key}") + _el("Bucket", name) + _el("Key", key) + _el("ETag", f'"{etag}"')
         return _xml("CompleteMultipartUploadResult", inner, headers={"x-pfs-commit": result.commit})
 
@@ -507,7 +501,7 @@ def make_app(client: Client, auth: sigv4.Authenticator | None = None) -> Starlet
             err = from_pfs(e, f"/{bucket}/{key}", "NoSuchKey" if key else "NoSuchBucket")
             return Response(status_code=err.status) if head else err.response()
 
-    async def _route(request: Request, bucket: str, key: str, signed: str | None) -> Response:
+    async def _route(request: Request, bucket: str, key: str, signed: sigv4.Signed | None) -> Response:
         m, q = request.method, request.query_params
         if not bucket:
             if m == "GET":
@@ -579,7 +573,7 @@ def make_app(client: Client, auth: sigv4.Authenticator | None = None) -> Starlet
     async def _get(request: Request, bucket: str, key: str, head: bool) -> Response:
         b = await _run(gw.bucket, bucket)
         info = await _run(gw.object_info, b, key)
-        headers = gw.object_headers(b, info)
+        headers = await _run(gw.object_headers, b, info)  # asks the daemon (see below)
         span = _range(request.headers.get("range", ""), info.size)
         start, end = span or (0, info.size)
         headers["content-length"] = str(end - start)

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import parse_qsl, quote
 
@@ -25,6 +26,44 @@ _AUTH = re.compile(
 )
 _SKEW = datetime.timedelta(minutes=15)
 UNSIGNED = {"UNSIGNED-PAYLOAD", "STREAMING-UNSIGNED-PAYLOAD-TRAILER"}
+SIGNED_CHUNKS = {"STREAMING-AWS4-HMAC-SHA256-PAYLOAD", "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER"}
+_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+
+@dataclass(frozen=True)
+class Signed:
+    """What a verified request's signature covers of its body: `payload` is the body's SHA-256
+    (hex), or how its aws-chunked pieces are signed, each chaining from the one before it, the
+    first from the request's own `signature`."""
+
+    payload: str
+    amz_date: str
+    scope: str
+    key: bytes  # the signing key derived from the secret
+    signature: str
+
+    @property
+    def sha256(self) -> str | None:
+        """The body's signed SHA-256, None when the body is unsigned or signed piece by piece."""
+        return None if self.payload in UNSIGNED or self.payload.startswith("STREAMING-") else self.payload
+
+    @property
+    def chunks_signed(self) -> bool:
+        return self.payload in SIGNED_CHUNKS
+
+    def _sign(self, *lines: str) -> str:
+        return hmac.new(self.key, "\n".join(lines).encode(), hashlib.sha256).hexdigest()
+
+    def chunk(self, previous: str, data_sha256: str) -> str:
+        """The signature of an aws-chunked piece whose data hashes to `data_sha256`."""
+        head = ("AWS4-HMAC-SHA256-PAYLOAD", self.amz_date, self.scope, previous, _EMPTY_SHA256)
+        return self._sign(*head, data_sha256)
+
+    def trailer(self, previous: str, trailers: bytes) -> str:
+        """The signature of the trailing headers (`name:value\n` each) after the last piece."""
+        return self._sign(
+            "AWS4-HMAC-SHA256-TRAILER", self.amz_date, self.scope, previous, hashlib.sha256(trailers).hexdigest()
+        )
 
 
 class Authenticator(Protocol):
@@ -83,9 +122,9 @@ def access_key(query: str, headers) -> str | None:
     return m["key"] if m else None
 
 
-def check(auth: Authenticator, method: str, raw_path: str, query: str, headers, now=None) -> str | None:
-    """Verify the request's signature (header or presigned URL); returns the payload hash the
-    client signed (for the body check), None when unsigned payloads are allowed."""
+def check(auth: Authenticator, method: str, raw_path: str, query: str, headers, now=None) -> Signed | None:
+    """Verify the request's signature (header or presigned URL); returns what it says of the
+    body (for the body's checks), None when auth is not active."""
     if not auth.active:
         return None
     q = dict(parse_qsl(query, keep_blank_values=True))
@@ -139,7 +178,9 @@ def check(auth: Authenticator, method: str, raw_path: str, query: str, headers, 
     expected = hmac.new(k, to_sign.encode(), hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected, signature):
         raise S3Error(403, "SignatureDoesNotMatch", "the request signature does not match")
-    return None if payload in UNSIGNED or payload.startswith("STREAMING-") else payload
+    if payload.startswith("STREAMING-") and payload not in UNSIGNED | SIGNED_CHUNKS:
+        raise S3Error(400, "InvalidArgument", f"x-amz-content-sha256 {payload} is not supported")
+    return Signed(payload, amz_date, scope, k, signature)
 
 
 def _canonical_query(query: str) -> str:

@@ -24,6 +24,19 @@ FileArg = str | tuple[str, str, str]
 _REF = re.compile(r"(?P<repo>[^@:/]+)@(?P<ref>[^:]+)(?::(?P<path>.*))?", re.S)
 
 
+def split(text: str) -> tuple[str, str, str | None] | None:
+    """(repo, ref, path or None) of `"repo@ref[:path]"` with a valid repo name and ref; None if
+    `text` is not written so (the CLI then takes it as a plain word)."""
+    m = _REF.fullmatch(text)
+    if m is None:
+        return None
+    try:
+        repo, ref = _checked(m["repo"], m["ref"])
+    except InvalidArgument:
+        return None
+    return repo, ref, m["path"]
+
+
 def commit(value: CommitArg) -> tuple[str, str]:
     """(repo, ref) of `"repo@ref"`, `(repo, ref)` or a commit record."""
     if isinstance(value, str):

@@ -83,11 +83,11 @@ def drop_caches() -> None:
         pass
 
 
-def start_daemon(work: Path, home: Path, env: dict) -> subprocess.Popen:
-    """`pfs serve` for `home`, once it answers; its log in `work`."""
+def start_daemon(work: Path, home: Path, env: dict, *args: str) -> subprocess.Popen:
+    """`pfs serve [ARGS]` for `home`, once it answers; its log in `work`."""
     home.mkdir(parents=True, exist_ok=True)
     with open(work / "daemon.log", "ab") as log:
-        daemon = subprocess.Popen([PFS, "serve"], env=env, stdout=log, stderr=log)
+        daemon = subprocess.Popen([PFS, "serve", *args], env=env, stdout=log, stderr=log)
     deadline = time.monotonic() + 30
     while subprocess.run([PFS, "version"], env=env, capture_output=True).returncode:
         if daemon.poll() is not None or time.monotonic() > deadline:
@@ -485,7 +485,7 @@ SUITES = {
 
 
 # Suites with a module of their own: pfsfuse.tools.bench_<suite>, with its SECTIONS and run().
-MODULES = ["mount", "posix", "objstore", "pipelines", "auth", "direct", "compare"]
+MODULES = ["mount", "posix", "objstore", "pipelines", "auth", "direct", "compare", "sdk"]
 # Suites that are one section of another: `pfs bench checkout` is `compare --only checkout`.
 ALIASES = {"checkout": ("compare", "checkout")}
 

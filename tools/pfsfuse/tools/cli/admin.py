@@ -38,7 +38,10 @@ def _user(ctx, param, value: str | None) -> str | None:
 @click.command("serve")
 @click.option("--listen", metavar="HOST:PORT", help="Also serve the API on TCP (needs auth activated, or --insecure).")
 @click.option(
-    "--tls", metavar="CERT,KEY", callback=_tls, help="Serve TCP over HTTPS with this PEM certificate and key."
+    "--tls",
+    metavar="CERT,KEY",
+    callback=_tls,
+    help="Serve TCP (--listen and --s3) over HTTPS with this PEM certificate and key.",
 )
 @click.option(
     "--insecure",
@@ -251,7 +254,20 @@ def delete_all(app: App, yes: bool) -> None:
 @click.argument(
     "suite",
     type=click.Choice(
-        ["store", "split", "gc", "mount", "posix", "objstore", "pipelines", "auth", "direct", "compare", "checkout"]
+        [
+            "store",
+            "split",
+            "gc",
+            "mount",
+            "posix",
+            "objstore",
+            "pipelines",
+            "auth",
+            "direct",
+            "compare",
+            "checkout",
+            "sdk",
+        ]
     ),
     default="store",
 )

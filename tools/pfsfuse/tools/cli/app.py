@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
-
 import click
 
 from pfsfuse.api.connect import connect
 from pfsfuse.api.remote import RemoteClient
+from pfsfuse.sdk import refs
 from pfsfuse.tools.cli.output import Output
 
 
@@ -53,10 +52,6 @@ pass_app = click.make_pass_decorator(App)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
 
-# repo@ref or repo@ref:path, where the ref may carry ancestry (master^2, master~1)
-_REF_PATH = re.compile(r"(?P<repo>[A-Za-z0-9_-]{1,63})@(?P<ref>[A-Za-z0-9_^~-]+)(?::(?P<path>.*))?", re.S)
-
-
 class RefPathCommand(click.Command):
     """A command whose REPO REF [PATH] arguments may also be given as one `repo@ref:path`.
 
@@ -91,8 +86,9 @@ class RefPathCommand(click.Command):
                 out.append(word)
                 continue
             name = positional[k] if k < len(positional) else ""
-            m = _REF_PATH.fullmatch(word) if name == "repo" or name.endswith("_repo") else None
-            parts = [word] if m is None else [m["repo"], m["ref"]] + ([m["path"]] if m["path"] is not None else [])
+            # repo@ref[:path], read as the SDK reads it (the ref may carry ancestry: master^2)
+            m = refs.split(word) if name == "repo" or name.endswith("_repo") else None
+            parts = [word] if m is None else [m[0], m[1]] + ([m[2]] if m[2] is not None else [])
             out += parts
             k += len(parts)
         return out

@@ -6,14 +6,15 @@ import click
 
 from pfsfuse.metadata.errors import InvalidArgument
 from pfsfuse.metadata.records import BranchRef
+from pfsfuse.sdk import refs
 from pfsfuse.tools.cli.app import App, json_option, pass_app
 
 
 def _branch_ref(text: str) -> BranchRef:
-    repo, sep, name = text.partition("@")
-    if not sep or not repo or not name:
+    found = refs.split(text)  # the SDK's parser; the daemon checks that the name is a branch's
+    if found is None or found[2] is not None:
         raise InvalidArgument(f"invalid provenance {text!r}: expected REPO@BRANCH")
-    return BranchRef(repo, name)
+    return BranchRef(found[0], found[1])
 
 
 @click.command("create-branch")

@@ -9,6 +9,7 @@ import click
 
 from pfsfuse.metadata.errors import InvalidArgument, NotFound, PfsError, Unavailable
 from pfsfuse.metadata.records import CommitRef
+from pfsfuse.sdk import refs
 from pfsfuse.tools.cli.app import App, json_option, pass_app
 from pfsfuse.tools.cli.commit import HEADERS as COMMIT_HEADERS
 from pfsfuse.tools.cli.commit import commit_row
@@ -34,13 +35,13 @@ def _read_spec(source: str) -> tuple[bytes, str]:
 
 
 def _commit_ref(text: str) -> CommitRef:
-    """REPO@COMMIT, or REPO/COMMIT as 1.7 writes it (a repo name has no '/')."""
-    at, slash = text.find("@"), text.find("/")
-    cut = min(i for i in (at, slash, len(text)) if i >= 0)
-    repo, commit = text[:cut], text[cut + 1 :]
-    if cut == len(text) or not repo or not commit:
+    """REPO@COMMIT (any ref, read by the SDK's parser), or REPO/COMMIT as 1.7 writes it (a repo
+    name has no '/')."""
+    repo, slash, rest = text.partition("/")
+    found = refs.split(f"{repo}@{rest}" if slash and "@" not in repo else text)
+    if found is None or found[2] is not None:
         raise InvalidArgument(f"invalid commit {text!r}: expected REPO@COMMIT or REPO/COMMIT")
-    return CommitRef(repo, commit)
+    return CommitRef(found[0], found[1])
 
 
 def _resolve(app: App, refs: tuple[str, ...]) -> list[CommitRef]:
