@@ -4,9 +4,9 @@ stream, and its replay into an empty store with the same commit ids.
 A dump is MAGIC, then frames: u32 length | u32 crc32 of the payload | msgpack record. The records
 come in an order that can be replayed as it is read: Info; the repos; each repo's commits, parents
 first, each followed by the changes that turn its parent's tree into its own (a chunk's data comes
-once, before the first file that uses it); the branches; the auth records (format 2: admins, ACLs
-and the hashes of lasting tokens, never one-time passwords or pipelines' tokens); and End, without
-which a dump is truncated.
+once, before the first file that uses it; a file carries its S3 ETag, format 3); the branches; the
+auth records (format 2: admins, ACLs and the hashes of lasting tokens, never one-time passwords or
+pipelines' tokens); and End, without which a dump is truncated.
 
 Chunk ids and tree hashes are keyed with the store's secret seed, which a dump does not carry:
 restore hashes every chunk again with its own store's seed and rebuilds the trees from the
@@ -34,7 +34,7 @@ from msgspec import Struct
 
 from pfsfuse.api.types import RestoreResult
 from pfsfuse.chunks import ChunkLoc, CorruptPack, ObjectNotFound, pack_key
-from pfsfuse.metadata import names, tree
+from pfsfuse.metadata import etags, names, tree
 from pfsfuse.metadata.auth import Acl, AuthConfig, AuthRecords, TokenRecord
 from pfsfuse.metadata.errors import DataLoss, FailedPrecondition, InvalidArgument
 from pfsfuse.metadata.records import (
@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     from pfsfuse.engine.core import EngineCore, Staging
 
 MAGIC = b"PFSDUMP\n"
-FORMAT = 2  # 2: with the auth records; format 1 dumps are read too
+FORMAT = 3  # 2: with the auth records; 3: with files' S3 ETags; older dumps are read too
 _FRAME = struct.Struct(">II")
 _MAX_FRAME = 64 << 20
 _PIECE = 1 << 20  # bytes of frames yielded at a time
@@ -90,6 +90,7 @@ class FileRec(Struct, tag="file", array_like=True):
     chunks: list[ChunkRef]
     executable: bool = False
     stat: Stat | None = None  # (absent from older dumps)
+    etag: str | None = None  # what S3 clients were told of these bytes in this repo (format 3)
 
 
 class LinkRec(Struct, tag="link", array_like=True):
@@ -179,7 +180,7 @@ def _extract(store: EngineCore, objects: bool) -> Iterator[bytes]:
                 parent = by_id[c.parent].tree if c.parent else EMPTY_DIR
                 out.add(CommitRec(msgspec.structs.replace(c, tree=EMPTY_DIR)))
                 n_commits += 1
-                for rec in _changes(store, c.tree, parent):
+                for rec in _changes(store, repo.name, c.tree, parent):
                     _chunks_of(store, rec, chunks, objects, out)
                     out.add(rec)
                     if out.full():
@@ -215,8 +216,8 @@ def _parents_first(by_id: dict[str, Commit]) -> list[Commit]:
     return order
 
 
-def _changes(store: EngineCore, new: DirNode, old: DirNode, prefix: str = "") -> Iterator[Record]:
-    """The records that turn tree `old` into `new`: only what differs, in path order."""
+def _changes(store: EngineCore, repo: str, new: DirNode, old: DirNode, prefix: str = "") -> Iterator[Record]:
+    """The records that turn tree `old` of `repo` into `new`: only what differs, in path order."""
     db = store.db
     stack = [(prefix, tree.diff_entries(db, new, old))]
     while stack:
@@ -232,7 +233,8 @@ def _changes(store: EngineCore, new: DirNode, old: DirNode, prefix: str = "") ->
             if n is None:
                 yield DeleteRec(path)
             elif isinstance(n, FileNode):
-                yield FileRec(path, list(tree.file_chunks(db, n)), n.executable, n.stat)
+                etag = etags.lookup(db, repo, [n.hash])[0] or None
+                yield FileRec(path, list(tree.file_chunks(db, n)), n.executable, n.stat, etag)
             elif isinstance(n, SpecialNode):
                 yield SpecialRec(path, n)
             else:
@@ -443,7 +445,11 @@ class _Restore:
 
     def _node(self, txn, path: str, rec: Change) -> Node | None:
         if isinstance(rec, FileRec):
-            return msgspec.structs.replace(tree.make_file(txn, rec.chunks, rec.executable), stat=rec.stat)
+            node = tree.make_file(txn, rec.chunks, rec.executable)
+            if rec.etag is not None:  # keyed by the content hash this store gave it
+                assert self.current is not None  # (changes come after their commit)
+                etags.record(txn, self.current.repo, node.hash, rec.etag)
+            return msgspec.structs.replace(node, stat=rec.stat)
         if isinstance(rec, SpecialRec):
             return rec.node
         if isinstance(rec, LinkRec):

@@ -177,3 +177,16 @@ def test_extract_holds_off_collections_until_it_is_done(source):
         source.garbage_collect()
     b"".join(pieces)
     source.garbage_collect()
+
+
+def test_s3_etags_go_with_their_files(source, target):
+    """An ETag an S3 client was given stays the same after a restore into a store whose content
+    hashes differ (another seed), and stays with its repo."""
+    source.create_repo("s3")
+    etag = "0123456789abcdef0123456789abcdef"
+    source.write_files("s3", "master", [Put("obj", stream=io.BytesIO(b"s3 bytes"), etag=etag)])
+    target.restore(io.BytesIO(b"".join(source.extract())))
+    node = target.glob_nodes("s3", "master", "obj")[0][1]
+    assert target.etags("s3", [node.hash.hex()]) == [etag]
+    other = next(r.name for r in target.list_repo() if r.name != "s3")
+    assert target.etags(other, [node.hash.hex()]) == [""]  # (another repo vouches for nothing)
