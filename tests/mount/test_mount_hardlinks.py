@@ -65,6 +65,25 @@ def test_ln_makes_another_name_of_the_file(daemon, view, mounts, mnt):
     assert view.read("r", head, "b") == b"rewritten\n" and view.info("r", head, "b").nlink == 1
 
 
+def test_a_name_replaced_or_unlinked_while_open_counts_as_on_a_disk(daemon, view, mounts, mnt):
+    """rename over one name of a link leaves the other counted alone; an open file whose last
+    name is gone has no link left (fstat says 0); a fifo is linked like a file."""
+    view.client.create_repo("r")
+    view.put("r", "master", {"dst": b"old\n", "src": b"new\n", "open": b"x"})
+    mounts("--idle", "1")
+    b = mnt / "r" / "master"
+    os.link(b / "dst", b / "dstlnk")
+    os.rename(b / "src", b / "dst")
+    assert _ino_nlink(b / "dstlnk")[0].endswith(",1") and (b / "dstlnk").read_bytes() == b"old\n"
+    with open(b / "open", "rb") as f:
+        os.unlink(b / "open")
+        assert os.fstat(f.fileno()).st_nlink == 0
+    os.mkfifo(b / "p")
+    os.link(b / "p", b / "p2")
+    [p_, p2_] = _ino_nlink(b / "p", b / "p2")
+    assert p_ == p2_ and p_.endswith(",2")
+
+
 def test_links_survive_renames_and_stay_apart_from_copies(daemon, view, mounts, mnt):
     view.client.create_repo("r")
     view.put("r", "master", {"a": b"x"})

@@ -217,7 +217,9 @@ class Filesystem(pyfuse3.Operations):
             h = self.handles.of(inode)
             if h is None or getattr(e, "errno", errno.ENOENT) != errno.ENOENT:
                 raise
-            entry, r = h.file or h.node, h.ref
+            a = self.attributes(inode, h.file or h.node, h.ref)
+            a.st_nlink = 0  # it has no name left
+            return a
         return self.attributes(inode, entry, r)
 
     @translate
@@ -565,6 +567,12 @@ class Filesystem(pyfuse3.Operations):
             elif isinstance(entry, DirNode):
                 raise fail(errno.ENOTDIR)
         await self.writer.move(entry, old_ref, old_ws, old, new_ws, new)
+        if _link_of(target):  # a hard link's name replaced: its other names count one less
+            self.inodes.unnamed(new_parent.repo, new_parent.ref, new)
+            try:
+                await new_ws.flush()
+            except PfsError:
+                pass  # the name is gone here; the committer sends it when it can
         old_ws.entries_changed(old_parent.path)
         new_ws.entries_changed(new_parent.path)
         self.inodes.renamed((old_parent.repo, old_parent.ref, old), (new_parent.repo, new_parent.ref, new))

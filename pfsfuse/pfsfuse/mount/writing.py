@@ -54,6 +54,7 @@ class Writer:
         self._trees = trees
         self._io = io
         self._tmpdir = tmpdir
+        self._rescue = tmpdir + ".rescued"  # what an unmount could not save: kept, not deleted
         self._mountpoint = mountpoint
         self._idle = idle
         self._lost = lost
@@ -228,7 +229,7 @@ class Writer:
         while True:
             await trio.sleep(0.05)
             for ws in self._resolver.workspaces():
-                if not (ws.busy or ws.overlay):
+                if not (ws.busy or ws.overlay) or time.monotonic() < ws.retry_at:
                     continue
                 try:
                     if ws.commit_id is None and (ws.writing or ws.ops):
@@ -241,11 +242,10 @@ class Writer:
                     if isinstance(e, NotFound) and await ws.repo_gone():
                         log.error("%s@%s: the repo is gone: changes not yet saved are dropped", ws.repo, ws.branch)
                         ws.discard()
-                    elif str(e) != ws.failing:  # (said once, not at every retry)
+                    elif ws.failed(e):  # (said once, not at every retry)
                         log.error("cannot write to %s@%s: %s (will retry)", ws.repo, ws.branch, e)
-                    ws.failing = str(e)
                 else:
-                    ws.failing = ""
+                    ws.succeeded()
 
     async def finish_all(self) -> None:
         """At unmount: everything pending reaches the daemon and our commits are finished."""
@@ -257,3 +257,5 @@ class Writer:
                 except PfsError as e:  # the others may still be saved
                     log.error("%s@%s: changes not saved at unmount: %s", ws.repo, ws.branch, e)
                     self._lost(f"{ws.repo}@{ws.branch}: changes not saved at unmount: {e}")
+                    for line in ws.rescue(self._rescue):
+                        self._lost(line)
