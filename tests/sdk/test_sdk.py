@@ -154,7 +154,7 @@ def test_pipeline_verbs(client, tmp_path):
 
 
 def test_refs_split_is_what_the_cli_spreads():
-    from pfsfuse.sdk import refs
+    from pfsfuse.metadata import refs  # (the SDK's commit and file arguments use its syntax)
 
     assert refs.split("images@master~2:a/b@c.txt") == ("images", "master~2", "a/b@c.txt")
     assert refs.split("images@" + "0" * 32) == ("images", "0" * 32, None)

@@ -9,9 +9,12 @@ and an unchanged file keeps its ETag in every commit.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-from pfsfuse.metadata.db import DB, Txn
 from pfsfuse.metadata.errors import InvalidArgument
+
+if TYPE_CHECKING:  # (clients import the pattern without RocksDB)
+    from pfsfuse.metadata.db import DB, Txn
 
 ETAGS = "etags"  # repo \0 file content hash -> ETag (ASCII)
 PATTERN = r"^[0-9a-f]{32}(-[1-9][0-9]{0,4})?$"

@@ -12,6 +12,7 @@ from pfsfuse.metadata import names
 from pfsfuse.metadata.errors import InvalidArgument
 
 _STEP = re.compile(r"([\^~])(\d*)")
+WORD = re.compile(r"(?P<repo>[^@:/]+)@(?P<ref>[^:]+)(?::(?P<path>.*))?", re.S)  # repo@ref[:path]
 
 
 def parse(ref: str) -> tuple[str, int]:
@@ -37,3 +38,17 @@ def parse(ref: str) -> tuple[str, int]:
 
 def is_commit_id(s: str) -> bool:
     return names.COMMIT_ID.fullmatch(s) is not None
+
+
+def split(text: str) -> tuple[str, str, str | None] | None:
+    """(repo, ref, path or None) of `"repo@ref[:path]"` with a valid repo name and ref; None if
+    `text` is not written so (the CLI then takes it as a plain word). The SDK reads the same."""
+    m = WORD.fullmatch(text)
+    if m is None:
+        return None
+    try:
+        parse(m["ref"])
+        repo = names.repo_name(m["repo"])
+    except InvalidArgument:
+        return None
+    return repo, m["ref"], m["path"]

@@ -3,7 +3,6 @@ tuples, or the records the SDK returns. Checked here, before anything is sent.""
 
 from __future__ import annotations
 
-import re
 from typing import Protocol, cast
 
 from pfsfuse.metadata import names
@@ -21,20 +20,7 @@ class HasCommit(Protocol):
 CommitArg = str | tuple[str, str] | HasCommit
 FileArg = str | tuple[str, str, str]
 
-_REF = re.compile(r"(?P<repo>[^@:/]+)@(?P<ref>[^:]+)(?::(?P<path>.*))?", re.S)
-
-
-def split(text: str) -> tuple[str, str, str | None] | None:
-    """(repo, ref, path or None) of `"repo@ref[:path]"` with a valid repo name and ref; None if
-    `text` is not written so (the CLI then takes it as a plain word)."""
-    m = _REF.fullmatch(text)
-    if m is None:
-        return None
-    try:
-        repo, ref = _checked(m["repo"], m["ref"])
-    except InvalidArgument:
-        return None
-    return repo, ref, m["path"]
+_REF = ref_syntax.WORD
 
 
 def commit(value: CommitArg) -> tuple[str, str]:

@@ -6,7 +6,7 @@ import click
 
 from pfsfuse.api.connect import connect
 from pfsfuse.api.remote import RemoteClient
-from pfsfuse.sdk import refs
+from pfsfuse.metadata import refs
 from pfsfuse.tools.cli.output import Output
 
 

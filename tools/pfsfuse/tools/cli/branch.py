@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import click
 
+from pfsfuse.metadata import refs
 from pfsfuse.metadata.errors import InvalidArgument
 from pfsfuse.metadata.records import BranchRef
-from pfsfuse.sdk import refs
 from pfsfuse.tools.cli.app import App, json_option, pass_app
 
 
 def _branch_ref(text: str) -> BranchRef:
-    found = refs.split(text)  # the SDK's parser; the daemon checks that the name is a branch's
+    found = refs.split(text)  # the parser the SDK uses; the daemon checks that the name is a branch's
     if found is None or found[2] is not None:
         raise InvalidArgument(f"invalid provenance {text!r}: expected REPO@BRANCH")
     return BranchRef(found[0], found[1])

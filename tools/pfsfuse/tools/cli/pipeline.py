@@ -7,9 +7,9 @@ import time
 
 import click
 
+from pfsfuse.metadata import refs
 from pfsfuse.metadata.errors import InvalidArgument, NotFound, PfsError, Unavailable
 from pfsfuse.metadata.records import CommitRef
-from pfsfuse.sdk import refs
 from pfsfuse.tools.cli.app import App, json_option, pass_app
 from pfsfuse.tools.cli.commit import HEADERS as COMMIT_HEADERS
 from pfsfuse.tools.cli.commit import commit_row
