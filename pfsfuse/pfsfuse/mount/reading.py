@@ -24,6 +24,11 @@ log = logging.getLogger("pfsfuse.mount")
 AHEAD = 32  # chunks read ahead of a sequential reader
 FETCH_BATCH = 4  # chunks fetched by one worker thread: each hand-off to a thread costs CPU
 LOCATE_BATCH = 4096  # chunk locations asked for at once when a file is opened
+# A listed directory's small files (of one chunk) are fetched ahead, this many bytes of them a
+# listing at most, so that a copy of the directory (cp -r, rsync, tar) reads them from the cache.
+LISTED_BYTES = 32 << 20
+LISTED_SMALL = 256 << 10  # at most this big a file
+LISTED_BATCH = 64  # chunks fetched by one worker thread; a reader waits for its whole batch
 
 
 @dataclass
@@ -76,6 +81,40 @@ class Reader:
         if len(chunks) > 1:  # where they are, in one request rather than one per chunk read
             self.nursery.start_soon(self._locate, chunks)
         return h
+
+    def prefetch_listed(self, entries: Sequence[tuple[str, object]]) -> int:
+        """Fetch the chunks of the small files among a directory's listed `entries` in the
+        background: their locations in one request, then their data a batch at a time, in
+        listing order (the order a copy reads them in). How many entries it looked at."""
+        wanted: dict[bytes, ChunkRef] = {}
+        total = seen = 0
+        for _, node in entries:
+            seen += 1
+            if type(node) is not FileNode or node.chunks is None or len(node.chunks) != 1:
+                continue
+            c = node.chunks[0]
+            if c.size > LISTED_SMALL or c.hash in wanted or c.hash in self._inflight:
+                continue
+            if self.trees.cached_chunk(c.hash) is not None:
+                continue
+            wanted[c.hash] = c
+            total += c.size
+            if total >= LISTED_BYTES:
+                break
+        if wanted:
+            chunks = list(wanted.values())
+            for c in chunks:
+                self._inflight[c.hash] = trio.Event()
+            self.nursery.start_soon(self._fetch_listed, chunks)
+        return seen
+
+    async def _fetch_listed(self, chunks: list[ChunkRef]) -> None:
+        try:
+            await self._io(self.trees.locate, chunks)
+        except Exception as e:  # noqa: BLE001 - each fetch below locates what is left
+            log.warning("cannot locate the chunks of a listed directory: %s", e)
+        for i in range(0, len(chunks), LISTED_BATCH):
+            await self._fetch(chunks[i : i + LISTED_BATCH])
 
     def _chunks(self, f: FileNode) -> tuple[ChunkRef, ...]:
         chunks = self.trees.chunks(f)

@@ -9,7 +9,9 @@ is not on PATH). Neither is a dependency of pfsfuse.
   + `git commit` of its .dvc file);
 - change: rewrite 1% of the files and store the new version;
 - checkout: bring the first version back into an empty directory (`get-file -r` of the old
-  commit; `git checkout OLD -- data`; `git checkout OLD data.dvc` + `dvc checkout`).
+  commit; `git checkout OLD -- data`; `git checkout OLD data.dvc` + `dvc checkout`);
+- mount: the same through a fresh mount, `cp -r MNT/REPO/master^/data` (against the same git and
+  DVC checkouts).
 
 Each row is one workload against one reference: our median and the reference's in files/s, the
 ratio (ours over theirs: above 1 we are faster), and both ranges in seconds.
@@ -85,10 +87,25 @@ class CompareBench(Bench):
         out["checkout"] = timed(lambda: self.pfs("get-file", repo, "master^", "data", "-r", "-o", str(dest)))
         if subprocess.run(["diff", "-rq", str(self.src), str(dest)], capture_output=True).returncode:
             raise RuntimeError("get-file -r of the first version differs from it")
+        shutil.rmtree(dest)
+        out["mount"] = self._mount_copy(repo, dest)
         shutil.rmtree(tree)
         shutil.rmtree(dest)
         self.pfs("delete-repo", repo)
         return out
+
+    def _mount_copy(self, repo: str, dest: Path) -> float:
+        """`cp -r` of the first version out of a fresh mount (its caches empty)."""
+        mnt = self.work / "mnt"
+        mnt.mkdir(exist_ok=True)
+        self.pfs("mount", str(mnt))
+        try:
+            took = timed(lambda: _run(["cp", "-r", str(mnt / repo / "master^" / "data"), str(dest)], self.work))
+        finally:
+            self.pfs("unmount", str(mnt))
+        if subprocess.run(["diff", "-rq", str(self.src), str(dest)], capture_output=True).returncode:
+            raise RuntimeError("cp -r of the first version out of the mount differs from it")
+        return took
 
     def _git_run(self, dvc: str | None) -> dict[str, float]:
         self.repos += 1
@@ -123,7 +140,7 @@ class CompareBench(Bench):
             else:
                 _run(["git", "checkout", "-q", "HEAD^", "--", "data"], top, env)
 
-        out["checkout"] = timed(checkout)
+        out["checkout"] = out["mount"] = timed(checkout)
         if subprocess.run(["diff", "-rq", str(self.src), str(top / "data")], capture_output=True).returncode:
             raise RuntimeError(f"the {'dvc' if dvc else 'git'} checkout differs from the first version")
         shutil.rmtree(top)
@@ -154,12 +171,13 @@ class CompareBench(Bench):
                 t_ours, t_theirs = statistics.median(ours), statistics.median(theirs)
                 figures.append(
                     Figure(
-                        f"{w} {FILES:,} x 4 KiB vs {name} (files/s; ours {_spread(ours)}, {name} {_spread(theirs)})",
+                        f"{_LABELS.get(w, w)} {FILES:,} x 4 KiB vs {name} (files/s; ours {_spread(ours)}, "
+                        f"{name} {_spread(theirs)})",
                         (FILES if w != "change" else CHANGED) / t_ours,
                         (FILES if w != "change" else CHANGED) / t_theirs,
                         "files/s",
-                        ">= 1" if w == "checkout" else "-",
-                        t_theirs / t_ours >= 1 if w == "checkout" else True,
+                        ">= 1" if w in ("checkout", "mount") else "-",
+                        t_theirs / t_ours >= 1 if w in ("checkout", "mount") else True,
                     )
                 )
             if len(tools) == 1:
@@ -176,11 +194,13 @@ class CompareBench(Bench):
         return figures
 
     def all(self) -> list[Figure]:
-        return self._rows(["version", "change", "checkout"])
+        return self._rows(["version", "change", "checkout", "mount"])
 
     def checkout(self) -> list[Figure]:
-        return self._rows(["checkout"])
+        return self._rows(["checkout", "mount"])
 
+
+_LABELS = {"mount": "cp -r out of a mount of"}  # (against the same checkouts)
 
 SECTIONS = ["all", "checkout"]
 
