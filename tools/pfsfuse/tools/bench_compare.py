@@ -11,7 +11,11 @@ is not on PATH). Neither is a dependency of pfsfuse.
 - checkout: bring the first version back into an empty directory (`get-file -r` of the old
   commit; `git checkout OLD -- data`; `git checkout OLD data.dvc` + `dvc checkout`);
 - mount: the same through a fresh mount, `cp -r MNT/REPO/master^/data` (against the same git and
-  DVC checkouts).
+  DVC checkouts, and `cp -r` of the tree from the disk).
+
+`pfs bench compare --only big`: one file of 1 GiB of random bytes, versioned, deleted and
+brought back (`get-file -o` against `dvc checkout`, and `cp` of the same file on the disk), each
+written to the disk (`sync`) before the clock stops.
 
 Each row is one workload against one reference: our median and the reference's in files/s, the
 ratio (ours over theirs: above 1 we are faster), and both ranges in seconds.
@@ -89,6 +93,8 @@ class CompareBench(Bench):
             raise RuntimeError("get-file -r of the first version differs from it")
         shutil.rmtree(dest)
         out["mount"] = self._mount_copy(repo, dest)
+        shutil.rmtree(dest)
+        out["disk"] = timed(lambda: _run(["cp", "-r", str(self.src), str(dest)], self.work))
         shutil.rmtree(tree)
         shutil.rmtree(dest)
         self.pfs("delete-repo", repo)
@@ -180,6 +186,19 @@ class CompareBench(Bench):
                         t_theirs / t_ours >= 1 if w in ("checkout", "mount") else True,
                     )
                 )
+            if w == "mount":  # and the same copy from the disk
+                disk = [r["disk"] for r in runs["pfsfuse"]]
+                figures.append(
+                    Figure(
+                        f"{_LABELS[w]} {FILES:,} x 4 KiB vs cp -r on the disk (files/s; ours {_spread(ours)}, "
+                        f"disk {_spread(disk)})",
+                        FILES / statistics.median(ours),
+                        FILES / statistics.median(disk),
+                        "files/s",
+                        "-",
+                        True,
+                    )
+                )
             if len(tools) == 1:
                 figures.append(
                     Figure(
@@ -199,10 +218,62 @@ class CompareBench(Bench):
     def checkout(self) -> list[Figure]:
         return self._rows(["checkout", "mount"])
 
+    def big(self) -> list[Figure]:
+        src = self.work / "big.bin"
+        with open(src, "wb") as f:
+            for _ in range(1024):
+                f.write(os.urandom(1 << 20))
+        self.pfs("create-repo", "big")
+        self.pfs("put-file", "big", "master", "big.bin", "-f", str(src))
+        top = self.work / "dvc-big"
+        dvc = _dvc()
+        if dvc:
+            top.mkdir()
+            for args in (["git", "init", "-q"], [dvc, "init", "-q"], [dvc, "config", "core.autostage", "true"]):
+                _run(args, top, self.git_env)
+            shutil.copy(src, top / "big.bin")
+            _run([dvc, "add", "-q", "big.bin"], top, self.git_env)
+            _run(["git", "commit", "-qm", "big"], top, self.git_env)
+        out = self.work / "out.bin"
+        times: dict[str, list[float]] = {"pfsfuse": [], "dvc": [], "cp": []}
+        for _ in range(self.runs):  # taking turns
+            out.unlink(missing_ok=True)
+            os.sync()
+            times["pfsfuse"].append(
+                timed(lambda: self.pfs("get-file", "big", "master", "big.bin", "-o", str(out)), sync=True)
+            )
+            if subprocess.run(["cmp", "-s", str(src), str(out)]).returncode:
+                raise RuntimeError("get-file of the big file differs from it")
+            out.unlink()
+            os.sync()
+            times["cp"].append(timed(lambda: _run(["cp", str(src), str(out)], self.work), sync=True))
+            if dvc:
+                (top / "big.bin").unlink()
+                os.sync()
+                times["dvc"].append(timed(lambda: _run([dvc, "checkout", "-q"], top, self.git_env), sync=True))
+        ours = times["pfsfuse"]
+        figures = []
+        for name, theirs in times.items():
+            if name == "pfsfuse" or not theirs:
+                continue
+            t_ours, t_theirs = statistics.median(ours), statistics.median(theirs)
+            figures.append(
+                Figure(
+                    f"get-file of 1 GiB vs {'dvc checkout' if name == 'dvc' else 'cp on the disk'} "
+                    f"(MiB/s; ours {_spread(ours)}, {name} {_spread(theirs)})",
+                    1024 / t_ours,
+                    1024 / t_theirs,
+                    "MiB/s",
+                    ">= 1" if name == "dvc" else "-",
+                    t_theirs / t_ours >= 1 if name == "dvc" else True,
+                )
+            )
+        return figures
+
 
 _LABELS = {"mount": "cp -r out of a mount of"}  # (against the same checkouts)
 
-SECTIONS = ["all", "checkout"]
+SECTIONS = ["all", "checkout", "big"]
 
 
 def run(
@@ -210,5 +281,5 @@ def run(
 ) -> list[Figure]:
     base = Path(tempfile.mkdtemp(prefix="pfs-bench-compare-", dir=workdir or "/tmp"))
     # "all" already has the checkout rows: run one of the two.
-    chosen = ["all"] if not sections or "all" in sections else ["checkout"]
+    chosen = ["all"] if not sections or "all" in sections else [s for s in SECTIONS if s in sections]
     return run_sections(CompareBench(base, runs), chosen, base, report)

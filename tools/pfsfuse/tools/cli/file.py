@@ -80,11 +80,16 @@ def expand_sources(
             if not recursive:
                 raise InvalidArgument(f"{source} is a directory; use -r")
             sizes: dict[str, int] = {}
-            walked = _walk(source, dest, sizes)
-            if unchanged_in is not None:
-                held = unchanged.held_under(client, *unchanged_in, dest)
-                walked = unchanged.skip_unchanged(walked, held, sizes)
-            out.extend(walked)
+            if unchanged_in is None:
+                out.extend(_walk(source, dest, sizes))
+                continue
+            from concurrent.futures import ThreadPoolExecutor  # only for put-file -r
+
+            # What the branch holds comes while the local tree is walked.
+            with ThreadPoolExecutor(1) as pool:
+                held = pool.submit(unchanged.held_under, client, *unchanged_in, dest)
+                walked = list(_walk(source, dest, sizes))
+                out.extend(unchanged.skip_unchanged(walked, held.result(), sizes))
         elif os.path.exists(source):
             out.append(Put(dest, local=source, stat=_stat(os.stat(source))))
         else:
