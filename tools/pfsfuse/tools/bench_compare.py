@@ -13,7 +13,7 @@ is not on PATH). Neither is a dependency of pfsfuse.
 - mount: the same through a fresh mount, `cp -r MNT/REPO/master^/data` (against the same git and
   DVC checkouts, and `cp -r` of the tree from the disk).
 
-`pfs bench compare --only big`: one file of 1 GiB of random bytes, versioned, deleted and
+`pfs bench compare --only big_file`: one file of 1 GiB of random bytes, versioned, deleted and
 brought back (`get-file -o` against `dvc checkout`, and `cp` of the same file on the disk), each
 written to the disk (`sync`) before the clock stops.
 
@@ -218,7 +218,7 @@ class CompareBench(Bench):
     def checkout(self) -> list[Figure]:
         return self._rows(["checkout", "mount"])
 
-    def big(self) -> list[Figure]:
+    def big_file(self) -> list[Figure]:
         src = self.work / "big.bin"
         with open(src, "wb") as f:
             for _ in range(1024):
@@ -273,7 +273,7 @@ class CompareBench(Bench):
 
 _LABELS = {"mount": "cp -r out of a mount of"}  # (against the same checkouts)
 
-SECTIONS = ["all", "checkout", "big"]
+SECTIONS = ["all", "checkout", "big_file"]
 
 
 def run(

@@ -266,7 +266,7 @@ def bench(app: App, suite: str, runs: int, workdir: str | None, only: tuple[str,
 
     `compare` runs version, change and checkout workloads through pfsfuse (the checkout also
     with cp -r out of a mount), git and DVC (those installed); `checkout` is its checkout rows
-    alone; `compare --only big` checks out one 1 GiB file beside DVC and cp.
+    alone; `compare --only big_file` checks out one 1 GiB file beside DVC and cp.
     """
     from pfsfuse.tools import bench as benchmarks  # heavy, and only this verb needs it
 
