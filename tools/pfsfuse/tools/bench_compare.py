@@ -61,6 +61,13 @@ class CompareBench(Bench):
             "GIT_AUTHOR_EMAIL": "bench@localhost",
             "GIT_COMMITTER_NAME": "bench",
             "GIT_COMMITTER_EMAIL": "bench@localhost",
+            # No background `git gc --auto` (10,000 loose objects start one) or DVC analytics
+            # process: they would run into the next measurement, and delete files under the
+            # scratch directory while it is being removed.
+            "GIT_CONFIG_COUNT": "1",
+            "GIT_CONFIG_KEY_0": "gc.auto",
+            "GIT_CONFIG_VALUE_0": "0",
+            "DVC_NO_ANALYTICS": "1",
         }
 
     def _tree(self) -> None:
