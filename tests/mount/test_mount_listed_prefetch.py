@@ -1,6 +1,7 @@
-"""Listing a directory of a commit fetches its small files' chunks ahead (one request for their
-locations), so that a copy of the directory reads them from the cache; big files are left to
-the sequential read-ahead, and what is read is the files' own content."""
+"""Listing a directory of a commit fetches its small files' chunks ahead, a window at a time (one
+request for their locations), so that a copy of the directory reads them from the cache; a
+listing alone fetches one window, big files are left to the sequential read-ahead, and what is
+read is the files' own content."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ pytestmark = [
     pytest.mark.skipif(fuse_unavailable() is not None, reason=str(fuse_unavailable())),
 ]
 
-SMALL = 64
+SMALL = 700  # files: more than two windows of the mount's (256)
+WINDOW = 256
 BIG = 2 << 20  # over the mount's size for a file fetched when listed
 
 
@@ -28,21 +30,23 @@ def _fetched(mnt: Path) -> int:
 def test_listing_fetches_small_files_ahead_and_cp_r_reads_them(daemon, mounts, mnt, tmp_home):
     src = tmp_home / "src"
     (src / "d").mkdir(parents=True)
-    small = 0
+    sizes = []
     for i in range(SMALL):
-        data = os.urandom(100 + i * 37)
-        (src / "d" / f"f{i:03d}").write_bytes(data)
-        small += len(data)
-    (src / "d" / "big").write_bytes(os.urandom(BIG))
-    (src / "d" / "empty").write_bytes(b"")
+        data = os.urandom(100 + i)
+        (src / "d" / f"f{i:04d}").write_bytes(data)
+        sizes.append(len(data))
+    (src / "d" / "zbig").write_bytes(os.urandom(BIG))
+    (src / "d" / "zempty").write_bytes(b"")
     daemon.pfs("create-repo", "r")
     daemon.pfs("put-file", "r", "master", "t", "-r", "-f", str(src))
     mounts()
     before = _fetched(mnt)
     names = sorted(os.listdir(mnt / "r" / "master" / "t" / "d"))
-    assert names == sorted([f"f{i:03d}" for i in range(SMALL)] + ["big", "empty"])
-    wait_for(lambda: _fetched(mnt) - before >= small, what="the small files fetched after the listing")
-    assert _fetched(mnt) - before < small + BIG, "the big file is not fetched for a listing"
+    assert names == [f"f{i:04d}" for i in range(SMALL)] + ["zbig", "zempty"]
+    window = sum(sizes[:WINDOW])
+    wait_for(lambda: _fetched(mnt) - before >= window, what="the first window fetched after the listing")
+    assert _fetched(mnt) - before == window, "a listing alone fetches one window, not the big file"
     out = tmp_home / "out"
     sh("cp", "-r", str(mnt / "r" / "master" / "t"), str(out))
     sh("diff", "-r", str(src), str(out))
+    assert _fetched(mnt) - before >= sum(sizes) + BIG
