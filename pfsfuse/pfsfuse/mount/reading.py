@@ -30,7 +30,8 @@ LOCATE_BATCH = 4096  # chunk locations asked for at once when a file is opened
 # the next window once the reader is halfway through it (a listing alone, ls or find, costs one
 # window).
 LISTED_SMALL = 256 << 10  # at most this big a file
-LISTED_WINDOW = 256  # chunks
+LISTED_WINDOW = 256  # chunks, and at most LISTED_WINDOW_BYTES of them
+LISTED_WINDOW_BYTES = 4 << 20
 LISTED_BATCH = 64  # chunks fetched by one worker thread; a reader waits for its whole batch
 LISTED_PENDING = 64  # listings whose next windows are kept, newest first
 
@@ -103,7 +104,11 @@ class Reader:
 
     def _window(self, chunks: list[ChunkRef]) -> None:
         """Fetch the first window of `chunks`; the rest wait for a reader of its middle."""
-        now, rest = chunks[:LISTED_WINDOW], chunks[LISTED_WINDOW:]
+        n = size = 0
+        while n < min(len(chunks), LISTED_WINDOW) and size < LISTED_WINDOW_BYTES:
+            size += chunks[n].size
+            n += 1
+        now, rest = chunks[:n], chunks[n:]
         if rest:
             self._next_window[now[len(now) // 2].hash] = rest
             while len(self._next_window) > LISTED_PENDING:
