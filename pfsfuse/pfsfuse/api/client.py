@@ -145,8 +145,11 @@ class Client(ABC):
         ancestry of `ref`, up to N versions in all, each with the commit that wrote it."""
 
     @abstractmethod
-    def walk_file(self, repo: str, ref: str, path: str = "") -> list[FileInfo]:
-        """`path` and everything under it, in pre-order."""
+    def walk_file(
+        self, repo: str, ref: str, path: str = "", start_after: str | None = None, limit: Count | None = None
+    ) -> list[FileInfo]:
+        """`path` and everything under it, in pre-order; a page of it after the entry at path
+        `start_after` (which need not exist), at most `limit` entries."""
 
     @abstractmethod
     def glob_file(self, repo: str, ref: str, pattern: str) -> list[FileInfo]: ...

@@ -311,8 +311,10 @@ class RemoteClient(Client):
             history=history,
         )
 
-    def walk_file(self, repo: str, ref: str, path: str = "") -> list[FileInfo]:
-        return self._rpc("walk_file", repo=repo, ref=ref, path=path)
+    def walk_file(
+        self, repo: str, ref: str, path: str = "", start_after: str | None = None, limit: int | None = None
+    ) -> list[FileInfo]:
+        return self._rpc("walk_file", repo=repo, ref=ref, path=path, start_after=start_after, limit=limit)
 
     def glob_file(self, repo: str, ref: str, pattern: str) -> list[FileInfo]:
         return self._rpc("glob_file", repo=repo, ref=ref, pattern=pattern)

@@ -145,13 +145,7 @@ class Reads(EngineCore):
             parent = tree.lookup(self.db, root, names.split(path)[0]) if path else None
             found = [(path, node, parent if isinstance(parent, DirNode) else None)]
         if isinstance(node, DirNode):
-            after = None
-            if start_after is not None:
-                after = names.path(start_after)
-                if path and not after.startswith(path + "/"):
-                    raise InvalidArgument(f"start_after {start_after!r} is not under {path!r}")
-                after = after[len(path) + 1 :] if path else after
-            found = itertools.chain(found, tree.walk_after(self.db, node, path, after))
+            found = itertools.chain(found, tree.walk_after(self.db, node, path, self._after(path, start_after)))
         plans: list[tuple[str, Node, list[ChunkRef]]] = []
         located = 0
         # A page ends at `limit` entries or, for files of many chunks, PLANS_CHUNKS chunks.
@@ -165,6 +159,16 @@ class Reads(EngineCore):
             located += len(chunks)
         locs = iter(self.chunk_locations([r.hash for _, _, chunks in plans for r in chunks]))
         return [ReadPlan(file_info(p, n), [(r, next(locs)) for r in chunks]) for p, n, chunks in plans]
+
+    @staticmethod
+    def _after(path: str, start_after: str | None) -> str | None:
+        """`start_after`, a path under directory `path`, relative to it."""
+        if start_after is None:
+            return None
+        after = names.path(start_after)
+        if path and not after.startswith(path + "/"):
+            raise InvalidArgument(f"start_after {start_after!r} is not under {path!r}")
+        return after[len(path) + 1 :] if path else after
 
     def plan_bytes(
         self, repo: str, ref: str, plan: ReadPlan, offset: int = 0, length: int | None = None
@@ -225,13 +229,17 @@ class Reads(EngineCore):
             newer = older
         return [msgspec.structs.replace(file_info(p, n), commit=cid) for p, _ in found for n, cid in versions[p]]
 
-    def walk_file(self, repo: str, ref: str, path: str = "") -> list[FileInfo]:
+    def walk_file(
+        self, repo: str, ref: str, path: str = "", start_after: str | None = None, limit: int | None = None
+    ) -> list[FileInfo]:
         path = names.path(path)
         node = self._node(repo, ref, path)
-        out = [file_info(path, node)]
+        found: Iterable[tuple[str, Node]] = [(path, node)] if start_after is None else []
         if isinstance(node, DirNode):
-            out.extend(file_info(p, n) for p, n in tree.walk(self.db, node, path))
-        return out
+            found = itertools.chain(
+                found, ((p, n) for p, n, _ in tree.walk_after(self.db, node, path, self._after(path, start_after)))
+            )
+        return [file_info(p, n) for p, n in itertools.islice(found, limit)]
 
     def glob_file(self, repo: str, ref: str, pattern: str) -> list[FileInfo]:
         return [file_info(p, n) for p, n in self.glob_nodes(repo, ref, pattern)]

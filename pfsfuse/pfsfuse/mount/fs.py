@@ -305,6 +305,8 @@ class Filesystem(pyfuse3.Operations):
                 batch = await self.resolver.page(h, index)
             if not batch:
                 return
+            if r is not None and index >= h.prefetched:
+                h.prefetched = index + self.reader.prefetch_listed(batch)
             for name, entry in batch:
                 if r is not None:  # a directory of a commit: its entries are at hand
                     path = names.join(inode.path, name)

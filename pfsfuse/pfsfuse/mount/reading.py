@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import itertools
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -24,6 +25,15 @@ log = logging.getLogger("pfsfuse.mount")
 AHEAD = 32  # chunks read ahead of a sequential reader
 FETCH_BATCH = 4  # chunks fetched by one worker thread: each hand-off to a thread costs CPU
 LOCATE_BATCH = 4096  # chunk locations asked for at once when a file is opened
+# A listed directory's small files (of one chunk) are fetched ahead, so that a copy of the
+# directory (cp -r, rsync, tar) reads them from the cache: a window of them when it is listed,
+# the next window once the reader is halfway through it (a listing alone, ls or find, costs one
+# window).
+LISTED_SMALL = 256 << 10  # at most this big a file
+LISTED_WINDOW = 256  # chunks, and at most LISTED_WINDOW_BYTES of them
+LISTED_WINDOW_BYTES = 4 << 20
+LISTED_BATCH = 64  # chunks fetched by one worker thread; a reader waits for its whole batch
+LISTED_PENDING = 64  # listings whose next windows are kept, newest first
 
 
 @dataclass
@@ -63,6 +73,8 @@ class Reader:
         self.trees = trees
         self._io = io
         self._inflight: dict[bytes, trio.Event] = {}
+        # a listed small file's chunk -> the listed ones after it, fetched once it is read
+        self._next_window: OrderedDict[bytes, list[ChunkRef]] = OrderedDict()
         self.fetched = 0  # chunk bytes fetched, read-ahead included (xattr user.pfs.fetched)
 
     async def open(self, inode: Inode, entry: FileNode, r: Ref) -> Handle:
@@ -76,6 +88,44 @@ class Reader:
         if len(chunks) > 1:  # where they are, in one request rather than one per chunk read
             self.nursery.start_soon(self._locate, chunks)
         return h
+
+    def prefetch_listed(self, entries: Sequence[tuple[str, object]]) -> int:
+        """Fetch the chunks of the small files among a directory's listed `entries` in the
+        background: their locations in one request, then their data a batch at a time, in
+        listing order (the order a copy reads them in). How many entries it looked at."""
+        wanted: dict[bytes, ChunkRef] = {}
+        for _, node in entries:
+            if type(node) is FileNode and node.chunks is not None and len(node.chunks) == 1:
+                c = node.chunks[0]
+                if c.size <= LISTED_SMALL:
+                    wanted[c.hash] = c
+        self._window(list(wanted.values()))
+        return len(entries)
+
+    def _window(self, chunks: list[ChunkRef]) -> None:
+        """Fetch the first window of `chunks`; the rest wait for a reader of its middle."""
+        n = size = 0
+        while n < min(len(chunks), LISTED_WINDOW) and size < LISTED_WINDOW_BYTES:
+            size += chunks[n].size
+            n += 1
+        now, rest = chunks[:n], chunks[n:]
+        if rest:
+            self._next_window[now[len(now) // 2].hash] = rest
+            while len(self._next_window) > LISTED_PENDING:
+                self._next_window.popitem(last=False)
+        now = [c for c in now if c.hash not in self._inflight and self.trees.cached_chunk(c.hash) is None]
+        if now:
+            for c in now:
+                self._inflight[c.hash] = trio.Event()
+            self.nursery.start_soon(self._fetch_listed, now)
+
+    async def _fetch_listed(self, chunks: list[ChunkRef]) -> None:
+        try:
+            await self._io(self.trees.locate, chunks)
+        except Exception as e:  # noqa: BLE001 - each fetch below locates what is left
+            log.warning("cannot locate the chunks of a listed directory: %s", e)
+        for i in range(0, len(chunks), LISTED_BATCH):
+            await self._fetch(chunks[i : i + LISTED_BATCH])
 
     def _chunks(self, f: FileNode) -> tuple[ChunkRef, ...]:
         chunks = self.trees.chunks(f)
@@ -132,6 +182,10 @@ class Reader:
 
     async def chunk(self, c: ChunkRef) -> bytes:
         """A chunk's data: cached, fetched by another reader in flight, or fetched now."""
+        if self._next_window:
+            rest = self._next_window.pop(c.hash, None)
+            if rest is not None:
+                self._window(rest)
         while True:
             data = self.trees.cached_chunk(c.hash)
             if data is not None:

@@ -89,6 +89,7 @@ class DirHandle:
     node: DirNode  # the directory itself (its header and footer frame its files)
     page: tuple = (0, None)  # (index of its first entry, entries): the page being read
     ahead: str | None = None  # the name after which the next page is being fetched
+    prefetched: int = 0  # entries whose small files were fetched ahead (Reader.prefetch_listed)
 
 
 class Resolver:

@@ -9,7 +9,14 @@ is not on PATH). Neither is a dependency of pfsfuse.
   + `git commit` of its .dvc file);
 - change: rewrite 1% of the files and store the new version;
 - checkout: bring the first version back into an empty directory (`get-file -r` of the old
-  commit; `git checkout OLD -- data`; `git checkout OLD data.dvc` + `dvc checkout`).
+  commit; `git checkout OLD -- data`; `git checkout OLD data.dvc` + `dvc checkout`);
+- mount: the same through a fresh mount, `cp -r MNT/REPO/master^/data` (against the same git and
+  DVC checkouts, and `cp -r` of the tree from the disk).
+
+`pfs bench compare --only big_file`: one file of 1 GiB of random bytes, versioned, deleted and
+brought back (`get-file -o` against `dvc checkout`, and `cp` of the same file on the disk), each
+read cold (the page cache dropped, as root) and written to the disk (`sync`) before the clock
+stops: pfsfuse writes its packs past the page cache, DVC its cache through it.
 
 Each row is one workload against one reference: our median and the reference's in files/s, the
 ratio (ours over theirs: above 1 we are faster), and both ranges in seconds.
@@ -25,7 +32,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from pfsfuse.tools.bench import Bench, Figure, run_sections, timed
+from pfsfuse.tools.bench import Bench, Figure, drop_caches, run_sections, timed
 
 FILES = 10_000
 SIZE = 4096
@@ -55,6 +62,13 @@ class CompareBench(Bench):
             "GIT_AUTHOR_EMAIL": "bench@localhost",
             "GIT_COMMITTER_NAME": "bench",
             "GIT_COMMITTER_EMAIL": "bench@localhost",
+            # No background `git gc --auto` (10,000 loose objects start one) or DVC analytics
+            # process: they would run into the next measurement, and delete files under the
+            # scratch directory while it is being removed.
+            "GIT_CONFIG_COUNT": "1",
+            "GIT_CONFIG_KEY_0": "gc.auto",
+            "GIT_CONFIG_VALUE_0": "0",
+            "DVC_NO_ANALYTICS": "1",
         }
 
     def _tree(self) -> None:
@@ -85,10 +99,27 @@ class CompareBench(Bench):
         out["checkout"] = timed(lambda: self.pfs("get-file", repo, "master^", "data", "-r", "-o", str(dest)))
         if subprocess.run(["diff", "-rq", str(self.src), str(dest)], capture_output=True).returncode:
             raise RuntimeError("get-file -r of the first version differs from it")
+        shutil.rmtree(dest)
+        out["mount"] = self._mount_copy(repo, dest)
+        shutil.rmtree(dest)
+        out["disk"] = timed(lambda: _run(["cp", "-r", str(self.src), str(dest)], self.work))
         shutil.rmtree(tree)
         shutil.rmtree(dest)
         self.pfs("delete-repo", repo)
         return out
+
+    def _mount_copy(self, repo: str, dest: Path) -> float:
+        """`cp -r` of the first version out of a fresh mount (its caches empty)."""
+        mnt = self.work / "mnt"
+        mnt.mkdir(exist_ok=True)
+        self.pfs("mount", str(mnt))
+        try:
+            took = timed(lambda: _run(["cp", "-r", str(mnt / repo / "master^" / "data"), str(dest)], self.work))
+        finally:
+            self.pfs("unmount", str(mnt))
+        if subprocess.run(["diff", "-rq", str(self.src), str(dest)], capture_output=True).returncode:
+            raise RuntimeError("cp -r of the first version out of the mount differs from it")
+        return took
 
     def _git_run(self, dvc: str | None) -> dict[str, float]:
         self.repos += 1
@@ -123,7 +154,7 @@ class CompareBench(Bench):
             else:
                 _run(["git", "checkout", "-q", "HEAD^", "--", "data"], top, env)
 
-        out["checkout"] = timed(checkout)
+        out["checkout"] = out["mount"] = timed(checkout)
         if subprocess.run(["diff", "-rq", str(self.src), str(top / "data")], capture_output=True).returncode:
             raise RuntimeError(f"the {'dvc' if dvc else 'git'} checkout differs from the first version")
         shutil.rmtree(top)
@@ -154,12 +185,26 @@ class CompareBench(Bench):
                 t_ours, t_theirs = statistics.median(ours), statistics.median(theirs)
                 figures.append(
                     Figure(
-                        f"{w} {FILES:,} x 4 KiB vs {name} (files/s; ours {_spread(ours)}, {name} {_spread(theirs)})",
+                        f"{_LABELS.get(w, w)} {FILES:,} x 4 KiB vs {name} (files/s; ours {_spread(ours)}, "
+                        f"{name} {_spread(theirs)})",
                         (FILES if w != "change" else CHANGED) / t_ours,
                         (FILES if w != "change" else CHANGED) / t_theirs,
                         "files/s",
-                        ">= 1" if w == "checkout" else "-",
-                        t_theirs / t_ours >= 1 if w == "checkout" else True,
+                        ">= 1" if w in ("checkout", "mount") else "-",
+                        t_theirs / t_ours >= 1 if w in ("checkout", "mount") else True,
+                    )
+                )
+            if w == "mount":  # and the same copy from the disk
+                disk = [r["disk"] for r in runs["pfsfuse"]]
+                figures.append(
+                    Figure(
+                        f"{_LABELS[w]} {FILES:,} x 4 KiB vs cp -r on the disk (files/s; ours {_spread(ours)}, "
+                        f"disk {_spread(disk)})",
+                        FILES / statistics.median(ours),
+                        FILES / statistics.median(disk),
+                        "files/s",
+                        "-",
+                        True,
                     )
                 )
             if len(tools) == 1:
@@ -176,13 +221,67 @@ class CompareBench(Bench):
         return figures
 
     def all(self) -> list[Figure]:
-        return self._rows(["version", "change", "checkout"])
+        return self._rows(["version", "change", "checkout", "mount"])
 
     def checkout(self) -> list[Figure]:
-        return self._rows(["checkout"])
+        return self._rows(["checkout", "mount"])
+
+    def big_file(self) -> list[Figure]:
+        src = self.work / "big.bin"
+        with open(src, "wb") as f:
+            for _ in range(1024):
+                f.write(os.urandom(1 << 20))
+        self.pfs("create-repo", "big")
+        self.pfs("put-file", "big", "master", "big.bin", "-f", str(src))
+        top = self.work / "dvc-big"
+        dvc = _dvc()
+        if dvc:
+            top.mkdir()
+            for args in (["git", "init", "-q"], [dvc, "init", "-q"], [dvc, "config", "core.autostage", "true"]):
+                _run(args, top, self.git_env)
+            shutil.copy(src, top / "big.bin")
+            _run([dvc, "add", "-q", "big.bin"], top, self.git_env)
+            _run(["git", "commit", "-qm", "big"], top, self.git_env)
+        out = self.work / "out.bin"
+        times: dict[str, list[float]] = {"pfsfuse": [], "dvc": [], "cp": []}
+        for _ in range(self.runs):  # taking turns
+            out.unlink(missing_ok=True)
+            drop_caches()
+            times["pfsfuse"].append(
+                timed(lambda: self.pfs("get-file", "big", "master", "big.bin", "-o", str(out)), sync=True)
+            )
+            if subprocess.run(["cmp", "-s", str(src), str(out)]).returncode:
+                raise RuntimeError("get-file of the big file differs from it")
+            out.unlink()
+            drop_caches()
+            times["cp"].append(timed(lambda: _run(["cp", str(src), str(out)], self.work), sync=True))
+            if dvc:
+                (top / "big.bin").unlink()
+                drop_caches()
+                times["dvc"].append(timed(lambda: _run([dvc, "checkout", "-q"], top, self.git_env), sync=True))
+        ours = times["pfsfuse"]
+        figures = []
+        for name, theirs in times.items():
+            if name == "pfsfuse" or not theirs:
+                continue
+            t_ours, t_theirs = statistics.median(ours), statistics.median(theirs)
+            figures.append(
+                Figure(
+                    f"get-file of 1 GiB vs {'dvc checkout' if name == 'dvc' else 'cp on the disk'} "
+                    f"(MiB/s; ours {_spread(ours)}, {name} {_spread(theirs)})",
+                    1024 / t_ours,
+                    1024 / t_theirs,
+                    "MiB/s",
+                    ">= 1" if name == "dvc" else "-",
+                    t_theirs / t_ours >= 1 if name == "dvc" else True,
+                )
+            )
+        return figures
 
 
-SECTIONS = ["all", "checkout"]
+_LABELS = {"mount": "cp -r out of a mount of"}  # (against the same checkouts)
+
+SECTIONS = ["all", "checkout", "big_file"]
 
 
 def run(
@@ -190,5 +289,5 @@ def run(
 ) -> list[Figure]:
     base = Path(tempfile.mkdtemp(prefix="pfs-bench-compare-", dir=workdir or "/tmp"))
     # "all" already has the checkout rows: run one of the two.
-    chosen = ["all"] if not sections or "all" in sections else ["checkout"]
+    chosen = ["all"] if not sections or "all" in sections else [s for s in SECTIONS if s in sections]
     return run_sections(CompareBench(base, runs), chosen, base, report)

@@ -283,9 +283,11 @@ def delete_all(app: App, yes: bool) -> None:
 def bench(app: App, suite: str, runs: int, workdir: str | None, only: tuple[str, ...]) -> None:
     """Benchmark against a reference on this machine (scratch store; needs several GiB free).
 
-    `compare` runs version, change and checkout workloads through pfsfuse, git and DVC (those
-    installed); `checkout` is its checkout rows alone. `posix` runs fio's random writes and a
-    sqlite workload on the mount beside JuiceFS and the disk, and `ls -l` with and without stats.
+    `compare` runs version, change and checkout workloads through pfsfuse (the checkout also
+    with cp -r out of a mount), git and DVC (those installed); `checkout` is its checkout rows
+    alone; `compare --only big_file` checks out one 1 GiB file beside DVC and cp. `posix` runs
+    fio's random writes and a sqlite workload on the mount beside JuiceFS and the disk, and
+    `ls -l` with and without stats.
     """
     from pfsfuse.tools import bench as benchmarks  # heavy, and only this verb needs it
 

@@ -21,6 +21,7 @@ from pfsfuse.api.types import Copy, Delete, FileInfo, Mkdir, Mknod, Put, Symlink
 from pfsfuse.metadata import glob
 from pfsfuse.metadata.errors import InvalidArgument, NotFound
 from pfsfuse.metadata.records import SPECIAL_MODES, Stat
+from pfsfuse.tools.cli import unchanged
 from pfsfuse.tools.cli.app import App, RefPathCommand, json_option, pass_app
 from pfsfuse.tools.cli.output import Output, size
 
@@ -41,13 +42,19 @@ def _dest(source: str) -> str:
 
 
 def expand_sources(
-    client: Client, path: str | None, sources: list[str], recursive: bool, by_reference: bool = True
+    client: Client,
+    path: str | None,
+    sources: list[str],
+    recursive: bool,
+    by_reference: bool = True,
+    unchanged_in: tuple[str, str] | None = None,
 ) -> list[WriteOp]:
     """pachctl's rules: one source and a PATH writes PATH; no PATH writes each source at its own
     name; several sources and a PATH write under PATH. Directories and prefixes need -r.
 
     URLs are read by the daemon; a pfs:// file of this store is copied by reference (read and
-    written again only when not `by_reference`, as a split does)."""
+    written again only when not `by_reference`, as a split does). With `unchanged_in` (REPO,
+    REF), a local directory's entries that REF holds with the same size and stat are left out."""
     if not sources:
         if not path:
             raise click.UsageError("put-file from stdin needs a PATH")
@@ -72,7 +79,17 @@ def expand_sources(
         elif os.path.isdir(source):
             if not recursive:
                 raise InvalidArgument(f"{source} is a directory; use -r")
-            out.extend(_walk(source, dest))
+            sizes: dict[str, int] = {}
+            if unchanged_in is None:
+                out.extend(_walk(source, dest, sizes))
+                continue
+            from concurrent.futures import ThreadPoolExecutor  # only for put-file -r
+
+            # What the branch holds comes while the local tree is walked.
+            with ThreadPoolExecutor(1) as pool:
+                held = pool.submit(unchanged.held_under, client, *unchanged_in, dest)
+                walked = list(_walk(source, dest, sizes))
+                out.extend(unchanged.skip_unchanged(walked, held.result(), sizes))
         elif os.path.exists(source):
             out.append(Put(dest, local=source, stat=_stat(os.stat(source))))
         else:
@@ -118,10 +135,11 @@ def _stat(st: os.stat_result) -> Stat:
     return Stat(stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def _walk(directory: str, dest: str) -> Iterator[WriteOp]:
+def _walk(directory: str, dest: str, sizes: dict[str, int]) -> Iterator[WriteOp]:
     """A local directory's files, symlinks (as symlinks), FIFOs, sockets, device nodes and
-    directories, with their modes, owners and times; a file's further names (hard links, as tar
-    finds them) become links to its first (a Copy with `link`, its repo and ref left to fill)."""
+    directories, with their modes, owners and times; each file's size goes in `sizes`. A file's
+    further names (hard links, as tar finds them) become links to its first (a Copy with `link`,
+    its repo and ref left to fill)."""
     first_name: dict[tuple[int, int], str] = {}  # (device, inode) -> the target it was put at
     # Bottom-up: a directory is given its stat after its entries are in (which move its mtime).
     for root, dirs, files in sorted(os.walk(directory, topdown=False), key=lambda w: _walk_key(w[0])):
@@ -138,6 +156,7 @@ def _walk(directory: str, dest: str) -> Iterator[WriteOp]:
             elif stat.S_ISREG(st.st_mode):
                 if st.st_nlink > 1:
                     first_name[(st.st_dev, st.st_ino)] = target
+                sizes[local] = st.st_size
                 yield Put(target, local=local, stat=_stat(st))
             else:
                 kind = next(k for k, bits in SPECIAL_MODES.items() if stat.S_IFMT(st.st_mode) == bits)
@@ -209,6 +228,11 @@ def _with_progress(sources: list[WriteOp], progress) -> Iterator[WriteOp]:
 @click.option("-a", "--append", is_flag=True, help="Append to existing files instead of overwriting.")
 @click.option("-o", "--overwrite", is_flag=True, help="Overwrite existing files (the default).")
 @click.option(
+    "--checksum",
+    is_flag=True,
+    help="With -r, read every local file, even one the branch holds with the same size and times.",
+)
+@click.option(
     "-c", "--commit", is_flag=True, help="Accepted for pachctl; a branch without an open commit always gets one."
 )
 @click.option("-p", "--parallelism", type=int, default=None, hidden=True)
@@ -240,6 +264,7 @@ def put_file(
     recursive,
     append,
     overwrite,
+    checksum,
     commit,
     parallelism,
     split,
@@ -250,6 +275,10 @@ def put_file(
 
     With no open commit on the branch, one is started and finished around the write. Existing
     files are overwritten unless -a is given (pachctl 1.7 appended by default).
+
+    With -r, a local file the branch already holds with the same size, mode, owners and
+    modification and change times is not read again, as git and rsync decide; --checksum reads
+    every file.
 
     URLs are read by the daemon, with the credentials and endpoints of its storage backends:
     http(s)://..., s3://BUCKET/KEY, gs://BUCKET/KEY, as://ACCOUNT/CONTAINER/KEY or
@@ -267,7 +296,10 @@ def put_file(
     sources = list(files)
     if input_file is not None:
         sources.extend(line.strip() for line in input_file if line.strip())
-    expanded = expand_sources(app.client, path, sources, recursive, by_reference=not split)
+    # A directory's files the branch holds with the same size, mode, owners and times are not
+    # read again (as git and rsync decide); appending would change them, so they are read then.
+    unchanged_in = None if checksum or append else (repo, ref)
+    expanded = expand_sources(app.client, path, sources, recursive, not split, unchanged_in)
     if split and (len(expanded) != 1 or getattr(expanded[0], "recursive", False)):
         raise click.UsageError("--split takes one source: a file, a URL or stdin")
     options = {"append": append}
