@@ -175,18 +175,24 @@ def test_acl_matrix_through_the_cli(cluster, transport, tmp_path):
     ]
     address = cluster.unix if transport == "unix" else cluster.https
     for role in ROLES:
-        env = {**os.environ, "PFS_HOME": str(tmp_path / "client"), "PFS_ADDRESS": address, "PFS_CA": cluster.cert}
-        env.pop("PFS_AUTH_TOKEN", None)
-        if cluster.tokens[role]:
-            env["PFS_AUTH_TOKEN"] = cluster.tokens[role]
-        for least, args in verbs:
-            r = subprocess.run([PFS, *args], env=env, capture_output=True, timeout=120)
-            allowed = role != "anonymous" and _RANK[role] >= _RANK[least]
-            assert (r.returncode == 0) == allowed, (role, args, r.stderr)
-            if not allowed:
-                err = r.stderr.decode()
-                assert "Traceback" not in err and err.count("\n") == 1, err
-                assert ("log in" if role == "anonymous" else "is not a") in err, err
+        _cli_verbs_as(cluster, address, role, tmp_path / "client", verbs)
+
+
+def _cli_verbs_as(cluster, address: str, role: str, home, verbs) -> None:
+    """Run each (least role, pfs args) as `role`: allowed from that role up, else refused in one
+    line saying why."""
+    env = {**os.environ, "PFS_HOME": str(home), "PFS_ADDRESS": address, "PFS_CA": cluster.cert}
+    env.pop("PFS_AUTH_TOKEN", None)
+    if cluster.tokens[role]:
+        env["PFS_AUTH_TOKEN"] = cluster.tokens[role]
+    for least, args in verbs:
+        r = subprocess.run([PFS, *args], env=env, capture_output=True, timeout=120)
+        allowed = role != "anonymous" and _RANK[role] >= _RANK[least]
+        assert (r.returncode == 0) == allowed, (role, args, r.stderr)
+        if not allowed:
+            err = r.stderr.decode()
+            assert "Traceback" not in err and err.count("\n") == 1, err
+            assert ("log in" if role == "anonymous" else "is not a") in err, err
 
 
 def test_login_whoami_check_and_logout(cluster, tmp_path):
@@ -442,18 +448,7 @@ def test_pipeline_acl_matrix_through_the_cli(cluster, transport, tmp_path):
         for role in ROLES:
             new = f"cli-{role}-{transport}"
             spec.write_bytes(msgspec.json.encode(_copy_spec(new)))
-            env = {**os.environ, "PFS_HOME": str(tmp_path / "client"), "PFS_ADDRESS": address, "PFS_CA": cluster.cert}
-            env.pop("PFS_AUTH_TOKEN", None)
-            if cluster.tokens[role]:
-                env["PFS_AUTH_TOKEN"] = cluster.tokens[role]
-            for least, args in verbs:
-                r = subprocess.run([PFS, *args], env=env, capture_output=True, timeout=120)
-                allowed = role != "anonymous" and _RANK[role] >= _RANK[least]
-                assert (r.returncode == 0) == allowed, (role, args, r.stderr)
-                if not allowed:
-                    err = r.stderr.decode()
-                    assert "Traceback" not in err and err.count("\n") == 1, err
-                    assert ("log in" if role == "anonymous" else "is not a") in err, err
+            _cli_verbs_as(cluster, address, role, tmp_path / "client", verbs)
             if new in {x.name for x in admin.list_pipeline()}:
                 admin.delete_pipeline(new)
     finally:
