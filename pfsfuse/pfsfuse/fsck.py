@@ -41,6 +41,7 @@ class _Checker:
         self.files: set[bytes] = set()
         self.chunks: dict[bytes, tuple[ChunkRef, str]] = {}  # chunk -> (ref, first user)
         self.longest: dict[bytes, int] = {}  # page -> its longest path (tree.longest_path)
+        self.linked: dict[bytes, list[tuple[str, Node]]] = {}  # page -> the hard links' names below it
 
     def problem(self, msg: str) -> None:
         self.problems.append(msg)
@@ -87,6 +88,7 @@ class _Checker:
                 self.problem(f"{where}: provenance {p.repo}@{p.id} is missing from the index")
         self.dir(c.tree, f"{c.repo}@{c.id}:/")
         self.depth(c)
+        self.links(c)
 
     def valid(self, check, value: str, where: str) -> None:
         try:
@@ -120,6 +122,18 @@ class _Checker:
             name, node = max(tree.list_dir(self.db, node), key=length)
             parts.append(name)
         return "/".join(parts)
+
+    def links(self, c: Commit) -> None:
+        """The names of one hard link in a commit are one file: the same content and stat. (Their
+        count is not checked: removing or copying a directory holding some names leaves the
+        count of the others as it was until the link next changes, as docs/files.md says.)"""
+        first: dict[int, tuple[str, Node]] = {}
+        for path, node in self.linked.get(c.tree.root or b"", []):
+            link = records.link_of(node)
+            assert link is not None  # (collected because it has one)
+            seen = first.setdefault(link, (path, node))
+            if seen[1] != node:
+                self.problem(f"commit {c.repo}@{c.id}: {seen[0]} and {path} are names of one hard link but differ")
 
     def subvenance(self) -> None:
         for key, _ in self.db.scan(SUBVENANCE):
@@ -167,19 +181,25 @@ class _Checker:
             return None
         result: tuple[int, int] | None
         if isinstance(page, Leaf):
-            result = self.leaf(page, where)
+            size, count, linked = self.leaf(page, where)
+            result = (size, count)
         else:
-            result = self.inner(page, where)
+            result, linked = self.inner(page, where)
+        if linked:
+            self.linked[h] = linked
         self.pages[h] = result
         return result
 
-    def leaf(self, page: Leaf, where: str) -> tuple[int, int]:
+    def leaf(self, page: Leaf, where: str) -> tuple[int, int, list[tuple[str, Node]]]:
         keys = [n for n, _ in page.entries]
         if keys != sorted(set(keys)):
             self.problem(f"{where}: a tree page's entries are not sorted and unique")
         size = 0
+        linked: list[tuple[str, Node]] = []
         for name, node in page.entries:
             path = f"{where.rstrip('/')}/{name}"
+            if records.link_of(node) is not None:
+                linked.append((name, node))
             if "/" in name:
                 self.problem(f"{path}: a name with '/' in it")
             else:
@@ -190,20 +210,23 @@ class _Checker:
                 pass  # (no content: its fields were checked when the page was decoded)
             elif isinstance(node, DirNode):
                 self.dir(node, path)
+                linked.extend((f"{name}/{p}", n) for p, n in self.linked.get(node.root or b"", []))
             elif isinstance(node, FileNode):
                 self.file(node, path)
             size += node.size
-        return size, len(page.entries)
+        return size, len(page.entries), linked
 
-    def inner(self, page: Inner, where: str) -> tuple[int, int] | None:
+    def inner(self, page: Inner, where: str) -> tuple[tuple[int, int] | None, list[tuple[str, Node]]]:
         size = count = 0
+        linked: list[tuple[str, Node]] = []
         for _first, h, csize, ccount in page.children:
             got = self.page(h, where)
             if got is not None and got != (csize, ccount):
                 self.problem(f"{where}: tree page {h.hex()} sizes do not add up")
             size += csize
             count += ccount
-        return size, count
+            linked.extend(self.linked.get(h, []))
+        return (size, count), linked
 
     def file(self, node: FileNode, where: str) -> None:
         if node.hash in self.files:

@@ -7,8 +7,10 @@ import io
 import pytest
 
 from pfsfuse.api.types import Chmod, Copy, Delete, Mknod, Put, SetStat, Symlink
+from pfsfuse.home import Home
 from pfsfuse.metadata.errors import AlreadyExists, InvalidArgument
 from pfsfuse.metadata.records import Stat
+from pfsfuse.store import Store
 
 
 def _read(store, repo, ref, path) -> bytes:
@@ -114,3 +116,24 @@ def test_fifos_devices_and_symlinks_are_hard_linked_too(store):
     assert (store.inspect_file("r", "master", "p").mode, store.inspect_file("r", "master", "p").uid) == (0o600, 7)
     store.write_files("r", "master", [Delete("tty")])
     assert store.inspect_file("r", "master", "tty2").nlink == 1
+
+
+def test_fsck_finds_names_of_one_link_that_differ(tmp_path, monkeypatch):
+    """A store written while relinking was broken: a write through one name left the other name
+    with the old content. fsck names both; a sound link passes."""
+    from pfsfuse.engine import writes
+
+    store = Store(Home(tmp_path / "home"))
+    try:
+        store.create_repo("r")
+        store.write_files("r", "master", [Put("a", stream=io.BytesIO(b"one")), _link("r", "a", "d/b")])
+        store.write_files("r", "master", [Put("c", stream=io.BytesIO(b"x")), _link("r", "c", "e")])
+        assert store.fsck() == []
+        with monkeypatch.context() as m:
+            m.setattr(writes._Batch, "relink", lambda self: None)
+            store.write_files("r", "master", [Put("d/b", stream=io.BytesIO(b"two"))])
+        problems = store.fsck()
+        assert len(problems) == 1, problems
+        assert "a and d/b are names of one hard link but differ" in problems[0]
+    finally:
+        store.close()

@@ -99,6 +99,14 @@ class SpecialNode(Struct, tag="s", array_like=True, frozen=True):
 
 Node = FileNode | DirNode | SymlinkNode | SpecialNode
 
+
+def link_of(node: Node | None) -> int | None:
+    """The hard link id of a file, symlink or special file that has one."""
+    if node is None or isinstance(node, DirNode) or node.stat is None:
+        return None
+    return node.stat.link
+
+
 EMPTY_DIR = DirNode()
 
 

@@ -54,6 +54,7 @@ from pfsfuse.metadata.records import (
     SpecialNode,
     Stat,
     SymlinkNode,
+    link_of,
 )
 
 _RECORD = re.compile(r"[0-9a-f]{16}")  # the name of a split file's record
@@ -265,13 +266,13 @@ class _Batch:
             self.entries_changed[names.split(path)[0]] = self.ops
         if isinstance(node, DirNode) and node.stat is not None:
             self.stat_given[path] = self.ops
-        link = _link_of(node)
+        link = link_of(node)
         if link is not None:
             self.linked[link] = node
 
     def unname(self, old: Node | None) -> None:
         """A name of `old` is going: if it is a hard link, its other names count one less."""
-        link = _link_of(old)
+        link = link_of(old)
         if link is not None:
             self.linked.setdefault(link, None)
 
@@ -412,7 +413,7 @@ class _Batch:
         old = self.node(path)
         if old is not None and (not op.overwrite or isinstance(old, DirNode)):
             raise AlreadyExists(f"{path} already exists")
-        if path == op.src_path or (old is not None and _link_of(old) == _link_of(src) is not None):
+        if path == op.src_path or (old is not None and link_of(old) == link_of(src) is not None):
             return  # already a name of it
         self.unname(old)
         now = time.time_ns()
@@ -431,7 +432,7 @@ class _Batch:
         self.flush()
         groups: dict[int, list[tuple[str, Node, Stat]]] = {}
         for p, n in tree.walk(self.w.txn, self.root):
-            link = _link_of(n)
+            link = link_of(n)
             if link is not None and link in self.linked:
                 assert not isinstance(n, DirNode) and n.stat is not None  # (it has a link id)
                 groups.setdefault(link, []).append((p, n, n.stat))
@@ -500,13 +501,6 @@ def _touched(stat: Stat, x: bool | None = None, content: bool = True) -> Stat:
     return msgspec.structs.replace(stat, mode=mode, mtime=now if content else stat.mtime, ctime=now)
 
 
-def _link_of(node: Node | None) -> int | None:
-    """The hard link id of a file, symlink or special file that has one."""
-    if node is None or isinstance(node, DirNode) or node.stat is None:
-        return None
-    return node.stat.link
-
-
 def _default_mode(node: Node) -> int:
     """The mode an entry stored without a stat shows (see the mount's `stat_of`)."""
     if isinstance(node, FileNode):
@@ -526,7 +520,7 @@ def _own_stat(stat: Stat | None, old: Stat | None) -> Stat | None:
 
 def _own(node: Node, old: Stat | None) -> Node:
     """`node` as a file of its own: not a name of a hard link."""
-    if _link_of(node) is None:
+    if link_of(node) is None:
         return node
     return msgspec.structs.replace(node, stat=_own_stat(node.stat, old))
 
