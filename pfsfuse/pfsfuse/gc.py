@@ -15,7 +15,9 @@ Three rules keep live data safe, each enforced under a lock that writers share:
 3. Unindexed packs (a write in flight uploads its packs before indexing them; a crash leaves them
    behind) are deleted only once every write that was running when they were listed has ended,
    none of their chunks was indexed meanwhile, and they were first seen unindexed at least
-   `orphan_age` seconds ago (that sighting is kept in the index, in "gc").
+   `orphan_age` seconds ago (that sighting is kept in the index, in "gc"). A write tells the
+   guard of the packs it indexes in the critical section that indexes them, so that a pack is
+   either in the index the collection reads or among those it hears of.
 
 Packs that hold no live chunk are deleted; packs that hold some are rewritten with only those, the
 index is switched to the copies (only where it still points at the old pack) and the old pack is

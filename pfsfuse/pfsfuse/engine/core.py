@@ -103,8 +103,12 @@ class EngineCore:
     def record_locations(self, locations: list[tuple[bytes, ChunkLoc]]) -> None:
         """Index chunks that are now durable in the object store."""
         if locations:
-            self.guard.indexing({loc.pack for _, loc in locations})
-            self.index.put_chunk_locations((h, _LOC_ENC.encode(loc)) for h, loc in locations)
+            # The collector hears of the packs in the critical section that indexes them: told
+            # before a collection starts but indexed after it read the index, a pack would be
+            # neither, and deleted as an orphan once the write ended.
+            with self.db.lock:
+                self.guard.indexing({loc.pack for _, loc in locations})
+                self.index.put_chunk_locations((h, _LOC_ENC.encode(loc)) for h, loc in locations)
 
     def location(self, h: bytes) -> ChunkLoc:
         data = self.index.chunk_location(h)

@@ -44,7 +44,7 @@ class Guard:
             return indexed(h)
 
     def indexing(self, packs) -> None:
-        """Called before chunks of `packs` are indexed."""
+        """Called under the index lock, in the critical section that indexes chunks of `packs`."""
         with self.lock:
             if self.indexed_packs is not None:
                 self.indexed_packs.update(packs)
