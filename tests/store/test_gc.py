@@ -272,7 +272,7 @@ class _HeldBack:
 def test_a_pack_indexed_after_the_collection_looked_is_kept(store, monkeypatch):
     """A write whose pack is durable but not indexed when a collection starts, which indexes it
     after the collection read the index and ends before the collection judges unindexed packs:
-    the collection must know that the pack was indexed (it did not, and deleted a live pack)."""
+    the collection must know that the pack was indexed, or it deletes a live pack as an orphan."""
     data = os.urandom(1000)
     held = _HeldBack(store.db.lock)
     monkeypatch.setattr(store.db, "lock", held)
