@@ -1,7 +1,7 @@
 """Garbage collection: deletes the chunks, packs and tree pages that no commit refers to, while the
 daemon goes on serving reads and writes.
 
-Three rules keep live data safe, each enforced under a lock that writers share:
+Four rules keep live data safe, each enforced under a lock that writers share:
 
 1. Marks from a snapshot. Under the index lock, `collect` reads every commit (open ones included)
    and, at that same instant, starts recording every tree page written (`DB.written`) and every
@@ -15,7 +15,14 @@ Three rules keep live data safe, each enforced under a lock that writers share:
 3. Unindexed packs (a write in flight uploads its packs before indexing them; a crash leaves them
    behind) are deleted only once every write that was running when they were listed has ended,
    none of their chunks was indexed meanwhile, and they were first seen unindexed at least
-   `orphan_age` seconds ago (that sighting is kept in the index, in "gc").
+   `orphan_age` seconds ago (that sighting is kept in the index, in "gc"). A write tells the
+   guard of the packs it indexes in the critical section that indexes them, so that a pack is
+   either in the index the collection reads or among those it hears of.
+4. A pack is condemned before it is deleted or rewritten (`Guard.condemn`): unless a chunk was
+   indexed in it since the snapshot (it is then left for the next collection), no write may index
+   chunks in it from then on. Only a direct write indexes chunks in packs it did not just make:
+   a client stored them before its request, which indexes them file by file. It checks that those
+   packs exist, and fails (to be written again) if a collection condemned one while it ran.
 
 Packs that hold no live chunk are deleted; packs that hold some are rewritten with only those, the
 index is switched to the copies (only where it still points at the old pack) and the old pack is
@@ -64,9 +71,12 @@ class _Pack:
         self.entries = entries  # from its trailer: (hash, location, raw size)
         self.keep: list[tuple[bytes, ChunkLoc, int]] = []
 
-    def plan(self, kept: Callable[[bytes, ChunkLoc], bool]) -> tuple[int, int]:
-        """Decide which chunks stay; returns (chunks dropped, stored bytes dropped)."""
+    def plan(self, kept: Callable[[bytes, ChunkLoc], bool]) -> None:
+        """Decide which chunks stay."""
         self.keep = [e for e in self.entries if kept(e[0], e[1])]
+
+    def dropped(self) -> tuple[int, int]:
+        """The chunks that go, and their stored bytes."""
         return len(self.entries) - len(self.keep), sum(e[1].length for e in self.entries) - sum(
             e[1].length for e in self.keep
         )
@@ -104,10 +114,13 @@ class _Collection:
                 by_pack[loc.pack][h] = loc
             packs = self._read_trailers([p for p in listed if p in by_pack])
             for p in packs:
-                n, size = p.plan(functools.partial(_stays, gone, by_pack[p.pack]))
+                p.plan(functools.partial(_stays, gone, by_pack[p.pack]))
+            packs = self._condemn([p for p in packs if len(p.keep) < len(p.entries)])
+            for p in packs:
+                n, size = p.dropped()
                 self.result.chunks += n
                 self.result.chunk_bytes += size
-            self._rewrite([p for p in packs if p.keep and len(p.keep) < len(p.entries)])
+            self._rewrite([p for p in packs if p.keep])
             self._delete([p.pack for p in packs if not p.keep], "packs_deleted")
             self._orphans([p for p in listed if p not in by_pack], listed_after)
             self._sweep_pages(live_pages)
@@ -175,6 +188,15 @@ class _Collection:
             removed += batch
         return removed
 
+    def _condemn(self, packs: list[_Pack]) -> list[_Pack]:
+        """The packs to rewrite or delete, less those in which a write indexed chunks since the
+        snapshot (the plan may not know of them: left for the next collection); no write may
+        index chunks in those returned any more."""
+        if self.dry_run:
+            return packs
+        doomed = set(self.guard.condemn([p.pack for p in packs]))
+        return [p for p in packs if p.pack in doomed]
+
     def _rewrite(self, packs: list[_Pack]) -> None:
         """Copies the live chunks of `packs` into new packs, points the index at the copies and
         deletes the old packs."""
@@ -229,21 +251,13 @@ class _Collection:
         """Deletes unindexed packs once rule 3 allows; records when the others were first seen."""
         now = time.time()
         seen = {k: _TIME.unpack(v)[0] for k, v in self.db.scan(SIGHTINGS)}
-        if self.dry_run:
-            writes_done, indexed = True, set()
-        else:
-            writes_done = not self.guard.running_since(listed_after)
-            with self.guard.lock:
-                indexed = set(self.guard.indexed_packs or ())
-        doomed, waiting = [], {}
-        for p in unindexed:
-            if p in indexed:
-                continue
-            first = seen.get(p, now)
-            if writes_done and now - first >= self.orphan_age:
-                doomed.append(p)
-            else:
-                waiting[p] = first
+        writes_done = self.dry_run or not self.guard.running_since(listed_after)
+        ripe = [p for p in unindexed if writes_done and now - seen.get(p, now) >= self.orphan_age]
+        doomed = ripe if self.dry_run else self.guard.condemn(ripe)
+        with self.guard.lock:  # read after condemning: packs indexed since are left alone
+            indexed = set(self.guard.indexed_packs or ())
+        gone = set(doomed)
+        waiting = {p: seen.get(p, now) for p in unindexed if p not in gone and p not in indexed}
         # Sizes are for the report only: an orphan may be a torn upload without a trailer.
         for pack in self._read_trailers(doomed, strict=False):
             self.result.chunks += len(pack.entries)

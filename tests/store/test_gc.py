@@ -239,3 +239,69 @@ def test_one_collection_at_a_time(store):
     with store.exclusive:
         with pytest.raises(FailedPrecondition, match="already running"):
             store.garbage_collect()
+
+
+class _HeldBack:
+    """Stands in for the index lock: the first time the `armed` thread asks for it, that thread
+    waits for `go` first."""
+
+    def __init__(self, lock):
+        self.lock = lock
+        self.armed: threading.Thread | None = None
+        self.waiting = threading.Event()
+        self.go = threading.Event()
+
+    def acquire(self, *args, **kwargs) -> bool:
+        if threading.current_thread() is self.armed:
+            self.armed = None
+            self.waiting.set()
+            assert self.go.wait(30)
+        return self.lock.acquire(*args, **kwargs)
+
+    def release(self) -> None:
+        self.lock.release()
+
+    def __enter__(self):
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()
+
+
+def test_a_pack_indexed_after_the_collection_looked_is_kept(store, monkeypatch):
+    """A write whose pack is durable but not indexed when a collection starts, which indexes it
+    after the collection read the index and ends before the collection judges unindexed packs:
+    the collection must know that the pack was indexed, or it deletes a live pack as an orphan."""
+    data = os.urandom(1000)
+    held = _HeldBack(store.db.lock)
+    monkeypatch.setattr(store.db, "lock", held)
+    record = store.record_locations
+
+    def recording(locations) -> None:
+        if locations:  # the write's only pack, durable now: hold it back before it is indexed
+            held.armed = threading.current_thread()
+        record(locations)
+
+    monkeypatch.setattr(store, "record_locations", recording)
+    scan = store.db.scan
+
+    def scanning(cf: str, *args, **kwargs):
+        yield from scan(cf, *args, **kwargs)
+        if cf == "chunks" and not held.go.is_set():  # the collection read the index
+            held.go.set()
+            writer.join(30)  # the write indexes its pack and commits
+
+    monkeypatch.setattr(store.db, "scan", scanning)
+    done: list = []
+    writer = threading.Thread(target=lambda: done.append(put(store, "f", data)))
+    writer.start()
+    try:
+        assert held.waiting.wait(30)
+        [pack] = pack_files(store)  # durable, listed by the collection, not indexed yet
+        store.garbage_collect(orphan_age=0)
+    finally:
+        held.go.set()
+        writer.join(30)
+    assert done and pack.exists()
+    assert read(store, "f") == data and store.fsck() == []

@@ -11,8 +11,16 @@ from collections.abc import Iterable, Iterator
 
 import msgspec
 
-from pfsfuse.chunks import ChunkLoc, ChunkStore, CorruptChunk, ObjectNotFound, StorageError, open_store
-from pfsfuse.engine.guard import Guard
+from pfsfuse.chunks import (
+    ChunkLoc,
+    ChunkStore,
+    CorruptChunk,
+    ObjectNotFound,
+    StorageError,
+    open_store,
+    pack_key,
+)
+from pfsfuse.engine.guard import Guard, Write
 from pfsfuse.home import Home
 from pfsfuse.metadata.db import DB
 from pfsfuse.metadata.errors import DataLoss, FailedPrecondition, PermissionDenied, Unavailable
@@ -89,8 +97,8 @@ class EngineCore:
         """Stages the chunks of one write, claimed until the block ends: the commit change that
         refers to them goes inside it, after `Staging.flush`. If the block fails, the chunks not
         flushed yet are dropped (their packs are garbage)."""
-        with self.guard.write() as claims:
-            staging = Staging(self, claims)
+        with self.guard.write() as write:
+            staging = Staging(self, write)
             try:
                 yield staging
             except BaseException:
@@ -100,11 +108,16 @@ class EngineCore:
     def indexed(self, h: bytes) -> bool:
         return self.index.chunk_location(h) is not None
 
-    def record_locations(self, locations: list[tuple[bytes, ChunkLoc]]) -> None:
-        """Index chunks that are now durable in the object store."""
+    def record_locations(self, locations: list[tuple[bytes, ChunkLoc]], write: Write | None = None) -> None:
+        """Index chunks that are now durable in the object store (for `write`, refused if a
+        collection condemned their packs while it ran)."""
         if locations:
-            self.guard.indexing({loc.pack for _, loc in locations})
-            self.index.put_chunk_locations((h, _LOC_ENC.encode(loc)) for h, loc in locations)
+            # The collector hears of the packs in the critical section that indexes them: told
+            # before a collection starts but indexed after it read the index, a pack would be
+            # neither, and deleted as an orphan once the write ended.
+            with self.db.lock:
+                self.guard.indexing({loc.pack for _, loc in locations}, write)
+                self.index.put_chunk_locations((h, _LOC_ENC.encode(loc)) for h, loc in locations)
 
     def location(self, h: bytes) -> ChunkLoc:
         data = self.index.chunk_location(h)
@@ -135,9 +148,11 @@ class Staging:
     them: each is claimed against garbage collection, written into packs unless the store already
     has it, and indexed once its pack is durable. Made by `EngineCore.staging`."""
 
-    def __init__(self, engine: EngineCore, claims: set[bytes]):
+    def __init__(self, engine: EngineCore, write: Write):
         self._engine = engine
-        self._claims = claims
+        self._write = write
+        self._claims = write.claims
+        self._present: set[bytes] = set()  # packs of adopted chunks seen to exist
         self._writer = engine.chunks.writer()
 
     @property
@@ -171,7 +186,18 @@ class Staging:
         if not hmac.compare_digest(proof, engine.chunks.sign(signed)):
             raise PermissionDenied("chunk locations are accepted only from clients holding the store's config")
         new = [(r.hash, loc) for r, loc in located if not engine.guard.claim(self._claims, r.hash, engine.indexed)]
-        engine.record_locations(new)
+        # A collection may have deleted them before this write started (the client took longer
+        # than the orphan age); one deleting them later condemns them first, and the write then
+        # may not index them.
+        unchecked = list({loc.pack for _, loc in new} - self._present)
+        for pack, there in zip(unchecked, _each(lambda p: engine.objects.exists(pack_key(p)), unchecked), strict=True):
+            if not there:
+                raise FailedPrecondition(
+                    f"pack {pack.hex()}, stored by this client, is gone: a garbage collection deleted it "
+                    "before the write reached the daemon (an orphan age shorter than the upload); write again"
+                )
+        self._present.update(unchecked)
+        engine.record_locations(new, self._write)
         return [r for r, _ in located]
 
     def flush(self) -> None:
@@ -180,3 +206,13 @@ class Staging:
 
     def abort(self) -> None:
         self._writer.abort()
+
+
+def _each(f, items: list) -> Iterator:
+    """f of each item; in parallel when there are several (each may be a request to the store)."""
+    if len(items) < 2:
+        return map(f, items)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(16, len(items))) as pool:
+        return iter(list(pool.map(f, items)))
