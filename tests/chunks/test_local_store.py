@@ -129,8 +129,8 @@ def test_open_store_rejects(url):
 
 
 def test_views_read_the_bytes_at_any_offset(tmp_path):
-    # Mapped (and its pages filled at once) from a page boundary before the offset: the view
-    # starts at the offset, ends at the range's end or the object's, whichever comes first.
+    # Mapped from a page boundary before the offset: the view starts at the offset and ends at
+    # the range's end or the object's, whichever comes first.
     store = LocalStore(tmp_path)
     data = os.urandom((3 << 20) + 4321)
     store.put("obj", data)

@@ -17,9 +17,6 @@ _TEMP_ERRNOS = frozenset({errno.EINTR, errno.EAGAIN})
 _DIRECT_ALIGN = 4096  # O_DIRECT wants buffer address, file offset and length aligned to this
 _NOT_THERE = (FileNotFoundError, NotADirectoryError)
 _MAP_MIN = 256 << 10  # smaller ranges are copied: a mapping each would cost more than the copy
-# A view is read whole, at once: its page table is filled by the mmap call (a read-ahead thread,
-# the GIL released), not by a fault every few pages in the middle of hashing (the GIL held).
-_MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
 
 
 class LocalStore(ObjectStore):
@@ -100,7 +97,7 @@ class LocalStore(ObjectStore):
             # time. (fadvise, not madvise: Python holds the GIL through madvise.)
             os.posix_fadvise(fd, offset, end - offset, os.POSIX_FADV_WILLNEED)
             try:
-                mapping = mmap.mmap(fd, end - start, flags=_MAP_FLAGS, prot=mmap.PROT_READ, offset=start)
+                mapping = mmap.mmap(fd, end - start, prot=mmap.PROT_READ, offset=start)
             except OSError as e:
                 if e.errno != errno.ENOMEM:  # out of mappings (vm.max_map_count): copy instead
                     raise
