@@ -15,6 +15,7 @@ import sys
 
 import hypercorn.config
 import hypercorn.trio
+import hypercorn.trio.tcp_server
 import trio
 
 from pfsfuse import urlpolicy
@@ -32,6 +33,11 @@ from pfsfuse.scheduler.scheduler import Scheduler
 from pfsfuse.store import Store
 
 log = logging.getLogger("pfsfuse.daemon")
+
+# hypercorn reads a connection 64 KiB at a time, and each read goes through h11, an ASGI message
+# and starlette's stream before reaching a put-file's thread: for bodies of GiB that per-read cost,
+# not the bytes, was most of the daemon's CPU. It has no setting for it; its module constant is it.
+hypercorn.trio.tcp_server.MAX_RECV = 1 << 20
 
 
 class DaemonRunning(FailedPrecondition):

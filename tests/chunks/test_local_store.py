@@ -126,3 +126,15 @@ def test_open_store_imports_only_the_backend_of_its_scheme(tmp_path):
 def test_open_store_rejects(url):
     with pytest.raises(ValueError, match="unsupported storage URL"):
         open_store(url)
+
+
+def test_views_read_the_bytes_at_any_offset(tmp_path):
+    # Mapped from a page boundary before the offset: the view starts at the offset and ends at
+    # the range's end or the object's, whichever comes first.
+    store = LocalStore(tmp_path)
+    data = os.urandom((3 << 20) + 4321)
+    store.put("obj", data)
+    for offset, length in [(0, len(data)), (4097, 1 << 20), (len(data) - (300 << 10), 1 << 30)]:
+        view = store.view("obj", offset, length)
+        assert isinstance(view, memoryview)
+        assert view == data[offset : offset + length]

@@ -7,6 +7,7 @@ arguments, checks its caller and turns errors into statuses.
 
 from __future__ import annotations
 
+import collections
 import functools
 import io
 import threading
@@ -59,12 +60,17 @@ class _BlockingBody:
     def __init__(self, receive: trio.MemoryReceiveChannel):
         self._receive = receive
         self._buf = memoryview(b"")
+        self._pieces: collections.deque[bytes] = collections.deque()
         self._eof = False
 
     def _fill(self) -> bool:
+        # Pieces are read where they lie, not joined: a join would copy every byte once more.
         while not self._buf and not self._eof:
+            if self._pieces:
+                self._buf = memoryview(self._pieces.popleft())
+                continue
             try:
-                self._buf = memoryview(b"".join(trio.from_thread.run(self._receive.receive)))
+                self._pieces.extend(trio.from_thread.run(self._receive.receive))
             except trio.EndOfChannel:
                 self._eof = True
         return bool(self._buf)
@@ -135,8 +141,8 @@ class _RawBody(io.RawIOBase):
 
 
 async def _pump(request: Request, send: trio.MemorySendChannel) -> None:
-    """Feed a request body to a worker thread in batches of about _PIECE bytes. The pieces are
-    joined by the thread: the event loop, which every connection shares, copies nothing."""
+    """Feed a request body to a worker thread in batches of about _PIECE bytes, as the pieces
+    received: the event loop, which every connection shares, copies nothing."""
     async with send:
         batch: list[bytes] = []
         size = 0
