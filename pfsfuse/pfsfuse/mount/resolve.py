@@ -90,6 +90,9 @@ class DirHandle:
     page: tuple = (0, None)  # (index of its first entry, entries): the page being read
     ahead: str | None = None  # the name after which the next page is being fetched
     prefetched: int = 0  # entries whose small files were fetched ahead (Reader.prefetch_listed)
+    # Pending writes in it: `listing` is merged at the first readdir (an opendir only to fsync
+    # the directory, as sqlite does, costs no listing).
+    merge: bool = False
 
 
 class Resolver:
