@@ -361,6 +361,11 @@ class Workspace:
     def synced(self, f: LocalFile) -> None:
         """fsync of a file still open: its content so far goes to the daemon with the next flush
         (it stays in the overlay, being written)."""
+        for _, op in self.ops:
+            if isinstance(op, _LocalPut) and op.file is f:
+                # Logged when it was closed, before this writer opened it again: a flush would stop
+                # there (the file is being written), short of this fsync's put.
+                op.synced = True
         self._log_put(f, synced=True)
 
     def _log_put(self, f: LocalFile, synced: bool) -> None:
