@@ -7,8 +7,11 @@ import time
 
 import trio
 
-from pfsfuse.api.types import Delete
-from pfsfuse.metadata.records import Stat
+from pfsfuse.api.types import Delete, Mkdir
+from pfsfuse.metadata.records import FileNode, Stat
+from pfsfuse.mount.inodes import InodeTable
+from pfsfuse.mount.resolve import Resolver
+from pfsfuse.mount.trees import Trees
 from pfsfuse.mount.workspace import LocalFile, Workspace
 
 
@@ -95,5 +98,45 @@ async def test_a_file_changed_after_its_fsync_is_sent_again_at_close(daemon, tmp
             assert b"".join(client.get_file("r", "master", "written")) == b"aXc"
             assert b"".join(client.get_file("r", "master", "truncated")) == b"a"
             assert client.inspect_file("r", "master", "chmodded").mode == 0o755
+    finally:
+        client.close()
+
+
+async def test_after_its_own_flush_the_mount_knows_the_branch_without_asking(daemon, tmp_path):
+    """A flush answers with the tree it left: the ref shows it with no inspect_commit (a round
+    trip after each fsync), and a write by someone else still shows once the ref expires."""
+    client = daemon.client()
+    try:
+        client.create_repo("r")
+        asked: list[str] = []
+
+        async def call(fn, *args):
+            if fn == client.inspect_commit:
+                asked.append(args[1])
+            return await trio.to_thread.run_sync(fn, *args)
+
+        resolver = Resolver(client, Trees(client), call, InodeTable(), str(tmp_path), None, {}, False, lambda w: None)
+        with trio.fail_after(30):
+            ws = (await resolver.ref("r", "master")).workspace
+            assert ws is not None
+            f = _new_file(ws, tmp_path, "a")
+            f.pwrite(0, b"a")
+            ws.synced(f)
+            await ws.flush()  # the first starts the commit
+            await resolver.ref("r", "master")
+            for i in range(3):
+                f.pwrite(0, b"v%d" % i)
+                ws.synced(f)
+                await ws.flush()
+                del asked[:]
+                r = await resolver.ref("r", "master")
+                assert asked == [], "the ref was asked for again after our own flush"
+            ws.closed(f, wrote=True)
+            assert "a" not in ws.overlay  # so the entry below comes from the tree the flush left
+            node = await resolver.entry(r, "a")
+            assert isinstance(node, FileNode) and node.hash.hex() == client.inspect_file("r", "master", "a").hash
+            client.write_files("r", "master", [Mkdir("b")])  # another writer
+            while await resolver.entry(await resolver.ref("r", "master"), "b") is None:
+                await trio.sleep(0.05)  # (until the ref expires: fail_after bounds it)
     finally:
         client.close()

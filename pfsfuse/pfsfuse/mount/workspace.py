@@ -237,6 +237,10 @@ class Workspace:
         self.lock = trio.Lock()  # one flush at a time
         self._starting = trio.Lock()
         self.flushed = 0  # bumped by every flush: the branch's tree changed
+        # (flush count, commit id, its tree) after our last write: the branch as that flush left
+        # it, which the resolver takes instead of asking the daemon again.
+        self.written: tuple[int, str, DirNode] | None = None
+        self._wrote: tuple[str, DirNode] | None = None
         self.pending_bytes = 0  # content logged since the last flush
         # Paths the kernel was shown as one kind (a symlink) and the daemon stores as another
         # (the reference copy it stands for): told to the owner once the daemon has them.
@@ -512,7 +516,8 @@ class Workspace:
             ops = [op.file.put(op.path) if isinstance(op, _LocalPut) else op for _, op in batch]
             commit = await self.ensure_commit()
             try:
-                await self._call(self.client.write_files, self.repo, commit, ops)
+                result = await self._call(self.client.write_files, self.repo, commit, ops)
+                self._wrote = None if result.tree is None else (result.commit, result.tree)
                 return
             except (FailedPrecondition, NotFound):
                 # Someone finished or deleted our commit: write into a new one (or learn that
@@ -549,6 +554,8 @@ class Workspace:
             self.reshaped.difference_update(done)
             self.on_reshaped(done)
         self.flushed += 1
+        self.written = None if self._wrote is None else (self.flushed, *self._wrote)
+        self._wrote = None
         self.pending_bytes = sum(op.file.size for _, op in self.ops if isinstance(op, _LocalPut))
 
     def _forget(self, upto: int) -> None:
