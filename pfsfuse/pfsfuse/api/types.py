@@ -8,7 +8,7 @@ from msgspec import Meta, Struct
 
 from pfsfuse.chunks import ChunkLoc
 from pfsfuse.metadata import etags
-from pfsfuse.metadata.records import ChunkRef, SpecialKind, Stat
+from pfsfuse.metadata.records import ChunkRef, DirNode, SpecialKind, Stat
 
 # Numbers a caller sends, bounded at the API's boundary (decoding fails on anything else).
 Count = Annotated[int, Meta(ge=0, le=2**63 - 1)]
@@ -150,6 +150,8 @@ class WriteResult(Struct):
     files: int = 0  # files put
     bytes: int = 0  # bytes put
     stored: int = 0  # bytes of new chunks stored (after dedup and compression)
+    # The commit's tree after the write: a writer showing the branch (a mount) need not ask.
+    tree: DirNode | None = None
 
 
 # read_plans answers at most this many plans, and stops adding files once it has located this

@@ -147,7 +147,7 @@ class Writes(EngineCore):
                 for op, data in staged:
                     batch.apply(op, data)
                 w.set_tree(batch.finish())
-        return WriteResult(w.commit.id, files, total, staging.bytes_stored)
+        return WriteResult(w.commit.id, files, total, staging.bytes_stored, w.commit.tree)
 
     def _stage(self, op: Put, stream, staging: Staging) -> _Staged:
         """Store a Put's data as chunks, before the commit changes."""

@@ -285,8 +285,8 @@ class Filesystem(pyfuse3.Operations):
                 raise fail(errno.ENOTDIR)
             ws = r.workspace
             if ws is not None and ws.children.get(inode.path):
-                # Pending writes in this directory: list it whole, merged.
-                h = DirHandle(inode, await self.resolver.merged(r, inode.path), entry)
+                # Pending writes in this directory: list it whole, merged (at the first readdir).
+                h = DirHandle(inode, None, entry, merge=True)
             else:
                 h = DirHandle(inode, None, entry)
         return self.handles.add(h)
@@ -298,6 +298,9 @@ class Filesystem(pyfuse3.Operations):
         r = await self.resolver.ref(inode.repo, inode.ref) if inode.kind == "entry" else None
         attr = None
         index = start_id
+        if h.merge and h.listing is None:
+            assert r is not None  # (only a branch's directory has pending writes)
+            h.listing = await self.resolver.merged(r, inode.path)
         while True:
             if h.listing is not None:
                 batch = h.listing[index:]

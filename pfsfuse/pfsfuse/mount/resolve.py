@@ -11,6 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import msgspec
 import trio
 
 from pfsfuse.api.client import Client
@@ -90,6 +91,9 @@ class DirHandle:
     page: tuple = (0, None)  # (index of its first entry, entries): the page being read
     ahead: str | None = None  # the name after which the next page is being fetched
     prefetched: int = 0  # entries whose small files were fetched ahead (Reader.prefetch_listed)
+    # Pending writes in it: `listing` is merged at the first readdir (an opendir only to fsync
+    # the directory, as sqlite does, costs no listing).
+    merge: bool = False
 
 
 class Resolver:
@@ -188,6 +192,8 @@ class Resolver:
                 # commit from before it, so wait for the resolution in flight, then check again.
                 await r.resolving.wait()
                 continue
+            if stale and not expired and self._take_written(r):
+                return r
             r.resolving = trio.Event()
             try:
                 flushed = r.workspace.flushed if r.workspace is not None else -1
@@ -201,6 +207,19 @@ class Resolver:
             finally:
                 r.resolving.set()
                 r.resolving = None
+
+    @staticmethod
+    def _take_written(r: Ref) -> bool:
+        """Whether our own last write (which answered with the tree it left) tells what the ref
+        shows now: the same open commit, with that tree. Saves a round trip after each flush."""
+        ws = r.workspace
+        assert ws is not None
+        w = ws.written
+        if w is None or w[0] != ws.flushed or r.commit is None or r.commit.id != w[1] or r.commit.finished:
+            return False
+        r.commit = msgspec.structs.replace(r.commit, tree=w[2])
+        r.flushed = ws.flushed
+        return True
 
     def workspaces(self) -> list[Workspace]:
         """The workspaces of the branches the mount has shown."""

@@ -101,12 +101,25 @@ class LocalFile:
         self._fd: int | None = None
         self.tmp_path: str | None = None
         self.size = 0
-        self.stat = stat
+        self.version = 0  # bumped by every change of content or stat
+        self._stat = stat
+        # (path, version, op number) of the last put logged of it: a writer closing it unchanged
+        # since an fsync sent it need not send it again.
+        self.logged_as: tuple[str, int, int] | None = None
         self.writers = 0  # open handles that may write
         self.handles = 0  # open handles of any kind
         self.dropped = False  # no longer in the overlay: close once no handle is left
         self.logged = 0  # puts of its content logged and not sent yet: it must stay till then
         self.path = ""  # where it is in the branch
+
+    @property
+    def stat(self) -> Stat:
+        return self._stat
+
+    @stat.setter
+    def stat(self, stat: Stat) -> None:
+        self._stat = stat
+        self.version += 1
 
     @property
     def executable(self) -> bool:
@@ -216,6 +229,7 @@ class Workspace:
         self._entries_changed: dict[str, tuple[int, int]] = {}
         self.ops: list[tuple[int, WriteOp | _LocalPut]] = []
         self._next = 0
+        self._sent_upto = -1  # the last op the daemon has (or refused)
         self.commit_id: str | None = None
         self.owned = False  # the open commit was started by this mount, which must finish it
         self.writing: set[LocalFile] = set()
@@ -223,6 +237,10 @@ class Workspace:
         self.lock = trio.Lock()  # one flush at a time
         self._starting = trio.Lock()
         self.flushed = 0  # bumped by every flush: the branch's tree changed
+        # (flush count, commit id, its tree) after our last write: the branch as that flush left
+        # it, which the resolver takes instead of asking the daemon again.
+        self.written: tuple[int, str, DirNode] | None = None
+        self._wrote: tuple[str, DirNode] | None = None
         self.pending_bytes = 0  # content logged since the last flush
         # Paths the kernel was shown as one kind (a symlink) and the daemon stores as another
         # (the reference copy it stands for): told to the owner once the daemon has them.
@@ -324,21 +342,40 @@ class Workspace:
             if f.writers == 0:
                 self.writing.discard(f)
                 if self.overlay.get(f.path) is f:
-                    self.changed_file(f)
+                    if f.logged_as is not None and f.logged_as[:2] == (f.path, f.version):
+                        self._unchanged_since_put(f, f.logged_as[2])
+                    else:
+                        self.changed_file(f)
         f.release()
+
+    def _unchanged_since_put(self, f: LocalFile, seq: int) -> None:
+        """The last writer of `f` closed it as an fsync logged it (sqlite's journal, closed after
+        its fsyncs): that put stands for the close, and the overlay keeps `f` only until the
+        daemon has it."""
+        self._seq[f.path] = seq
+        self.changed = time.monotonic()
+        if seq <= self._sent_upto:
+            self._forget(seq)
 
     def changed_file(self, f: LocalFile) -> None:
         """A local file not open for writing was changed (closed, truncated, chmod): log it."""
-        self._log(_LocalPut(f.path, f))
-        f.logged += 1
-        self.pending_bytes += f.size
+        self._log_put(f, synced=False)
         self._set(f.path, f)
 
     def synced(self, f: LocalFile) -> None:
         """fsync of a file still open: its content so far goes to the daemon with the next flush
         (it stays in the overlay, being written)."""
-        self._log(_LocalPut(f.path, f, synced=True))
+        for _, op in self.ops:
+            if isinstance(op, _LocalPut) and op.file is f:
+                # Logged when it was closed, before this writer opened it again: a flush would stop
+                # there (the file is being written), short of this fsync's put.
+                op.synced = True
+        self._log_put(f, synced=True)
+
+    def _log_put(self, f: LocalFile, synced: bool) -> None:
+        self._log(_LocalPut(f.path, f, synced=synced))
         f.logged += 1
+        f.logged_as = (f.path, f.version, self._next - 1)
         self.pending_bytes += f.size
 
     def put_node(self, path: str, node: Node, op: WriteOp) -> None:
@@ -479,7 +516,8 @@ class Workspace:
             ops = [op.file.put(op.path) if isinstance(op, _LocalPut) else op for _, op in batch]
             commit = await self.ensure_commit()
             try:
-                await self._call(self.client.write_files, self.repo, commit, ops)
+                result = await self._call(self.client.write_files, self.repo, commit, ops)
+                self._wrote = None if result.tree is None else (result.commit, result.tree)
                 return
             except (FailedPrecondition, NotFound):
                 # Someone finished or deleted our commit: write into a new one (or learn that
@@ -509,12 +547,15 @@ class Workspace:
             if isinstance(op, _LocalPut):
                 op.file.logged -= 1
                 op.file.release()
+        self._sent_upto = items[-1][0]
         self._forget(items[-1][0])
         done = [p for p in self.reshaped if p not in self.overlay]
         if done:
             self.reshaped.difference_update(done)
             self.on_reshaped(done)
         self.flushed += 1
+        self.written = None if self._wrote is None else (self.flushed, *self._wrote)
+        self._wrote = None
         self.pending_bytes = sum(op.file.size for _, op in self.ops if isinstance(op, _LocalPut))
 
     def _forget(self, upto: int) -> None:

@@ -1,0 +1,142 @@
+"""fsync of a file still open, then its close, through a Workspace against a real daemon (no FUSE):
+what each sends to the daemon."""
+
+from __future__ import annotations
+
+import time
+
+import trio
+
+from pfsfuse.api.types import Delete, Mkdir
+from pfsfuse.metadata.records import FileNode, Stat
+from pfsfuse.mount.inodes import InodeTable
+from pfsfuse.mount.resolve import Resolver
+from pfsfuse.mount.trees import Trees
+from pfsfuse.mount.workspace import LocalFile, Workspace
+
+
+def _workspace(client, tmp_path, sent: list[list]) -> Workspace:
+    async def call(fn, *args):
+        if fn == client.write_files:
+            sent.append([type(op).__name__ + ":" + op.path for op in args[2]])
+        return await trio.to_thread.run_sync(fn, *args)
+
+    return Workspace(client, "r", "master", str(tmp_path), call)
+
+
+def _new_file(ws: Workspace, tmp_path, path: str) -> LocalFile:
+    now = time.time_ns()
+    f = LocalFile(str(tmp_path), Stat(0o644, 0, 0, now, now))
+    ws.created(path, f)
+    return f
+
+
+async def test_a_file_closed_as_its_fsync_sent_it_is_not_sent_again(daemon, tmp_path):
+    """sqlite's journal: written, fsynced, closed, deleted. The close sends nothing (the fsync's
+    put stands for it), and the overlay lets go of the file once the daemon has it."""
+    client = daemon.client()
+    try:
+        client.create_repo("r")
+        sent: list[list] = []
+        ws = _workspace(client, tmp_path, sent)
+        with trio.fail_after(30):
+            f = _new_file(ws, tmp_path, "db-journal")
+            f.pwrite(0, b"journal " * 1000)
+            ws.synced(f)
+            await ws.flush()
+            assert sent == [["Put:db-journal"]]
+            ws.closed(f, wrote=True)
+            assert ws.ops == [] and "db-journal" not in ws.overlay
+            await ws.flush()
+            assert sent == [["Put:db-journal"]], "the close sent the file again"
+            assert b"".join(client.get_file("r", "master", "db-journal")) == b"journal " * 1000
+
+            # Closed before its fsync's put went: the overlay keeps it until that put is sent.
+            g = _new_file(ws, tmp_path, "b")
+            g.pwrite(0, b"b")
+            ws.synced(g)
+            ws.closed(g, wrote=True)
+            assert ws.overlay.get("b") is g and len(ws.ops) == 1
+            await ws.flush()
+            assert sent[-1] == ["Put:b"] and "b" not in ws.overlay
+            assert b"".join(client.get_file("r", "master", "b")) == b"b"
+    finally:
+        client.close()
+
+
+async def test_a_file_changed_after_its_fsync_is_sent_again_at_close(daemon, tmp_path):
+    """A write, a truncate, a chmod or a rename after the fsync: the close sends the file."""
+    client = daemon.client()
+    try:
+        client.create_repo("r")
+        sent: list[list] = []
+        ws = _workspace(client, tmp_path, sent)
+        with trio.fail_after(30):
+            changes = {
+                "written": lambda f: f.pwrite(1, b"X"),
+                "truncated": lambda f: f.truncate(1),
+                "chmodded": lambda f: setattr(f, "stat", Stat(0o755, 0, 0, 1, 1)),
+            }
+            for name, change in changes.items():
+                f = _new_file(ws, tmp_path, name)
+                f.pwrite(0, b"abc")
+                ws.synced(f)
+                await ws.flush()
+                change(f)
+                ws.closed(f, wrote=True)
+                await ws.flush()
+                assert sent[-2:] == [[f"Put:{name}"], [f"Put:{name}"]], (name, sent)
+            f = _new_file(ws, tmp_path, "before")
+            f.pwrite(0, b"moved")
+            ws.synced(f)
+            await ws.flush()
+            ws.moved("before", "after", f, Delete("before", missing_ok=True))
+            ws.closed(f, wrote=True)
+            await ws.flush()
+            assert sent[-1] == ["Delete:before", "Put:after"], sent
+            assert b"".join(client.get_file("r", "master", "after")) == b"moved"
+            assert b"".join(client.get_file("r", "master", "written")) == b"aXc"
+            assert b"".join(client.get_file("r", "master", "truncated")) == b"a"
+            assert client.inspect_file("r", "master", "chmodded").mode == 0o755
+    finally:
+        client.close()
+
+
+async def test_after_its_own_flush_the_mount_knows_the_branch_without_asking(daemon, tmp_path):
+    """A flush answers with the tree it left: the ref shows it with no inspect_commit (a round
+    trip after each fsync), and a write by someone else still shows once the ref expires."""
+    client = daemon.client()
+    try:
+        client.create_repo("r")
+        asked: list[str] = []
+
+        async def call(fn, *args):
+            if fn == client.inspect_commit:
+                asked.append(args[1])
+            return await trio.to_thread.run_sync(fn, *args)
+
+        resolver = Resolver(client, Trees(client), call, InodeTable(), str(tmp_path), None, {}, False, lambda w: None)
+        with trio.fail_after(30):
+            ws = (await resolver.ref("r", "master")).workspace
+            assert ws is not None
+            f = _new_file(ws, tmp_path, "a")
+            f.pwrite(0, b"a")
+            ws.synced(f)
+            await ws.flush()  # the first starts the commit
+            await resolver.ref("r", "master")
+            for i in range(3):
+                f.pwrite(0, b"v%d" % i)
+                ws.synced(f)
+                await ws.flush()
+                del asked[:]
+                r = await resolver.ref("r", "master")
+                assert asked == [], "the ref was asked for again after our own flush"
+            ws.closed(f, wrote=True)
+            assert "a" not in ws.overlay  # so the entry below comes from the tree the flush left
+            node = await resolver.entry(r, "a")
+            assert isinstance(node, FileNode) and node.hash.hex() == client.inspect_file("r", "master", "a").hash
+            client.write_files("r", "master", [Mkdir("b")])  # another writer
+            while await resolver.entry(await resolver.ref("r", "master"), "b") is None:
+                await trio.sleep(0.05)  # (until the ref expires: fail_after bounds it)
+    finally:
+        client.close()
