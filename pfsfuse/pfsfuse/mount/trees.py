@@ -17,7 +17,9 @@ from pfsfuse.metadata.records import ChunkRef, DirNode, FileNode, Inner, Leaf, N
 
 PAGE = 10_000  # entries per listing request
 FULL_LISTING = 50_000  # directories up to this size are cached whole; bigger ones by tree page
-PAGE_CACHE = 1 << 18  # entries of big directories' tree pages kept: bounds the mount's memory
+# Entries of big directories' tree pages kept: bounds the mount's memory (a decoded entry holds
+# about 700 bytes: 65,536 of them about 45 MB).
+PAGE_CACHE = 1 << 16
 
 
 class _Miss(Exception):
@@ -64,7 +66,7 @@ class Trees:
     """Reads of immutable tree objects through a client, with caches keyed by hash."""
 
     def __init__(
-        self, client: Client, cache_entries: int = 2_000_000, cache_bytes: int = 256 << 20, page_cache: int = PAGE_CACHE
+        self, client: Client, cache_entries: int = 1 << 17, cache_bytes: int = 256 << 20, page_cache: int = PAGE_CACHE
     ):
         self.client = client
         self._dirs = _LRU(cache_entries)  # dir root -> ({name: node}, [(name, node)] sorted)
@@ -73,8 +75,8 @@ class Trees:
         # pages have a cache of their own, so that prefetched leaves never evict the path to them.
         self._tree_pages = _Pages(client, _LRU(page_cache // 4), _LRU(page_cache))
         self._cached_pages = _Pages(client, self._tree_pages.inners, self._tree_pages.leaves, only_cached=True)
-        self._chunk_lists = _LRU(1_000_000)  # file hash -> chunk refs
-        self._locations = _LRU(4_000_000)  # chunk hash -> ChunkLoc
+        self._chunk_lists = _LRU(1 << 18)  # file hash -> chunk refs
+        self._locations = _LRU(1 << 18)  # chunk hash -> ChunkLoc
         self._chunks = _LRU(cache_bytes)  # chunk hash -> bytes
         self._longest = _LRU(cache_entries)  # dir root -> bytes of the longest path below it
         self.store = getattr(client, "chunk_store", None)  # direct object-store reads, if trusted
