@@ -39,6 +39,9 @@ class _LRU:
     def weight(self) -> int:
         return self._weight
 
+    def __contains__(self, key) -> bool:
+        return key in self._items  # no reordering: a look, not a use
+
     def get(self, key):
         with self._lock:
             item = self._items.get(key)
@@ -226,14 +229,17 @@ class _Pages:
 
     def page(self, h: bytes) -> Page:
         found = self.inners.get(h) or self.leaves.get(h)
-        if found is not None:
-            return found
-        if self.only_cached:
-            raise _Miss
-        [found] = self._fetch([h])
-        if isinstance(found, Inner) and found.level == 1:
-            # Its leaves are what a lookup or a listing reads next: one request for them all.
-            self._fetch([c[1] for c in found.children if self.leaves.get(c[1]) is None])
+        if found is None:
+            if self.only_cached:
+                raise _Miss
+            [found] = self._fetch([h])
+        if not self.only_cached and isinstance(found, Inner) and found.level == 1:
+            # Its leaves are what a lookup or a listing reads next: one request for those not
+            # held, also when it is held itself (inner pages outlive their leaves in the cache,
+            # and a second listing would otherwise ask for its leaves one at a time).
+            missing = [c[1] for c in found.children if c[1] not in self.leaves]
+            if missing:
+                self._fetch(missing)
         return found
 
     def _fetch(self, hashes: list[bytes]) -> list[Page]:
