@@ -8,14 +8,17 @@ import io
 import os
 import subprocess
 from pathlib import Path
+from typing import cast
 
 import pytest
+import trio
 
 from helpers import PFS, fuse_unavailable, wait_for
 from pfsfuse.api.types import Put
 from pfsfuse.metadata.records import ChunkRef, FileNode
 from pfsfuse.mount import inodes as inodes_mod
 from pfsfuse.mount import reading
+from pfsfuse.mount.trees import Trees
 
 
 def test_the_oldest_names_are_dropped_past_the_bound(monkeypatch):
@@ -48,6 +51,10 @@ class _Nursery:
         self.started.append(args)
 
 
+async def _no_io(*args):
+    raise AssertionError("no I/O here")
+
+
 class _Trees:
     def cached_chunk(self, h: bytes) -> None:
         return None
@@ -55,8 +62,8 @@ class _Trees:
 
 def test_listed_windows_waiting_for_readers_are_bounded(monkeypatch):
     monkeypatch.setattr(reading, "LISTED_PENDING", 5000)
-    r = reading.Reader(_Trees(), io=None)  # type: ignore[arg-type]  # nothing here does I/O
-    r.nursery = _Nursery()  # type: ignore[assignment]
+    r = reading.Reader(cast(Trees, _Trees()), _no_io)
+    r.nursery = cast(trio.Nursery, _Nursery())
 
     def page(p: int) -> list[tuple[str, FileNode]]:
         out = []

@@ -88,7 +88,12 @@ def test_a_second_listing_asks_for_leaves_in_batches(big_dir, monkeypatch):
     monkeypatch.setattr(trees_mod, "PAGE", 700)
     asked: list[int] = []
     real = client.tree_pages
-    monkeypatch.setattr(client, "tree_pages", lambda hashes: asked.append(len(hashes)) or real(hashes))
+
+    def counted(hashes: list[bytes]):
+        asked.append(len(hashes))
+        return real(hashes)
+
+    monkeypatch.setattr(client, "tree_pages", counted)
     t = trees_mod.Trees(client, page_cache=2000)  # room for 2,000 of the 5,000 entries
     want = client.dir_entries(d.root)
     requests = []

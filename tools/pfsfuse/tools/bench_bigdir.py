@@ -17,6 +17,7 @@ is 256 MiB each, whatever the directory's size.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import statistics
@@ -177,7 +178,7 @@ class BigDirBench:
             for which, done in times.items():
                 self._cold(which)
                 path = self.listed if which == "pfs" else self.src
-                done.append(timed(lambda path=path: run_quiet(*cmd(path))))
+                done.append(timed(functools.partial(run_quiet, *cmd(path))))
                 if which == "pfs":
                     self.note_memory(what)
         return times
