@@ -78,3 +78,32 @@ def test_a_directory_past_the_full_listing_through_fuse(daemon, mounts, tmp_home
     sizes = dict(line.split() for line in found.stdout.decode().splitlines())
     assert sorted(sizes) == want and all(int(sizes[f"f{i:06}"]) == len(b"%d" % i) for i in range(0, n, 997))
     assert (big / want[-1]).read_bytes() == b"%d" % (n - 1)
+
+
+def test_a_second_listing_asks_for_leaves_in_batches(big_dir, monkeypatch):
+    """Inner pages outlive their leaves in the cache: listing again after the leaves were
+    evicted still asks for a level-1 page's missing leaves at once, not one request each."""
+    client, d = big_dir
+    monkeypatch.setattr(trees_mod, "FULL_LISTING", 100)
+    monkeypatch.setattr(trees_mod, "PAGE", 700)
+    asked: list[int] = []
+    real = client.tree_pages
+
+    def counted(hashes: list[bytes]):
+        asked.append(len(hashes))
+        return real(hashes)
+
+    monkeypatch.setattr(client, "tree_pages", counted)
+    t = trees_mod.Trees(client, page_cache=2000)  # room for 2,000 of the 5,000 entries
+    want = client.dir_entries(d.root)
+    requests = []
+    for _ in range(2):
+        asked.clear()
+        listed, after = [], None
+        while page := t.page(d, after):
+            listed.extend(page)
+            after = page[-1][0]
+        assert listed == want
+        requests.append(len(asked))
+    leaves = len(want) // 31  # at least: a leaf holds at most about 31 of these entries
+    assert requests[1] <= requests[0] < leaves, (requests, leaves)

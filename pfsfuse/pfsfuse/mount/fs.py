@@ -30,7 +30,7 @@ from pfsfuse.metadata.errors import NotFound, PfsError
 from pfsfuse.metadata.records import EMPTY_DIR, SPECIAL_MODES, DirNode, FileNode, SpecialNode, Stat, SymlinkNode
 from pfsfuse.mount.attrs import Attrs
 from pfsfuse.mount.boundary import Threads, component, fail, translate
-from pfsfuse.mount.inodes import Inode, InodeTable
+from pfsfuse.mount.inodes import KEPT, Inode, InodeTable
 from pfsfuse.mount.reading import Handle, Reader
 from pfsfuse.mount.resolve import DirHandle, Ref, Resolver, framed
 from pfsfuse.mount.trees import Trees
@@ -68,6 +68,7 @@ class Filesystem(pyfuse3.Operations):
         read_only: bool = False,
         idle: float = 2.0,
         lost: Callable[[str], None] = lambda what: None,
+        kept_inodes: int = KEPT,
     ):
         super().__init__()
         self.client = client
@@ -75,7 +76,7 @@ class Filesystem(pyfuse3.Operations):
         self.tmpdir = tmpdir
         self.trees = Trees(client)
         io = Threads().run
-        self.inodes = InodeTable()
+        self.inodes = InodeTable(kept_inodes)
         self.handles = Handles()
         self.resolver = Resolver(client, self.trees, io, self.inodes, tmpdir, repos, pinned or {}, read_only, lost)
         self.reader = Reader(self.trees, io)
@@ -166,7 +167,10 @@ class Filesystem(pyfuse3.Operations):
 
     async def xattrs(self, inode: Inode) -> dict[str, bytes]:
         entry, r = await self.describe(inode) if inode.kind == "entry" else (None, None)
-        return await self.attrs.extended(inode, entry, r)
+        out = await self.attrs.extended(inode, entry, r)
+        if inode.kind == "root":  # how many inodes the kernel holds of us: bounded (inodes.KEPT)
+            out["user.pfs.inodes"] = str(len(self.inodes)).encode()
+        return out
 
     async def open_node(self, inode: Inode, entry: FileNode, r: Ref) -> pyfuse3.FileInfo:
         """Open a committed file for reading."""

@@ -4,6 +4,7 @@ of a hard link share one inode, found by its link id."""
 from __future__ import annotations
 
 import errno
+from collections import deque
 from dataclasses import dataclass
 
 import pyfuse3
@@ -12,8 +13,13 @@ import xxhash
 from pfsfuse.metadata import names
 from pfsfuse.mount.boundary import fail
 
+# Entry inodes the kernel may hold before the mount asks it to drop the oldest: each costs the
+# mount about 400 bytes, and a listing of a million entries would otherwise keep them all, since
+# the kernel forgets an inode only when its dentry goes (FUSE inodes are not cached without one).
+KEPT = 1 << 17
 
-@dataclass
+
+@dataclass(slots=True)
 class Inode:
     ino: int
     kind: str  # "root", "repo", or "entry" (a path under a ref; "" is the ref's directory)
@@ -37,9 +43,11 @@ def _key(inode: Inode) -> tuple:
 class InodeTable:
     """The inodes the kernel knows, by number and by (kind, repo, ref, path)."""
 
-    def __init__(self):
+    def __init__(self, kept: int = KEPT):
         self._inodes: dict[int, Inode] = {}
         self._by_key: dict[tuple, int] = {}
+        self.kept = kept
+        self._made: deque[int] = deque()  # entry inodes by age, oldest first (some forgotten)
         self.add(Inode(pyfuse3.ROOT_INODE, "root", lookups=1))
 
     def of(self, kind: str, repo: str = "", ref: str = "", path: str = "") -> Inode:
@@ -52,7 +60,26 @@ class InodeTable:
         inode = Inode(self._number(key), kind, repo, ref, path)
         self._inodes[inode.ino] = inode
         self._by_key[key] = inode.ino
+        if kind == "entry" and path:
+            self._made.append(inode.ino)
+            if len(self._made) > self.kept:
+                self._shed()
         return inode
+
+    def _shed(self) -> None:
+        """Ask the kernel to drop the dentries of the oldest quarter of the entry inodes it was
+        given; it then forgets them (FORGET), which takes them out of this table. The kernel
+        drops a name only between two reads of a listing of its directory, so a big listing
+        runs ahead of this and the table shrinks back once it ends. A name looked up again
+        gets the same number, since numbers are hashes of paths."""
+        for _ in range(self.kept // 4):
+            inode = self._inodes.get(self._made.popleft())
+            if inode is None or inode.kind != "entry" or inode.linkid or not inode.path:
+                continue  # forgotten already, or a hard link, known by several names
+            parent, name = names.split(inode.path)
+            parent_ino = self._by_key.get(("entry", inode.repo, inode.ref, parent))
+            if parent_ino is not None:
+                pyfuse3.invalidate_entry_async(parent_ino, name.encode(), ignore_enoent=True)
 
     def _number(self, key: tuple) -> int:
         ino = xxhash.xxh3_64_intdigest("\0".join(key).encode()) >> 1
@@ -95,6 +122,9 @@ class InodeTable:
 
     def find(self, ino: int) -> Inode | None:
         return self._inodes.get(ino)
+
+    def __len__(self) -> int:
+        return len(self._inodes)
 
     def __contains__(self, ino: int) -> bool:
         return ino in self._inodes

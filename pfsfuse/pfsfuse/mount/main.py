@@ -31,6 +31,7 @@ from pfsfuse.api.connect import connect
 from pfsfuse.home import Home
 from pfsfuse.metadata.errors import FailedPrecondition, InvalidArgument, PfsError, Unavailable
 from pfsfuse.mount.fs import Filesystem
+from pfsfuse.mount.inodes import KEPT
 from pfsfuse.mount.workspace import alive
 
 log = logging.getLogger("pfsfuse.mount")
@@ -100,7 +101,7 @@ def run(
         with open(state.with_suffix(".lost"), "a") as f:
             f.write(what.replace("\n", " ") + "\n")
 
-    fs = Filesystem(client, path, tmpdir, repos, pinned, read_only, idle, lost)
+    fs = Filesystem(client, path, tmpdir, repos, pinned, read_only, idle, lost, kept_inodes=_kept_inodes())
     _tune_memory()
     options = set(pyfuse3.default_options) | {"fsname=pfsfuse", "subtype=pfs"}
     if read_only:
@@ -116,6 +117,17 @@ def run(
         client.close()
         shutil.rmtree(tmpdir, ignore_errors=True)
         state.with_suffix(".pid").unlink(missing_ok=True)
+
+
+def _kept_inodes() -> int:
+    """$PFS_MOUNT_INODES: how many files and directories the kernel may keep known before the
+    mount asks it to drop the oldest (default 131,072; each costs the mount about 400 bytes)."""
+    text = os.environ.get("PFS_MOUNT_INODES", "")
+    if not text:
+        return KEPT
+    if not text.isdigit() or int(text) < 64:
+        raise InvalidArgument(f"PFS_MOUNT_INODES={text!r}: expected a whole number of at least 64")
+    return int(text)
 
 
 def _tune_memory() -> None:

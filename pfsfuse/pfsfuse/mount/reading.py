@@ -33,7 +33,9 @@ LISTED_SMALL = 256 << 10  # at most this big a file
 LISTED_WINDOW = 256  # chunks, and at most LISTED_WINDOW_BYTES of them
 LISTED_WINDOW_BYTES = 4 << 20
 LISTED_BATCH = 64  # chunks fetched by one worker thread; a reader waits for its whole batch
-LISTED_PENDING = 64  # listings whose next windows are kept, newest first
+# Listed chunks waiting for a reader to reach their window, newest listings kept: a page of a
+# big directory is a listing of its own, and each waiting chunk holds its node's refs alive.
+LISTED_PENDING = 1 << 16
 
 
 @dataclass
@@ -75,6 +77,7 @@ class Reader:
         self._inflight: dict[bytes, trio.Event] = {}
         # a listed small file's chunk -> the listed ones after it, fetched once it is read
         self._next_window: OrderedDict[bytes, list[ChunkRef]] = OrderedDict()
+        self._pending = 0  # chunks in _next_window
         self.fetched = 0  # chunk bytes fetched, read-ahead included (xattr user.pfs.fetched)
 
     async def open(self, inode: Inode, entry: FileNode, r: Ref) -> Handle:
@@ -110,9 +113,11 @@ class Reader:
             n += 1
         now, rest = chunks[:n], chunks[n:]
         if rest:
+            old = self._next_window.pop(now[len(now) // 2].hash, None)
+            self._pending += len(rest) - (len(old) if old is not None else 0)
             self._next_window[now[len(now) // 2].hash] = rest
-            while len(self._next_window) > LISTED_PENDING:
-                self._next_window.popitem(last=False)
+            while self._pending > LISTED_PENDING and len(self._next_window) > 1:
+                self._pending -= len(self._next_window.popitem(last=False)[1])
         now = [c for c in now if c.hash not in self._inflight and self.trees.cached_chunk(c.hash) is None]
         if now:
             for c in now:
@@ -185,6 +190,7 @@ class Reader:
         if self._next_window:
             rest = self._next_window.pop(c.hash, None)
             if rest is not None:
+                self._pending -= len(rest)
                 self._window(rest)
         while True:
             data = self.trees.cached_chunk(c.hash)

@@ -17,7 +17,9 @@ from pfsfuse.metadata.records import ChunkRef, DirNode, FileNode, Inner, Leaf, N
 
 PAGE = 10_000  # entries per listing request
 FULL_LISTING = 50_000  # directories up to this size are cached whole; bigger ones by tree page
-PAGE_CACHE = 1 << 18  # entries of big directories' tree pages kept: bounds the mount's memory
+# Entries of big directories' tree pages kept: bounds the mount's memory (a decoded entry holds
+# about 700 bytes: 131,072 of them about 90 MB).
+PAGE_CACHE = 1 << 17
 
 
 class _Miss(Exception):
@@ -36,6 +38,9 @@ class _LRU:
     @property
     def weight(self) -> int:
         return self._weight
+
+    def __contains__(self, key) -> bool:
+        return key in self._items  # no reordering: a look, not a use
 
     def get(self, key):
         with self._lock:
@@ -64,17 +69,20 @@ class Trees:
     """Reads of immutable tree objects through a client, with caches keyed by hash."""
 
     def __init__(
-        self, client: Client, cache_entries: int = 2_000_000, cache_bytes: int = 256 << 20, page_cache: int = PAGE_CACHE
+        self, client: Client, cache_entries: int = 1 << 17, cache_bytes: int = 256 << 20, page_cache: int = PAGE_CACHE
     ):
         self.client = client
         self._dirs = _LRU(cache_entries)  # dir root -> ({name: node}, [(name, node)] sorted)
         # Big directories: their tree pages by hash (weighed in entries), read as the daemon's
         # index reads them; a lookup reads a page per level, a listing the pages in turn. Inner
         # pages have a cache of their own, so that prefetched leaves never evict the path to them.
-        self._tree_pages = _Pages(client, _LRU(page_cache // 4), _LRU(page_cache))
+        self._tree_pages = _Pages(client, _LRU(page_cache // 4), _LRU(page_cache), siblings=True)
+        # Lookups come in any order (find sorts a big directory's names by inode number, which
+        # is a hash): a held level-1 page's missing leaf is fetched alone.
+        self._lookup_pages = _Pages(client, self._tree_pages.inners, self._tree_pages.leaves)
         self._cached_pages = _Pages(client, self._tree_pages.inners, self._tree_pages.leaves, only_cached=True)
-        self._chunk_lists = _LRU(1_000_000)  # file hash -> chunk refs
-        self._locations = _LRU(4_000_000)  # chunk hash -> ChunkLoc
+        self._chunk_lists = _LRU(1 << 18)  # file hash -> chunk refs
+        self._locations = _LRU(1 << 18)  # chunk hash -> ChunkLoc
         self._chunks = _LRU(cache_bytes)  # chunk hash -> bytes
         self._longest = _LRU(cache_entries)  # dir root -> bytes of the longest path below it
         self.store = getattr(client, "chunk_store", None)  # direct object-store reads, if trusted
@@ -107,7 +115,7 @@ class Trees:
             return hit[0]
         if d.count <= FULL_LISTING or d.root is None:
             return self._whole(d)[0].get(name)
-        return tree.child(self._tree_pages, d, name)
+        return tree.child(self._lookup_pages, d, name)
 
     def cached_child(self, d: DirNode, name: str) -> tuple[Node | None] | None:
         """(node,) when the answer is at hand without asking the daemon, else None."""
@@ -214,24 +222,31 @@ class Trees:
 
 class _Pages:
     """Tree pages by hash (a `tree.PageReader`), cached, fetched from the daemon on a miss; with
-    `only_cached`, a miss raises _Miss instead."""
+    `only_cached`, a miss raises _Miss instead. A level-1 page fetched brings its leaves in the
+    same breath; with `siblings` (a listing's reader), a level-1 page held brings those of its
+    leaves not held."""
 
-    def __init__(self, client: Client, inners: _LRU, leaves: _LRU, only_cached: bool = False):
+    def __init__(self, client: Client, inners: _LRU, leaves: _LRU, only_cached: bool = False, siblings: bool = False):
         self.client = client
         self.inners = inners
         self.leaves = leaves
         self.only_cached = only_cached
+        self.siblings = siblings
 
     def page(self, h: bytes) -> Page:
         found = self.inners.get(h) or self.leaves.get(h)
-        if found is not None:
-            return found
-        if self.only_cached:
-            raise _Miss
-        [found] = self._fetch([h])
-        if isinstance(found, Inner) and found.level == 1:
-            # Its leaves are what a lookup or a listing reads next: one request for them all.
-            self._fetch([c[1] for c in found.children if self.leaves.get(c[1]) is None])
+        held = found is not None
+        if found is None:
+            if self.only_cached:
+                raise _Miss
+            [found] = self._fetch([h])
+        if (self.siblings or not held) and isinstance(found, Inner) and found.level == 1:
+            # Its leaves are what a lookup or a listing reads next: one request for those not
+            # held (inner pages outlive their leaves in the cache, and a second listing would
+            # otherwise ask for its leaves one at a time).
+            missing = [c[1] for c in found.children if c[1] not in self.leaves]
+            if missing:
+                self._fetch(missing)
         return found
 
     def _fetch(self, hashes: list[bytes]) -> list[Page]:

@@ -485,15 +485,21 @@ SUITES = {
 
 
 # Suites with a module of their own: pfsfuse.tools.bench_<suite>, with its SECTIONS and run().
-MODULES = ["mount", "posix", "objstore", "pipelines", "auth", "direct", "compare", "sdk"]
+MODULES = ["mount", "posix", "objstore", "pipelines", "auth", "direct", "compare", "sdk", "bigdir"]
 # Suites that are one section of another: `pfs bench checkout` is `compare --only checkout`.
 ALIASES = {"checkout": ("compare", "checkout")}
 
 
 def run(
-    suite: str, runs: int, workdir: str | None, report: Callable[[Figure], None], only: list[str] | None = None
+    suite: str,
+    runs: int,
+    workdir: str | None,
+    report: Callable[[Figure], None],
+    only: list[str] | None = None,
+    entries: int | None = None,
 ) -> list[Figure]:
-    """The suite's sections (methods of its bench, each giving figures), or those named in `only`."""
+    """The suite's sections (methods of its bench, each giving figures), or those named in `only`;
+    `entries` sizes the directory of the suites that take it (bigdir)."""
     if suite in ALIASES:
         suite, section = ALIASES[suite]
         only = [section]
@@ -504,6 +510,7 @@ def run(
             raise RuntimeError(f"{suite} has no section {name!r}; its sections: {', '.join(names)}")
     chosen = [name for name in names if not only or name in only]
     if module:
-        return module.run(runs, workdir, report, sections=chosen)
+        sized = {"entries": entries} if entries is not None else {}
+        return module.run(runs, workdir, report, sections=chosen, **sized)
     base = Path(tempfile.mkdtemp(prefix="pfs-bench-", dir=workdir or "/tmp"))
     return run_sections(Bench(base, runs), chosen, base, report)

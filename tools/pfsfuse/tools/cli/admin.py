@@ -267,6 +267,7 @@ def delete_all(app: App, yes: bool) -> None:
             "compare",
             "checkout",
             "sdk",
+            "bigdir",
         ]
     ),
     default="store",
@@ -279,20 +280,26 @@ def delete_all(app: App, yes: bool) -> None:
     metavar="SECTION",
     help="Run only this section of the suite, e.g. get_big_file_cold (repeatable).",
 )
+@click.option(
+    "--entries",
+    type=click.IntRange(10, 10_000_000),
+    help="Entries of the directory of `bigdir` (default 100,000).",
+)
 @pass_app
-def bench(app: App, suite: str, runs: int, workdir: str | None, only: tuple[str, ...]) -> None:
+def bench(app: App, suite: str, runs: int, workdir: str | None, only: tuple[str, ...], entries: int | None) -> None:
     """Benchmark against a reference on this machine (scratch store; needs several GiB free).
 
     `compare` runs version, change and checkout workloads through pfsfuse (the checkout also
     with cp -r out of a mount), git and DVC (those installed); `checkout` is its checkout rows
     alone; `compare --only big_file` checks out one 1 GiB file beside DVC and cp. `posix` runs
     fio's random writes and a sqlite workload on the mount beside JuiceFS and the disk, and
-    `ls -l` with and without stats.
+    `ls -l` with and without stats. `bigdir` lists one flat directory of --entries files
+    (find, ls, list-file, a prefix glob) beside the disk, with the daemon's and the mount's memory.
     """
     from pfsfuse.tools import bench as benchmarks  # heavy, and only this verb needs it
 
     app.out.line(benchmarks.HEADER, flush=True)
     try:
-        benchmarks.run(suite, runs, workdir, lambda f: app.out.line(f.row(), flush=True), list(only))
+        benchmarks.run(suite, runs, workdir, lambda f: app.out.line(f.row(), flush=True), list(only), entries)
     except RuntimeError as e:
         raise click.ClickException(str(e)) from None
