@@ -11,9 +11,8 @@ from pfsfuse.metadata import refs
 from pfsfuse.metadata.errors import InvalidArgument, NotFound, PfsError, Unavailable
 from pfsfuse.metadata.records import CommitRef
 from pfsfuse.tools.cli.app import App, json_option, pass_app
-from pfsfuse.tools.cli.commit import HEADERS as COMMIT_HEADERS
-from pfsfuse.tools.cli.commit import commit_row
 from pfsfuse.tools.cli.output import ago, duration, size
+from pfsfuse.tools.cli.views import COMMIT_HEADERS, commit_row
 
 LOCAL_IMAGE_NOTE = "runs on this host: transform.image is recorded, not pulled"
 

@@ -1,0 +1,294 @@
+"""A light client for the local daemon's unix socket, with the standard library only.
+
+The common read-only verbs of the CLI spend more time loading a full client (msgspec, h11, the
+records' Structs) than talking to the daemon. This one speaks the same API (`/rpc/<method>` with
+JSON arguments, `/get` streamed) over HTTP/1.1 on a plain socket, and gives the records as the
+daemon sent them, read by attribute like the Structs of `pfsfuse.api.types` and
+`pfsfuse.metadata.records` (the fields the daemon leaves out at their defaults filled in). It
+reads no chunks itself: a file's bytes come through the daemon.
+
+Only the calls of the read-only verbs are here; the full client (`RemoteClient`) does the rest.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import socket
+from collections.abc import Iterator
+from urllib.parse import urlencode
+
+from pfsfuse.metadata.errors import KINDS, PfsError, Unavailable
+
+_PIECE = 1 << 20
+
+
+class Record:
+    """A record as the daemon sent it (JSON), read by attribute."""
+
+    DEFAULTS: dict[str, object] = {}  # the Struct's defaults, which the daemon leaves out
+
+    def __init__(self, data: dict):
+        self._data = data
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self._data[name] if name in self._data else self.DEFAULTS[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def builtins(self) -> dict:
+        """What `--json` prints (as `msgspec.to_builtins` gives it for the Struct)."""
+        return dict(self._data)
+
+
+class RepoInfo(Record):
+    DEFAULTS = {"description": "", "size": 0, "branches": []}
+
+
+class Branch(Record):
+    DEFAULTS = {"head": None, "provenance": []}
+
+
+class CommitRef(Record):
+    pass
+
+
+class Commit(Record):
+    DEFAULTS = {
+        "parent": None,
+        "children": [],
+        "branch": None,
+        "finished": None,
+        "description": "",
+        "tree": ["d"],  # EMPTY_DIR: a DirNode is an array, ["d", size, count, root, ...]
+        "provenance": [],
+    }
+
+    @property
+    def provenance(self) -> list[CommitRef]:
+        return [CommitRef(p) for p in self._data.get("provenance", [])]
+
+    @property
+    def size(self) -> int:
+        tree = self.tree
+        return tree[1] if len(tree) > 1 else 0
+
+    @property
+    def root(self) -> bytes | None:
+        """The hash of the commit tree's top page (None for an empty tree)."""
+        tree = self.tree
+        return base64.b64decode(tree[3]) if len(tree) > 3 and tree[3] is not None else None
+
+
+class FileInfo(Record):
+    DEFAULTS = {
+        "size": 0,
+        "hash": "",
+        "children": 0,
+        "target": "",
+        "executable": False,
+        "commit": "",
+        "rdev": 0,
+        "mode": None,
+        "uid": None,
+        "gid": None,
+        "mtime": None,
+        "ctime": None,
+        "atime": None,
+        "link": None,
+        "nlink": None,
+    }
+
+
+class _Answer:
+    """An HTTP/1.1 answer: its status and headers, then its body as it arrives."""
+
+    def __init__(self, reader: io.BufferedReader):
+        self._reader = reader
+        while True:
+            status_line = reader.readline(65537)
+            parts = status_line.split(None, 2)
+            if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+                raise ConnectionError(f"not an HTTP answer: {status_line[:80]!r}")
+            self.status = int(parts[1])
+            self.headers: dict[bytes, bytes] = {}
+            while (line := reader.readline(65537)) not in (b"\r\n", b"\n", b""):
+                name, _, value = line.partition(b":")
+                self.headers[name.strip().lower()] = value.strip()
+            if not 100 <= self.status < 200:  # an informational answer: the real one follows
+                break
+        self.keep_alive = self.headers.get(b"connection", b"").lower() != b"close"
+        length = self.headers.get(b"content-length")
+        self._chunked = self.headers.get(b"transfer-encoding", b"").lower() == b"chunked"
+        self._left = int(length) if length is not None and not self._chunked else None
+        self.done = False
+
+    def pieces(self) -> Iterator[bytes]:
+        read = self._reader.read
+        if self._chunked:
+            while True:
+                size = int(self._reader.readline(65537).split(b";")[0], 16)
+                if size == 0:
+                    while self._reader.readline(65537) not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    break
+                while size:
+                    piece = read(min(size, _PIECE))
+                    if not piece:
+                        raise ConnectionError("the answer was cut short")
+                    size -= len(piece)
+                    yield piece
+                read(2)  # the chunk's CRLF
+        elif self._left is not None:
+            while self._left:
+                piece = read(min(self._left, _PIECE))
+                if not piece:
+                    raise ConnectionError("the answer was cut short")
+                self._left -= len(piece)
+                yield piece
+        else:  # to the end of the connection
+            self.keep_alive = False
+            while piece := read(_PIECE):
+                yield piece
+        self.done = True
+
+    def read(self) -> bytes:
+        return b"".join(self.pieces())
+
+
+class LiteClient:
+    def __init__(self, address: str, token: str | None = None):
+        """`address` is `unix:/path/to/pfs.sock`; `token` identifies the caller to a daemon with
+        auth activated."""
+        if not address.startswith("unix:"):
+            raise ValueError(f"the light client speaks to a unix socket only, not {address!r}")
+        self.address = address
+        self.token = token
+        self._sock: socket.socket | None = None
+        self._reader: io.BufferedReader | None = None
+
+    def connect(self) -> None:
+        """Open the connection (OSError if the daemon is not there)."""
+        self.close()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(self.address[5:])
+        except OSError:
+            sock.close()
+            raise
+        self._sock, self._reader = sock, sock.makefile("rb")
+
+    def close(self) -> None:
+        if self._sock is not None:
+            assert self._reader is not None
+            self._reader.close()
+            self._sock.close()
+            self._sock = self._reader = None
+
+    def _send(self, method: str, target: str, body: bytes | None) -> _Answer:
+        head = [f"{method} {target} HTTP/1.1", "Host: pfs"]
+        if self.token:
+            head.append(f"Authorization: Bearer {self.token}")
+        if body is not None:
+            head.append(f"Content-Length: {len(body)}")
+        request = ("\r\n".join(head) + "\r\n\r\n").encode() + (body or b"")
+        # A kept-alive connection the daemon closed meanwhile is opened again, once (every call
+        # here only reads, so sending it twice is harmless).
+        for attempt in (0, 1):
+            try:
+                if self._sock is None:
+                    self.connect()
+                assert self._sock is not None and self._reader is not None
+                self._sock.sendall(request)
+                return _Answer(self._reader)
+            except (ConnectionError, TimeoutError) as e:
+                self.close()
+                if attempt:
+                    raise Unavailable(f"lost the pfs daemon at {self.address}: {e}") from None
+            except OSError as e:
+                self.close()
+                raise Unavailable(f"cannot reach the pfs daemon at {self.address}: {e}") from None
+        raise AssertionError("unreachable")
+
+    def _body(self, answer: _Answer) -> bytes:
+        try:
+            data = answer.read()
+        except (OSError, ValueError) as e:
+            self.close()
+            raise Unavailable(f"the pfs daemon at {self.address} stopped answering: {e}") from None
+        if not answer.keep_alive:
+            self.close()
+        if answer.status != 200:
+            _raise_error(answer.status, data)
+        return data
+
+    def _rpc(self, method: str, **args):
+        body = json.dumps({k: v for k, v in args.items() if v is not None}).encode()
+        return json.loads(self._body(self._send("POST", f"/rpc/{method}", body)))
+
+    # -- the calls of the read-only verbs, as `pfsfuse.api.client.Client` has them ---------------
+
+    def list_repo(self) -> list[RepoInfo]:
+        return [RepoInfo(r) for r in self._rpc("list_repo")]
+
+    def inspect_repo(self, name: str) -> RepoInfo:
+        return RepoInfo(self._rpc("inspect_repo", name=name))
+
+    def list_branch(self, repo: str) -> list[Branch]:
+        return [Branch(b) for b in self._rpc("list_branch", repo=repo)]
+
+    def list_commit(
+        self, repo: str, ref: str | None = None, number: int | None = None, since: str | None = None
+    ) -> list[Commit]:
+        return [Commit(c) for c in self._rpc("list_commit", repo=repo, ref=ref, number=number, since=since)]
+
+    def inspect_commit(self, repo: str, ref: str) -> Commit:
+        return Commit(self._rpc("inspect_commit", repo=repo, ref=ref))
+
+    def list_file(
+        self,
+        repo: str,
+        ref: str,
+        path: str = "",
+        start_after: str | None = None,
+        limit: int | None = None,
+        history: int = 0,
+    ) -> list[FileInfo]:
+        args = {"repo": repo, "ref": ref, "path": path, "start_after": start_after, "limit": limit, "history": history}
+        return [FileInfo(f) for f in self._rpc("list_file", **args)]
+
+    def inspect_file(self, repo: str, ref: str, path: str) -> FileInfo:
+        return FileInfo(self._rpc("inspect_file", repo=repo, ref=ref, path=path))
+
+    def get_file(self, repo: str, ref: str, path: str) -> Iterator[bytes]:
+        """A file's bytes (or a glob's, or a directory's header and footer), as they arrive."""
+        params = {"repo": repo, "ref": ref, **({"path": path} if path else {})}
+        answer = self._send("GET", f"/get?{urlencode(params)}", None)
+        if answer.status != 200:
+            self._body(answer)
+        try:
+            yield from answer.pieces()
+        except (OSError, ValueError) as e:
+            raise Unavailable(f"the pfs daemon at {self.address} stopped answering: {e}") from None
+        finally:
+            if not (answer.done and answer.keep_alive):
+                self.close()
+
+    def version(self) -> str:
+        return self._rpc("version")
+
+
+def _raise_error(status: int, body: bytes):
+    """The daemon's error, as `pfsfuse.api.wire.raise_error` raises it."""
+    try:
+        err = json.loads(body)
+        kind, message = err["kind"], err["message"]
+        if not isinstance(kind, str) or not isinstance(message, str):
+            raise TypeError
+    except (ValueError, TypeError, KeyError):
+        raise PfsError(f"daemon answered HTTP {status}: {body[:200].decode(errors='replace')}") from None
+    raise KINDS.get(kind, PfsError)(message)
