@@ -12,12 +12,10 @@ Only the calls of the read-only verbs are here; the full client (`RemoteClient`)
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import socket
 from collections.abc import Iterator
-from urllib.parse import urlencode
 
 from pfsfuse.metadata.errors import KINDS, PfsError, Unavailable
 
@@ -64,7 +62,7 @@ class Commit(Record):
         "branch": None,
         "finished": None,
         "description": "",
-        "tree": ["d"],  # EMPTY_DIR: a DirNode is an array, ["d", size, count, root, ...]
+        "tree": ["d", 0, 0, None, None, None, None],  # EMPTY_DIR: a DirNode is an array ["d", size, count, root, ...]
         "provenance": [],
     }
 
@@ -80,6 +78,8 @@ class Commit(Record):
     @property
     def root(self) -> bytes | None:
         """The hash of the commit tree's top page (None for an empty tree)."""
+        import base64  # for --json only
+
         tree = self.tree
         return base64.b64decode(tree[3]) if len(tree) > 3 and tree[3] is not None else None
 
@@ -266,6 +266,8 @@ class LiteClient:
 
     def get_file(self, repo: str, ref: str, path: str) -> Iterator[bytes]:
         """A file's bytes (or a glob's, or a directory's header and footer), as they arrive."""
+        from urllib.parse import urlencode  # (it loads re: only get-file needs it)
+
         params = {"repo": repo, "ref": ref, **({"path": path} if path else {})}
         answer = self._send("GET", f"/get?{urlencode(params)}", None)
         if answer.status != 200:

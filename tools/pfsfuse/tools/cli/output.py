@@ -93,6 +93,12 @@ def _width(text: str) -> int:
     return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
 
+def oserror_message(e: OSError) -> str:
+    """An OSError as one line for people: the file it concerns, and what went wrong."""
+    where = f"{e.filename}: " if e.filename else ""
+    return f"{where}{e.strerror or e}"
+
+
 _INF = float("inf")
 
 
