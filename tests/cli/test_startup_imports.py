@@ -53,10 +53,36 @@ def _modules(env, *args: str) -> set[str]:
     return set(json.loads(line.removeprefix("MODULES ")))
 
 
-@pytest.mark.parametrize(
-    "args, heavy", [(["--help"], HEAVY), (["list-repo"], HEAVY_FOR_LIST_REPO), (["version"], HEAVY_FOR_LIST_REPO)]
-)
+@pytest.mark.parametrize("args, heavy", [(["--help"], HEAVY), (["inspect-cluster"], HEAVY_FOR_LIST_REPO)])
 def test_common_verbs_import_no_heavy_modules(daemon, args, heavy):
     loaded = _modules(daemon.env, *args)
     assert "pfsfuse.tools.cli.main" in loaded  # the probe ran the command
+    assert [m for m in heavy if m in loaded] == []
+
+
+# The light path (tools/cli/lite.py) does without the click CLI and the full client too.
+LIGHT_HEAVY = [*HEAVY, "click", "msgspec", "h11", "pfsfuse.api.remote", "pfsfuse.metadata.records", "typing"]
+LIGHT_FOR_LIST_REPO = [*LIGHT_HEAVY, "pfsfuse.metadata.tree", "pfsfuse.metadata.glob", "urllib"]
+
+
+@pytest.mark.parametrize(
+    "args, heavy",
+    [
+        (["list-repo"], LIGHT_FOR_LIST_REPO),
+        (["version"], LIGHT_FOR_LIST_REPO),
+        (["list-repo", "--json"], LIGHT_HEAVY),
+        (["inspect-repo", "r"], LIGHT_HEAVY),
+        (["list-branch", "r"], LIGHT_HEAVY),
+        (["list-commit", "r", "-n", "1"], LIGHT_HEAVY),
+        (["inspect-commit", "r", "master", "--json"], LIGHT_HEAVY),
+        (["list-file", "r@master"], LIGHT_HEAVY),
+        (["inspect-file", "r", "master", "f"], LIGHT_HEAVY),
+        (["get-file", "r@master:f"], LIGHT_HEAVY),
+    ],
+)
+def test_the_light_verbs_import_neither_click_nor_the_full_client(daemon, args, heavy):
+    daemon.pfs("create-repo", "r")
+    daemon.pfs("put-file", "r", "master", "f", input=b"data")
+    loaded = _modules(daemon.env, *args)
+    assert "pfsfuse.tools.cli.lite" in loaded  # the probe ran the command
     assert [m for m in heavy if m in loaded] == []
