@@ -14,6 +14,7 @@ import pytest
 
 from pfsfuse.api import lite, types
 from pfsfuse.metadata import records
+from pfsfuse.scheduler import records as pps_records
 
 # The `pfs` console script's entry point, noting at exit whether the full (click) CLI ran.
 _LIGHT = """
@@ -96,6 +97,9 @@ LIGHT_CASES = [
     ["get-file", "images", "master", "a.txt"],
     ["get-file", "images@master:ñandú.txt"],
     ["get-file", "images", "master", "sub/*"],
+    ["list-job"],
+    ["list-job", "--json"],
+    ["list-job", "-p", "images"],
     ["version"],
     ["version", "--client-only"],
     # errors: one line on stderr and status 1, as the daemon words them
@@ -109,6 +113,7 @@ LIGHT_CASES = [
     ["inspect-file", "images", "master", "missing"],
     ["get-file", "images", "master", "missing"],
     ["get-file", "images", "master", "../x"],
+    ["list-job", "--pipeline", "nope"],
 ]
 
 
@@ -130,6 +135,7 @@ FULL_CASES = [
     ["list-file", "images", "master", "--history", "0"],
     ["get-file", "images", "master", "a.txt", "-o", "/nonexistent/dir/out"],
     ["list-repo", "--", "x"],
+    ["list-job", "-i", "images@master"],
 ]
 
 
@@ -167,6 +173,7 @@ def test_a_big_file_is_read_by_the_full_client(daemon, tmp_path, monkeypatch):
         (lite.Branch, records.Branch),
         (lite.Commit, records.Commit),
         (lite.FileInfo, types.FileInfo),
+        (lite.JobInfo, pps_records.JobInfo),
     ],
 )
 def test_the_light_records_default_as_the_structs_do(light, struct):

@@ -104,6 +104,26 @@ class FileInfo(Record):
     }
 
 
+class JobInfo(Record):
+    DEFAULTS = {
+        "pipeline_version": 1,
+        "inputs": [],
+        "output_commit": "",
+        "meta_commit": "",
+        "deltas": [],
+        "finished": None,
+        "state": "starting",
+        "reason": "",
+        "restarts": 0,
+        "total": 0,
+        "processed": 0,
+        "skipped": 0,
+        "failed": 0,
+        "downloaded": 0,
+        "uploaded": 0,
+    }
+
+
 class _Answer:
     """An HTTP/1.1 answer: its status and headers, then its body as it arrives."""
 
@@ -226,9 +246,12 @@ class LiteClient:
             _raise_error(answer.status, data)
         return data
 
-    def _rpc(self, method: str, **args):
+    def _post(self, path: str, args: dict):
         body = json.dumps({k: v for k, v in args.items() if v is not None}).encode()
-        return json.loads(self._body(self._send("POST", f"/rpc/{method}", body)))
+        return json.loads(self._body(self._send("POST", path, body)))
+
+    def _rpc(self, method: str, **args):
+        return self._post(f"/rpc/{method}", args)
 
     # -- the calls of the read-only verbs, as `pfsfuse.api.client.Client` has them ---------------
 
@@ -282,6 +305,13 @@ class LiteClient:
 
     def version(self) -> str:
         return self._rpc("version")
+
+    # -- and of the pipelines' API (`pfsfuse.scheduler.api.Pipelines`) -------------------------
+
+    def list_job(self, pipeline: str | None = None, input_commit: None = None) -> list[JobInfo]:
+        if input_commit is not None:
+            raise ValueError("the light client lists jobs by pipeline only")
+        return [JobInfo(j) for j in self._post("/pps/list_job", {"pipeline": pipeline})]
 
 
 def _raise_error(status: int, body: bytes):

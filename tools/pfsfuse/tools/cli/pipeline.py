@@ -10,6 +10,7 @@ import click
 from pfsfuse.metadata import refs
 from pfsfuse.metadata.errors import InvalidArgument, NotFound, PfsError, Unavailable
 from pfsfuse.metadata.records import CommitRef
+from pfsfuse.tools.cli import views
 from pfsfuse.tools.cli.app import App, json_option, pass_app
 from pfsfuse.tools.cli.output import ago, duration, size
 from pfsfuse.tools.cli.views import COMMIT_HEADERS, commit_row
@@ -238,24 +239,6 @@ def start_pipeline(app: App, name: str) -> None:
     app.pipelines.start_pipeline(name)
 
 
-JOB_HEADERS = ["ID", "OUTPUT COMMIT", "STARTED", "DURATION", "RESTART", "PROGRESS", "DL", "UL", "STATE"]
-
-
-def _job_row(j) -> list[str]:
-    end = j.finished or time.time()
-    return [
-        j.id,
-        f"{j.pipeline}/{j.output_commit or '-'}",
-        ago(j.started),
-        duration(end - j.started) if j.finished else "-",
-        str(j.restarts),
-        f"{j.processed} + {j.skipped} / {j.total}",
-        size(j.downloaded),
-        size(j.uploaded),
-        j.state,
-    ]
-
-
 @click.command("list-job")
 @click.option("-p", "--pipeline", help="Only this pipeline's jobs.")
 @click.option("-i", "--input", "input_commit", help="Only jobs with this input commit (REPO@COMMIT or REPO/COMMIT).")
@@ -264,10 +247,7 @@ def _job_row(j) -> list[str]:
 def list_job(app: App, pipeline: str | None, input_commit: str | None, as_json: bool) -> None:
     """List jobs, newest first: PROGRESS is processed + skipped / total datums."""
     ref = _resolve(app, (input_commit,))[0] if input_commit else None
-    jobs = app.pipelines.list_job(pipeline, ref)
-    if as_json:
-        return app.out.json(jobs)
-    app.out.table(JOB_HEADERS, (_job_row(j) for j in jobs))
+    views.list_job(app.pipelines, app.out, pipeline, ref, as_json)
 
 
 @click.command("inspect-job")
@@ -327,7 +307,7 @@ def flush_job(app: App, commits: tuple[str, ...], pipelines: tuple[str, ...], as
     jobs = app.pipelines.flush_job(_resolve(app, commits), list(pipelines) or None)
     if as_json:
         return app.out.json(jobs)
-    app.out.table(JOB_HEADERS, (_job_row(j) for j in jobs))
+    app.out.table(views.JOB_HEADERS, (views.job_row(j) for j in jobs))
 
 
 @click.command("flush-commit")

@@ -13,7 +13,7 @@ import stat
 import time
 from collections.abc import Iterable, Iterator
 
-from pfsfuse.tools.cli.output import Output, ago, commit_duration, size
+from pfsfuse.tools.cli.output import Output, ago, commit_duration, duration, size
 from pfsfuse.version import VERSION
 
 COMMIT_HEADERS = ["REPO", "ID", "PARENT", "STARTED", "DURATION", "SIZE"]
@@ -149,6 +149,32 @@ def inspect_file(client, out: Output, repo: str, ref: str, path: str, as_json: b
     if f.nlink is not None:
         fields.append(("Links", f"{f.nlink} (hard link {f.link:x})"))
     out.fields(fields)
+
+
+JOB_HEADERS = ["ID", "OUTPUT COMMIT", "STARTED", "DURATION", "RESTART", "PROGRESS", "DL", "UL", "STATE"]
+
+
+def job_row(j) -> list[str]:
+    end = j.finished or time.time()
+    return [
+        j.id,
+        f"{j.pipeline}/{j.output_commit or '-'}",
+        ago(j.started),
+        duration(end - j.started) if j.finished else "-",
+        str(j.restarts),
+        f"{j.processed} + {j.skipped} / {j.total}",
+        size(j.downloaded),
+        size(j.uploaded),
+        j.state,
+    ]
+
+
+def list_job(pipelines, out: Output, pipeline: str | None, input_commit, as_json: bool) -> None:
+    """`pipelines`: the pipeline API (RemotePipelines, or the light client)."""
+    jobs = pipelines.list_job(pipeline, input_commit)
+    if as_json:
+        return out.json(jobs)
+    out.table(JOB_HEADERS, (job_row(j) for j in jobs))
 
 
 def version(client, out: Output) -> None:
