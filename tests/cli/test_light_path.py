@@ -97,6 +97,8 @@ LIGHT_CASES = [
     ["get-file", "images", "master", "a.txt"],
     ["get-file", "images@master:ñandú.txt"],
     ["get-file", "images", "master", "sub/*"],
+    ["get-file", "images", "master", "sub"],
+    ["get-file", "images", "master", "sub/link"],
     ["list-job"],
     ["list-job", "--json"],
     ["list-job", "-p", "images"],
@@ -113,6 +115,9 @@ LIGHT_CASES = [
     ["inspect-file", "images", "master", "missing"],
     ["get-file", "images", "master", "missing"],
     ["get-file", "images", "master", "../x"],
+    ["get-file", "images", "nosuch", "a.txt"],
+    ["get-file", "nope", "master", "a.txt"],
+    ["get-file", "images", "master", "zz*"],
     ["list-job", "--pipeline", "nope"],
 ]
 

@@ -62,7 +62,7 @@ def test_common_verbs_import_no_heavy_modules(daemon, args, heavy):
 
 # The light path (tools/cli/lite.py) does without the click CLI and the full client too.
 LIGHT_HEAVY = [*HEAVY, "click", "msgspec", "h11", "pfsfuse.api.remote", "pfsfuse.metadata.records", "typing"]
-LIGHT_FOR_LIST_REPO = [*LIGHT_HEAVY, "pfsfuse.metadata.tree", "pfsfuse.metadata.glob", "urllib"]
+LIGHT_FOR_LIST_REPO = [*LIGHT_HEAVY, "pfsfuse.metadata.tree", "pfsfuse.metadata.glob", "urllib", "socket"]
 
 
 @pytest.mark.parametrize(

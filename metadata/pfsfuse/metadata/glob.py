@@ -20,9 +20,10 @@ from typing import cast
 
 from pfsfuse.metadata import tree
 from pfsfuse.metadata.errors import InvalidArgument
-from pfsfuse.metadata.names import WILDCARD, join
-from pfsfuse.metadata.names import is_pattern as is_pattern  # (glob.is_pattern to its callers)
+from pfsfuse.metadata.names import join
 from pfsfuse.metadata.records import DirNode, Node
+
+_WILDCARD = re.compile(r"[*?\[]")
 
 
 def glob(src: tree.PageReader, root: DirNode, pattern: str) -> Iterator[tuple[str, Node]]:
@@ -47,6 +48,11 @@ def _glob(src: tree.PageReader, root: DirNode, pat: _Pattern) -> Iterator[tuple[
                 break
         else:
             stack.pop()
+
+
+def is_pattern(s: str) -> bool:
+    """Whether `s` has wildcards ('*', '?', '[')."""
+    return _WILDCARD.search(s) is not None
 
 
 def match(pattern: str, path: str) -> bool:
@@ -106,9 +112,9 @@ class _Pattern:
     ) -> Iterator[tuple[str, Node, frozenset[int]]]:
         """(path, node, states after it) for the entries of `d` that keep some state alive."""
         wanted = {self.parts[i] for i in states if i < len(self.parts)}
-        if any(WILDCARD.search(part) for part in wanted):
+        if any(_WILDCARD.search(part) for part in wanted):
             # Names sharing a literal prefix are adjacent in name order: seek to the first.
-            prefix = os.path.commonprefix([WILDCARD.split(part, 1)[0] for part in wanted])
+            prefix = os.path.commonprefix([_WILDCARD.split(part, 1)[0] for part in wanted])
             entries: Iterator[tuple[str, Node]] = _prefixed(src, d, prefix) if prefix else tree.list_dir(src, d)
         else:
             # Only literal names: look them up instead of listing a possibly huge directory.
@@ -132,6 +138,6 @@ def _prefixed(src: tree.PageReader, d: DirNode, prefix: str) -> Iterator[tuple[s
 
 def _matcher(part: str) -> Callable[[str], bool]:
     # Bound methods, not lambdas: called once per name listed. A match object is truthy.
-    if not WILDCARD.search(part):
+    if not _WILDCARD.search(part):
         return cast(Callable[[str], bool], part.__eq__)
     return cast(Callable[[str], bool], re.compile(fnmatch.translate(part)).match)

@@ -11,12 +11,6 @@ COMMIT_ID = re.compile(r"[0-9a-f]{32}")
 MAX_COMPONENT = 255
 MAX_PATH = 4096
 MAX_TARGET = 4095  # a symlink's target, as on Linux (PATH_MAX less its NUL)
-WILDCARD = re.compile(r"[*?\[]")
-
-
-def is_pattern(s: str) -> bool:
-    """Whether `s` has glob wildcards ('*', '?', '[')."""
-    return WILDCARD.search(s) is not None
 
 
 def repo_name(name: str) -> str:

@@ -12,9 +12,9 @@ Only the calls of the read-only verbs are here; the full client (`RemoteClient`)
 
 from __future__ import annotations
 
+import _socket  # socket.py's Python layer makes its enums at import: a tenth of this path's time
 import io
 import json
-import socket
 from collections.abc import Iterator
 
 from pfsfuse.metadata.errors import KINDS, PfsError, Unavailable
@@ -124,6 +124,19 @@ class JobInfo(Record):
     }
 
 
+class _SocketIO(io.RawIOBase):
+    """A connected socket as a raw stream, for io.BufferedReader (socket.makefile's, in short)."""
+
+    def __init__(self, sock: _socket.socket):
+        self._sock = sock
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        return self._sock.recv_into(b)
+
+
 class _Answer:
     """An HTTP/1.1 answer: its status and headers, then its body as it arrives."""
 
@@ -188,19 +201,19 @@ class LiteClient:
             raise ValueError(f"the light client speaks to a unix socket only, not {address!r}")
         self.address = address
         self.token = token
-        self._sock: socket.socket | None = None
+        self._sock: _socket.socket | None = None
         self._reader: io.BufferedReader | None = None
 
     def connect(self) -> None:
         """Open the connection (OSError if the daemon is not there)."""
         self.close()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         try:
             sock.connect(self.address[5:])
         except OSError:
             sock.close()
             raise
-        self._sock, self._reader = sock, sock.makefile("rb")
+        self._sock, self._reader = sock, io.BufferedReader(_SocketIO(sock))
 
     def close(self) -> None:
         if self._sock is not None:
@@ -287,14 +300,20 @@ class LiteClient:
     def inspect_file(self, repo: str, ref: str, path: str) -> FileInfo:
         return FileInfo(self._rpc("inspect_file", repo=repo, ref=ref, path=path))
 
-    def get_file(self, repo: str, ref: str, path: str) -> Iterator[bytes]:
-        """A file's bytes (or a glob's, or a directory's header and footer), as they arrive."""
-        from urllib.parse import urlencode  # (it loads re: only get-file needs it)
+    def open_file(self, repo: str, ref: str, path: str) -> tuple[int | None, Iterator[bytes]]:
+        """The size of a file (None for a glob's files, whose size is not known up front) and
+        its bytes as they arrive; the daemon's error raised now, before any byte. Close the
+        client if the bytes are not read."""
+        from urllib.parse import urlencode  # (only get-file needs it)
 
         params = {"repo": repo, "ref": ref, **({"path": path} if path else {})}
         answer = self._send("GET", f"/get?{urlencode(params)}", None)
         if answer.status != 200:
             self._body(answer)
+        length = answer.headers.get(b"content-length")
+        return (int(length) if length is not None else None), self._pieces(answer)
+
+    def _pieces(self, answer: _Answer) -> Iterator[bytes]:
         try:
             yield from answer.pieces()
         except (OSError, ValueError) as e:

@@ -266,6 +266,7 @@ def delete_all(app: App, yes: bool) -> None:
             "compare",
             "checkout",
             "sdk",
+            "startup",
         ]
     ),
     default="store",
@@ -286,7 +287,8 @@ def bench(app: App, suite: str, runs: int, workdir: str | None, only: tuple[str,
     with cp -r out of a mount), git and DVC (those installed); `checkout` is its checkout rows
     alone; `compare --only big_file` checks out one 1 GiB file beside DVC and cp. `posix` runs
     fio's random writes and a sqlite workload on the mount beside JuiceFS and the disk, and
-    `ls -l` with and without stats.
+    `ls -l` with and without stats. `startup` times the common read-only verbs from start to exit
+    beside a bare `python3 -c pass` and `git status`.
     """
     from pfsfuse.tools import bench as benchmarks  # heavy, and only this verb needs it
 

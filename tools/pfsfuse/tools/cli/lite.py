@@ -128,14 +128,11 @@ def _client() -> LiteClient:
 
 def _get_file(client: LiteClient, repo: str, ref: str, path: str) -> None:
     """get-file of one file (or a glob's files) to stdout, as file.get_file writes it."""
-    from pfsfuse.metadata.names import is_pattern
-
-    if not is_pattern(path):
-        info = client.inspect_file(repo, ref, path)
-        if info.size >= GET_MAX:
-            raise _Fallback
+    size, pieces = client.open_file(repo, ref, path)
+    if size is not None and size >= GET_MAX:
+        raise _Fallback  # (the client is closed unread)
     out = sys.stdout.buffer
-    for piece in client.get_file(repo, ref, path):
+    for piece in pieces:
         out.write(piece)
     out.flush()
 
