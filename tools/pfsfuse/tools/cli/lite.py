@@ -91,8 +91,8 @@ def _parse(verb: str, words: list[str]) -> dict:
             found[key] = convert(value)
             continue
         positional.append(word)
-    if spread and positional:
-        from pfsfuse.metadata import refs
+    if spread and positional and "@" in positional[0]:
+        from pfsfuse.metadata import refs  # (it loads re)
 
         m = refs.split(positional[0])
         if m is not None:
