@@ -119,6 +119,7 @@ LIGHT_CASES = [
     ["get-file", "nope", "master", "a.txt"],
     ["get-file", "images", "master", "zz*"],
     ["list-job", "--pipeline", "nope"],
+    ["auth", "whoami"],
 ]
 
 
@@ -155,13 +156,27 @@ def test_a_daemon_not_answering_goes_to_click(daemon, tmp_path):
     assert code == 1 and b"cannot reach the pfs daemon" in err
 
 
-def test_a_token_kept_by_login_or_tcp_goes_to_click(daemon, tmp_path):
-    (daemon.home / "client.json").write_bytes(b'{"token": "t"}')
-    try:
-        _same(daemon.env, ["list-repo"], tmp_path, path="full")
-    finally:
-        (daemon.home / "client.json").unlink()
+def test_a_damaged_client_json_or_tcp_goes_to_click(daemon, tmp_path):
+    for damaged in (b'{"token": 5}', b"[]", b"{", b"\xff"):
+        (daemon.home / "client.json").write_bytes(damaged)
+        out, err, code = _same(daemon.env, ["list-repo"], tmp_path, path="full")
+        assert code == 1 and b"is damaged" in err
+    (daemon.home / "client.json").unlink()
     _same({**daemon.env, "PFS_ADDRESS": "127.0.0.1:1"}, ["list-repo"], tmp_path, path="full")
+
+
+def test_with_auth_the_light_path_sends_the_kept_token_or_pfs_auth_token(daemon, tmp_path):
+    daemon.pfs("auth", "activate", "--admins=admin")  # logs this home's client in: client.json
+    daemon.pfs("create-repo", "r")
+    for args in (["auth", "whoami"], ["auth", "whoami", "--json"], ["list-repo"], ["inspect-repo", "r"]):
+        out, err, code = _same(daemon.env, args, tmp_path)
+        assert code == 0, err
+    assert b'You are "admin"' in _same(daemon.env, ["auth", "whoami"], tmp_path)[0]
+    # a token in the environment wins over the kept one
+    bad = {**daemon.env, "PFS_AUTH_TOKEN": "not-a-token"}
+    for args in (["auth", "whoami"], ["list-repo"], ["get-file", "r", "master", "f"]):
+        out, err, code = _same(bad, args, tmp_path)
+        assert code == 1 and err.startswith(b"Error: ")
 
 
 def test_a_big_file_is_read_by_the_full_client(daemon, tmp_path, monkeypatch):

@@ -5,9 +5,9 @@ records. Here their few arguments are read by hand, the local daemon is asked ov
 by the light client (`pfsfuse.api.lite`, standard library only), and the verbs' bodies shared with
 the click commands (`views.py`) print the same bytes. Anything else returns None and the full CLI
 runs instead, so behaviour never diverges: another verb, an option or form not listed here
-(`--help`, `-h`, `--`, a bad number), a daemon over TCP, a token kept by `pfs auth login`, a daemon
-that does not answer (the full CLI starts it), a file worth a progress bar or read faster from the
-store directly, JSON the standard library would print otherwise.
+(`--help`, `-h`, `--`, a bad number), a daemon over TCP, a client.json (`pfs auth login`'s token)
+it cannot read, a daemon that does not answer (the full CLI starts it), a file worth a progress
+bar or read faster from the store directly, JSON the standard library would print otherwise.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from pfsfuse.api.lite import LiteClient
+from pfsfuse.api.lite import LiteClient, loads
 from pfsfuse.metadata.errors import PfsError
 from pfsfuse.tools.cli import views
 from pfsfuse.tools.cli.output import NotPlain, Output, oserror_message
@@ -61,6 +61,7 @@ _VERBS: dict[
     "get-file": ([("repo", True), ("ref", True), ("path", True)], {}, {}, True),
     "list-job": ([], _JSON, {"-p": ("pipeline", str), "--pipeline": ("pipeline", str)}, False),
     "version": ([], {"--client-only": "client_only"}, {}, False),
+    "auth whoami": ([], _JSON, {}, False),
 }
 
 
@@ -108,22 +109,39 @@ def _parse(verb: str, words: list[str]) -> dict:
 
 def _client() -> LiteClient:
     """A client of the local daemon's unix socket, connected; _Fallback where the full client is
-    needed (TCP or TLS, a token `pfs auth login` kept, no daemon answering)."""
+    needed (TCP or TLS, a client.json it cannot read, no daemon answering)."""
     address = os.environ.get("PFS_ADDRESS") or os.environ.get("ADDRESS")  # as the group reads them
     home = os.path.abspath(os.path.expanduser(os.environ.get("PFS_HOME") or "~/.pfs"))
     if not address:
         address = f"unix:{home}/pfs.sock"
     if not address.startswith("unix:"):
         raise _Fallback
-    token = os.environ.get("PFS_AUTH_TOKEN")
-    if not token and os.path.lexists(os.path.join(home, "client.json")):
-        raise _Fallback
-    client = LiteClient(address, token or None)
+    client = LiteClient(address, os.environ.get("PFS_AUTH_TOKEN") or _kept_token(home))
     try:
         client.connect()
     except OSError:
         raise _Fallback from None
     return client
+
+
+def _kept_token(home: str) -> str | None:
+    """The token `pfs auth login` kept in PFS_HOME's client.json, as Home.token reads it; a file
+    it would refuse is left to it."""
+    try:
+        with open(os.path.join(home, "client.json"), "rb") as f:
+            data = f.read()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError:
+        raise _Fallback from None
+    try:
+        kept = loads(data)
+    except ValueError:
+        raise _Fallback from None
+    token = kept.get("token") if isinstance(kept, dict) else 0
+    if token is not None and not isinstance(token, str):
+        raise _Fallback
+    return token
 
 
 def _get_file(client: LiteClient, repo: str, ref: str, path: str) -> None:
@@ -161,6 +179,8 @@ def _run(verb: str, args: dict, client: LiteClient | None) -> None:
         return views.inspect_file(client, out, args["repo"], args["ref"], args["path"], args["as_json"])
     if verb == "list-job":
         return views.list_job(client, out, args["pipeline"], None, args["as_json"])
+    if verb == "auth whoami":
+        return views.whoami(client, out, args["as_json"])
     if verb == "get-file":
         return _get_file(client, args["repo"], args["ref"], args["path"])
     raise _Fallback
@@ -169,12 +189,12 @@ def _run(verb: str, args: dict, client: LiteClient | None) -> None:
 def run(argv: list[str]) -> int | None:
     """Run `pfs ARGV` on the light path and return its exit status, or None if the full CLI must
     run it (nothing has been printed then)."""
-    if not argv or argv[0] not in _VERBS:
+    verb, words = (" ".join(argv[:2]), argv[2:]) if argv[:1] == ["auth"] else (argv[0] if argv else "", argv[1:])
+    if verb not in _VERBS:
         return None
-    verb = argv[0]
     client = None
     try:
-        args = _parse(verb, argv[1:])
+        args = _parse(verb, words)
         if verb != "version" or not args["client_only"]:
             client = _client()
         _run(verb, args, client)

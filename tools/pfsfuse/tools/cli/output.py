@@ -51,6 +51,11 @@ def ago(ts: float | None) -> str:
     return "-" if ts is None else f"{duration(time.time() - ts)} ago"
 
 
+def when(ts: float) -> str:
+    """A moment as local time, with its zone."""
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(ts))
+
+
 def commit_duration(c) -> str:  # a Commit, or the light client's record of one
     return "-" if c.finished is None else duration(c.finished - c.started)
 

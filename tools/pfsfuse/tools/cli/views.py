@@ -13,7 +13,7 @@ import stat
 import time
 from collections.abc import Iterable, Iterator
 
-from pfsfuse.tools.cli.output import Output, ago, commit_duration, duration, size
+from pfsfuse.tools.cli.output import Output, ago, commit_duration, duration, size, when
 from pfsfuse.version import VERSION
 
 COMMIT_HEADERS = ["REPO", "ID", "PARENT", "STARTED", "DURATION", "SIZE"]
@@ -175,6 +175,17 @@ def list_job(pipelines, out: Output, pipeline: str | None, input_commit, as_json
     if as_json:
         return out.json(jobs)
     out.table(JOB_HEADERS, (job_row(j) for j in jobs))
+
+
+def whoami(auth, out: Output, as_json: bool) -> None:
+    """`auth`: the auth API (RemoteAuth, or the light client)."""
+    w = auth.who_am_i()
+    if as_json:
+        return out.json(w)
+    out.line(f'You are "{w.subject}"')
+    out.line(f"session expires: {when(w.expires)}")
+    if w.admin:
+        out.line("You are an administrator of this pfs cluster")
 
 
 def version(client, out: Output) -> None:
