@@ -5,6 +5,7 @@ must be."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 from pfsfuse.api import lite, types
 from pfsfuse.metadata import records
 from pfsfuse.scheduler import records as pps_records
+from pfsfuse.scheduler import spec
 
 # The `pfs` console script's entry point, noting at exit whether the full (click) CLI ran.
 _LIGHT = """
@@ -186,6 +188,37 @@ def test_a_big_file_is_read_by_the_full_client(daemon, tmp_path, monkeypatch):
     assert len(out) == 17 << 20
 
 
+def test_pipelines_and_jobs_print_alike(daemon, tmp_path):
+    daemon.pfs("create-repo", "in")
+    daemon.pfs("put-file", "in", "master", "a.txt", input=b"a\n")
+    copy = {"cmd": ["sh"], "stdin": ["cp -r /pfs/in/* /pfs/out/ || true"]}
+    atom = {"atom": {"repo": "in", "glob": "/*"}}
+    specs = [
+        {"pipeline": {"name": "one"}, "transform": copy, "input": atom},
+        {
+            "pipeline": {"name": "two"},
+            "transform": copy,
+            "input": {"cross": [atom, {"pfs": {"repo": "one", "glob": "/", "name": "o"}}]},
+            "output_branch": "out",
+        },
+        {"pipeline": {"name": "three"}, "transform": copy, "input": {"union": [atom, atom]}, "datum_tries": 1},
+    ]
+    (tmp_path / "specs.json").write_text("".join(json.dumps(s) for s in specs))
+    daemon.pfs("create-pipeline", "-f", str(tmp_path / "specs.json"))
+    head = json.loads(daemon.pfs("inspect-commit", "in", "master", "--json").stdout)["id"]
+    daemon.pfs("flush-commit", f"in@{head}")  # the jobs are done: their rows stay as they are
+    daemon.pfs("stop-pipeline", "three")
+    for args in (
+        ["list-pipeline"],
+        ["list-pipeline", "--json"],
+        ["list-pipeline", "--spec"],
+        ["list-job"],
+        ["list-job", "-p", "two", "--json"],
+    ):
+        out, err, code = _same(daemon.env, args, tmp_path)
+        assert code == 0 and out.count(b"\n") > 1, err
+
+
 @pytest.mark.parametrize(
     "light, struct",
     [
@@ -194,6 +227,10 @@ def test_a_big_file_is_read_by_the_full_client(daemon, tmp_path, monkeypatch):
         (lite.Commit, records.Commit),
         (lite.FileInfo, types.FileInfo),
         (lite.JobInfo, pps_records.JobInfo),
+        (lite.PipelineInfo, pps_records.PipelineInfo),
+        (lite.Input, spec.Input),
+        (lite.AtomInput, spec.AtomInput),
+        (lite.CronInput, spec.CronInput),
     ],
 )
 def test_the_light_records_default_as_the_structs_do(light, struct):
@@ -204,3 +241,9 @@ def test_the_light_records_default_as_the_structs_do(light, struct):
         default = f.default if f.default is not msgspec.NODEFAULT else f.default_factory()
         wanted[f.name] = msgspec.to_builtins(default)
     assert light.DEFAULTS == wanted
+
+
+def test_a_pipeline_spec_defaults_as_its_struct_does():
+    """(The light record fills in only the defaults the table reads.)"""
+    defaults = {f.name: f.default for f in msgspec.structs.fields(spec.PipelineSpec)}
+    assert all(defaults[name] == value for name, value in lite.PipelineSpec.DEFAULTS.items())

@@ -82,6 +82,7 @@ LIGHT_PLAIN = [*LIGHT_HEAVY, "json", "re", "enum"]
         (["inspect-file", "r", "master", "f"], LIGHT_PLAIN),
         (["get-file", "r", "master", "f"], LIGHT_PLAIN),
         (["list-job"], LIGHT_PLAIN),
+        (["list-pipeline"], LIGHT_PLAIN),
         (["list-repo", "--json"], LIGHT_HEAVY),
         (["inspect-commit", "r", "master", "--json"], LIGHT_HEAVY),
         (["list-file", "r@master"], LIGHT_HEAVY),

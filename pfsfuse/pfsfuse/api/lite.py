@@ -187,6 +187,42 @@ class WhoAmI(Record):
     pass
 
 
+class AtomInput(Record):
+    DEFAULTS = {"name": "", "branch": "master", "lazy": False, "empty_files": False}
+
+
+class CronInput(Record):
+    DEFAULTS = {"repo": "", "start": ""}
+
+
+class Input(Record):
+    DEFAULTS = dict.fromkeys(["atom", "pfs", "cross", "union", "cron", "git"])
+
+    def __getattr__(self, name: str):
+        value = super().__getattr__(name)
+        if value is None or name == "git":
+            return value
+        if name in ("cross", "union"):
+            return [Input(i) for i in value]
+        return CronInput(value) if name == "cron" else AtomInput(value)
+
+
+class PipelineSpec(Record):
+    DEFAULTS = {"output_branch": "master"}  # (only what the table reads; --spec prints the JSON)
+
+    @property
+    def input(self) -> Input:
+        return Input(self._data["input"])
+
+
+class PipelineInfo(Record):
+    DEFAULTS = {"version": 1, "state": "running", "reason": "", "last_inputs": [], "executor": ""}
+
+    @property
+    def spec(self) -> PipelineSpec:
+        return PipelineSpec(self._data["spec"])
+
+
 class _SocketIO(io.RawIOBase):
     """A connected socket as a raw stream, for io.BufferedReader (socket.makefile's, in short)."""
 
@@ -391,6 +427,9 @@ class LiteClient:
         return WhoAmI(self._post("/auth/who_am_i", {}))
 
     # -- and of the pipelines' API (`pfsfuse.scheduler.api.Pipelines`) -------------------------
+
+    def list_pipeline(self) -> list[PipelineInfo]:
+        return [PipelineInfo(p) for p in self._post("/pps/list_pipeline", {})]
 
     def list_job(self, pipeline: str | None = None, input_commit: None = None) -> list[JobInfo]:
         if input_commit is not None:

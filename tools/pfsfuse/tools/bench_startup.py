@@ -68,6 +68,7 @@ class StartupBench:
             ["list-file", "bench", "master", "tree"],
             ["inspect-file", "bench", "master", "small.txt"],
             ["get-file", "bench", "master", "small.txt"],
+            ["list-pipeline"],
             ["list-job"],
             ["version"],
         ]

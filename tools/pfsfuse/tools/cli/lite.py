@@ -59,6 +59,7 @@ _VERBS: dict[
     "list-file": ([("repo", True), ("ref", True), ("path", False)], _JSON, {"--history": ("history", str)}, True),
     "inspect-file": ([("repo", True), ("ref", True), ("path", True)], _JSON, {}, True),
     "get-file": ([("repo", True), ("ref", True), ("path", True)], {}, {}, True),
+    "list-pipeline": ([], {"--spec": "show_spec", **_JSON}, {}, False),
     "list-job": ([], _JSON, {"-p": ("pipeline", str), "--pipeline": ("pipeline", str)}, False),
     "version": ([], {"--client-only": "client_only"}, {}, False),
     "auth whoami": ([], _JSON, {}, False),
@@ -177,6 +178,8 @@ def _run(verb: str, args: dict, client: LiteClient | None) -> None:
         return views.list_file(client, out, args["repo"], args["ref"], args["path"] or "", versions, args["as_json"])
     if verb == "inspect-file":
         return views.inspect_file(client, out, args["repo"], args["ref"], args["path"], args["as_json"])
+    if verb == "list-pipeline":
+        return views.list_pipeline(client, out, args["show_spec"], args["as_json"])
     if verb == "list-job":
         return views.list_job(client, out, args["pipeline"], None, args["as_json"])
     if verb == "auth whoami":

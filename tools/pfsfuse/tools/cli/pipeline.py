@@ -53,18 +53,6 @@ def _resolve(app: App, refs: tuple[str, ...]) -> list[CommitRef]:
     return out
 
 
-def _input_text(i) -> str:
-    from pfsfuse.scheduler import spec as specs
-
-    a = specs.atom(i)
-    if a is not None:
-        return f"{a.repo}:{a.glob}"
-    if i.cron is not None:
-        return f"cron {i.cron.spec}"
-    kind = "cross" if i.cross is not None else "union"
-    return f"{kind}(" + ", ".join(_input_text(s) for s in getattr(i, kind)) + ")"
-
-
 def _create(app: App, file: str, update: bool, reprocess: bool, dry_run: str | None = None) -> None:
     """Create (or update) the pipelines of a spec file, in order. The specs are all checked first;
     if creating one fails, those this call created are deleted again. With `dry_run` ("json" or
@@ -178,7 +166,7 @@ def inspect_pipeline(app: App, name: str, as_json: bool) -> None:
             ("Created", ago(p.created)),
             ("State", p.state + (f" ({p.reason})" if p.reason else "")),
             ("Version", str(p.version)),
-            ("Input", _input_text(p.spec.input)),
+            ("Input", views.input_text(p.spec.input)),
             ("Output Branch", p.spec.output_branch),
             ("Executor", p.executor or "-"),
             ("Image", f"{t.image or '-'}" + (f" ({LOCAL_IMAGE_NOTE})" if p.executor.startswith("local") else "")),
@@ -195,18 +183,7 @@ def inspect_pipeline(app: App, name: str, as_json: bool) -> None:
 @pass_app
 def list_pipeline(app: App, show_spec: bool, as_json: bool) -> None:
     """List pipelines: NAME INPUT OUTPUT CREATED STATE."""
-    pipelines = app.pipelines.list_pipeline()
-    if show_spec:
-        return app.out.json([p.spec for p in pipelines])
-    if as_json:
-        return app.out.json(pipelines)
-    app.out.table(
-        ["NAME", "INPUT", "OUTPUT", "CREATED", "STATE"],
-        (
-            [p.name, _input_text(p.spec.input), f"{p.name}/{p.spec.output_branch}", ago(p.created), p.state]
-            for p in pipelines
-        ),
-    )
+    views.list_pipeline(app.pipelines, app.out, show_spec, as_json)
 
 
 @click.command("delete-pipeline")

@@ -151,6 +151,33 @@ def inspect_file(client, out: Output, repo: str, ref: str, path: str, as_json: b
     out.fields(fields)
 
 
+def input_text(i) -> str:
+    """A pipeline's input in a line: REPO:GLOB, cron SPEC, cross(...) or union(...)."""
+    a = i.atom or i.pfs  # (scheduler.spec.atom, without loading the spec parser)
+    if a is not None:
+        return f"{a.repo}:{a.glob}"
+    if i.cron is not None:
+        return f"cron {i.cron.spec}"
+    kind = "cross" if i.cross is not None else "union"
+    return f"{kind}(" + ", ".join(input_text(s) for s in getattr(i, kind)) + ")"
+
+
+def list_pipeline(pipelines, out: Output, show_spec: bool, as_json: bool) -> None:
+    """`pipelines`: the pipeline API (RemotePipelines, or the light client)."""
+    infos = pipelines.list_pipeline()
+    if show_spec:
+        return out.json([p.spec for p in infos])
+    if as_json:
+        return out.json(infos)
+    out.table(
+        ["NAME", "INPUT", "OUTPUT", "CREATED", "STATE"],
+        (
+            [p.name, input_text(p.spec.input), f"{p.name}/{p.spec.output_branch}", ago(p.created), p.state]
+            for p in infos
+        ),
+    )
+
+
 JOB_HEADERS = ["ID", "OUTPUT COMMIT", "STARTED", "DURATION", "RESTART", "PROGRESS", "DL", "UL", "STATE"]
 
 
