@@ -17,6 +17,7 @@ from pfsfuse.api import lite, types
 from pfsfuse.metadata import records
 from pfsfuse.scheduler import records as pps_records
 from pfsfuse.scheduler import spec
+from pfsfuse.tools.cli.lite import GET_MAX
 
 # The `pfs` console script's entry point, noting at exit whether the full (click) CLI ran.
 _LIGHT = """
@@ -181,11 +182,11 @@ def test_with_auth_the_light_path_sends_the_kept_token_or_pfs_auth_token(daemon,
         assert code == 1 and err.startswith(b"Error: ")
 
 
-def test_a_big_file_is_read_by_the_full_client(daemon, tmp_path, monkeypatch):
+def test_a_big_file_is_read_by_the_full_client(daemon, tmp_path):
     daemon.pfs("create-repo", "r")
-    daemon.pfs("put-file", "r", "master", "big", input=os.urandom(17 << 20))
+    daemon.pfs("put-file", "r", "master", "big", input=os.urandom(GET_MAX))
     out, _, _ = _same(daemon.env, ["get-file", "r", "master", "big"], tmp_path, path="full")
-    assert len(out) == 17 << 20
+    assert len(out) == GET_MAX
 
 
 def test_pipelines_and_jobs_print_alike(daemon, tmp_path):
