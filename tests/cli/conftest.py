@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from pfsfuse.tools.cli.main import cli
+from pfsfuse.tools.cli.group import cli
 
 
 class Pfs:

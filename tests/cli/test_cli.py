@@ -15,7 +15,7 @@ import click
 import pytest
 
 from helpers import rows
-from pfsfuse.tools.cli.main import VERBS
+from pfsfuse.tools.cli.group import VERBS
 
 
 def test_repo_verbs(pfs):
@@ -199,7 +199,7 @@ def test_get_file_loads_only_what_it_uses(pfs):
     for a file that does not compress."""
     pfs("create-repo", "r")
     pfs("put-file", "r", "master", "f", input=os.urandom(1000))
-    run = "import sys; from pfsfuse.tools.cli.main import cli; cli(sys.argv[1:], standalone_mode=False)"
+    run = "import sys; from pfsfuse.tools.cli.group import cli; cli(sys.argv[1:], standalone_mode=False)"
     show = "; print(*sys.modules, file=sys.stderr)"
     r = subprocess.run(
         [sys.executable, "-c", run + show, "get-file", "r", "master", "f"],

@@ -6,13 +6,13 @@ import io
 
 from helpers import rows
 from pfsfuse.api.types import Put, Symlink, WriteOp
-from pfsfuse.tools.cli import file as file_verbs
+from pfsfuse.tools.cli import views
 from pfsfuse.tools.cli.output import Output, size
 
 
 def test_streamed_listing_equals_the_whole_listing(pfs, daemon, monkeypatch):
-    monkeypatch.setattr(file_verbs, "FIRST_PAGE", 100)  # several pages, widths from the first
-    monkeypatch.setattr(file_verbs, "LIST_PAGE", 700)
+    monkeypatch.setattr(views, "FIRST_PAGE", 100)  # several pages, widths from the first
+    monkeypatch.setattr(views, "LIST_PAGE", 700)
     client = daemon.client()
     try:
         client.create_repo("r")

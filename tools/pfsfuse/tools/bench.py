@@ -485,7 +485,7 @@ SUITES = {
 
 
 # Suites with a module of their own: pfsfuse.tools.bench_<suite>, with its SECTIONS and run().
-MODULES = ["mount", "posix", "objstore", "pipelines", "auth", "direct", "compare", "sdk", "bigdir"]
+MODULES = ["mount", "posix", "objstore", "pipelines", "auth", "direct", "compare", "sdk", "bigdir", "startup"]
 # Suites that are one section of another: `pfs bench checkout` is `compare --only checkout`.
 ALIASES = {"checkout": ("compare", "checkout")}
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import click
 
-from pfsfuse.tools.cli.main import cli
+from pfsfuse.tools.cli.group import cli
 
 PROG = "pfs"
 # tools/pfsfuse/tools/gen_cli_docs.py -> the repository's root

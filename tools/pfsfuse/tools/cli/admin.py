@@ -9,9 +9,9 @@ import click
 from pfsfuse.api.connect import connect, local_home, wait_stopped
 from pfsfuse.home import Home
 from pfsfuse.metadata.errors import FailedPrecondition, NotFound, PermissionDenied, Unauthenticated
+from pfsfuse.tools.cli import views
 from pfsfuse.tools.cli.app import App, json_option, pass_app
 from pfsfuse.tools.cli.output import size
-from pfsfuse.version import VERSION
 
 
 def _tls(ctx, param, value: str | None) -> tuple[str, str] | None:
@@ -205,8 +205,7 @@ def garbage_collect(app: App, dry_run: bool, orphan_age: float, as_json: bool) -
 @pass_app
 def version(app: App, client_only: bool) -> None:
     """Print the client's and the daemon's versions."""
-    rows = [["pfs", VERSION]] if client_only else [["pfs", VERSION], ["pfsd", app.client.version()]]
-    app.out.table(["COMPONENT", "VERSION"], rows)
+    views.version(None if client_only else app.client, app.out)
 
 
 @click.command("inspect-cluster")
@@ -268,6 +267,7 @@ def delete_all(app: App, yes: bool) -> None:
             "checkout",
             "sdk",
             "bigdir",
+            "startup",
         ]
     ),
     default="store",
@@ -295,6 +295,8 @@ def bench(app: App, suite: str, runs: int, workdir: str | None, only: tuple[str,
     fio's random writes and a sqlite workload on the mount beside JuiceFS and the disk, and
     `ls -l` with and without stats. `bigdir` lists one flat directory of --entries files
     (find, ls, list-file, a prefix glob) beside the disk, with the daemon's and the mount's memory.
+    `startup` times the common read-only verbs from start to exit beside a bare `python3 -c pass`
+    and `git status`.
     """
     from pfsfuse.tools import bench as benchmarks  # heavy, and only this verb needs it
 

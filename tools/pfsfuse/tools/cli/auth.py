@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sys
-import time
 
 import click
 
 from pfsfuse.home import Home
+from pfsfuse.tools.cli import views
 from pfsfuse.tools.cli.app import App, json_option, pass_app
+from pfsfuse.tools.cli.output import when
 
 _SCOPES = ["none", "reader", "writer", "owner"]
 _RANK = {s: n for n, s in enumerate(_SCOPES)}
@@ -28,10 +29,6 @@ def _read_secret(prompt: str) -> str:
     if not text:
         raise click.ClickException("no token given on standard input")
     return text
-
-
-def _when(ts: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(ts))
 
 
 _ttl = click.option(
@@ -89,7 +86,7 @@ def login(app: App, user: str | None) -> None:
     if user is not None and t.subject != user:
         raise click.ClickException(f"that is {t.subject}'s, not {user}'s")
     Home().save_token(t.token)
-    app.out.line(f"Logged in as {t.subject} until {_when(t.expires)}")
+    app.out.line(f"Logged in as {t.subject} until {when(t.expires)}")
 
 
 @auth.command("logout")
@@ -110,13 +107,7 @@ def logout(app: App) -> None:
 @pass_app
 def whoami(app: App, as_json: bool) -> None:
     """Who this client is logged in as."""
-    w = app.auth.who_am_i()
-    if as_json:
-        return app.out.json(w)
-    app.out.line(f'You are "{w.subject}"')
-    app.out.line(f"session expires: {_when(w.expires)}")
-    if w.admin:
-        app.out.line("You are an administrator of this pfs cluster")
+    views.whoami(app.auth, app.out, as_json)
 
 
 @auth.command("check")
@@ -201,7 +192,7 @@ def get_auth_token(app: App, user: str, ttl: float | None) -> None:
 def get_otp(app: App, user: str, ttl: float | None) -> None:
     """A one-time password for USER to log in with (pfs auth login)."""
     t = app.auth.get_otp(user, ttl)
-    app.out.line(f"One-time password: {t.token} (for {t.subject}, until {_when(t.expires)})")
+    app.out.line(f"One-time password: {t.token} (for {t.subject}, until {when(t.expires)})")
 
 
 @auth.command("use-auth-token")

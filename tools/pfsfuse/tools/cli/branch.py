@@ -7,6 +7,7 @@ import click
 from pfsfuse.metadata import refs
 from pfsfuse.metadata.errors import InvalidArgument
 from pfsfuse.metadata.records import BranchRef
+from pfsfuse.tools.cli import views
 from pfsfuse.tools.cli.app import App, json_option, pass_app
 
 
@@ -45,10 +46,7 @@ def set_branch(app: App, repo: str, commit: str, branch: str) -> None:
 @pass_app
 def list_branch(app: App, repo: str, as_json: bool) -> None:
     """List a repo's branches: BRANCH HEAD."""
-    branches = app.client.list_branch(repo)
-    if as_json:
-        return app.out.json(branches)
-    app.out.table(["BRANCH", "HEAD"], ([b.name, b.head or "-"] for b in branches))
+    views.list_branch(app.client, app.out, repo, as_json)
 
 
 @click.command("delete-branch")

@@ -5,15 +5,9 @@ from __future__ import annotations
 
 import click
 
-from pfsfuse.metadata.records import Commit
+from pfsfuse.tools.cli import views
 from pfsfuse.tools.cli.app import App, json_option, pass_app
-from pfsfuse.tools.cli.output import ago, commit_duration, size
-
-HEADERS = ["REPO", "ID", "PARENT", "STARTED", "DURATION", "SIZE"]
-
-
-def commit_row(c: Commit) -> list[str]:
-    return [c.repo, c.id, c.parent or "<none>", ago(c.started), commit_duration(c), size(c.size)]
+from pfsfuse.tools.cli.views import COMMIT_HEADERS, commit_row
 
 
 @click.command("start-commit")
@@ -49,10 +43,7 @@ def finish_commit(app: App, repo: str, ref: str, message: str | None) -> None:
 @pass_app
 def list_commit(app: App, repo: str, ref: str | None, number: int | None, since: str | None, as_json: bool) -> None:
     """List the commits of a repo, newest first, or the history of REF."""
-    commits = app.client.list_commit(repo, ref, number, since)
-    if as_json:
-        return app.out.json(commits)
-    app.out.table(HEADERS, (commit_row(c) for c in commits))
+    views.list_commit(app.client, app.out, repo, ref, number, since, as_json)
 
 
 @click.command("inspect-commit")
@@ -62,23 +53,7 @@ def list_commit(app: App, repo: str, ref: str | None, number: int | None, since:
 @pass_app
 def inspect_commit(app: App, repo: str, ref: str, as_json: bool) -> None:
     """Show a commit's details."""
-    c = app.client.inspect_commit(repo, ref)
-    if as_json:
-        return app.out.json(c)
-    app.out.fields(
-        [
-            ("Commit", f"{c.repo}@{c.id}"),
-            ("Branch", c.branch or "-"),
-            ("Parent", c.parent or "<none>"),
-            ("Children", ", ".join(c.children) or "-"),
-            ("Started", ago(c.started)),
-            ("Finished", ago(c.finished) if c.finished else "open"),
-            ("Duration", commit_duration(c)),
-            ("Size", size(c.size)),
-            ("Description", c.description),
-            ("Provenance", ", ".join(f"{p.repo}@{p.id}" for p in c.provenance) or "-"),
-        ]
-    )
+    views.inspect_commit(app.client, app.out, repo, ref, as_json)
 
 
 @click.command("delete-commit")
@@ -101,7 +76,7 @@ def delete_commit(app: App, repo: str, ref: str) -> None:
 def subscribe_commit(app: App, repo: str, branch: str, since: str | None, new_only: bool, as_json: bool) -> None:
     """Print each commit finished on BRANCH, oldest first, and keep waiting for new ones."""
     if not as_json:
-        app.out.line("\t".join(HEADERS), flush=True)
+        app.out.line("\t".join(COMMIT_HEADERS), flush=True)
     for c in app.client.subscribe_commit(repo, branch, since, new_only):
         if as_json:
             app.out.json(c, flush=True)

@@ -8,7 +8,6 @@ import os
 import posixpath
 import stat
 import sys
-import time
 from collections.abc import Iterable, Iterator
 from urllib.parse import unquote, urlsplit
 
@@ -21,13 +20,11 @@ from pfsfuse.api.types import Copy, Delete, FileInfo, Mkdir, Mknod, Put, Symlink
 from pfsfuse.metadata import glob
 from pfsfuse.metadata.errors import InvalidArgument, NotFound
 from pfsfuse.metadata.records import SPECIAL_MODES, Stat
-from pfsfuse.tools.cli import unchanged
+from pfsfuse.tools.cli import unchanged, views
 from pfsfuse.tools.cli.app import App, RefPathCommand, json_option, pass_app
-from pfsfuse.tools.cli.output import Output, size
+from pfsfuse.tools.cli.output import Output
 
 PROGRESS_MIN = 64 << 20  # show a progress bar for transfers at least this large
-LIST_PAGE = 10_000
-FIRST_PAGE = 1000  # list-file's first request, and the rows its column widths come from
 
 
 def _dest(source: str) -> str:
@@ -406,29 +403,10 @@ def _get_tree(app: App, repo: str, ref: str, root: str, output: str) -> None:
         click.echo(f"pfs: cannot make {f.type} device {target}: permission denied", err=True)
 
 
-def _file_rows(files: Iterable[FileInfo]) -> Iterator[list[str]]:
-    for f in files:
-        yield [f.path or "/", f.type, size(f.size)]
-
-
 def _files_out(out: Output, files: Iterable[FileInfo], as_json: bool) -> None:
     if as_json:
         return out.json(list(files))
-    out.table(["NAME", "TYPE", "SIZE"], _file_rows(files))
-
-
-def _history(value: str | None) -> int:
-    if value is None:
-        return 0
-    if value == "all":
-        return -1
-    try:
-        n = int(value)
-    except ValueError:
-        n = -2
-    if n < -1 or n == 0:
-        raise click.BadParameter(f"{value!r}: give a number of versions, or all (-1)")
-    return n
+    out.table(views.FILE_HEADERS, views.file_rows(files))
 
 
 @click.command("list-file", cls=RefPathCommand)
@@ -444,24 +422,10 @@ def list_file(app: App, repo: str, ref: str, path: str, history: str | None, as_
     With --history, each entry is followed by its versions in earlier commits, newest first, with
     the commit that wrote each: COMMIT NAME TYPE SIZE.
     """
-    versions = _history(history)
-
-    def pages() -> Iterator[FileInfo]:
-        after, limit = None, FIRST_PAGE  # a small first page: the first lines come at once
-        while True:
-            page = app.client.list_file(repo, ref, path, after, limit, versions)
-            yield from page
-            paths = {f.path for f in page}
-            if len(paths) < limit:
-                return
-            after, limit = posixpath.basename(page[-1].path), LIST_PAGE
-
-    if as_json:
-        return app.out.json(list(pages()))
-    if versions:
-        rows = ([f.commit, f.path or "/", f.type, size(f.size)] for f in pages())
-        return app.out.table(["COMMIT", "NAME", "TYPE", "SIZE"], rows, window=FIRST_PAGE)
-    app.out.table(["NAME", "TYPE", "SIZE"], _file_rows(pages()), window=FIRST_PAGE)
+    versions = views.history_count(history)
+    if versions is None:
+        raise click.BadParameter(f"{history!r}: give a number of versions, or all (-1)")
+    views.list_file(app.client, app.out, repo, ref, path, versions, as_json)
 
 
 @click.command("inspect-file", cls=RefPathCommand)
@@ -472,29 +436,7 @@ def list_file(app: App, repo: str, ref: str, path: str, history: str | None, as_
 @pass_app
 def inspect_file(app: App, repo: str, ref: str, path: str, as_json: bool) -> None:
     """Show a file's details."""
-    f = app.client.inspect_file(repo, ref, path)
-    if as_json:
-        return app.out.json(f)
-    fields = [("Path", "/" + f.path), ("Type", f.type), ("Size", size(f.size))]
-    if f.type == "file":
-        fields.append(("Hash", f.hash))
-        fields.append(("Executable", "yes" if f.executable else "no"))
-    elif f.type == "dir":
-        fields.append(("Children", str(f.children)))
-    elif f.type == "symlink":
-        fields.append(("Target", f.target))
-    elif f.rdev:
-        fields.append(("Device", f"{os.major(f.rdev)},{os.minor(f.rdev)}"))
-    if f.mode is not None:
-        kinds: dict[str, int] = {"file": stat.S_IFREG, "dir": stat.S_IFDIR, "symlink": stat.S_IFLNK}
-        kinds.update(SPECIAL_MODES.items())
-        kind = kinds[f.type]
-        fields.append(("Mode", f"{stat.filemode(kind | f.mode)} ({f.mode:04o})"))
-        fields.append(("Owner", f"{f.uid}:{f.gid}"))
-        fields.append(("Modified", time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime((f.mtime or 0) / 1e9))))
-    if f.nlink is not None:
-        fields.append(("Links", f"{f.nlink} (hard link {f.link:x})"))
-    app.out.fields(fields)
+    views.inspect_file(app.client, app.out, repo, ref, path, as_json)
 
 
 @click.command("glob-file", cls=RefPathCommand)
@@ -527,12 +469,12 @@ def diff_file(app: App, new_repo, new_ref, new_path, old_repo, old_ref, old_path
         return app.out.json(d)
     if d.new:
         app.out.line("New Files:")
-        app.out.table(["NAME", "TYPE", "SIZE"], _file_rows(d.new))
+        app.out.table(views.FILE_HEADERS, views.file_rows(d.new))
     if d.old:
         if d.new:
             app.out.line("")
         app.out.line("Old Files:")
-        app.out.table(["NAME", "TYPE", "SIZE"], _file_rows(d.old))
+        app.out.table(views.FILE_HEADERS, views.file_rows(d.old))
 
 
 @click.command("delete-file", cls=RefPathCommand)

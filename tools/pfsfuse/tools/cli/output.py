@@ -7,10 +7,6 @@ import sys
 import time
 from collections.abc import Iterable, Sequence
 
-import msgspec
-
-from pfsfuse.metadata.records import Commit
-
 _UNITS = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"]
 
 
@@ -55,7 +51,12 @@ def ago(ts: float | None) -> str:
     return "-" if ts is None else f"{duration(time.time() - ts)} ago"
 
 
-def commit_duration(c: Commit) -> str:
+def when(ts: float) -> str:
+    """A moment as local time, with its zone."""
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(ts))
+
+
+def commit_duration(c) -> str:  # a Commit, or the light client's record of one
     return "-" if c.finished is None else duration(c.finished - c.started)
 
 
@@ -83,7 +84,7 @@ class Output:
             sys.stdout.flush()
 
     def json(self, obj, flush: bool = False) -> None:
-        sys.stdout.write(msgspec.json.format(msgspec.json.encode(jsonable(obj))).decode() + "\n")
+        sys.stdout.write(json_text(jsonable(obj)) + "\n")
         if flush:
             sys.stdout.flush()
 
@@ -97,16 +98,63 @@ def _width(text: str) -> int:
     return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
 
+def oserror_message(e: OSError) -> str:
+    """An OSError as one line for people: the file it concerns, and what went wrong."""
+    where = f"{e.filename}: " if e.filename else ""
+    return f"{where}{e.strerror or e}"
+
+
+_INF = float("inf")
+
+
+class NotPlain(ValueError):
+    """JSON that the standard library would print otherwise than msgspec does."""
+
+
 def jsonable(obj):
-    """Builtins for `--json`: hashes as hex, a commit's tree as its size and root page."""
+    """Builtins for `--json`: hashes as hex, a commit's tree as its size and root page. A record
+    of the light client (pfsfuse.api.lite) gives its own, the same as its Struct's."""
     if isinstance(obj, list):
         return [jsonable(o) for o in obj]
+    from pfsfuse.api import lite
+
+    if isinstance(obj, lite.Record):
+        d = obj.builtins()
+        return commit_builtins(d, obj.root, obj.size) if isinstance(obj, lite.Commit) else d
+    import msgspec  # a Struct: msgspec is loaded already
+
+    from pfsfuse.metadata.records import Commit
+
     if isinstance(obj, Commit):
-        d = msgspec.to_builtins(obj, builtin_types=(bytes,))
-        d["tree"] = obj.tree.root.hex() if obj.tree.root else None
-        d["size"] = obj.size
-        return _hex(d)
+        return commit_builtins(msgspec.to_builtins(obj, builtin_types=(bytes,)), obj.tree.root, obj.size)
     return _hex(msgspec.to_builtins(obj, builtin_types=(bytes,)))
+
+
+def commit_builtins(d: dict, root: bytes | None, size: int) -> dict:
+    """A commit's builtins as `--json` shows them: its tree as its root page's hash and size."""
+    d["tree"] = root.hex() if root else None
+    d["size"] = size
+    return _hex(d)
+
+
+def json_text(data) -> str:
+    """Builtins as indented JSON. The light path, which has not loaded msgspec, prints with the
+    standard library: the same text, but for floats in exponent form (never a time or a size),
+    which it refuses (NotPlain) rather than print differently."""
+    if "msgspec" in sys.modules:
+        import msgspec
+
+        return msgspec.json.format(msgspec.json.encode(data)).decode()
+    import json
+
+    def check(value) -> None:
+        if isinstance(value, float) and ("e" in repr(value) or value != value or value in (_INF, -_INF)):
+            raise NotPlain(repr(value))
+        for v in value.values() if isinstance(value, dict) else value if isinstance(value, list) else ():
+            check(v)
+
+    check(data)
+    return json.dumps(data, indent=2, ensure_ascii=False)
 
 
 def _hex(value):

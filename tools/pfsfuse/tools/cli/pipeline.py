@@ -10,10 +10,10 @@ import click
 from pfsfuse.metadata import refs
 from pfsfuse.metadata.errors import InvalidArgument, NotFound, PfsError, Unavailable
 from pfsfuse.metadata.records import CommitRef
+from pfsfuse.tools.cli import views
 from pfsfuse.tools.cli.app import App, json_option, pass_app
-from pfsfuse.tools.cli.commit import HEADERS as COMMIT_HEADERS
-from pfsfuse.tools.cli.commit import commit_row
 from pfsfuse.tools.cli.output import ago, duration, size
+from pfsfuse.tools.cli.views import COMMIT_HEADERS, commit_row
 
 LOCAL_IMAGE_NOTE = "runs on this host: transform.image is recorded, not pulled"
 
@@ -51,18 +51,6 @@ def _resolve(app: App, refs: tuple[str, ...]) -> list[CommitRef]:
         r = _commit_ref(text)
         out.append(CommitRef(r.repo, app.client.inspect_commit(r.repo, r.id).id))
     return out
-
-
-def _input_text(i) -> str:
-    from pfsfuse.scheduler import spec as specs
-
-    a = specs.atom(i)
-    if a is not None:
-        return f"{a.repo}:{a.glob}"
-    if i.cron is not None:
-        return f"cron {i.cron.spec}"
-    kind = "cross" if i.cross is not None else "union"
-    return f"{kind}(" + ", ".join(_input_text(s) for s in getattr(i, kind)) + ")"
 
 
 def _create(app: App, file: str, update: bool, reprocess: bool, dry_run: str | None = None) -> None:
@@ -178,7 +166,7 @@ def inspect_pipeline(app: App, name: str, as_json: bool) -> None:
             ("Created", ago(p.created)),
             ("State", p.state + (f" ({p.reason})" if p.reason else "")),
             ("Version", str(p.version)),
-            ("Input", _input_text(p.spec.input)),
+            ("Input", views.input_text(p.spec.input)),
             ("Output Branch", p.spec.output_branch),
             ("Executor", p.executor or "-"),
             ("Image", f"{t.image or '-'}" + (f" ({LOCAL_IMAGE_NOTE})" if p.executor.startswith("local") else "")),
@@ -195,18 +183,7 @@ def inspect_pipeline(app: App, name: str, as_json: bool) -> None:
 @pass_app
 def list_pipeline(app: App, show_spec: bool, as_json: bool) -> None:
     """List pipelines: NAME INPUT OUTPUT CREATED STATE."""
-    pipelines = app.pipelines.list_pipeline()
-    if show_spec:
-        return app.out.json([p.spec for p in pipelines])
-    if as_json:
-        return app.out.json(pipelines)
-    app.out.table(
-        ["NAME", "INPUT", "OUTPUT", "CREATED", "STATE"],
-        (
-            [p.name, _input_text(p.spec.input), f"{p.name}/{p.spec.output_branch}", ago(p.created), p.state]
-            for p in pipelines
-        ),
-    )
+    views.list_pipeline(app.pipelines, app.out, show_spec, as_json)
 
 
 @click.command("delete-pipeline")
@@ -239,24 +216,6 @@ def start_pipeline(app: App, name: str) -> None:
     app.pipelines.start_pipeline(name)
 
 
-JOB_HEADERS = ["ID", "OUTPUT COMMIT", "STARTED", "DURATION", "RESTART", "PROGRESS", "DL", "UL", "STATE"]
-
-
-def _job_row(j) -> list[str]:
-    end = j.finished or time.time()
-    return [
-        j.id,
-        f"{j.pipeline}/{j.output_commit or '-'}",
-        ago(j.started),
-        duration(end - j.started) if j.finished else "-",
-        str(j.restarts),
-        f"{j.processed} + {j.skipped} / {j.total}",
-        size(j.downloaded),
-        size(j.uploaded),
-        j.state,
-    ]
-
-
 @click.command("list-job")
 @click.option("-p", "--pipeline", help="Only this pipeline's jobs.")
 @click.option("-i", "--input", "input_commit", help="Only jobs with this input commit (REPO@COMMIT or REPO/COMMIT).")
@@ -265,10 +224,7 @@ def _job_row(j) -> list[str]:
 def list_job(app: App, pipeline: str | None, input_commit: str | None, as_json: bool) -> None:
     """List jobs, newest first: PROGRESS is processed + skipped / total datums."""
     ref = _resolve(app, (input_commit,))[0] if input_commit else None
-    jobs = app.pipelines.list_job(pipeline, ref)
-    if as_json:
-        return app.out.json(jobs)
-    app.out.table(JOB_HEADERS, (_job_row(j) for j in jobs))
+    views.list_job(app.pipelines, app.out, pipeline, ref, as_json)
 
 
 @click.command("inspect-job")
@@ -328,7 +284,7 @@ def flush_job(app: App, commits: tuple[str, ...], pipelines: tuple[str, ...], as
     jobs = app.pipelines.flush_job(_resolve(app, commits), list(pipelines) or None)
     if as_json:
         return app.out.json(jobs)
-    app.out.table(JOB_HEADERS, (_job_row(j) for j in jobs))
+    app.out.table(views.JOB_HEADERS, (views.job_row(j) for j in jobs))
 
 
 @click.command("flush-commit")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
+from pfsfuse.tools.cli import views
 from pfsfuse.tools.cli.app import App, json_option, pass_app
-from pfsfuse.tools.cli.output import ago, size
 
 
 @click.command("create-repo")
@@ -32,10 +32,7 @@ def update_repo(app: App, name: str, description: str) -> None:
 @pass_app
 def list_repo(app: App, show_all: bool, as_json: bool) -> None:
     """List repos: NAME CREATED SIZE (size of the head of master)."""
-    repos = [r for r in app.client.list_repo() if show_all or not r.name.startswith("__")]
-    if as_json:
-        return app.out.json(repos)
-    app.out.table(["NAME", "CREATED", "SIZE"], ([r.name, ago(r.created), size(r.size)] for r in repos))
+    views.list_repo(app.client, app.out, show_all, as_json)
 
 
 @click.command("inspect-repo")
@@ -44,18 +41,7 @@ def list_repo(app: App, show_all: bool, as_json: bool) -> None:
 @pass_app
 def inspect_repo(app: App, name: str, as_json: bool) -> None:
     """Show a repo's details."""
-    r = app.client.inspect_repo(name)
-    if as_json:
-        return app.out.json(r)
-    app.out.fields(
-        [
-            ("Name", r.name),
-            ("Description", r.description),
-            ("Created", ago(r.created)),
-            ("Size", size(r.size)),
-            ("Branches", ", ".join(r.branches) or "-"),
-        ]
-    )
+    views.inspect_repo(app.client, app.out, name, as_json)
 
 
 @click.command("delete-repo")
