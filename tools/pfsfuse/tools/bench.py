@@ -96,6 +96,31 @@ def start_daemon(work: Path, home: Path, env: dict, *args: str) -> subprocess.Po
     return daemon
 
 
+def stop_daemon(daemon: subprocess.Popen | None, timeout: float = 120) -> None:
+    """End a daemon `start_daemon` started, killing it if it does not stop within `timeout`."""
+    if daemon is None or daemon.poll() is not None:
+        return
+    daemon.terminate()
+    try:
+        daemon.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        daemon.kill()
+        daemon.wait()
+
+
+def first_and_all(args: list[str], env: dict) -> tuple[float, float, int]:
+    """Seconds until `args` printed its first line, until it ended, and the lines it printed."""
+    t = time.perf_counter()
+    p = subprocess.Popen(args, env=env, stdout=subprocess.PIPE)
+    assert p.stdout is not None
+    lines = 1 if p.stdout.readline() else 0
+    first = time.perf_counter() - t
+    lines += sum(1 for _ in p.stdout)
+    if p.wait() != 0:
+        raise RuntimeError(f"{' '.join(args)} exited {p.returncode}")
+    return first, time.perf_counter() - t, lines
+
+
 def run_sections(bench, sections: list[str], base: Path, report: Callable[[Figure], None]) -> list[Figure]:
     """Start `bench`, report the figures of each section (a method's name), stop, clean up."""
     figures = []
@@ -129,10 +154,8 @@ class Bench:
         self.daemon = start_daemon(self.work, self.home, self.env)
 
     def stop(self) -> None:
-        if self.daemon is not None:
-            self.daemon.terminate()
-            self.daemon.wait(timeout=30)
-            self.daemon = None
+        stop_daemon(self.daemon, timeout=30)
+        self.daemon = None
 
     # -- the store benchmarks of the foundation issue -------------------------------------------
 
@@ -330,19 +353,8 @@ class Bench:
         for i in range(n):
             (disk / f"f{i:07d}").touch()
 
-        def first_and_all(args: list[str]) -> tuple[float, float]:
-            t = time.perf_counter()
-            p = subprocess.Popen(args, env=self.env, stdout=subprocess.PIPE)
-            assert p.stdout is not None
-            p.stdout.readline()
-            first = time.perf_counter() - t
-            for _ in p.stdout:
-                pass
-            p.wait()
-            return first, time.perf_counter() - t
-
-        ours = [first_and_all([PFS, "list-file", "listing", "master", "d"]) for _ in range(self.runs)]
-        ls = [first_and_all(["ls", "-f", str(disk)]) for _ in range(self.runs)]
+        ours = [first_and_all([PFS, "list-file", "listing", "master", "d"], self.env)[:2] for _ in range(self.runs)]
+        ls = [first_and_all(["ls", "-f", str(disk)], self.env)[:2] for _ in range(self.runs)]
         shutil.rmtree(disk)
         glob = "listing", "master", "d/f012345*"
         t_prefix = median(lambda: timed(lambda: self.pfs("glob-file", *glob)), self.runs)

@@ -24,12 +24,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pfsfuse.tools.bench import PFS, Figure, drop_caches, run_sections, start_daemon, timed
+from pfsfuse.tools.bench import PFS, Figure, drop_caches, first_and_all, run_sections, start_daemon, stop_daemon, timed
 from pfsfuse.tools.bench_mount import TimeFigure, mounted, run_quiet
 
 if TYPE_CHECKING:
@@ -111,12 +110,7 @@ class BigDirBench:
         finally:
             if self._client is not None:
                 self._client.close()
-            if self.daemon is not None and self.daemon.poll() is None:
-                self.daemon.terminate()
-                try:
-                    self.daemon.wait(timeout=120)
-                except subprocess.TimeoutExpired:
-                    self.daemon.kill()
+            stop_daemon(self.daemon)
 
     def mount(self) -> None:
         self.mnt.mkdir(exist_ok=True)
@@ -229,21 +223,16 @@ class BigDirBench:
         return self._vs_disk("ls -f", self._turns(lambda p: ["ls", "-f", str(p)], "ls -f"))
 
     def list_file(self) -> list[Figure]:
-        def first_and_all(args: list[str]) -> tuple[float, float]:
-            t = time.perf_counter()
-            p = subprocess.Popen(args, env=self.env, stdout=subprocess.PIPE)
-            assert p.stdout is not None
-            p.stdout.readline()
-            first = time.perf_counter() - t
-            lines = 1 + sum(1 for _ in p.stdout)
-            if p.wait() != 0 or lines < self.n:
-                raise RuntimeError(f"{' '.join(args)} printed {lines} lines and exited {p.returncode}")
-            return first, time.perf_counter() - t
+        def listing(args: list[str]) -> tuple[float, float]:
+            first, total, lines = first_and_all(args, self.env)
+            if lines < self.n:
+                raise RuntimeError(f"{' '.join(args)} printed {lines} lines, not {self.n}")
+            return first, total
 
         ours, ls = [], []
         for _ in range(self.runs):
-            ours.append(first_and_all([PFS, "list-file", "big", "master", "d"]))
-            ls.append(first_and_all(["ls", "-f", str(self.src)]))
+            ours.append(listing([PFS, "list-file", "big", "master", "d"]))
+            ls.append(listing(["ls", "-f", str(self.src)]))
         self.note_memory("list-file")
         start = statistics.median(timed(lambda: self.pfs("version")) for _ in range(self.runs))
         first = statistics.median(f for f, _ in ours) - start

@@ -36,7 +36,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pfsfuse.api.types import Put
-from pfsfuse.tools.bench import HEADER, PFS, Figure, MiB, drop_caches, ratio, run_sections, start_daemon, timed
+from pfsfuse.tools.bench import (
+    HEADER,
+    PFS,
+    Figure,
+    MiB,
+    drop_caches,
+    ratio,
+    run_sections,
+    start_daemon,
+    stop_daemon,
+    timed,
+)
 
 if TYPE_CHECKING:
     from pfsfuse.api.remote import RemoteClient
@@ -217,12 +228,7 @@ class MountBench:
             finally:
                 if self._client is not None:
                     self._client.close()
-                if self.daemon is not None and self.daemon.poll() is None:
-                    self.daemon.terminate()
-                    try:
-                        self.daemon.wait(timeout=60)
-                    except subprocess.TimeoutExpired:
-                        self.daemon.kill()
+                stop_daemon(self.daemon, timeout=60)
 
     def cold(self, which: str) -> None:
         """A fresh mount of `which` ("pfs", "jfs" or "disk") with nothing cached anywhere."""

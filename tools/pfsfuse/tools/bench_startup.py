@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from pfsfuse.tools.bench import PFS, Figure, run_sections, start_daemon
+from pfsfuse.tools.bench import PFS, Figure, run_sections, start_daemon, stop_daemon
 
 SECTIONS = ["verbs"]
 GOAL = 3.0
@@ -53,10 +53,8 @@ class StartupBench:
         subprocess.run([*git, "commit", "-qm", "bench"], check=True)
 
     def stop(self) -> None:
-        if self.daemon is not None:
-            self.daemon.terminate()
-            self.daemon.wait(timeout=30)
-            self.daemon = None
+        stop_daemon(self.daemon, timeout=30)
+        self.daemon = None
 
     def _commands(self) -> dict[str, list[str]]:
         light = [
