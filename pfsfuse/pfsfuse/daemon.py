@@ -13,12 +13,9 @@ import os
 import signal
 import sys
 
-import hypercorn.config
-import hypercorn.trio
-import hypercorn.trio.tcp_server
 import trio
 
-from pfsfuse import urlpolicy
+from pfsfuse import httpserve, urlpolicy
 from pfsfuse.api import auth as auth_api
 from pfsfuse.api import server
 from pfsfuse.auth import Auth
@@ -34,26 +31,9 @@ from pfsfuse.store import Store
 
 log = logging.getLogger("pfsfuse.daemon")
 
-# hypercorn reads a connection 64 KiB at a time, and each read goes through h11, an ASGI message
-# and starlette's stream before reaching a put-file's thread: for bodies of GiB that per-read cost,
-# not the bytes, was most of the daemon's CPU. It has no setting for it; its module constant is it.
-hypercorn.trio.tcp_server.MAX_RECV = 1 << 20
-
 
 class DaemonRunning(FailedPrecondition):
     """Another daemon already owns this PFS_HOME."""
-
-
-def _hypercorn_config(bind: str, tls: tuple[str, str] | None = None) -> hypercorn.config.Config:
-    cfg = hypercorn.config.Config()
-    cfg.bind = [bind]
-    if tls is not None:
-        cfg.certfile, cfg.keyfile = tls
-    cfg.graceful_timeout = 2.0
-    cfg.keep_alive_timeout = 300.0
-    cfg.accesslog = None
-    cfg.errorlog = log
-    return cfg
 
 
 def _lock(home: Home):
@@ -189,10 +169,10 @@ async def _serve(
 
             # The servers return once `stop` is set and their connections have closed.
             async with trio.open_nursery() as servers:
-                await servers.start(_serve_one, app(True), _hypercorn_config(f"unix:{home.socket}"), stop)
+                await servers.start(httpserve.serve, app(True), httpserve.config(f"unix:{home.socket}"), stop)
                 os.chmod(home.socket, 0o600)
                 if listen:
-                    await servers.start(_serve_one, app(False), _hypercorn_config(listen, tls), stop)
+                    await servers.start(httpserve.serve, app(False), httpserve.config(listen, tls), stop)
                 if s3:
                     from pfsfuse import s3gateway
                     from pfsfuse.api.remote import RemoteClient
@@ -202,12 +182,12 @@ async def _serve(
                     api = RemoteClient(f"unix:{home.socket}", home, token=s3gateway.caller_token)
                     creds = s3gateway.TokenCredentials(lambda: auth.active, auth.identify)
                     gateway = s3gateway.make_app(Client.wrap(api), creds)
-                    await servers.start(_serve_one, gateway, _hypercorn_config(s3, tls), stop)
+                    await servers.start(httpserve.serve, gateway, httpserve.config(s3, tls), stop)
                 if console:
                     from pfsfuse import console as web
 
                     site = web.make_app(f"unix:{home.socket}", home)
-                    await servers.start(_serve_one, site, _hypercorn_config(console), stop)
+                    await servers.start(httpserve.serve, site, httpserve.config(console), stop)
                     web.publish(home.path, console)  # for `pfs console`
                 await servers.start(_until, scheduler.run, stop)
                 log.info("serving %s on %s%s", home.path, home.socket, f" and {listen}" if listen else "")
@@ -237,10 +217,6 @@ async def _until(service, stop: trio.Event, task_status=trio.TASK_STATUS_IGNORED
         task_status.started()
         await stop.wait()
         nursery.cancel_scope.cancel()
-
-
-async def _serve_one(app, cfg, stop: trio.Event, task_status=trio.TASK_STATUS_IGNORED):
-    await hypercorn.trio.serve(app, cfg, shutdown_trigger=stop.wait, task_status=task_status)
 
 
 async def _signals(stop: trio.Event) -> None:

@@ -146,19 +146,26 @@ def test_the_store_is_sound_after_the_fuzzing(fuzz_daemon):
 
 
 def test_a_client_that_goes_away_mid_request_is_one_log_line(fuzz_daemon):
+    """Hanging up mid-body races hypercorn's own 400 against the closing EOF: about one time in
+    four it raised out of the connection, which stopped the whole server. Thirty hang-ups make a
+    return of that all but certain to show."""
     import socket as sockets
 
     from helpers import wait_for
 
     d, _ = fuzz_daemon
     before = d.log.read_text(errors="replace")
-    s = sockets.socket(sockets.AF_UNIX)
-    s.connect(str(d.home / "pfs.sock"))
-    s.sendall(b"POST /write?repo=r&ref=master HTTP/1.1\r\nHost: pfs\r\nContent-Length: 100000\r\n\r\n" + b"\0" * 10)
-    s.close()
-    wait_for(lambda: "went away" in d.log.read_text(errors="replace")[len(before) :], what="the log line")
+    for n in range(1, 31):
+        s = sockets.socket(sockets.AF_UNIX)
+        s.connect(str(d.home / "pfs.sock"))
+        s.sendall(b"POST /write?repo=r&ref=master HTTP/1.1\r\nHost: pfs\r\nContent-Length: 100000\r\n\r\n" + b"\0" * 10)
+        s.close()
+        wait_for(
+            lambda n=n: d.log.read_text(errors="replace")[len(before) :].count("went away") == n, what="the log line"
+        )
     new = d.log.read_text(errors="replace")[len(before) :]
-    assert "Traceback" not in new and new.count("went away") == 1, new
+    assert "Traceback" not in new and new.count("went away") == 30, new
+    assert d.proc.poll() is None, new
     assert d.pfs("fsck").returncode == 0
 
 

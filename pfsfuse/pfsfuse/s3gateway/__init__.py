@@ -15,17 +15,4 @@ __all__ = [
     "TokenCredentials",
     "caller_token",
     "make_app",
-    "hypercorn_config",
 ]
-
-
-def hypercorn_config(bind: str):
-    """The gateway's server settings: `bind` is HOST:PORT."""
-    import hypercorn.config
-
-    cfg = hypercorn.config.Config()
-    cfg.bind = [bind]
-    cfg.graceful_timeout = 2.0
-    cfg.keep_alive_timeout = 75.0
-    cfg.accesslog = None
-    return cfg

@@ -28,11 +28,11 @@ import click
 )
 def main(listen: str, address: str | None, pairs: tuple[str, ...], tokens: bool) -> None:
     """Serve the daemon's repos over S3: bucket BRANCH.REPO, or COMMIT.REPO read-only."""
-    import hypercorn.trio
     import trio
 
+    from pfsfuse import httpserve
     from pfsfuse.metadata.errors import PfsError
-    from pfsfuse.s3gateway import AcceptAny, StaticCredentials, hypercorn_config, make_app
+    from pfsfuse.s3gateway import AcceptAny, StaticCredentials, make_app
     from pfsfuse.sdk import Client
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -62,8 +62,7 @@ def main(listen: str, address: str | None, pairs: tuple[str, ...], tokens: bool)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(signals)
             app = make_app(client, auth)
-            # hypercorn's ASGI types do not name Starlette's (equivalent) signature
-            await hypercorn.trio.serve(app, hypercorn_config(listen), shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+            await httpserve.serve(app, httpserve.config(listen, keep_alive=75.0), stop)
             nursery.cancel_scope.cancel()
 
     try:
