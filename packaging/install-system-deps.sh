@@ -2,8 +2,9 @@
 # Installs the Debian/Ubuntu packages pfsfuse needs (as root); with --test, also the tools the test
 # suite calls. Installs only what is missing, so a second run does nothing.
 set -euo pipefail
-# FUSE 3 for the mount; a C compiler, pkg-config and the headers so that pip can build pyfuse3.
-pkgs=(fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv)
+# FUSE 3 for the mount; a C compiler, pkg-config, the headers and patch so that pyfuse3 can be
+# built with pfsfuse's patch (build-pyfuse3.sh).
+pkgs=(fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv patch)
 if [ "${1:-}" = --test ]; then
   # pgrep (procps), mount/umount (mount), getfattr (attr), rsync and sqlite3, which the tests run;
   # runc and busybox-static run worker pods for real (tests/kube/test_runc_pods.py), libc6-dev

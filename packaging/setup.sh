@@ -13,6 +13,10 @@ make_venv() {
   python3 -m venv "$venv"
 }
 
+install_pyfuse3() {
+  "$root/packaging/build-pyfuse3.sh" "$venv"
+}
+
 install_pfsfuse() {
   local stamp="$venv/.installed-$(sha256sum "$root/pyproject.toml" | cut -c1-16)"
   if [ -f "$stamp" ]; then echo "note: up to date"; return; fi
@@ -48,6 +52,7 @@ link_pfs() {
 step "system packages: FUSE 3, and a C compiler and Python headers to build pyfuse3" \
   "$root/packaging/install-system-deps.sh"
 step "Python environment in $venv" make_venv
+step "pyfuse3, built with pfsfuse's patch (packaging/pyfuse3.patch)" install_pyfuse3
 step "pfsfuse and its Python dependencies, installed editable" install_pfsfuse
 step "bytecode of pfsfuse's modules" compile
 step "pfs on the PATH of every shell" link_pfs

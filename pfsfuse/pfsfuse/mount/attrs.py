@@ -24,6 +24,17 @@ from pfsfuse.mount.workspace import LocalFile, Workspace, stat_of
 from pfsfuse.mount.writing import Writer
 
 
+def file_type(entry) -> int:
+    """The S_IF* type of an entry (None is a directory of its own: the root, a repo)."""
+    if entry is None or isinstance(entry, DirNode):
+        return stat.S_IFDIR
+    if isinstance(entry, SymlinkNode):
+        return stat.S_IFLNK
+    if isinstance(entry, SpecialNode):
+        return SPECIAL_MODES[entry.kind]
+    return stat.S_IFREG
+
+
 class Attrs:
     def __init__(self, resolver: Resolver, reader: Reader, writer: Writer, trees: Trees, io):
         self._resolver = resolver
@@ -55,19 +66,19 @@ class Attrs:
         a.st_nlink = 1 if st is None or st.nlink is None else st.nlink
         if isinstance(entry, DirNode) and r is not None and r.workspace is not None:
             st = r.workspace.dir_stat(inode.path, st)
-        if entry is None or isinstance(entry, DirNode):
-            kind, perm = stat.S_IFDIR, 0o755 if writable else 0o555
+        kind = file_type(entry)
+        if kind == stat.S_IFDIR:
+            perm = 0o755 if writable else 0o555
             a.st_size = 4096
-        elif isinstance(entry, SymlinkNode):
-            kind, perm = stat.S_IFLNK, 0o777
+        elif kind == stat.S_IFLNK:
+            perm = 0o777
             a.st_size = entry.size
-        elif isinstance(entry, SpecialNode):
-            kind, perm = SPECIAL_MODES[entry.kind], 0o644
-            a.st_size = 0
+        elif kind == stat.S_IFREG:
+            perm = (0o644 if writable else 0o444) | (0o111 if entry.executable else 0)
+            a.st_size = entry.size
         else:
-            x = 0o111 if entry.executable else 0
-            kind, perm = stat.S_IFREG, (0o644 if writable else 0o444) | x
-            a.st_size = entry.size
+            perm = 0o644
+            a.st_size = 0
         a.st_blocks = (a.st_size + 511) // 512
         a.st_rdev = entry.rdev if isinstance(entry, SpecialNode) else 0
         if st is None:  # stored without one: the mounting user's, dated by the commit

@@ -28,7 +28,7 @@ from pfsfuse.api.types import Delete, Mkdir, Mknod
 from pfsfuse.metadata import names, refs
 from pfsfuse.metadata.errors import NotFound, PfsError
 from pfsfuse.metadata.records import EMPTY_DIR, SPECIAL_MODES, DirNode, FileNode, SpecialNode, Stat, SymlinkNode
-from pfsfuse.mount.attrs import Attrs
+from pfsfuse.mount.attrs import Attrs, file_type
 from pfsfuse.mount.boundary import Threads, component, fail, translate
 from pfsfuse.mount.inodes import KEPT, Inode, InodeTable
 from pfsfuse.mount.reading import Handle, Reader
@@ -57,6 +57,7 @@ class Handles(dict):
 
 class Filesystem(pyfuse3.Operations):
     enable_writeback_cache = False
+    enable_readdirplus_auto = True
 
     def __init__(
         self,
@@ -302,6 +303,10 @@ class Filesystem(pyfuse3.Operations):
         r = await self.resolver.ref(inode.repo, inode.ref) if inode.kind == "entry" else None
         attr = None
         index = start_id
+        # A plain READDIR (the kernel's choice when the reader does not stat what it lists, as
+        # find and ls -f): names, numbers and types only, and no inodes for the kernel to keep.
+        # A pyfuse3 without the adaptive READDIRPLUS always lists with attributes.
+        plus = getattr(token, "plus", True)
         if h.merge and h.listing is None:
             assert r is not None  # (only a branch's directory has pending writes)
             h.listing = await self.resolver.merged(r, inode.path)
@@ -314,6 +319,11 @@ class Filesystem(pyfuse3.Operations):
                 return
             if r is not None and index >= h.prefetched:
                 h.prefetched = index + self.reader.prefetch_listed(batch)
+            if not plus and r is not None:
+                index = self._list_plain(token, inode, batch, index)
+                if index is None or h.listing is not None:
+                    return
+                continue
             for name, entry in batch:
                 if r is not None:  # a directory of a commit: its entries are at hand
                     path = names.join(inode.path, name)
@@ -328,10 +338,24 @@ class Filesystem(pyfuse3.Operations):
                 attr = self.attributes(child, entry, child_ref, attr if r is not None else None)
                 if not pyfuse3.readdir_reply(token, name.encode(), attr, index + 1):
                     return
-                child.lookups += 1
+                if plus:
+                    child.lookups += 1
                 index += 1
             if h.listing is not None:
                 return
+
+    def _list_plain(self, token, inode: Inode, batch, index: int) -> int | None:
+        """Send `batch` of a plain listing from `index`; the index to go on from, or None once
+        the kernel's buffer is full."""
+        attr = pyfuse3.EntryAttributes()
+        number, repo, ref, path = self.inodes.number, inode.repo, inode.ref, inode.path
+        for name, entry in batch:
+            attr.st_ino = number(repo, ref, names.join(path, name), _link_of(entry) or 0)
+            attr.st_mode = file_type(entry)
+            if not pyfuse3.readdir_reply(token, name.encode(), attr, index + 1):
+                return None
+            index += 1
+        return index
 
     @translate
     async def releasedir(self, fh):
@@ -455,6 +479,14 @@ class Filesystem(pyfuse3.Operations):
         n = h.file.pwrite(off, buf)
         h.ref.workspace.changed = time.monotonic()
         return n
+
+    @translate
+    async def fallocate(self, fh, mode, off, length):
+        h = self.handles[fh]
+        if h.file is None or not h.wrote:
+            raise fail(errno.EBADF)
+        h.file.allocate(mode, off, length)
+        h.ref.workspace.changed = time.monotonic()
 
     @translate
     async def flush(self, fh):

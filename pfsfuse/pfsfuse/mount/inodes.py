@@ -81,6 +81,13 @@ class InodeTable:
             if parent_ino is not None:
                 pyfuse3.invalidate_entry_async(parent_ino, name.encode(), ignore_enoent=True)
 
+    def number(self, repo: str, ref: str, path: str, linkid: int = 0) -> int:
+        """The number an entry has or would have, without making it an inode the kernel holds
+        (for a plain listing, whose names the kernel does not keep)."""
+        key = ("link", repo, ref, str(linkid)) if linkid else ("entry", repo, ref, path)
+        ino = self._by_key.get(key)
+        return self._number(key) if ino is None else ino
+
     def _number(self, key: tuple) -> int:
         ino = xxhash.xxh3_64_intdigest("\0".join(key).encode()) >> 1
         while ino <= pyfuse3.ROOT_INODE or ino in self._inodes:

@@ -66,6 +66,10 @@ class OutHandle:
 
 
 class DatumView(Filesystem):
+    # A datum's inputs show other kinds of entries (lazy pipes, empty files) than their nodes
+    # say: every listing carries attributes.
+    enable_readdirplus_auto = False
+
     def __init__(self, client: Client, mountpoint: str, out: str, tmpdir: str):
         super().__init__(client, mountpoint, tmpdir, read_only=True)
         self.out = out  # the directory on disk shown at /pfs/out

@@ -9,6 +9,8 @@ op when its last writer closes it.
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import io
 import logging
 import os
@@ -29,6 +31,7 @@ from pfsfuse.metadata.errors import AlreadyExists, FailedPrecondition, InvalidAr
 from pfsfuse.metadata.records import DirNode, FileNode, Node, Stat, SymlinkNode
 
 SPILL = 8 << 20  # files larger than this are written to a temporary file, not kept in memory
+FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE = 0x01, 0x02, 0x10
 # How the daemon refuses a change for good (a path past a limit, a source gone): sent again, it
 # would be refused again, and it must not hold up the changes made after it.
 RETRY_MAX = 5.0  # seconds between the background sender's tries while the daemon refuses or is away
@@ -161,6 +164,25 @@ class LocalFile:
             self._buf.extend(bytes(size - len(self._buf)))
         self.size = size
         self.touch()
+
+    def allocate(self, mode: int, off: int, length: int) -> None:
+        """fallocate(2) of the content, in the modes FUSE passes on: reserve space (mode 0 grows
+        the file, KEEP_SIZE does not), or zero a range (PUNCH_HOLE with KEEP_SIZE, ZERO_RANGE)."""
+        end = off + length
+        zero = mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)
+        if mode & FALLOC_FL_PUNCH_HOLE and not mode & FALLOC_FL_KEEP_SIZE:
+            raise OSError(errno.EOPNOTSUPP, "a hole is punched only with KEEP_SIZE")
+        size = self.size if mode & FALLOC_FL_KEEP_SIZE else max(self.size, end)
+        if self._fd is None and size > SPILL:
+            self._spill()
+        if self._fd is not None:
+            _fallocate(self._fd, mode, off, length)
+        elif zero:
+            self._buf[off : min(end, len(self._buf))] = bytes(max(0, min(end, len(self._buf)) - off))
+        if size > self.size:
+            self.truncate(size)
+        elif zero and off < self.size:
+            self.touch()
 
     def _spill(self) -> None:
         fd, path = tempfile.mkstemp(prefix=".pfs-write-", dir=self._tmpdir)
@@ -632,3 +654,20 @@ class Workspace:
     def busy(self) -> bool:
         """Whether anything is pending or open."""
         return bool(self.ops or self.writing or self.owned)
+
+
+def _fallocate(fd: int, mode: int, off: int, length: int) -> None:
+    """fallocate(2) of a spilled file (the os module has only posix_fallocate, mode 0). Where its
+    file system lacks a mode, a zeroed range is written out and a reservation skipped."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+    if libc.fallocate(fd, mode, off, length) == 0:
+        return
+    err = ctypes.get_errno()
+    if err != errno.EOPNOTSUPP:
+        raise OSError(err, os.strerror(err))
+    if mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE):
+        end = min(off + length, os.fstat(fd).st_size) if mode & FALLOC_FL_KEEP_SIZE else off + length
+        zeros = bytes(1 << 20)
+        while off < end:
+            off += os.pwrite(fd, zeros[: end - off], off)
