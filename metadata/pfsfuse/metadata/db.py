@@ -80,10 +80,10 @@ class DB:
         # Every mutation is read-modify-write of a few records; one writer at a time keeps that
         # simple and RocksDB serialises writes anyway.
         self.lock = threading.RLock()
-        # Decoded, a leaf of about 31 file entries holds about 20 KiB: 4,096 pages bound the
-        # cache near 90 MB whatever the directories' sizes (16,384 held 380 MB after listing a
-        # directory of 1,000,000 files).
-        self.page = functools.lru_cache(maxsize=1 << 12)(self._load_page)
+        # Decoded, a leaf of about 31 file entries holds about 20 KiB: 2,048 pages bound the
+        # cache near 45 MB whatever the directories' sizes (16,384 held 380 MB after listing a
+        # directory of 1,000,000 files; RocksDB's block cache keeps the bytes of more).
+        self.page = functools.lru_cache(maxsize=1 << 11)(self._load_page)
         # While a garbage collection runs: every page and blob written (under `lock`), which it
         # must keep even if no commit it saw refers to them.
         self.written: set[bytes] | None = None
