@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import random
 import time
 
@@ -563,3 +564,17 @@ def test_refs_chunk_with_a_page_hash(db):
     seen: set[bytes] = set()
     assert ("chunk", linked.root) in list(tree.refs(txn, lookalike, seen))
     assert list(tree.refs(txn, linked, seen)) == [("page", linked.root)]
+
+
+def test_decoded_tree_records_are_left_to_reference_counting(db):
+    """Pages and nodes are never tracked by the cyclic garbage collector, which would otherwise
+    walk every page a huge listing decodes."""
+    txn = db.txn()
+    d = tree.apply(txn, EMPTY_DIR, {f"f{i}": file(db, i) for i in range(3)} | {"l": SymlinkNode("f0")})
+    txn.commit()
+    page = records.decode(records.Page, records.encode(db.page(d.root)))
+    assert isinstance(page, Leaf)
+    node = page.entries[0][1]
+    assert isinstance(node, FileNode) and node.chunks
+    for obj in (page, node, node.chunks[0], page.entries[-1][1], d, tree.apply(txn, EMPTY_DIR, {"d": d})):
+        assert not gc.is_tracked(obj), type(obj).__name__
