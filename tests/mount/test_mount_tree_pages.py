@@ -12,7 +12,7 @@ import pytest
 from helpers import fuse_unavailable
 from pfsfuse.api.types import Put
 from pfsfuse.metadata.errors import NotFound
-from pfsfuse.metadata.records import DirNode
+from pfsfuse.metadata.records import DirNode, Inner
 from pfsfuse.mount import trees as trees_mod
 
 
@@ -107,3 +107,24 @@ def test_a_second_listing_asks_for_leaves_in_batches(big_dir, monkeypatch):
         requests.append(len(asked))
     leaves = len(want) // 31  # at least: a leaf holds at most about 31 of these entries
     assert requests[1] <= requests[0] < leaves, (requests, leaves)
+
+
+def test_a_listing_asks_for_all_below_a_level_2_page_at_once(big_dir, monkeypatch):
+    """A listing reads everything below a level-2 page next: its level-1 pages come in one
+    request and all their leaves in another, not a request per level-1 page."""
+    client, d = big_dir
+    monkeypatch.setattr(trees_mod, "FULL_LISTING", 100)
+    [root] = client.tree_pages([d.root])
+    assert isinstance(root, Inner) and root.level == 2  # 5,000 entries: three levels of pages
+    level1 = client.tree_pages([c[1] for c in root.children])
+    leaves = [c[1] for p in level1 if isinstance(p, Inner) for c in p.children]
+    asked: list[list[bytes]] = []
+    real = client.tree_pages
+    monkeypatch.setattr(client, "tree_pages", lambda hashes: asked.append(hashes) or real(hashes))
+    t = trees_mod.Trees(client)
+    listed, after = [], None
+    while page := t.page(d, after):
+        listed.extend(page)
+        after = page[-1][0]
+    assert listed == client.dir_entries(d.root)
+    assert asked == [[d.root], [c[1] for c in root.children], leaves]

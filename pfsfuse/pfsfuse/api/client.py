@@ -29,6 +29,7 @@ from pfsfuse.chunks.location import ChunkLoc
 from pfsfuse.metadata.records import Branch, BranchRef, ChunkRef, Commit, CommitRef, Node, Page
 
 _ETAGS_MAX = 1000  # a page of an S3 listing
+TREE_PAGES_MAX = 4096  # tree pages a request may ask for
 
 
 class Client(ABC):
@@ -186,7 +187,7 @@ class Client(ABC):
     def dir_child(self, root: bytes, name: str) -> Node | None: ...
 
     @abstractmethod
-    def tree_pages(self, hashes: Annotated[list[bytes], Meta(max_length=4096)]) -> list[Page]:
+    def tree_pages(self, hashes: Annotated[list[bytes], Meta(max_length=TREE_PAGES_MAX)]) -> list[Page]:
         """Tree pages by hash (`pfsfuse.metadata.tree`), for clients that cache pages, not
         listings: a lookup in a huge directory reads a page per level."""
 

@@ -11,7 +11,7 @@ import itertools
 import threading
 from collections import OrderedDict
 
-from pfsfuse.api.client import Client
+from pfsfuse.api.client import TREE_PAGES_MAX, Client
 from pfsfuse.metadata import tree
 from pfsfuse.metadata.records import ChunkRef, DirNode, FileNode, Inner, Leaf, Node, Page
 
@@ -240,14 +240,25 @@ class _Pages:
             if self.only_cached:
                 raise _Miss
             [found] = self._fetch([h])
-        if (self.siblings or not held) and isinstance(found, Inner) and found.level == 1:
+        if isinstance(found, Inner) and (self.siblings or not held) and found.level == 1:
             # Its leaves are what a lookup or a listing reads next: one request for those not
             # held (inner pages outlive their leaves in the cache, and a second listing would
             # otherwise ask for its leaves one at a time).
-            missing = [c[1] for c in found.children if c[1] not in self.leaves]
-            if missing:
-                self._fetch(missing)
+            self._fetch_missing([c[1] for c in found.children], self.leaves)
+        elif isinstance(found, Inner) and self.siblings and found.level == 2:
+            # A listing reads all below it next (thousands of entries): its level-1 pages in one
+            # request, then all their leaves in another, instead of a request per level-1 page.
+            level1 = self._fetch_missing([c[1] for c in found.children], self.inners)
+            below = [c[1] for p in level1 if isinstance(p, Inner) for c in p.children]
+            self._fetch_missing(below, self.leaves)
         return found
+
+    def _fetch_missing(self, hashes: list[bytes], cache: _LRU) -> list[Page]:
+        """The pages `hashes`, those not in `cache` fetched (at most TREE_PAGES_MAX a request)."""
+        missing = [h for h in hashes if h not in cache]
+        for i in range(0, len(missing), TREE_PAGES_MAX):
+            self._fetch(missing[i : i + TREE_PAGES_MAX])
+        return [p for p in map(cache.get, hashes) if p is not None]
 
     def _fetch(self, hashes: list[bytes]) -> list[Page]:
         pages = self.client.tree_pages(hashes) if hashes else []
