@@ -30,7 +30,7 @@ def test_setup_puts_pfs_on_the_path_of_a_new_shell(tmp_path, tmp_home):
     bin_dir = tmp_path / "bin"
     first = _setup(tmp_path, bin_dir)
     steps = [line for line in first.stdout.splitlines() if line.startswith("==> ")]
-    assert len(steps) == 5 and "pfs on the PATH of every shell" in steps[-1], first.stdout
+    assert len(steps) == 6 and "pfs on the PATH of every shell" in steps[-1], first.stdout
     assert (bin_dir / "pfs").resolve() == (REPO / ".venv" / "bin" / "pfs").resolve()
     # A new login shell: nothing of this environment, no venv activated.
     home = tmp_path / "home"
