@@ -111,7 +111,7 @@ def test_a_second_listing_asks_for_leaves_in_batches(big_dir, monkeypatch):
 
 def test_a_listing_asks_for_all_below_a_level_2_page_at_once(big_dir, monkeypatch):
     """A listing reads everything below a level-2 page next: its level-1 pages come in one
-    request and all their leaves in another, not a request per level-1 page."""
+    request and their leaves LISTED_LEAVES a request, not a request per level-1 page."""
     client, d = big_dir
     monkeypatch.setattr(trees_mod, "FULL_LISTING", 100)
     [root] = client.tree_pages([d.root])
@@ -127,4 +127,7 @@ def test_a_listing_asks_for_all_below_a_level_2_page_at_once(big_dir, monkeypatc
         listed.extend(page)
         after = page[-1][0]
     assert listed == client.dir_entries(d.root)
-    assert asked == [[d.root], [c[1] for c in root.children], leaves]
+    step = trees_mod.LISTED_LEAVES
+    assert len(leaves) > step  # (so that the leaves take more than one request)
+    by_step = [leaves[i : i + step] for i in range(0, len(leaves), step)]
+    assert asked == [[d.root], [c[1] for c in root.children], *by_step]

@@ -36,7 +36,7 @@ from pfsfuse.mount.workspace import alive
 
 log = logging.getLogger("pfsfuse.mount")
 
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8  # glibc's mallopt parameters
 
 
 def _state_dir() -> Path:
@@ -139,9 +139,12 @@ def _tune_memory() -> None:
     # Chunk buffers (up to 4 MiB, runs of up to 32 MiB) come from the heap and their memory is
     # kept once freed: by default glibc maps and unmaps such buffers, so every chunk read
     # lands in fresh pages, a page fault each 4 KiB (about a tenth of a cold read's CPU).
+    # Two arenas: each worker thread's own arena keeps what it freed too, and 16 of them held
+    # 400-480 MiB after a listing of 1,000,000 entries (300 MiB with two).
     libc = ctypes.CDLL(None)
     libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
     libc.mallopt(_M_TRIM_THRESHOLD, 256 << 20)
+    libc.mallopt(_M_ARENA_MAX, 2)
 
 
 async def _serve(fs: Filesystem, path: str, ready) -> None:
