@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import fuse_unavailable
+from helpers import Mount, fuse_unavailable
 
 pytestmark = [pytest.mark.fuse, pytest.mark.skipif(fuse_unavailable() is not None, reason=str(fuse_unavailable()))]
 
@@ -35,12 +35,18 @@ def _find(top: Path) -> list[str]:
     return sorted(out.stdout.splitlines())
 
 
-def test_find_lists_a_big_directory_without_keeping_its_names(daemon, mounts, tmp_home):
+@pytest.fixture
+def stored(daemon, mounts, tmp_home) -> tuple[Path, Mount, Path]:
+    """The tree on the disk, a mount, and the tree through it, in the branch master."""
     src = _tree(tmp_home / "src")
     daemon.pfs("create-repo", "r")
     daemon.pfs("put-file", "-r", "r@master:/d", "-f", str(src))
     m = mounts()
-    d = m.path / "r" / "master" / "d"
+    return src, m, m.path / "r" / "master" / "d"
+
+
+def test_find_lists_a_big_directory_without_keeping_its_names(stored):
+    src, m, d = stored
     before = int(os.getxattr(m.path, "user.pfs.inodes"))
 
     assert _find(d) == _find(src)
@@ -67,12 +73,8 @@ def test_find_lists_a_big_directory_without_keeping_its_names(daemon, mounts, tm
     assert len(long.stdout.splitlines()) - 1 == N + 2 * (N // 1000) + 1
 
 
-def test_a_branch_listed_plainly_shows_new_names(daemon, mounts, tmp_home):
-    src = _tree(tmp_home / "src")
-    daemon.pfs("create-repo", "r")
-    daemon.pfs("put-file", "-r", "r@master:/d", "-f", str(src))
-    m = mounts()
-    d = m.path / "r" / "master" / "d"
+def test_a_branch_listed_plainly_shows_new_names(daemon, stored):
+    _, m, d = stored
     assert len(os.listdir(d)) == N + 2 * (N // 1000) + 1
     (d / "zz-new").write_bytes(b"new")  # pending in the mount: the listing is merged
     (d / "file-00001").unlink()
