@@ -36,8 +36,12 @@ class Inode:
 
 def _key(inode: Inode) -> tuple:
     if inode.linkid:
-        return ("link", inode.repo, inode.ref, str(inode.linkid))
+        return _link_key(inode.repo, inode.ref, inode.linkid)
     return (inode.kind, inode.repo, inode.ref, inode.path)
+
+
+def _link_key(repo: str, ref: str, linkid: int) -> tuple:
+    return ("link", repo, ref, str(linkid))
 
 
 class InodeTable:
@@ -84,7 +88,7 @@ class InodeTable:
     def number(self, repo: str, ref: str, path: str, linkid: int = 0) -> int:
         """The number an entry has or would have, without making it an inode the kernel holds
         (for a plain listing, whose names the kernel does not keep)."""
-        key = ("link", repo, ref, str(linkid)) if linkid else ("entry", repo, ref, path)
+        key = _link_key(repo, ref, linkid) if linkid else ("entry", repo, ref, path)
         ino = self._by_key.get(key)
         return self._number(key) if ino is None else ino
 
@@ -97,7 +101,7 @@ class InodeTable:
     def linked(self, repo: str, ref: str, path: str, linkid: int) -> Inode:
         """The inode of the hard link `linkid`, known (also) by `path`: the inode the kernel
         already has for `path` becomes the link's, so that a name linked here keeps its number."""
-        key = ("link", repo, ref, str(linkid))
+        key = _link_key(repo, ref, linkid)
         ino = self._by_key.get(key)
         if ino is not None:
             inode = self._inodes[ino]

@@ -177,8 +177,9 @@ class LocalFile:
             self._spill()
         if self._fd is not None:
             _fallocate(self._fd, mode, off, length)
-        elif zero:
-            self._buf[off : min(end, len(self._buf))] = bytes(max(0, min(end, len(self._buf)) - off))
+        elif zero and off < len(self._buf):
+            stop = min(end, len(self._buf))  # past it, growing the buffer zeroes it
+            self._buf[off:stop] = bytes(stop - off)
         if size > self.size:
             self.truncate(size)
         elif zero and off < self.size:
