@@ -23,6 +23,11 @@ from pfsfuse.mount.trees import Trees
 from pfsfuse.mount.workspace import LocalFile, Workspace, stat_of
 from pfsfuse.mount.writing import Writer
 
+# A directory's st_blksize, which sizes libc's readdir buffer: each getdents of a listing the
+# kernel serves from its cache (listings.py) hands over this much at once, and a reader that
+# stats what it lists looks each of those names up before the mount can drop that cache.
+DIR_BLOCK = 1 << 15
+
 
 def file_type(entry) -> int:
     """The S_IF* type of an entry (None is a directory of its own: the root, a repo)."""
@@ -57,7 +62,6 @@ class Attrs:
         if a is None:
             a = pyfuse3.EntryAttributes()
             a.generation = 0
-            a.st_blksize = BLOCK
             a.entry_timeout = a.attr_timeout = ttl
         a.st_ino = inode.ino
         st = getattr(entry, "stat", None)
@@ -67,9 +71,11 @@ class Attrs:
         if isinstance(entry, DirNode) and r is not None and r.workspace is not None:
             st = r.workspace.dir_stat(inode.path, st)
         kind = file_type(entry)
+        a.st_blksize = BLOCK
         if kind == stat.S_IFDIR:
             perm = 0o755 if writable else 0o555
             a.st_size = 4096
+            a.st_blksize = DIR_BLOCK
         elif kind == stat.S_IFLNK:
             perm = 0o777
             a.st_size = entry.size

@@ -31,6 +31,7 @@ from pfsfuse.metadata.records import EMPTY_DIR, SPECIAL_MODES, DirNode, FileNode
 from pfsfuse.mount.attrs import Attrs, file_type
 from pfsfuse.mount.boundary import Threads, component, fail, translate
 from pfsfuse.mount.inodes import KEPT, Inode, InodeTable
+from pfsfuse.mount.listings import KernelListings, key_of
 from pfsfuse.mount.reading import Handle, Reader
 from pfsfuse.mount.resolve import DirHandle, Ref, Resolver, framed
 from pfsfuse.mount.trees import Trees
@@ -83,6 +84,7 @@ class Filesystem(pyfuse3.Operations):
         self.reader = Reader(self.trees, io)
         self.writer = Writer(self.resolver, self.reader, self.trees, io, tmpdir, self.mountpoint, idle, lost)
         self.attrs = Attrs(self.resolver, self.reader, self.writer, self.trees, io)
+        self.listings = KernelListings(self.enable_readdirplus_auto)
 
     @property
     def nursery(self) -> trio.Nursery:
@@ -171,6 +173,7 @@ class Filesystem(pyfuse3.Operations):
         out = await self.attrs.extended(inode, entry, r)
         if inode.kind == "root":  # how many inodes the kernel holds of us: bounded (inodes.KEPT)
             out["user.pfs.inodes"] = str(len(self.inodes)).encode()
+            out["user.pfs.readdirs"] = str(self.listings.reads).encode()  # the rest: the kernel's cache
         return out
 
     async def open_node(self, inode: Inode, entry: FileNode, r: Ref) -> pyfuse3.FileInfo:
@@ -206,6 +209,7 @@ class Filesystem(pyfuse3.Operations):
         text = component(name) if name not in (b".", b"..") else name.decode()
         inode, entry, r = await self.child(parent, text)
         inode.lookups += 1
+        self.listings.looked_up(parent, entry)
         return self.attributes(inode, entry, r)
 
     async def forget(self, inode_list):
@@ -293,8 +297,9 @@ class Filesystem(pyfuse3.Operations):
                 # Pending writes in this directory: list it whole, merged (at the first readdir).
                 h = DirHandle(inode, None, entry, merge=True)
             else:
-                h = DirHandle(inode, None, entry)
-        return self.handles.add(h)
+                h = DirHandle(inode, None, entry, key=key_of(entry))
+        others = [o for o in self.handles.values() if isinstance(o, DirHandle) and o.inode is inode]
+        return self.listings.opened(h, self.handles.add(h), others)
 
     @translate
     async def readdir(self, fh, start_id, token):
@@ -307,6 +312,7 @@ class Filesystem(pyfuse3.Operations):
         # find and ls -f): names, numbers and types only, and no inodes for the kernel to keep.
         # A pyfuse3 without the adaptive READDIRPLUS always lists with attributes.
         plus = getattr(token, "plus", True)
+        self.listings.read(h, start_id, plus)
         if h.merge and h.listing is None:
             assert r is not None  # (only a branch's directory has pending writes)
             h.listing = await self.resolver.merged(r, inode.path)
@@ -359,7 +365,7 @@ class Filesystem(pyfuse3.Operations):
 
     @translate
     async def releasedir(self, fh):
-        del self.handles[fh]
+        self.listings.closed(self.handles.pop(fh))
 
     @translate
     async def mkdir(self, parent_ino, name, mode, ctx):

@@ -32,6 +32,10 @@ class Inode:
     # been looked up by (the kernel knows it by those).
     linkid: int = 0
     names: set[str] | None = None
+    # A directory: the key of the listing the kernel keeps and may serve again (listings.py),
+    # and the lookups of its names since it was last opened.
+    listed: tuple | None = None
+    looked: int = 0
 
 
 def _key(inode: Inode) -> tuple:
