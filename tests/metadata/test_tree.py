@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from pfsfuse.metadata import records, tree
 from pfsfuse.metadata.db import DB
-from pfsfuse.metadata.errors import FailedPrecondition
+from pfsfuse.metadata.errors import DataLoss, FailedPrecondition
 from pfsfuse.metadata.records import (
     EMPTY_DIR,
     ChunkRef,
@@ -144,6 +144,26 @@ def test_make_file_blob(db):
     txn.commit()
     assert tree.file_chunks(db, node) == tuple(chunks)
     assert db.blob(node.hash) == records.encode(tuple(chunks))
+
+
+def test_stored_pages_are_the_pages_undecoded(db, wide):
+    """What the daemon sends a msgpack caller of tree_pages: the stored bytes, which decode to the
+    pages; a chunk list stored beside them is refused, as is a missing hash."""
+    root, _ = wide
+    hashes = sorted(all_pages(db, root))
+    assert len(hashes) > 3
+    stored = db.stored_pages(hashes)
+    assert [records.decode(records.Page, data) for data in stored] == [db.page(h) for h in hashes]
+    assert all(records.is_page(data) for data in stored)
+
+    txn = db.txn()
+    listed = tree.make_file(txn, [chunk(db, i, 1000) for i in range(tree.INLINE_CHUNKS + 1)])
+    txn.commit()
+    assert not records.is_page(db.blob(listed.hash))
+    with pytest.raises(ValueError):
+        db.stored_pages([hashes[0], listed.hash])
+    with pytest.raises(DataLoss):
+        db.stored_pages([b"\x01" * 16])
 
 
 def test_make_empty_file(db):

@@ -156,6 +156,18 @@ class DB:
             raise DataLoss(f"chunk list {h.hex()} is missing from the index")
         return data
 
+    def stored_pages(self, hashes: list[bytes]) -> list[bytes]:
+        """Tree pages as stored, undecoded, in one read (for a reader that decodes them itself).
+        ValueError for a hash that is a chunk list's."""
+        keys: list[str | int | float | bytes | bool] = list(hashes)
+        found = self._cfs["pages"].get(keys) or []  # a multi-get
+        for h, data in zip(hashes, found, strict=True):
+            if data is None:
+                raise DataLoss(f"tree page {h.hex()} is missing from the index")
+            if not records.is_page(data):
+                raise ValueError(f"{h.hex()} is not a tree page")
+        return found
+
     def txn(self) -> Txn:
         return Txn(self)
 

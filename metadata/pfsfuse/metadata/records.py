@@ -180,6 +180,11 @@ def encode(obj) -> bytes:
     return _PREFIX + _encoder.encode(obj)
 
 
+def body(data: bytes) -> memoryview:
+    """The msgpack of a stored record: what the API sends of a tree page, undecoded."""
+    return memoryview(data)[1:]
+
+
 def decode(kind, data: bytes):
     if data[:1] != _PREFIX:
         raise ValueError(f"unknown record format {data[:1]!r}")
@@ -187,3 +192,12 @@ def decode(kind, data: bytes):
     if dec is None:
         dec = _decoders[kind] = msgspec.msgpack.Decoder(kind)
     return dec.decode(memoryview(data)[1:])
+
+
+# How a stored page begins past the array header (its tag), apart from a chunk list (a blob).
+_PAGE_TAGS = frozenset(encode(p)[2:4] for p in (Leaf([]), Inner(1, [])))
+
+
+def is_page(data: bytes) -> bool:
+    """Whether stored `data` is a tree page, not a chunk list stored beside the pages."""
+    return data[:1] == _PREFIX and data[2:4] in _PAGE_TAGS

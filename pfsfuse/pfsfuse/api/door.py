@@ -129,6 +129,19 @@ def json(result: Any) -> Response:
     return Response(msgspec.json.encode(result), media_type="application/json")
 
 
+def packed(request: Request) -> bool:
+    """Whether the caller takes msgpack (pfsfuse's own clients: smaller, and about a third
+    faster to decode, than JSON)."""
+    return request.headers.get("accept") == wire.MSGPACK
+
+
+def answer(request: Request, result: Any) -> Response:
+    """An RPC's result in the format the caller accepts: msgpack or JSON."""
+    if packed(request):
+        return Response(msgspec.msgpack.encode(result), media_type=wire.MSGPACK)
+    return json(result)
+
+
 def error(e: BaseException) -> Response:
     if not isinstance(e, PfsError):
         log.error("internal error", exc_info=e)

@@ -97,8 +97,8 @@ class RemoteClient(Client):
     # -- transport ----------------------------------------------------------------------------
 
     def _rpc(self, method: str, **args):
-        data = self._http.call("POST", f"/rpc/{method}", wire.encode_args(method, args))
-        return msgspec.json.decode(data, type=wire.hints(method)["return"])
+        data = self._http.call("POST", f"/rpc/{method}", wire.encode_args(method, args), wire.MSGPACK)
+        return msgspec.msgpack.decode(data, type=wire.hints(method)["return"])
 
     def _stream(self, url: str, args: wire.Query) -> Iterator[bytes]:
         with self._http.stream(url, wire.query(args)) as pieces:

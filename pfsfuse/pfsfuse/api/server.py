@@ -254,6 +254,8 @@ ACCESS: dict[str, Callable[[Any], door.Need]] = {
     "garbage_collect": lambda a: door.ADMIN,
     "version": lambda a: door.PUBLIC,
 }
+# RPCs whose result a msgpack caller gets as the index stores it: read, not decoded and encoded.
+_AS_STORED = {"tree_pages": "stored_tree_pages"}
 _BY_HASH = {"dir_entries", "dir_child", "tree_pages", "chunk_list", "chunk_locations"}
 
 
@@ -275,14 +277,15 @@ def endpoints(
         async def handler(call: door.Call):
             if method == "delete_repo":
                 deletable(call.args.name)
-            result = await _in_thread(getattr(store, method), **wire.as_kwargs(call.args))
+            served = _AS_STORED.get(method, method) if door.packed(call.request) else method
+            result = await _in_thread(getattr(store, served), **wire.as_kwargs(call.args))
             if method == "list_repo":  # a listing shows only the repos the caller may read
                 result = [r for r in result if call.may_read(r.name)]
             elif method == "create_repo":
                 call.gate.repo_made(call.caller, call.args.name)  # a new repo's creator owns it
             elif method == "delete_repo":
                 call.gate.repo_gone(call.args.name)
-            return door.json(result)
+            return door.answer(call.request, result)
 
         return door.Endpoint(f"/rpc/{method}", handler, ACCESS[method], wire.schema(method), by_hash=method in _BY_HASH)
 

@@ -130,10 +130,14 @@ class _Connection:
                 return event
             self.http.receive_data(self.sock.recv(n))  # b"" at the end: h11 tells if too soon
 
-    def request(self, method: str, path: str, body: bytes | Iterable[bytes] | None, token: str | None) -> _Answer:
+    def request(
+        self, method: str, path: str, body: bytes | Iterable[bytes] | None, token: str | None, accept: str | None
+    ) -> _Answer:
         if self.finished():
             self.http.start_next_cycle()
         headers = [("Host", "pfs")]
+        if accept:
+            headers.append(("Accept", accept))
         if token:
             headers.append(("Authorization", f"Bearer {token}"))
         if isinstance(body, bytes):
@@ -190,7 +194,7 @@ class Transport:
             conn.close()
             self._local.conn = None
 
-    def _send(self, method: str, path: str, body) -> _Answer:
+    def _send(self, method: str, path: str, body, accept: str | None = None) -> _Answer:
         streaming = body is not None and not isinstance(body, bytes)
         # A kept-alive connection may have been closed by the daemon meanwhile: a request whose
         # body we still hold is retried once on a fresh connection.
@@ -205,7 +209,7 @@ class Transport:
                 except OSError as e:
                     raise Unavailable(f"cannot reach the pfs daemon at {self.address}: {e}") from None
             try:
-                return conn.request(method, path, body, self.token() if callable(self.token) else self.token)
+                return conn.request(method, path, body, self.token() if callable(self.token) else self.token, accept)
             except _ERRORS as e:
                 self.close()
                 if attempt or streaming:
@@ -215,9 +219,12 @@ class Transport:
                 raise
         raise AssertionError("unreachable")
 
-    def call(self, method: str, path: str, body: bytes | Iterable[bytes] | None = None) -> bytes:
-        """One request; its whole answer's body, or the daemon's error raised."""
-        answer = self._send(method, path, body)
+    def call(
+        self, method: str, path: str, body: bytes | Iterable[bytes] | None = None, accept: str | None = None
+    ) -> bytes:
+        """One request; its whole answer's body (in the format `accept`, if the route has it), or
+        the daemon's error raised."""
+        answer = self._send(method, path, body, accept)
         try:
             data = answer.read()
         except _ERRORS as e:

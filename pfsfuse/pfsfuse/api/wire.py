@@ -25,6 +25,7 @@ from pfsfuse.api.client import Client
 from pfsfuse.api.types import Count, WriteOp
 from pfsfuse.metadata.errors import KINDS, PfsError
 
+MSGPACK = "application/msgpack"  # an RPC's answer, for a client that asks for it (Accept)
 STREAMING = {"write_files", "get_file", "subscribe_commit", "read_chunk", "extract", "restore"}
 RPC = frozenset(Client.__abstractmethods__) - STREAMING
 _U32 = struct.Struct(">I")

@@ -11,7 +11,7 @@ import msgspec
 
 from pfsfuse.api.types import PLANS_CHUNKS, PLANS_PAGE, DiffResult, FileInfo, ReadPlan
 from pfsfuse.engine.core import EngineCore
-from pfsfuse.metadata import etags, glob, names, tree
+from pfsfuse.metadata import etags, glob, names, records, tree
 from pfsfuse.metadata.errors import InvalidArgument, NotFound
 from pfsfuse.metadata.records import ChunkRef, Commit, DirNode, FileNode, Node, Page, SpecialNode, SymlinkNode
 
@@ -328,6 +328,14 @@ class Reads(EngineCore):
             except ValueError:  # the hash of a chunk list, not of a page
                 raise NotFound(f"no tree page {h.hex()}") from None
         return out
+
+    def stored_tree_pages(self, hashes: list[bytes]) -> list[msgspec.Raw]:
+        """`tree_pages` as stored, for a caller that takes msgpack: the daemon sends them as
+        they are, without decoding and encoding them again."""
+        try:
+            return [msgspec.Raw(records.body(d)) for d in self.db.stored_pages(hashes)]
+        except ValueError as e:
+            raise NotFound(f"no tree page: {e}") from None
 
     def chunk_list(self, file_hash: bytes) -> list[ChunkRef]:
         return list(tree.file_chunks(self.db, FileNode(0, file_hash, None)))

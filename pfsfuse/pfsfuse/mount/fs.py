@@ -354,11 +354,15 @@ class Filesystem(pyfuse3.Operations):
         """Send `batch` of a plain listing from `index`; the index to go on from, or None once
         the kernel's buffer is full."""
         attr = pyfuse3.EntryAttributes()
-        number, repo, ref, path = self.inodes.number, inode.repo, inode.ref, inode.path
+        number, reply = self.inodes.numbering(inode.repo, inode.ref, inode.path), pyfuse3.readdir_reply
         for name, entry in batch:
-            attr.st_ino = number(repo, ref, names.join(path, name), _link_of(entry) or 0)
-            attr.st_mode = file_type(entry)
-            if not pyfuse3.readdir_reply(token, name.encode(), attr, index + 1):
+            kind = _STORED_KINDS.get(type(entry))
+            if kind is None:  # a special file, or one being written
+                attr.st_ino, attr.st_mode = number(name, _link_of(entry) or 0), file_type(entry)
+            else:
+                st = entry.stat
+                attr.st_ino, attr.st_mode = number(name, st.link or 0 if st is not None else 0), kind
+            if not reply(token, name.encode(), attr, index + 1):
                 return None
             index += 1
         return index
@@ -623,6 +627,10 @@ class Filesystem(pyfuse3.Operations):
         old_ws.entries_changed(old_parent.path)
         new_ws.entries_changed(new_parent.path)
         self.inodes.renamed((old_parent.repo, old_parent.ref, old), (new_parent.repo, new_parent.ref, new))
+
+
+# The types of the most common stored entries, for a plain listing (file_type for the rest).
+_STORED_KINDS: dict[type, int] = {FileNode: stat.S_IFREG, SymlinkNode: stat.S_IFLNK, DirNode: stat.S_IFDIR}
 
 
 def _link_of(entry) -> int | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyfuse3
@@ -95,6 +96,26 @@ class InodeTable:
         key = _link_key(repo, ref, linkid) if linkid else ("entry", repo, ref, path)
         ino = self._by_key.get(key)
         return self._number(key) if ino is None else ino
+
+    def numbering(self, repo: str, ref: str, parent: str) -> Callable[[str, int], int]:
+        """`number` for the names of the directory `parent`, which a plain listing asks of each
+        name it sends: what the names share is joined once."""
+        under = parent + "/" if parent else ""
+        prefix = "\0".join(("entry", repo, ref, under))
+        by_key, inodes, digest = self._by_key, self._inodes, xxhash.xxh3_64_intdigest
+
+        def number(name: str, linkid: int) -> int:
+            if linkid:
+                return self.number(repo, ref, "", linkid)
+            ino = by_key.get(("entry", repo, ref, under + name))
+            if ino is not None:
+                return ino
+            ino = digest((prefix + name).encode()) >> 1
+            if ino <= pyfuse3.ROOT_INODE or ino in inodes:
+                return self._number(("entry", repo, ref, under + name))
+            return ino
+
+        return number
 
     def _number(self, key: tuple) -> int:
         ino = xxhash.xxh3_64_intdigest("\0".join(key).encode()) >> 1

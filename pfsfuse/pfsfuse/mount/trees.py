@@ -68,6 +68,35 @@ class _LRU:
             self._weight -= w
 
 
+class _Inflight:
+    """Pages being fetched, by hash: a second reader of one waits for the request already made
+    instead of making it again (a listing's next page, fetched ahead, races its reader there)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._events: dict[bytes, threading.Event] = {}
+
+    def claim(self, hashes: list[bytes]) -> tuple[list[bytes], dict[bytes, threading.Event]]:
+        """(the hashes the caller is to fetch, the events of those being fetched already)."""
+        mine: dict[bytes, None] = {}  # (a hash twice in `hashes` is fetched once)
+        theirs = {}
+        with self._lock:
+            for h in hashes:
+                e = self._events.get(h)
+                if e is None:
+                    self._events[h] = threading.Event()
+                    mine[h] = None
+                elif h not in mine:
+                    theirs[h] = e
+        return list(mine), theirs
+
+    def done(self, hashes: list[bytes]) -> None:
+        """Fetched (or failed: a waiter then finds them missing, and asks itself)."""
+        with self._lock:
+            for h in hashes:
+                self._events.pop(h).set()
+
+
 class Trees:
     """Reads of immutable tree objects through a client, with caches keyed by hash."""
 
@@ -79,11 +108,12 @@ class Trees:
         # Big directories: their tree pages by hash (weighed in entries), read as the daemon's
         # index reads them; a lookup reads a page per level, a listing the pages in turn. Inner
         # pages have a cache of their own, so that prefetched leaves never evict the path to them.
-        self._tree_pages = _Pages(client, _LRU(page_cache // 4), _LRU(page_cache), siblings=True)
+        caches = (_LRU(page_cache // 4), _LRU(page_cache), _Inflight())
+        self._tree_pages = _Pages(client, *caches, listing=True)
         # Lookups come in any order (find sorts a big directory's names by inode number, which
         # is a hash): a held level-1 page's missing leaf is fetched alone.
-        self._lookup_pages = _Pages(client, self._tree_pages.inners, self._tree_pages.leaves)
-        self._cached_pages = _Pages(client, self._tree_pages.inners, self._tree_pages.leaves, only_cached=True)
+        self._lookup_pages = _Pages(client, *caches)
+        self._cached_pages = _Pages(client, *caches, only_cached=True)
         self._chunk_lists = _LRU(1 << 18)  # file hash -> chunk refs
         self._locations = _LRU(1 << 18)  # chunk hash -> ChunkLoc
         self._chunks = _LRU(cache_bytes)  # chunk hash -> bytes
@@ -223,18 +253,79 @@ class Trees:
             self._chunks.put(r.hash, data, r.size)
 
 
+class _Plans:
+    """The leaves below the inner pages that listings read, in listing order, with the entries of
+    each: a leaf a listing misses comes with the next ones it will read (LISTED_LEAVES a request,
+    and no more than half the cache holds), just before it reads them, so a directory bigger
+    than the cache is never fetched ahead of its reader by more than the cache holds."""
+
+    def __init__(self, kept: int = 1 << 16):
+        self._lock = threading.Lock()
+        self._kept = kept  # leaves planned, at most (about 200 bytes each)
+        # By inner page, oldest first: [(leaf, entries in it)]
+        self._plans: OrderedDict[bytes, list[tuple[bytes, int]]] = OrderedDict()
+        self._size = 0
+        self._at: dict[bytes, tuple[list[tuple[bytes, int]], int]] = {}
+
+    def add(self, h: bytes, leaves: list[tuple[bytes, int]]) -> None:
+        with self._lock:
+            if h in self._plans:
+                self._plans.move_to_end(h)
+                return
+            self._plans[h] = leaves
+            self._size += len(leaves)
+            for i, (leaf, _) in enumerate(leaves):
+                self._at[leaf] = (leaves, i)
+            while self._size > self._kept and len(self._plans) > 1:
+                _, old = self._plans.popitem(last=False)
+                self._size -= len(old)
+                for leaf, _ in old:
+                    at = self._at.get(leaf)
+                    if at is not None and at[0] is old:
+                        del self._at[leaf]
+
+    def planned(self, leaf: bytes) -> bool:
+        with self._lock:
+            return leaf in self._at
+
+    def after(self, leaf: bytes, n: int, room: int) -> list[bytes]:
+        """The leaves a listing reads after `leaf`, if it is planned: `n` at most, holding at
+        most `room` entries."""
+        with self._lock:
+            at = self._at.get(leaf)
+        if at is None:
+            return []
+        leaves, i = at
+        out = []
+        for h, entries in leaves[i + 1 : i + 1 + n]:
+            room -= entries
+            if room < 0:
+                break
+            out.append(h)
+        return out
+
+
 class _Pages:
     """Tree pages by hash (a `tree.PageReader`), cached, fetched from the daemon on a miss; with
     `only_cached`, a miss raises _Miss instead. A level-1 page fetched brings its leaves in the
-    same breath; with `siblings` (a listing's reader), a level-1 page held brings those of its
-    leaves not held."""
+    same breath (a lookup reads one of them next); with `listing` (a listing's reader), the
+    leaves below a level-1 or level-2 page are planned instead (_Plans)."""
 
-    def __init__(self, client: Client, inners: _LRU, leaves: _LRU, only_cached: bool = False, siblings: bool = False):
+    def __init__(
+        self,
+        client: Client,
+        inners: _LRU,
+        leaves: _LRU,
+        inflight: _Inflight,
+        only_cached: bool = False,
+        listing: bool = False,
+    ):
         self.client = client
         self.inners = inners
         self.leaves = leaves
+        self.inflight = inflight
         self.only_cached = only_cached
-        self.siblings = siblings
+        self.plans = _Plans() if listing else None
 
     def page(self, h: bytes) -> Page:
         found = self.inners.get(h) or self.leaves.get(h)
@@ -242,26 +333,56 @@ class _Pages:
         if found is None:
             if self.only_cached:
                 raise _Miss
-            [found] = self._fetch([h])
-        if isinstance(found, Inner) and (self.siblings or not held) and found.level == 1:
-            # Its leaves are what a lookup or a listing reads next: one request for those not
-            # held (inner pages outlive their leaves in the cache, and a second listing would
-            # otherwise ask for its leaves one at a time).
-            self._fetch_missing([c[1] for c in found.children], self.leaves, TREE_PAGES_MAX)
-        elif isinstance(found, Inner) and self.siblings and found.level == 2:
-            # A listing reads all below it next (thousands of entries): its level-1 pages in one
-            # request, then their leaves LISTED_LEAVES at a time, instead of a request per
-            # level-1 page (each request costs the daemon about 1.6 ms beside its pages).
-            level1 = self._fetch_missing([c[1] for c in found.children], self.inners, TREE_PAGES_MAX)
-            below = [c[1] for p in level1 if isinstance(p, Inner) for c in p.children]
-            self._fetch_missing(below, self.leaves, LISTED_LEAVES)
+            ahead = self.plans.after(h, LISTED_LEAVES - 1, self.leaves.capacity // 2) if self.plans else []
+            found = self._fetch_with(h, ahead)
+        if isinstance(found, Inner) and found.level <= 2:
+            if self.plans is not None:
+                self._plan(h, found)
+            elif not held and found.level == 1:
+                self._fetch_missing([c[1] for c in found.children], self.leaves, TREE_PAGES_MAX)
         return found
 
+    def _plan(self, h: bytes, page: Inner) -> None:
+        """A listing reads all below `page` next, in order."""
+        assert self.plans is not None
+        if page.level == 1:
+            if not self.plans.planned(page.children[0][1]):  # (else planned with its parent)
+                self.plans.add(h, [(c[1], c[3]) for c in page.children])
+            return
+        # Its level-1 pages in one request, instead of a request each (a request costs the
+        # daemon about 1.6 ms beside its pages).
+        level1 = self._fetch_missing([c[1] for c in page.children], self.inners, TREE_PAGES_MAX)
+        self.plans.add(h, [(c[1], c[3]) for p in level1 if isinstance(p, Inner) for c in p.children])
+
+    def _fetch_with(self, h: bytes, ahead: list[bytes]) -> Page:
+        """The page `h`, fetched with those of `ahead` neither held nor being fetched, in one
+        request (or from the request already made for it)."""
+        mine, theirs = self.inflight.claim([h, *(a for a in ahead if a not in self.leaves)])
+        try:
+            fetched = dict(zip(mine, self._fetch(mine), strict=True))
+        finally:
+            self.inflight.done(mine)
+        found = fetched.get(h)
+        if found is None:
+            if h in theirs:
+                theirs[h].wait()
+            found = self.inners.get(h) or self.leaves.get(h)
+        return found if found is not None else self._fetch([h])[0]
+
     def _fetch_missing(self, hashes: list[bytes], cache: _LRU, per_request: int) -> list[Page]:
-        """The pages `hashes`, those not in `cache` fetched, `per_request` at a time."""
-        missing = [h for h in hashes if h not in cache]
-        for i in range(0, len(missing), per_request):
-            self._fetch(missing[i : i + per_request])
+        """The pages `hashes`, those not in `cache` fetched, `per_request` at a time (those
+        being fetched already waited for)."""
+        mine, theirs = self.inflight.claim([h for h in hashes if h not in cache])
+        for i in range(0, len(mine), per_request):
+            batch = mine[i : i + per_request]
+            try:
+                self._fetch(batch)
+            except BaseException:
+                self.inflight.done(mine[i:])
+                raise
+            self.inflight.done(batch)
+        for e in theirs.values():
+            e.wait()
         return [p for p in map(cache.get, hashes) if p is not None]
 
     def _fetch(self, hashes: list[bytes]) -> list[Page]:
