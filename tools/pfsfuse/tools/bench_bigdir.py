@@ -234,11 +234,13 @@ class BigDirBench:
             ours.append(listing([PFS, "list-file", "big", "master", "d"]))
             ls.append(listing(["ls", "-f", str(self.src)]))
         self.note_memory("list-file")
+        # The CLI's start-up for scale (not subtracted: the two medians come from different runs,
+        # and a user waits for both).
         start = statistics.median(timed(lambda: self.pfs("version")) for _ in range(self.runs))
-        first = statistics.median(f for f, _ in ours) - start
+        first = statistics.median(f for f, _ in ours)
         return [
             Figure(
-                f"list-file of {self.n:,} entries: first line, ms after start-up ({start * 1000:.0f} ms)",
+                f"list-file of {self.n:,} entries: first line, ms from the start (`version`: {start * 1000:.0f} ms)",
                 first * 1000,
                 None,
                 "ms",
