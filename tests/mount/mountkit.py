@@ -130,6 +130,18 @@ def make_tree(root: Path, seed: int = 7) -> Path:
     return root
 
 
+def flat_dir(d: Path, n: int, every: int) -> Path:
+    """One big flat directory: `n` small files of varied sizes, and a subdirectory and a symlink
+    every `every` files."""
+    d.mkdir(parents=True)
+    for i in range(n):
+        (d / f"file-{i:05}").write_bytes(b"x" * (i % 13))
+    for i in range(0, n, every):
+        (d / f"sub-{i:05}").mkdir()
+        (d / f"link-{i:05}").symlink_to(f"file-{i:05}")
+    return d
+
+
 def tree_files(root: Path) -> dict[str, bytes]:
     """Every regular file under root, relative path -> bytes (symlinks followed)."""
     out = {}

@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from mountkit import flat_dir
 
 from helpers import fuse_unavailable, wait_for
 
@@ -26,13 +27,7 @@ def _find(top: Path) -> list[str]:
 @pytest.fixture
 def stored(daemon, mounts, tmp_home):
     """The tree on the disk, the mount, and the tree through it, in the branch master."""
-    src = tmp_home / "src" / "d"
-    src.mkdir(parents=True)
-    for i in range(N):
-        (src / f"file-{i:05}").write_bytes(b"x" * (i % 7))
-    for i in range(0, N, 500):
-        (src / f"sub-{i:05}").mkdir()
-        (src / f"link-{i:05}").symlink_to(f"file-{i:05}")
+    src = flat_dir(tmp_home / "src" / "d", N, 500)
     daemon.pfs("create-repo", "r")
     daemon.pfs("put-file", "-r", "r@master:/d", "-f", str(src))
     m = mounts()
@@ -60,7 +55,7 @@ def test_a_plain_listing_is_served_again_by_the_kernel(daemon, stored):
     lines = long.stdout.splitlines()[1:]
     assert len(lines) == len(os.listdir(src))
     sizes = {cols[-1]: (cols[0][0], cols[4]) for cols in map(str.split, lines) if "->" not in cols}
-    assert sizes["file-02999"] == ("-", str(2999 % 7)) and sizes["sub-01500"][0] == "d"
+    assert sizes["file-02999"] == ("-", str(2999 % 13)) and sizes["sub-01500"][0] == "d"
     after_ls = _readdirs(m)
     assert after_ls > first
     # It did not list plainly: the next listing comes from the mount again.

@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from mountkit import flat_dir
 
 from helpers import Mount, fuse_unavailable
 
@@ -19,13 +20,7 @@ N = 20_000  # several READDIRPLUS batches of 1 MiB
 
 
 def _tree(top: Path) -> Path:
-    d = top / "d"
-    d.mkdir(parents=True)
-    for i in range(N):
-        (d / f"file-{i:05}").write_bytes(b"x" * (i % 13))
-    for i in range(0, N, 1000):
-        (d / f"sub-{i:05}").mkdir()
-        (d / f"link-{i:05}").symlink_to(f"file-{i:05}")
+    d = flat_dir(top / "d", N, 1000)
     os.mkfifo(d / "fifo")
     return d
 
