@@ -40,7 +40,11 @@ def _readdirs(m) -> int:
 
 def test_a_plain_listing_is_served_again_by_the_kernel(daemon, stored):
     src, m, d = stored
-    commit_id = daemon.client().inspect_commit("r", "master").id
+    client = daemon.client()
+    try:
+        commit_id = client.inspect_commit("r", "master").id
+    finally:
+        client.close()
     for top in (d, m.path / "r" / commit_id / "d"):
         before = _readdirs(m)
         assert _find(top) == _find(src)

@@ -95,8 +95,8 @@ class DirHandle:
     # the directory, as sqlite does, costs no listing).
     merge: bool = False
     # What the kernel's cached copy of the listing needs (listings.py): the directory's key
-    # (None: not to be cached), whether the kernel serves it from its cache, whether another
-    # handle was open meanwhile, and how the reader listed it after the first read.
+    # (None: not to be cached), whether the kernel serves it from its cache, whether a handle
+    # of another version was open meanwhile, and how the reader listed it after the first read.
     key: tuple | None = None
     kept: bool = False
     shared: bool = False
