@@ -37,7 +37,9 @@ class _Checker:
         self.store = store
         self.db = store.db
         self.problems: list[str] = []
-        self.pages: dict[bytes, tuple[int, int] | None] = {}  # page -> (bytes, entries) or None if bad
+        self.pages: dict[
+            bytes, tuple[int, int, int] | None
+        ] = {}  # page -> (bytes, entries, subdirectories) or None if bad
         self.files: set[bytes] = set()
         self.chunks: dict[bytes, tuple[ChunkRef, str]] = {}  # chunk -> (ref, first user)
         self.longest: dict[bytes, int] = {}  # page -> its longest path (tree.longest_path)
@@ -153,17 +155,20 @@ class _Checker:
             if f is not None:
                 self.file(f, f"{where} ({which})")
         if d.root is None:
-            if d.size or d.count:
+            if d.size or d.count or d.subdirs:
                 self.problem(f"{where}: empty directory claims {d.size} bytes, {d.count} entries")
             return
         got = self.page(d.root, where)
-        if got is not None and got != (d.size, d.count):
+        if got is not None and got[:2] != (d.size, d.count):
             self.problem(
                 f"{where}: directory claims {d.size} bytes in {d.count} entries, "
                 f"its pages hold {got[0]} bytes in {got[1]}"
             )
+        elif got is not None and d.subdirs is not None and got[2] != d.subdirs:
+            self.problem(f"{where}: directory claims {d.subdirs} subdirectories, its pages hold {got[2]}")
 
-    def page(self, h: bytes, where: str) -> tuple[int, int] | None:
+    def page(self, h: bytes, where: str) -> tuple[int, int, int] | None:
+        """(bytes, entries, subdirectories) under a page, once its pages are checked."""
         if h in self.pages:
             return self.pages[h]
         self.pages[h] = None
@@ -179,10 +184,9 @@ class _Checker:
         except Exception:
             self.problem(f"{where}: tree page {h.hex()} cannot be decoded")
             return None
-        result: tuple[int, int] | None
+        result: tuple[int, int, int] | None
         if isinstance(page, Leaf):
-            size, count, linked = self.leaf(page, where)
-            result = (size, count)
+            result, linked = self.leaf(page, where)
         else:
             result, linked = self.inner(page, where)
         if linked:
@@ -190,11 +194,11 @@ class _Checker:
         self.pages[h] = result
         return result
 
-    def leaf(self, page: Leaf, where: str) -> tuple[int, int, list[tuple[str, Node]]]:
+    def leaf(self, page: Leaf, where: str) -> tuple[tuple[int, int, int], list[tuple[str, Node]]]:
         keys = [n for n, _ in page.entries]
         if keys != sorted(set(keys)):
             self.problem(f"{where}: a tree page's entries are not sorted and unique")
-        size = 0
+        size = subdirs = 0
         linked: list[tuple[str, Node]] = []
         for name, node in page.entries:
             path = f"{where.rstrip('/')}/{name}"
@@ -209,24 +213,27 @@ class _Checker:
             elif isinstance(node, SpecialNode):
                 pass  # (no content: its fields were checked when the page was decoded)
             elif isinstance(node, DirNode):
+                subdirs += 1
                 self.dir(node, path)
                 linked.extend((f"{name}/{p}", n) for p, n in self.linked.get(node.root or b"", []))
             elif isinstance(node, FileNode):
                 self.file(node, path)
             size += node.size
-        return size, len(page.entries), linked
+        return (size, len(page.entries), subdirs), linked
 
-    def inner(self, page: Inner, where: str) -> tuple[tuple[int, int] | None, list[tuple[str, Node]]]:
+    def inner(self, page: Inner, where: str) -> tuple[tuple[int, int, int] | None, list[tuple[str, Node]]]:
         size = count = 0
+        subdirs: int | None = 0
         linked: list[tuple[str, Node]] = []
         for _first, h, csize, ccount in page.children:
             got = self.page(h, where)
-            if got is not None and got != (csize, ccount):
+            if got is not None and got[:2] != (csize, ccount):
                 self.problem(f"{where}: tree page {h.hex()} sizes do not add up")
             size += csize
             count += ccount
+            subdirs = None if got is None or subdirs is None else subdirs + got[2]
             linked.extend(self.linked.get(h, []))
-        return (size, count), linked
+        return (size, count, subdirs) if subdirs is not None else None, linked
 
     def file(self, node: FileNode, where: str) -> None:
         if node.hash in self.files:

@@ -6,6 +6,7 @@ import gc
 import random
 import time
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -340,7 +341,10 @@ def check_against_model(src, root: DirNode, model: dict) -> None:
     for d, node in dirs.items():
         below = [p for p in model if not d or p.startswith(d + "/")]
         assert node.size == sum(model[p].size for p in below if model[p] != DIR)
-        assert node.count == sum(1 for p in below if p.count("/") == (d.count("/") + 1 if d else 0))
+        direct = [p for p in below if p.count("/") == (d.count("/") + 1 if d else 0)]
+        assert node.count == len(direct)
+        assert node.subdirs == sum(1 for p in direct if model[p] == DIR)
+        assert node.nlink == 2 + node.subdirs
 
 
 def from_scratch(txn, model: dict, rng: random.Random) -> DirNode:
@@ -428,13 +432,17 @@ def test_apply_matches_model(mdb, batches, order):
     order=st.randoms(use_true_random=False),
 )
 def test_incremental_pages_are_canonical(mdb, n, batches, order):
-    """Range puts and deletes over a directory of many pages give the same pages as a rebuild."""
+    """Range puts and deletes over a directory of many pages give the same pages as a rebuild,
+    and the directory's count of subdirectories follows them (every seventh entry is one)."""
 
     def name(i):
         return f"{i:04d}" + "x" * (i % 3)
 
+    def entry(i, version=0):
+        return EMPTY_DIR if (i + version) % 7 == 0 else file(mdb, i + version)
+
     txn = mdb.txn()
-    model = {name(i): file(mdb, i) for i in range(0, 2 * n, 2)}
+    model = {name(i): entry(i) for i in range(0, 2 * n, 2)}
     root = tree.apply(txn, EMPTY_DIR, model)
     version = 0
     for batch in batches:
@@ -442,7 +450,7 @@ def test_incremental_pages_are_canonical(mdb, n, batches, order):
         for start, length, delete in batch:
             version += 1
             for i in range(start, start + length):
-                changes[name(i)] = None if delete else file(mdb, i + version)
+                changes[name(i)] = None if delete else entry(i, version)
         for k, v in changes.items():
             if v is None:
                 model.pop(k, None)
@@ -451,7 +459,8 @@ def test_incremental_pages_are_canonical(mdb, n, batches, order):
         counting = Counting(txn)
         root = tree.apply(counting, root, changes)
         assert list(tree.list_dir(txn, root)) == sorted(model.items())
-        assert (root.count, root.size) == (len(model), 10 * len(model))
+        assert (root.count, root.size) == (len(model), sum(e.size for e in model.values()))
+        assert root.subdirs == sum(isinstance(e, DirNode) for e in model.values())
         assert from_scratch(txn, model, order) == root
         if root.root is not None:
             page = txn.page(root.root)
@@ -598,3 +607,17 @@ def test_decoded_tree_records_are_left_to_reference_counting(db):
     assert isinstance(node, FileNode) and node.chunks
     for obj in (page, node, node.chunks[0], page.entries[-1][1], d, tree.apply(txn, EMPTY_DIR, {"d": d})):
         assert not gc.is_tracked(obj), type(obj).__name__
+
+
+def test_a_directory_stored_uncounted_is_counted_when_it_changes(db, monkeypatch):
+    """A directory stored before subdirectories were counted shows 1 link until a change below
+    it counts them; past COUNT_UNCOUNTED entries it stays uncounted (counting would cost its size)."""
+    txn = db.txn()
+    d = tree.apply(txn, EMPTY_DIR, {"a/x": file(db, 1), "b": EMPTY_DIR, "c": file(db, 2)})
+    assert (d.subdirs, d.nlink) == (2, 4)
+    old = msgspec.structs.replace(d, subdirs=None)
+    assert old.nlink == 1
+    assert tree.apply(txn, old, {"e": EMPTY_DIR}).nlink == 5
+    monkeypatch.setattr(tree, "COUNT_UNCOUNTED", 2)
+    assert tree.apply(txn, old, {"e": EMPTY_DIR}).subdirs is None
+    assert tree.apply(txn, old, {"a": None, "b": None, "c": None}).nlink == 2  # emptied: counted

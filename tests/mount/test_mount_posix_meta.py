@@ -309,3 +309,44 @@ def test_atime_is_kept_as_set_and_reads_do_not_move_it(daemon, view, mounts, mnt
     got = tmp_home / "got"
     daemon.pfs("get-file", "r", "master", "/", "-r", "-o", str(got))
     assert os.stat(got / "f").st_atime_ns == 1_300_000_000 * 10**9
+
+
+def _links(top: Path) -> dict[str, int]:
+    """The link count of every directory under `top`, `top` included ("")."""
+    out = {"": os.stat(top).st_nlink}
+    for dirpath, dirnames, _ in os.walk(top):
+        for name in dirnames:
+            p = Path(dirpath) / name
+            out[str(p.relative_to(top))] = os.stat(p).st_nlink
+    return out
+
+
+def test_a_directory_counts_its_subdirectories_as_a_disk_does(daemon, view, mounts, mnt, tmp_home):
+    """A directory's link count is 2 plus its subdirectories, through mkdir, rmdir and renames,
+    at once (before the daemon has the change), once the daemon has it, and after a remount;
+    directories put-file makes on the way to a file count too."""
+    view.client.create_repo("r")
+    view.put("r", "master", {"p/q/r.txt": b"x", "p/s/t.txt": b"y", "f": b""})
+    m = mounts("--idle", "1")
+    b = mnt / "r" / "master"
+    disk = tmp_home / "disk"
+    subprocess.run(["cp", "-r", str(b), str(disk)], check=True)
+    assert _links(b) == _links(disk) == {"": 3, "p": 4, "p/q": 2, "p/s": 2}
+    steps = [
+        lambda top: [os.mkdir(top / d) for d in ("a", "a/b", "a/c", "a/c/d", "x", "y", "z")],
+        lambda top: os.rmdir(top / "a" / "c" / "d"),
+        lambda top: os.rename(top / "a" / "b", top / "x" / "b"),  # to another directory
+        lambda top: os.rename(top / "y", top / "z"),  # over an empty directory
+        lambda top: os.rename(top / "f", top / "a" / "f"),  # a file: no count moves
+        lambda top: os.rename(top / "p", top / "a" / "p"),  # a stored directory, with its own
+    ]
+    for step in steps:
+        step(b)
+        step(disk)
+        assert _links(b) == _links(disk), step  # at once: no poll
+    expected = _links(disk)
+    view.wait_committed("r", "master", lambda c: view.exists("r", c, "a/p/q/r.txt"), m)
+    assert _links(b) == expected  # as the daemon's tree counts them
+    m.__exit__(None, None, None)
+    mounts()
+    assert _links(b) == expected

@@ -5,10 +5,12 @@ from __future__ import annotations
 import io
 import os
 
+import msgspec
 import pytest
 
 from pfsfuse.api.types import Chmod, Copy, Delete, Mkdir, Mknod, Put, SetStat, Symlink
 from pfsfuse.home import Home
+from pfsfuse.metadata import tree
 from pfsfuse.metadata.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -410,3 +412,26 @@ def test_fifos_sockets_and_devices_are_kept(store):
         read(store, "r", "master", "p")  # no content
     with pytest.raises(InvalidArgument):
         store.write_files("r", "master", [Mknod("q", "fifo", 5)])
+
+
+def test_directories_count_their_subdirectories_and_fsck_checks_the_counts(store, tmp_path, monkeypatch):
+    store.create_repo("r")
+    store.write_files("r", "master", [Put("a/b/c", stream=io.BytesIO(b"x")), Mkdir("a/d"), Mkdir("e")])
+    store.write_files("r", "master", [Delete("a/b"), Copy("e/a", "r", "master", "a")])
+    root = store.inspect_commit("r", "master").tree
+    assert (root.subdirs, root.nlink) == (2, 4)
+    real = tree._update
+
+    def miscounting(dst, d, changes):
+        new = real(dst, d, changes)
+        return new if new.root is None else msgspec.structs.replace(new, subdirs=new.subdirs + 1)
+
+    miscounted = Store(Home(tmp_path / "miscounted"))
+    try:
+        miscounted.create_repo("r")
+        monkeypatch.setattr(tree, "_update", miscounting)
+        miscounted.write_files("r", "master", [Put("f/g", stream=io.BytesIO(b"y"))])
+        problems = miscounted.fsck()
+        assert problems and all("subdirectories" in p for p in problems), problems
+    finally:
+        miscounted.close()

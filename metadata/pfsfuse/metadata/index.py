@@ -18,7 +18,7 @@ import msgspec
 from pfsfuse.metadata import etags, names, records, refs
 from pfsfuse.metadata.db import DB, Txn
 from pfsfuse.metadata.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from pfsfuse.metadata.records import Branch, BranchRef, Commit, CommitRef, DirNode, Repo
+from pfsfuse.metadata.records import EMPTY_DIR, Branch, BranchRef, Commit, CommitRef, DirNode, Repo
 
 SUBVENANCE = "subvenance"  # upstream commit key + downstream commit key -> b""
 
@@ -308,7 +308,7 @@ class Index:
             parent=parent.id if parent else None,
             branch=branch,
             description=description,
-            tree=parent.tree if parent else DirNode(),
+            tree=parent.tree if parent else EMPTY_DIR,
             provenance=prov,
         )
         v.put_commit(c)

@@ -73,10 +73,20 @@ class DirNode(Struct, tag="d", array_like=True, frozen=True, gc=False):
     header: FileNode | None = None
     footer: FileNode | None = None
     stat: Stat | None = None
+    # Direct children that are directories (a disk's link count is 2 plus these). None in a
+    # directory stored before they were counted, until it is rewritten whole.
+    subdirs: int | None = None
 
     @property
     def framed(self) -> bool:
         return self.header is not None or self.footer is not None
+
+    @property
+    def nlink(self) -> int:
+        """Its link count as a disk shows it; 1 (as btrfs does: "not counted") when unknown."""
+        if self.root is None:
+            return 2
+        return 1 if self.subdirs is None else 2 + self.subdirs
 
 
 SpecialKind = Literal["fifo", "socket", "char", "block"]
@@ -111,7 +121,7 @@ def link_of(node: Node | None) -> int | None:
     return node.stat.link
 
 
-EMPTY_DIR = DirNode()
+EMPTY_DIR = DirNode(subdirs=0)
 
 
 class Leaf(Struct, tag="L", array_like=True, frozen=True, gc=False):

@@ -46,6 +46,9 @@ from pfsfuse.metadata.records import (
 
 FANOUT = 32  # expected entries per page
 INLINE_CHUNKS = 4  # longer chunk lists are stored as a blob under the file's hash
+# A changed directory stored before its subdirectories were counted is counted then, up to this
+# many entries (past it, the change would cost the directory's size).
+COUNT_UNCOUNTED = 4096
 
 _key = itemgetter(0)  # the name of an entry, the first name of an Inner child
 
@@ -410,26 +413,35 @@ def _depth(path: str) -> int:
 
 def _update(dst: PageWriter, d: DirNode, changes: list[tuple[str, Node | None]]) -> DirNode:
     """`d` with its entries changed: `changes` are sorted (name, node or None to delete). The
-    directory keeps its header, footer and stat."""
+    directory keeps its header, footer and stat; its count of subdirectories follows."""
     items = [(name, None if node is None else (name, node)) for name, node in changes]
+    replaced: list = []  # the entries the changes replace or delete
     if d.root is None:
         new = _build(dst, [item for _, item in items if item is not None], 0)
+        before: int | None = 0
     else:
         top = _level(dst.page(d.root))
         level = 0
         while level < top and items:
-            items = _apply_level(dst, d.root, level, items)
+            items = _apply_level(dst, d.root, level, items, replaced if level == 0 else None)
             level += 1
         if not items:
             return d
-        new = _build(dst, _merge(_items(dst.page(d.root)), items), top)
-    if d.framed or d.stat is not None:
-        new = msgspec.structs.replace(new, header=d.header, footer=d.footer, stat=d.stat)
-    return new
+        new = _build(dst, _merge(_items(dst.page(d.root)), items, replaced if top == 0 else None), top)
+        before = d.subdirs
+    if new.root is None:
+        before = 0
+    elif before is not None:
+        added = sum(isinstance(node, DirNode) for _, node in changes)
+        before += added - sum(isinstance(node, DirNode) for _, node in replaced)
+    elif new.count <= COUNT_UNCOUNTED:  # stored before subdirectories were counted
+        before = sum(isinstance(node, DirNode) for _, node in list_dir(dst, new))
+    return DirNode(new.size, new.count, new.root, d.header, d.footer, d.stat, before)
 
 
-def _apply_level(dst: PageWriter, root: bytes, level: int, changes: list) -> list:
-    """Apply sorted (key, item or None) `changes` to the pages of `level` under `root`.
+def _apply_level(dst: PageWriter, root: bytes, level: int, changes: list, replaced: list | None = None) -> list:
+    """Apply sorted (key, item or None) `changes` to the pages of `level` under `root` (the
+    items they replace or delete are added to `replaced`, when given).
 
     Returns the resulting changes to the level above: (first name, child item or None), sorted.
     """
@@ -449,7 +461,7 @@ def _apply_level(dst: PageWriter, root: bytes, level: int, changes: list) -> lis
             j = i
             while j < len(changes) and (end is None or changes[j][0] < end):
                 j += 1
-            for item in _merge(items, changes[i:j]):
+            for item in _merge(items, changes[i:j], replaced):
                 pending.append(item)
                 if _ends_page(dst, item[0], level):
                     new.append(pending)
@@ -518,8 +530,9 @@ def _put(dst: PageWriter, level: int, items: list) -> tuple[str, bytes, int, int
     return items[0][0], dst.put_page(page), size, count
 
 
-def _merge(items: list, changes: list) -> list:
-    """Sorted `items` with sorted (key, item or None) `changes` applied."""
+def _merge(items: list, changes: list, replaced: list | None = None) -> list:
+    """Sorted `items` with sorted (key, item or None) `changes` applied (the items they replace
+    or delete are added to `replaced`, when given)."""
     out = []
     i = 0
     for key, new in changes:
@@ -527,6 +540,8 @@ def _merge(items: list, changes: list) -> list:
             out.append(items[i])
             i += 1
         if i < len(items) and items[i][0] == key:
+            if replaced is not None:
+                replaced.append(items[i])
             i += 1
         if new is not None:
             out.append(new)

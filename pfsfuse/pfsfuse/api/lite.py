@@ -121,7 +121,16 @@ class Commit(Record):
         "branch": None,
         "finished": None,
         "description": "",
-        "tree": ["d", 0, 0, None, None, None, None],  # EMPTY_DIR: a DirNode is an array ["d", size, count, root, ...]
+        "tree": [
+            "d",
+            0,
+            0,
+            None,
+            None,
+            None,
+            None,
+            0,
+        ],  # EMPTY_DIR: a DirNode is an array ["d", size, count, root, ...]
         "provenance": [],
     }
 

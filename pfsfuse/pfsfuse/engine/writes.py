@@ -315,7 +315,7 @@ class _Batch:
             op = msgspec.structs.replace(op, stat=_own_stat(op.stat, None))
             old = self.node(path)
             if old is None:
-                self.set(path, DirNode(stat=op.stat), new_entry=True)
+                self.set(path, DirNode(stat=op.stat, subdirs=0), new_entry=True)
             elif not isinstance(old, DirNode):
                 raise AlreadyExists(f"{path} exists and is not a directory")
             elif op.stat is not None:  # given even if unchanged: entries made before do not move it

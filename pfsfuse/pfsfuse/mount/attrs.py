@@ -65,11 +65,13 @@ class Attrs:
             a.entry_timeout = a.attr_timeout = ttl
         a.st_ino = inode.ino
         st = getattr(entry, "stat", None)
-        # 1 is "unknown" for directories: find must not assume leaf directories. A hard link
-        # counts its names.
-        a.st_nlink = 1 if st is None or st.nlink is None else st.nlink
-        if isinstance(entry, DirNode) and r is not None and r.workspace is not None:
-            st = r.workspace.dir_stat(inode.path, st)
+        if isinstance(entry, DirNode):
+            a.st_nlink = entry.nlink
+            if r is not None and r.workspace is not None:
+                a.st_nlink = r.workspace.nlink(inode.path, a.st_nlink)
+                st = r.workspace.dir_stat(inode.path, st)
+        else:  # a hard link counts its names; 1 for the root and repo directories ("not counted")
+            a.st_nlink = 1 if st is None or st.nlink is None else st.nlink
         kind = file_type(entry)
         a.st_blksize = BLOCK
         if kind == stat.S_IFDIR:

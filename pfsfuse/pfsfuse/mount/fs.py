@@ -387,8 +387,9 @@ class Filesystem(pyfuse3.Operations):
         parent, r, ws, path = await self._parent(parent_ino, name)
         if await self.resolver.entry(r, path) is not None:
             raise fail(errno.EEXIST)
-        node = DirNode(stat=_new_stat(mode, ctx))
+        node = DirNode(stat=_new_stat(mode, ctx), subdirs=0)
         ws.put_node(path, node, Mkdir(path, node.stat))
+        ws.subdirs_changed(parent.path, 1)
         ws.entries_changed(parent.path)
         return self.attributes(self._new_inode(parent, path), node, r)
 
@@ -423,6 +424,7 @@ class Filesystem(pyfuse3.Operations):
         if await self.resolver.merged(r, path):
             raise fail(errno.ENOTEMPTY)
         ws.delete(path, Delete(path, missing_ok=True))
+        ws.subdirs_changed(parent.path, -1)
         ws.entries_changed(parent.path)
 
     # -- files --------------------------------------------------------------------------------------
@@ -618,6 +620,10 @@ class Filesystem(pyfuse3.Operations):
             elif isinstance(entry, DirNode):
                 raise fail(errno.ENOTDIR)
         await self.writer.move(entry, old_ref, old_ws, old, new_ws, new)
+        if isinstance(entry, DirNode):
+            old_ws.subdirs_changed(old_parent.path, -1)
+            if target is None:  # (a directory replaced by it leaves the count as it was)
+                new_ws.subdirs_changed(new_parent.path, 1)
         if _link_of(target):  # a hard link's name replaced: its other names count one less
             self.inodes.unnamed(new_parent.repo, new_parent.ref, new)
             try:

@@ -250,6 +250,8 @@ class Workspace:
         # A directory that gained or lost an entry here: (the op it waits for, when). Its mtime and
         # ctime show that time at once, as on a disk, until the daemon has the change (and dates it).
         self._entries_changed: dict[str, tuple[int, int]] = {}
+        # A directory that gained or lost a subdirectory here: [(the op that does it, +1 or -1)].
+        self._subdirs_changed: dict[str, list[tuple[int, int]]] = {}
         self.ops: list[tuple[int, WriteOp | _LocalPut]] = []
         self._next = 0
         self._sent_upto = -1  # the last op the daemon has (or refused)
@@ -432,10 +434,25 @@ class Workspace:
         """The directory at `path` gained or lost an entry."""
         self._entries_changed[path] = (self._next, time.time_ns())
 
+    def subdirs_changed(self, path: str, by: int) -> None:
+        """The directory at `path` gained (1) or lost (-1) a subdirectory with the op just logged
+        (unless a flush already took it to the daemon)."""
+        seq = self._next - 1
+        if seq > self._sent_upto:
+            self._subdirs_changed.setdefault(path, []).append((seq, by))
+
+    def nlink(self, path: str, base: int) -> int:
+        """The link count of the directory at `path` with the subdirectories made or removed here
+        and not sent yet; `base` is what the daemon's tree says (1: not counted, left so)."""
+        changes = self._subdirs_changed.get(path)
+        if not changes or base == 1:
+            return base
+        return base + sum(by for _, by in changes)
+
     def delete(self, path: str, op: WriteOp) -> None:
         self._log(op)
         self._set(path, GONE)
-        for changed in (self.dir_stats, self._entries_changed):
+        for changed in (self.dir_stats, self._entries_changed, self._subdirs_changed):
             for p in [p for p in changed if p == path or p.startswith(path + "/")]:
                 del changed[p]
 
@@ -484,6 +501,7 @@ class Workspace:
         self.children.clear()
         self.dir_stats.clear()
         self._entries_changed.clear()
+        self._subdirs_changed.clear()
         self.pending_bytes = 0
         self.commit_id, self.owned = None, False
 
@@ -586,6 +604,12 @@ class Workspace:
         for changed in (self.dir_stats, self._entries_changed):
             for path in [p for p, (s, _) in changed.items() if s <= upto]:
                 del changed[path]
+        for path, changes in list(self._subdirs_changed.items()):
+            left = [c for c in changes if c[0] > upto]
+            if left:
+                self._subdirs_changed[path] = left
+            else:
+                del self._subdirs_changed[path]
         for path in [p for p, s in self._seq.items() if s <= upto]:
             entry = self.overlay[path]
             if isinstance(entry, LocalFile) and entry.writers:
