@@ -211,6 +211,72 @@ def test_concurrent_readers(daemon, view, mounts, mnt, tmp_home):
     assert errors == []
 
 
+def test_clients_that_wait_for_each_answer_and_concurrent_readers_are_all_answered(daemon, view, mounts, mnt):
+    """Clients sending one small request at a time (stats, 4 KiB writes) are served by the request
+    loop's poll, while readers keep several workers busy: every one is answered, correctly."""
+    rng = random.Random(11)
+    big = {f"big{i}.bin": rng.randbytes(5 * MiB) for i in range(2)}
+    small = {f"s/{i:03d}": rng.randbytes(i) for i in range(300)}
+    view.client.create_repo("r")
+    view.put("r", "master", big | small)
+    mounts()
+    base = mnt / "r" / "master"
+    errors: list[str] = []
+
+    def guarded(fn):
+        def run(*args):
+            try:
+                fn(*args)
+            except Exception as e:  # reported below
+                errors.append(f"{fn.__name__}{args}: {e!r}")
+
+        return run
+
+    @guarded
+    def stats(seed: int) -> None:
+        names = list(small)
+        random.Random(seed).shuffle(names)
+        for _ in range(3):
+            for name in names:
+                if os.lstat(base / name).st_size != len(small[name]):
+                    errors.append(f"stats {seed}: size of {name}")
+
+    @guarded
+    def writes(name: str) -> None:
+        fd = os.open(base / name, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            for i in range(2000):
+                os.pwrite(fd, i.to_bytes(4, "big") * 1024, (i % 64) * 4096)
+        finally:
+            os.close(fd)
+
+    @guarded
+    def reads(seed: int) -> None:
+        r = random.Random(seed)
+        for _ in range(30):
+            name = r.choice(list(big))
+            off = r.randrange(0, 5 * MiB)
+            with open(base / name, "rb") as f:
+                f.seek(off)
+                if f.read(MiB) != big[name][off : off + MiB]:
+                    errors.append(f"reads {seed}: {name} at {off}")
+
+    threads = [threading.Thread(target=stats, args=(i,)) for i in range(2)]
+    threads += [threading.Thread(target=writes, args=(f"w{i}.bin",)) for i in range(2)]
+    threads += [threading.Thread(target=reads, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+        assert not t.is_alive(), "a client hung"
+    assert errors == []
+    expected = bytearray(64 * 4096)
+    for i in range(2000):
+        expected[(i % 64) * 4096 : (i % 64 + 1) * 4096] = i.to_bytes(4, "big") * 1024
+    for i in range(2):
+        assert (base / f"w{i}.bin").read_bytes() == expected
+
+
 def test_symlinks_in_the_store_read_back_with_readlink(daemon, view, mounts, mnt):
     view.client.create_repo("r")
     view.put("r", "master", {"dir/file.txt": b"target\n"})
