@@ -37,9 +37,8 @@ class _Checker:
         self.store = store
         self.db = store.db
         self.problems: list[str] = []
-        self.pages: dict[
-            bytes, tuple[int, int, int] | None
-        ] = {}  # page -> (bytes, entries, subdirectories) or None if bad
+        # page -> (bytes, entries, subdirectories) under it, or None if bad
+        self.pages: dict[bytes, tuple[int, int, int] | None] = {}
         self.files: set[bytes] = set()
         self.chunks: dict[bytes, tuple[ChunkRef, str]] = {}  # chunk -> (ref, first user)
         self.longest: dict[bytes, int] = {}  # page -> its longest path (tree.longest_path)

@@ -74,7 +74,7 @@ class DirNode(Struct, tag="d", array_like=True, frozen=True, gc=False):
     footer: FileNode | None = None
     stat: Stat | None = None
     # Direct children that are directories (a disk's link count is 2 plus these). None in a
-    # directory stored before they were counted, until it is rewritten whole.
+    # directory stored before they were counted, until a change counts them (tree._update).
     subdirs: int | None = None
 
     @property

@@ -121,16 +121,8 @@ class Commit(Record):
         "branch": None,
         "finished": None,
         "description": "",
-        "tree": [
-            "d",
-            0,
-            0,
-            None,
-            None,
-            None,
-            None,
-            0,
-        ],  # EMPTY_DIR: a DirNode is an array ["d", size, count, root, ...]
+        # EMPTY_DIR: a DirNode is an array ["d", size, count, root, header, footer, stat, subdirs]
+        "tree": ["d", 0, 0, None, None, None, None, 0],
         "provenance": [],
     }
 
