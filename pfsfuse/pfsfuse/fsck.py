@@ -37,8 +37,8 @@ class _Checker:
         self.store = store
         self.db = store.db
         self.problems: list[str] = []
-        # page -> (bytes, entries, subdirectories) under it, or None if bad
-        self.pages: dict[bytes, tuple[int, int, int] | None] = {}
+        # page -> (bytes, entries, subdirectories or None if a page below is bad), or None if bad
+        self.pages: dict[bytes, tuple[int, int, int | None] | None] = {}
         self.files: set[bytes] = set()
         self.chunks: dict[bytes, tuple[ChunkRef, str]] = {}  # chunk -> (ref, first user)
         self.longest: dict[bytes, int] = {}  # page -> its longest path (tree.longest_path)
@@ -163,10 +163,10 @@ class _Checker:
                 f"{where}: directory claims {d.size} bytes in {d.count} entries, "
                 f"its pages hold {got[0]} bytes in {got[1]}"
             )
-        elif got is not None and d.subdirs is not None and got[2] != d.subdirs:
+        elif got is not None and None not in (d.subdirs, got[2]) and got[2] != d.subdirs:
             self.problem(f"{where}: directory claims {d.subdirs} subdirectories, its pages hold {got[2]}")
 
-    def page(self, h: bytes, where: str) -> tuple[int, int, int] | None:
+    def page(self, h: bytes, where: str) -> tuple[int, int, int | None] | None:
         """(bytes, entries, subdirectories) under a page, once its pages are checked."""
         if h in self.pages:
             return self.pages[h]
@@ -183,7 +183,7 @@ class _Checker:
         except Exception:
             self.problem(f"{where}: tree page {h.hex()} cannot be decoded")
             return None
-        result: tuple[int, int, int] | None
+        result: tuple[int, int, int | None] | None
         if isinstance(page, Leaf):
             result, linked = self.leaf(page, where)
         else:
@@ -193,7 +193,7 @@ class _Checker:
         self.pages[h] = result
         return result
 
-    def leaf(self, page: Leaf, where: str) -> tuple[tuple[int, int, int], list[tuple[str, Node]]]:
+    def leaf(self, page: Leaf, where: str) -> tuple[tuple[int, int, int | None], list[tuple[str, Node]]]:
         keys = [n for n, _ in page.entries]
         if keys != sorted(set(keys)):
             self.problem(f"{where}: a tree page's entries are not sorted and unique")
@@ -220,7 +220,7 @@ class _Checker:
             size += node.size
         return (size, len(page.entries), subdirs), linked
 
-    def inner(self, page: Inner, where: str) -> tuple[tuple[int, int, int] | None, list[tuple[str, Node]]]:
+    def inner(self, page: Inner, where: str) -> tuple[tuple[int, int, int | None], list[tuple[str, Node]]]:
         size = count = 0
         subdirs: int | None = 0
         linked: list[tuple[str, Node]] = []
@@ -230,9 +230,10 @@ class _Checker:
                 self.problem(f"{where}: tree page {h.hex()} sizes do not add up")
             size += csize
             count += ccount
-            subdirs = None if got is None or subdirs is None else subdirs + got[2]
+            below = None if got is None else got[2]
+            subdirs = None if below is None or subdirs is None else subdirs + below
             linked.extend(self.linked.get(h, []))
-        return (size, count, subdirs) if subdirs is not None else None, linked
+        return (size, count, subdirs), linked
 
     def file(self, node: FileNode, where: str) -> None:
         if node.hash in self.files:

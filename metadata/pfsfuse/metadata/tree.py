@@ -418,7 +418,7 @@ def _update(dst: PageWriter, d: DirNode, changes: list[tuple[str, Node | None]])
     replaced: list = []  # the entries the changes replace or delete
     if d.root is None:
         new = _build(dst, [item for _, item in items if item is not None], 0)
-        before: int | None = 0
+        subdirs: int | None = 0
     else:
         top = _level(dst.page(d.root))
         level = 0
@@ -428,15 +428,15 @@ def _update(dst: PageWriter, d: DirNode, changes: list[tuple[str, Node | None]])
         if not items:
             return d
         new = _build(dst, _merge(_items(dst.page(d.root)), items, replaced if top == 0 else None), top)
-        before = d.subdirs
+        subdirs = d.subdirs
     if new.root is None:
-        before = 0
-    elif before is not None:
+        subdirs = 0
+    elif subdirs is not None:
         added = sum(isinstance(node, DirNode) for _, node in changes)
-        before += added - sum(isinstance(node, DirNode) for _, node in replaced)
+        subdirs += added - sum(isinstance(node, DirNode) for _, node in replaced)
     elif new.count <= COUNT_UNCOUNTED:  # stored before subdirectories were counted
-        before = sum(isinstance(node, DirNode) for _, node in list_dir(dst, new))
-    return DirNode(new.size, new.count, new.root, d.header, d.footer, d.stat, before)
+        subdirs = sum(isinstance(node, DirNode) for _, node in list_dir(dst, new))
+    return DirNode(new.size, new.count, new.root, d.header, d.footer, d.stat, subdirs)
 
 
 def _apply_level(dst: PageWriter, root: bytes, level: int, changes: list, replaced: list | None = None) -> list:
