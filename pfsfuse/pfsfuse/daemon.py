@@ -15,7 +15,7 @@ import sys
 
 import trio
 
-from pfsfuse import httpserve, urlpolicy
+from pfsfuse import h11serve, httpserve, urlpolicy
 from pfsfuse.api import auth as auth_api
 from pfsfuse.api import server
 from pfsfuse.auth import Auth
@@ -169,8 +169,7 @@ async def _serve(
 
             # The servers return once `stop` is set and their connections have closed.
             async with trio.open_nursery() as servers:
-                await servers.start(httpserve.serve, app(True), httpserve.config(f"unix:{home.socket}"), stop)
-                os.chmod(home.socket, 0o600)
+                await servers.start(h11serve.serve, app(True), home.socket, stop)
                 if listen:
                     await servers.start(httpserve.serve, app(False), httpserve.config(listen, tls), stop)
                 if s3:
