@@ -13,7 +13,7 @@ import pytest
 from helpers import fuse_unavailable
 from pfsfuse.api import wire
 from pfsfuse.api.transport import Transport
-from pfsfuse.api.types import Put
+from pfsfuse.api.types import Delete, Put
 from pfsfuse.metadata.errors import NotFound
 from pfsfuse.metadata.records import DirNode, Inner, Page
 from pfsfuse.mount import trees as trees_mod
@@ -187,3 +187,28 @@ def test_a_listing_asks_for_all_below_a_level_2_page_at_once(big_dir, monkeypatc
         after = page[-1][0]
     assert listed == client.dir_entries(d.root)
     assert asked == want
+
+
+def test_listings_a_write_answers_with_are_served_without_asking(daemon, monkeypatch):
+    """A mount's flush asks for the listings of the small directories it changed: the lookups
+    after it (sqlite's unlink of its journal, an editor's rename) are answered from them."""
+    client = daemon.client()
+    try:
+        client.create_repo("r")
+        client.write_files("r", "master", [Put(f"d/f{i}", stream=io.BytesIO(b"%d" % i)) for i in range(10)])
+        commit = client.start_commit("r", "master")
+        journal = Put("d/db-journal", stream=io.BytesIO(b"j"))
+        result = client.write_files("r", commit.id, [journal, Delete("d/f3")], True)
+        asked: list[bytes] = []
+        real = client.dir_entries
+        monkeypatch.setattr(client, "dir_entries", lambda root, *a: asked.append(root) or real(root, *a))
+        t = trees_mod.Trees(client)
+        t.seed(result.listings)
+        d = t.child(result.tree, "d")
+        assert isinstance(d, DirNode) and d.count == 10
+        assert t.child(d, "f3") is None and t.child(d, "db-journal").size == 1
+        assert [name for name, _ in t.page(d, None)] == sorted(["db-journal", *(f"f{i}" for i in range(10) if i != 3)])
+        assert asked == []
+        assert t.page(d, None) == real(d.root)  # what the daemon would have listed
+    finally:
+        client.close()

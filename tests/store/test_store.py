@@ -435,3 +435,30 @@ def test_directories_count_their_subdirectories_and_fsck_checks_the_counts(store
         assert problems and all("subdirectories" in p for p in problems), problems
     finally:
         miscounted.close()
+
+
+def test_a_write_asked_for_listings_answers_those_of_the_small_directories_it_changed(store):
+    from pfsfuse.engine.writes import LISTED_DIRS, SMALL_LISTING
+
+    store.create_repo("r")
+    put(store, "r", "master", {f"big/f{i:03}": b"x" for i in range(SMALL_LISTING + 1)} | {"a/b/old": b"o"})
+    root = store.inspect_commit("r", "master").tree
+
+    def listed(result) -> dict[bytes, list]:
+        return dict(result.listings)
+
+    def entries(path: str) -> tuple[bytes, list]:
+        d = store.glob_nodes("r", "master", path)[0][1] if path else store.inspect_commit("r", "master").tree
+        return d.root, store.dir_entries(d.root)
+
+    result = store.write_files("r", "master", [Put("a/b/new", stream=io.BytesIO(b"n")), Delete("a/b/old")], True)
+    # a/b, a and the root changed: each is small; big/ was not changed
+    assert listed(result) == dict(entries(p) for p in ("a/b", "a", ""))
+    assert result.tree.root != root.root and result.tree.root in listed(result)
+
+    result = store.write_files("r", "master", [Put("big/f999", stream=io.BytesIO(b"y"))], True)
+    assert set(listed(result)) == {entries("")[0]}  # big/ (now 66 entries) is left out
+
+    assert store.write_files("r", "master", [Put("a/c", stream=io.BytesIO(b"c"))]).listings == []  # not asked
+    many = [Put(f"d{i}/f", stream=io.BytesIO(b"")) for i in range(LISTED_DIRS)]
+    assert store.write_files("r", "master", many, True).listings == []  # 8 directories and the root

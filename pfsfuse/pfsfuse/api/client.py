@@ -98,9 +98,10 @@ class Client(ABC):
 
     # -- files
     @abstractmethod
-    def write_files(self, repo: str, ref: str, ops: Iterable[WriteOp]) -> WriteResult:
+    def write_files(self, repo: str, ref: str, ops: Iterable[WriteOp], listings: bool = False) -> WriteResult:
         """Apply `ops` in order to `ref`: an open commit, or a branch (its open head, else a new
-        commit that is finished when the write completes). They land together or not at all."""
+        commit that is finished when the write completes). They land together or not at all.
+        With `listings`, the answer carries the listings of the small directories they changed."""
 
     @abstractmethod
     def get_file(

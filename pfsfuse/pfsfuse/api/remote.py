@@ -185,10 +185,10 @@ class RemoteClient(Client):
 
     # -- files --------------------------------------------------------------------------------
 
-    def write_files(self, repo: str, ref: str, ops: Iterable[WriteOp]) -> WriteResult:
+    def write_files(self, repo: str, ref: str, ops: Iterable[WriteOp], listings: bool = False) -> WriteResult:
         if not self.unix and os.environ.get("PFS_DIRECT_WRITES", "1") != "0" and self.chunk_store is not None:
             ops = self._store_directly(ops)
-        params = urlencode(wire.query(wire.WriteQuery(repo=repo, ref=ref)))
+        params = urlencode(wire.query(wire.WriteQuery(repo=repo, ref=ref, listings=listings)))
         data = self._http.call("POST", f"/write?{params}", self._frames(ops))
         return msgspec.json.decode(data, type=WriteResult)
 

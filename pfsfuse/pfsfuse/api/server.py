@@ -296,7 +296,7 @@ def endpoints(
     async def write(call: door.Call) -> Response:
         q = call.args
         return await _consume(
-            call.request, lambda body: store.write_files(q.repo, q.ref, _ops(body, call, trusted, counter))
+            call.request, lambda body: store.write_files(q.repo, q.ref, _ops(body, call, trusted, counter), q.listings)
         )
 
     async def get(call: door.Call) -> Response:

@@ -8,7 +8,7 @@ from msgspec import Meta, Struct
 
 from pfsfuse.chunks import ChunkLoc
 from pfsfuse.metadata import etags
-from pfsfuse.metadata.records import ChunkRef, DirNode, SpecialKind, Stat
+from pfsfuse.metadata.records import ChunkRef, DirNode, Node, SpecialKind, Stat
 
 # Numbers a caller sends, bounded at the API's boundary (decoding fails on anything else).
 Count = Annotated[int, Meta(ge=0, le=2**63 - 1)]
@@ -145,6 +145,10 @@ class Mknod(Struct, tag="mknod"):
 WriteOp = Put | Copy | Delete | Mkdir | Symlink | Chmod | SetStat | Mknod
 
 
+# A directory's whole listing, by the hash of its top tree page (its root).
+Listing = tuple[bytes, list[tuple[str, Node]]]
+
+
 class WriteResult(Struct):
     commit: str  # the commit written to
     files: int = 0  # files put
@@ -152,6 +156,9 @@ class WriteResult(Struct):
     stored: int = 0  # bytes of new chunks stored (after dedup and compression)
     # The commit's tree after the write: a writer showing the branch (a mount) need not ask.
     tree: DirNode | None = None
+    # Asked for with `listings`: (root, entries) of each small directory the write changed, so
+    # that a writer showing them need not ask for them again at once.
+    listings: list[Listing] = []
 
 
 # read_plans answers at most this many plans, and stops adding files once it has located this

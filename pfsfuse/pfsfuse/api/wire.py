@@ -82,6 +82,7 @@ class Query(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unknown_fie
 class WriteQuery(Query):
     repo: str
     ref: str
+    listings: bool = False
 
 
 class GetQuery(Query):

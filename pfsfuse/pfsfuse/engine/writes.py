@@ -21,6 +21,7 @@ from pfsfuse.api.types import (
     Chmod,
     Copy,
     Delete,
+    Listing,
     Mkdir,
     Mknod,
     Put,
@@ -61,6 +62,11 @@ _RECORD = re.compile(r"[0-9a-f]{16}")  # the name of a split file's record
 _LAST_RECORD = "f" * 16
 _RECORD_NAME = len(_LAST_RECORD)  # bytes a record's name adds below its split file's path
 _MAX_FRAME = 64 << 20  # headers and footers are read whole
+# A write asked for its listings answers those of the directories it changed with at most
+# SMALL_LISTING entries (sqlite's journal and an editor's temporary file come and go in such a
+# directory at every save), unless it changed more than LISTED_DIRS directories.
+SMALL_LISTING = 64
+LISTED_DIRS = 8
 
 
 class Writes(EngineCore):
@@ -115,7 +121,7 @@ class Writes(EngineCore):
                 v.put_commit(w.commit)
         self.notify_changed()
 
-    def write_files(self, repo: str, ref: str, ops: Iterable[WriteOp]) -> WriteResult:
+    def write_files(self, repo: str, ref: str, ops: Iterable[WriteOp], listings: bool = False) -> WriteResult:
         self._check_writable(repo, ref)
         staged: list[tuple[WriteOp, _Staged | None]] = []
         files = total = 0
@@ -147,7 +153,8 @@ class Writes(EngineCore):
                 for op, data in staged:
                     batch.apply(op, data)
                 w.set_tree(batch.finish())
-        return WriteResult(w.commit.id, files, total, staging.bytes_stored, w.commit.tree)
+                small = batch.small_listings() if listings else []
+        return WriteResult(w.commit.id, files, total, staging.bytes_stored, w.commit.tree, small)
 
     def _stage(self, op: Put, stream, staging: Staging) -> _Staged:
         """Store a Put's data as chunks, before the commit changes."""
@@ -242,6 +249,7 @@ class _Batch:
         # Hard links whose names changed, or whose file did: link id -> the file as it is now
         # (None when only a name went). `finish` gives every name of each the same file.
         self.linked: dict[int, Node | None] = {}
+        self.parents: dict[str, None] = {}  # the directories with an entry set, in order
         self.ops = 0
 
     def flush(self) -> None:
@@ -262,6 +270,7 @@ class _Batch:
         self.pending.pop(path, None)  # re-insert: changes apply in the order they were made
         self.pending[path] = node
         self.dirty.update(_ancestors(path))
+        self.parents[names.split(path)[0]] = None
         if new_entry or node is None:
             self.entries_changed[names.split(path)[0]] = self.ops
         if isinstance(node, DirNode) and node.stat is not None:
@@ -475,6 +484,23 @@ class _Batch:
                 self.set(path, msgspec.structs.replace(d, stat=msgspec.structs.replace(st, mtime=now, ctime=now)))
         self.flush()
         return self.root
+
+    def small_listings(self) -> list[Listing]:
+        """(root, entries) of the directories the ops changed (those with an entry set and all
+        above them) that have at most SMALL_LISTING entries; none for a write that changed more
+        than LISTED_DIRS directories (a put-file of a tree: nobody is about to list them)."""
+        dirs: dict[str, None] = {}
+        for parent in self.parents:
+            dirs[parent] = None
+            dirs.update(dict.fromkeys(_ancestors(parent)))
+            if len(dirs) > LISTED_DIRS:
+                return []
+        out = []
+        for path in dirs:
+            d = self.node(path)
+            if isinstance(d, DirNode) and d.root is not None and d.count <= SMALL_LISTING:
+                out.append((d.root, list(tree.list_dir(self.w.txn, d))))
+        return out
 
 
 def _next_record(src, d: DirNode) -> int:

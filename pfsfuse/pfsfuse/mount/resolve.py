@@ -189,6 +189,7 @@ class Resolver:
                 r.workspace = Workspace(self.client, repo, ref, self._tmpdir, self._io)
                 r.workspace.on_reshaped = functools.partial(self._inodes.invalidate, repo, ref)
                 r.workspace.on_lost = self._lost
+                r.workspace.on_listings = self.trees.seed
             self._refs[key] = r
         while True:
             stale = r.workspace is not None and r.flushed != r.workspace.flushed

@@ -12,6 +12,7 @@ import threading
 from collections import OrderedDict
 
 from pfsfuse.api.client import TREE_PAGES_MAX, Client
+from pfsfuse.api.types import Listing
 from pfsfuse.metadata import tree
 from pfsfuse.metadata.records import ChunkRef, DirNode, FileNode, Inner, Leaf, Node, Page
 
@@ -141,6 +142,12 @@ class Trees:
             listing = (dict(items), items)
             self._dirs.put(d.root, listing, max(1, len(items)))
         return listing
+
+    def seed(self, listings: list[Listing]) -> None:
+        """Take whole listings of small directories (by root) the daemon sent unasked."""
+        for root, items in listings:
+            if len(items) <= FULL_LISTING:
+                self._dirs.put(root, (dict(items), items), max(1, len(items)))
 
     def child(self, d: DirNode, name: str) -> Node | None:
         hit = self.cached_child(d, name)

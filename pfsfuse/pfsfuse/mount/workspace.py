@@ -276,6 +276,9 @@ class Workspace:
         self.retry_at = 0.0  # while failing: when the background sender tries again
         self._retry_in = 0.0
         self.on_lost: Callable[[str], None] = lambda what: None  # told of every change lost
+        # Given the listings a write answers with (small directories it changed): the next
+        # lookup there need not fetch the directory again.
+        self.on_listings: Callable[[list], None] = lambda listings: None
 
     def failed(self, e: PfsError) -> bool:
         """Sending changes met `e`: back off (a full disk or a daemon away must not be sent the
@@ -557,7 +560,8 @@ class Workspace:
             ops = [op.file.put(op.path) if isinstance(op, _LocalPut) else op for _, op in batch]
             commit = await self.ensure_commit()
             try:
-                result = await self._call(self.client.write_files, self.repo, commit, ops)
+                result = await self._call(self.client.write_files, self.repo, commit, ops, True)
+                self.on_listings(result.listings)
                 self._wrote = None if result.tree is None else (result.commit, result.tree)
                 return
             except (FailedPrecondition, NotFound):
