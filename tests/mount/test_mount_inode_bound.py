@@ -21,19 +21,25 @@ from pfsfuse.mount import reading
 from pfsfuse.mount.trees import Trees
 
 
-def test_the_oldest_names_are_dropped_past_the_bound(monkeypatch):
-    asked: list[tuple[int, bytes]] = []
-    monkeypatch.setattr(
-        inodes_mod.pyfuse3, "invalidate_entry_async", lambda ino, name, ignore_enoent: asked.append((ino, name))
-    )
+def _table_past_its_bound() -> tuple[inodes_mod.InodeTable, inodes_mod.Inode, list[inodes_mod.Inode]]:
+    """A table of 100 entry inodes, and then one more: the directory d, its files (the first a
+    hard link), in the order they were made."""
     table = inodes_mod.InodeTable(kept=100)
     d = table.of("entry", "r", "master", "d")
     made = [table.of("entry", "r", "master", f"d/f{i:03d}") for i in range(99)]
     table.linked("r", "master", "d/f000", linkid=7)  # a hard link: never dropped by one name
-    assert asked == []  # 100 entry inodes: none dropped yet
-    table.of("entry", "r", "master", "d/f099")  # one over: the oldest quarter goes
-    # d (whose own directory the kernel was never shown) and the link are left alone.
-    assert asked == [(d.ino, f"f{i:03d}".encode()) for i in range(1, 24)]
+    made.append(table.of("entry", "r", "master", "d/f099"))  # one over: the oldest quarter goes
+    return table, d, made
+
+
+def test_the_oldest_inodes_are_pruned_past_the_bound(monkeypatch):
+    pruned: list[list[int]] = []
+    monkeypatch.setattr(inodes_mod.pyfuse3, "notify_prune", pruned.append, raising=False)
+    monkeypatch.setattr(inodes_mod, "PRUNE_BATCH", 10)
+    table, d, made = _table_past_its_bound()
+    # The oldest 25 go but the link: d (the kernel keeps it while any name below is in use), f001...
+    oldest = [d.ino] + [m.ino for m in made[1:24]]
+    assert pruned == [oldest[:10], oldest[10:20], oldest[20:]]
     # The kernel forgets what it dropped; a name looked up again gets its number back.
     first = made[5]
     first.lookups = 1
@@ -41,6 +47,39 @@ def test_the_oldest_names_are_dropped_past_the_bound(monkeypatch):
     assert first.ino not in table
     assert table.of("entry", "r", "master", "d/f005").ino == first.ino
     assert len(table) == 1 + 1 + 100  # the root, d, and its files
+    assert d.ino in table
+    # What a prune left (in use, or not yet linked by the kernel) is pruned again later; what
+    # the kernel forgot is not asked for again.
+    gone = made[6]
+    gone.lookups = 1
+    table.forget([(gone.ino, 1)])
+    for i in range(100, 400):
+        table.of("entry", "r", "master", f"d/f{i:03d}")
+    asked = [ino for batch in pruned for ino in batch]
+    assert asked.count(made[1].ino) >= 2 and asked.count(gone.ino) == 1
+    assert made[0].ino not in asked  # the hard link
+
+
+def test_a_kernel_that_cannot_prune_is_asked_to_drop_names(monkeypatch):
+    """Before Linux 6.18 (or with an unpatched pyfuse3) each name is invalidated instead."""
+    tried: list[list[int]] = []
+
+    def refused(inodes: list[int]) -> None:
+        tried.append(inodes)
+        raise OSError(22, "Invalid argument")
+
+    asked: list[tuple[int, bytes]] = []
+    monkeypatch.setattr(inodes_mod.pyfuse3, "notify_prune", refused, raising=False)
+    monkeypatch.setattr(
+        inodes_mod.pyfuse3, "invalidate_entry_async", lambda ino, name, ignore_enoent: asked.append((ino, name))
+    )
+    table, d, _ = _table_past_its_bound()
+    # d has no name to invalidate (the kernel was never shown its directory).
+    assert asked == [(d.ino, f"f{i:03d}".encode()) for i in range(1, 24)]
+    assert len(tried) == 1
+    for i in range(100, 130):  # the next shed goes straight to invalidation
+        table.of("entry", "r", "master", f"d/f{i:03d}")
+    assert len(tried) == 1 and len(asked) == 23 + 25
 
 
 class _Nursery:

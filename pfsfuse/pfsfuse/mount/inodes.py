@@ -4,6 +4,7 @@ of a hard link share one inode, found by its link id."""
 from __future__ import annotations
 
 import errno
+import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,10 +15,13 @@ import xxhash
 from pfsfuse.metadata import names
 from pfsfuse.mount.boundary import fail
 
+log = logging.getLogger("pfsfuse.mount")
+
 # Entry inodes the kernel may hold before the mount asks it to drop the oldest: each costs the
 # mount about 400 bytes, and a listing of a million entries would otherwise keep them all, since
 # the kernel forgets an inode only when its dentry goes (FUSE inodes are not cached without one).
 KEPT = 1 << 17
+PRUNE_BATCH = 4096  # inodes a prune notification names
 
 
 @dataclass(slots=True)
@@ -37,6 +41,7 @@ class Inode:
     # and the lookups of its names since it was last opened.
     listed: tuple | None = None
     looked: int = 0
+    aging: bool = False  # in the table's queue of entry inodes by age, to be shed in turn
 
 
 def _key(inode: Inode) -> tuple:
@@ -57,6 +62,8 @@ class InodeTable:
         self._by_key: dict[tuple, int] = {}
         self.kept = kept
         self._made: deque[int] = deque()  # entry inodes by age, oldest first (some forgotten)
+        self._prune = hasattr(pyfuse3, "notify_prune")  # (pfsfuse's patch of pyfuse3)
+        self._pruned: list[Inode] = []  # what the last shed asked the kernel to forget
         self.add(Inode(pyfuse3.ROOT_INODE, "root", lookups=1))
 
     def of(self, kind: str, repo: str = "", ref: str = "", path: str = "") -> Inode:
@@ -65,26 +72,51 @@ class InodeTable:
         key = (kind, repo, ref, path)
         ino = self._by_key.get(key)
         if ino is not None:
-            return self._inodes[ino]
-        inode = Inode(self._number(key), kind, repo, ref, path)
-        self._inodes[inode.ino] = inode
-        self._by_key[key] = inode.ino
-        if kind == "entry" and path:
+            inode = self._inodes[ino]
+        else:
+            inode = Inode(self._number(key), kind, repo, ref, path)
+            self._inodes[inode.ino] = inode
+            self._by_key[key] = inode.ino
+        # An inode shed but looked up again before the kernel's FORGET came is aged anew: the
+        # kernel holds it again, and the FORGET leaves it in the table.
+        if kind == "entry" and path and not inode.aging:
+            inode.aging = True
             self._made.append(inode.ino)
             if len(self._made) > self.kept:
                 self._shed()
         return inode
 
     def _shed(self) -> None:
-        """Ask the kernel to drop the dentries of the oldest quarter of the entry inodes it was
-        given; it then forgets them (FORGET), which takes them out of this table. The kernel
-        drops a name only between two reads of a listing of its directory, so a big listing
-        runs ahead of this and the table shrinks back once it ends. A name looked up again
-        gets the same number, since numbers are hashes of paths."""
+        """Ask the kernel to forget the oldest quarter of the entry inodes it was given; its
+        FORGETs then take them out of this table. A name looked up again gets the same number,
+        since numbers are hashes of paths. Hard links, known by several names, stay."""
+        # Those the last prune left (in use then, or not yet linked by the kernel: a listing's
+        # reply is parsed after the request that made their inodes) are aged again.
+        for left in self._pruned:
+            if not left.aging and self._inodes.get(left.ino) is left:
+                left.aging = True
+                self._made.append(left.ino)
+        oldest = []
         for _ in range(self.kept // 4):
             inode = self._inodes.get(self._made.popleft())
-            if inode is None or inode.kind != "entry" or inode.linkid or not inode.path:
-                continue  # forgotten already, or a hard link, known by several names
+            if inode is None or not inode.aging:
+                continue  # forgotten (and perhaps numbered again since, and aged anew)
+            inode.aging = False
+            if inode.kind == "entry" and not inode.linkid and inode.path:
+                oldest.append(inode)
+        self._pruned = []
+        if self._prune and oldest:
+            try:
+                for i in range(0, len(oldest), PRUNE_BATCH):
+                    pyfuse3.notify_prune([inode.ino for inode in oldest[i : i + PRUNE_BATCH]])
+                self._pruned = oldest
+                return
+            except OSError as e:  # a kernel before 6.18
+                log.info("the kernel cannot prune inodes (%s): invalidating their names instead", e)
+                self._prune = False
+        # Dropping a name takes its directory's lock, which a listing of that directory holds
+        # while it reads: during one huge listing, about one name goes per getdents.
+        for inode in oldest:
             parent, name = names.split(inode.path)
             parent_ino = self._by_key.get(("entry", inode.repo, inode.ref, parent))
             if parent_ino is not None:
