@@ -122,6 +122,8 @@ class _Connection:
             if self.http.their_state is not h11.SEND_BODY:
                 return {"type": "http.disconnect"}  # (the body was read: nothing else comes)
             try:
+                if self.http.they_are_waiting_for_100_continue:  # (curl, for a big body)
+                    await self._send(h11.InformationalResponse(status_code=100, headers=[]))
                 event = await self._next()
             except (h11.RemoteProtocolError, _Closed):
                 return {"type": "http.disconnect"}  # gone mid-body: the answer cannot go either

@@ -155,6 +155,14 @@ def test_a_body_left_unread_and_a_failing_route_leave_the_connection_usable(tmp_
         assert _read_answer(s) == (b"HTTP/1.1 200 ", b"hello")
 
 
+def test_a_client_that_waits_for_100_continue_is_told_to_go_on(tmp_path):
+    with served(tmp_path) as server, server.raw() as s:
+        s.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        assert s.recv(100).startswith(b"HTTP/1.1 100 ")
+        s.sendall(b"hello")
+        assert _read_answer(s) == (b"HTTP/1.1 200 ", b"hello")
+
+
 def test_a_request_that_is_not_http_gets_a_400_and_the_connection_closes(tmp_path):
     with served(tmp_path) as server:
         with server.raw() as s:

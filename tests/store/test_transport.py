@@ -2,6 +2,7 @@
 (the daemon does after its keep-alive timeout), close them after an answer, or cut one short."""
 
 import http.server
+import socket
 import threading
 
 import pytest
@@ -121,3 +122,45 @@ def test_an_answer_cut_short_is_unavailable(answers):
     with pytest.raises(Unavailable, match="stopped answering"):
         answers.call("GET", "/cut")
     assert answers.call("GET", "/chunked").startswith(b"abc")  # on a new connection
+
+
+class _CountedWrites:
+    """A socket whose writes are recorded (a socket object takes no new attributes)."""
+
+    def __init__(self, sock):
+        self._sock = sock
+        self.writes: list[bytes] = []
+
+    def sendall(self, data) -> None:
+        self.writes.append(data)
+        self._sock.sendall(data)
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
+def test_a_request_goes_in_few_writes_and_a_big_piece_is_not_copied(monkeypatch):
+    """h11 gives a request's head a piece per header, and each write wakes the daemon: a request
+    with a small body is one write. A streamed body's pieces go as they come."""
+    made: list[_CountedWrites] = []
+    connect = socket.create_connection
+    monkeypatch.setattr(
+        socket, "create_connection", lambda *a, **k: made.append(_CountedWrites(connect(*a, **k))) or made[-1]
+    )
+    server = _Server(("127.0.0.1", 0), _DropsAfterEachAnswer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    t = Transport(f"127.0.0.1:{server.server_address[1]}", timeout=10, token="secret")
+    try:
+        assert t.call("POST", "/echo", b"small body") == b"small body"
+        assert len(made[0].writes) == 1 and made[0].writes[0].endswith(b"\r\n\r\nsmall body")
+        assert server.dropped.acquire(timeout=10)
+        big = b"x" * (100 << 10)
+        assert t.call("POST", "/echo", iter([b"a" * 10, big])) == b"a" * 10 + big
+        # the head; the first piece with its chunk framing; the big one's framing, itself, its
+        # end; the body's end
+        assert len(made[1].writes) == 6 and made[1].writes[3] is big
+    finally:
+        t.close()
+        server.shutdown()
+        server.server_close()
