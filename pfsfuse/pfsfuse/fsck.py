@@ -155,7 +155,9 @@ class _Checker:
                 self.file(f, f"{where} ({which})")
         if d.root is None:
             if d.size or d.count or d.subdirs:
-                self.problem(f"{where}: empty directory claims {d.size} bytes, {d.count} entries")
+                self.problem(
+                    f"{where}: empty directory claims {d.size} bytes, {d.count} entries, {d.subdirs} subdirectories"
+                )
             return
         got = self.page(d.root, where)
         if got is not None and got[:2] != (d.size, d.count):
