@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from mountkit import MiB, sh, stays, tree_files
+from mountkit import MiB, chunk_bytes, sh, stays, tree_files
 
 from helpers import PFS, fuse_unavailable, wait_for
 
@@ -323,6 +323,38 @@ def test_fsync_puts_the_data_in_the_open_commit(repo, view, mounts, mnt):
         assert head.finished is None and head.parent == repo, "fsync started no open commit"
         assert view.exists("r", head.id, "synced.txt"), "fsync returned before the daemon had the file"
         assert view.read("r", head.id, "synced.txt") == b"durable"
+
+
+def test_fsync_of_a_few_writes_into_a_big_file_stores_what_they_touch(repo, daemon, view, mounts, mnt, tmp_path):
+    """A database or fio's file: small writes into a big file, each batch fsynced. An fsync stores
+    the chunks around the writes, not the file again; the close stores the file as put-file
+    would, so its content hash is put-file's for the same bytes (what pipelines compare)."""
+    mounts("--idle", "3600")
+    rng = random.Random(3)
+    data = bytearray(rng.randbytes(40 * MiB))
+    path = mnt / "r" / "master" / "big.db"
+    path.write_bytes(data)  # written and closed: stored whole with the first fsync
+    with open(path, "r+b") as f:
+        for i in range(4):
+            before = chunk_bytes(daemon)
+            for off in [rng.randrange(len(data) - 4096) for _ in range(4)]:
+                data[off : off + 4096] = rng.randbytes(4096)
+                f.seek(off)
+                f.write(data[off : off + 4096])
+            f.flush()
+            os.fsync(f.fileno())
+            if i:
+                assert chunk_bytes(daemon) - before < 20 * MiB, "an fsync of 16 KiB stored most of a 40 MiB file"
+            assert view.read("r", view.head("r", "master").id, "big.db") == data
+    wait_for(lambda: view.read("r", "master", "big.db") == data, 10.0, what="the close's put")
+    plain = tmp_path / "big.db"
+    plain.write_bytes(data)
+    view.put_local("r", "other", "big.db", plain)
+    wait_for(
+        lambda: view.info("r", "master", "big.db").hash == view.info("r", "other", "big.db").hash,
+        10.0,
+        what="the closed file's chunks to be put-file's",
+    )
 
 
 def test_pfs_finish_commit_while_mounted(repo, daemon, view, mounts, mnt):

@@ -418,6 +418,9 @@ class Index:
     def chunk_location(self, h: bytes) -> bytes | None:
         return self.db.get("chunks", h)
 
+    def chunks_indexed(self, hashes: list[bytes]) -> bool:
+        return None not in self.db.get_many("chunks", hashes)
+
     def put_chunk_locations(self, locations: Iterable[tuple[bytes, bytes]]) -> None:
         """Index chunks. Unsynced: a lost location only loses dedup of a chunk nothing refers to
         yet, since the tree that will refer to it is written with a synced batch after this."""

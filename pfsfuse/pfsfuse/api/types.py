@@ -16,6 +16,8 @@ Seconds = Annotated[float, Meta(ge=0, le=10**9)]
 # A symlink's target, as the kernel takes it: not empty, no NUL, at most PATH_MAX bytes.
 LinkTarget = Annotated[str, Meta(min_length=1, max_length=4095, pattern="^[^\x00]+$")]
 ContentHash = Annotated[str, Meta(pattern="^[0-9a-f]{32}$")]  # FileInfo.hash of a file
+Digest = bytes  # a content hash, named apart from WriteResult.bytes
+MAX_CHANGED = 4096  # byte ranges a Put's `changed` may list; a writer with more sends the file whole
 
 
 class RepoInfo(Struct, omit_defaults=True):
@@ -80,6 +82,13 @@ class Put(Struct, tag="put", omit_defaults=True):
     # The S3 ETag a client was given for these bytes (the S3 gateway's), kept for the repo's
     # file of this content (pfsfuse.metadata.etags).
     etag: Annotated[str, Meta(pattern=etags.PATTERN)] | None = None
+    # A mount's fsync of a big file: `local` equals the file at `path` whose content hash is
+    # `since`, except in the byte ranges (offset, length) `changed` lists, so the daemon reads and
+    # cuts again only the chunks those touch, into fine chunks. A hint: when the file at `path`
+    # is not `since` (or the data is not `local`), the whole file is read. Giving `changed`
+    # (even empty) asks for the content hash stored, in `WriteResult.contents`.
+    since: Annotated[bytes, Meta(min_length=16, max_length=16)] | None = None
+    changed: Annotated[list[tuple[Count, Count]], Meta(max_length=MAX_CHANGED)] | None = None
 
 
 def located_bytes(located: list[tuple[ChunkRef, ChunkLoc]]) -> bytes:
@@ -159,6 +168,8 @@ class WriteResult(Struct):
     # Asked for with `listings`: (root, entries) of each small directory the write changed, so
     # that a writer showing them need not ask for them again at once.
     listings: list[Listing] = []
+    # The content hash each Put that gave `changed` stored, in the order of those Puts.
+    contents: list[Digest] = []
 
 
 # read_plans answers at most this many plans, and stops adding files once it has located this

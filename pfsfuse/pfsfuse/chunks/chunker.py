@@ -14,6 +14,11 @@ if TYPE_CHECKING:
 MIN_SIZE = 256 << 10
 AVG_SIZE = 1 << 20  # pyfastcdc's avg_size; cuts are sought after MIN_SIZE, so the mean is ~1.25 MiB
 MAX_SIZE = 4 << 20
+# Fine chunks: what an fsync of a few small writes into a big file cuts the chunks it touched
+# into, so that the next fsync there re-cuts tens of KiB, not a whole chunk.
+FINE_MIN_SIZE = 4 << 10
+FINE_AVG_SIZE = 16 << 10
+FINE_MAX_SIZE = 64 << 10
 BLOCK = 32 << 20  # streams are cut a block at a time, in place
 
 
@@ -26,27 +31,25 @@ class Chunker:
         # extension module loaded costs its start-up a disk read when the page cache is cold.
         from pyfastcdc import FastCDC
 
-        self._cdc = FastCDC(
-            AVG_SIZE,
-            min_size=MIN_SIZE,
-            max_size=MAX_SIZE,
-            normalized_chunking=1,
-            seed=_gear_seed(seed),
+        gear = _gear_seed(seed)
+        self._cdc = FastCDC(AVG_SIZE, min_size=MIN_SIZE, max_size=MAX_SIZE, normalized_chunking=1, seed=gear)
+        self._fine = FastCDC(
+            FINE_AVG_SIZE, min_size=FINE_MIN_SIZE, max_size=FINE_MAX_SIZE, normalized_chunking=1, seed=gear
         )
         self._buffers = threading.local()
 
-    def cut(self, stream: BinaryStreamReader) -> Iterator[memoryview]:
+    def cut(self, stream: BinaryStreamReader, fine: bool = False) -> Iterator[memoryview]:
         """The chunks of a binary stream (anything with readinto or read); nothing if it is empty.
 
         Each chunk is a view of a buffer that later chunks overwrite: use or copy it before asking
-        for the next one.
+        for the next one. `fine` cuts chunks of FINE_MIN_SIZE to FINE_MAX_SIZE bytes.
         """
         # A cut depends only on the bytes from its chunk's start, so cutting a block in place
         # gives the stream's cuts, except that the block's last chunk may end only because the
         # block does: carry it into the next block. Small streams fit one read.
         first = _read_up_to(stream, BLOCK)
         if len(first) < BLOCK:
-            yield from self.cut_buf(first)
+            yield from self.cut_buf(first, fine)
             return
         buf = getattr(self._buffers, "free", None) or bytearray(BLOCK + MAX_SIZE)
         self._buffers.free = None  # in use: a nested cut in this thread gets its own
@@ -59,7 +62,7 @@ class Chunker:
                     filled += _fill(stream, view[filled:])
                     eof = filled < len(buf)
                 last = None
-                for chunk in self.cut_buf(view[:filled]):
+                for chunk in self.cut_buf(view[:filled], fine):
                     if last is not None:
                         yield last
                     last = chunk
@@ -111,9 +114,9 @@ class Chunker:
         finally:
             self._buffers.pair = bufs
 
-    def cut_buf(self, buf: bytes | bytearray | memoryview) -> Iterator[memoryview]:
+    def cut_buf(self, buf: bytes | bytearray | memoryview, fine: bool = False) -> Iterator[memoryview]:
         """The chunks of a buffer, as views into it (no copies); nothing if it is empty."""
-        for chunk in self._cdc.cut_buf(memoryview(buf).cast("B")):
+        for chunk in (self._fine if fine else self._cdc).cut_buf(memoryview(buf).cast("B")):
             yield chunk.data
 
 

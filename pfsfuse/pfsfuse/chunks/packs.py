@@ -33,6 +33,7 @@ _FOOTER = 4 + len(MAGIC)
 _TAIL_READ = 64 << 10  # the first ranged get of read_pack_index; holds most trailers whole
 _MAX_UPLOADS = 3  # packs uploading at once per writer: bounds its memory to about four packs
 _SAMPLE = 64 << 10  # compress this much of a chunk first; skip the rest if it does not shrink
+_MIN_SAMPLE = 4 << 10  # chunks of less than four times this are compressed whole
 _SYNC_PACKS = 16  # packs made durable together: fewer flushes, and locations still flow
 _RUN_BYTES = 32 << 20  # adjacent chunks read with one request, up to this much: a whole pack
 
@@ -149,7 +150,8 @@ class PackWriter:
     def _compress(self, data) -> tuple[object, int]:
         """zstd when it saves 10%; a sample decides first, so incompressible data costs little."""
         view = memoryview(data)
-        if len(view) > 2 * _SAMPLE and 10 * len(self._cctx.compress(view[:_SAMPLE])) > 9 * _SAMPLE:
+        sample = min(_SAMPLE, len(view) // 4)  # a quarter of a small chunk (an fsync's fine ones)
+        if sample >= _MIN_SAMPLE and 10 * len(self._cctx.compress(view[:sample])) > 9 * sample:
             return view, RAW
         stored = self._cctx.compress(view)
         if 10 * len(stored) > 9 * len(view):

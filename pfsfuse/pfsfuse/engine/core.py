@@ -108,6 +108,9 @@ class EngineCore:
     def indexed(self, h: bytes) -> bool:
         return self.index.chunk_location(h) is not None
 
+    def all_indexed(self, hashes: list[bytes]) -> bool:
+        return self.index.chunks_indexed(hashes)
+
     def record_locations(self, locations: list[tuple[bytes, ChunkLoc]], write: Write | None = None) -> None:
         """Index chunks that are now durable in the object store (for `write`, refused if a
         collection condemned their packs while it ran)."""
@@ -167,6 +170,11 @@ class Staging:
         if not engine.guard.claim(self._claims, h, engine.indexed):
             engine.record_locations(self._writer.add(h, piece))
         return ChunkRef(h, len(piece))
+
+    def keep(self, refs: Iterable[ChunkRef]) -> bool:
+        """Claims stored chunks the write refers to again; False if one is no longer indexed."""
+        engine = self._engine
+        return engine.guard.keep(self._claims, (r.hash for r in refs), engine.all_indexed)
 
     def put_all(self, pieces: Iterable) -> list[ChunkRef]:
         return [self.put(p) for p in pieces]

@@ -56,6 +56,19 @@ class Guard:
                 self.claimed.add(h)
             return indexed(h)
 
+    def keep(self, claims: set[bytes], hashes: Iterable[bytes], indexed: Callable[[list[bytes]], bool]) -> bool:
+        """Claims stored chunks that a write refers to again without storing them; whether all
+        are still indexed. If one is not, the write claims none of them (it must store them)."""
+        new = [h for h in dict.fromkeys(hashes) if h not in claims]
+        with self.lock:  # claimed before checked, as `claim` does
+            claims.update(new)
+            if self.claimed is not None:
+                self.claimed.update(new)
+        if indexed(new):
+            return True
+        claims.difference_update(new)
+        return False
+
     def indexing(self, packs: set[bytes], write: Write | None = None) -> None:
         """Called under the index lock, in the critical section that indexes chunks of `packs`.
         Refuses packs that a collection condemned while `write` ran: it deletes them."""

@@ -31,7 +31,7 @@ from pfsfuse.api.types import (
     WriteResult,
     located_bytes,
 )
-from pfsfuse.chunks import StorageError
+from pfsfuse.chunks import StorageError, recut
 from pfsfuse.engine.core import EngineCore, Staging
 from pfsfuse.engine.sources import open_source
 from pfsfuse.metadata import etags, names, tree
@@ -137,7 +137,7 @@ class Writes(EngineCore):
                             data = _Staged(chunks=staging.adopt(op.chunks, located_bytes(op.chunks), op.proof))
                         else:
                             with open_source(op) as stream:
-                                data = self._stage(op, stream, staging)
+                                data = self._stage(op, stream, staging, self._since(repo, ref, op))
                         files += 1
                         total += data.size
                     staged.append((op, data))
@@ -154,9 +154,16 @@ class Writes(EngineCore):
                     batch.apply(op, data)
                 w.set_tree(batch.finish())
                 small = batch.small_listings() if listings else []
-        return WriteResult(w.commit.id, files, total, staging.bytes_stored, w.commit.tree, small)
+        return WriteResult(w.commit.id, files, total, staging.bytes_stored, w.commit.tree, small, batch.contents)
 
-    def _stage(self, op: Put, stream, staging: Staging) -> _Staged:
+    def _since(self, repo: str, ref: str, op: Put) -> FileNode | None:
+        """The stored file a Put's `changed` ranges are relative to, if it is still at its path."""
+        if op.since is None or op.changed is None or op.local is None:
+            return None
+        node = tree.lookup(self.db, self.index.resolve(repo, ref).tree, op.path)
+        return node if isinstance(node, FileNode) and node.hash == op.since else None
+
+    def _stage(self, op: Put, stream, staging: Staging, since: FileNode | None = None) -> _Staged:
         """Store a Put's data as chunks, before the commit changes."""
         if op.split is not None:
             splitter = split.Splitter(stream, op.split, op.target_datums, op.target_bytes)
@@ -172,11 +179,37 @@ class Writes(EngineCore):
             # `echo "" | pfs put-header ...` removes it, as in the Pachyderm docs.
             empty = data in (b"", b"\n", b"\r\n")
             return _Staged(chunks=[] if empty else staging.put_buffer(data))
+        if since is not None:
+            assert op.changed is not None  # `_since` found the file they are relative to
+            chunks = self._stage_changed(stream.fileno(), since, op.changed, staging)
+            if chunks is not None:
+                return _Staged(chunks=chunks)
         if op.local is not None:  # a file we opened ourselves: read ahead while cutting
             pieces = self.chunks.chunker.cut_file(stream.fileno())
         else:
             pieces = self.chunks.chunker.cut(stream)
         return _Staged(chunks=staging.put_all(pieces))
+
+    def _stage_changed(
+        self, fd: int, since: FileNode, changed: list[tuple[int, int]], staging: Staging
+    ) -> list[ChunkRef] | None:
+        """The chunks of the file open at `fd`, which equals `since` outside the `changed` ranges:
+        those of `since` kept, the ones the ranges touch cut again. None if a kept chunk is gone
+        (collected since) or the file shrank while it was read: then it is read whole."""
+        old = tree.file_chunks(self.db, since)
+        steps = recut.plan([r.size for r in old], os.fstat(fd).st_size, changed)
+        if not staging.keep(r for s in steps if isinstance(s, recut.Keep) for r in old[s.start : s.stop]):
+            return None
+        chunks: list[ChunkRef] = []
+        for s in steps:
+            if isinstance(s, recut.Keep):
+                chunks += old[s.start : s.stop]
+                continue
+            window = _Window(fd, s.start, s.end)
+            chunks += staging.put_all(self.chunks.chunker.cut(window, s.fine))
+            if window.short:
+                return None
+        return chunks
 
 
 def _checked(op: WriteOp) -> WriteOp:
@@ -190,6 +223,8 @@ def _checked(op: WriteOp) -> WriteOp:
         names.check_depth(path, _RECORD_NAME)
     if isinstance(op, Put) and op.chunks is not None and (op.split or op.frame or op.url or op.local):
         raise InvalidArgument(f"{path}: a put of stored chunks takes no other source, split or frame")
+    if isinstance(op, Put) and op.changed is not None and (op.split or op.frame or op.append or op.url):
+        raise InvalidArgument(f"{path}: changed ranges describe one whole file's bytes, not a split, frame or append")
     if isinstance(op, Put) and op.etag is not None:
         if op.split or op.frame or op.append or op.recursive:
             raise InvalidArgument(f"{path}: an ETag names one whole file's bytes, not a split, frame or append")
@@ -223,6 +258,21 @@ class _Staged:
         return sum(c.size for part in parts for c in part)
 
 
+class _Window:
+    """Bytes [start, end) of an open file, read as a stream."""
+
+    def __init__(self, fd: int, start: int, end: int):
+        self.fd, self.pos, self.end = fd, start, end
+        self.short = False  # the file ended before `end`
+
+    def read(self, n: int) -> bytes:
+        n = min(n, self.end - self.pos)
+        data = os.pread(self.fd, n, self.pos) if n > 0 else b""
+        self.pos += len(data)
+        self.short = self.short or (n > 0 and not data)
+        return data
+
+
 def _read_up_to(stream, n: int) -> bytes:
     parts, total = [], 0
     while total < n and (piece := stream.read(n - total)):
@@ -250,6 +300,7 @@ class _Batch:
         # (None when only a name went). `finish` gives every name of each the same file.
         self.linked: dict[int, Node | None] = {}
         self.parents: dict[str, None] = {}  # the directories with an entry set, in order
+        self.contents: list[bytes] = []  # the content hash of each Put that gave `changed`
         self.ops = 0
 
     def flush(self) -> None:
@@ -378,6 +429,8 @@ class _Batch:
             if stat is not None:
                 executable = bool(stat.mode & 0o111)
             node = tree.make_file(txn, refs, executable)
+            if op.changed is not None:
+                self.contents.append(node.hash)
             if op.etag is not None:
                 etags.record(txn, self.w.commit.repo, node.hash, op.etag)
             self.set(path, msgspec.structs.replace(node, stat=stat), old is None)

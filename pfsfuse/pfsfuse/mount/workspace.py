@@ -25,7 +25,7 @@ import msgspec
 import trio
 
 from pfsfuse.api.client import Client
-from pfsfuse.api.types import Put, WriteOp
+from pfsfuse.api.types import MAX_CHANGED, Put, WriteOp
 from pfsfuse.metadata import names
 from pfsfuse.metadata.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PfsError
 from pfsfuse.metadata.records import DirNode, FileNode, Node, Stat, SymlinkNode
@@ -114,6 +114,18 @@ class LocalFile:
         self.dropped = False  # no longer in the overlay: close once no handle is left
         self.logged = 0  # puts of its content logged and not sent yet: it must stay till then
         self.path = ""  # where it is in the branch
+        # What an fsync sends of a big file: its content equals the stored file whose content
+        # hash is `base`, except in the ranges [start, end) of `_changed`, in the order written
+        # (marked after the bytes are). None: unknown, the file is sent whole. Changed only in
+        # the event loop's thread, as the writes are.
+        self.base: bytes | None = None
+        self._changed: list[list[int]] = []
+        self._sending = 0  # how many of `_changed` the put in flight lists: those are not extended
+        self._resets = 0  # times `_changed` overflowed: a put built before knows nothing after
+        self._sending_since = 0
+        # An fsync's put sent only what changed: the file's chunks are not put-file's, so its
+        # close sends it whole even if unchanged since.
+        self.fine = False
 
     @property
     def stat(self) -> Stat:
@@ -150,6 +162,7 @@ class LocalFile:
             self._buf[off:end] = data
             n = len(data)
         self.size = max(self.size, off + n)
+        self._mark(off, off + n)
         self.touch()
         return n
 
@@ -162,6 +175,7 @@ class LocalFile:
             del self._buf[size:]
         else:
             self._buf.extend(bytes(size - len(self._buf)))
+        self._mark(min(size, self.size), max(size, self.size))
         self.size = size
         self.touch()
 
@@ -180,6 +194,8 @@ class LocalFile:
         elif zero and off < len(self._buf):
             stop = min(end, len(self._buf))  # past it, growing the buffer zeroes it
             self._buf[off:stop] = bytes(stop - off)
+        if zero:
+            self._mark(off, min(end, size))
         if size > self.size:
             self.truncate(size)
         elif zero and off < self.size:
@@ -197,11 +213,47 @@ class LocalFile:
             raise
         self._fd, self.tmp_path, self._buf = fd, path, bytearray()
 
-    def put(self, path: str) -> Put:
-        """The op that stores the current content at `path`."""
-        if self._fd is not None:
+    def _mark(self, start: int, end: int) -> None:
+        if start >= end:
+            return
+        changed = self._changed
+        if len(changed) > self._sending and changed[-1][0] <= start <= changed[-1][1]:
+            changed[-1][1] = max(changed[-1][1], end)  # sequential writes make one range
+        elif len(changed) < MAX_CHANGED:
+            changed.append([start, end])
+        else:
+            self.based_on(None)
+            self._resets += 1
+
+    def based_on(self, base: bytes | None) -> None:
+        """The content is now the stored file `base` (None: unknown)."""
+        self.base = base
+        self._changed.clear()
+        self._sending = 0
+
+    def put(self, path: str, fsync: bool = False) -> Put:
+        """The op that stores the current content at `path`. An fsync's put of a big file names
+        what changed since the file it last stored, and asks for the content hash it stores
+        (give that to `stored`)."""
+        if self._fd is None:
+            return Put(path, stream=io.BytesIO(bytes(self._buf)), executable=self.executable, stat=self.stat)
+        if not fsync:  # a close stores the file whole: its chunks, and so its hash, as put-file's
+            self.fine = False
             return Put(path, local=self.tmp_path, executable=self.executable, stat=self.stat)
-        return Put(path, stream=io.BytesIO(bytes(self._buf)), executable=self.executable, stat=self.stat)
+        self._sending, self._sending_since = len(self._changed), self._resets
+        since = self.base
+        self.fine = self.fine or since is not None
+        changed = [(a, b - a) for a, b in self._changed] if since is not None else []
+        return Put(path, local=self.tmp_path, executable=self.executable, stat=self.stat, since=since, changed=changed)
+
+    def stored(self, content: bytes) -> None:
+        """The daemon stored the content of the last fsync's put as the file `content`."""
+        if self._resets != self._sending_since:  # changes since the put went untracked
+            self.based_on(None)
+            return
+        self.base = content
+        del self._changed[: self._sending]
+        self._sending = 0
 
     def save_as(self, dest: str) -> None:
         """Write the current content to a new file `dest` (a rescue: the daemon never got it)."""
@@ -370,7 +422,7 @@ class Workspace:
             if f.writers == 0:
                 self.writing.discard(f)
                 if self.overlay.get(f.path) is f:
-                    if f.logged_as is not None and f.logged_as[:2] == (f.path, f.version):
+                    if f.logged_as is not None and f.logged_as[:2] == (f.path, f.version) and not f.fine:
                         self._unchanged_since_put(f, f.logged_as[2])
                     else:
                         self.changed_file(f)
@@ -556,11 +608,25 @@ class Workspace:
 
     async def _send(self, batch: list[tuple[int, WriteOp | _LocalPut]]) -> None:
         """One atomic write of `batch` into the branch's open commit."""
+        # An fsync's put sends what changed since the file was stored: the last put of the file in
+        # the batch (the daemon finds the file the batch started from, and they all read the file
+        # as it is now).
+        last = {op.file: i for i, (_, op) in enumerate(batch) if isinstance(op, _LocalPut)}
         for attempt in (0, 1):
-            ops = [op.file.put(op.path) if isinstance(op, _LocalPut) else op for _, op in batch]
+            ops = [
+                op.file.put(op.path, fsync=op.synced and last[op.file] == i) if isinstance(op, _LocalPut) else op
+                for i, (_, op) in enumerate(batch)
+            ]
             commit = await self.ensure_commit()
             try:
                 result = await self._call(self.client.write_files, self.repo, commit, ops, True)
+                fsynced = [
+                    item.file
+                    for (_, item), op in zip(batch, ops, strict=True)
+                    if isinstance(item, _LocalPut) and isinstance(op, Put) and op.changed is not None
+                ]
+                for f, content in zip(fsynced, result.contents, strict=True):
+                    f.stored(content)
                 self.on_listings(result.listings)
                 self._wrote = None if result.tree is None else (result.commit, result.tree)
                 return

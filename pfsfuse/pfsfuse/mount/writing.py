@@ -85,6 +85,7 @@ class Writer:
                 f.release()
                 raise
             f.stat = st  # opening to write is not writing: the times stay until a write
+            f.based_on(entry.hash)
         else:
             f.touch()  # O_TRUNC is a change, as on a disk
         ws.created(path, f)

@@ -1,0 +1,143 @@
+"""A put that names what changed since a stored file (a mount's fsync of a big file): the daemon
+cuts again only the chunks the changes touch, and the file it stores is always the local file's
+bytes, whatever the ranges, sizes and base."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pfsfuse.api.types import Put
+from pfsfuse.chunks.chunker import FINE_MAX_SIZE, MAX_SIZE
+from pfsfuse.metadata.errors import InvalidArgument
+
+MiB = 1 << 20
+
+
+def _sync(store, path: str, local: str, since: bytes | None, changed: list[tuple[int, int]]):
+    """Put `local` at `path` as an fsync does; (the content hash stored, bytes of new chunks)."""
+    r = store.write_files("r", "master", [Put(path, local=local, since=since, changed=changed)])
+    [content] = r.contents
+    assert bytes.fromhex(store.inspect_file("r", "master", path).hash) == content
+    with open(local, "rb") as f:
+        assert b"".join(store.get_file("r", "master", path)) == f.read()
+    return content, r.stored
+
+
+def _write(local: str, off: int, data: bytes) -> tuple[int, int]:
+    fd = os.open(local, os.O_WRONLY)
+    try:
+        os.pwrite(fd, data, off)
+    finally:
+        os.close(fd)
+    return off, len(data)
+
+
+def test_small_writes_store_the_chunks_they_touch_then_fine_ones(store, tmp_path):
+    store.create_repo("r")
+    rng = random.Random(7)
+    local = str(tmp_path / "big")
+    with open(local, "wb") as f:
+        f.write(rng.randbytes(40 * MiB))
+    base, stored = _sync(store, "big", local, None, [])
+    assert stored >= 40 * MiB  # the first put stores the file whole, random bytes
+
+    offsets = [rng.randrange(40 * MiB - 4096) for _ in range(3)]
+    changed = [_write(local, off, rng.randbytes(4096)) for off in offsets]
+    base, stored = _sync(store, "big", local, base, changed)
+    assert stored <= 3 * MAX_SIZE, "more than the chunks the writes touch was stored"
+
+    # The same places again: the chunks there are fine now.
+    changed = [_write(local, off + 100, rng.randbytes(4096)) for off in offsets]
+    base, stored = _sync(store, "big", local, base, changed)
+    assert stored <= 3 * 2 * FINE_MAX_SIZE
+
+    # Unchanged: nothing new.
+    assert _sync(store, "big", local, base, [])[1] == 0
+
+
+def test_a_base_that_is_not_the_stored_file_reads_the_file_whole(store, tmp_path):
+    store.create_repo("r")
+    local = str(tmp_path / "f")
+    with open(local, "wb") as f:
+        f.write(random.Random(1).randbytes(6 * MiB))
+    _sync(store, "f", local, None, [])
+    _write(local, 5 * MiB, b"not in the ranges")
+    # A wrong base (another writer replaced the file, or the caller lost track): ranges ignored.
+    _, stored = _sync(store, "f", local, b"\x01" * 16, [])
+    assert stored > 0
+    # Nothing stored at the path yet: the same.
+    _sync(store, "g", local, b"\x01" * 16, [(0, 1)])
+
+
+def test_changed_ranges_describe_a_whole_file_only(store, tmp_path):
+    store.create_repo("r")
+    local = tmp_path / "f"
+    local.write_bytes(b"a\nb\n")
+    with pytest.raises(InvalidArgument, match="changed ranges"):
+        store.write_files("r", "master", [Put("f", local=str(local), split="line", changed=[])])
+    with pytest.raises(InvalidArgument, match="changed ranges"):
+        store.write_files("r", "master", [Put("f", local=str(local), append=True, changed=[])])
+
+
+_steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("write"), st.integers(0, 7 * MiB), st.integers(1, 300_000)),
+        st.tuples(st.just("truncate"), st.integers(0, 7 * MiB)),
+        st.just(("sync",)),
+    ),
+    min_size=1,
+    max_size=10,
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=_steps, seed=st.integers(0, 2**32))
+def test_every_sync_stores_the_local_file_whatever_was_written(store, tmp_path, steps, seed):
+    """Writes, truncates (shrinking and growing) and syncs in any order: each sync's file reads
+    back as the local file, its ranges being all the writes and truncates since the last sync."""
+    if "r" not in [r.name for r in store.list_repo()]:
+        store.create_repo("r")
+    rng = random.Random(seed)
+    local = str(tmp_path / f"f{seed}")
+    with open(local, "wb") as f:
+        f.write(rng.randbytes(rng.randrange(6 * MiB)))
+    base, _ = _sync(store, f"f{seed}", local, None, [])
+    changed: list[tuple[int, int]] = []
+    for step in [*steps, ("sync",)]:
+        if step[0] == "write":
+            changed.append(_write(local, step[1], rng.randbytes(step[2])))
+        elif step[0] == "truncate":
+            size = os.path.getsize(local)
+            os.truncate(local, step[1])
+            changed.append((min(size, step[1]), abs(size - step[1])))
+        else:
+            base, _ = _sync(store, f"f{seed}", local, base, changed)
+            changed = []
+
+
+def test_a_file_that_shrinks_while_its_changes_are_read_is_read_whole(store, tmp_path, monkeypatch):
+    """The daemon plans from the file's size, then reads: a truncate in between (the writer goes
+    on while an fsync is sent) leaves a range short. The chunks kept after it would sit at the
+    wrong offsets, so the file is read whole instead."""
+    store.create_repo("r")
+    local = str(tmp_path / "f")
+    with open(local, "wb") as f:
+        f.write(random.Random(2).randbytes(8 * MiB))
+    base, _ = _sync(store, "f", local, None, [])
+    changed = [_write(local, 5 * MiB, b"x" * 100)]
+    os.truncate(local, 3 * MiB)  # after the daemon's fstat, which still sees 8 MiB
+    real = os.fstat
+
+    def fstat_before_the_truncate(fd):
+        st = real(fd)
+        if os.readlink(f"/proc/self/fd/{fd}") == local:
+            return os.stat_result((*st[:6], 8 * MiB, *st[7:]))
+        return st
+
+    monkeypatch.setattr(os, "fstat", fstat_before_the_truncate)
+    _sync(store, "f", local, base, changed)
