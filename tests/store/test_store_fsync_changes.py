@@ -141,3 +141,25 @@ def test_a_file_that_shrinks_while_its_changes_are_read_is_read_whole(store, tmp
 
     monkeypatch.setattr(os, "fstat", fstat_before_the_truncate)
     _sync(store, "f", local, base, changed)
+
+
+def test_a_kept_chunk_no_longer_indexed_is_stored_again(store, tmp_path, monkeypatch):
+    """A chunk of the stored file was collected (or lost) before the fsync came: the daemon must
+    not refer to it. It reads the file whole, and stores every chunk it then needs, the missing
+    one too (claiming it for the fsync must not make it look stored already)."""
+    store.create_repo("r")
+    local = str(tmp_path / "f")
+    with open(local, "wb") as f:
+        f.write(random.Random(4).randbytes(8 * MiB))
+    base, _ = _sync(store, "f", local, None, [])
+    asked: list[list[bytes]] = []
+
+    def none_indexed(hashes):
+        asked.append(hashes)
+        return False
+
+    monkeypatch.setattr(store, "all_indexed", none_indexed)
+    monkeypatch.setattr(store, "indexed", lambda h: False)
+    _, stored = _sync(store, "f", local, base, [_write(local, MiB, b"y" * 10)])
+    assert asked and asked[0], "the kept chunks were not checked"
+    assert stored >= 8 * MiB, "chunks taken for stored were not stored again"
