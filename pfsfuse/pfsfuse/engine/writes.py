@@ -119,7 +119,8 @@ class Writes(EngineCore):
             if auto:
                 w.commit = msgspec.structs.replace(w.commit, finished=time.time())
                 v.put_commit(w.commit)
-        self.notify_changed()
+        if auto:  # a commit finished and the branch moved; a write into an open commit does neither
+            self.notify_changed()
 
     def write_files(self, repo: str, ref: str, ops: Iterable[WriteOp], listings: bool = False) -> WriteResult:
         self._check_writable(repo, ref)
