@@ -12,7 +12,7 @@ from pfsfuse.metadata.records import FileNode, Stat
 from pfsfuse.mount.inodes import InodeTable
 from pfsfuse.mount.resolve import Resolver
 from pfsfuse.mount.trees import Trees
-from pfsfuse.mount.workspace import LocalFile, Workspace
+from pfsfuse.mount.workspace import HOLD, QUIET, LocalFile, Workspace
 
 
 def _workspace(client, tmp_path, sent: list[list]) -> Workspace:
@@ -140,3 +140,28 @@ async def test_after_its_own_flush_the_mount_knows_the_branch_without_asking(dae
                 await trio.sleep(0.05)  # (until the ref expires: fail_after bounds it)
     finally:
         client.close()
+
+
+def test_the_background_sender_holds_changes_without_content_while_the_branch_is_busy(tmp_path):
+    """sqlite unlinks its journal, then writes and fsyncs a new one at once: the unlink, sent
+    alone, would make that fsync wait for its flush. Held while the branch is busy (at most HOLD
+    seconds), it goes with the fsync; file content is never held."""
+
+    async def never(*args):
+        raise AssertionError("nothing is sent here")
+
+    ws = Workspace(None, "r", "master", str(tmp_path), never)  # type: ignore[arg-type]
+    ws.delete("db-journal", Delete("db-journal"))
+    ws.changed = time.monotonic()
+    assert not ws.due(), "an unlink in a busy branch was sent alone"
+    ws.changed -= QUIET
+    assert ws.due(), "an unlink in a quiet branch was held"
+    ws.changed = time.monotonic()
+    ws.waiting_since -= HOLD
+    assert ws.due(), "an unlink was held past HOLD seconds"
+
+    ws.waiting_since = ws.changed = time.monotonic()
+    f = _new_file(ws, tmp_path, "data")
+    f.pwrite(0, b"content")
+    ws.closed(f, wrote=True)
+    assert ws.due(), "a file's content was held"

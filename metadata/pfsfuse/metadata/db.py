@@ -116,7 +116,7 @@ class DB:
     def get_many(self, cf: str, keys: list[bytes]) -> list[bytes | None]:
         """The values of `keys`, in one read (a multi-get)."""
         wanted: list[str | int | float | bytes | bool] = list(keys)
-        return self._cfs[cf].get(wanted) or [] if keys else []
+        return (self._cfs[cf].get(wanted) or []) if keys else []
 
     def exists(self, cf: str, key: bytes) -> bool:
         return self._cfs[cf].get(key) is not None

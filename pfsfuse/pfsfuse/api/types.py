@@ -83,10 +83,11 @@ class Put(Struct, tag="put", omit_defaults=True):
     # file of this content (pfsfuse.metadata.etags).
     etag: Annotated[str, Meta(pattern=etags.PATTERN)] | None = None
     # A mount's fsync of a big file: `local` equals the file at `path` whose content hash is
-    # `since`, except in the byte ranges (offset, length) `changed` lists, so the daemon reads and
-    # cuts again only the chunks those touch, into fine chunks. A hint: when the file at `path`
-    # is not `since` (or the data is not `local`), the whole file is read. Giving `changed`
-    # (even empty) asks for the content hash stored, in `WriteResult.contents`.
+    # `since`, except in the byte ranges (offset, length) `changed` lists, so the daemon keeps
+    # that file's other chunks and cuts again only those the ranges touch (chunks/recut.py). A
+    # hint: when the file at `path` is not `since` (or the data is not `local`), the whole file
+    # is read. Giving `changed` (even empty) asks for the content hash stored, in
+    # `WriteResult.contents`.
     since: Annotated[bytes, Meta(min_length=16, max_length=16)] | None = None
     changed: Annotated[list[tuple[Count, Count]], Meta(max_length=MAX_CHANGED)] | None = None
 

@@ -32,9 +32,14 @@ from pfsfuse.metadata.records import DirNode, FileNode, Node, Stat, SymlinkNode
 
 SPILL = 8 << 20  # files larger than this are written to a temporary file, not kept in memory
 FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE = 0x01, 0x02, 0x10
+# The background sender holds back changes without content while the branch changed in the last
+# QUIET seconds, for at most HOLD seconds or HOLD_OPS ops (Workspace.due).
+QUIET = 0.05
+HOLD = 0.5
+HOLD_OPS = 4096
+RETRY_MAX = 5.0  # seconds between the background sender's tries while the daemon refuses or is away
 # How the daemon refuses a change for good (a path past a limit, a source gone): sent again, it
 # would be refused again, and it must not hold up the changes made after it.
-RETRY_MAX = 5.0  # seconds between the background sender's tries while the daemon refuses or is away
 _REFUSED = (InvalidArgument, AlreadyExists, FailedPrecondition, NotFound)
 log = logging.getLogger("pfsfuse.mount")
 _MARKED = re.compile(r"written through pfs mount \(pid (\d+) on (.*)\)")
@@ -319,6 +324,7 @@ class Workspace:
         self.written: tuple[int, str, DirNode] | None = None
         self._wrote: tuple[str, DirNode] | None = None
         self.pending_bytes = 0  # content logged since the last flush
+        self.waiting_since = 0.0  # when the first op not sent yet was logged
         # Paths the kernel was shown as one kind (a symlink) and the daemon stores as another
         # (the reference copy it stands for): told to the owner once the daemon has them.
         self.reshaped: set[str] = set()
@@ -392,8 +398,20 @@ class Workspace:
         self.changed = time.monotonic()
 
     def _log(self, op: WriteOp | _LocalPut) -> None:
+        if not self.ops:
+            self.waiting_since = time.monotonic()
         self.ops.append((self._next, op))
         self._next += 1
+
+    def due(self) -> bool:
+        """Whether the background sender should send the logged ops now. File content goes at
+        once; changes of names and stats alone (sqlite's journal unlinked) wait while the branch
+        is busy, up to HOLD seconds, for the fsync that usually follows to take them along: sent
+        alone, they make that fsync wait for their flush."""
+        now = time.monotonic()
+        if self.pending_bytes or len(self.ops) >= HOLD_OPS or now - self.waiting_since >= HOLD:
+            return True
+        return now - self.changed >= QUIET
 
     def _drop(self, f: LocalFile) -> None:
         f.dropped = True
@@ -668,6 +686,7 @@ class Workspace:
         self.written = None if self._wrote is None else (self.flushed, *self._wrote)
         self._wrote = None
         self.pending_bytes = sum(op.file.size for _, op in self.ops if isinstance(op, _LocalPut))
+        self.waiting_since = time.monotonic()
 
     def _forget(self, upto: int) -> None:
         """Drop overlay entries the daemon now has, unless changed again since."""

@@ -235,7 +235,7 @@ class Writer:
                 try:
                     if ws.commit_id is None and (ws.writing or ws.ops):
                         await ws.ensure_commit()
-                    if ws.ops:
+                    if ws.ops and ws.due():
                         await ws.flush()
                     elif not ws.writing and ws.owned and time.monotonic() - ws.changed >= self._idle:
                         await ws.finish()
