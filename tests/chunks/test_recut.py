@@ -3,6 +3,8 @@ again, every kept chunk lies where it was and holds no changed byte, in file ord
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -30,7 +32,7 @@ def test_a_plan_covers_the_new_content_and_keeps_only_untouched_chunks(sizes, si
     assert at == size
     kept = [i for s in steps if isinstance(s, Keep) for i in range(s.start, s.stop)]
     assert kept == sorted(set(kept))
-    assert not any(isinstance(a, Keep) and isinstance(b, Keep) for a, b in zip(steps, steps[1:])), "runs not joined"
+    assert not any(isinstance(a, Keep) and isinstance(b, Keep) for a, b in itertools.pairwise(steps)), "runs not joined"
 
 
 def test_a_few_small_writes_cut_again_only_the_chunks_they_touch_and_finely():
