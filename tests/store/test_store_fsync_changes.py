@@ -18,9 +18,10 @@ from pfsfuse.metadata.errors import InvalidArgument
 MiB = 1 << 20
 
 
-def _sync(store, path: str, local: str, since: bytes | None, changed: list[tuple[int, int]]):
-    """Put `local` at `path` as an fsync does; (the content hash stored, bytes of new chunks)."""
-    r = store.write_files("r", "master", [Put(path, local=local, since=since, changed=changed)])
+def _sync(store, path: str, local: str, since: bytes | None, changed: list[tuple[int, int]], final=False):
+    """Put `local` at `path` as an fsync (or, `final`, a close) does; (the content hash stored,
+    bytes of new chunks)."""
+    r = store.write_files("r", "master", [Put(path, local=local, since=since, changed=changed, final=final)])
     [content] = r.contents
     assert bytes.fromhex(store.inspect_file("r", "master", path).hash) == content
     with open(local, "rb") as f:
@@ -163,3 +164,65 @@ def test_a_kept_chunk_no_longer_indexed_is_stored_again(store, tmp_path, monkeyp
     _, stored = _sync(store, "f", local, base, [_write(local, MiB, b"y" * 10)])
     assert asked and asked[0], "the kept chunks were not checked"
     assert stored >= 8 * MiB, "chunks taken for stored were not stored again"
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=_steps, seed=st.integers(0, 2**32))
+def test_a_final_put_stores_put_files_chunks_cutting_only_around_the_changes(store, tmp_path, steps, seed):
+    """A close after writes, truncates and appends: the file gets the chunks, and so the content
+    hash, that put-file gives the same bytes (what pipelines and diffs compare), though only the
+    chunks around the changes were cut again."""
+    if "r" not in [r.name for r in store.list_repo()]:
+        store.create_repo("r")
+    rng = random.Random(seed)
+    local = str(tmp_path / f"f{seed}")
+    with open(local, "wb") as f:
+        f.write(rng.randbytes(rng.randrange(12 * MiB)))
+    base, _ = _sync(store, f"f{seed}", local, None, [])
+    changed: list[tuple[int, int]] = []
+    for step in steps:
+        if step[0] == "write":
+            changed.append(_write(local, step[1], rng.randbytes(step[2])))
+        elif step[0] == "truncate":
+            size = os.path.getsize(local)
+            os.truncate(local, step[1])
+            changed.append((min(size, step[1]), abs(size - step[1])))
+    content, _ = _sync(store, f"f{seed}", local, base, changed, final=True)
+    whole, _ = _sync(store, f"whole{seed}", local, None, [])
+    assert content == whole, "the close's chunks are not put-file's"
+
+
+class _Counting:
+    """The store's chunker, counting the bytes it cuts."""
+
+    def __init__(self, chunker):
+        self.chunker, self.bytes = chunker, 0
+
+    def _count(self, pieces):
+        for p in pieces:
+            self.bytes += len(p)
+            yield p
+
+    def cut(self, *args, **kwargs):
+        return self._count(self.chunker.cut(*args, **kwargs))
+
+    def cut_file(self, *args, **kwargs):
+        return self._count(self.chunker.cut_file(*args, **kwargs))
+
+
+def test_a_final_put_after_a_small_change_cuts_little(store, tmp_path, monkeypatch):
+    """A close after a small write and an append cuts the chunks around them (and as far on as
+    put-file's cuts take to meet the kept ones again), not the file."""
+    store.create_repo("r")
+    rng = random.Random(5)
+    local = str(tmp_path / "big")
+    with open(local, "wb") as f:
+        f.write(rng.randbytes(40 * MiB))
+    base, _ = _sync(store, "big", local, None, [])
+    with open(local, "ab") as f:
+        f.write(b"one more line\n")
+    changed = [_write(local, 20 * MiB, b"x" * 100), (40 * MiB, 14)]
+    counting = _Counting(store.chunks.chunker)
+    monkeypatch.setattr(store.chunks, "chunker", counting)
+    _sync(store, "big", local, base, changed, final=True)
+    assert 0 < counting.bytes <= 6 * MAX_SIZE, f"a close of a small change cut {counting.bytes} bytes"

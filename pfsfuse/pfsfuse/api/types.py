@@ -90,6 +90,10 @@ class Put(Struct, tag="put", omit_defaults=True):
     # `WriteResult.contents`.
     since: Annotated[bytes, Meta(min_length=16, max_length=16)] | None = None
     changed: Annotated[list[tuple[Count, Count]], Meta(max_length=MAX_CHANGED)] | None = None
+    # With `changed`: the writer's last put of this content (a close). The touched chunks are cut
+    # as put-file cuts, so the file's chunks and content hash are put-file's (if `since`'s were);
+    # otherwise (an fsync, more writes to come) finely, so the next small write costs little.
+    final: bool = False
 
 
 def located_bytes(located: list[tuple[ChunkRef, ChunkLoc]]) -> bytes:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -38,7 +38,7 @@ class Chunker:
         )
         self._buffers = threading.local()
 
-    def cut(self, stream: BinaryStreamReader, fine: bool = False) -> Iterator[memoryview]:
+    def cut(self, stream: BinaryStreamReader, fine: bool = False) -> Generator[memoryview, None, None]:
         """The chunks of a binary stream (anything with readinto or read); nothing if it is empty.
 
         Each chunk is a view of a buffer that later chunks overwrite: use or copy it before asking

@@ -31,7 +31,8 @@ from pfsfuse.api.types import (
     WriteResult,
     located_bytes,
 )
-from pfsfuse.chunks import StorageError, recut
+from pfsfuse.chunks import StorageError
+from pfsfuse.engine.changes import stage_changed
 from pfsfuse.engine.core import EngineCore, Staging
 from pfsfuse.engine.sources import open_source
 from pfsfuse.metadata import etags, names, tree
@@ -182,7 +183,8 @@ class Writes(EngineCore):
             return _Staged(chunks=[] if empty else staging.put_buffer(data))
         if since is not None:
             assert op.changed is not None  # `_since` found the file they are relative to
-            chunks = self._stage_changed(stream.fileno(), since, op.changed, staging)
+            old = tree.file_chunks(self.db, since)
+            chunks = stage_changed(self.chunks.chunker, stream.fileno(), old, op.changed, staging, op.final)
             if chunks is not None:
                 return _Staged(chunks=chunks)
         if op.local is not None:  # a file we opened ourselves: read ahead while cutting
@@ -190,27 +192,6 @@ class Writes(EngineCore):
         else:
             pieces = self.chunks.chunker.cut(stream)
         return _Staged(chunks=staging.put_all(pieces))
-
-    def _stage_changed(
-        self, fd: int, since: FileNode, changed: list[tuple[int, int]], staging: Staging
-    ) -> list[ChunkRef] | None:
-        """The chunks of the file open at `fd`, which equals `since` outside the `changed` ranges:
-        those of `since` kept, the ones the ranges touch cut again. None if a kept chunk is gone
-        (collected since) or the file shrank while it was read: then it is read whole."""
-        old = tree.file_chunks(self.db, since)
-        steps = recut.plan([r.size for r in old], os.fstat(fd).st_size, changed)
-        if not staging.keep(r for s in steps if isinstance(s, recut.Keep) for r in old[s.start : s.stop]):
-            return None
-        chunks: list[ChunkRef] = []
-        for s in steps:
-            if isinstance(s, recut.Keep):
-                chunks += old[s.start : s.stop]
-                continue
-            window = _Window(fd, s.start, s.end)
-            chunks += staging.put_all(self.chunks.chunker.cut(window, s.fine))
-            if window.short:
-                return None
-        return chunks
 
 
 def _checked(op: WriteOp) -> WriteOp:
@@ -257,21 +238,6 @@ class _Staged:
     def size(self) -> int:
         parts = [self.chunks or (), self.header or (), self.footer or (), *(self.records or ())]
         return sum(c.size for part in parts for c in part)
-
-
-class _Window:
-    """Bytes [start, end) of an open file, read as a stream."""
-
-    def __init__(self, fd: int, start: int, end: int):
-        self.fd, self.pos, self.end = fd, start, end
-        self.short = False  # the file ended before `end`
-
-    def read(self, n: int) -> bytes:
-        n = min(n, self.end - self.pos)
-        data = os.pread(self.fd, n, self.pos) if n > 0 else b""
-        self.pos += len(data)
-        self.short = self.short or (n > 0 and not data)
-        return data
 
 
 def _read_up_to(stream, n: int) -> bytes:

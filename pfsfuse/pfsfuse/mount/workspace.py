@@ -128,8 +128,8 @@ class LocalFile:
         self._sending = 0  # how many of `_changed` the put in flight lists: those are not extended
         self._resets = 0  # times `_changed` overflowed: a put built before knows nothing after
         self._sending_since = 0
-        # An fsync's put sent only what changed: the file's chunks are not put-file's, so its
-        # close sends it whole even if unchanged since.
+        # An fsync's put sent only what changed, cut finely: the file's chunks are not put-file's,
+        # so its close sends it again (whole) even if unchanged since.
         self.fine = False
 
     @property
@@ -236,20 +236,34 @@ class LocalFile:
         self._changed.clear()
         self._sending = 0
 
-    def put(self, path: str, fsync: bool = False) -> Put:
-        """The op that stores the current content at `path`. An fsync's put of a big file names
-        what changed since the file it last stored, and asks for the content hash it stores
-        (give that to `stored`)."""
+    def put(self, path: str, changes: str | None = None) -> Put:
+        """The op that stores the current content at `path`. With `changes` ("fsync" or "close"),
+        a big file's put names what changed since the file it last stored, and asks for the
+        content hash it stores (give that to `stored`): an fsync's touched chunks are cut finely
+        (more writes are to come), a close's as put-file cuts them (so is its content hash)."""
         if self._fd is None:
             return Put(path, stream=io.BytesIO(bytes(self._buf)), executable=self.executable, stat=self.stat)
-        if not fsync:  # a close stores the file whole: its chunks, and so its hash, as put-file's
-            self.fine = False
+        if changes is None:
             return Put(path, local=self.tmp_path, executable=self.executable, stat=self.stat)
         self._sending, self._sending_since = len(self._changed), self._resets
         since = self.base
-        self.fine = self.fine or since is not None
+        if changes == "close":
+            if self.fine:  # fine chunks are not put-file's: cut the whole file
+                since = None
+            self.fine = False
+        else:
+            self.fine = self.fine or since is not None
         changed = [(a, b - a) for a, b in self._changed] if since is not None else []
-        return Put(path, local=self.tmp_path, executable=self.executable, stat=self.stat, since=since, changed=changed)
+        final = changes == "close"
+        return Put(
+            path,
+            local=self.tmp_path,
+            executable=self.executable,
+            stat=self.stat,
+            since=since,
+            changed=changed,
+            final=final,
+        )
 
     def stored(self, content: bytes) -> None:
         """The daemon stored the content of the last fsync's put as the file `content`."""
@@ -287,6 +301,13 @@ class _LocalPut:
     path: str
     file: LocalFile
     synced: bool = False  # fsync: send the content as it is now, though the file is still open
+
+
+def _changes(op: _LocalPut, last: bool) -> str | None:
+    """How a file's put in a batch names what changed (LocalFile.put): only its last does."""
+    if not last:
+        return None
+    return "fsync" if op.synced else "close"
 
 
 class Workspace:
@@ -626,13 +647,12 @@ class Workspace:
 
     async def _send(self, batch: list[tuple[int, WriteOp | _LocalPut]]) -> None:
         """One atomic write of `batch` into the branch's open commit."""
-        # An fsync's put sends what changed since the file was stored: the last put of the file in
-        # the batch (the daemon finds the file the batch started from, and they all read the file
-        # as it is now).
+        # A file's put sends what changed since it was stored: its last put in the batch (the
+        # daemon finds the file the batch started from, and they all read the file as it is now).
         last = {op.file: i for i, (_, op) in enumerate(batch) if isinstance(op, _LocalPut)}
         for attempt in (0, 1):
             ops = [
-                op.file.put(op.path, fsync=op.synced and last[op.file] == i) if isinstance(op, _LocalPut) else op
+                op.file.put(op.path, _changes(op, last[op.file] == i)) if isinstance(op, _LocalPut) else op
                 for i, (_, op) in enumerate(batch)
             ]
             commit = await self.ensure_commit()
