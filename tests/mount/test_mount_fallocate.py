@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from helpers import fuse_unavailable
-from pfsfuse.mount.workspace import SPILL
+from pfsfuse.mount.localfile import SPILL
 
 pytestmark = [pytest.mark.fuse, pytest.mark.skipif(fuse_unavailable() is not None, reason=str(fuse_unavailable()))]
 

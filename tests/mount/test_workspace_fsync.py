@@ -10,9 +10,10 @@ import trio
 from pfsfuse.api.types import Delete, Mkdir
 from pfsfuse.metadata.records import FileNode, Stat
 from pfsfuse.mount.inodes import InodeTable
+from pfsfuse.mount.localfile import LocalFile
 from pfsfuse.mount.resolve import Resolver
 from pfsfuse.mount.trees import Trees
-from pfsfuse.mount.workspace import HOLD, QUIET, LocalFile, Workspace
+from pfsfuse.mount.workspace import HOLD, QUIET, Workspace
 
 
 def _workspace(client, tmp_path, sent: list[list]) -> Workspace:

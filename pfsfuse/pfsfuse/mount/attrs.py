@@ -17,10 +17,11 @@ from pfsfuse.metadata import names
 from pfsfuse.metadata.records import SPECIAL_MODES, DirNode, FileNode, SpecialNode, Stat, SymlinkNode
 from pfsfuse.mount.boundary import BLOCK, fail
 from pfsfuse.mount.inodes import Inode
+from pfsfuse.mount.localfile import LocalFile
 from pfsfuse.mount.reading import Reader
 from pfsfuse.mount.resolve import LISTING_TTL, Ref, Resolver
 from pfsfuse.mount.trees import Trees
-from pfsfuse.mount.workspace import LocalFile, Workspace, stat_of
+from pfsfuse.mount.workspace import Workspace, stat_of
 from pfsfuse.mount.writing import Writer
 
 # A directory's st_blksize, which sizes libc's readdir buffer: each getdents of a listing the

@@ -32,10 +32,11 @@ from pfsfuse.mount.attrs import Attrs, file_type
 from pfsfuse.mount.boundary import Threads, component, fail, translate
 from pfsfuse.mount.inodes import KEPT, Inode, InodeTable
 from pfsfuse.mount.listings import KernelListings, key_of
+from pfsfuse.mount.localfile import LocalFile
 from pfsfuse.mount.reading import Handle, Reader
 from pfsfuse.mount.resolve import DirHandle, Ref, Resolver, framed
 from pfsfuse.mount.trees import Trees
-from pfsfuse.mount.workspace import LocalFile, Workspace
+from pfsfuse.mount.workspace import Workspace
 from pfsfuse.mount.writing import Writer, workspace_of
 
 

@@ -16,9 +16,9 @@ from pfsfuse.metadata.errors import DataLoss
 from pfsfuse.metadata.records import ChunkRef, FileNode
 from pfsfuse.mount.boundary import fail
 from pfsfuse.mount.inodes import Inode
+from pfsfuse.mount.localfile import LocalFile
 from pfsfuse.mount.resolve import Framed, Ref
 from pfsfuse.mount.trees import Trees
-from pfsfuse.mount.workspace import LocalFile
 
 log = logging.getLogger("pfsfuse.mount")
 

@@ -20,10 +20,11 @@ from pfsfuse.metadata.errors import NameTooLong, NotFound, PfsError
 from pfsfuse.metadata.records import DirNode, FileNode, SymlinkNode
 from pfsfuse.mount.boundary import fail
 from pfsfuse.mount.inodes import Inode
+from pfsfuse.mount.localfile import LocalFile
 from pfsfuse.mount.reading import Reader
 from pfsfuse.mount.resolve import Ref, Resolver
 from pfsfuse.mount.trees import Trees
-from pfsfuse.mount.workspace import LocalFile, Workspace, stat_of
+from pfsfuse.mount.workspace import Workspace, stat_of
 
 log = logging.getLogger("pfsfuse.mount")
 
