@@ -85,6 +85,27 @@ def test_changed_ranges_describe_a_whole_file_only(store, tmp_path):
         store.write_files("r", "master", [Put("f", local=str(local), append=True, changed=[])])
 
 
+def _stored_random_file(store, tmp_path, name: str, rng: random.Random, most: int) -> tuple[str, bytes]:
+    """A local file of up to `most` random bytes, stored at `name` of r@master: (its path, the
+    content hash stored)."""
+    if "r" not in [r.name for r in store.list_repo()]:
+        store.create_repo("r")
+    local = str(tmp_path / name)
+    with open(local, "wb") as f:
+        f.write(rng.randbytes(rng.randrange(most)))
+    return local, _sync(store, name, local, None, [])[0]
+
+
+def _change(local: str, step: tuple, rng: random.Random) -> tuple[int, int]:
+    """Apply a ("write", offset, length) or ("truncate", size) step to `local`; the (offset,
+    length) it changed."""
+    if step[0] == "write":
+        return _write(local, step[1], rng.randbytes(step[2]))
+    size = os.path.getsize(local)
+    os.truncate(local, step[1])
+    return min(size, step[1]), abs(size - step[1])
+
+
 _steps = st.lists(
     st.one_of(
         st.tuples(st.just("write"), st.integers(0, 7 * MiB), st.integers(1, 300_000)),
@@ -101,24 +122,15 @@ _steps = st.lists(
 def test_every_sync_stores_the_local_file_whatever_was_written(store, tmp_path, steps, seed):
     """Writes, truncates (shrinking and growing) and syncs in any order: each sync's file reads
     back as the local file, its ranges being all the writes and truncates since the last sync."""
-    if "r" not in [r.name for r in store.list_repo()]:
-        store.create_repo("r")
     rng = random.Random(seed)
-    local = str(tmp_path / f"f{seed}")
-    with open(local, "wb") as f:
-        f.write(rng.randbytes(rng.randrange(6 * MiB)))
-    base, _ = _sync(store, f"f{seed}", local, None, [])
+    local, base = _stored_random_file(store, tmp_path, f"f{seed}", rng, 6 * MiB)
     changed: list[tuple[int, int]] = []
     for step in [*steps, ("sync",)]:
-        if step[0] == "write":
-            changed.append(_write(local, step[1], rng.randbytes(step[2])))
-        elif step[0] == "truncate":
-            size = os.path.getsize(local)
-            os.truncate(local, step[1])
-            changed.append((min(size, step[1]), abs(size - step[1])))
-        else:
+        if step[0] == "sync":
             base, _ = _sync(store, f"f{seed}", local, base, changed)
             changed = []
+        else:
+            changed.append(_change(local, step, rng))
 
 
 def test_a_file_that_shrinks_while_its_changes_are_read_is_read_whole(store, tmp_path, monkeypatch):
@@ -172,21 +184,9 @@ def test_a_final_put_stores_put_files_chunks_cutting_only_around_the_changes(sto
     """A close after writes, truncates and appends: the file gets the chunks, and so the content
     hash, that put-file gives the same bytes (what pipelines and diffs compare), though only the
     chunks around the changes were cut again."""
-    if "r" not in [r.name for r in store.list_repo()]:
-        store.create_repo("r")
     rng = random.Random(seed)
-    local = str(tmp_path / f"f{seed}")
-    with open(local, "wb") as f:
-        f.write(rng.randbytes(rng.randrange(12 * MiB)))
-    base, _ = _sync(store, f"f{seed}", local, None, [])
-    changed: list[tuple[int, int]] = []
-    for step in steps:
-        if step[0] == "write":
-            changed.append(_write(local, step[1], rng.randbytes(step[2])))
-        elif step[0] == "truncate":
-            size = os.path.getsize(local)
-            os.truncate(local, step[1])
-            changed.append((min(size, step[1]), abs(size - step[1])))
+    local, base = _stored_random_file(store, tmp_path, f"f{seed}", rng, 12 * MiB)
+    changed = [_change(local, step, rng) for step in steps if step[0] != "sync"]
     content, _ = _sync(store, f"f{seed}", local, base, changed, final=True)
     whole, _ = _sync(store, f"whole{seed}", local, None, [])
     assert content == whole, "the close's chunks are not put-file's"
