@@ -8,9 +8,22 @@ venv="$root/.venv"
 bin_dir=${PFS_BIN_DIR:-/usr/local/bin}
 . "$root/packaging/steps.sh"
 
+# The venv is made from the system's Python (python3-dev and python3-venv are for it), which every
+# user can run: pipeline commands run as an unprivileged user and find python3 in the venv first,
+# and one under a private home (pyenv in /root) would leave them with another python3.
+python=${PFS_PYTHON:-/usr/bin/python3}
+[ -x "$python" ] || python=python3
+
 make_venv() {
-  if [ -x "$venv/bin/python" ]; then echo "note: $venv is there"; return; fi
-  python3 -m venv "$venv"
+  local want have
+  want=$(dirname "$(command -v "$python")")
+  if [ -x "$venv/bin/python" ]; then
+    have=$(sed -n 's/^home = //p' "$venv/pyvenv.cfg")
+    if [ "$have" = "$want" ]; then echo "note: $venv is there"; return; fi
+    echo "note: $venv was made from the Python in $have: made again from $python"
+    rm -rf "$venv"
+  fi
+  "$python" -m venv "$venv"
 }
 
 install_pyfuse3() {

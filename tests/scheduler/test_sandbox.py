@@ -6,7 +6,10 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import shutil
 import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -185,3 +188,31 @@ def test_the_workers_of_all_pipelines_are_bounded_per_machine(tmp_home, tmp_path
             d.stop()
         finally:
             d.kill()
+
+
+def test_whether_the_command_user_can_run_a_program_follows_the_kernels_checks():
+    from pfsfuse.scheduler.identity import RunAs, can_run
+
+    nobody = pwd.getpwnam("nobody")
+    who = RunAs(nobody.pw_uid, nobody.pw_gid, (), "")
+    top = Path(tempfile.mkdtemp(dir="/tmp"))  # (pytest's own tmp_path is under a private directory)
+    try:
+        top.chmod(0o755)
+        private = top / "home"  # a home only its owner enters, as /root: a Python installed there
+        (private / "bin").mkdir(parents=True)
+        program = private / "bin" / "python3"
+        program.write_text("#!/bin/sh\n")
+        program.chmod(0o755)
+        link = top / "venv-python3"
+        link.symlink_to(program)
+        private.chmod(0o700)
+        assert not can_run(who, str(link)), "a link into a private directory is followed"
+        private.chmod(0o711)
+        assert can_run(who, str(link))
+        program.chmod(0o744)
+        assert not can_run(who, str(program))
+        os.chown(program, nobody.pw_uid, nobody.pw_gid)
+        assert can_run(who, str(program))
+        assert not can_run(who, str(top / "missing"))
+    finally:
+        shutil.rmtree(top)

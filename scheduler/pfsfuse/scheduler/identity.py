@@ -15,6 +15,7 @@ import grp
 import os
 import pwd
 import re
+import stat
 from dataclasses import dataclass
 
 from pfsfuse.metadata.errors import InvalidArgument
@@ -80,3 +81,26 @@ def _gid(group: str, spec: str) -> int:
         return grp.getgrnam(group).gr_gid
     except KeyError:
         raise InvalidArgument(f"transform.user {spec!r}: no group {group!r} on this machine") from None
+
+
+def can_run(who: RunAs, program: str) -> bool:
+    """Whether `who` may execute `program`: search permission on each directory above it (links
+    followed) and execute permission on the file, as the kernel checks them."""
+    if who.uid == 0:
+        return True
+    path = os.path.realpath(program)
+    parts = path.split("/")
+    above = ["/" + "/".join(parts[1:i]) for i in range(1, len(parts))]
+    try:
+        return all(_may_execute(who, os.stat(p)) for p in [*above, path])
+    except OSError:
+        return False
+
+
+def _may_execute(who: RunAs, st: os.stat_result) -> bool:
+    """The execute (search) bit of the class of the mode that applies to `who`."""
+    if st.st_uid == who.uid:
+        return bool(st.st_mode & stat.S_IXUSR)
+    if st.st_gid == who.gid or st.st_gid in who.groups:
+        return bool(st.st_mode & stat.S_IXGRP)
+    return bool(st.st_mode & stat.S_IXOTH)

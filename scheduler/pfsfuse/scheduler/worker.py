@@ -159,6 +159,13 @@ class Worker:
         except InvalidArgument as e:
             self.run_as, self.refused = None, str(e)
         self.layout.own(self.run_as)
+        if self.run_as is not None and not identity.can_run(self.run_as, sys.executable):
+            log.warning(
+                "commands run as uid %d cannot run this installation's Python (%s): "
+                "a command's python3 is another one on PATH, without pfsfuse's packages",
+                self.run_as.uid,
+                os.path.realpath(sys.executable),
+            )
         if self.home is not None:
             shutil.rmtree(self.home, ignore_errors=True)
             self.home = None
