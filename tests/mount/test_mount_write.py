@@ -358,17 +358,22 @@ def test_fsync_of_a_few_writes_into_a_big_file_stores_what_they_touch(repo, daem
 
 
 def test_appending_to_a_big_committed_file_keeps_put_files_chunks(repo, daemon, view, mounts, mnt, tmp_path):
-    """`>>` onto a big committed file: its close names what changed (the daemon cuts the file's
-    end again, tests/store/test_store_fsync_changes.py), stores only the new end, and leaves the
-    file with put-file's chunks and content hash for the same bytes."""
+    """`>>` onto a big committed file, and an fsync: the mount copies none of the file, its fsync
+    and close name what changed (the daemon cuts the file's end again from the committed file's
+    chunks, tests/store/test_store_sparse_puts.py), store only the new end, and leave the file
+    with put-file's chunks and content hash for the same bytes."""
     data = random.Random(4).randbytes(40 * MiB)
     plain = tmp_path / "log.csv"
     plain.write_bytes(data)
     view.put_local("r", "master", "log.csv", plain)
     m = mounts("--idle", "3600")
-    before = chunk_bytes(daemon)
+    before, fetched = chunk_bytes(daemon), int(os.getxattr(mnt, "user.pfs.fetched"))
     with open(mnt / "r" / "master" / "log.csv", "ab") as f:
         f.write(b"one more line\n")
+        f.flush()
+        os.fsync(f.fileno())
+    # The copy on write is sparse: the mount read nothing of the file to append to it.
+    assert int(os.getxattr(mnt, "user.pfs.fetched")) == fetched
     m.unmount()  # sends the close and finishes the commit
     assert chunk_bytes(daemon) - before < 12 * MiB, "the close stored much more than the file's end"
     assert view.read("r", "master", "log.csv") == data + b"one more line\n"

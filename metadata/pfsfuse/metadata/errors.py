@@ -68,6 +68,14 @@ class FailedPrecondition(PfsError):
     status = 412
 
 
+class BaseChanged(PfsError):
+    """A sparse put's stored file (`Put.since`) is no longer where it was, or no longer whole:
+    the writer, who holds only the changed ranges, must send the whole content."""
+
+    kind = "base_changed"
+    status = 409
+
+
 class Unavailable(PfsError):
     """A dependency (URL, object store, daemon) cannot be reached; retrying may help."""
 
@@ -99,6 +107,7 @@ KINDS: dict[str, type[PfsError]] = {
         Unauthenticated,
         PermissionDenied,
         FailedPrecondition,
+        BaseChanged,
         Unavailable,
         DataLoss,
         NoSpace,

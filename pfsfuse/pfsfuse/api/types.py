@@ -94,6 +94,14 @@ class Put(Struct, tag="put", omit_defaults=True):
     # as put-file cuts, so the file's chunks and content hash are put-file's (if `since`'s were);
     # otherwise (an fsync, more writes to come) finely, so the next small write costs little.
     final: bool = False
+    # With `since`: the ref (of the same repo) whose file at `path` is `since`; by default the
+    # commit written. A close names the committed file it copied on write, whose chunks are
+    # put-file's, so that its cut is put-file's too.
+    since_ref: str | None = None
+    # With `changed`: `local` holds only the bytes of the `changed` ranges (a sparse copy on
+    # write); the rest is `since`'s, read from its chunks. When `since` is not there to read,
+    # the put fails with BaseChanged instead of reading `local` whole.
+    sparse: bool = False
 
 
 def located_bytes(located: list[tuple[ChunkRef, ChunkLoc]]) -> bytes:

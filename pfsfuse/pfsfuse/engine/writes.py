@@ -38,6 +38,7 @@ from pfsfuse.engine.sources import open_source
 from pfsfuse.metadata import etags, names, tree
 from pfsfuse.metadata.errors import (
     AlreadyExists,
+    BaseChanged,
     FailedPrecondition,
     InvalidArgument,
     NoSpace,
@@ -159,11 +160,20 @@ class Writes(EngineCore):
         return WriteResult(w.commit.id, files, total, staging.bytes_stored, w.commit.tree, small, batch.contents)
 
     def _since(self, repo: str, ref: str, op: Put) -> FileNode | None:
-        """The stored file a Put's `changed` ranges are relative to, if it is still at its path."""
+        """The stored file a Put's `changed` ranges are relative to, if it is still at its path
+        (in `since_ref`, or else in the commit written). A sparse put without it fails: its
+        data is not all there to read whole."""
         if op.since is None or op.changed is None or op.local is None:
             return None
-        node = tree.lookup(self.db, self.index.resolve(repo, ref).tree, op.path)
-        return node if isinstance(node, FileNode) and node.hash == op.since else None
+        try:
+            node = tree.lookup(self.db, self.index.resolve(repo, op.since_ref or ref).tree, op.path)
+        except NotFound:  # (since_ref deleted since)
+            node = None
+        if isinstance(node, FileNode) and node.hash == op.since:
+            return node
+        if op.sparse:
+            raise BaseChanged(f"{op.path}: the file it was copied from is no longer there: send it whole")
+        return None
 
     def _stage(self, op: Put, stream, staging: Staging, since: FileNode | None = None) -> _Staged:
         """Store a Put's data as chunks, before the commit changes."""
@@ -184,9 +194,12 @@ class Writes(EngineCore):
         if since is not None:
             assert op.changed is not None  # `_since` found the file they are relative to
             old = tree.file_chunks(self.db, since)
-            chunks = stage_changed(self.chunks.chunker, stream.fileno(), old, op.changed, staging, op.final)
+            read_old = self.read_chunks if op.sparse else None
+            chunks = stage_changed(self.chunks.chunker, stream.fileno(), old, op.changed, staging, op.final, read_old)
             if chunks is not None:
                 return _Staged(chunks=chunks)
+            if op.sparse:
+                raise BaseChanged(f"{op.path}: the file it was copied from is no longer whole: send it whole")
         if op.local is not None:  # a file we opened ourselves: read ahead while cutting
             pieces = self.chunks.chunker.cut_file(stream.fileno())
         else:
@@ -207,6 +220,8 @@ def _checked(op: WriteOp) -> WriteOp:
         raise InvalidArgument(f"{path}: a put of stored chunks takes no other source, split or frame")
     if isinstance(op, Put) and op.changed is not None and (op.split or op.frame or op.append or op.url):
         raise InvalidArgument(f"{path}: changed ranges describe one whole file's bytes, not a split, frame or append")
+    if isinstance(op, Put) and (op.sparse or op.since_ref) and (op.since is None or op.changed is None or not op.local):
+        raise InvalidArgument(f"{path}: a sparse put or a since_ref needs since, changed and a local file")
     if isinstance(op, Put) and op.etag is not None:
         if op.split or op.frame or op.append or op.recursive:
             raise InvalidArgument(f"{path}: an ETag names one whole file's bytes, not a split, frame or append")

@@ -110,7 +110,10 @@ class Attrs:
             if isinstance(entry, DirNode):
                 raise fail(errno.EISDIR)
             open_file = isinstance(entry, LocalFile) and entry.writers
-            f = entry if isinstance(entry, LocalFile) else await self._writer.writable(ws, path, entry, False)
+            if isinstance(entry, LocalFile):
+                f = entry
+            else:
+                f = await self._writer.writable(ws, path, entry, False, r.commit.id if r.commit is not None else None)
             f.truncate(attr.st_size)
             if not isinstance(entry, LocalFile):
                 ws.closed(f, wrote=True)  # the copy on write is not open: log it now

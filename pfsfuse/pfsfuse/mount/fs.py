@@ -438,7 +438,8 @@ class Filesystem(pyfuse3.Operations):
             raise fail(errno.EISDIR)
         if flags & (os.O_WRONLY | os.O_RDWR):
             ws = workspace_of(r)
-            f = await self.writer.writable(ws, inode.path, entry, truncate=bool(flags & os.O_TRUNC))
+            commit = r.commit.id if r.commit is not None else None
+            f = await self.writer.writable(ws, inode.path, entry, bool(flags & os.O_TRUNC), commit)
             return pyfuse3.FileInfo(fh=self.handles.add(Handle(inode, r, file=f, wrote=True)))
         if isinstance(entry, LocalFile):
             entry.handles += 1
@@ -450,6 +451,9 @@ class Filesystem(pyfuse3.Operations):
         # The hot path (a request per 1 MiB): no await here but for the chunks themselves.
         h = self.handles[fh]
         if h.file is not None:
+            if h.file.holes:  # a sparse copy: what it does not hold comes from the committed file
+                await h.file.fill(off, off + size, ahead=off == h.next_read)
+                h.next_read = off + size
             return h.file.pread(off, size)
         end = min(off + size, h.node.size)
         if off >= end:

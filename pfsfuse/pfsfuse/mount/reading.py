@@ -150,6 +150,13 @@ class Reader:
             await self._io(f.pwrite, off, data)
             off += len(data)
 
+    async def chunk_of(self, chunks: Sequence[ChunkRef], i: int, ahead: bool) -> bytes:
+        """The data of `chunks[i]` (of a file a sparse copy fills its holes from); `ahead`: a
+        sequential reader, so fetch the chunks after it too."""
+        if ahead:
+            self.read_ahead(chunks, i + 1)
+        return await self.chunk(chunks[i])
+
     def read_ahead(self, chunks: Sequence[ChunkRef], start: int) -> None:
         """Fetch the chunks from `start` on that a sequential reader will want next, in the
         background, FETCH_BATCH at a time (unless the file ends first)."""

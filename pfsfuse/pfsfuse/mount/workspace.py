@@ -22,7 +22,7 @@ import trio
 from pfsfuse.api.client import Client
 from pfsfuse.api.types import Put, WriteOp
 from pfsfuse.metadata import names
-from pfsfuse.metadata.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PfsError
+from pfsfuse.metadata.errors import AlreadyExists, BaseChanged, FailedPrecondition, InvalidArgument, NotFound, PfsError
 from pfsfuse.metadata.records import DirNode, FileNode, Node, Stat, SymlinkNode
 from pfsfuse.mount.localfile import LocalFile
 
@@ -452,6 +452,9 @@ class Workspace:
         # daemon finds the file the batch started from, and they all read the file as it is now).
         last = {op.file: i for i, (_, op) in enumerate(batch) if isinstance(op, _LocalPut)}
         for attempt in (0, 1):
+            for i, (_, op) in enumerate(batch):  # a sparse copy the daemon would read whole
+                if isinstance(op, _LocalPut) and op.file.needs_fill(_changes(op, last[op.file] == i)):
+                    await op.file.fill(0, op.file.size, ahead=True)
             ops = [
                 op.file.put(op.path, _changes(op, last[op.file] == i)) if isinstance(op, _LocalPut) else op
                 for i, (_, op) in enumerate(batch)
@@ -469,6 +472,12 @@ class Workspace:
                 self.on_listings(result.listings)
                 self._wrote = None if result.tree is None else (result.commit, result.tree)
                 return
+            except BaseChanged:
+                # The file a sparse copy was made of is not there to read: fill it, send it whole.
+                for f in last:
+                    await f.fill(0, f.size, ahead=True)
+                if attempt:
+                    raise
             except (FailedPrecondition, NotFound):
                 # Someone finished or deleted our commit: write into a new one (or learn that
                 # the daemon refuses the batch itself).
@@ -565,7 +574,7 @@ class Workspace:
                 f"{commit} shows them again)"
             )
 
-    def rescue(self, into: str) -> list[str]:
+    async def rescue(self, into: str) -> list[str]:
         """At an unmount that could not save everything: keep the content of each file not sent
         under `into`/REPO/BRANCH/PATH, and say so for it and for every other change not saved."""
         said: list[str] = []
@@ -577,10 +586,12 @@ class Workspace:
                 continue
             dest = os.path.join(into, self.repo, self.branch, path)
             try:
+                await op.file.fill(0, op.file.size, ahead=True)
                 os.makedirs(os.path.dirname(dest), mode=0o700, exist_ok=True)
                 op.file.save_as(dest)
-            except OSError as e:
-                said.append(f"{where}: not saved, and its content could not be kept: {e.strerror}")
+            except (OSError, PfsError) as e:
+                why = e.strerror if isinstance(e, OSError) else str(e)
+                said.append(f"{where}: not saved, and its content could not be kept: {why}")
             else:
                 said.append(f"{where}: not saved; its content is kept in {dest}")
         return said

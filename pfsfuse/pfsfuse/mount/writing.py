@@ -20,7 +20,7 @@ from pfsfuse.metadata.errors import NameTooLong, NotFound, PfsError
 from pfsfuse.metadata.records import DirNode, FileNode, SymlinkNode
 from pfsfuse.mount.boundary import fail
 from pfsfuse.mount.inodes import Inode
-from pfsfuse.mount.localfile import LocalFile
+from pfsfuse.mount.localfile import SPILL, LocalFile, Origin
 from pfsfuse.mount.reading import Reader
 from pfsfuse.mount.resolve import Ref, Resolver
 from pfsfuse.mount.trees import Trees
@@ -62,9 +62,10 @@ class Writer:
 
     # -- copy on write
 
-    async def writable(self, ws: Workspace, path: str, entry, truncate: bool) -> LocalFile:
+    async def writable(self, ws: Workspace, path: str, entry, truncate: bool, commit: str | None) -> LocalFile:
         """A local file to write `path` through: the one being written, or a copy on write (of
-        the file's own content: a header and footer stay with the directory)."""
+        the file's own content: a header and footer stay with the directory) of the file in
+        `commit`. A big file is copied sparsely: its bytes are fetched where they are read."""
         if isinstance(entry, LocalFile):
             async with ws.lock:  # not while a flush is sending its content
                 if not entry.dropped:
@@ -78,7 +79,11 @@ class Writer:
                 raise fail(errno.ENOENT)
         st = stat_of(entry, time.time())
         f = LocalFile(self._tmpdir, st)
-        if not truncate:
+        if not truncate and type(entry) is FileNode and entry.size > SPILL and commit is not None:
+            chunks = await self._io(self._trees.chunks, entry)
+            f.sparse_copy(entry.size, Origin(entry.hash, commit, chunks, self._reader.chunk_of))
+            f.stat = st  # opening to write is not writing: the times stay until a write
+        elif not truncate:
             try:
                 await self._reader.copy_into(f, entry)
             except BaseException:
@@ -259,5 +264,5 @@ class Writer:
                 except PfsError as e:  # the others may still be saved
                     log.error("%s@%s: changes not saved at unmount: %s", ws.repo, ws.branch, e)
                     self._lost(f"{ws.repo}@{ws.branch}: changes not saved at unmount: {e}")
-                    for line in ws.rescue(self._rescue):
+                    for line in await ws.rescue(self._rescue):
                         self._lost(line)
