@@ -383,6 +383,35 @@ def test_appending_to_a_big_committed_file_keeps_put_files_chunks(repo, daemon, 
     assert view.info("r", "master", "log.csv").hash == view.info("r", "other", "log.csv").hash
 
 
+def test_a_sparse_copy_whose_file_another_writer_replaced_is_sent_whole(repo, daemon, view, mounts, mnt, tmp_path):
+    """A big committed file opened for writing (copied sparsely: the mount holds only what it
+    writes), then replaced by another writer, or renamed while open: the daemon no longer has the
+    file the copy lacks bytes of, so the mount fetches them from the committed file and sends
+    the file whole. The mount's writes win, with every byte of the file they were made to."""
+    data = random.Random(6).randbytes(20 * MiB)
+    plain = tmp_path / "big.bin"
+    plain.write_bytes(data)
+    view.put_local("r", "master", "big.bin", plain)
+    view.put_local("r", "master", "other.bin", plain)
+    mounts("--idle", "3600")
+    branch = mnt / "r" / "master"
+    with open(branch / "big.bin", "r+b") as f:
+        f.write(b"mine")
+        other = tmp_path / "other"
+        other.write_bytes(b"another writer's")
+        view.put_local("r", "master", "big.bin", other)  # into the mount's open commit
+        f.flush()
+        os.fsync(f.fileno())
+        assert view.read("r", "master", "big.bin") == b"mine" + data[4:]
+    with open(branch / "other.bin", "r+b") as f:
+        f.seek(10 * MiB)
+        f.write(b"moved")
+        os.rename(branch / "other.bin", branch / "moved.bin")
+    wait_for(lambda: view.exists("r", "master", "moved.bin"), 10.0, what="the renamed file's close")
+    assert view.read("r", "master", "moved.bin") == data[: 10 * MiB] + b"moved" + data[10 * MiB + 5 :]
+    assert not view.exists("r", "master", "other.bin")
+
+
 def test_pfs_finish_commit_while_mounted(repo, daemon, view, mounts, mnt):
     m = mounts("--idle", "3600")
     b = mnt / "r" / "master"
