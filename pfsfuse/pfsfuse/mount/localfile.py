@@ -173,7 +173,6 @@ class LocalFile:
         them yet: they are fetched where read (`fill`)."""
         self.truncate(size)
         self.origin, self.holes, self._touched = origin, [[0, size]] if size else [], []
-        self.based_on(origin.content)
 
     async def fill(self, start: int, end: int, ahead: bool = False) -> None:
         """Fetch the bytes of [start, end) that a sparse copy does not hold yet (`ahead`: and

@@ -79,13 +79,13 @@ class Writer:
                 raise fail(errno.ENOENT)
         st = stat_of(entry, time.time())
         f = LocalFile(self._tmpdir, st)
-        if not truncate and type(entry) is FileNode and entry.size > SPILL and commit is not None:
-            chunks = await self._io(self._trees.chunks, entry)
-            f.sparse_copy(entry.size, Origin(entry.hash, commit, chunks, self._reader.chunk_of))
-            f.stat = st  # opening to write is not writing: the times stay until a write
-        elif not truncate:
+        if not truncate:
             try:
-                await self._reader.copy_into(f, entry)
+                if type(entry) is FileNode and entry.size > SPILL and commit is not None:
+                    chunks = await self._io(self._trees.chunks, entry)
+                    f.sparse_copy(entry.size, Origin(entry.hash, commit, chunks, self._reader.chunk_of))
+                else:
+                    await self._reader.copy_into(f, entry)
             except BaseException:
                 f.dropped = True  # nobody has it: its temporary file goes
                 f.release()
