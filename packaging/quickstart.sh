@@ -13,6 +13,15 @@ mnt="$data/mnt"
 mkdir "$mnt"
 trap 'pfs unmount "$mnt" >/dev/null 2>&1 || true; pfs shutdown >/dev/null 2>&1 || true; rm -rf "$data"' EXIT
 step() { printf '\n$'; printf ' %q' "$@"; printf '\n'; "$@"; }
+# Stops, with the pipeline's logs, when one of its jobs failed.
+jobs_ok() {
+  if pfs list-job -p "$1" --json | python3 -c 'import json, sys; sys.exit(any(j["state"] == "failure" for j in json.load(sys.stdin)))'; then
+    return 0
+  fi
+  pfs get-logs -p "$1" | tail -n 20 >&2
+  echo "quickstart failed: a job of pipeline $1 failed; its logs are above" >&2
+  exit 1
+}
 
 python3 - "$data" <<'PY'
 import csv, random, sys
@@ -75,6 +84,13 @@ cat > "$data/montage.json" <<'JSON'
   "transform": {"cmd": ["python3", "-m", "pfsfuse.tools.examples.montage"], "image": "v4tech/imagemagick"}
 }
 JSON
+# Pipeline commands run as an unprivileged user (nobody): they must be able to run this
+# installation's Python, which a clone under a private home (such as /root) does not allow.
+if [ "$(id -u)" = 0 ] && command -v runuser >/dev/null && ! runuser -u nobody -- "$root/.venv/bin/python3" -c 'import pfsfuse' 2>/dev/null; then
+  echo "quickstart failed: pipeline commands run as 'nobody', who cannot run $root/.venv/bin/python3" >&2
+  echo "(a directory above it is private): clone pfsfuse where every user may read it, such as /opt/pfsfuse" >&2
+  exit 1
+fi
 step pfs create-repo images
 step pfs put-file images master liberty.png -f "$data/liberty.png"
 step pfs create-pipeline -f "$data/edges.json"
@@ -85,8 +101,10 @@ step pfs flush-commit images@master
 step pfs put-file images master kitten.png -f "$data/kitten.png"
 step pfs flush-commit images@master
 step pfs list-job -p edges
+jobs_ok edges
 step pfs create-pipeline -f "$data/montage.json"
 step pfs flush-commit images@master
+jobs_ok montage
 step pfs list-repo
 step pfs mount "$mnt"
 step ls -l "$mnt/edges/master" "$mnt/montage/master"
