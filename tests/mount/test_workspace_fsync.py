@@ -3,14 +3,15 @@ what each sends to the daemon."""
 
 from __future__ import annotations
 
+import random
 import time
 
 import trio
 
-from pfsfuse.api.types import Delete, Mkdir
-from pfsfuse.metadata.records import FileNode, Stat
+from pfsfuse.api.types import Delete, Mkdir, Put
+from pfsfuse.metadata.records import ChunkRef, FileNode, Stat
 from pfsfuse.mount.inodes import InodeTable
-from pfsfuse.mount.localfile import LocalFile
+from pfsfuse.mount.localfile import SPILL, LocalFile, Origin
 from pfsfuse.mount.resolve import Resolver
 from pfsfuse.mount.trees import Trees
 from pfsfuse.mount.workspace import HOLD, QUIET, Workspace
@@ -99,6 +100,46 @@ async def test_a_file_changed_after_its_fsync_is_sent_again_at_close(daemon, tmp
             assert b"".join(client.get_file("r", "master", "written")) == b"aXc"
             assert b"".join(client.get_file("r", "master", "truncated")) == b"a"
             assert client.inspect_file("r", "master", "chmodded").mode == 0o755
+    finally:
+        client.close()
+
+
+async def test_a_sparse_copys_close_refused_for_its_base_is_sent_whole_with_put_files_chunks(daemon, tmp_path):
+    """A big file copied sparsely from the branch's open commit, fsynced, then closed: the fsync
+    replaced the file the close is relative to, so the daemon refuses the close's sparse put and
+    the mount fills the copy and sends it again. Sent again it is cut whole (the fsync left fine
+    chunks), as the first try would have been: the file has put-file's content hash."""
+    client = daemon.client()
+    try:
+        client.create_repo("r")
+        data = random.Random(8).randbytes(SPILL + (3 << 20))
+        (tmp_path / "src").write_bytes(data)
+        commit = client.start_commit("r", "master").id
+        client.write_files("r", commit, [Put("big", local=str(tmp_path / "src"))])
+        content = bytes.fromhex(client.inspect_file("r", commit, "big").hash)
+        fetched: list[int] = []
+
+        async def fetch(chunks, i, ahead):
+            fetched.append(i)
+            return data
+
+        ws = _workspace(client, tmp_path, [])
+        f = _new_file(ws, tmp_path, "big")
+        f.sparse_copy(len(data), Origin(content, commit, [ChunkRef(content, len(data))], fetch))
+        f.based_on(content)
+        with trio.fail_after(30):
+            f.pwrite(5, b"mine")
+            ws.synced(f)
+            await ws.flush()
+            assert not fetched, "the fsync of a sparse copy fetched the file"
+            ws.closed(f, wrote=True)
+            await ws.flush()
+        assert fetched, "the refused close did not fill the copy"
+        want = data[:5] + b"mine" + data[9:]
+        assert b"".join(client.get_file("r", "master", "big")) == want
+        (tmp_path / "want").write_bytes(want)
+        client.write_files("r", commit, [Put("plain", local=str(tmp_path / "want"))])
+        assert client.inspect_file("r", commit, "big").hash == client.inspect_file("r", commit, "plain").hash
     finally:
         client.close()
 

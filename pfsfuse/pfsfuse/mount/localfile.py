@@ -70,8 +70,10 @@ class LocalFile:
         self._resets = 0  # times `_changed` overflowed: a put built before knows nothing after
         self._sending_since = 0
         # An fsync's put sent only what changed, cut finely: the file's chunks are not put-file's,
-        # so its close sends it again (whole) even if unchanged since.
+        # so its close sends it again (whole) even if unchanged since. Set once the daemon stored
+        # the put (`stored`): a put sent again after a failure is built as the first was.
         self.fine = False
+        self._fine_if_stored = False
         # A sparse copy (`sparse_copy`): the ranges [start, end) of `origin` not here yet, and
         # those changed since the copy (None once too many to name: a close then needs the
         # file whole).
@@ -249,9 +251,9 @@ class LocalFile:
                 since, since_ref, ranges = self.origin.content, self.origin.commit, self._touched
             elif self.fine:  # fine chunks are not put-file's: cut the whole file
                 since = None
-            self.fine = False
+            self._fine_if_stored = False
         else:
-            self.fine = self.fine or since is not None
+            self._fine_if_stored = self.fine or since is not None
         changed = [(a, b - a) for a, b in ranges] if since is not None else []
         final = changes == "close"
         return Put(
@@ -268,6 +270,7 @@ class LocalFile:
 
     def stored(self, content: bytes) -> None:
         """The daemon stored the content of the last fsync's put as the file `content`."""
+        self.fine = self._fine_if_stored
         if self._resets != self._sending_since:  # changes since the put went untracked
             self.based_on(None)
             return
