@@ -1,7 +1,8 @@
 """fsync through the mount keeps its promise: after random pwrites, truncates and fsyncs, every
 fsync that returned left the daemon holding exactly what a plain file holds at that moment; the
 files read back the same after a remount, and after a kill -9 of the mount in the middle of a
-writer's rounds every fsynced byte is there and `pfs fsck` passes."""
+writer's rounds every fsynced byte is there and `pfs fsck` passes. The same holds for a big
+committed file written in place (a sparse copy on write), read as it is written."""
 
 from __future__ import annotations
 
