@@ -27,18 +27,20 @@ pytestmark = [
 KiB = 1 << 10
 MiB = 1 << 20
 
+
+def _ops_over(offsets, longest_write: int, longest_read: int, most: int):
+    """Lists of writes, reads (none if `longest_read` is 0), fsyncs, truncates and reopens at
+    `offsets`."""
+    steps = [st.tuples(st.just("write"), offsets, st.integers(1, longest_write))]
+    if longest_read:
+        steps.append(st.tuples(st.just("read"), offsets, st.integers(1, longest_read)))
+    steps += [st.tuples(st.just("fsync")), st.tuples(st.just("truncate"), offsets), st.tuples(st.just("reopen"))]
+    return st.lists(st.one_of(*steps), min_size=1, max_size=most)
+
+
 # Offsets near the start and past the 8 MiB at which the mount keeps a file on disk, not in memory.
 _offsets = st.one_of(st.integers(0, 64 * KiB), st.integers(8 * MiB - 8 * KiB, 9 * MiB))
-_ops = st.lists(
-    st.one_of(
-        st.tuples(st.just("write"), _offsets, st.integers(1, 16 * KiB)),
-        st.tuples(st.just("fsync")),
-        st.tuples(st.just("truncate"), _offsets),
-        st.tuples(st.just("reopen")),
-    ),
-    min_size=1,
-    max_size=12,
-)
+_ops = _ops_over(_offsets, 16 * KiB, 0, 12)
 
 
 def test_random_pwrites_and_fsyncs_match_a_plain_file(daemon, view, mounts, mnt, tmp_home):
@@ -62,21 +64,7 @@ def test_random_pwrites_and_fsyncs_match_a_plain_file(daemon, view, mounts, mnt,
         plain = os.open(plain_dir / name, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             for op in ops:
-                if op[0] == "write":
-                    data = rng.randbytes(op[2])
-                    assert os.pwrite(ours, data, op[1]) == len(data)
-                    os.pwrite(plain, data, op[1])
-                elif op[0] == "truncate":
-                    os.ftruncate(ours, op[1])
-                    os.ftruncate(plain, op[1])
-                elif op[0] == "reopen":
-                    os.close(ours)
-                    ours = os.open(branch / name, os.O_RDWR)
-                else:
-                    os.fsync(ours)
-                    want = _content(plain)
-                    got = view.read("r", "master", name)
-                    assert got == want, f"after fsync the daemon holds {len(got)} bytes, the file {len(want)}"
+                ours = _step(op, ours, plain, rng, view, branch / name)
             os.fsync(ours)
             assert view.read("r", "master", name) == _content(plain)
             assert (branch / name).read_bytes() == _content(plain)
@@ -92,6 +80,30 @@ def test_random_pwrites_and_fsyncs_match_a_plain_file(daemon, view, mounts, mnt,
         assert (branch / name).read_bytes() == want, name
     fsck = daemon.pfs("fsck", check=False)
     assert fsck.returncode == 0, fsck.stdout.decode() + fsck.stderr.decode()
+
+
+def _step(op: tuple, ours: int, plain: int, rng: random.Random, view, path) -> int:
+    """Apply `op` to the file open in the mount (`ours`, at `path` of r@master) and to the plain
+    one; the descriptor of ours from then on (a reopen changes it). An fsync checks what the
+    daemon holds, a read what the mount reads."""
+    if op[0] == "write":
+        data = rng.randbytes(op[2])
+        assert os.pwrite(ours, data, op[1]) == len(data)
+        os.pwrite(plain, data, op[1])
+    elif op[0] == "read":
+        assert os.pread(ours, op[2], op[1]) == os.pread(plain, op[2], op[1]), f"read at {op[1]}"
+    elif op[0] == "truncate":
+        os.ftruncate(ours, op[1])
+        os.ftruncate(plain, op[1])
+    elif op[0] == "reopen":
+        os.close(ours)
+        return os.open(path, os.O_RDWR)
+    else:
+        os.fsync(ours)
+        want = _content(plain)
+        got = view.read("r", "master", path.name)
+        assert got == want, f"after fsync the daemon holds {len(got)} bytes, the file {len(want)}"
+    return ours
 
 
 def _content(fd: int) -> bytes:
@@ -183,17 +195,7 @@ def test_kill_9_of_the_mount_loses_no_fsynced_byte(daemon, view, mounts, mnt, tm
 # Offsets over a committed file of 12 MiB (copied on write sparsely: past the 8 MiB the mount
 # keeps in memory), its end, and past it.
 _big_offsets = st.one_of(st.integers(0, 12 * MiB + 64 * KiB), st.integers(12 * MiB - 8 * KiB, 12 * MiB + 8 * KiB))
-_big_ops = st.lists(
-    st.one_of(
-        st.tuples(st.just("write"), _big_offsets, st.integers(1, 300 * KiB)),
-        st.tuples(st.just("read"), _big_offsets, st.integers(1, 2 * MiB)),
-        st.tuples(st.just("fsync")),
-        st.tuples(st.just("truncate"), _big_offsets),
-        st.tuples(st.just("reopen")),
-    ),
-    min_size=1,
-    max_size=10,
-)
+_big_ops = _ops_over(_big_offsets, 300 * KiB, 2 * MiB, 10)
 
 
 def test_a_committed_big_file_written_in_place_matches_a_plain_file(daemon, view, mounts, mnt, tmp_home):
@@ -221,21 +223,7 @@ def test_a_committed_big_file_written_in_place_matches_a_plain_file(daemon, view
         plain = os.open(plain_dir / name, os.O_RDWR)
         try:
             for op in ops:
-                if op[0] == "write":
-                    data = rng.randbytes(op[2])
-                    assert os.pwrite(ours, data, op[1]) == len(data)
-                    os.pwrite(plain, data, op[1])
-                elif op[0] == "read":
-                    assert os.pread(ours, op[2], op[1]) == os.pread(plain, op[2], op[1]), f"read at {op[1]}"
-                elif op[0] == "truncate":
-                    os.ftruncate(ours, op[1])
-                    os.ftruncate(plain, op[1])
-                elif op[0] == "reopen":
-                    os.close(ours)
-                    ours = os.open(branch / name, os.O_RDWR)
-                else:
-                    os.fsync(ours)
-                    assert view.read("r", "master", name) == _content(plain), "after fsync"
+                ours = _step(op, ours, plain, rng, view, branch / name)
         finally:
             os.close(ours)
             os.close(plain)

@@ -10,12 +10,11 @@ import random
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from storekit import MiB, change_steps, write_at
 
 from pfsfuse.api.types import Put
 from pfsfuse.chunks.chunker import FINE_MAX_SIZE, MAX_SIZE
 from pfsfuse.metadata.errors import InvalidArgument
-
-MiB = 1 << 20
 
 
 def _sync(store, path: str, local: str, since: bytes | None, changed: list[tuple[int, int]], final=False):
@@ -29,15 +28,6 @@ def _sync(store, path: str, local: str, since: bytes | None, changed: list[tuple
     return content, r.stored
 
 
-def _write(local: str, off: int, data: bytes) -> tuple[int, int]:
-    fd = os.open(local, os.O_WRONLY)
-    try:
-        os.pwrite(fd, data, off)
-    finally:
-        os.close(fd)
-    return off, len(data)
-
-
 def test_small_writes_store_the_chunks_they_touch_then_fine_ones(store, tmp_path):
     store.create_repo("r")
     rng = random.Random(7)
@@ -48,12 +38,12 @@ def test_small_writes_store_the_chunks_they_touch_then_fine_ones(store, tmp_path
     assert stored >= 40 * MiB  # the first put stores the file whole, random bytes
 
     offsets = [rng.randrange(40 * MiB - 4096) for _ in range(3)]
-    changed = [_write(local, off, rng.randbytes(4096)) for off in offsets]
+    changed = [write_at(local, off, rng.randbytes(4096)) for off in offsets]
     base, stored = _sync(store, "big", local, base, changed)
     assert stored <= 3 * MAX_SIZE, "more than the chunks the writes touch was stored"
 
     # The same places again: the chunks there are fine now.
-    changed = [_write(local, off + 100, rng.randbytes(4096)) for off in offsets]
+    changed = [write_at(local, off + 100, rng.randbytes(4096)) for off in offsets]
     base, stored = _sync(store, "big", local, base, changed)
     assert stored <= 3 * 2 * FINE_MAX_SIZE
 
@@ -67,7 +57,7 @@ def test_a_base_that_is_not_the_stored_file_reads_the_file_whole(store, tmp_path
     with open(local, "wb") as f:
         f.write(random.Random(1).randbytes(6 * MiB))
     _sync(store, "f", local, None, [])
-    _write(local, 5 * MiB, b"not in the ranges")
+    write_at(local, 5 * MiB, b"not in the ranges")
     # A wrong base (another writer replaced the file, or the caller lost track): ranges ignored.
     _, stored = _sync(store, "f", local, b"\x01" * 16, [])
     assert stored > 0
@@ -100,25 +90,14 @@ def _change(local: str, step: tuple, rng: random.Random) -> tuple[int, int]:
     """Apply a ("write", offset, length) or ("truncate", size) step to `local`; the (offset,
     length) it changed."""
     if step[0] == "write":
-        return _write(local, step[1], rng.randbytes(step[2]))
+        return write_at(local, step[1], rng.randbytes(step[2]))
     size = os.path.getsize(local)
     os.truncate(local, step[1])
     return min(size, step[1]), abs(size - step[1])
 
 
-_steps = st.lists(
-    st.one_of(
-        st.tuples(st.just("write"), st.integers(0, 7 * MiB), st.integers(1, 300_000)),
-        st.tuples(st.just("truncate"), st.integers(0, 7 * MiB)),
-        st.just(("sync",)),
-    ),
-    min_size=1,
-    max_size=10,
-)
-
-
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(steps=_steps, seed=st.integers(0, 2**32))
+@given(steps=change_steps, seed=st.integers(0, 2**32))
 def test_every_sync_stores_the_local_file_whatever_was_written(store, tmp_path, steps, seed):
     """Writes, truncates (shrinking and growing) and syncs in any order: each sync's file reads
     back as the local file, its ranges being all the writes and truncates since the last sync."""
@@ -142,7 +121,7 @@ def test_a_file_that_shrinks_while_its_changes_are_read_is_read_whole(store, tmp
     with open(local, "wb") as f:
         f.write(random.Random(2).randbytes(8 * MiB))
     base, _ = _sync(store, "f", local, None, [])
-    changed = [_write(local, 5 * MiB, b"x" * 100)]
+    changed = [write_at(local, 5 * MiB, b"x" * 100)]
     os.truncate(local, 3 * MiB)  # after the daemon's fstat, which still sees 8 MiB
     real = os.fstat
 
@@ -173,13 +152,13 @@ def test_a_kept_chunk_no_longer_indexed_is_stored_again(store, tmp_path, monkeyp
 
     monkeypatch.setattr(store, "all_indexed", none_indexed)
     monkeypatch.setattr(store, "indexed", lambda h: False)
-    _, stored = _sync(store, "f", local, base, [_write(local, MiB, b"y" * 10)])
+    _, stored = _sync(store, "f", local, base, [write_at(local, MiB, b"y" * 10)])
     assert asked and asked[0], "the kept chunks were not checked"
     assert stored >= 8 * MiB, "chunks taken for stored were not stored again"
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(steps=_steps, seed=st.integers(0, 2**32))
+@given(steps=change_steps, seed=st.integers(0, 2**32))
 def test_a_final_put_stores_put_files_chunks_cutting_only_around_the_changes(store, tmp_path, steps, seed):
     """A close after writes, truncates and appends: the file gets the chunks, and so the content
     hash, that put-file gives the same bytes (what pipelines and diffs compare), though only the
@@ -221,7 +200,7 @@ def test_a_final_put_after_a_small_change_cuts_little(store, tmp_path, monkeypat
     base, _ = _sync(store, "big", local, None, [])
     with open(local, "ab") as f:
         f.write(b"one more line\n")
-    changed = [_write(local, 20 * MiB, b"x" * 100), (40 * MiB, 14)]
+    changed = [write_at(local, 20 * MiB, b"x" * 100), (40 * MiB, 14)]
     counting = _Counting(store.chunks.chunker)
     monkeypatch.setattr(store.chunks, "chunker", counting)
     _sync(store, "big", local, base, changed, final=True)

@@ -11,11 +11,11 @@ import random
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from storekit import MiB, change_steps, write_at
 
 from pfsfuse.api.types import Put
 from pfsfuse.metadata.errors import BaseChanged, InvalidArgument
 
-MiB = 1 << 20
 POISON = b"\xee"
 
 
@@ -34,11 +34,7 @@ class _Copy:
 
     def write(self, off: int, data: bytes) -> None:
         for path in (self.truth, self.sparse):
-            fd = os.open(path, os.O_WRONLY)
-            try:
-                os.pwrite(fd, data, off)
-            finally:
-                os.close(fd)
+            write_at(path, off, data)
         self._mark(off, len(data))
 
     def truncate(self, size: int) -> None:
@@ -80,19 +76,8 @@ def _origin(store, tmp_path, name: str, data: bytes) -> tuple[_Copy, bytes, str]
     return _Copy(tmp_path, name, data), bytes.fromhex(info.hash), store.inspect_commit("r", "master").id
 
 
-_steps = st.lists(
-    st.one_of(
-        st.tuples(st.just("write"), st.integers(0, 7 * MiB), st.integers(1, 300_000)),
-        st.tuples(st.just("truncate"), st.integers(0, 7 * MiB)),
-        st.just(("sync",)),
-    ),
-    min_size=1,
-    max_size=10,
-)
-
-
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(steps=_steps, seed=st.integers(0, 2**32))
+@given(steps=change_steps, seed=st.integers(0, 2**32))
 def test_sparse_puts_store_the_whole_file_and_the_close_stores_put_files_chunks(store, tmp_path, steps, seed):
     """Writes, truncates and fsyncs in any order, each fsync a sparse put of what changed since
     the last; then the close, a sparse put of all that changed since the copy, relative to the

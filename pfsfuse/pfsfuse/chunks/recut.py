@@ -30,7 +30,7 @@ def plan(sizes: Sequence[int], size: int, changed: Iterable[tuple[int, int]]) ->
     the two differ only in the `changed` (offset, length) ranges and past the old size."""
     starts = [0, *itertools.accumulate(sizes)]
     old = starts.pop()
-    ranges = _merged(changed, max(old, size))
+    ranges = merged(changed, max(old, size))
     touched = [False] * len(sizes)
     for a, b in ranges:
         i = bisect.bisect_right(starts, a) - 1
@@ -64,7 +64,7 @@ def plan(sizes: Sequence[int], size: int, changed: Iterable[tuple[int, int]]) ->
     return steps
 
 
-def _merged(changed: Iterable[tuple[int, int]], limit: int) -> list[tuple[int, int]]:
+def merged(changed: Iterable[tuple[int, int]], limit: int) -> list[tuple[int, int]]:
     """The ranges as sorted, disjoint [start, end) pairs within [0, limit)."""
     out: list[tuple[int, int]] = []
     for a, b in sorted((off, min(off + n, limit)) for off, n in changed if n and off < limit):

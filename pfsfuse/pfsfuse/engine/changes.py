@@ -39,7 +39,9 @@ def stage_changed(
     steps = recut.plan(sizes, size, changed)
     if not staging.keep(r for s in steps if isinstance(s, recut.Keep) for r in old[s.start : s.stop]):
         return None
-    source: _Local | _Composed = _Local(fd) if read_old is None else _Composed(fd, old, changed, read_old)
+    source: _Local | _Composed = _Local(fd)
+    if read_old is not None:
+        source = _Composed(fd, old, recut.merged(changed, size), read_old)
     if final:
         return _Settling(chunker, source, old, size, staging).run(steps)
     chunks: list[ChunkRef] = []
@@ -131,20 +133,14 @@ class _Local:
 
 
 class _Composed:
-    """A sparse put's file: the `changed` ranges from the writer's file, the rest from the chunks
-    `old` of the stored file it changed."""
+    """A sparse put's file: the `ranges` (sorted, disjoint [start, end) pairs: recut.merged) from
+    the writer's file, the rest from the chunks `old` of the stored file it changed."""
 
-    def __init__(self, fd: int, old: tuple[ChunkRef, ...], changed: list[tuple[int, int]], read_old: ReadChunks):
+    def __init__(self, fd: int, old: tuple[ChunkRef, ...], ranges: list[tuple[int, int]], read_old: ReadChunks):
         self.fd, self.old, self.read_old = fd, old, read_old
         self.old_starts = list(itertools.accumulate((r.size for r in old), initial=0))
-        merged: list[list[int]] = []
-        for start, end in sorted((off, off + n) for off, n in changed if n):
-            if merged and start <= merged[-1][1]:
-                merged[-1][1] = max(merged[-1][1], end)
-            else:
-                merged.append([start, end])
-        self.ranges = merged
-        self.range_starts = [a for a, _ in merged]
+        self.ranges = ranges
+        self.range_starts = [a for a, _ in ranges]
 
     def pread(self, n: int, pos: int) -> bytes:
         """Up to `n` bytes at `pos`; fewer where either side ends early (the caller's `short`)."""
