@@ -234,6 +234,49 @@ def test_list_dir_seeks_and_is_lazy(mdb, big):
     assert counting.reads <= height(mdb, root) + 1
 
 
+def test_leaf_hashes_cover_a_listing_from_where_it_starts(db, wide, mdb, big):
+    for src, (root, entries) in ((db, wide), (mdb, big[:2])):
+        expected = sorted(entries.items())
+        names = [n for n, _ in expected]
+        leaves = {h for h in all_pages(src, root) if isinstance(src.page(h), Leaf)}
+        assert list(tree.leaf_hashes(src, root)) and set(tree.leaf_hashes(src, root)) == leaves
+        for after in [
+            None,
+            "",
+            names[0],
+            names[1],
+            names[31],
+            names[32],
+            names[len(names) // 2] + "\0",
+            names[-2],
+            names[-1],
+            "~",
+        ]:
+            hashes = list(tree.leaf_hashes(src, root, after))
+            listed = [e for h in hashes for e in src.page(h).entries]
+            want = list(tree.list_dir(src, root, after))
+            assert [e for e in listed if after is None or e[0] > after] == want
+            # From the leaf `after` falls in: the next leaf begins past it.
+            assert hashes and (after is None or hashes[0] == leaf_of(src, root, after))
+    assert list(tree.leaf_hashes(db, EMPTY_DIR)) == []
+
+
+def leaf_of(src, root: DirNode, name: str) -> bytes:
+    """The leaf `name` falls in: the last whose first name is <= it, or the first."""
+    h = root.root
+    while isinstance(page := src.page(h), Inner):
+        h = ([c[1] for c in page.children if c[0] <= name] or [page.children[0][1]])[-1]
+    return h
+
+
+def test_leaf_hashes_read_no_leaf(mdb, big):
+    root, files, _ = big
+    counting = Counting(mdb)
+    hashes = list(tree.leaf_hashes(counting, root, sorted(files)[50_000]))
+    assert len(hashes) > 1000
+    assert counting.reads < len(hashes) // 10  # the pages above the leaves only
+
+
 def test_walk(db):
     txn = db.txn()
     changes = {

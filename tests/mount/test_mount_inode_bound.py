@@ -111,9 +111,9 @@ def test_listed_windows_waiting_for_readers_are_bounded(monkeypatch):
             out.append((f"f{i}", FileNode(10, c.hash, (c,))))
         return out
 
-    for p in range(40):  # 40 pages of a big directory's listing, 744 chunks waiting each
+    for p in range(40):  # 40 pages of a big directory's listing, 744 entries waiting each
         r.prefetch_listed(page(p))
-        waiting = sum(len(rest) for rest in r._next_window.values())
+        waiting = sum(rest.left for rest in r._next_window.values())
         assert waiting == r._pending <= 5000 + 744
     newest = page(39)[reading.LISTED_WINDOW // 2][1]
     assert isinstance(newest, FileNode) and newest.chunks

@@ -78,3 +78,15 @@ def test_a_branch_listed_plainly_shows_new_names(daemon, stored):
     m.unmount()
     assert daemon.pfs("get-file", "r@master:/d/zz-new").stdout == b"new"
     assert daemon.pfs("list-file", "r@master:/d/file-00001", check=False).returncode != 0
+
+
+def test_a_renamed_name_is_listed_plainly_with_the_number_it_kept(stored):
+    _, _, d = stored
+    kept = os.lstat(d / "file-00042").st_ino  # the kernel holds it: a rename keeps its number
+    os.rename(d / "file-00042", d / "zz-moved")
+    os.rename(d / "file-00043", d / "zz-unheld")  # one the kernel held no inode for
+    with os.scandir(d) as entries:  # numbers from the listing alone (d_ino), no stat
+        listed = {e.name: e.inode() for e in entries}
+    assert listed["zz-moved"] == os.lstat(d / "zz-moved").st_ino == kept
+    assert listed["zz-unheld"] == os.lstat(d / "zz-unheld").st_ino
+    assert "file-00042" not in listed and "file-00043" not in listed

@@ -10,10 +10,10 @@ import subprocess
 import msgspec
 import pytest
 
-from helpers import fuse_unavailable
+from helpers import fuse_unavailable, wait_for
 from pfsfuse.api import wire
 from pfsfuse.api.transport import Transport
-from pfsfuse.api.types import Delete, Put
+from pfsfuse.api.types import Copy, Delete, Mkdir, Mknod, Put, Symlink
 from pfsfuse.metadata.errors import NotFound
 from pfsfuse.metadata.records import DirNode, Inner, Page
 from pfsfuse.mount import trees as trees_mod
@@ -100,6 +100,53 @@ def test_a_directory_past_the_full_listing_through_fuse(daemon, mounts, tmp_home
     sizes = dict(line.split() for line in found.stdout.decode().splitlines())
     assert sorted(sizes) == want and all(int(sizes[f"f{i:06}"]) == len(b"%d" % i) for i in range(0, n, 997))
     assert (big / want[-1]).read_bytes() == b"%d" % (n - 1)
+
+
+@pytest.mark.fuse
+@pytest.mark.slow
+@pytest.mark.skipif(fuse_unavailable() is not None, reason=str(fuse_unavailable()))
+def test_a_big_directory_listed_plainly(daemon, mounts, tmp_home):
+    """A plain listing (os.scandir, find, ls -f) of a directory past the full listing is read from
+    the daemon's names pages: the same names, types and inode numbers a stat gives, a hard link's
+    names sharing one. Only its first batch (READDIRPLUS) fetches small files ahead; past it, a
+    reader's first read of a file starts fetching the files after it."""
+    n = trees_mod.FULL_LISTING + 1000
+    client = daemon.client()
+    try:
+        client.create_repo("r")
+        client.write_files("r", "master", (Put(f"big/f{i:06}", stream=io.BytesIO(b"%d" % i)) for i in range(n)))
+        special = [Symlink("big/s-link", "f000001"), Mkdir("big/s-dir"), Mknod("big/s-fifo", "fifo")]
+        client.write_files("r", "master", [*special, Copy("big/s-hard", "r", "master", "big/f000002", link=True)])
+    finally:
+        client.close()
+    m = mounts("--read-only")
+    big = m.path / "r" / "master" / "big"
+
+    def fetched() -> int:
+        return int(os.getxattr(m.path, "user.pfs.fetched"))
+
+    before = fetched()
+    with os.scandir(big) as entries:
+        listed = {
+            e.name: (e.inode(), e.is_dir(follow_symlinks=False), e.is_symlink(), e.is_file(follow_symlinks=False))
+            for e in entries
+        }
+    assert sorted(listed) == [f"f{i:06}" for i in range(n)] + ["s-dir", "s-fifo", "s-hard", "s-link"]
+    assert [k for k, v in listed.items() if v[1]] == ["s-dir"] and [k for k, v in listed.items() if v[2]] == ["s-link"]
+    assert not any(listed["s-fifo"][1:]) and all(listed[f"f{i:06}"][3] for i in range(0, n, 1000))
+    for name in ("f000000", "f001500", "f025000", f"f{n - 1:06}", "s-link", "s-dir", "s-fifo", "s-hard", "f000002"):
+        assert listed[name][0] == os.lstat(big / name).st_ino, name
+    assert listed["s-hard"][0] == listed["f000002"][0]
+    first_batch = sum(len(b"%d" % i) for i in range(256))  # a window of the first READDIRPLUS's files
+    wait_for(lambda: fetched() - before >= first_batch, what="the first batch's window")
+    assert fetched() - before == first_batch
+
+    start = 20_000  # well into the names pages
+    assert (big / f"f{start:06}").read_bytes() == b"%d" % start
+    window = sum(len(b"%d" % i) for i in range(start, start + 256))
+    wait_for(lambda: fetched() - before - first_batch >= window, what="the window after the first file read")
+    for i in range(start, start + 300):
+        assert (big / f"f{i:06}").read_bytes() == b"%d" % i
 
 
 def test_a_second_listing_asks_for_leaves_in_batches(big_dir, monkeypatch):

@@ -17,7 +17,7 @@ from pfsfuse.metadata.errors import (
     InvalidArgument,
     NotFound,
 )
-from pfsfuse.metadata.records import BranchRef, Stat
+from pfsfuse.metadata.records import BranchRef, FileNode, Stat, node_type
 from pfsfuse.store import Store
 
 
@@ -301,6 +301,45 @@ def test_an_op_on_a_directory_sees_what_earlier_ops_of_the_batch_put_in_it(store
     # and a node written early in the batch is not taken as current once its parent is deleted
     r = store.write_files("r", "master", [Put("e/x", stream=io.BytesIO(b"1")), Delete("e"), Mkdir("e/x")])
     assert r is not None and store.inspect_file("r", "master", "e/x").type == "dir"
+
+
+def test_dir_names_are_dir_entries_without_the_nodes(store):
+    store.create_repo("r")
+    put(store, "r", "master", {f"d/f{i:05d}": b"%d" % i for i in range(5000)})  # leaves past a read's batch
+    big = os.urandom(3 << 20)  # several chunks
+    store.write_files(
+        "r",
+        "master",
+        [
+            Put("d/big", stream=io.BytesIO(big)),
+            Put("d/empty", stream=io.BytesIO(b"")),
+            Symlink("d/sym", "f00001"),
+            Mkdir("d/sub"),
+            Mknod("d/fifo", "fifo"),
+            Copy("d/linked", "r", "master", "d/f00002", link=True),
+        ],
+    )
+    root = store.dir_child(store.inspect_commit("r", "master").tree.root, "d").root
+    entries = store.dir_entries(root)
+    names = [n for n, _ in entries]
+    for after in [None, "", names[0], names[30], names[31], names[2500] + "\0", "big", names[-2], names[-1], "~"]:
+        for limit in (1, 31, 1000, 100_000):
+            got = store.dir_names(root, after, limit)
+            want = store.dir_entries(root, after, limit)
+            assert got.names == [n for n, _ in want]
+            assert got.types == [node_type(e) for _, e in want]
+            assert got.links == [(e.stat.link or 0) if e.stat is not None else 0 for _, e in want]
+            ones = [
+                e.chunks[0] if isinstance(e, FileNode) and e.chunks and len(e.chunks) == 1 else None for _, e in want
+            ]
+            assert got.chunks == [c.hash if c else b"" for c in ones]
+            assert got.sizes == [c.size if c else 0 for c in ones]
+    kinds = dict(zip(store.dir_names(root).names, store.dir_names(root).types, strict=True))
+    assert (kinds["sym"], kinds["sub"], kinds["fifo"], kinds["big"]) == (0o120000, 0o040000, 0o010000, 0o100000)
+    every = store.dir_names(root)
+    linked = every.links[every.names.index("linked")]
+    assert linked and every.links[every.names.index("f00002")] == linked
+    assert every.chunks[every.names.index("big")] == b"" and every.chunks[every.names.index("empty")] == b""
 
 
 def test_objects_by_hash(store):

@@ -114,6 +114,18 @@ class SpecialNode(Struct, tag="s", array_like=True, frozen=True, gc=False):
 Node = FileNode | DirNode | SymlinkNode | SpecialNode
 
 
+def node_type(node: Node) -> int:
+    """The S_IF* file type bits a disk shows for a node."""
+    bits = _NODE_TYPES.get(type(node))
+    if bits is None:
+        assert isinstance(node, SpecialNode)
+        return SPECIAL_MODES[node.kind]
+    return bits
+
+
+_NODE_TYPES: dict[type, int] = {FileNode: _stat.S_IFREG, DirNode: _stat.S_IFDIR, SymlinkNode: _stat.S_IFLNK}
+
+
 def link_of(node: Node | None) -> int | None:
     """The hard link id of a file, symlink or special file that has one."""
     if node is None or isinstance(node, DirNode) or node.stat is None:

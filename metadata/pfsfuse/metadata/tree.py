@@ -118,6 +118,29 @@ def list_dir(src: PageReader, d: DirNode, start_after: str | None = None) -> Ite
         yield from cur.leaf().entries
 
 
+def leaf_hashes(src: PageReader, d: DirNode, start_after: str | None = None) -> Iterator[bytes]:
+    """The hashes of `d`'s leaves in name order, from the one `start_after` falls in (whose names
+    up to it the reader skips, as `list_dir` does): for a reader that fetches leaves many at a
+    time and decodes them itself. Reads only the pages above the leaves."""
+    if d.root is None:
+        return
+    if isinstance(src.page(d.root), Leaf):
+        yield d.root
+        return
+    key = start_after or ""
+    cur = _Cursor(src, d.root, 1)
+    cur.seek(key)
+    children = cur.inner().children
+    i = max(bisect_right(children, key, key=_key) - 1, 0)
+    while True:
+        for child in children[i:]:
+            yield child[1]
+        if cur.end() is None:
+            return
+        cur.next()
+        children, i = cur.inner().children, 0
+
+
 def floor(src: PageReader, d: DirNode, name: str) -> tuple[str, Node] | None:
     """The entry of `d` with the greatest name <= `name`, or None; reads one page per level."""
     if d.root is None:
@@ -602,6 +625,11 @@ class _Cursor:
     def leaf(self) -> Leaf:
         """The current page of a cursor at the bottom level."""
         assert isinstance(self.page, Leaf), "a cursor over leaves"
+        return self.page
+
+    def inner(self) -> Inner:
+        """The current page of a cursor above the leaves."""
+        assert isinstance(self.page, Inner), "a cursor over inner pages"
         return self.page
 
 

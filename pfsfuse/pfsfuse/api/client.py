@@ -13,9 +13,11 @@ from typing import Annotated, BinaryIO
 from msgspec import Meta
 
 from pfsfuse.api.types import (
+    NAMES_MAX,
     ContentHash,
     Count,
     DiffResult,
+    DirNames,
     FileInfo,
     GcResult,
     ReadPlan,
@@ -183,6 +185,13 @@ class Client(ABC):
         self, root: bytes, start_after: str | None = None, limit: Count | None = None
     ) -> list[tuple[str, Node]]:
         """Entries of the directory whose top page is `root`, in name order."""
+
+    @abstractmethod
+    def dir_names(
+        self, root: bytes, start_after: str | None = None, limit: Annotated[int, Meta(ge=1, le=NAMES_MAX)] = NAMES_MAX
+    ) -> DirNames:
+        """`dir_entries` as names, types and link ids only: what a plain listing (the mount's
+        READDIR for find and ls -f) needs of a big directory."""
 
     @abstractmethod
     def dir_child(self, root: bytes, name: str) -> Node | None: ...

@@ -22,7 +22,9 @@ from pfsfuse.api import wire
 from pfsfuse.api.client import Client
 from pfsfuse.api.transport import Token, Transport
 from pfsfuse.api.types import (
+    NAMES_MAX,
     DiffResult,
+    DirNames,
     FileInfo,
     GcResult,
     Put,
@@ -352,6 +354,9 @@ class RemoteClient(Client):
         self, root: bytes, start_after: str | None = None, limit: int | None = None
     ) -> list[tuple[str, Node]]:
         return self._rpc("dir_entries", root=root, start_after=start_after, limit=limit)
+
+    def dir_names(self, root: bytes, start_after: str | None = None, limit: int = NAMES_MAX) -> DirNames:
+        return self._rpc("dir_names", root=root, start_after=start_after, limit=limit)
 
     def dir_child(self, root: bytes, name: str) -> Node | None:
         return self._rpc("dir_child", root=root, name=name)

@@ -246,6 +246,7 @@ ACCESS: dict[str, Callable[[Any], door.Need]] = {
     "etags": lambda a: door.reads(a.repo),
     "diff_file": lambda a: door.reads(a.new_repo, a.old_repo),
     "dir_entries": lambda a: door.SIGNED_IN,
+    "dir_names": lambda a: door.SIGNED_IN,
     "dir_child": lambda a: door.SIGNED_IN,
     "tree_pages": lambda a: door.SIGNED_IN,
     "chunk_list": lambda a: door.SIGNED_IN,
@@ -256,7 +257,7 @@ ACCESS: dict[str, Callable[[Any], door.Need]] = {
 }
 # RPCs whose result a msgpack caller gets as the index stores it: read, not decoded and encoded.
 _AS_STORED = {"tree_pages": "stored_tree_pages"}
-_BY_HASH = {"dir_entries", "dir_child", "tree_pages", "chunk_list", "chunk_locations"}
+_BY_HASH = {"dir_entries", "dir_names", "dir_child", "tree_pages", "chunk_list", "chunk_locations"}
 # Point reads of the index (a few RocksDB gets, no lock) answer in the event loop: handing one to
 # a worker thread costs more than it does (about 0.5 ms of the daemon's CPU a call).
 _INLINE = {"inspect_repo", "inspect_branch", "inspect_commit"}

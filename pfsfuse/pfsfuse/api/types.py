@@ -198,6 +198,23 @@ class ReadPlan(Struct):
     chunks: list[tuple[ChunkRef, ChunkLoc]]
 
 
+# Entries a dir_names answer may hold.
+NAMES_MAX = 65_536
+
+
+class DirNames(Struct, array_like=True):
+    """A page of a directory's listing with only what a plain READDIR shows, side by side: each
+    entry's name, its S_IF* type and its hard link id (0 for none); and, for a file of one chunk,
+    that chunk's hash and size (else b"" and 0), for a client that fetches small files ahead of
+    a copy. Cheaper to send and to read than the entries' nodes."""
+
+    names: list[str]
+    types: list[int]
+    links: list[int]
+    chunks: list[bytes]
+    sizes: list[int]
+
+
 class DiffResult(Struct):
     new: list[FileInfo]
     old: list[FileInfo]

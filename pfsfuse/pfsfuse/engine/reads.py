@@ -4,18 +4,31 @@ chunk locations)."""
 
 from __future__ import annotations
 
+import bisect
 import itertools
 from collections.abc import Iterable, Iterator
 
 import msgspec
 
-from pfsfuse.api.types import PLANS_CHUNKS, PLANS_PAGE, DiffResult, FileInfo, ReadPlan
+from pfsfuse.api.types import NAMES_MAX, PLANS_CHUNKS, PLANS_PAGE, DiffResult, DirNames, FileInfo, ReadPlan
 from pfsfuse.engine.core import EngineCore
 from pfsfuse.metadata import etags, glob, names, records, tree
 from pfsfuse.metadata.errors import InvalidArgument, NotFound
-from pfsfuse.metadata.records import ChunkRef, Commit, DirNode, FileNode, Node, Page, SpecialNode, SymlinkNode
+from pfsfuse.metadata.records import (
+    ChunkRef,
+    Commit,
+    DirNode,
+    FileNode,
+    Leaf,
+    Node,
+    Page,
+    SpecialNode,
+    SymlinkNode,
+    node_type,
+)
 
 _READ_BATCH = 1024  # chunks located at a time when reading many files
+_LEAVES_AT_ONCE = 64  # tree leaves a plain listing reads in one multi-get
 
 
 def file_info(path: str, node: Node) -> FileInfo:
@@ -317,6 +330,23 @@ class Reads(EngineCore):
         d = DirNode(root=root)
         return list(itertools.islice(tree.list_dir(self.db, d, start_after), limit))
 
+    def dir_names(self, root: bytes, start_after: str | None = None, limit: int = NAMES_MAX) -> DirNames:
+        # The leaves are read many at once and decoded here, not through the page cache: a big
+        # listing would only push out of it what lookups use, and it costs a cache entry apiece.
+        out = DirNames([], [], [], [], [])
+        leaves = tree.leaf_hashes(self.db, DirNode(root=root), start_after)
+        while len(out.names) < limit and (batch := list(itertools.islice(leaves, _LEAVES_AT_ONCE))):
+            for data in self.db.stored_pages(batch):
+                leaf = records.decode(Page, data)
+                assert isinstance(leaf, Leaf)
+                entries = leaf.entries
+                if start_after is not None and entries and entries[0][0] <= start_after:
+                    entries = entries[bisect.bisect_right(entries, start_after, key=lambda e: e[0]) :]
+                _add_names(out, entries[: limit - len(out.names)])
+                if len(out.names) == limit:
+                    break
+        return out
+
     def dir_child(self, root: bytes, name: str) -> Node | None:
         return tree.child(self.db, DirNode(root=root), name)
 
@@ -339,3 +369,14 @@ class Reads(EngineCore):
 
     def chunk_list(self, file_hash: bytes) -> list[ChunkRef]:
         return list(tree.file_chunks(self.db, FileNode(0, file_hash, None)))
+
+
+def _add_names(out: DirNames, entries: list[tuple[str, Node]]) -> None:
+    """Add a leaf's entries to a plain listing (a pass a field: this is most of dir_names)."""
+    nodes = [node for _, node in entries]
+    ones = [n.chunks[0] if type(n) is FileNode and n.chunks is not None and len(n.chunks) == 1 else None for n in nodes]
+    out.names.extend([name for name, _ in entries])
+    out.types.extend([node_type(n) for n in nodes])
+    out.links.extend([(n.stat.link or 0) if n.stat is not None else 0 for n in nodes])
+    out.chunks.extend([b"" if c is None else c.hash for c in ones])
+    out.sizes.extend([0 if c is None else c.size for c in ones])

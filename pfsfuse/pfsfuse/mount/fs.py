@@ -317,6 +317,8 @@ class Filesystem(pyfuse3.Operations):
         if h.merge and h.listing is None:
             assert r is not None  # (only a branch's directory has pending writes)
             h.listing = await self.resolver.merged(r, inode.path)
+        if not plus and r is not None and h.listing is None and self.trees.paged(h.node):
+            return await self._list_names(token, h, index)
         while True:
             if h.listing is not None:
                 batch = h.listing[index:]
@@ -367,6 +369,24 @@ class Filesystem(pyfuse3.Operations):
                 return None
             index += 1
         return index
+
+    async def _list_names(self, token, h: DirHandle, index: int) -> None:
+        """A plain listing of a big directory from `index`: its pages of names, types and link
+        ids, which the daemon reads and sends without the nodes (decoding those was most of
+        the mount's work for find and ls -f)."""
+        attr, reply = pyfuse3.EntryAttributes(), pyfuse3.readdir_reply
+        number = self.inodes.numbering(h.inode.repo, h.inode.ref, h.inode.path)
+        while True:
+            page, at = await self.resolver.names(h, index)
+            if at >= len(page.names):
+                return
+            if index >= h.prefetched:
+                h.prefetched = index + self.reader.prefetch_names(page, at)
+            for name, kind, link in zip(page.names[at:], page.types[at:], page.links[at:], strict=True):
+                attr.st_ino, attr.st_mode = number(name, link), kind
+                if not reply(token, name.encode(), attr, index + 1):
+                    return
+                index += 1
 
     @translate
     async def releasedir(self, fh):

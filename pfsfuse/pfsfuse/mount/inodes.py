@@ -54,12 +54,20 @@ def _link_key(repo: str, ref: str, linkid: int) -> tuple:
     return ("link", repo, ref, str(linkid))
 
 
+def _hashed(key: tuple) -> int:
+    """The number a key's hash gives, before any shift for a collision."""
+    return xxhash.xxh3_64_intdigest("\0".join(key).encode()) >> 1
+
+
 class InodeTable:
     """The inodes the kernel knows, by number and by (kind, repo, ref, path)."""
 
     def __init__(self, kept: int = KEPT):
         self._inodes: dict[int, Inode] = {}
         self._by_key: dict[tuple, int] = {}
+        # Entry keys whose inode is not numbered by the key's hash (moved by a rename, or shifted
+        # by a collision): a plain listing must look these up rather than hash them.
+        self._displaced: set[tuple] = set()
         self.kept = kept
         self._made: deque[int] = deque()  # entry inodes by age, oldest first (some forgotten)
         self._prune = hasattr(pyfuse3, "notify_prune")  # (pfsfuse's patch of pyfuse3)
@@ -76,7 +84,7 @@ class InodeTable:
         else:
             inode = Inode(self._number(key), kind, repo, ref, path)
             self._inodes[inode.ino] = inode
-            self._by_key[key] = inode.ino
+            self._bind(key, inode.ino)
         # An inode shed but looked up again before the kernel's FORGET came is aged anew: the
         # kernel holds it again, and the FORGET leaves it in the table.
         if kind == "entry" and path and not inode.aging:
@@ -134,26 +142,45 @@ class InodeTable:
         name it sends: what the names share is joined once."""
         under = parent + "/" if parent else ""
         prefix = "\0".join(("entry", repo, ref, under))
-        by_key, inodes, digest = self._by_key, self._inodes, xxhash.xxh3_64_intdigest
+        inodes, displaced, digest = self._inodes, self._displaced, xxhash.xxh3_64_intdigest
 
         def number(name: str, linkid: int) -> int:
             if linkid:
                 return self.number(repo, ref, "", linkid)
-            ino = by_key.get(("entry", repo, ref, under + name))
-            if ino is not None:
-                return ino
             ino = digest((prefix + name).encode()) >> 1
-            if ino <= pyfuse3.ROOT_INODE or ino in inodes:
-                return self._number(("entry", repo, ref, under + name))
+            # Not in the table, nor moved there by a rename: the hash is its number. (An inode
+            # under that number is this name's own, or a collision: the table knows which.)
+            if (
+                ino in inodes
+                or ino <= pyfuse3.ROOT_INODE
+                or (displaced and ("entry", repo, ref, under + name) in displaced)
+            ):
+                return self.number(repo, ref, under + name)
             return ino
 
         return number
 
     def _number(self, key: tuple) -> int:
-        ino = xxhash.xxh3_64_intdigest("\0".join(key).encode()) >> 1
+        ino = _hashed(key)
         while ino <= pyfuse3.ROOT_INODE or ino in self._inodes:
             ino = (ino + 1) & ((1 << 63) - 1)
         return ino
+
+    def _bind(self, key: tuple, ino: int) -> None:
+        self._by_key[key] = ino
+        if key[0] == "entry" and ino != _hashed(key):
+            self._displaced.add(key)
+        else:
+            self._displaced.discard(key)
+
+    def _unbind(self, key: tuple, ino: int | None = None) -> int | None:
+        """Drop `key` (only if it names `ino`, when given); the number it had."""
+        had = self._by_key.get(key)
+        if had is not None and (ino is None or had == ino):
+            del self._by_key[key]
+            self._displaced.discard(key)
+            return had
+        return None
 
     def linked(self, repo: str, ref: str, path: str, linkid: int) -> Inode:
         """The inode of the hard link `linkid`, known (also) by `path`: the inode the kernel
@@ -163,11 +190,11 @@ class InodeTable:
         if ino is not None:
             inode = self._inodes[ino]
         else:
-            ino = self._by_key.pop(("entry", repo, ref, path), None)
+            ino = self._unbind(("entry", repo, ref, path))
             inode = self._inodes[ino] if ino is not None else Inode(self._number(key), "entry", repo, ref, path)
             inode.linkid = linkid
             self._inodes[inode.ino] = inode
-            self._by_key[key] = inode.ino
+            self._bind(key, inode.ino)
         if inode.names is None:
             inode.names = {inode.path}
         inode.names.add(path)
@@ -200,15 +227,13 @@ class InodeTable:
     def add(self, inode: Inode) -> None:
         """An inode numbered elsewhere (or again), under its path."""
         self._inodes[inode.ino] = inode
-        self._by_key[_key(inode)] = inode.ino
+        self._bind(_key(inode), inode.ino)
 
     def drop(self, ino: int) -> None:
         """Forget an inode whatever the kernel's count: later forgets for it are ignored."""
         inode = self._inodes.pop(ino, None)
         if inode is not None:
-            key = _key(inode)
-            if self._by_key.get(key) == ino:
-                del self._by_key[key]
+            self._unbind(_key(inode), ino)
 
     def forget(self, inode_list) -> None:
         for ino, n in inode_list:
@@ -218,8 +243,7 @@ class InodeTable:
             inode.lookups -= n
             if inode.lookups <= 0:
                 del self._inodes[ino]
-                if self._by_key.get(_key(inode)) == ino:
-                    del self._by_key[_key(inode)]
+                self._unbind(_key(inode), ino)
 
     def invalidate(self, repo: str, ref: str, paths: list[str]) -> None:
         """Make the kernel look these names up again (what it cached is no longer so)."""
@@ -245,7 +269,7 @@ class InodeTable:
             and (under(i.path) or any(map(under, i.names or ())))
         ]
         for i in moved:
-            self._by_key.pop(_key(i), None)
+            self._unbind(_key(i))
         for i in moved:
             if i.linkid and new[:2] != (repo, ref):
                 i.linkid, i.names = 0, None  # a link of another branch: moved there as a copy
@@ -254,7 +278,7 @@ class InodeTable:
                 i.path = new[2] + i.path[len(path) :]
             if i.names is not None:
                 i.names = {new[2] + p[len(path) :] if under(p) else p for p in i.names}
-            stale = self._by_key.pop(("entry", i.repo, i.ref, i.path), None)
+            stale = self._unbind(("entry", i.repo, i.ref, i.path))
             if stale is not None and stale != i.ino:
                 self._inodes.pop(stale, None)  # the replaced target's inode is gone
-            self._by_key[_key(i)] = i.ino
+            self._bind(_key(i), i.ino)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+from pfsfuse.api.types import DirNames
 from pfsfuse.metadata.errors import DataLoss
 from pfsfuse.metadata.records import ChunkRef, FileNode
 from pfsfuse.mount.boundary import fail
@@ -33,9 +34,52 @@ LISTED_SMALL = 256 << 10  # at most this big a file
 LISTED_WINDOW = 256  # chunks, and at most LISTED_WINDOW_BYTES of them
 LISTED_WINDOW_BYTES = 4 << 20
 LISTED_BATCH = 64  # chunks fetched by one worker thread; a reader waits for its whole batch
-# Listed chunks waiting for a reader to reach their window, newest listings kept: a page of a
-# big directory is a listing of its own, and each waiting chunk holds its node's refs alive.
+# Listed entries waiting for a reader to reach their window, newest listings kept: a page of a
+# big directory is a listing of its own, and each waiting page holds its nodes alive.
 LISTED_PENDING = 1 << 16
+
+
+@dataclass(slots=True)
+class _Listed:
+    """A listed page's entries from `at` on: what is left to look at for small files, `chunk(i)`
+    being the i-th entry's chunk if it is a file of one chunk. Looked at a window at a time, so
+    that a listing nobody copies (ls, find) costs one window's scan."""
+
+    count: int
+    chunk: Callable[[int], ChunkRef | None]
+    at: int = 0
+
+    def window(self) -> list[ChunkRef]:
+        """The next window's chunks: the small files' from `at` on."""
+        found: dict[bytes, ChunkRef] = {}
+        size, at = 0, self.at
+        while at < self.count and len(found) < LISTED_WINDOW and size < LISTED_WINDOW_BYTES:
+            c = self.chunk(at)
+            at += 1
+            if c is not None and c.size <= LISTED_SMALL and c.hash not in found:
+                found[c.hash] = c
+                size += c.size
+        self.at = at
+        return list(found.values())
+
+    def first(self) -> ChunkRef | None:
+        """The next small file's chunk, `at` left on it (None: there is none)."""
+        while self.at < self.count:
+            c = self.chunk(self.at)
+            if c is not None and c.size <= LISTED_SMALL:
+                return c
+            self.at += 1
+        return None
+
+    @property
+    def left(self) -> int:
+        return self.count - self.at
+
+
+def _one_chunk(node: object) -> ChunkRef | None:
+    if type(node) is FileNode and node.chunks is not None and len(node.chunks) == 1:
+        return node.chunks[0]
+    return None
 
 
 @dataclass
@@ -75,9 +119,9 @@ class Reader:
         self.trees = trees
         self._io = io
         self._inflight: dict[bytes, trio.Event] = {}
-        # a listed small file's chunk -> the listed ones after it, fetched once it is read
-        self._next_window: OrderedDict[bytes, list[ChunkRef]] = OrderedDict()
-        self._pending = 0  # chunks in _next_window
+        # a listed small file's chunk -> the rest of its listing, looked at once it is read
+        self._next_window: OrderedDict[bytes, _Listed] = OrderedDict()
+        self._pending = 0  # entries left in _next_window
         self.fetched = 0  # chunk bytes fetched, read-ahead included (xattr user.pfs.fetched)
 
     async def open(self, inode: Inode, entry: FileNode, r: Ref) -> Handle:
@@ -94,35 +138,44 @@ class Reader:
 
     def prefetch_listed(self, entries: Sequence[tuple[str, object]]) -> int:
         """Fetch the chunks of the small files among a directory's listed `entries` in the
-        background: their locations in one request, then their data a batch at a time, in
-        listing order (the order a copy reads them in). How many entries it looked at."""
-        wanted: dict[bytes, ChunkRef] = {}
-        for _, node in entries:
-            if type(node) is FileNode and node.chunks is not None and len(node.chunks) == 1:
-                c = node.chunks[0]
-                if c.size <= LISTED_SMALL:
-                    wanted[c.hash] = c
-        self._window(list(wanted.values()))
+        background, a window at a time: their locations in one request, then their data a batch
+        at a time, in listing order (the order a copy reads them in). How many entries it took."""
+        self._window(_Listed(len(entries), lambda i: _one_chunk(entries[i][1])))
         return len(entries)
 
-    def _window(self, chunks: list[ChunkRef]) -> None:
-        """Fetch the first window of `chunks`; the rest wait for a reader of its middle."""
-        n = size = 0
-        while n < min(len(chunks), LISTED_WINDOW) and size < LISTED_WINDOW_BYTES:
-            size += chunks[n].size
-            n += 1
-        now, rest = chunks[:n], chunks[n:]
-        if rest:
-            old = self._next_window.pop(now[len(now) // 2].hash, None)
-            self._pending += len(rest) - (len(old) if old is not None else 0)
-            self._next_window[now[len(now) // 2].hash] = rest
-            while self._pending > LISTED_PENDING and len(self._next_window) > 1:
-                self._pending -= len(self._next_window.popitem(last=False)[1])
+    def prefetch_names(self, page: DirNames, start: int) -> int:
+        """`prefetch_listed` for the entries of a plain listing's page from `start` on, except
+        that the first window waits for a reader of the first small file: such a listing is
+        most often a big directory's, read by find or ls -f, which open nothing."""
+        chunks, sizes = page.chunks, page.sizes
+
+        def chunk(i: int) -> ChunkRef | None:
+            return ChunkRef(chunks[start + i], sizes[start + i]) if chunks[start + i] else None
+
+        listed = _Listed(len(chunks) - start, chunk)
+        first = listed.first()
+        if first is not None:
+            self._wait(first.hash, listed)
+        return len(chunks) - start
+
+    def _window(self, listed: _Listed) -> None:
+        """Fetch the next window of `listed`; the rest waits for a reader of its middle."""
+        now = listed.window()
+        if now and listed.left:
+            self._wait(now[len(now) // 2].hash, listed)
         now = [c for c in now if c.hash not in self._inflight and self.trees.cached_chunk(c.hash) is None]
         if now:
             for c in now:
                 self._inflight[c.hash] = trio.Event()
             self.nursery.start_soon(self._fetch_listed, now)
+
+    def _wait(self, key: bytes, listed: _Listed) -> None:
+        """Keep `listed` until a reader reads the chunk `key`; the oldest go past the bound."""
+        old = self._next_window.pop(key, None)
+        self._pending += listed.left - (old.left if old is not None else 0)
+        self._next_window[key] = listed
+        while self._pending > LISTED_PENDING and len(self._next_window) > 1:
+            self._pending -= self._next_window.popitem(last=False)[1].left
 
     async def _fetch_listed(self, chunks: list[ChunkRef]) -> None:
         try:
@@ -197,7 +250,7 @@ class Reader:
         if self._next_window:
             rest = self._next_window.pop(c.hash, None)
             if rest is not None:
-                self._pending -= len(rest)
+                self._pending -= rest.left
                 self._window(rest)
         while True:
             data = self.trees.cached_chunk(c.hash)

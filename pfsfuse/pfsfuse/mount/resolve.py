@@ -9,18 +9,19 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import msgspec
 import trio
 
 from pfsfuse.api.client import Client
+from pfsfuse.api.types import DirNames
 from pfsfuse.metadata import refs
 from pfsfuse.metadata.errors import NotFound
 from pfsfuse.metadata.records import EMPTY_DIR, Commit, DirNode, FileNode, Node
 from pfsfuse.mount.boundary import fail
 from pfsfuse.mount.inodes import Inode, InodeTable
-from pfsfuse.mount.trees import PAGE, Trees
+from pfsfuse.mount.trees import FIRST_PAGE, PAGE, Trees
 from pfsfuse.mount.workspace import GONE, Workspace
 
 log = logging.getLogger("pfsfuse.mount")
@@ -84,12 +85,23 @@ def framed(parent: DirNode, node):
 
 
 @dataclass
+class _Ahead:
+    """A plain listing's next page, fetched while the kernel takes this one's names."""
+
+    after: str
+    done: trio.Event = field(default_factory=trio.Event)
+    page: DirNames | None = None
+
+
+@dataclass
 class DirHandle:
     inode: Inode
     listing: list | None  # [(name, entry)] when merged with pending writes, else fetched by the page
     node: DirNode  # the directory itself (its header and footer frame its files)
     page: tuple = (0, None)  # (index of its first entry, entries): the page being read
     ahead: str | None = None  # the name after which the next page is being fetched
+    names: tuple = (0, None)  # (index of its first entry, DirNames): a plain listing's page
+    names_ahead: _Ahead | None = None  # the next one, being fetched
     prefetched: int = 0  # entries whose small files were fetched ahead (Reader.prefetch_listed)
     # Pending writes in it: `listing` is merged at the first readdir (an opendir only to fsync
     # the directory, as sqlite does, costs no listing).
@@ -290,15 +302,46 @@ class Resolver:
         one page is kept; a seek backwards starts over."""
         start, page = h.page
         if page is None or index < start:
-            start, page = 0, await self._io(self.trees.page, h.node, None)
+            start, page = 0, await self._io(self.trees.page, h.node, None, FIRST_PAGE)
         while page and index >= start + len(page):
             start, page = start + len(page), await self._io(self.trees.page, h.node, page[-1][0])
         h.page = (start, page)
-        if len(page) == PAGE and h.ahead != page[-1][0]:
-            # Fetch the next page while the kernel takes this one's entries.
+        if index and len(page) == (FIRST_PAGE if start == 0 else PAGE) and h.ahead != page[-1][0]:
+            # Fetch the next page while the kernel takes this one's entries (not at the first
+            # request: a reader that goes on without stats goes on with names only).
             h.ahead = page[-1][0]
             self.nursery.start_soon(self._page_ahead, h.node, h.ahead)
         return page[index - start :] if page else []
+
+    async def names(self, h: DirHandle, index: int) -> tuple[DirNames, int]:
+        """The page of a big directory's plain listing holding `index` (or its last page, when
+        `index` is past the end), and where `index` is in it."""
+        start, page = h.names
+        if page is None or index < start:
+            start, page = 0, await self._names_after(h, None)
+        while len(page.names) == PAGE and index >= start + PAGE:
+            start, page = start + PAGE, await self._names_after(h, page.names[-1])
+        h.names = (start, page)
+        if len(page.names) == PAGE and (h.names_ahead is None or h.names_ahead.after != page.names[-1]):
+            h.names_ahead = _Ahead(page.names[-1])
+            self.nursery.start_soon(self._names_ahead, h.node, h.names_ahead)
+        return page, index - start
+
+    async def _names_after(self, h: DirHandle, after: str | None) -> DirNames:
+        ahead = h.names_ahead
+        if ahead is not None and ahead.after == after:
+            await ahead.done.wait()
+            if ahead.page is not None:
+                return ahead.page
+        return await self._io(self.trees.names, h.node, after)
+
+    async def _names_ahead(self, d: DirNode, ahead: _Ahead) -> None:
+        try:
+            ahead.page = await self._io(self.trees.names, d, ahead.after)
+        except Exception as e:  # noqa: BLE001 - the reader asks again when it gets there
+            log.warning("fetching a listing page ahead failed: %s", e)
+        finally:
+            ahead.done.set()
 
     async def _page_ahead(self, d: DirNode, after: str) -> None:
         try:

@@ -12,11 +12,14 @@ import threading
 from collections import OrderedDict
 
 from pfsfuse.api.client import TREE_PAGES_MAX, Client
-from pfsfuse.api.types import Listing
+from pfsfuse.api.types import DirNames, Listing
 from pfsfuse.metadata import tree
 from pfsfuse.metadata.records import ChunkRef, DirNode, FileNode, Inner, Leaf, Node, Page
 
 PAGE = 10_000  # entries per listing request
+# A listing's first page: a first READDIRPLUS takes a few hundred entries, and a reader that goes
+# on without stats (find, ls -f) goes on with names only (`names`).
+FIRST_PAGE = 1024
 FULL_LISTING = 50_000  # directories up to this size are cached whole; bigger ones by tree page
 # Entries of big directories' tree pages kept: bounds the mount's memory (a decoded entry holds
 # about 700 bytes: 131,072 of them about 90 MB).
@@ -169,15 +172,26 @@ class Trees:
         except _Miss:
             return None
 
-    def page(self, d: DirNode, start_after: str | None) -> list[tuple[str, Node]]:
-        """Up to PAGE entries after `start_after`, in name order."""
+    def page(self, d: DirNode, start_after: str | None, limit: int = PAGE) -> list[tuple[str, Node]]:
+        """Up to `limit` entries after `start_after`, in name order."""
         if d.root is None:
             return []
         if d.count <= FULL_LISTING:
             items = self._whole(d)[1]
             lo = 0 if start_after is None else _bisect_after(items, start_after)
-            return items[lo : lo + PAGE]
-        return list(itertools.islice(tree.list_dir(self._tree_pages, d, start_after), PAGE))
+            return items[lo : lo + limit]
+        return list(itertools.islice(tree.list_dir(self._tree_pages, d, start_after), limit))
+
+    def paged(self, d: DirNode) -> bool:
+        """Whether `d` is big enough to be read a tree page at a time, not cached whole."""
+        return d.root is not None and d.count > FULL_LISTING
+
+    def names(self, d: DirNode, start_after: str | None) -> DirNames:
+        """Up to PAGE names (with their types, link ids and small files' chunks) after
+        `start_after`: a plain listing of a big directory, which needs no nodes. The daemon reads
+        the pages and sends only these; nothing is cached (the kernel keeps such a listing)."""
+        assert d.root is not None
+        return self.client.dir_names(d.root, start_after, PAGE)
 
     def longest(self, d: DirNode) -> int:
         """Bytes of the longest path below `d`, relative to it (0 when it is empty): what a
