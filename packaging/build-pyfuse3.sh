@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs pyfuse3 3.5.0 into the venv VENV, built from its PyPI source with packaging/pyfuse3.patch:
 # the kernel's adaptive READDIRPLUS (find and ls -f list with plain READDIR, so the kernel and the
-# mount keep no inode per listed name), listings the kernel caches (an opendir may return a
+# mount keep no inode per listed name, and a plain batch is replied in one call), listings the kernel caches (an opendir may return a
 # FileInfo with `cache_readdir`), fallocate(2), and a request loop that polls about 100 us for a
 # client's next request before it goes back to the event loop. All leave pyfuse3's API as it was;
 # pfsfuse runs on an unpatched pyfuse3 too, without them.

@@ -317,8 +317,11 @@ class Filesystem(pyfuse3.Operations):
         if h.merge and h.listing is None:
             assert r is not None  # (only a branch's directory has pending writes)
             h.listing = await self.resolver.merged(r, inode.path)
-        if not plus and r is not None and h.listing is None and self.trees.paged(h.node):
-            return await self._list_names(token, h, index)
+        if r is not None and h.listing is None and self.trees.paged(h.node):
+            if not plus:
+                return await self._list_names(token, h, index)
+            if index == 0:
+                self.resolver.names_soon(h)
         while True:
             if h.listing is not None:
                 batch = h.listing[index:]
@@ -356,37 +359,46 @@ class Filesystem(pyfuse3.Operations):
     def _list_plain(self, token, inode: Inode, batch, index: int) -> int | None:
         """Send `batch` of a plain listing from `index`; the index to go on from, or None once
         the kernel's buffer is full."""
-        attr = pyfuse3.EntryAttributes()
-        number, reply = self.inodes.numbering(inode.repo, inode.ref, inode.path), pyfuse3.readdir_reply
-        for name, entry in batch:
-            kind = _STORED_KINDS.get(type(entry))
-            if kind is None:  # a special file, or one being written
-                attr.st_ino, attr.st_mode = number(name, _link_of(entry) or 0), file_type(entry)
-            else:
-                st = entry.stat
-                attr.st_ino, attr.st_mode = number(name, st.link or 0 if st is not None else 0), kind
-            if not reply(token, name.encode(), attr, index + 1):
+        for lo in range(0, len(batch), PLAIN_BATCH):
+            part = batch[lo : lo + PLAIN_BATCH]
+            names = [name for name, _ in part]
+            # (a special file, or one being written, is not of a stored kind)
+            types = [_STORED_KINDS.get(type(entry)) or file_type(entry) for _, entry in part]
+            sent = self._reply_plain(token, inode, names, types, [_link_of(entry) or 0 for _, entry in part], index)
+            index += sent
+            if sent < len(part):
                 return None
-            index += 1
         return index
 
     async def _list_names(self, token, h: DirHandle, index: int) -> None:
         """A plain listing of a big directory from `index`: its pages of names, types and link
         ids, which the daemon reads and sends without the nodes (decoding those was most of
         the mount's work for find and ls -f)."""
-        attr, reply = pyfuse3.EntryAttributes(), pyfuse3.readdir_reply
-        number = self.inodes.numbering(h.inode.repo, h.inode.ref, h.inode.path)
         while True:
             page, at = await self.resolver.names(h, index)
             if at >= len(page.names):
                 return
             if index >= h.prefetched:
                 h.prefetched = index + self.reader.prefetch_names(page, at)
-            for name, kind, link in zip(page.names[at:], page.types[at:], page.links[at:], strict=True):
-                attr.st_ino, attr.st_mode = number(name, link), kind
-                if not reply(token, name.encode(), attr, index + 1):
-                    return
-                index += 1
+            end = min(at + PLAIN_BATCH, len(page.names))
+            sent = self._reply_plain(token, h.inode, page.names[at:end], page.types[at:end], page.links[at:end], index)
+            index += sent
+            if sent < end - at:
+                return
+
+    def _reply_plain(
+        self, token, inode: Inode, names: list[str], types: list[int], links: list[int], index: int
+    ) -> int:
+        """Offer entries of a plain listing to the kernel from `index`: how many its buffer took."""
+        encoded, inos = self.inodes.numbers(inode.repo, inode.ref, inode.path, names, links)
+        if _REPLY_NAMES is not None:  # pfsfuse's pyfuse3: the whole batch in one call
+            return _REPLY_NAMES(token, encoded, inos, types, 0, index)
+        attr = pyfuse3.EntryAttributes()
+        for i, (name, ino, kind) in enumerate(zip(encoded, inos, types, strict=True)):
+            attr.st_ino, attr.st_mode = ino, kind
+            if not pyfuse3.readdir_reply(token, name, attr, index + i + 1):
+                return i
+        return len(encoded)
 
     @translate
     async def releasedir(self, fh):
@@ -661,6 +673,10 @@ class Filesystem(pyfuse3.Operations):
 
 
 # The types of the most common stored entries, for a plain listing (file_type for the rest).
+# Entries offered to the kernel at once in a plain listing: about what a request's buffer takes
+# (32 KiB, a getdents's, at 24 bytes an entry and more for longer names).
+PLAIN_BATCH = 1024
+_REPLY_NAMES = getattr(pyfuse3, "readdir_reply_names", None)  # (pfsfuse's patch of pyfuse3)
 _STORED_KINDS: dict[type, int] = {FileNode: stat.S_IFREG, SymlinkNode: stat.S_IFLNK, DirNode: stat.S_IFDIR}
 
 

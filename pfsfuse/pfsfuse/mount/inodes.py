@@ -160,6 +160,27 @@ class InodeTable:
 
         return number
 
+    def numbers(
+        self, repo: str, ref: str, parent: str, listed: list[str], links: list[int]
+    ) -> tuple[list[bytes], list[int]]:
+        """`numbering` for a plain listing's batch of the directory `parent` at once: the names
+        in UTF-8 and their numbers. Each is its path's hash, checked against the table in one
+        pass; a batch where the table numbers some name otherwise (a hard link, an inode the
+        table holds, one moved there by a rename) is numbered a name at a time."""
+        under = parent + "/" if parent else ""
+        prefix, digest = "\0".join(("entry", repo, ref, under)).encode(), xxhash.xxh3_64_intdigest
+        encoded = [name.encode() for name in listed]
+        inos = [digest(prefix + name) >> 1 for name in encoded]
+        if (
+            any(links)
+            or not self._inodes.keys().isdisjoint(inos)
+            or (inos and min(inos) <= pyfuse3.ROOT_INODE)
+            or any(k[1] == repo and k[2] == ref and names.split(k[3])[0] == parent for k in self._displaced)
+        ):
+            number = self.numbering(repo, ref, parent)
+            inos = [number(name, link) for name, link in zip(listed, links, strict=True)]
+        return encoded, inos
+
     def _number(self, key: tuple) -> int:
         ino = _hashed(key)
         while ino <= pyfuse3.ROOT_INODE or ino in self._inodes:

@@ -88,7 +88,7 @@ def framed(parent: DirNode, node):
 class _Ahead:
     """A plain listing's next page, fetched while the kernel takes this one's names."""
 
-    after: str
+    after: str | None
     done: trio.Event = field(default_factory=trio.Event)
     page: DirNames | None = None
 
@@ -327,6 +327,13 @@ class Resolver:
             self.nursery.start_soon(self._names_ahead, h.node, h.names_ahead)
         return page, index - start
 
+    def names_soon(self, h: DirHandle) -> None:
+        """Start fetching a big directory's first names page, at its listing's first batch
+        (which has attributes, whoever reads): a reader that goes on plainly wants it next."""
+        if h.names_ahead is None and h.names[1] is None:
+            h.names_ahead = _Ahead(None)
+            self.nursery.start_soon(self._names_ahead, h.node, h.names_ahead)
+
     async def _names_after(self, h: DirHandle, after: str | None) -> DirNames:
         ahead = h.names_ahead
         if ahead is not None and ahead.after == after:
@@ -335,7 +342,7 @@ class Resolver:
                 return ahead.page
         return await self._io(self.trees.names, h.node, after)
 
-    async def _names_ahead(self, d: DirNode, ahead: _Ahead) -> None:
+    async def _names_ahead(self, d: DirNode, ahead: _Ahead) -> None:  # (a task)
         try:
             ahead.page = await self._io(self.trees.names, d, ahead.after)
         except Exception as e:  # noqa: BLE001 - the reader asks again when it gets there
