@@ -30,6 +30,11 @@ def test_a_batch_is_numbered_as_each_name_would_be():
     assert moved == _one_by_one(t, "d", ["moved", "f0011"], [0, 0])
     # the rename is in another directory's batch only under its own parent
     assert t.numbers("r", "master", "e", ["moved"], [0])[1] == _one_by_one(t, "e", ["moved"], [0])
+    # Once the kernel forgets it, "moved" is numbered by its path's hash again.
+    held = t.of("entry", "r", "master", "d/moved")
+    t.forget([(held.ino, held.lookups + 1)])
+    again = t.numbers("r", "master", "d", ["moved"], [0])[1][0]
+    assert again != fresh[1][10] and again == t.of("entry", "r", "master", "d/moved").ino
 
     linked = t.numbers("r", "master", "d", ["a", "b", "c"], [0, 5, 5])[1]  # two names of one link
     assert linked[1] == linked[2] != linked[0]

@@ -65,9 +65,10 @@ class InodeTable:
     def __init__(self, kept: int = KEPT):
         self._inodes: dict[int, Inode] = {}
         self._by_key: dict[tuple, int] = {}
-        # Entry keys whose inode is not numbered by the key's hash (moved by a rename, or shifted
-        # by a collision): a plain listing must look these up rather than hash them.
-        self._displaced: set[tuple] = set()
+        # Names of entries whose inode is not numbered by its path's hash (moved by a rename, or
+        # shifted by a collision), by (repo, ref, directory): a plain listing must look these up
+        # rather than hash them.
+        self._displaced: dict[tuple[str, str, str], set[str]] = {}
         self.kept = kept
         self._made: deque[int] = deque()  # entry inodes by age, oldest first (some forgotten)
         self._prune = hasattr(pyfuse3, "notify_prune")  # (pfsfuse's patch of pyfuse3)
@@ -143,6 +144,7 @@ class InodeTable:
         under = parent + "/" if parent else ""
         prefix = "\0".join(("entry", repo, ref, under))
         inodes, displaced, digest = self._inodes, self._displaced, xxhash.xxh3_64_intdigest
+        here = (repo, ref, parent)
 
         def number(name: str, linkid: int) -> int:
             if linkid:
@@ -150,11 +152,7 @@ class InodeTable:
             ino = digest((prefix + name).encode()) >> 1
             # Not in the table, nor moved there by a rename: the hash is its number. (An inode
             # under that number is this name's own, or a collision: the table knows which.)
-            if (
-                ino in inodes
-                or ino <= pyfuse3.ROOT_INODE
-                or (displaced and ("entry", repo, ref, under + name) in displaced)
-            ):
+            if ino in inodes or ino <= pyfuse3.ROOT_INODE or name in displaced.get(here, ()):
                 return self.number(repo, ref, under + name)
             return ino
 
@@ -175,7 +173,7 @@ class InodeTable:
             any(links)
             or not self._inodes.keys().isdisjoint(inos)
             or (inos and min(inos) <= pyfuse3.ROOT_INODE)
-            or any(k[1] == repo and k[2] == ref and names.split(k[3])[0] == parent for k in self._displaced)
+            or not self._displaced.get((repo, ref, parent), set()).isdisjoint(listed)
         ):
             number = self.numbering(repo, ref, parent)
             inos = [number(name, link) for name, link in zip(listed, links, strict=True)]
@@ -190,18 +188,28 @@ class InodeTable:
     def _bind(self, key: tuple, ino: int) -> None:
         self._by_key[key] = ino
         if key[0] == "entry" and ino != _hashed(key):
-            self._displaced.add(key)
+            parent, name = names.split(key[3])
+            self._displaced.setdefault((key[1], key[2], parent), set()).add(name)
         else:
-            self._displaced.discard(key)
+            self._undisplace(key)
 
     def _unbind(self, key: tuple, ino: int | None = None) -> int | None:
         """Drop `key` (only if it names `ino`, when given); the number it had."""
         had = self._by_key.get(key)
         if had is not None and (ino is None or had == ino):
             del self._by_key[key]
-            self._displaced.discard(key)
+            self._undisplace(key)
             return had
         return None
+
+    def _undisplace(self, key: tuple) -> None:
+        if key[0] == "entry" and self._displaced:
+            parent, name = names.split(key[3])
+            here = self._displaced.get((key[1], key[2], parent))
+            if here is not None:
+                here.discard(name)
+                if not here:
+                    del self._displaced[(key[1], key[2], parent)]
 
     def linked(self, repo: str, ref: str, path: str, linkid: int) -> Inode:
         """The inode of the hard link `linkid`, known (also) by `path`: the inode the kernel
