@@ -117,10 +117,11 @@ Node = FileNode | DirNode | SymlinkNode | SpecialNode
 def node_type(node: Node) -> int:
     """The S_IF* file type bits a disk shows for a node."""
     bits = _NODE_TYPES.get(type(node))
-    if bits is None:
-        assert isinstance(node, SpecialNode)
+    if bits is not None:
+        return bits
+    if isinstance(node, SpecialNode):
         return SPECIAL_MODES[node.kind]
-    return bits
+    return next(bits for kind, bits in _NODE_TYPES.items() if isinstance(node, kind))  # a subclass's
 
 
 _NODE_TYPES: dict[type, int] = {FileNode: _stat.S_IFREG, DirNode: _stat.S_IFDIR, SymlinkNode: _stat.S_IFLNK}

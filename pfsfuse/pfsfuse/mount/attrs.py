@@ -14,7 +14,7 @@ import pyfuse3
 
 from pfsfuse.api.types import SetStat
 from pfsfuse.metadata import names
-from pfsfuse.metadata.records import SPECIAL_MODES, DirNode, FileNode, SpecialNode, Stat, SymlinkNode
+from pfsfuse.metadata.records import DirNode, FileNode, SpecialNode, Stat, node_type
 from pfsfuse.mount.boundary import BLOCK, fail
 from pfsfuse.mount.inodes import Inode
 from pfsfuse.mount.localfile import LocalFile
@@ -31,14 +31,11 @@ DIR_BLOCK = 1 << 15
 
 
 def file_type(entry) -> int:
-    """The S_IF* type of an entry (None is a directory of its own: the root, a repo)."""
-    if entry is None or isinstance(entry, DirNode):
+    """The S_IF* type of an entry: None is a directory of its own (the root, a repo), and a file
+    being written is a regular file."""
+    if entry is None:
         return stat.S_IFDIR
-    if isinstance(entry, SymlinkNode):
-        return stat.S_IFLNK
-    if isinstance(entry, SpecialNode):
-        return SPECIAL_MODES[entry.kind]
-    return stat.S_IFREG
+    return stat.S_IFREG if isinstance(entry, LocalFile) else node_type(entry)
 
 
 class Attrs:

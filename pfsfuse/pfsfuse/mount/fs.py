@@ -361,9 +361,7 @@ class Filesystem(pyfuse3.Operations):
         the kernel's buffer is full."""
         for lo in range(0, len(batch), PLAIN_BATCH):
             part = batch[lo : lo + PLAIN_BATCH]
-            names = [name for name, _ in part]
-            # (a special file, or one being written, is not of a stored kind)
-            types = [_STORED_KINDS.get(type(entry)) or file_type(entry) for _, entry in part]
+            names, types = [name for name, _ in part], [file_type(entry) for _, entry in part]
             sent = self._reply_plain(token, inode, names, types, [_link_of(entry) or 0 for _, entry in part], index)
             index += sent
             if sent < len(part):
@@ -672,12 +670,10 @@ class Filesystem(pyfuse3.Operations):
         self.inodes.renamed((old_parent.repo, old_parent.ref, old), (new_parent.repo, new_parent.ref, new))
 
 
-# The types of the most common stored entries, for a plain listing (file_type for the rest).
 # Entries offered to the kernel at once in a plain listing: about what a request's buffer takes
 # (32 KiB, a getdents's, at 24 bytes an entry and more for longer names).
 PLAIN_BATCH = 1024
 _REPLY_NAMES = getattr(pyfuse3, "readdir_reply_names", None)  # (pfsfuse's patch of pyfuse3)
-_STORED_KINDS: dict[type, int] = {FileNode: stat.S_IFREG, SymlinkNode: stat.S_IFLNK, DirNode: stat.S_IFDIR}
 
 
 def _link_of(entry) -> int | None:
