@@ -100,6 +100,23 @@ def test_links_survive_renames_and_stay_apart_from_copies(daemon, view, mounts, 
     assert view.info("r", head, "c").nlink == 2 and view.info("r", head, "copy").link is None
 
 
+def test_a_renamed_name_of_a_linked_fifo_or_symlink_is_still_a_name_of_it(daemon, view, mounts, mnt):
+    view.client.create_repo("r")
+    view.put("r", "master", {"seed": b"x"})
+    m = mounts("--idle", "0.2")
+    b = mnt / "r" / "master"
+    os.mkfifo(b / "p")
+    os.symlink("seed", b / "s")
+    for name in ("p", "s"):
+        os.link(b / name, b / f"{name}2", follow_symlinks=False)
+        os.rename(b / f"{name}2", b / f"{name}3")
+        assert [os.lstat(b / n).st_nlink for n in (name, f"{name}3")] == [2, 2], name
+    head = view.wait_committed("r", "master", lambda c: view.exists("r", c, "s3"), m)
+    for name in ("p", "s"):
+        one, other = view.info("r", head, name), view.info("r", head, f"{name}3")
+        assert (one.nlink, other.nlink) == (2, 2) and one.link == other.link is not None, name
+
+
 def _linked_source(top: Path) -> Path:
     top.mkdir()
     (top / "sub").mkdir()

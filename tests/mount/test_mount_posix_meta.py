@@ -288,6 +288,39 @@ def test_a_directory_is_dated_by_its_entries_changes_at_once(daemon, view, mount
     assert os.stat(b / "seed").st_mtime_ns > past
 
 
+def test_the_times_shown_at_once_are_the_ones_the_commit_keeps(daemon, view, mounts, mnt):
+    """A directory's times shown when a call returns, and a renamed hard link's, are the ones
+    stored: they do not move once the daemon has the change (times on a disk never move by
+    themselves; `make` and backups compare them)."""
+    view.client.create_repo("r")
+    view.put("r", "master", {"seed": b"1"})
+    m = mounts("--idle", "0.2")
+    d = mnt / "r" / "master" / "d"
+    d.mkdir()
+    steps = [
+        (lambda: (d / "a").write_bytes(b"x"), "a", True),
+        (lambda: os.link(d / "a", d / "b"), "b", True),
+        (lambda: os.rename(d / "b", d / "c"), "c", True),
+        (lambda: os.unlink(d / "c"), "c", False),
+        (lambda: os.mkdir(d / "sub"), "sub", True),
+        (lambda: os.mkfifo(d / "p"), "p", True),
+        (lambda: os.rmdir(d / "sub"), "sub", False),
+    ]
+    for step, name, there in steps:
+        step()
+        shown = {rel: (st.st_mtime_ns, st.st_ctime_ns) for rel, st in _lstats(d).items()}
+        head = view.wait_committed(
+            "r", "master", lambda c, p=f"d/{name}", there=there: view.exists("r", c, p) == there, m
+        )
+        infos = {rel: view.info("r", head, f"d/{rel}".rstrip("/")) for rel in shown}
+        assert {rel: (i.mtime, i.ctime) for rel, i in infos.items()} == shown, name
+
+
+def _lstats(d: Path) -> dict[str, os.stat_result]:
+    """The lstat of `d` (as "") and of each entry in it, by name."""
+    return {"": os.lstat(d)} | {e.name: e.stat(follow_symlinks=False) for e in os.scandir(d)}
+
+
 def test_atime_is_kept_as_set_and_reads_do_not_move_it(daemon, view, mounts, mnt, tmp_home):
     view.client.create_repo("r")
     view.put("r", "master", {"f": b"data\n"})

@@ -8,7 +8,7 @@ import os
 import msgspec
 import pytest
 
-from pfsfuse.api.types import Chmod, Copy, Delete, Mkdir, Mknod, Put, SetStat, Symlink
+from pfsfuse.api.types import Chmod, Copy, Dated, Delete, Mkdir, Mknod, Put, SetStat, Symlink
 from pfsfuse.home import Home
 from pfsfuse.metadata import tree
 from pfsfuse.metadata.errors import (
@@ -426,6 +426,20 @@ def test_a_directory_mtime_moves_when_its_entries_change_unless_set_after(store)
     assert store.inspect_file("r", "master", "d").mtime == 10**9  # new content, no new entry
     store.write_files("r", "master", [Delete("d/new")])
     assert store.inspect_file("r", "master", "d").mtime > 10**9
+
+
+def test_a_dated_directory_takes_the_writers_time_for_its_entries_change(store):
+    store.create_repo("r")
+    old = Stat(0o755, 0, 0, 10**9, 10**9)
+    store.write_files("r", "master", [Mkdir("d", old), Mkdir("e", old)])
+    shown = 2 * 10**9 + 123
+    store.write_files("r", "master", [Put("d/new", stream=io.BytesIO(b"x")), Dated("d", shown), Dated("e", shown)])
+    d, e = store.inspect_file("r", "master", "d"), store.inspect_file("r", "master", "e")
+    assert (d.mtime, d.ctime) == (shown, shown)
+    assert (e.mtime, e.ctime) == (10**9, 10**9)  # its entries did not change: the time is not used
+    with pytest.raises(InvalidArgument):
+        store.write_files("r", "master", [Delete("d/new"), Dated("d", -1)])
+    assert store.inspect_file("r", "master", "d/new").size == 1  # (the refused batch changed nothing)
 
 
 def test_diff_file_reports_content_not_stats(store):

@@ -164,7 +164,16 @@ class Mknod(Struct, tag="mknod"):
     stat: Stat | None = None
 
 
-WriteOp = Put | Copy | Delete | Mkdir | Symlink | Chmod | SetStat | Mknod
+class Dated(Struct, tag="dated"):
+    """The directory at `path` gained or lost entries at `at` (nanoseconds since the epoch, by
+    the writer's clock): if the batch changes its entries, its mtime and ctime take that time,
+    which the writer has shown since, instead of the time the daemon applies the batch."""
+
+    path: str
+    at: Count
+
+
+WriteOp = Put | Copy | Delete | Mkdir | Symlink | Chmod | SetStat | Mknod | Dated
 
 
 # A directory's whole listing, by the hash of its top tree page (its root).

@@ -20,6 +20,7 @@ from pfsfuse import ingress, split
 from pfsfuse.api.types import (
     Chmod,
     Copy,
+    Dated,
     Delete,
     Listing,
     Mkdir,
@@ -228,6 +229,8 @@ def _checked(op: WriteOp) -> WriteOp:
         etags.check(op.etag)
     if isinstance(op, Symlink):
         names.link_target(op.target)
+    if isinstance(op, Dated) and not 0 <= op.at < 1 << 63:
+        raise InvalidArgument(f"{path}: bad time {op.at}")
     stat = getattr(op, "stat", None)
     if stat is not None:
         try:  # built in-process, the record's bounds are not checked yet
@@ -278,6 +281,7 @@ class _Batch:
         # given a stat: one given after its entries changed (tar's utime at the end) is kept.
         self.entries_changed: dict[str, int] = {}
         self.stat_given: dict[str, int] = {}
+        self.dated: dict[str, int] = {}  # directory -> the time a `Dated` op gives its change
         # Hard links whose names changed, or whose file did: link id -> the file as it is now
         # (None when only a name went). `finish` gives every name of each the same file.
         self.linked: dict[int, Node | None] = {}
@@ -378,6 +382,8 @@ class _Batch:
                 raise InvalidArgument(f"{path} is not a file: only a file's executable bit is kept")
             stat = None if old.stat is None else _touched(old.stat, x=op.executable, content=False)
             self.set(path, msgspec.structs.replace(old, executable=op.executable, stat=stat))
+        elif isinstance(op, Dated):
+            self.dated[path] = op.at
         elif isinstance(op, SetStat):
             old = self.node(path)
             if old is None:
@@ -507,7 +513,7 @@ class _Batch:
 
     def finish(self) -> DirNode:
         """The new tree, where a directory with a stat that gained or lost entries has its mtime
-        and ctime moved to now, as on a disk."""
+        and ctime moved to now (or to the time a `Dated` op gives), as on a disk."""
         self.relink()
         now = time.time_ns()
         for path, when in sorted(self.entries_changed.items()):
@@ -515,8 +521,8 @@ class _Batch:
                 continue
             d = self.node(path)
             if isinstance(d, DirNode) and d.stat is not None:
-                st = d.stat
-                self.set(path, msgspec.structs.replace(d, stat=msgspec.structs.replace(st, mtime=now, ctime=now)))
+                at = self.dated.get(path, now)
+                self.set(path, msgspec.structs.replace(d, stat=msgspec.structs.replace(d.stat, mtime=at, ctime=at)))
         self.flush()
         return self.root
 

@@ -623,7 +623,6 @@ class Filesystem(pyfuse3.Operations):
             linked = self.inodes.linked(inode.repo, inode.ref, inode.path, linkid)
             linked = self.inodes.linked(inode.repo, inode.ref, path, linkid)
             linked.lookups += 1
-            ws.entries_changed(parent.path)
             return self.attributes(linked, entry, r)
         # Between branches or commits: a copy, by reference.
         source = await self.writer.reference(inode.repo, inode.ref, inode.path) if inode.kind == "entry" else None
@@ -659,14 +658,17 @@ class Filesystem(pyfuse3.Operations):
             old_ws.subdirs_changed(old_parent.path, -1)
             if target is None:  # (a directory replaced by it leaves the count as it was)
                 new_ws.subdirs_changed(new_parent.path, 1)
+        old_ws.entries_changed(old_parent.path)
+        new_ws.entries_changed(new_parent.path)
         if _link_of(target):  # a hard link's name replaced: its other names count one less
             self.inodes.unnamed(new_parent.repo, new_parent.ref, new)
+        if _link_of(target) or _link_of(entry):
+            # The daemon recounts a hard link's names and dates the change (the file's ctime):
+            # sent now, what the mount shows of it is the daemon's from the start.
             try:
                 await new_ws.flush()
             except PfsError:
-                pass  # the name is gone here; the committer sends it when it can
-        old_ws.entries_changed(old_parent.path)
-        new_ws.entries_changed(new_parent.path)
+                pass  # the committer sends it when it can
         self.inodes.renamed((old_parent.repo, old_parent.ref, old), (new_parent.repo, new_parent.ref, new))
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import trio
 
 from pfsfuse.api.client import Client
-from pfsfuse.api.types import Put, WriteOp
+from pfsfuse.api.types import Dated, Put, WriteOp
 from pfsfuse.metadata import names
 from pfsfuse.metadata.errors import AlreadyExists, BaseChanged, FailedPrecondition, InvalidArgument, NotFound, PfsError
 from pfsfuse.metadata.records import DirNode, FileNode, Node, Stat, SymlinkNode
@@ -459,9 +459,12 @@ class Workspace:
                 op.file.put(op.path, _changes(op, last[op.file] == i)) if isinstance(op, _LocalPut) else op
                 for i, (_, op) in enumerate(batch)
             ]
+            # The directories whose entries changed keep the times shown for them (not the
+            # daemon's clock at the flush): times on a disk do not move by themselves.
+            dated = [Dated(p, at) for p, (_, at) in self._entries_changed.items() if p]
             commit = await self.ensure_commit()
             try:
-                result = await self._call(self.client.write_files, self.repo, commit, ops, True)
+                result = await self._call(self.client.write_files, self.repo, commit, ops + dated, True)
                 fsynced = [
                     item.file
                     for (_, item), op in zip(batch, ops, strict=True)

@@ -17,7 +17,7 @@ import trio
 from pfsfuse.api.types import Copy, Delete, Symlink
 from pfsfuse.metadata import names
 from pfsfuse.metadata.errors import NameTooLong, NotFound, PfsError
-from pfsfuse.metadata.records import DirNode, FileNode, SymlinkNode
+from pfsfuse.metadata.records import DirNode, FileNode, SymlinkNode, link_of
 from pfsfuse.mount.boundary import fail
 from pfsfuse.mount.inodes import Inode
 from pfsfuse.mount.localfile import SPILL, LocalFile, Origin
@@ -109,6 +109,7 @@ class Writer:
         if ws.ops:
             return False
         ws.send_next(Copy(path, ws.repo, ws.branch, src, overwrite=False, link=True))
+        ws.entries_changed(names.split(path)[0])  # (before the flush: it dates the directory)
         await ws.flush()
         return True
 
@@ -217,9 +218,9 @@ class Writer:
             if len(f.path.encode()) - len(old.encode()) + len(new.encode()) > names.MAX_PATH:
                 raise fail(errno.ENAMETOOLONG)
         source = await self.reference(old_ref.repo, old_ref.ref, old)
-        if source is not None and old_ws is new_ws and isinstance(source[0], FileNode) and source[0].stat is not None:
-            if source[0].stat.link:  # a name of a hard link moves: the new name is one of it
-                source = (source[0], msgspec.structs.replace(source[1], link=True), source[2])
+        if source is not None and old_ws is new_ws and link_of(source[0]):
+            # A name of a hard link (a file, symlink or special file) moves: the new name is one of it.
+            source = (source[0], msgspec.structs.replace(source[1], link=True), source[2])
         # None: still being written in another branch, no reference yet
         if source is None or not await self.refer(new_ws, new, source):
             raise fail(errno.EXDEV)
