@@ -197,6 +197,28 @@ def test_extended_attributes(history, view, mounts, mnt):
         assert unsupported.value.errno == errno.ENOTSUP, name
 
 
+def test_copies_carrying_the_mounts_attributes_come_back_in(history, mounts, mnt, tmp_path):
+    """`rsync -aX` and `tar --xattrs` carry user.pfs.* out of a mount; back in, setting and
+    removing them is accepted and changes nothing (they describe the entry), so the copy comes
+    back without an error. Other attributes are not kept: ENOTSUP, as a disk without them says."""
+    mounts()
+    b = mnt / "r" / "master"
+    out = tmp_path / "out"
+    sh("rsync", "-aX", f"{b / 'd'}/", f"{out}/")
+    assert os.getxattr(out / "b.txt", "user.pfs.path").decode().lstrip("/") == "d/b.txt"
+    sh("rsync", "-aX", f"{out}/", f"{b / 'back'}/")  # (sh fails on rsync's code 23)
+    assert os.getxattr(b / "back" / "b.txt", "user.pfs.path").decode().lstrip("/") == "back/b.txt"
+    sh("tar", "--xattrs", "-C", str(out), "-cf", str(tmp_path / "x.tar"), ".")
+    (b / "untarred").mkdir()
+    sh("tar", "--xattrs", "-C", str(b / "untarred"), "-xf", str(tmp_path / "x.tar"))
+    assert (b / "untarred" / "b.txt").read_bytes() == b"bee\n"
+    os.removexattr(b / "back" / "b.txt", "user.pfs.repo")
+    assert os.getxattr(b / "back" / "b.txt", "user.pfs.repo") == b"r"
+    with pytest.raises(OSError) as refused:
+        os.setxattr(b / "back" / "b.txt", "user.mine", b"x")
+    assert refused.value.errno == errno.ENOTSUP
+
+
 def test_a_branch_follows_new_commits_within_a_second(history, daemon, view, mounts, mnt):
     mounts()
     base = mnt / "r" / "master"

@@ -274,11 +274,16 @@ class Filesystem(pyfuse3.Operations):
 
     @translate
     async def setxattr(self, ino, name, value, ctx):
-        raise fail(errno.ENOTSUP)
+        if not name.startswith(b"user.pfs."):
+            raise fail(errno.ENOTSUP)
+        # Ours describe the entry and cannot be set: accepted and left as they are, so that
+        # `rsync -aX` and `tar --xattrs` of what was copied out of a mount can come back in.
 
     @translate
     async def removexattr(self, ino, name, ctx):
-        raise fail(errno.ENOTSUP)
+        if not name.startswith(b"user.pfs."):
+            raise fail(errno.ENOTSUP)
+        # (as above: `rsync -aX` removes the ones its source lacks)
 
     # -- directories ------------------------------------------------------------------------------
 
