@@ -3,6 +3,7 @@
 import io
 import os
 import random
+import threading
 
 import pytest
 
@@ -104,3 +105,46 @@ def test_files_cut_like_buffers_across_blocks(tmp_path, size):
         next(iter(c.cut_file(f.fileno())), None)
         f.seek(4)
         assert [bytes(x) for x in c.cut_file(f.fileno())] == [bytes(x) for x in c.cut_buf(data)]
+
+
+@pytest.mark.parametrize("layout", ["leading", "trailing", "scattered", "all"])
+def test_a_sparse_files_holes_cut_as_the_zeros_they_read_as(tmp_path, layout):
+    """cut_file() zeroes a sparse file's holes instead of reading them: the cuts are those of the
+    bytes a read gives, wherever the holes are (from the file's position on, too)."""
+    c = Chunker(SEED)
+    rnd = random.Random(layout)
+    size = 2 * chunker.BLOCK + 777
+    path = tmp_path / "f"
+    with open(path, "wb") as f:
+        f.truncate(size)
+        writes = {"leading": [(size - (5 << 20), 5 << 20)], "trailing": [(0, 3 << 20)], "all": []}.get(
+            layout, [(rnd.randrange(size), rnd.randrange(1, 1 << 20)) for _ in range(12)]
+        )
+        for off, n in writes:
+            f.seek(off)
+            f.write(rnd.randbytes(min(n, size - off)))
+    assert os.stat(path).st_blocks * 512 < size  # (the file system keeps the holes)
+    data = path.read_bytes()
+    for start in (0, 12345):
+        with open(path, "rb", buffering=0) as f:
+            f.seek(start)
+            assert [bytes(x) for x in c.cut_file(f.fileno())] == cut(c, data[start:]), start
+
+
+def test_a_pipe_is_cut_as_it_is_read():
+    """Holes are looked for in regular files only: a pipe is read as it comes."""
+    c = Chunker(SEED)
+    data = random.Random(2).randbytes(chunker.BLOCK + 999)
+    r, w = os.pipe()
+    writer = threading.Thread(target=_write_all, args=(w, data))
+    writer.start()
+    try:
+        assert [bytes(x) for x in c.cut_file(r)] == cut(c, data)
+    finally:
+        writer.join()
+        os.close(r)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    with open(fd, "wb") as f:
+        f.write(data)
