@@ -175,7 +175,12 @@ def _extent(fd: int, most: int) -> tuple[bool, int]:
     if data > pos:
         os.lseek(fd, pos, os.SEEK_SET)
         return True, min(most, data - pos)
-    hole = os.lseek(fd, pos, os.SEEK_HOLE)
+    try:
+        hole = os.lseek(fd, pos, os.SEEK_HOLE)
+    except OSError as e:
+        if e.errno != errno.ENXIO:
+            raise
+        hole = pos + most  # the file shrank since: the read finds its end
     os.lseek(fd, pos, os.SEEK_SET)
     return False, min(most, hole - pos)
 
