@@ -128,7 +128,9 @@ def test_a_file_that_shrinks_while_its_changes_are_read_is_read_whole(store, tmp
     def fstat_before_the_truncate(fd):
         st = real(fd)
         if os.readlink(f"/proc/self/fd/{fd}") == local:
-            return os.stat_result((*st[:6], 8 * MiB, *st[7:]))
+            return os.stat_result(
+                (*st[:6], 8 * MiB, *st[7:]), {k: getattr(st, k) for k in dir(st) if k.startswith("st_")}
+            )
         return st
 
     monkeypatch.setattr(os, "fstat", fstat_before_the_truncate)

@@ -161,28 +161,30 @@ def _fill_fd(fd: int, view: memoryview) -> int:
 
 def _extent(fd: int, most: int) -> tuple[bool, int]:
     """What a regular file holds from its position on, up to `most` bytes: (True, n) for a hole
-    of n bytes, (False, n) for n bytes of data (or the end, where a read says so)."""
+    of n bytes, (False, n) for n bytes of data (or the end, where a read says so). Its end is
+    looked up now, not taken from an earlier stat: a file that shrank is read to its new end."""
     pos = os.lseek(fd, 0, os.SEEK_CUR)
-    size = os.fstat(fd).st_size
-    if pos >= size:
-        return False, most
     try:
-        data = os.lseek(fd, pos, os.SEEK_DATA)
-    except OSError as e:
-        if e.errno != errno.ENXIO:
-            raise
-        data = size  # no data after `pos`: a hole to the end
-    if data > pos:
+        end = os.lseek(fd, 0, os.SEEK_END)
+        if pos >= end:
+            return False, most
+        try:
+            data = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError as e:
+            if e.errno != errno.ENXIO:
+                raise
+            data = end  # no data after `pos`: a hole to the end
+        if data > pos:
+            return True, min(most, data - pos)
+        try:
+            hole = os.lseek(fd, pos, os.SEEK_HOLE)
+        except OSError as e:
+            if e.errno != errno.ENXIO:
+                raise
+            hole = pos + most  # the file shrank since: the read finds its end
+        return False, min(most, hole - pos)
+    finally:
         os.lseek(fd, pos, os.SEEK_SET)
-        return True, min(most, data - pos)
-    try:
-        hole = os.lseek(fd, pos, os.SEEK_HOLE)
-    except OSError as e:
-        if e.errno != errno.ENXIO:
-            raise
-        hole = pos + most  # the file shrank since: the read finds its end
-    os.lseek(fd, pos, os.SEEK_SET)
-    return False, min(most, hole - pos)
 
 
 _ZEROS = bytes(1 << 20)
