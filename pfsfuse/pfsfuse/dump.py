@@ -444,6 +444,9 @@ class _Restore:
         self.changes = {}
 
     def _node(self, txn, path: str, rec: Change) -> Node | None:
+        stat = rec.node.stat if isinstance(rec, SpecialRec) else getattr(rec, "stat", None)
+        if stat is not None and stat.xattrs:
+            names.xattrs(stat.xattrs)  # checked as a write's are
         if isinstance(rec, FileRec):
             node = tree.make_file(txn, rec.chunks, rec.executable)
             if rec.etag is not None:  # keyed by the content hash this store gave it

@@ -1,5 +1,6 @@
 """put-file -r and get-file -r keep what a disk keeps beside the content (modes, owners, times,
-symlinks), as tar does; inspect-file shows it. The owners come back only for root, as with tar."""
+symlinks, user extended attributes), as tar does; inspect-file shows it. The owners come back
+only for root, as with tar."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import json
 import os
 import stat
 from pathlib import Path
+
+import pytest
 
 T = 1_300_000_000_987_654_321
 
@@ -61,3 +64,26 @@ def test_put_file_r_into_the_root_of_a_repo(pfs, tmp_path):
     out = tmp_path / "out"
     pfs("get-file", "r", "master", "/", "-r", "-o", str(out))
     assert _seen(out) == _seen(src)
+
+
+def test_put_and_get_file_keep_user_extended_attributes(pfs, tmp_path):
+    src = _tree(tmp_path / "src")
+    try:
+        os.setxattr(src / "run.sh", "user.origin", b"https://example.org/run.sh")
+    except OSError as e:
+        pytest.skip(f"the test's scratch directory keeps no user attributes: {e}")
+    os.setxattr(src / "sub", "user.team", b"a")
+    os.setxattr(src / "sub" / "private", "trusted.not-kept", b"x")  # (root only; not a user one)
+    pfs("create-repo", "r")
+    pfs("put-file", "r", "master", "t", "-r", "-f", str(src))
+    pfs("put-file", "r", "master", "one", "-f", str(src / "run.sh"))
+    info = json.loads(pfs("inspect-file", "r", "master", "one", "--json").output)
+    assert info["xattrs"] == {"user.origin": b"https://example.org/run.sh".hex()}  # (bytes: hex)
+    assert "Attributes: user.origin (26B)" in pfs("inspect-file", "r", "master", "t/run.sh").output
+    assert "xattrs" not in json.loads(pfs("inspect-file", "r", "master", "t/sub/private", "--json").output)
+    out = tmp_path / "out"
+    pfs("get-file", "r", "master", "t", "-r", "-o", str(out))
+    assert os.listxattr(out / "run.sh") == ["user.origin"]
+    assert os.getxattr(out / "run.sh", "user.origin") == b"https://example.org/run.sh"
+    assert os.getxattr(out / "sub", "user.team") == b"a"
+    assert os.listxattr(out / "sub" / "private") == []

@@ -5,6 +5,7 @@ must be."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -58,11 +59,13 @@ def _same(env, args, tmp_path, path="light") -> tuple[bytes, bytes, int]:
 @pytest.fixture
 def store(daemon, tmp_path):
     """A repo with two commits: files, a directory with a mode and owner kept, a symlink, a
-    non-ASCII name, an open commit on another branch."""
+    non-ASCII name, a user extended attribute, an open commit on another branch."""
     local = tmp_path / "local"
     (local / "sub").mkdir(parents=True)
     (local / "sub" / "script.sh").write_bytes(b"#!/bin/sh\necho hi\n")
     os.chmod(local / "sub" / "script.sh", 0o755)
+    with contextlib.suppress(OSError):  # (where the scratch directory keeps user attributes)
+        os.setxattr(local / "sub" / "script.sh", "user.origin", "ñ://x".encode())
     (local / "sub" / "link").symlink_to("script.sh")
     daemon.pfs("create-repo", "images", "-d", "photos, 日本")
     daemon.pfs("put-file", "images", "master", "a.txt", input=b"first\n")
@@ -94,6 +97,8 @@ LIGHT_CASES = [
     ["list-file", "images", "master", "--json"],
     ["list-file", "images", "master", "--history", "all"],
     ["inspect-file", "images", "master", "sub/script.sh"],
+    ["inspect-file", "images", "master", "sub/script.sh", "--json"],
+    ["list-file", "images@master:sub", "--json"],
     ["inspect-file", "images@master:sub/link", "--json"],
     ["inspect-file", "images", "master", "sub"],
     ["inspect-file", "images", "master", "ñandú.txt"],

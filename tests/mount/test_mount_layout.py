@@ -171,8 +171,7 @@ def test_extended_attributes(history, view, mounts, mnt):
     c1, c3 = history["c1"], history["c3"]
     mounts()
     f = mnt / "r" / "master" / "d" / "b.txt"
-    names = set(os.listxattr(f))
-    assert {"user.pfs.repo", "user.pfs.commit", "user.pfs.path", "user.pfs.hash"} <= names
+    assert os.listxattr(f) == []  # the mount's own are read by name: copies made out do not carry them
     assert os.getxattr(f, "user.pfs.repo") == b"r"
     assert os.getxattr(f, "user.pfs.commit").decode() == c3, "a branch path names its head commit"
     # Assumption: the path is the file's path in the repo, with or without a leading '/'.
@@ -183,10 +182,8 @@ def test_extended_attributes(history, view, mounts, mnt):
     assert os.getxattr(g, "user.pfs.commit").decode() == c1
     assert os.getxattr(g, "user.pfs.hash").decode() == view.info("r", c1, "a.txt").hash
     assert os.getxattr(mnt / "r" / "master^2" / "a.txt", "user.pfs.commit").decode() == c1
-    out = sh("getfattr", "-d", "-m", "-", str(f)).stdout.decode()
-    for name in ("user.pfs.repo", "user.pfs.commit", "user.pfs.path", "user.pfs.hash"):
-        assert name in out, out
-    assert c3 in out
+    out = sh("getfattr", "-n", "user.pfs.commit", str(f)).stdout.decode()
+    assert c3 in out, out
     with pytest.raises(OSError) as missing:
         os.getxattr(f, "user.pfs.no-such-attribute")
     assert missing.value.errno == errno.ENODATA
@@ -198,25 +195,25 @@ def test_extended_attributes(history, view, mounts, mnt):
 
 
 def test_copies_carrying_the_mounts_attributes_come_back_in(history, mounts, mnt, tmp_path):
-    """`rsync -aX` and `tar --xattrs` carry user.pfs.* out of a mount; back in, setting and
-    removing them is accepted and changes nothing (they describe the entry), so the copy comes
-    back without an error. Other attributes are not kept: ENOTSUP, as a disk without them says."""
+    """A copy made elsewhere with the mount's own attributes (`tar --xattrs` of files that carry
+    user.pfs.*) comes back in: setting or removing them is accepted and changes nothing, since
+    they describe the entry."""
     mounts()
     b = mnt / "r" / "master"
     out = tmp_path / "out"
-    sh("rsync", "-aX", f"{b / 'd'}/", f"{out}/")
-    assert os.getxattr(out / "b.txt", "user.pfs.path").decode().lstrip("/") == "d/b.txt"
-    sh("rsync", "-aX", f"{out}/", f"{b / 'back'}/")  # (sh fails on rsync's code 23)
-    assert os.getxattr(b / "back" / "b.txt", "user.pfs.path").decode().lstrip("/") == "back/b.txt"
+    out.mkdir()
+    (out / "b.txt").write_bytes(b"bee\n")
+    try:
+        os.setxattr(out / "b.txt", "user.pfs.path", b"/d/b.txt")
+    except OSError as e:
+        pytest.skip(f"the test's scratch directory keeps no user attributes: {e}")
     sh("tar", "--xattrs", "-C", str(out), "-cf", str(tmp_path / "x.tar"), ".")
     (b / "untarred").mkdir()
     sh("tar", "--xattrs", "-C", str(b / "untarred"), "-xf", str(tmp_path / "x.tar"))
     assert (b / "untarred" / "b.txt").read_bytes() == b"bee\n"
-    os.removexattr(b / "back" / "b.txt", "user.pfs.repo")
-    assert os.getxattr(b / "back" / "b.txt", "user.pfs.repo") == b"r"
-    with pytest.raises(OSError) as refused:
-        os.setxattr(b / "back" / "b.txt", "user.mine", b"x")
-    assert refused.value.errno == errno.ENOTSUP
+    assert os.getxattr(b / "untarred" / "b.txt", "user.pfs.path").decode().lstrip("/") == "untarred/b.txt"
+    os.removexattr(b / "untarred" / "b.txt", "user.pfs.repo")
+    assert os.getxattr(b / "untarred" / "b.txt", "user.pfs.repo") == b"r"
 
 
 def test_a_branch_follows_new_commits_within_a_second(history, daemon, view, mounts, mnt):

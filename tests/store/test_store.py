@@ -515,3 +515,29 @@ def test_a_write_asked_for_listings_answers_those_of_the_small_directories_it_ch
     assert store.write_files("r", "master", [Put("a/c", stream=io.BytesIO(b"c"))]).listings == []  # not asked
     many = [Put(f"d{i}/f", stream=io.BytesIO(b"")) for i in range(LISTED_DIRS)]
     assert store.write_files("r", "master", many, True).listings == []  # 8 directories and the root
+
+
+def test_user_extended_attributes_are_kept_in_the_stat_and_checked(store):
+    store.create_repo("r")
+    put(store, "r", "master", {"f": b"content"})
+    before = store.inspect_file("r", "master", "f").hash
+    attrs = (("user.a", b""), ("user.origin", b"s3://b/f"))
+    store.write_files("r", "master", [SetStat("f", Stat(0o644, 0, 0, 1, 1, xattrs=attrs))])
+    info = store.inspect_file("r", "master", "f")
+    assert info.xattrs == dict(attrs) and info.hash == before  # not part of the content
+    store.write_files("r", "master", [Put("f", stream=io.BytesIO(b"new content"))])
+    assert store.inspect_file("r", "master", "f").xattrs == dict(attrs)  # a write keeps them
+    wrong = {
+        "another namespace": (("trusted.x", b"1"),),
+        "the mount's own": (("user.pfs.hash", b"1"),),
+        "no name": (("user.", b"1"),),
+        "out of order": (("user.b", b"1"), ("user.a", b"1")),
+        "given twice": (("user.a", b"1"), ("user.a", b"2")),
+        "a name too long": (("user." + "n" * 251, b"1"),),
+        "a value too long": (("user.v", bytes(65537)),),
+        "too much together": tuple((f"user.{i}", bytes(30000)) for i in range(3)),
+    }
+    for what, bad in wrong.items():
+        with pytest.raises(InvalidArgument):
+            store.write_files("r", "master", [SetStat("f", Stat(0o644, 0, 0, 1, 1, xattrs=bad))])
+        assert store.inspect_file("r", "master", "f").xattrs == dict(attrs), what

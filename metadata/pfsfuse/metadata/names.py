@@ -11,6 +11,10 @@ COMMIT_ID = re.compile(r"[0-9a-f]{32}")
 MAX_COMPONENT = 255
 MAX_PATH = 4096
 MAX_TARGET = 4095  # a symlink's target, as on Linux (PATH_MAX less its NUL)
+XATTR_PREFIX = "user."  # the extended attributes an entry keeps: users', as on a disk
+XATTR_OWN_PREFIX = "user.pfs."  # the mount's own, which describe an entry and are never stored
+XATTR_VALUE_MAX = 65536  # bytes of one value (Linux's XATTR_SIZE_MAX)
+XATTRS_MAX = 65536  # bytes of one entry's names and values together (ext4 keeps about 4 KiB)
 
 
 def repo_name(name: str) -> str:
@@ -67,6 +71,27 @@ def link_target(target: str) -> str:
     if byte_length(target) > MAX_TARGET:
         raise NameTooLong(f"invalid symlink target {target[:40]!r}...: longer than {MAX_TARGET} bytes")
     return target
+
+
+def xattrs(pairs: tuple[tuple[str, bytes], ...]) -> None:
+    """Check a stat's extended attributes: user ones but the mount's own, sorted by name, each
+    name at most MAX_COMPONENT bytes and each value XATTR_VALUE_MAX, all of them XATTRS_MAX."""
+    total, last = 0, ""
+    for name, value in pairs:
+        size = byte_length(name)
+        if not name.startswith(XATTR_PREFIX) or name.startswith(XATTR_OWN_PREFIX) or size == len(XATTR_PREFIX):
+            raise InvalidArgument(f"extended attribute {name[:60]!r}: only user.* ones are kept (not user.pfs.*)")
+        if "\0" in name:
+            raise InvalidArgument(f"extended attribute {name[:60]!r}: contains a NUL byte")
+        if size > MAX_COMPONENT:
+            raise NameTooLong(f"extended attribute {name[:60]!r}...: longer than {MAX_COMPONENT} bytes")
+        if len(value) > XATTR_VALUE_MAX:
+            raise InvalidArgument(f"extended attribute {name!r}: a value over {XATTR_VALUE_MAX} bytes")
+        if name <= last:
+            raise InvalidArgument(f"extended attribute {name[:60]!r}: out of order or given twice")
+        total, last = total + size + len(value), name
+    if total > XATTRS_MAX:
+        raise InvalidArgument(f"extended attributes of {total} bytes: at most {XATTRS_MAX} are kept per entry")
 
 
 def check_depth(path: str, longest_below: int) -> None:

@@ -39,6 +39,8 @@ class Stat(Struct, array_like=True, frozen=True, gc=False):
     # content and stat; `nlink` counts them. Kept by the store, which ignores what a write says.
     link: _LINK | None = None
     nlink: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    # User extended attributes, sorted by name (names.xattrs says what is kept).
+    xattrs: tuple[tuple[str, bytes], ...] | None = None
 
 
 class ChunkRef(Struct, array_like=True, frozen=True, gc=False):

@@ -9,6 +9,7 @@ front to back.
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
 from collections.abc import Iterator
@@ -118,8 +119,18 @@ def _mknod(info: FileInfo, target: str) -> bool:
 
 
 def _restore(info: FileInfo, target: str) -> None:
-    """Give a written entry its kept owner (as root only), mode and times."""
+    """Give a written entry its kept user extended attributes, owner (as root only), mode and
+    times."""
     link = info.type == "symlink"
+    for name, value in (info.xattrs or {}).items():  # before a mode that could refuse them
+        if not name.startswith(names.XATTR_PREFIX):
+            continue  # never a security.* one (a capability) from what a store says
+        try:
+            os.setxattr(target, name, value)
+        except OSError as e:
+            if e.errno != errno.ENOTSUP:
+                raise
+            break  # a file system without them: the rest of the stat is still given
     if info.uid is not None and info.gid is not None and os.geteuid() == 0:
         os.chown(target, info.uid, info.gid, follow_symlinks=False)
     if info.mode is not None and not link:

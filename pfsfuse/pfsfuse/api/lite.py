@@ -161,7 +161,23 @@ class FileInfo(Record):
         "atime": None,
         "link": None,
         "nlink": None,
+        "xattrs": None,
     }
+
+    @property
+    def xattrs(self) -> dict[str, bytes] | None:
+        values = self._data.get("xattrs")
+        if values is None:
+            return None
+        import binascii  # (JSON carries bytes as base64)
+
+        return {name: binascii.a2b_base64(v) for name, v in values.items()}
+
+    def builtins(self) -> dict:
+        d = dict(self._data)
+        if (values := self.xattrs) is not None:
+            d["xattrs"] = {name: v.hex() for name, v in values.items()}  # as `--json` shows bytes
+        return d
 
 
 class JobInfo(Record):

@@ -47,6 +47,7 @@ class FileInfo(Struct, omit_defaults=True):
     atime: int | None = None
     link: int | None = None  # a hard link: the files of the commit with this id are one file
     nlink: int | None = None  # its names
+    xattrs: dict[str, bytes] | None = None  # user extended attributes
 
 
 # The operations of `write_files`, applied in order as one atomic change of a commit.

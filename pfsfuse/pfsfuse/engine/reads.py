@@ -44,6 +44,8 @@ def file_info(path: str, node: Node) -> FileInfo:
     if st is not None:
         info.mode, info.uid, info.gid, info.mtime, info.ctime = st.mode, st.uid, st.gid, st.mtime, st.ctime
         info.atime, info.link, info.nlink = st.atime, st.link, st.nlink
+        if st.xattrs:
+            info.xattrs = dict(st.xattrs)
     return info
 
 

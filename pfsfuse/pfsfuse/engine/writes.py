@@ -237,6 +237,8 @@ def _checked(op: WriteOp) -> WriteOp:
             msgspec.convert(msgspec.to_builtins(stat), Stat)
         except msgspec.ValidationError as e:
             raise InvalidArgument(f"{path}: bad mode, owner or time: {e}") from None
+        if stat.xattrs:
+            names.xattrs(stat.xattrs)
     changes = {"path": path}
     if isinstance(op, Copy):
         changes["src_path"] = names.path(op.src_path)

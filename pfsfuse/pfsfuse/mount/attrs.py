@@ -1,6 +1,6 @@
 """Metadata the kernel sees: attributes (mode, owner, size, times, how long to cache them), the
 changes setattr may make (size, mode, owner, times: kept in the commit as the entry's stat),
-extended attributes (user.pfs.*) and statfs."""
+extended attributes (user ones, kept in the stat too, and the mount's own user.pfs.*) and statfs."""
 
 from __future__ import annotations
 
@@ -121,8 +121,31 @@ class Attrs:
         if isinstance(entry, DirNode):
             old = ws.dir_stat(path, old) or old
         new = self.changed_stat(old, attr, fields, ctx)
-        if new == old:
-            return entry
+        return entry if new == old else self._restat(ws, path, entry, new)
+
+    def set_xattr(self, ws: Workspace, path: str, entry, r: Ref, name: str, value: bytes | None):
+        """Set (or with None remove) a user extended attribute of the file or directory at
+        `path` of a branch: kept in its stat, which it dates (ctime)."""
+        if not path:
+            raise fail(errno.ENOTSUP)  # a branch's top has no stat of its own to keep it in
+        if not isinstance(entry, (DirNode, FileNode, LocalFile)):
+            raise fail(errno.EPERM)  # as a disk says for a symlink's or a device's user.*
+        old = stat_of(entry, r.mtime)
+        if isinstance(entry, DirNode):
+            old = ws.dir_stat(path, old) or old
+        kept = dict(old.xattrs or ())
+        if value is None and kept.pop(name, None) is None:
+            raise fail(pyfuse3.ENOATTR)
+        if value is not None:
+            kept[name] = value
+        pairs = tuple(sorted(kept.items()))
+        if sum(len(n.encode()) + len(v) for n, v in pairs) > names.XATTRS_MAX:
+            raise fail(errno.ENOSPC)  # as ext4 says when an inode's attributes fill their block
+        new = msgspec.structs.replace(old, xattrs=pairs or None, ctime=time.time_ns())
+        self._restat(ws, path, entry, new)
+
+    def _restat(self, ws: Workspace, path: str, entry, new: Stat):
+        """Give the entry at `path` of a branch the stat `new`; returns the entry as it is now."""
         if isinstance(entry, DirNode):
             ws.restat_dir(path, new, SetStat(path, new))
             entry = msgspec.structs.replace(entry, stat=new)

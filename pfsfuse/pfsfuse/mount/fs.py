@@ -257,33 +257,50 @@ class Filesystem(pyfuse3.Operations):
 
     @translate
     async def getxattr(self, ino, name, ctx):
-        if not name.startswith(b"user."):
-            # No ACLs or security labels here. ENOTSUP (not ENODATA) lets `ls -l` and `cp -a`
-            # remember that per device instead of asking about every file.
-            raise fail(errno.ENOTSUP)
-        if not name.startswith(b"user.pfs."):
-            raise fail(pyfuse3.ENOATTR)
-        value = (await self.xattrs(self.inodes.get(ino))).get(name.decode(errors="replace"))
+        text = _user_xattr(name)
+        inode = self.inodes.get(ino)
+        if text.startswith(names.XATTR_OWN_PREFIX):
+            value = (await self.xattrs(inode)).get(text)
+        else:
+            value = dict(await self._stored_xattrs(inode)).get(text)
         if value is None:
             raise fail(pyfuse3.ENOATTR)
         return value
 
     @translate
     async def listxattr(self, ino, ctx):
-        return [n.encode() for n in await self.xattrs(self.inodes.get(ino))]
+        # The stored ones only: the mount's own (user.pfs.*) are read by name, so that `cp -a`
+        # and `rsync -aX` out of a mount make copies without them, as from a disk.
+        return [n.encode() for n, _ in await self._stored_xattrs(self.inodes.get(ino))]
 
     @translate
     async def setxattr(self, ino, name, value, ctx):
-        if not name.startswith(b"user.pfs."):
-            raise fail(errno.ENOTSUP)
-        # Ours describe the entry and cannot be set: accepted and left as they are, so that
-        # `rsync -aX` and `tar --xattrs` of what was copied out of a mount can come back in.
+        await self._set_xattr(ino, name, value)
 
     @translate
     async def removexattr(self, ino, name, ctx):
-        if not name.startswith(b"user.pfs."):
-            raise fail(errno.ENOTSUP)
-        # (as above: `rsync -aX` removes the ones its source lacks)
+        await self._set_xattr(ino, name, None)
+
+    async def _stored_xattrs(self, inode: Inode) -> tuple[tuple[str, bytes], ...]:
+        if inode.kind != "entry":
+            return ()
+        entry, r = await self.describe(inode)
+        st = getattr(entry, "stat", None)
+        if isinstance(entry, DirNode) and r.workspace is not None:
+            st = r.workspace.dir_stat(inode.path, st)  # with what changed here, not sent yet
+        return (st.xattrs or ()) if st is not None else ()
+
+    async def _set_xattr(self, ino: int, name: bytes, value: bytes | None) -> None:
+        text = _user_xattr(name)
+        if text.startswith(names.XATTR_OWN_PREFIX):
+            # The mount's own describe the entry: setting or removing one is accepted and changes
+            # nothing, so that a copy made out of a mount with them (`rsync -aX`) comes back in.
+            return
+        inode = self.inodes.get(ino)
+        if inode.kind != "entry":
+            raise fail(errno.ENOTSUP)  # the root and the repos' directories keep nothing
+        entry, r = await self.describe(inode)
+        self.attrs.set_xattr(workspace_of(r), inode.path, entry, r, text, value)
 
     # -- directories ------------------------------------------------------------------------------
 
@@ -687,6 +704,20 @@ def _link_of(entry) -> int | None:
     """The hard link id of a file, symlink or special file (or a file being written) with one."""
     st = entry.stat if isinstance(entry, (FileNode, LocalFile, SymlinkNode, SpecialNode)) else None
     return None if st is None else st.link
+
+
+def _user_xattr(name: bytes) -> str:
+    """An extended attribute's name, if it is one the mount keeps or shows: user ones only."""
+    if not name.startswith(b"user."):
+        # No ACLs or security labels here. ENOTSUP (not ENODATA) lets `ls -l` and `cp -a`
+        # remember that per device instead of asking about every file.
+        raise fail(errno.ENOTSUP)
+    if name == b"user.":
+        raise fail(errno.EINVAL)  # as a disk says: a namespace with no name in it
+    try:
+        return name.decode()
+    except UnicodeDecodeError:
+        raise fail(errno.EINVAL) from None  # names are kept as text, as paths are
 
 
 def _new_stat(mode: int, ctx) -> Stat:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import msgspec
 import trio
 
 from pfsfuse.api.client import Client
@@ -322,7 +323,7 @@ class Workspace:
         touched = self._entries_changed.get(path)
         st = base if given is None else given[1]
         if st is not None and touched is not None and (given is None or touched[0] > given[0]):
-            st = Stat(st.mode, st.uid, st.gid, touched[1], touched[1])
+            st = msgspec.structs.replace(st, mtime=touched[1], ctime=touched[1])
         return st
 
     def entries_changed(self, path: str) -> None:

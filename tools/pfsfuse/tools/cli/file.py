@@ -17,7 +17,7 @@ import msgspec
 from pfsfuse import ingress
 from pfsfuse.api.client import Client
 from pfsfuse.api.types import Copy, Delete, FileInfo, Mkdir, Mknod, Put, Symlink, WriteOp
-from pfsfuse.metadata import glob
+from pfsfuse.metadata import glob, names
 from pfsfuse.metadata.errors import InvalidArgument, NotFound
 from pfsfuse.metadata.records import SPECIAL_MODES, Stat
 from pfsfuse.tools.cli import unchanged, views
@@ -88,7 +88,7 @@ def expand_sources(
                 walked = list(_walk(source, dest, sizes))
                 out.extend(unchanged.skip_unchanged(walked, held.result(), sizes))
         elif os.path.exists(source):
-            out.append(Put(dest, local=source, stat=_stat(os.stat(source))))
+            out.append(Put(dest, local=source, stat=_stat(os.stat(source), source)))
         else:
             raise NotFound(f"{source}: no such file or directory")
     return out
@@ -127,9 +127,25 @@ def _pfs_ops(client: Client, url: str, dest: str, recursive: bool, by_reference:
     return ops
 
 
-def _stat(st: os.stat_result) -> Stat:
-    """What the store keeps of a local entry beside its content (as tar does)."""
-    return Stat(stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime_ns, st.st_ctime_ns)
+def _stat(st: os.stat_result, local: str | None = None) -> Stat:
+    """What the store keeps of a local entry beside its content (as tar does); with `local`, a
+    file's or directory's user extended attributes too."""
+    xattrs = None if local is None else _xattrs(local)
+    return Stat(stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime_ns, st.st_ctime_ns, xattrs=xattrs)
+
+
+def _xattrs(local: str) -> tuple[tuple[str, bytes], ...] | None:
+    """The user extended attributes of a local file or directory (none where its file system
+    keeps none). A mount's own (user.pfs.*) describe where a copy came from, and are left out."""
+    try:
+        wanted = [
+            n
+            for n in os.listxattr(local, follow_symlinks=False)
+            if n.startswith(names.XATTR_PREFIX) and not n.startswith(names.XATTR_OWN_PREFIX)
+        ]
+        return tuple(sorted((n, os.getxattr(local, n, follow_symlinks=False)) for n in wanted)) or None
+    except OSError:  # ENOTSUP: a file system without them
+        return None
 
 
 def _walk(directory: str, dest: str, sizes: dict[str, int]) -> Iterator[WriteOp]:
@@ -154,12 +170,12 @@ def _walk(directory: str, dest: str, sizes: dict[str, int]) -> Iterator[WriteOp]
                 if st.st_nlink > 1:
                     first_name[(st.st_dev, st.st_ino)] = target
                 sizes[local] = st.st_size
-                yield Put(target, local=local, stat=_stat(st))
+                yield Put(target, local=local, stat=_stat(st, local))
             else:
                 kind = next(k for k, bits in SPECIAL_MODES.items() if stat.S_IFMT(st.st_mode) == bits)
                 yield Mknod(target, kind, st.st_rdev if kind in ("char", "block") else 0, _stat(st))
         if here.strip("/"):  # not the repo's root, which is always there
-            yield Mkdir(here, _stat(os.stat(root)))
+            yield Mkdir(here, _stat(os.stat(root), root))
 
 
 def _walk_key(path: str) -> tuple[int, str]:

@@ -148,6 +148,8 @@ def inspect_file(client, out: Output, repo: str, ref: str, path: str, as_json: b
         fields.append(("Modified", time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime((f.mtime or 0) / 1e9))))
     if f.nlink is not None:
         fields.append(("Links", f"{f.nlink} (hard link {f.link:x})"))
+    if f.xattrs:
+        fields.append(("Attributes", ", ".join(f"{n} ({size(len(v))})" for n, v in f.xattrs.items())))
     out.fields(fields)
 
 
