@@ -22,6 +22,7 @@ FORMAT = 1
 _U32 = Annotated[int, msgspec.Meta(ge=0, lt=1 << 32)]
 _NS = Annotated[int, msgspec.Meta(ge=-(1 << 63), le=(1 << 63) - 1)]
 _LINK = Annotated[int, msgspec.Meta(ge=1, le=(1 << 63) - 1)]
+Xattrs = tuple[tuple[str, bytes], ...]  # user extended attributes, sorted by name (names.xattrs)
 
 
 class Stat(Struct, array_like=True, frozen=True, gc=False):
@@ -39,8 +40,7 @@ class Stat(Struct, array_like=True, frozen=True, gc=False):
     # content and stat; `nlink` counts them. Kept by the store, which ignores what a write says.
     link: _LINK | None = None
     nlink: Annotated[int, msgspec.Meta(ge=1)] | None = None
-    # User extended attributes, sorted by name (names.xattrs says what is kept).
-    xattrs: tuple[tuple[str, bytes], ...] | None = None
+    xattrs: Xattrs | None = None
 
 
 class ChunkRef(Struct, array_like=True, frozen=True, gc=False):

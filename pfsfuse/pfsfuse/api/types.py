@@ -8,7 +8,7 @@ from msgspec import Meta, Struct
 
 from pfsfuse.chunks import ChunkLoc
 from pfsfuse.metadata import etags
-from pfsfuse.metadata.records import ChunkRef, DirNode, Node, SpecialKind, Stat
+from pfsfuse.metadata.records import ChunkRef, DirNode, Node, SpecialKind, Stat, Xattrs
 
 # Numbers a caller sends, bounded at the API's boundary (decoding fails on anything else).
 Count = Annotated[int, Meta(ge=0, le=2**63 - 1)]
@@ -80,6 +80,9 @@ class Put(Struct, tag="put", omit_defaults=True):
     chunks: list[tuple[ChunkRef, ChunkLoc]] | None = None
     proof: bytes = b""
     stat: Stat | None = None  # None keeps the stat of the file it replaces, its mtime made now
+    # User extended attributes the file gets instead of its own (an S3 object's metadata);
+    # None keeps them.
+    xattrs: Xattrs | None = None
     # The S3 ETag a client was given for these bytes (the S3 gateway's), kept for the repo's
     # file of this content (pfsfuse.metadata.etags).
     etag: Annotated[str, Meta(pattern=etags.PATTERN)] | None = None
@@ -124,6 +127,7 @@ class Copy(Struct, tag="copy", omit_defaults=True):
     # A hard link (the source a file of the same commit): `path` becomes another name of it,
     # sharing its content and stat from now on. A copy without it is a file of its own.
     link: bool = False
+    xattrs: Xattrs | None = None  # a file's user extended attributes instead of the source's
 
 
 class Delete(Struct, tag="delete", omit_defaults=True):

@@ -58,6 +58,7 @@ from pfsfuse.metadata.records import (
     SpecialNode,
     Stat,
     SymlinkNode,
+    Xattrs,
     link_of,
 )
 
@@ -239,6 +240,13 @@ def _checked(op: WriteOp) -> WriteOp:
             raise InvalidArgument(f"{path}: bad mode, owner or time: {e}") from None
         if stat.xattrs:
             names.xattrs(stat.xattrs)
+    xattrs = getattr(op, "xattrs", None)
+    if xattrs:
+        names.xattrs(xattrs)
+    if xattrs is not None and (
+        (isinstance(op, Put) and (op.split or op.frame or op.recursive)) or (isinstance(op, Copy) and op.link)
+    ):
+        raise InvalidArgument(f"{path}: extended attributes are given to a put or copied file of its own")
     changes = {"path": path}
     if isinstance(op, Copy):
         changes["src_path"] = names.path(op.src_path)
@@ -350,7 +358,7 @@ class _Batch:
                 self.unname(old)
                 if isinstance(node, FileNode):
                     etags.copy(self.store.db, txn, op.src_repo, self.w.commit.repo, node.hash)
-            self.set(path, node, new_entry=True)
+            self.set(path, node if op.xattrs is None else _with_xattrs(node, op.xattrs), new_entry=True)
         elif isinstance(op, Delete):
             if not path:
                 self.pending, self.dirty, self.root = {}, set(), EMPTY_DIR
@@ -423,7 +431,8 @@ class _Batch:
                 self.contents.append(node.hash)
             if op.etag is not None:
                 etags.record(txn, self.w.commit.repo, node.hash, op.etag)
-            self.set(path, msgspec.structs.replace(node, stat=stat), old is None)
+            node = msgspec.structs.replace(node, stat=stat)
+            self.set(path, node if op.xattrs is None else _with_xattrs(node, op.xattrs), old is None)
 
     def split(self, path: str, data: _Staged) -> None:
         """Add records to the directory at `path` (made if missing), numbered on from its last."""
@@ -469,7 +478,7 @@ class _Batch:
             return  # already a name of it
         self.unname(old)
         now = time.time_ns()
-        st = src.stat or Stat(_default_mode(src), os.getuid(), os.getgid(), now, now)
+        st = src.stat or _shown_stat(src, now)
         # A new name changes the file's ctime, as on a disk.
         st = msgspec.structs.replace(st, ctime=now, link=st.link or secrets.randbelow((1 << 63) - 2) + 1)
         node = msgspec.structs.replace(src, stat=st)
@@ -575,6 +584,19 @@ def _default_mode(node: Node) -> int:
     if isinstance(node, FileNode):
         return 0o755 if node.executable else 0o644
     return 0o777 if isinstance(node, SymlinkNode) else 0o644
+
+
+def _shown_stat(node: Node, now: int) -> Stat:
+    """A stat for an entry stored without one, which a change gives it: the daemon's user's."""
+    return Stat(_default_mode(node), os.getuid(), os.getgid(), now, now)
+
+
+def _with_xattrs(node: Node, xattrs: Xattrs) -> Node:
+    """`node` with these user extended attributes instead of its own."""
+    if not xattrs and (node.stat is None or node.stat.xattrs is None):
+        return node  # none to give and none to take away
+    st = node.stat or _shown_stat(node, time.time_ns())
+    return msgspec.structs.replace(node, stat=msgspec.structs.replace(st, xattrs=xattrs or None))
 
 
 def _own_stat(stat: Stat | None, old: Stat | None) -> Stat | None:

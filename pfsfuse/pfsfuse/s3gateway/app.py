@@ -30,8 +30,8 @@ from pfsfuse.api.types import Copy, Delete, FileInfo, Mkdir, Put
 from pfsfuse.metadata import names
 from pfsfuse.metadata import refs as ref_syntax
 from pfsfuse.metadata.errors import InvalidArgument, NotFound, PfsError
-from pfsfuse.metadata.records import Commit
-from pfsfuse.s3gateway import bodies, sigv4
+from pfsfuse.metadata.records import Commit, Xattrs
+from pfsfuse.s3gateway import bodies, metadata, sigv4
 from pfsfuse.s3gateway.errors import S3Error, from_pfs
 from pfsfuse.s3gateway.multipart import Uploads
 from pfsfuse.sdk import Client
@@ -300,24 +300,26 @@ class Gateway:
             "etag": self.etag(b.repo, info),
             "last-modified": formatdate(_commit_time(b.commit), usegmt=True),
             "accept-ranges": "bytes",
+            **metadata.to_headers(info.xattrs),
         }
 
-    def put(self, name: str, key: str, body: bodies.Body) -> dict[str, str]:
+    def put(self, name: str, key: str, body: bodies.Body, meta: Xattrs) -> dict[str, str]:
         repo, ref = self.writable(name)
         path = self.key(key)
         if key.endswith("/") and body.size == 0:  # a folder marker
             result = self.client.write((repo, ref), [Mkdir(path)])
             return {"etag": f'"{body.md5.hex()}"', "x-pfs-commit": result.commit}
-        result = self.client.write((repo, ref), [Put(path, stream=body.file, etag=body.md5.hex())])
+        result = self.client.write((repo, ref), [Put(path, stream=body.file, etag=body.md5.hex(), xattrs=meta)])
         return {"etag": f'"{body.md5.hex()}"', "x-pfs-commit": result.commit}
 
-    def copy(self, name: str, key: str, source: str) -> Response:
+    def copy(self, name: str, key: str, source: str, meta: Xattrs | None) -> Response:
+        """CopyObject; `meta` replaces the source's user metadata (None copies it)."""
         repo, ref = self.writable(name)
         path = self.key(key)
         src_bucket, _, src_key = unquote(source.split("?", 1)[0]).lstrip("/").partition("/")
         src = self.bucket(src_bucket)
         info = self.object_info(src, src_key)
-        result = self.client.write((repo, ref), [Copy(path, src.repo, src.commit_id, info.path)])
+        result = self.client.write((repo, ref), [Copy(path, src.repo, src.commit_id, info.path, xattrs=meta)])
         inner = _el("ETag", self.etag(src.repo, info)) + _el("LastModified", _iso(_commit_time(src.commit)))
         return _xml(
             "CopyObjectResult",
@@ -352,10 +354,10 @@ class Gateway:
 
     # -- multipart uploads ----------------------------------------------------------------------
 
-    def start_upload(self, name: str, key: str) -> Response:
+    def start_upload(self, name: str, key: str, meta: Xattrs) -> Response:
         self.writable(name, check_repo=True)
         self.key(key)
-        upload_id = self.uploads.create(name, key)
+        upload_id = self.uploads.create(name, key, meta)
         inner = _el("Bucket", name) + _el("Key", key) + _el("UploadId", upload_id)
         return _xml("InitiateMultipartUploadResult", inner)
 
@@ -372,7 +374,7 @@ class Gateway:
         stream, etag = self.uploads.assemble(up, wanted)
         try:
             path = self.key(key)
-            result = self.client.write((repo, ref), [Put(path, stream=stream, etag=etag)])
+            result = self.client.write((repo, ref), [Put(path, stream=stream, etag=etag, xattrs=up.xattrs)])
         finally:
             stream.close()
         self.uploads.drop(upload_id)
@@ -546,16 +548,22 @@ def make_app(client: Client, auth: sigv4.Authenticator | None = None) -> Starlet
                 return Response(headers={"etag": f'"{etag}"'})
             if m == "PUT" and "x-amz-copy-source" in request.headers:
                 await request.body()
-                return await _run(gw.copy, bucket, key, request.headers["x-amz-copy-source"])
+                directive = request.headers.get("x-amz-metadata-directive", "COPY").upper()
+                if directive not in ("COPY", "REPLACE"):
+                    raise S3Error(400, "InvalidArgument", f"unknown metadata directive {directive!r}")
+                meta = metadata.from_headers(request.headers) if directive == "REPLACE" else None
+                return await _run(gw.copy, bucket, key, request.headers["x-amz-copy-source"], meta)
             if m == "PUT":
                 gw.writable(bucket)
                 body = await bodies.receive(request, signed)
                 try:
-                    return Response(headers=await _run(gw.put, bucket, key, body))
+                    return Response(
+                        headers=await _run(gw.put, bucket, key, body, metadata.from_headers(request.headers))
+                    )
                 finally:
                     body.close()
             if m == "POST" and "uploads" in q:
-                return await _run(gw.start_upload, bucket, key)
+                return await _run(gw.start_upload, bucket, key, metadata.from_headers(request.headers))
             if m == "POST" and "uploadId" in q:
                 body = await bodies.receive(request, signed)
                 try:

@@ -13,6 +13,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from pfsfuse.metadata.records import Xattrs
 from pfsfuse.s3gateway.errors import S3Error
 
 MAX_PART = 10_000
@@ -23,6 +24,7 @@ class Upload:
     bucket: str
     key: str
     dir: str
+    xattrs: Xattrs = ()  # the object's user metadata, given when the upload started
     parts: dict[int, tuple[str, int]] = field(default_factory=dict)  # number -> (md5 hex, size)
 
 
@@ -36,12 +38,12 @@ class Uploads:
     def close(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def create(self, bucket: str, key: str) -> str:
+    def create(self, bucket: str, key: str, xattrs: Xattrs = ()) -> str:
         upload_id = secrets.token_hex(16)
         path = os.path.join(self.root, upload_id)
         os.mkdir(path)
         with self._lock:
-            self._uploads[upload_id] = Upload(bucket, key, path)
+            self._uploads[upload_id] = Upload(bucket, key, path, xattrs)
         return upload_id
 
     def get(self, upload_id: str, bucket: str, key: str) -> Upload:
