@@ -19,7 +19,7 @@ from pfsfuse.api.client import Client
 from pfsfuse.api.types import Copy, Delete, FileInfo, Mkdir, Mknod, Put, Symlink, WriteOp
 from pfsfuse.metadata import glob, names
 from pfsfuse.metadata.errors import InvalidArgument, NotFound
-from pfsfuse.metadata.records import SPECIAL_MODES, Stat
+from pfsfuse.metadata.records import SPECIAL_MODES, Stat, Xattrs
 from pfsfuse.tools.cli import unchanged, views
 from pfsfuse.tools.cli.app import App, RefPathCommand, json_option, pass_app
 from pfsfuse.tools.cli.output import Output
@@ -134,7 +134,7 @@ def _stat(st: os.stat_result, local: str | None = None) -> Stat:
     return Stat(stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime_ns, st.st_ctime_ns, xattrs=xattrs)
 
 
-def _xattrs(local: str) -> tuple[tuple[str, bytes], ...] | None:
+def _xattrs(local: str) -> Xattrs | None:
     """The user extended attributes of a local file or directory (none where its file system
     keeps none). A mount's own (user.pfs.*) describe where a copy came from, and are left out."""
     try:
