@@ -117,11 +117,18 @@ class Attrs:
             elif not open_file:
                 ws.changed_file(f)
             entry = f
-        old = stat_of(entry, r.mtime)
-        if isinstance(entry, DirNode):
-            old = ws.dir_stat(path, old) or old
+        old = self.current_stat(path, entry, r)
         new = self.changed_stat(old, attr, fields, ctx)
         return entry if new == old else self._restat(ws, path, entry, new)
+
+    @staticmethod
+    def current_stat(path: str, entry, r: Ref) -> Stat:
+        """The stat the entry at `path` of `r` shows: its own (or the mount's default), with a
+        directory's changes made here and not sent yet."""
+        st = stat_of(entry, r.mtime)
+        if isinstance(entry, DirNode) and r.workspace is not None:
+            st = r.workspace.dir_stat(path, st) or st
+        return st
 
     def set_xattr(self, ws: Workspace, path: str, entry, r: Ref, name: str, value: bytes | None):
         """Set (or with None remove) a user extended attribute of the file or directory at
@@ -130,9 +137,7 @@ class Attrs:
             raise fail(errno.ENOTSUP)  # a branch's top has no stat of its own to keep it in
         if not isinstance(entry, (DirNode, FileNode, LocalFile)):
             raise fail(errno.EPERM)  # as a disk says for a symlink's or a device's user.*
-        old = stat_of(entry, r.mtime)
-        if isinstance(entry, DirNode):
-            old = ws.dir_stat(path, old) or old
+        old = self.current_stat(path, entry, r)
         kept = dict(old.xattrs or ())
         if value is None and kept.pop(name, None) is None:
             raise fail(pyfuse3.ENOATTR)

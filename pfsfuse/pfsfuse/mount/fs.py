@@ -285,10 +285,7 @@ class Filesystem(pyfuse3.Operations):
         if inode.kind != "entry":
             return ()
         entry, r = await self.describe(inode)
-        st = getattr(entry, "stat", None)
-        if isinstance(entry, DirNode) and r.workspace is not None:
-            st = r.workspace.dir_stat(inode.path, st)  # with what changed here, not sent yet
-        return (st.xattrs or ()) if st is not None else ()
+        return self.attrs.current_stat(inode.path, entry, r).xattrs or ()
 
     async def _set_xattr(self, ino: int, name: bytes, value: bytes | None) -> None:
         text = _user_xattr(name)
