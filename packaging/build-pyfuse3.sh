@@ -3,7 +3,10 @@
 # the kernel's adaptive READDIRPLUS (find and ls -f list with plain READDIR, so the kernel and the
 # mount keep no inode per listed name, and a plain batch is replied in one call), listings the kernel caches (an opendir may return a
 # FileInfo with `cache_readdir`), fallocate(2), and a request loop that polls about 100 us for a
-# client's next request before it goes back to the event loop. All leave pyfuse3's API as it was;
+# client's next request before it goes back to the event loop, and FUSE_HANDLE_KILLPRIV_V2 for a
+# file system that drops setuid and setgid itself (libfuse 3.14 cannot ask for it; the INIT reply
+# gets it on its way out), so the kernel stops asking for security.capability before every
+# write. All leave pyfuse3's API as it was;
 # pfsfuse runs on an unpatched pyfuse3 too, without them.
 # Needs gcc, pkg-config, libfuse3-dev and patch. Idempotent: a second run only checks.
 set -euo pipefail

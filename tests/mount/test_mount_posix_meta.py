@@ -256,6 +256,84 @@ def test_other_users_calls_are_checked_as_a_disk_checks_them(daemon, view, mount
         subprocess.run(["groupdel", group], check=False)
 
 
+def test_setuid_and_setgid_go_as_on_a_disk(daemon, view, mounts, mnt, tmp_home, other_user):
+    """The mount drops setuid and setgid itself (the kernel leaves it to the mount): on a write,
+    a truncate or an open that truncates by anyone but root, and on any chown; setgid without
+    group execute (which marks mandatory locking) stays. The commit keeps what is shown."""
+    view.client.create_repo("r")
+    view.put("r", "master", {"seed": b""})
+    os.chmod(tmp_home, 0o711)
+    m = mounts("--allow-other", "--idle", "1")
+    b = mnt / "r" / "master"
+
+    def made(name: str, mode: int) -> str:
+        (b / name).write_bytes(b"#!/bin/sh\n")
+        os.chmod(b / name, mode)
+        return str(b / name)
+
+    with open(made("by-root", 0o6777), "ab") as f:
+        f.write(b"root keeps them\n")
+    others = {
+        "written": ["sh", "-c", f"echo more >> {b}/written"],
+        "truncated": ["truncate", "-s", "1", str(b / "truncated")],
+        "emptied": ["sh", "-c", f": > {b}/emptied"],
+        "locking": ["sh", "-c", f"echo more >> {b}/locking"],
+    }
+    for name, argv in others.items():
+        made(name, 0o2766 if name == "locking" else 0o6777)
+        done = _as(other_user, *argv)
+        assert done.returncode == 0, done.stderr
+    made("given", 0o6755)
+    os.chown(b / "given", 1000, 1000)
+    expected = {
+        "by-root": 0o6777,
+        "written": 0o777,
+        "truncated": 0o777,
+        "emptied": 0o777,
+        "locking": 0o2766,
+        "given": 0o755,
+    }
+    assert {n: stat.S_IMODE(os.stat(b / n).st_mode) for n in expected} == expected
+    view.wait_committed(
+        "r",
+        "master",
+        lambda c: all(view.exists("r", c, n) and view.info("r", c, n).mode == mode for n, mode in expected.items()),
+        m,
+    )
+
+
+def test_a_write_is_one_request(daemon, view, mounts, mnt):
+    """Since the mount drops setuid itself, the kernel no longer asks for a file's
+    security.capability (a GETXATTR) before each write(2): counted by the kernel's own FUSE
+    trace events, in a trace instance of this test's."""
+    tracing = Path("/sys/kernel/tracing")
+    if not (tracing / "instances").is_dir():
+        subprocess.run(["mount", "-t", "tracefs", "nodev", str(tracing)], check=False, capture_output=True)
+    if not (tracing / "events" / "fuse").is_dir():
+        pytest.skip("no tracefs with FUSE events here")
+    view.client.create_repo("r")
+    view.put("r", "master", {"seed": b""})
+    mounts("--idle", "1")
+    instance = tracing / "instances" / f"pfs-test-{os.getpid()}"
+    instance.mkdir()
+    try:
+        event = instance / "events" / "fuse" / "fuse_request_send"
+        fd = os.open(mnt / "r" / "master" / "f", os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            (event / "filter").write_text(f"connection == {os.minor(os.fstat(fd).st_dev)}")
+            (event / "enable").write_text("1")
+            for i in range(100):
+                os.pwrite(fd, b"x" * 4096, i * 4096)
+            (event / "enable").write_text("0")
+        finally:
+            os.close(fd)
+        sent = (instance / "trace").read_text()
+        assert sent.count("FUSE_WRITE") == 100
+        assert sent.count("FUSE_GETXATTR") <= 1  # (before the first write, the kernel learns there is none)
+    finally:
+        instance.rmdir()
+
+
 def test_a_directory_is_dated_by_its_entries_changes_at_once(daemon, view, mounts, mnt):
     """mkdir, create, unlink, rename and rmdir move the directory's mtime and ctime when they
     return, as on a disk (not when the daemon has the change); `open(O_TRUNC)` moves a file's."""

@@ -30,6 +30,16 @@ from pfsfuse.mount.writing import Writer
 DIR_BLOCK = 1 << 15
 
 
+def without_privs(st: Stat) -> Stat:
+    """`st` without setuid and setgid, as a disk drops them on a write or truncate by a caller
+    without CAP_FSETID and on any chown of a non-directory. Setgid without group execute stays:
+    it marks mandatory locking, not a privilege."""
+    mode = st.mode & ~stat.S_ISUID
+    if mode & stat.S_IXGRP:
+        mode &= ~stat.S_ISGID
+    return st if mode == st.mode else msgspec.structs.replace(st, mode=mode, ctime=time.time_ns())
+
+
 def file_type(entry) -> int:
     """The S_IF* type of an entry: None is a directory of its own (the root, a repo), and a file
     being written is a regular file."""
@@ -119,7 +129,21 @@ class Attrs:
             entry = f
         old = self.current_stat(path, entry, r)
         new = self.changed_stat(old, attr, fields, ctx)
+        # The kernel leaves dropping setuid and setgid to us (Filesystem.enable_killpriv_v2),
+        # unless it sends the mode itself.
+        chown = (fields.update_uid or fields.update_gid) and not isinstance(entry, DirNode)
+        if (chown or (fields.update_size and ctx.uid != 0)) and not fields.update_mode:
+            new = without_privs(new)
         return entry if new == old else self._restat(ws, path, entry, new)
+
+    def drop_privs(self, ws: Workspace, f: LocalFile) -> bool:
+        """A write, or an open that truncates, by a caller without CAP_FSETID: the file loses
+        setuid and setgid. Returns whether it had them."""
+        new = without_privs(f.stat)
+        if new is f.stat:
+            return False
+        self._restat(ws, f.path, f, new)
+        return True
 
     @staticmethod
     def current_stat(path: str, entry, r: Ref) -> Stat:

@@ -60,6 +60,9 @@ class Handles(dict):
 class Filesystem(pyfuse3.Operations):
     enable_writeback_cache = False
     enable_readdirplus_auto = True
+    # We drop setuid and setgid ourselves (on a write, a truncate, a chown), so that the kernel
+    # does not ask for a file's security.capability before each write (pfsfuse's pyfuse3 patch).
+    enable_killpriv_v2 = True
 
     def __init__(
         self,
@@ -489,7 +492,10 @@ class Filesystem(pyfuse3.Operations):
             ws = workspace_of(r)
             commit = r.commit.id if r.commit is not None else None
             f = await self.writer.writable(ws, inode.path, entry, bool(flags & os.O_TRUNC), commit)
-            return pyfuse3.FileInfo(fh=self.handles.add(Handle(inode, r, file=f, wrote=True)))
+            h = Handle(inode, r, file=f, wrote=True, drops_privs=ctx.uid != 0)
+            if flags & os.O_TRUNC and h.drops_privs:
+                self._drop_privs(h)
+            return pyfuse3.FileInfo(fh=self.handles.add(h))
         if isinstance(entry, LocalFile):
             entry.handles += 1
             return pyfuse3.FileInfo(fh=self.handles.add(Handle(inode, r, file=entry)))
@@ -534,7 +540,7 @@ class Filesystem(pyfuse3.Operations):
         if existing is None:
             ws.entries_changed(parent.path)
         inode = self._new_inode(parent, path)
-        fh = self.handles.add(Handle(inode, r, file=f, wrote=True))
+        fh = self.handles.add(Handle(inode, r, file=f, wrote=True, drops_privs=ctx.uid != 0))
         return pyfuse3.FileInfo(fh=fh), self.attributes(inode, f, r)
 
     @translate
@@ -542,9 +548,17 @@ class Filesystem(pyfuse3.Operations):
         h = self.handles[fh]
         if h.file is None or not h.wrote:
             raise fail(errno.EBADF)
+        if h.drops_privs and h.file.stat.mode & _PRIVS:
+            self._drop_privs(h)
         n = h.file.pwrite(off, buf)
         h.ref.workspace.changed = time.monotonic()
         return n
+
+    def _drop_privs(self, h: Handle) -> None:
+        ws = h.ref.workspace if h.ref is not None else None
+        assert ws is not None and h.file is not None  # (a writer's handle, in a branch)
+        if self.attrs.drop_privs(ws, h.file):
+            pyfuse3.invalidate_inode(h.inode.ino, attr_only=True)  # the kernel's copy still has them
 
     @translate
     async def fallocate(self, fh, mode, off, length):
@@ -694,6 +708,7 @@ class Filesystem(pyfuse3.Operations):
 # Entries offered to the kernel at once in a plain listing: about what a request's buffer takes
 # (32 KiB, a getdents's, at 24 bytes an entry and more for longer names).
 PLAIN_BATCH = 1024
+_PRIVS = stat.S_ISUID | stat.S_ISGID
 _REPLY_NAMES = getattr(pyfuse3, "readdir_reply_names", None)  # (pfsfuse's patch of pyfuse3)
 
 

@@ -90,6 +90,9 @@ class Handle:
     ref: Ref | None  # None for a file a view makes up (an empty input)
     file: LocalFile | None = None  # a file the mount is writing
     wrote: bool = False
+    # Opened for writing by a caller other than root, whose writes drop setuid and setgid
+    # (Filesystem.enable_killpriv_v2).
+    drops_privs: bool = False
     node: FileNode | None = None  # a committed file
     chunks: tuple[ChunkRef, ...] = ()
     starts: list[int] = field(default_factory=list)  # offset of each chunk
