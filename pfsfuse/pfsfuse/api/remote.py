@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
+import itertools
 import logging
 import os
 from collections.abc import Iterable, Iterator
@@ -191,7 +193,9 @@ class RemoteClient(Client):
         if not self.unix and os.environ.get("PFS_DIRECT_WRITES", "1") != "0" and self.chunk_store is not None:
             ops = self._store_directly(ops)
         params = urlencode(wire.query(wire.WriteQuery(repo=repo, ref=ref, listings=listings)))
-        data = self._http.call("POST", f"/write?{params}", self._frames(ops))
+        frames = self._frames(ops)
+        body = _gathered(frames) if isinstance(ops, list) and all(map(_at_hand, ops)) else frames
+        data = self._http.call("POST", f"/write?{params}", body)
         return msgspec.json.decode(data, type=WriteResult)
 
     def _store_directly(self, ops: Iterable[WriteOp]) -> list[WriteOp]:
@@ -398,3 +402,23 @@ class RemoteClient(Client):
 
     def shutdown(self) -> None:
         self._http.call("POST", "/shutdown", b"")
+
+
+def _at_hand(op: WriteOp) -> bool:
+    """Whether what `op` sends is in memory or in a file here, not in a stream that may come
+    slowly (stdin, a socket): the request need not go piece by piece as the stream yields."""
+    return not isinstance(op, Put) or op.stream is None or isinstance(op.stream, io.BytesIO)
+
+
+def _gathered(pieces: Iterator[bytes]) -> bytes | Iterator[bytes]:
+    """`pieces` as one body if they come to less than _PIECE bytes (a mount's flush: the
+    request then goes in one write, with its length, and the daemon reads it in one), else
+    streamed as before."""
+    head: list[bytes] = []
+    size = 0
+    for piece in pieces:
+        head.append(piece)
+        size += len(piece)
+        if size >= _PIECE:
+            return itertools.chain(head, pieces)
+    return b"".join(head)
