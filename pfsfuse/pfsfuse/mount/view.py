@@ -69,6 +69,9 @@ class DatumView(Filesystem):
     # A datum's inputs show other kinds of entries (lazy pipes, empty files) than their nodes
     # say: every listing carries attributes.
     enable_readdirplus_auto = False
+    # /pfs/out's writes go to a directory on disk as the worker's user, which keeps setuid where
+    # the pipeline's user would lose it: the kernel drops it, as before.
+    enable_killpriv_v2 = False
 
     def __init__(self, client: Client, mountpoint: str, out: str, tmpdir: str):
         super().__init__(client, mountpoint, tmpdir, read_only=True)
