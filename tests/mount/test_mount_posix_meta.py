@@ -258,8 +258,9 @@ def test_other_users_calls_are_checked_as_a_disk_checks_them(daemon, view, mount
 
 def test_setuid_and_setgid_go_as_on_a_disk(daemon, view, mounts, mnt, tmp_home, other_user):
     """The mount drops setuid and setgid itself (the kernel leaves it to the mount): on a write,
-    a truncate or an open that truncates by anyone but root, and on any chown; setgid without
-    group execute (which marks mandatory locking) stays. The commit keeps what is shown."""
+    a truncate, a fallocate or an open that truncates by anyone but root, and on any chown;
+    setgid without group execute (which marks mandatory locking) stays. The commit keeps what
+    is shown."""
     view.client.create_repo("r")
     view.put("r", "master", {"seed": b""})
     os.chmod(tmp_home, 0o711)
@@ -278,6 +279,7 @@ def test_setuid_and_setgid_go_as_on_a_disk(daemon, view, mounts, mnt, tmp_home, 
         "truncated": ["truncate", "-s", "1", str(b / "truncated")],
         "emptied": ["sh", "-c", f": > {b}/emptied"],
         "locking": ["sh", "-c", f"echo more >> {b}/locking"],
+        "allocated": ["fallocate", "-l", "8192", str(b / "allocated")],
     }
     for name, argv in others.items():
         made(name, 0o2766 if name == "locking" else 0o6777)
@@ -290,6 +292,7 @@ def test_setuid_and_setgid_go_as_on_a_disk(daemon, view, mounts, mnt, tmp_home, 
         "written": 0o777,
         "truncated": 0o777,
         "emptied": 0o777,
+        "allocated": 0o777,
         "locking": 0o2766,
         "given": 0o755,
     }

@@ -548,11 +548,15 @@ class Filesystem(pyfuse3.Operations):
         h = self.handles[fh]
         if h.file is None or not h.wrote:
             raise fail(errno.EBADF)
-        if h.drops_privs and h.file.stat.mode & _PRIVS:
-            self._drop_privs(h)
+        self._dropping_privs(h)
         n = h.file.pwrite(off, buf)
         h.ref.workspace.changed = time.monotonic()
         return n
+
+    def _dropping_privs(self, h: Handle) -> None:
+        """A write or fallocate through `h`: as on a disk, it drops setuid unless root opened it."""
+        if h.drops_privs and h.file is not None and h.file.stat.mode & _PRIVS:
+            self._drop_privs(h)
 
     def _drop_privs(self, h: Handle) -> None:
         ws = h.ref.workspace if h.ref is not None else None
@@ -565,6 +569,7 @@ class Filesystem(pyfuse3.Operations):
         h = self.handles[fh]
         if h.file is None or not h.wrote:
             raise fail(errno.EBADF)
+        self._dropping_privs(h)
         h.file.allocate(mode, off, length)
         h.ref.workspace.changed = time.monotonic()
 
