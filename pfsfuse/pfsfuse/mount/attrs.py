@@ -168,7 +168,7 @@ class Attrs:
         if value is not None:
             kept[name] = value
         pairs = tuple(sorted(kept.items()))
-        if sum(len(n.encode()) + len(v) for n, v in pairs) > names.XATTRS_MAX:
+        if sum(names.byte_length(n) + len(v) for n, v in pairs) > names.XATTRS_MAX:
             raise fail(errno.ENOSPC)  # as ext4 says when an inode's attributes fill their block
         new = msgspec.structs.replace(old, xattrs=pairs or None, ctime=time.time_ns())
         self._restat(ws, path, entry, new)

@@ -493,7 +493,7 @@ class Filesystem(pyfuse3.Operations):
             commit = r.commit.id if r.commit is not None else None
             f = await self.writer.writable(ws, inode.path, entry, bool(flags & os.O_TRUNC), commit)
             h = Handle(inode, r, file=f, wrote=True, drops_privs=ctx.uid != 0)
-            if flags & os.O_TRUNC and h.drops_privs:
+            if flags & os.O_TRUNC:
                 self._drop_privs(h)
             return pyfuse3.FileInfo(fh=self.handles.add(h))
         if isinstance(entry, LocalFile):
@@ -548,19 +548,18 @@ class Filesystem(pyfuse3.Operations):
         h = self.handles[fh]
         if h.file is None or not h.wrote:
             raise fail(errno.EBADF)
-        self._dropping_privs(h)
+        self._drop_privs(h)
         n = h.file.pwrite(off, buf)
         h.ref.workspace.changed = time.monotonic()
         return n
 
-    def _dropping_privs(self, h: Handle) -> None:
-        """A write or fallocate through `h`: as on a disk, it drops setuid unless root opened it."""
-        if h.drops_privs and h.file is not None and h.file.stat.mode & _PRIVS:
-            self._drop_privs(h)
-
     def _drop_privs(self, h: Handle) -> None:
+        """A write, fallocate or truncating open through `h`: as on a disk, the file loses setuid
+        and setgid unless root opened it."""
+        if not (h.drops_privs and h.file is not None and h.file.stat.mode & _PRIVS):
+            return
         ws = h.ref.workspace if h.ref is not None else None
-        assert ws is not None and h.file is not None  # (a writer's handle, in a branch)
+        assert ws is not None  # (a writer's handle, in a branch)
         if self.attrs.drop_privs(ws, h.file):
             pyfuse3.invalidate_inode(h.inode.ino, attr_only=True)  # the kernel's copy still has them
 
@@ -569,7 +568,7 @@ class Filesystem(pyfuse3.Operations):
         h = self.handles[fh]
         if h.file is None or not h.wrote:
             raise fail(errno.EBADF)
-        self._dropping_privs(h)
+        self._drop_privs(h)
         h.file.allocate(mode, off, length)
         h.ref.workspace.changed = time.monotonic()
 
